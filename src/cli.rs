@@ -1,0 +1,262 @@
+//! The command line of CONTRACT §4: clap definitions, then a check that turns raw flags into the
+//! options each command runs with. Usage errors say what to fix and exit 2 (see `main`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use stampede_producers::{fleet_name, FaultRates, FleetConfig};
+
+use crate::produce::{ProduceOptions, Rate, Target};
+use crate::record::MAX_NAME_BYTES;
+use crate::time::{parse_status_time, Millis};
+use crate::window::{TimeMode, WindowConfig};
+
+/// Stampede: live analytics for the Wild Rydes unicorn fleet.
+#[derive(Debug, Parser)]
+#[command(name = "stampede", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Batch mode: per-minute summaries of NDJSON telemetry files (or stdin).
+    ///
+    /// Reads the files in order as one partition through the same decoding and windowing as the
+    /// service, flushes every window at the end, and writes the final summary of each window
+    /// (its last revision) to stdout as NDJSON ordered by (StatusTime, Name). Rejected records
+    /// are counted by reason on stderr.
+    Aggregate(AggregateArgs),
+    /// The simulated fleet producer (the workshop's movement and vitals model).
+    ///
+    /// One record per unicorn per second by default, as NDJSON on stdout.
+    Produce(ProduceArgs),
+}
+
+/// `stampede aggregate`.
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// NDJSON files, read in order as one partition; none or `-` reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Window settings.
+    #[command(flatten)]
+    pub window: WindowArgs,
+    /// Print every rejected line (file, line number, reason) on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// The `[window]` settings as flags.
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// Window on the record's StatusTime (event) or on arrival (ingest, the workshop's way).
+    #[arg(long, value_enum, default_value_t = TimeArg::Event)]
+    pub time: TimeArg,
+    /// Window length in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub window_secs: u32,
+    /// How far event time may run backwards before records count as late.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub out_of_orderness_secs: u32,
+    /// How long a closed window still takes late records (and restates itself).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub allowed_lateness_secs: u32,
+}
+
+/// `--time`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TimeArg {
+    /// The record's StatusTime.
+    Event,
+    /// Arrival time.
+    Ingest,
+}
+
+/// `--error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    /// On.
+    Yes,
+    /// Off.
+    No,
+}
+
+/// `stampede produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// One unicorn with this name.
+    #[arg(long, conflicts_with = "unicorns")]
+    pub name: Option<String>,
+    /// A fleet of N unicorns: Shadowfax, Bucephalus, Rocinante, then more names.
+    #[arg(long, value_name = "N")]
+    pub unicorns: Option<u32>,
+    /// Where to write: `-` (NDJSON on stdout).
+    #[arg(long, default_value = "-", value_name = "TARGET")]
+    pub to: String,
+    /// Stop after N records in all (default: run until interrupted).
+    #[arg(long, value_name = "N")]
+    pub msgs: Option<u64>,
+    /// Records per unicorn per second, or `max` for as fast as possible (event time then
+    /// advances one simulated second per record of a unicorn).
+    #[arg(long, default_value = "1", value_name = "R")]
+    pub rate: String,
+    /// `yes`: every 5th record carries InputData "Unicornerror" (the others "Unicorn").
+    #[arg(long, value_enum, default_value_t = YesNo::No)]
+    pub error: YesNo,
+    /// Event time of the first record, e.g. "2018-03-18 03:20:00" (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub start_time: Option<String>,
+    /// Seed for reproducible output (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Inject faults, e.g. "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.001"
+    /// (probability per record; late ones are calibrated for the default windows).
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+    /// Mean change of health and magic points per second, e.g. -0.5 to make alerts fire.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "POINTS",
+        allow_negative_numbers = true
+    )]
+    pub drift: f64,
+    /// No progress line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A command line that parsed but cannot run: exit 2 with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+impl WindowArgs {
+    /// The checked window settings (batch mode: no idle timeout).
+    ///
+    /// # Errors
+    /// A setting out of range, named.
+    pub fn to_config(&self) -> Result<WindowConfig, UsageError> {
+        let cfg = WindowConfig {
+            time: match self.time {
+                TimeArg::Event => TimeMode::Event,
+                TimeArg::Ingest => TimeMode::Ingest,
+            },
+            size_ms: Millis::from(self.window_secs) * 1_000,
+            out_of_orderness_ms: Millis::from(self.out_of_orderness_secs) * 1_000,
+            allowed_lateness_ms: Millis::from(self.allowed_lateness_secs) * 1_000,
+            idle_timeout_ms: None,
+        };
+        cfg.validate().map_err(|e| {
+            let flag = match e.key {
+                "size_secs" => "--window-secs",
+                "out_of_orderness_secs" => "--out-of-orderness-secs",
+                _ => "--allowed-lateness-secs",
+            };
+            usage(format!(
+                "{flag} must be {}, got {} s",
+                e.rule,
+                e.value_ms / 1_000
+            ))
+        })?;
+        Ok(cfg)
+    }
+}
+
+impl ProduceArgs {
+    /// The checked producer options.
+    ///
+    /// # Errors
+    /// The first flag that cannot work, with what to use instead.
+    pub fn to_options(&self) -> Result<ProduceOptions, UsageError> {
+        let target = match self.to.as_str() {
+            "-" => Target::Stdout,
+            other => {
+                let scheme = other.split("://").next().unwrap_or(other);
+                return Err(usage(match scheme {
+                    "http" | "https" | "kafka" | "kinesis" => format!(
+                        "--to {other}: the {scheme} target is not part of this build yet; use --to - (stdout)"
+                    ),
+                    _ => format!(
+                        "--to {other}: expected -, http://HOST:PORT/ingest, kafka://HOST:PORT/TOPIC or kinesis://STREAM"
+                    ),
+                }));
+            }
+        };
+        let names = match (&self.name, self.unicorns) {
+            (Some(name), _) => {
+                if name.is_empty()
+                    || name.len() > MAX_NAME_BYTES
+                    || name.chars().any(char::is_control)
+                {
+                    return Err(usage(format!(
+                        "--name {name:?}: a name is 1 to {MAX_NAME_BYTES} bytes without control characters"
+                    )));
+                }
+                vec![name.clone()]
+            }
+            (None, Some(0)) => return Err(usage("--unicorns must be at least 1")),
+            (None, Some(n)) if n > 1_000_000 => return Err(usage("--unicorns is at most 1000000")),
+            (None, Some(n)) => (0..n as usize).map(fleet_name).collect(),
+            (None, None) => vec!["Shadowfax".to_owned()],
+        };
+        let rate = match self.rate.as_str() {
+            "max" => Rate::Max,
+            r => match r.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 1_000.0 => Rate::PerSecond(v),
+                _ => {
+                    return Err(usage(format!(
+                        "--rate {r}: expected records per unicorn per second (0 < R ≤ 1000) or max"
+                    )))
+                }
+            },
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis);
+        let start_ms = match &self.start_time {
+            Some(t) => parse_status_time(t.as_bytes()).map_err(|_| {
+                usage(format!(
+                    "--start-time {t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339"
+                ))
+            })?,
+            None => now,
+        };
+        let seed = self.seed.unwrap_or_else(|| {
+            (now as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id())
+        });
+        let faults = match &self.faults {
+            Some(spec) => spec
+                .parse::<FaultRates>()
+                .map_err(|e| usage(format!("--faults {spec:?}: {e}")))?,
+            None => FaultRates::default(),
+        };
+        if !self.drift.is_finite() || self.drift.abs() > 100.0 {
+            return Err(usage("--drift is points per second, between -100 and 100"));
+        }
+        let mut fleet = FleetConfig::new(names, seed, start_ms);
+        fleet.step_ms = match rate {
+            Rate::PerSecond(r) => ((1_000.0 / r).round() as i64).max(1),
+            Rate::Max => 1_000,
+        };
+        fleet.drift_per_sec = vec![self.drift; fleet.names.len()];
+        fleet.error_every_5th = self.error == YesNo::Yes;
+        fleet.faults = faults;
+        let progress = !self.quiet && ProduceOptions::progress_by_default(&target);
+        Ok(ProduceOptions {
+            fleet,
+            target,
+            msgs: self.msgs,
+            rate,
+            progress,
+        })
+    }
+}

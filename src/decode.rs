@@ -1,0 +1,757 @@
+//! Bytes → [`Telemetry`]: a JSON reader specialised for one flat object, with every validation
+//! rule of CONTRACT §1 and its reject reason.
+//!
+//! Sits between the sources (which hand over raw payloads) and the window engine. It is the
+//! hottest code in the service, so it reads the object in one pass, borrows strings from the
+//! input (allocating only to undo JSON escapes, never more than the input's size), and never
+//! panics: every index is checked, and arbitrary bytes are fed to it in the test suite.
+//!
+//! Precedence when a record has several faults: size first (`too_large`, unread), then syntax
+//! (`malformed_json` wins over anything found before the syntax error), then the first field
+//! fault in document order (`bad_type`, `out_of_range`), then `missing_field`.
+
+use std::borrow::Cow;
+
+use crate::record::{Field, Reject, RejectReason, Telemetry, MAX_NAME_BYTES, MAX_RECORD_BYTES};
+use crate::time::{parse_status_time, TimeError};
+
+/// The non-blank lines of a payload: one record each. Blank or all-whitespace lines are skipped;
+/// a trailing `\n` (or `\r\n`) is allowed.
+pub fn split_records(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    payload
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(|b| is_ws(*b)))
+}
+
+/// Decodes one record.
+///
+/// # Errors
+/// A [`Reject`] with the contract's reason and, where one field is to blame, the field.
+pub fn decode(bytes: &[u8]) -> Result<Telemetry<'_>, Reject> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(Reject::new(RejectReason::TooLarge));
+    }
+    let mut p = Parser { s: bytes, i: 0 };
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        // Valid JSON that is not an object is the wrong type of record; anything else is not JSON.
+        return match p.skip_value().and_then(|()| p.end()) {
+            Ok(()) => Err(Reject::new(RejectReason::BadType)),
+            Err(Malformed) => Err(Reject::new(RejectReason::MalformedJson)),
+        };
+    }
+    p.object()
+        .map_err(|Malformed| Reject::new(RejectReason::MalformedJson))?
+}
+
+/// The syntax is broken; nothing more to say.
+#[derive(Debug)]
+struct Malformed;
+
+type Syntax<T> = Result<T, Malformed>;
+
+/// Fields gathered so far.
+#[derive(Default)]
+struct Fields<'a> {
+    name: Option<Cow<'a, str>>,
+    status_time: Option<i64>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    distance: Option<f64>,
+    health_points: Option<i64>,
+    magic_points: Option<i64>,
+    input_data: Option<Cow<'a, str>>,
+    /// The first field fault in document order.
+    fault: Option<Reject>,
+}
+
+impl Fields<'_> {
+    fn fault(&mut self, reason: RejectReason, field: Field) {
+        if self.fault.is_none() {
+            self.fault = Some(Reject::field(reason, field));
+        }
+    }
+}
+
+/// A number as read: its text and whether it was written as an integer.
+struct Number<'a> {
+    text: &'a [u8],
+    integer: bool,
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b) = self.peek() {
+            if !is_ws(b) {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, b: u8) -> Syntax<()> {
+        if self.peek() == Some(b) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// Only whitespace may follow.
+    fn end(&mut self) -> Syntax<()> {
+        self.skip_ws();
+        if self.i == self.s.len() {
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// The whole record: `{ "key": value, … }` and nothing after it.
+    fn object(&mut self) -> Syntax<Result<Telemetry<'a>, Reject>> {
+        self.expect(b'{')?;
+        let mut f = Fields::default();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+        } else {
+            loop {
+                self.skip_ws();
+                let key = self.string()?;
+                self.skip_ws();
+                self.expect(b':')?;
+                self.skip_ws();
+                self.field(&key, &mut f)?;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b'}') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(Malformed),
+                }
+            }
+        }
+        self.end()?;
+        Ok(finish(f))
+    }
+
+    /// Reads the value of `key` into `f`, or skips it when the key is unknown.
+    fn field(&mut self, key: &str, f: &mut Fields<'a>) -> Syntax<()> {
+        let field = match key {
+            "Name" => Field::Name,
+            "StatusTime" => Field::StatusTime,
+            "Latitude" => Field::Latitude,
+            "Longitude" => Field::Longitude,
+            "Distance" => Field::Distance,
+            "HealthPoints" => Field::HealthPoints,
+            "MagicPoints" => Field::MagicPoints,
+            "InputData" => Field::InputData,
+            _ => return self.skip_value(),
+        };
+        match self.peek() {
+            Some(b'n') => {
+                // `null` counts as absent; InputData is optional anyway.
+                self.literal(b"null")?;
+                return Ok(());
+            }
+            Some(b'"') => {
+                let text = self.string()?;
+                match field {
+                    Field::Name => match check_name(&text) {
+                        Ok(()) => f.name = Some(text),
+                        Err(reason) => f.fault(reason, field),
+                    },
+                    Field::StatusTime => match parse_status_time(text.as_bytes()) {
+                        Ok(t) => f.status_time = Some(t),
+                        Err(TimeError::Format) => f.fault(RejectReason::BadType, field),
+                        Err(TimeError::Range) => f.fault(RejectReason::OutOfRange, field),
+                    },
+                    Field::InputData => f.input_data = Some(text),
+                    _ => f.fault(RejectReason::BadType, field),
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number()?;
+                match field {
+                    Field::Latitude => f.latitude = ranged(f, field, &n, 90.0),
+                    Field::Longitude => f.longitude = ranged(f, field, &n, 180.0),
+                    Field::Distance => match to_f64(&n) {
+                        Some(v) if v.is_finite() && v >= 0.0 => f.distance = Some(v),
+                        _ => f.fault(RejectReason::OutOfRange, field),
+                    },
+                    Field::HealthPoints => f.health_points = integer(f, field, &n),
+                    Field::MagicPoints => f.magic_points = integer(f, field, &n),
+                    _ => f.fault(RejectReason::BadType, field),
+                }
+            }
+            _ => {
+                self.skip_value()?;
+                f.fault(RejectReason::BadType, field);
+            }
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Syntax<()> {
+        if self.s.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// A string literal; borrowed when it holds no escape.
+    fn string(&mut self) -> Syntax<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let start = self.i;
+        loop {
+            match self.peek() {
+                None => return Err(Malformed),
+                Some(b'"') => {
+                    let raw = &self.s[start..self.i];
+                    self.i += 1;
+                    return borrowed_str(raw).map(Cow::Borrowed);
+                }
+                Some(b'\\') => {
+                    let prefix = borrowed_str(&self.s[start..self.i])?;
+                    return self.escaped_string(prefix).map(Cow::Owned);
+                }
+                Some(0..=0x1f) => return Err(Malformed),
+                Some(_) => self.i += 1,
+            }
+        }
+    }
+
+    /// The rest of a string that holds escapes, from the first backslash.
+    fn escaped_string(&mut self, prefix: &str) -> Syntax<String> {
+        let mut out = String::with_capacity(prefix.len() + 16);
+        out.push_str(prefix);
+        loop {
+            let run_start = self.i;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(borrowed_str(&self.s[run_start..self.i])?);
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let c = match self.peek() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.i += 1;
+                            let c = self.unicode_escape()?;
+                            out.push(c);
+                            continue;
+                        }
+                        _ => return Err(Malformed),
+                    };
+                    self.i += 1;
+                    out.push(c);
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    /// After `\u`: four hex digits, and a second `\uXXXX` when the first is a high surrogate.
+    fn unicode_escape(&mut self) -> Syntax<char> {
+        let hi = self.hex4()?;
+        let code = match hi {
+            0xD800..=0xDBFF => {
+                self.literal(b"\\u")?;
+                let lo = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&lo) {
+                    return Err(Malformed);
+                }
+                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(Malformed),
+            _ => hi,
+        };
+        char::from_u32(code).ok_or(Malformed)
+    }
+
+    fn hex4(&mut self) -> Syntax<u32> {
+        let digits = self.s.get(self.i..self.i + 4).ok_or(Malformed)?;
+        let mut v = 0u32;
+        for &b in digits {
+            let d = char::from(b).to_digit(16).ok_or(Malformed)?;
+            v = v * 16 + d;
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// A number per the JSON grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Syntax<Number<'a>> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(Malformed),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            integer = false;
+            self.some_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            integer = false;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Ok(Number {
+            text: &self.s[start..self.i],
+            integer,
+        })
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Syntax<()> {
+        let start = self.i;
+        self.digits();
+        if self.i == start {
+            Err(Malformed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Skips any JSON value, checking its syntax. Nesting is tracked in a bit stack, without
+    /// recursion; deeper than 128 levels is refused as serde_json refuses it.
+    fn skip_value(&mut self) -> Syntax<()> {
+        // Bit n of `stack` is 1 when level n is an object, 0 when an array.
+        let mut stack: u128 = 0;
+        let mut depth: u32 = 0;
+        loop {
+            // A value.
+            self.skip_ws();
+            match self.peek() {
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number()?;
+                }
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                Some(open @ (b'{' | b'[')) => {
+                    if depth == 128 {
+                        return Err(Malformed);
+                    }
+                    self.i += 1;
+                    let object = open == b'{';
+                    if object {
+                        stack |= 1 << depth;
+                    } else {
+                        stack &= !(1 << depth);
+                    }
+                    depth += 1;
+                    self.skip_ws();
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.i += 1;
+                        depth -= 1;
+                    } else {
+                        if object {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                }
+                _ => return Err(Malformed),
+            }
+            // After a value: close containers or move to the next element.
+            loop {
+                if depth == 0 {
+                    return Ok(());
+                }
+                let object = stack & (1 << (depth - 1)) != 0;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if object {
+                            self.skip_ws();
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if object => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    Some(b']') if !object => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    _ => return Err(Malformed),
+                }
+            }
+        }
+    }
+
+    /// `"key" :` inside a skipped object.
+    fn member_key(&mut self) -> Syntax<()> {
+        self.string()?;
+        self.skip_ws();
+        self.expect(b':')
+    }
+}
+
+fn borrowed_str(raw: &[u8]) -> Syntax<&str> {
+    std::str::from_utf8(raw).map_err(|_| Malformed)
+}
+
+fn check_name(name: &str) -> Result<(), RejectReason> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        Err(RejectReason::OutOfRange)
+    } else {
+        Ok(())
+    }
+}
+
+fn to_f64(n: &Number<'_>) -> Option<f64> {
+    std::str::from_utf8(n.text).ok()?.parse().ok()
+}
+
+fn ranged(f: &mut Fields<'_>, field: Field, n: &Number<'_>, limit: f64) -> Option<f64> {
+    match to_f64(n) {
+        Some(v) if v.is_finite() && (-limit..=limit).contains(&v) => Some(v),
+        _ => {
+            f.fault(RejectReason::OutOfRange, field);
+            None
+        }
+    }
+}
+
+fn integer(f: &mut Fields<'_>, field: Field, n: &Number<'_>) -> Option<i64> {
+    if !n.integer {
+        f.fault(RejectReason::BadType, field);
+        return None;
+    }
+    let (negative, digits) = match n.text {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let mut v: i64 = 0;
+    for &d in digits {
+        let d = i64::from(d - b'0');
+        // Accumulate toward the negative side so that i64::MIN fits.
+        match v.checked_mul(10).and_then(|v| v.checked_sub(d)) {
+            Some(next) => v = next,
+            None => {
+                f.fault(RejectReason::OutOfRange, field);
+                return None;
+            }
+        }
+    }
+    if negative {
+        Some(v)
+    } else if let Some(v) = v.checked_neg() {
+        Some(v)
+    } else {
+        f.fault(RejectReason::OutOfRange, field);
+        None
+    }
+}
+
+fn finish(f: Fields<'_>) -> Result<Telemetry<'_>, Reject> {
+    if let Some(fault) = f.fault {
+        return Err(fault);
+    }
+    let missing = |field| Reject::field(RejectReason::MissingField, field);
+    Ok(Telemetry {
+        name: f.name.ok_or_else(|| missing(Field::Name))?,
+        status_time: f.status_time.ok_or_else(|| missing(Field::StatusTime))?,
+        latitude: f.latitude.ok_or_else(|| missing(Field::Latitude))?,
+        longitude: f.longitude.ok_or_else(|| missing(Field::Longitude))?,
+        distance: f.distance.ok_or_else(|| missing(Field::Distance))?,
+        health_points: f
+            .health_points
+            .ok_or_else(|| missing(Field::HealthPoints))?,
+        magic_points: f.magic_points.ok_or_else(|| missing(Field::MagicPoints))?,
+        input_data: f.input_data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RejectReason::*;
+
+    const GOOD: &str = r#"{"Distance":29.83712,"HealthPoints":151,"Latitude":40.749167,"Longitude":-73.985184,"MagicPoints":148,"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:01.189"}"#;
+
+    fn reason(s: &str) -> Option<(RejectReason, Option<&'static str>)> {
+        decode(s.as_bytes())
+            .err()
+            .map(|r| (r.reason, r.field.map(Field::as_str)))
+    }
+
+    /// GOOD with one key's value replaced by `value` (or the key dropped when `None`).
+    fn with(key: &str, value: Option<&str>) -> String {
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(GOOD).unwrap();
+        v.remove(key);
+        let mut s = serde_json::to_string(&v).unwrap();
+        if let Some(value) = value {
+            s.pop();
+            s.push_str(&format!(",\"{key}\":{value}}}"));
+        }
+        s
+    }
+
+    #[test]
+    fn decodes_the_workshop_record() {
+        let t = decode(GOOD.as_bytes()).unwrap();
+        assert_eq!(t.name, "Shadowfax");
+        assert!(matches!(t.name, Cow::Borrowed(_)));
+        assert_eq!(t.status_time, 1_521_343_201_189);
+        assert_eq!(t.latitude, 40.749167);
+        assert_eq!(t.longitude, -73.985184);
+        assert_eq!(t.distance, 29.83712);
+        assert_eq!((t.health_points, t.magic_points), (151, 148));
+        assert_eq!(t.input_data, None);
+    }
+
+    #[test]
+    fn key_order_whitespace_unknown_fields_and_input_data() {
+        let s = "  {\r\n \"Name\" : \"Bucephalus\" ,\"Extra\":{\"a\":[1,2.5e3,{\"b\":null}],\"c\":true},\
+                 \"StatusTime\":\"2018-03-18T03:20:01Z\",\"MagicPoints\":-3,\"HealthPoints\":0,\
+                 \"Distance\":0,\"Longitude\":180,\"Latitude\":-90.0,\"InputData\":\"Unicornerror\"}\r\n";
+        let t = decode(s.as_bytes()).unwrap();
+        assert_eq!(t.name, "Bucephalus");
+        assert_eq!(t.input_data.as_deref(), Some("Unicornerror"));
+        assert_eq!((t.latitude, t.longitude, t.distance), (-90.0, 180.0, 0.0));
+    }
+
+    #[test]
+    fn escaped_and_unicode_names() {
+        let escaped = with("Name", Some(r#""Fela\u0072\u00f3f \ud83e\udd84 \"q\"""#));
+        let t = decode(escaped.as_bytes()).unwrap();
+        assert_eq!(t.name, "Felaróf 🦄 \"q\"");
+        let plain = with("Name", Some("\"Felaróf\""));
+        let t = decode(plain.as_bytes()).unwrap();
+        assert_eq!(t.name, "Felaróf");
+        assert!(matches!(t.name, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn name_rules() {
+        assert_eq!(
+            reason(&with("Name", Some("\"\""))),
+            Some((OutOfRange, Some("Name")))
+        );
+        let long = format!("\"{}\"", "é".repeat(33)); // 66 bytes
+        assert_eq!(
+            reason(&with("Name", Some(&long))),
+            Some((OutOfRange, Some("Name")))
+        );
+        let ok = format!("\"{}\"", "é".repeat(32)); // 64 bytes
+        assert_eq!(reason(&with("Name", Some(&ok))), None);
+        assert_eq!(
+            reason(&with("Name", Some(r#""a\nb""#))),
+            Some((OutOfRange, Some("Name")))
+        );
+        assert_eq!(
+            reason(&with("Name", Some("\"a\u{7f}b\""))),
+            Some((OutOfRange, Some("Name")))
+        );
+        assert_eq!(
+            reason(&with("Name", Some("\"a\u{85}b\""))),
+            Some((OutOfRange, Some("Name")))
+        );
+        assert_eq!(
+            reason(&with("Name", Some("42"))),
+            Some((BadType, Some("Name")))
+        );
+        assert_eq!(
+            reason(&with("Name", None)),
+            Some((MissingField, Some("Name")))
+        );
+        assert_eq!(
+            reason(&with("Name", Some("null"))),
+            Some((MissingField, Some("Name")))
+        );
+    }
+
+    #[test]
+    fn number_rules() {
+        let cases: &[(&str, &str, Option<(RejectReason, Option<&str>)>)] = &[
+            ("Latitude", "90.0001", Some((OutOfRange, Some("Latitude")))),
+            ("Latitude", "-90", None),
+            ("Longitude", "-180.5", Some((OutOfRange, Some("Longitude")))),
+            ("Longitude", "1e400", Some((OutOfRange, Some("Longitude")))),
+            ("Distance", "-0.1", Some((OutOfRange, Some("Distance")))),
+            ("Distance", "1e309", Some((OutOfRange, Some("Distance")))),
+            ("Distance", "\"30\"", Some((BadType, Some("Distance")))),
+            ("Distance", "true", Some((BadType, Some("Distance")))),
+            ("Distance", "[30]", Some((BadType, Some("Distance")))),
+            ("HealthPoints", "9223372036854775807", None),
+            ("HealthPoints", "-9223372036854775808", None),
+            (
+                "HealthPoints",
+                "9223372036854775808",
+                Some((OutOfRange, Some("HealthPoints"))),
+            ),
+            (
+                "MagicPoints",
+                "-9223372036854775809",
+                Some((OutOfRange, Some("MagicPoints"))),
+            ),
+            ("MagicPoints", "150.0", Some((BadType, Some("MagicPoints")))),
+            ("MagicPoints", "15e1", Some((BadType, Some("MagicPoints")))),
+            ("MagicPoints", "-0", None),
+            ("HealthPoints", "01", Some((MalformedJson, None))),
+            ("HealthPoints", "+1", Some((MalformedJson, None))),
+            ("Distance", ".5", Some((MalformedJson, None))),
+            ("Distance", "5.", Some((MalformedJson, None))),
+            ("Distance", "NaN", Some((MalformedJson, None))),
+            ("InputData", "3", Some((BadType, Some("InputData")))),
+            ("InputData", "null", None),
+        ];
+        for (key, value, want) in cases {
+            assert_eq!(reason(&with(key, Some(value))), *want, "{key}: {value}");
+        }
+    }
+
+    #[test]
+    fn time_rules() {
+        assert_eq!(
+            reason(&with("StatusTime", Some("\"yesterday\""))),
+            Some((BadType, Some("StatusTime")))
+        );
+        assert_eq!(
+            reason(&with("StatusTime", Some("\"2018-02-30 00:00:00\""))),
+            Some((OutOfRange, Some("StatusTime")))
+        );
+        assert_eq!(
+            reason(&with("StatusTime", Some("1521343201"))),
+            Some((BadType, Some("StatusTime")))
+        );
+        assert_eq!(
+            reason(&with("StatusTime", Some(r#""2018-03-18\u002003:20:01""#))),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_and_wrong_shapes() {
+        for bad in [
+            "",
+            "{",
+            "}",
+            "{\"Name\"}",
+            "{\"Name\":}",
+            "{,}",
+            "{\"a\":1,}",
+            "{'a':1}",
+            "nul",
+            "[1,2",
+            "{\"a\":[1,}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\ud800\"}",
+            "{\"a\":\"\\udc00x\"}",
+            "{\"a\":\"tab\there\"}",
+            "{} {}",
+            "{}x",
+            "\u{feff}{}",
+            "{\"a\":tru}",
+            "{\"a\":[}]}",
+        ] {
+            assert_eq!(reason(bad), Some((MalformedJson, None)), "{bad:?}");
+        }
+        assert_eq!(
+            reason(&format!("{}{}", "[".repeat(200), "]".repeat(200))),
+            Some((MalformedJson, None))
+        );
+        for not_object in ["[]", "1", "\"x\"", "null", " [ {\"Name\":1} ] "] {
+            assert_eq!(reason(not_object), Some((BadType, None)), "{not_object:?}");
+        }
+        assert_eq!(reason("{}"), Some((MissingField, Some("Name"))));
+        // Invalid UTF-8 inside a string is malformed.
+        let mut bytes = with("Name", Some("\"ab\"")).into_bytes();
+        let at = bytes.windows(2).position(|w| w == b"ab").unwrap();
+        bytes[at] = 0xff;
+        assert_eq!(decode(&bytes).unwrap_err().reason, MalformedJson);
+        // A syntax error after a field fault is still malformed.
+        assert_eq!(reason("{\"Latitude\":100,"), Some((MalformedJson, None)));
+    }
+
+    #[test]
+    fn first_fault_in_document_order_wins() {
+        let s = r#"{"Latitude":100,"Name":5,"StatusTime":"2018-03-18 03:20:01"}"#;
+        assert_eq!(reason(s), Some((OutOfRange, Some("Latitude"))));
+    }
+
+    #[test]
+    fn too_large_is_not_parsed() {
+        let pad = "x".repeat(MAX_RECORD_BYTES);
+        let big = with("Pad", Some(&format!("\"{pad}\"")));
+        assert_eq!(reason(&big), Some((TooLarge, None)));
+        let just_fits = with(
+            "Pad",
+            Some(&format!(
+                "\"{}\"",
+                &pad[..MAX_RECORD_BYTES - GOOD.len() - 10]
+            )),
+        );
+        assert!(just_fits.len() <= MAX_RECORD_BYTES);
+        assert_eq!(reason(&just_fits), None);
+    }
+
+    #[test]
+    fn splits_payloads_into_lines() {
+        let payload = format!("{GOOD}\n\n  \r\n{GOOD}\r\n{GOOD}");
+        let lines: Vec<_> = split_records(payload.as_bytes()).collect();
+        assert_eq!(lines.len(), 3);
+        for line in lines {
+            assert!(decode(line).is_ok());
+        }
+        assert_eq!(split_records(b"").count(), 0);
+        assert_eq!(split_records(format!("{GOOD}\n").as_bytes()).count(), 1);
+    }
+}

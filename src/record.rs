@@ -1,0 +1,356 @@
+//! The wire format of CONTRACT §1–2: the telemetry record that comes in, the per-minute
+//! summary that goes out, and the reasons a record is rejected.
+//!
+//! The first stop of the flow: `decode` turns bytes into a [`Telemetry`], the window engine turns
+//! telemetry into [`Summary`] values, and every sink writes summaries with [`Summary::write_json`].
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{write_status_time, Millis};
+
+/// Largest record accepted, in bytes; a longer one is rejected as `too_large` unparsed.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// Longest `Name`, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// One decoded telemetry record. Strings borrow from the input unless they held JSON escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry<'a> {
+    /// The unicorn: entity key and partition key.
+    pub name: Cow<'a, str>,
+    /// Event time (`StatusTime`) in UTC epoch milliseconds.
+    pub status_time: Millis,
+    /// Decimal degrees, −90..=90.
+    pub latitude: f64,
+    /// Decimal degrees, −180..=180.
+    pub longitude: f64,
+    /// Metres travelled since the unicorn's previous record, ≥ 0.
+    pub distance: f64,
+    /// Health vital.
+    pub health_points: i64,
+    /// Magic vital.
+    pub magic_points: i64,
+    /// Carried, never interpreted.
+    pub input_data: Option<Cow<'a, str>>,
+}
+
+impl Telemetry<'_> {
+    /// Appends the record as one line of JSON (no newline) with the workshop producer's
+    /// alphabetical key order and its `StatusTime` spelling.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"Distance\":");
+        write_f64(out, self.distance);
+        let _ = write!(out, ",\"HealthPoints\":{}", self.health_points);
+        if let Some(input) = &self.input_data {
+            out.push_str(",\"InputData\":");
+            write_json_string(out, input);
+        }
+        out.push_str(",\"Latitude\":");
+        write_f64(out, self.latitude);
+        out.push_str(",\"Longitude\":");
+        write_f64(out, self.longitude);
+        let _ = write!(out, ",\"MagicPoints\":{}", self.magic_points);
+        out.push_str(",\"Name\":");
+        write_json_string(out, &self.name);
+        out.push_str(",\"StatusTime\":\"");
+        write_status_time(out, self.status_time);
+        out.push_str("\"}");
+    }
+}
+
+/// The per-unicorn, per-window aggregate of CONTRACT §2. (`name`, `window_start`) is its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The unicorn.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Window start, UTC epoch milliseconds (rendered as `StatusTime`).
+    #[serde(rename = "StatusTime", with = "status_time_text")]
+    pub window_start: Millis,
+    /// Window end, exclusive (rendered as `WindowEnd`).
+    #[serde(rename = "WindowEnd", with = "status_time_text")]
+    pub window_end: Millis,
+    /// Sum of `Distance` over the window's records.
+    #[serde(rename = "Distance")]
+    pub distance: f64,
+    /// Smallest `MagicPoints`.
+    #[serde(rename = "MinMagicPoints")]
+    pub min_magic_points: i64,
+    /// Largest `MagicPoints`.
+    #[serde(rename = "MaxMagicPoints")]
+    pub max_magic_points: i64,
+    /// Smallest `HealthPoints`.
+    #[serde(rename = "MinHealthPoints")]
+    pub min_health_points: i64,
+    /// Largest `HealthPoints`.
+    #[serde(rename = "MaxHealthPoints")]
+    pub max_health_points: i64,
+    /// How many records the window holds.
+    #[serde(rename = "Records")]
+    pub records: u64,
+    /// 0 for the first emission; grows with every late record that restates the window.
+    #[serde(rename = "Revision")]
+    pub revision: u64,
+}
+
+impl Summary {
+    /// Appends the summary as one line of JSON (no newline), keys in CONTRACT §2 order.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"Name\":");
+        write_json_string(out, &self.name);
+        out.push_str(",\"StatusTime\":\"");
+        write_status_time(out, self.window_start);
+        out.push_str("\",\"WindowEnd\":\"");
+        write_status_time(out, self.window_end);
+        out.push_str("\",\"Distance\":");
+        write_f64(out, self.distance);
+        let _ = write!(
+            out,
+            ",\"MinMagicPoints\":{},\"MaxMagicPoints\":{},\"MinHealthPoints\":{},\"MaxHealthPoints\":{},\"Records\":{},\"Revision\":{}}}",
+            self.min_magic_points,
+            self.max_magic_points,
+            self.min_health_points,
+            self.max_health_points,
+            self.records,
+            self.revision
+        );
+    }
+}
+
+/// Serde adapter: epoch milliseconds as the workshop's `YYYY-MM-DD HH:MM:SS.mmm` text.
+mod status_time_text {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::time::{format_status_time, parse_status_time, Millis};
+
+    pub fn serialize<S: Serializer>(t: &Millis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_status_time(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_status_time(text.as_bytes())
+            .map_err(|e| D::Error::custom(format!("bad timestamp {text:?}: {e:?}")))
+    }
+}
+
+/// A finite f64 in Rust's shortest round-trip spelling, which is valid JSON; a whole number
+/// keeps a `.0` so that readers see a float.
+fn write_f64(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let start = out.len();
+        let _ = write!(out, "{v}");
+        if !out[start..].contains(['.', 'e', 'E']) {
+            out.push_str(".0");
+        }
+    } else {
+        // Decoding rejects non-finite input and sums of finite values ≤ f64::MAX stay finite in
+        // practice; should one overflow, `null` keeps the line valid JSON.
+        out.push_str("null");
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut last = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[last..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        last = i + 1;
+    }
+    out.push_str(&s[last..]);
+    out.push('"');
+}
+
+/// Why a record was rejected: the short snake_case words of CONTRACT §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// Not a JSON value, or trailing bytes after it.
+    MalformedJson,
+    /// A required field is absent (or `null`).
+    MissingField,
+    /// A field, or the record itself, has the wrong JSON type or an unreadable `StatusTime`.
+    BadType,
+    /// A value breaks its range rule (latitude, name length, calendar, i64 overflow …).
+    OutOfRange,
+    /// Over [`MAX_RECORD_BYTES`]; not parsed.
+    TooLarge,
+    /// Its window was already final: end + allowed lateness ≤ the partition's watermark.
+    TooLate,
+}
+
+impl RejectReason {
+    /// Every reason, in a stable order (for metrics and reports).
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::MalformedJson,
+        RejectReason::MissingField,
+        RejectReason::BadType,
+        RejectReason::OutOfRange,
+        RejectReason::TooLarge,
+        RejectReason::TooLate,
+    ];
+
+    /// The contract's word for it, e.g. `malformed_json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadType => "bad_type",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::TooLate => "too_late",
+        }
+    }
+
+    /// Position in [`RejectReason::ALL`], for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A telemetry field, to say which one a reject is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Field {
+    Name,
+    StatusTime,
+    Latitude,
+    Longitude,
+    Distance,
+    HealthPoints,
+    MagicPoints,
+    InputData,
+}
+
+impl Field {
+    /// The JSON key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Name => "Name",
+            Field::StatusTime => "StatusTime",
+            Field::Latitude => "Latitude",
+            Field::Longitude => "Longitude",
+            Field::Distance => "Distance",
+            Field::HealthPoints => "HealthPoints",
+            Field::MagicPoints => "MagicPoints",
+            Field::InputData => "InputData",
+        }
+    }
+}
+
+/// A rejected record's reason and, where one field is to blame, that field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    /// The contract's reason.
+    pub reason: RejectReason,
+    /// The field at fault, if any.
+    pub field: Option<Field>,
+}
+
+impl Reject {
+    /// A reject not tied to one field.
+    pub fn new(reason: RejectReason) -> Self {
+        Reject {
+            reason,
+            field: None,
+        }
+    }
+
+    /// A reject about `field`.
+    pub fn field(reason: RejectReason, field: Field) -> Self {
+        Reject {
+            reason,
+            field: Some(field),
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{} ({})", self.reason, field.as_str()),
+            None => write!(f, "{}", self.reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            name: "Shadowfax".into(),
+            window_start: 1_521_343_200_000,
+            window_end: 1_521_343_260_000,
+            distance: 1798.4,
+            min_magic_points: 170,
+            max_magic_points: 172,
+            min_health_points: 146,
+            max_health_points: 149,
+            records: 60,
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn summary_json_is_the_contract_example() {
+        let mut s = String::new();
+        summary().write_json(&mut s);
+        assert_eq!(
+            s,
+            r#"{"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:00.000","WindowEnd":"2018-03-18 03:21:00.000","Distance":1798.4,"MinMagicPoints":170,"MaxMagicPoints":172,"MinHealthPoints":146,"MaxHealthPoints":149,"Records":60,"Revision":0}"#
+        );
+        // The hand writer and serde agree, and serde reads it back.
+        assert_eq!(serde_json::to_string(&summary()).unwrap(), s);
+        assert_eq!(serde_json::from_str::<Summary>(&s).unwrap(), summary());
+    }
+
+    #[test]
+    fn floats_keep_full_precision_and_a_point() {
+        let mut s = String::new();
+        write_f64(&mut s, 1800.0);
+        assert_eq!(s, "1800.0");
+        s.clear();
+        write_f64(&mut s, 29.837_123_456_789_01);
+        assert_eq!(s.parse::<f64>().unwrap(), 29.837_123_456_789_01);
+        s.clear();
+        write_f64(&mut s, 1e300);
+        assert_eq!(s.parse::<f64>().unwrap(), 1e300);
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut s = String::new();
+        write_json_string(&mut s, "a\"b\\c\nd\u{1}é🦄");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é🦄""#);
+        assert_eq!(
+            serde_json::from_str::<String>(&s).unwrap(),
+            "a\"b\\c\nd\u{1}é🦄"
+        );
+    }
+}

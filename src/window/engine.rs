@@ -1,0 +1,586 @@
+//! The engine proper: per-(unicorn, window) accumulators in a slab, per-window buckets for
+//! closing and eviction, the watermark, idle advancement and replay.
+//!
+//! Layout: `heads[unicorn]` starts a short linked list of that unicorn's live slots, newest
+//! window first (the record's window is almost always the head). A slot is 64 bytes. Each live
+//! window has a bucket listing its slots, the lowest source position among its records, and
+//! whether it has been emitted; buckets sit in a `BTreeMap` by window start, touched once per
+//! unicorn per window, never per record.
+
+use std::collections::BTreeMap;
+
+use super::intern::{Interner, NameId};
+use super::{TimeMode, WindowConfig};
+use crate::record::{Summary, Telemetry};
+use crate::time::Millis;
+
+const NIL: u32 = u32::MAX;
+const DIRTY: u32 = 1 << 31;
+const LATE_MASK: u32 = !DIRTY;
+
+/// One unicorn's aggregate in one window.
+#[derive(Clone, Copy)]
+struct Slot {
+    start: Millis,
+    distance: f64,
+    min_health: i64,
+    max_health: i64,
+    min_magic: i64,
+    max_magic: i64,
+    /// Next slot of the same unicorn (older window), or the next free slot.
+    next: u32,
+    unicorn: NameId,
+    records: u32,
+    /// Late records (the revision), with the DIRTY bit when a restatement is pending.
+    late: u32,
+}
+
+/// One live window across all unicorns of the partition.
+struct Bucket {
+    slots: Vec<u32>,
+    min_position: u64,
+    /// Emitted once already: further records are restatements.
+    closed: bool,
+}
+
+/// How a record was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Into a window that has not closed.
+    OnTime,
+    /// Into a closed window inside its allowed lateness: the window will be restated.
+    Late,
+    /// A replayed record (position ≤ the checkpoint's) already accounted for in a final window.
+    Replayed,
+}
+
+/// The record's window is final: end + allowed lateness ≤ the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLate {
+    /// The record's window start.
+    pub window_start: Millis,
+    /// The watermark it was judged against.
+    pub watermark: Millis,
+}
+
+/// What a source stores with its committed position so that a new owner can resume exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The partition's watermark (`i64::MIN` before the first record).
+    pub watermark: Millis,
+    /// Lowest position of any record in a window that can still change; `None` when no window
+    /// holds a record (commit everything up to `last_position`).
+    pub low_water: Option<u64>,
+    /// The last position pushed, if any.
+    pub last_position: Option<u64>,
+}
+
+/// Counters since the engine was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Records accepted on time.
+    pub on_time: u64,
+    /// Late records accepted (each restates its window).
+    pub late: u64,
+    /// Records rejected as too late.
+    pub too_late: u64,
+    /// Replayed records skipped as already accounted for.
+    pub replayed: u64,
+    /// Summaries emitted for the first time.
+    pub emitted: u64,
+    /// Restatements emitted.
+    pub restated: u64,
+}
+
+/// The window engine of one source partition. See the module docs of `window`.
+pub struct Engine {
+    cfg: WindowConfig,
+    names: Interner,
+    heads: Vec<u32>,
+    slots: Vec<Slot>,
+    free: u32,
+    buckets: BTreeMap<Millis, Bucket>,
+    dirty: Vec<u32>,
+    watermark: Millis,
+    /// Windows ending at or before this have been emitted.
+    closed_through: Millis,
+    last_arrival: Millis,
+    watermark_at_last_record: Millis,
+    last_position: Option<u64>,
+    /// While replaying after [`Engine::resume`]: the checkpoint's last position.
+    replay_through: Option<u64>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// A fresh engine. The config should have passed [`WindowConfig::validate`].
+    pub fn new(cfg: WindowConfig) -> Self {
+        Engine {
+            cfg,
+            names: Interner::default(),
+            heads: Vec::new(),
+            slots: Vec::new(),
+            free: NIL,
+            buckets: BTreeMap::new(),
+            dirty: Vec::new(),
+            watermark: Millis::MIN,
+            closed_through: Millis::MIN,
+            last_arrival: Millis::MIN,
+            watermark_at_last_record: Millis::MIN,
+            last_position: None,
+            replay_through: None,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// An engine that continues from `checkpoint`, for a source that re-reads its partition from
+    /// `checkpoint.low_water`. `now` is the wall time, the start of the idle timeout.
+    pub fn resume(cfg: WindowConfig, checkpoint: &Checkpoint, now: Millis) -> Self {
+        let mut e = Engine::new(cfg);
+        e.watermark = checkpoint.watermark;
+        e.closed_through = checkpoint.watermark;
+        e.watermark_at_last_record = checkpoint.watermark;
+        e.last_arrival = now;
+        e.replay_through = checkpoint.last_position;
+        e
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WindowConfig {
+        &self.cfg
+    }
+
+    /// Takes one decoded record at source `position` (never decreasing in read order: a Kafka
+    /// offset, a local counter for Kinesis, a line number for a file), which arrived at
+    /// wall time `arrival` (used for ingest-time windows and the idle timeout).
+    ///
+    /// # Errors
+    /// [`TooLate`] when the record's window is final; the caller dead-letters it.
+    #[inline]
+    pub fn push(
+        &mut self,
+        record: &Telemetry<'_>,
+        position: u64,
+        arrival: Millis,
+    ) -> Result<Accepted, TooLate> {
+        let t = match self.cfg.time {
+            TimeMode::Event => record.status_time,
+            TimeMode::Ingest => arrival,
+        };
+        self.last_position = Some(position);
+        let replaying = match self.replay_through {
+            Some(through) => {
+                if position >= through {
+                    self.replay_through = None;
+                }
+                position <= through
+            }
+            None => false,
+        };
+        let start = t.div_euclid(self.cfg.size_ms) * self.cfg.size_ms;
+        let end = start.saturating_add(self.cfg.size_ms);
+        if end.saturating_add(self.cfg.allowed_lateness_ms) <= self.watermark {
+            if replaying {
+                self.stats.replayed += 1;
+                return Ok(Accepted::Replayed);
+            }
+            self.stats.too_late += 1;
+            return Err(TooLate {
+                window_start: start,
+                watermark: self.watermark,
+            });
+        }
+        let late = end <= self.watermark;
+        let id = self.names.intern(&record.name);
+        let slot = self.slot(id, start, position);
+        let s = &mut self.slots[slot as usize];
+        s.distance += record.distance;
+        s.min_health = s.min_health.min(record.health_points);
+        s.max_health = s.max_health.max(record.health_points);
+        s.min_magic = s.min_magic.min(record.magic_points);
+        s.max_magic = s.max_magic.max(record.magic_points);
+        s.records = s.records.saturating_add(1);
+        let accepted = if late {
+            if s.late & DIRTY == 0 {
+                self.dirty.push(slot);
+            }
+            s.late = ((s.late & LATE_MASK) + 1).min(LATE_MASK) | DIRTY;
+            self.stats.late += 1;
+            Accepted::Late
+        } else {
+            self.stats.on_time += 1;
+            Accepted::OnTime
+        };
+        let candidate = t.saturating_sub(self.cfg.out_of_orderness_ms);
+        if candidate > self.watermark {
+            self.watermark = candidate;
+        }
+        self.last_arrival = arrival;
+        self.watermark_at_last_record = self.watermark;
+        Ok(accepted)
+    }
+
+    /// The slot of (`id`, window `start`), created empty when missing; notes `position` in the
+    /// window's bucket.
+    #[inline]
+    fn slot(&mut self, id: NameId, start: Millis, position: u64) -> u32 {
+        let idx = id as usize;
+        if idx >= self.heads.len() {
+            self.heads.resize(idx + 1, NIL);
+        }
+        // Walk the unicorn's list (newest window first) for the window or its place.
+        let mut prev = NIL;
+        let mut cur = self.heads[idx];
+        while cur != NIL {
+            let s = &self.slots[cur as usize];
+            if s.start == start {
+                // The bucket's lowest position was noted when the slot was made, and positions
+                // only grow: nothing to update.
+                return cur;
+            }
+            if s.start < start {
+                break;
+            }
+            prev = cur;
+            cur = s.next;
+        }
+        let new = Slot {
+            start,
+            distance: 0.0,
+            min_health: i64::MAX,
+            max_health: i64::MIN,
+            min_magic: i64::MAX,
+            max_magic: i64::MIN,
+            next: cur,
+            unicorn: id,
+            records: 0,
+            late: 0,
+        };
+        let slot = if self.free != NIL {
+            let slot = self.free;
+            self.free = self.slots[slot as usize].next;
+            self.slots[slot as usize] = new;
+            slot
+        } else {
+            self.slots.push(new);
+            (self.slots.len() - 1) as u32
+        };
+        if prev == NIL {
+            self.heads[idx] = slot;
+        } else {
+            self.slots[prev as usize].next = slot;
+        }
+        let closed = start.saturating_add(self.cfg.size_ms) <= self.closed_through;
+        let bucket = self.buckets.entry(start).or_insert_with(|| Bucket {
+            slots: Vec::new(),
+            min_position: position,
+            closed,
+        });
+        bucket.min_position = bucket.min_position.min(position);
+        bucket.slots.push(slot);
+        slot
+    }
+
+    /// Moves time forward to wall time `now`: applies idle advancement, then appends to `out`
+    /// every summary that became due — windows the watermark has passed, restatements of late
+    /// records (held back while a replay is under way) — and frees windows that became final.
+    pub fn advance(&mut self, now: Millis, out: &mut Vec<Summary>) {
+        if let Some(idle) = self.cfg.idle_timeout_ms {
+            if self.watermark_at_last_record != Millis::MIN {
+                let idle_for = now.saturating_sub(self.last_arrival).saturating_sub(idle);
+                if idle_for > 0 {
+                    let advanced = self.watermark_at_last_record.saturating_add(idle_for);
+                    self.watermark = self.watermark.max(advanced);
+                }
+            }
+        }
+        self.close_through(self.watermark, out);
+        if self.replay_through.is_none() {
+            self.emit_dirty(out);
+        }
+        self.evict_final();
+    }
+
+    /// End of input: emits every window not yet emitted and every pending restatement, and
+    /// empties the engine (names stay interned).
+    pub fn flush(&mut self, out: &mut Vec<Summary>) {
+        self.replay_through = None;
+        self.close_through(Millis::MAX, out);
+        self.emit_dirty(out);
+        for bucket in std::mem::take(&mut self.buckets).into_values() {
+            for slot in bucket.slots {
+                self.release(slot);
+            }
+        }
+        self.closed_through = self.watermark;
+    }
+
+    fn close_through(&mut self, watermark: Millis, out: &mut Vec<Summary>) {
+        let size = self.cfg.size_ms;
+        for (&start, bucket) in self.buckets.iter_mut() {
+            if start.saturating_add(size) > watermark {
+                break;
+            }
+            if bucket.closed {
+                continue;
+            }
+            bucket.closed = true;
+            for &slot in &bucket.slots {
+                let s = &mut self.slots[slot as usize];
+                s.late &= LATE_MASK;
+                out.push(summary(&self.names, s, size));
+                self.stats.emitted += 1;
+            }
+        }
+        self.closed_through = self.closed_through.max(watermark);
+    }
+
+    fn emit_dirty(&mut self, out: &mut Vec<Summary>) {
+        for slot in self.dirty.drain(..) {
+            let s = &mut self.slots[slot as usize];
+            if s.late & DIRTY != 0 {
+                s.late &= LATE_MASK;
+                out.push(summary(&self.names, s, self.cfg.size_ms));
+                self.stats.restated += 1;
+            }
+        }
+    }
+
+    /// Frees windows whose end + allowed lateness ≤ the watermark: nothing can change them now.
+    fn evict_final(&mut self) {
+        let limit = self.watermark;
+        while let Some(entry) = self.buckets.first_entry() {
+            let end = entry.key().saturating_add(self.cfg.size_ms);
+            if end.saturating_add(self.cfg.allowed_lateness_ms) > limit || !entry.get().closed {
+                break;
+            }
+            for slot in entry.remove().slots {
+                self.release(slot);
+            }
+        }
+    }
+
+    /// Unlinks `slot` from its unicorn's list and puts it on the free list.
+    fn release(&mut self, slot: u32) {
+        let s = self.slots[slot as usize];
+        let head = &mut self.heads[s.unicorn as usize];
+        if *head == slot {
+            *head = s.next;
+        } else {
+            let mut cur = *head;
+            while cur != NIL {
+                let next = self.slots[cur as usize].next;
+                if next == slot {
+                    self.slots[cur as usize].next = s.next;
+                    break;
+                }
+                cur = next;
+            }
+        }
+        self.slots[slot as usize].next = self.free;
+        self.free = slot;
+    }
+
+    /// The partition's current watermark (`i64::MIN` before the first record).
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+
+    /// Lowest source position of any record in a window that can still change (open, or closed
+    /// but inside its allowed lateness); `None` when no window holds a record.
+    pub fn low_water(&self) -> Option<u64> {
+        self.buckets.values().map(|b| b.min_position).min()
+    }
+
+    /// What to store with a committed position; see the module docs.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            watermark: self.watermark,
+            low_water: self.low_water(),
+            last_position: self.last_position,
+        }
+    }
+
+    /// Counters since the engine was built.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Live (unicorn, window) accumulators.
+    pub fn live_slots(&self) -> usize {
+        self.buckets.values().map(|b| b.slots.len()).sum()
+    }
+
+    /// Unicorns seen by this engine.
+    pub fn unicorns(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Heap bytes of window state (slots, per-unicorn heads, buckets, pending restatements),
+    /// and separately of the name table: capacities, not lengths.
+    pub fn heap_bytes(&self) -> (usize, usize) {
+        let state = self.slots.capacity() * size_of::<Slot>()
+            + self.heads.capacity() * size_of::<u32>()
+            + self.dirty.capacity() * size_of::<u32>()
+            + self
+                .buckets
+                .values()
+                .map(|b| b.slots.capacity() * 4 + size_of::<Bucket>() + 16)
+                .sum::<usize>();
+        (state, self.names.heap_bytes())
+    }
+}
+
+fn summary(names: &Interner, s: &Slot, size: Millis) -> Summary {
+    Summary {
+        name: names.name(s.unicorn).to_owned(),
+        window_start: s.start,
+        window_end: s.start.saturating_add(size),
+        distance: s.distance,
+        min_magic_points: s.min_magic,
+        max_magic_points: s.max_magic,
+        min_health_points: s.min_health,
+        max_health_points: s.max_health,
+        records: u64::from(s.records),
+        revision: u64::from(s.late & LATE_MASK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    const MIN: Millis = 60_000;
+
+    fn rec(name: &str, secs: i64, health: i64) -> Telemetry<'static> {
+        Telemetry {
+            name: Cow::Owned(name.to_owned()),
+            status_time: secs * 1_000,
+            latitude: 0.0,
+            longitude: 0.0,
+            distance: 1.0,
+            health_points: health,
+            magic_points: -health,
+            input_data: None,
+        }
+    }
+
+    fn batch_cfg() -> WindowConfig {
+        WindowConfig {
+            idle_timeout_ms: None,
+            ..WindowConfig::default()
+        }
+    }
+
+    #[test]
+    fn slot_is_a_cache_line() {
+        assert_eq!(size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn closes_when_the_watermark_passes_the_end() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        e.push(&rec("a", 10, 5), 0, 0).unwrap();
+        e.push(&rec("a", 64, 7), 1, 0).unwrap();
+        e.advance(0, &mut out);
+        assert!(out.is_empty(), "watermark 59 s < end 60 s");
+        e.push(&rec("a", 65, 9), 2, 0).unwrap();
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].window_start, out[0].records, out[0].revision),
+            (0, 1, 0)
+        );
+        assert_eq!((out[0].min_health_points, out[0].max_magic_points), (5, -5));
+    }
+
+    #[test]
+    fn late_restates_and_too_late_rejects() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        e.push(&rec("a", 10, 5), 0, 0).unwrap();
+        e.push(&rec("a", 70, 5), 1, 0).unwrap(); // wm 65: window 0 closes
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(e.push(&rec("a", 20, 1), 2, 0), Ok(Accepted::Late));
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[1].records, out[1].revision, out[1].min_health_points),
+            (2, 1, 1)
+        );
+        e.push(&rec("a", 125, 5), 3, 0).unwrap(); // wm 120 = end 60 + lateness 60
+        assert_eq!(
+            e.push(&rec("a", 30, 5), 4, 0),
+            Err(TooLate {
+                window_start: 0,
+                watermark: 120_000
+            })
+        );
+        assert_eq!(e.stats().too_late, 1);
+    }
+
+    #[test]
+    fn several_late_records_between_advances_emit_once_with_their_count() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        e.push(&rec("a", 10, 5), 0, 0).unwrap();
+        e.push(&rec("a", 70, 5), 1, 0).unwrap();
+        e.advance(0, &mut out);
+        for (i, secs) in [20, 30, 40].into_iter().enumerate() {
+            assert_eq!(e.push(&rec("a", secs, 5), 2 + i as u64, 0), Ok(Accepted::Late));
+        }
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].records, out[1].revision), (4, 3));
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), 2, "nothing pending any more");
+    }
+
+    #[test]
+    fn low_water_tracks_the_oldest_live_window() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        assert_eq!(e.low_water(), None);
+        e.push(&rec("a", 10, 5), 100, 0).unwrap();
+        e.push(&rec("b", 61, 5), 101, 0).unwrap();
+        e.push(&rec("a", 11, 5), 102, 0).unwrap();
+        assert_eq!(e.low_water(), Some(100));
+        e.push(&rec("b", 200, 5), 103, 0).unwrap(); // wm 195: windows 0 and 60 final
+        e.advance(0, &mut out);
+        assert_eq!(e.low_water(), Some(103));
+        e.flush(&mut out);
+        assert_eq!(e.low_water(), None);
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn idle_timeout_advances_with_the_wall_clock() {
+        let mut e = Engine::new(WindowConfig::default());
+        let mut out = Vec::new();
+        e.push(&rec("a", 30, 5), 0, 1_000_000).unwrap(); // wm 25 s
+        e.advance(1_000_000 + 10_000, &mut out); // idle just reached: no advance yet
+        assert!(out.is_empty());
+        e.advance(1_000_000 + 10_000 + 34_999, &mut out); // wm 59.999 s
+        assert!(out.is_empty());
+        e.advance(1_000_000 + 10_000 + 35_000, &mut out); // wm 60 s
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn slots_are_reused_after_eviction() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        for minute in 0..100 {
+            for u in 0..10 {
+                e.push(&rec(&format!("u{u}"), minute * 60 + 1, 1), 0, 0)
+                    .unwrap();
+            }
+            e.advance(0, &mut out);
+        }
+        assert!(e.slots.len() <= 40, "{} slots allocated", e.slots.len());
+        assert_eq!(e.unicorns(), 10);
+    }
+}
