@@ -50,7 +50,8 @@ struct Malformed;
 
 type Syntax<T> = Result<T, Malformed>;
 
-/// Fields gathered so far.
+/// Fields gathered so far. A key given twice takes its last value, as in JavaScript and
+/// serde_json: a later valid value clears an earlier fault of the same field.
 #[derive(Default)]
 struct Fields<'a> {
     name: Option<Cow<'a, str>>,
@@ -61,17 +62,51 @@ struct Fields<'a> {
     health_points: Option<i64>,
     magic_points: Option<i64>,
     input_data: Option<Cow<'a, str>>,
-    /// The first field fault in document order.
-    fault: Option<Reject>,
+    /// Per field (by `Field as usize`): the fault of its last occurrence and where it stood.
+    faults: [Option<(u32, RejectReason)>; 8],
+    /// Known keys seen so far, to order faults by position.
+    seen: u32,
 }
 
 impl Fields<'_> {
     fn fault(&mut self, reason: RejectReason, field: Field) {
-        if self.fault.is_none() {
-            self.fault = Some(Reject::field(reason, field));
+        self.faults[field as usize] = Some((self.seen, reason));
+    }
+
+    /// The fault that stands first in the document, if any.
+    /// Forgets an earlier value of `field` (it was given again as `null`).
+    fn clear(&mut self, field: Field) {
+        match field {
+            Field::Name => self.name = None,
+            Field::StatusTime => self.status_time = None,
+            Field::Latitude => self.latitude = None,
+            Field::Longitude => self.longitude = None,
+            Field::Distance => self.distance = None,
+            Field::HealthPoints => self.health_points = None,
+            Field::MagicPoints => self.magic_points = None,
+            Field::InputData => self.input_data = None,
         }
     }
+
+    fn first_fault(&self) -> Option<Reject> {
+        (0..8)
+            .filter_map(|i| self.faults[i].map(|(at, reason)| (at, reason, i)))
+            .min_by_key(|&(at, _, _)| at)
+            .map(|(_, reason, i)| Reject::field(reason, FIELDS[i]))
+    }
 }
+
+/// Fields by their index.
+const FIELDS: [Field; 8] = [
+    Field::Name,
+    Field::StatusTime,
+    Field::Latitude,
+    Field::Longitude,
+    Field::Distance,
+    Field::HealthPoints,
+    Field::MagicPoints,
+    Field::InputData,
+];
 
 /// A number as read: its text and whether it was written as an integer.
 struct Number<'a> {
@@ -164,10 +199,13 @@ impl<'a> Parser<'a> {
             "InputData" => Field::InputData,
             _ => return self.skip_value(),
         };
+        f.seen += 1;
+        f.faults[field as usize] = None;
         match self.peek() {
             Some(b'n') => {
                 // `null` counts as absent; InputData is optional anyway.
                 self.literal(b"null")?;
+                f.clear(field);
                 return Ok(());
             }
             Some(b'"') => {
@@ -501,7 +539,7 @@ fn integer(f: &mut Fields<'_>, field: Field, n: &Number<'_>) -> Option<i64> {
 }
 
 fn finish(f: Fields<'_>) -> Result<Telemetry<'_>, Reject> {
-    if let Some(fault) = f.fault {
+    if let Some(fault) = f.first_fault() {
         return Err(fault);
     }
     let missing = |field| Reject::field(RejectReason::MissingField, field);
@@ -526,7 +564,10 @@ mod tests {
 
     const GOOD: &str = r#"{"Distance":29.83712,"HealthPoints":151,"Latitude":40.749167,"Longitude":-73.985184,"MagicPoints":148,"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:01.189"}"#;
 
-    fn reason(s: &str) -> Option<(RejectReason, Option<&'static str>)> {
+    /// A reject's reason and field name, or `None` when the record is accepted.
+    type Verdict = Option<(RejectReason, Option<&'static str>)>;
+
+    fn reason(s: &str) -> Verdict {
         decode(s.as_bytes())
             .err()
             .map(|r| (r.reason, r.field.map(Field::as_str)))
@@ -620,7 +661,7 @@ mod tests {
 
     #[test]
     fn number_rules() {
-        let cases: &[(&str, &str, Option<(RejectReason, Option<&str>)>)] = &[
+        let cases: &[(&str, &str, Verdict)] = &[
             ("Latitude", "90.0001", Some((OutOfRange, Some("Latitude")))),
             ("Latitude", "-90", None),
             ("Longitude", "-180.5", Some((OutOfRange, Some("Longitude")))),

@@ -24,7 +24,8 @@ pub enum TimeError {
 }
 
 /// Parses `YYYY-MM-DD HH:MM:SS[.fff]` (read as UTC) or RFC 3339 (`T` or space separator,
-/// `Z` or `±HH:MM` offset, any number of fraction digits) into epoch milliseconds.
+/// `Z` or `±HH:MM` offset, required with `T`; any number of fraction digits) into epoch
+/// milliseconds.
 ///
 /// Fractions finer than a millisecond are truncated toward the past.
 ///
@@ -68,7 +69,10 @@ pub fn parse_status_time(s: &[u8]) -> Result<Millis, TimeError> {
         }
     }
     let offset_minutes = match &s[i..] {
-        [] => 0,
+        // No offset: the workshop's spelling, which has a space; `T` without an offset would be
+        // an ambiguous local time.
+        [] if s[10] == b' ' => 0,
+        [] => return Err(TimeError::Format),
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let oh = two(*h1, *h2)?;
@@ -230,6 +234,8 @@ mod tests {
             "2018-03-18 03:20:01+0200",
             "2018-03-18 3:20:01.000",
             "２０１８-03-18 03:20:01",
+            "2018-03-18T03:20:01",
+            "2018-03-18T03:20:01.189",
         ] {
             assert_eq!(p(bad), Err(TimeError::Format), "{bad:?}");
         }

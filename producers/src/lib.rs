@@ -302,13 +302,12 @@ impl Fleet {
         u.health = u.health.saturating_add(health_step + drift_step);
         u.magic = u.magic.saturating_add(magic_step + drift_step);
         self.produced += 1;
-        let input_data = self.cfg.error_every_5th.then(|| {
-            if self.produced % 5 == 0 {
-                "Unicornerror"
-            } else {
-                "Unicorn"
-            }
-        });
+        let marker = if self.produced % 5 == 0 {
+            "Unicornerror"
+        } else {
+            "Unicorn"
+        };
+        let input_data = self.cfg.error_every_5th.then_some(marker);
         let reading = Reading {
             unicorn: i,
             status_time_ms,

@@ -451,8 +451,6 @@ mod tests {
     use super::*;
     use std::borrow::Cow;
 
-    const MIN: Millis = 60_000;
-
     fn rec(name: &str, secs: i64, health: i64) -> Telemetry<'static> {
         Telemetry {
             name: Cow::Owned(name.to_owned()),
@@ -530,7 +528,10 @@ mod tests {
         e.push(&rec("a", 70, 5), 1, 0).unwrap();
         e.advance(0, &mut out);
         for (i, secs) in [20, 30, 40].into_iter().enumerate() {
-            assert_eq!(e.push(&rec("a", secs, 5), 2 + i as u64, 0), Ok(Accepted::Late));
+            assert_eq!(
+                e.push(&rec("a", secs, 5), 2 + i as u64, 0),
+                Ok(Accepted::Late)
+            );
         }
         e.advance(0, &mut out);
         assert_eq!(out.len(), 2);

@@ -1,0 +1,176 @@
+//! The `stampede` binary as a user runs it: produce piped into aggregate, files and stdin,
+//! exit codes and messages.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::reference;
+
+fn stampede(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stampede");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.unwrap_or_default().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const PRODUCE: &[&str] = &[
+    "produce",
+    "--seed",
+    "7",
+    "--unicorns",
+    "25",
+    "--msgs",
+    "30000",
+    "--rate",
+    "max",
+    "--start-time",
+    "2018-03-18 03:20:00",
+    "--faults",
+    "malformed=0.01,out-of-order=0.1,late=0.01,too-late=0.005",
+    "--error",
+    "yes",
+];
+
+#[test]
+fn produce_piped_into_aggregate_matches_the_reference() {
+    let produced = stampede(PRODUCE, None);
+    assert!(produced.status.success(), "{}", stderr(&produced));
+    let lines: Vec<&[u8]> = produced
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 30_000, "--msgs is exact");
+    // Reproducible: the same seed gives the same bytes.
+    assert_eq!(stampede(PRODUCE, None).stdout, produced.stdout);
+
+    let aggregated = stampede(&["aggregate"], Some(&produced.stdout));
+    assert!(aggregated.status.success(), "{}", stderr(&aggregated));
+    let expected = reference::run(lines.iter().copied());
+    assert_eq!(
+        reference::parse_output(&aggregated.stdout),
+        expected.summaries
+    );
+    // The reject report on stderr counts what the reference counts.
+    let report = stderr(&aggregated);
+    for (reason, n) in &expected.rejects {
+        assert!(
+            report.contains(&format!("rejected {reason}: {n}\n")),
+            "{reason} {n} missing from:\n{report}"
+        );
+    }
+    assert!(
+        expected.rejects.contains_key("too_late")
+            && expected.rejects.contains_key("malformed_json")
+    );
+    assert!(
+        expected.summaries.values().any(|s| s.revision > 0),
+        "the late faults restated windows"
+    );
+    // 25 unicorns × 1200 s → every unicorn in every one of the 20 minutes (plus spill-over).
+    assert!(expected.summaries.len() >= 25 * 20);
+}
+
+#[test]
+fn files_are_one_partition_in_order_and_dash_is_stdin() {
+    let produced = stampede(
+        &[
+            "produce",
+            "--seed",
+            "3",
+            "--unicorns",
+            "3",
+            "--msgs",
+            "900",
+            "--rate",
+            "max",
+            "--start-time",
+            "2018-03-18 03:20:30",
+        ],
+        None,
+    );
+    let text = produced.stdout;
+    let cut = text
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(449)
+        .unwrap()
+        .0
+        + 1;
+    let dir = std::env::temp_dir().join(format!("stampede-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
+    std::fs::write(&a, &text[..cut]).unwrap();
+    std::fs::write(&b, &text[cut..]).unwrap();
+    let whole = stampede(&["aggregate"], Some(&text));
+    let split = stampede(
+        &["aggregate", a.to_str().unwrap(), b.to_str().unwrap()],
+        None,
+    );
+    let mixed = stampede(&["aggregate", a.to_str().unwrap(), "-"], Some(&text[cut..]));
+    assert!(whole.status.success() && split.status.success() && mixed.status.success());
+    assert_eq!(split.stdout, whole.stdout);
+    assert_eq!(mixed.stdout, whole.stdout);
+    assert!(
+        stderr(&split).contains("900 records from 2 input(s)"),
+        "{}",
+        stderr(&split)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_usage_exits_2_and_says_what_to_fix() {
+    for (args, says) in [
+        (&["produce", "--rate", "fast"][..], "--rate fast"),
+        (&["produce", "--to", "ftp://x"][..], "--to ftp://x"),
+        (&["produce", "--faults", "late=7"][..], "--faults"),
+        (&["produce", "--start-time", "noon"][..], "--start-time"),
+        (&["produce", "--name", ""][..], "--name"),
+        (
+            &["produce", "--name", "a", "--unicorns", "2"][..],
+            "cannot be used with",
+        ),
+        (&["aggregate", "--window-secs", "0"][..], "--window-secs"),
+        (&["frobnicate"][..], "unrecognized subcommand"),
+    ] {
+        let o = stampede(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_runtime_failure() {
+    let o = stampede(&["aggregate", "/nonexistent/telemetry.ndjson"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot open /nonexistent/telemetry.ndjson"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn empty_input_gives_no_summaries_and_success() {
+    let o = stampede(&["aggregate"], Some(b""));
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("0 records"));
+}

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, one module per area, shared support in `support/`.
+
+// Test code states its expectations with unwrap; a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod cli;
+mod decode_fuzz;
+mod golden;
+mod semantics;
