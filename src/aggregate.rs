@@ -16,11 +16,11 @@ use crate::window::{Accepted, Engine, TimeMode, WindowConfig};
 const ADVANCE_EVERY: u64 = 4_096;
 
 /// One input: a name for messages and the bytes.
-pub struct Input {
+pub struct Input<'a> {
     /// File path, or `-` for stdin.
     pub label: String,
     /// The NDJSON.
-    pub reader: Box<dyn Read>,
+    pub reader: Box<dyn Read + 'a>,
 }
 
 /// What one run read and produced.
@@ -76,8 +76,8 @@ pub struct AggregateError {
 ///
 /// # Errors
 /// The first input that cannot be read; what was read before is lost with it.
-pub fn aggregate(
-    inputs: impl IntoIterator<Item = Input>,
+pub fn aggregate<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
     cfg: WindowConfig,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {

@@ -66,11 +66,14 @@ struct Fields<'a> {
     faults: [Option<(u32, RejectReason)>; 8],
     /// Known keys seen so far, to order faults by position.
     seen: u32,
+    /// Some fault was ever recorded (most records have none: skip the scan).
+    any_fault: bool,
 }
 
 impl Fields<'_> {
     fn fault(&mut self, reason: RejectReason, field: Field) {
         self.faults[field as usize] = Some((self.seen, reason));
+        self.any_fault = true;
     }
 
     /// The fault that stands first in the document, if any.
@@ -89,11 +92,19 @@ impl Fields<'_> {
     }
 
     fn first_fault(&self) -> Option<Reject> {
+        if !self.any_fault {
+            return None;
+        }
         (0..8)
             .filter_map(|i| self.faults[i].map(|(at, reason)| (at, reason, i)))
             .min_by_key(|&(at, _, _)| at)
             .map(|(_, reason, i)| Reject::field(reason, FIELDS[i]))
     }
+}
+
+/// The field a key names, if any (keys with escapes or not seen by the fast path).
+fn field_of(key: &[u8]) -> Option<Field> {
+    FIELDS.into_iter().find(|f| f.as_str().as_bytes() == key)
 }
 
 /// Fields by their index.
@@ -107,6 +118,29 @@ const FIELDS: [Field; 8] = [
     Field::MagicPoints,
     Field::InputData,
 ];
+
+/// A string literal as read: the bytes between the quotes when there was no escape (valid
+/// UTF-8, checked or ASCII), or the unescaped text.
+enum Text<'a> {
+    Raw(&'a [u8]),
+    Unescaped(String),
+}
+
+impl<'a> Text<'a> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Raw(b) => b,
+            Text::Unescaped(s) => s.as_bytes(),
+        }
+    }
+
+    fn into_str(self) -> Syntax<Cow<'a, str>> {
+        match self {
+            Text::Raw(b) => borrowed_str(b).map(Cow::Borrowed),
+            Text::Unescaped(s) => Ok(Cow::Owned(s)),
+        }
+    }
+}
 
 /// A number as read: its text and whether it was written as an integer.
 struct Number<'a> {
@@ -166,11 +200,23 @@ impl<'a> Parser<'a> {
         } else {
             loop {
                 self.skip_ws();
-                let key = self.string()?;
+                let known = self.known_key();
+                let key = match known {
+                    Some(_) => None,
+                    None => Some(self.text()?),
+                };
                 self.skip_ws();
                 self.expect(b':')?;
                 self.skip_ws();
-                self.field(&key, &mut f)?;
+                let field = match (known, &key) {
+                    (Some(field), _) => Some(field),
+                    (None, Some(key)) => field_of(key.bytes()),
+                    (None, None) => None,
+                };
+                match field {
+                    Some(field) => self.field(field, &mut f)?,
+                    None => self.skip_value()?,
+                }
                 self.skip_ws();
                 match self.peek() {
                     Some(b',') => self.i += 1,
@@ -187,18 +233,31 @@ impl<'a> Parser<'a> {
     }
 
     /// Reads the value of `key` into `f`, or skips it when the key is unknown.
-    fn field(&mut self, key: &str, f: &mut Fields<'a>) -> Syntax<()> {
-        let field = match key {
-            "Name" => Field::Name,
-            "StatusTime" => Field::StatusTime,
-            "Latitude" => Field::Latitude,
-            "Longitude" => Field::Longitude,
-            "Distance" => Field::Distance,
-            "HealthPoints" => Field::HealthPoints,
-            "MagicPoints" => Field::MagicPoints,
-            "InputData" => Field::InputData,
-            _ => return self.skip_value(),
+    /// Fast path for the keys every record has: `"Name"` … `"InputData"` spelled plainly.
+    /// Consumes the key and returns its field, or consumes nothing.
+    fn known_key(&mut self) -> Option<Field> {
+        let rest = self.s.get(self.i..)?;
+        let (field, spelled): (Field, &[u8]) = match rest.get(1)? {
+            b'N' => (Field::Name, b"\"Name\""),
+            b'S' => (Field::StatusTime, b"\"StatusTime\""),
+            b'L' if rest.get(2) == Some(&b'a') => (Field::Latitude, b"\"Latitude\""),
+            b'L' => (Field::Longitude, b"\"Longitude\""),
+            b'D' => (Field::Distance, b"\"Distance\""),
+            b'H' => (Field::HealthPoints, b"\"HealthPoints\""),
+            b'M' => (Field::MagicPoints, b"\"MagicPoints\""),
+            b'I' => (Field::InputData, b"\"InputData\""),
+            _ => return None,
         };
+        if rest.starts_with(spelled) {
+            self.i += spelled.len();
+            Some(field)
+        } else {
+            None
+        }
+    }
+
+    /// Reads the value of `field` into `f`.
+    fn field(&mut self, field: Field, f: &mut Fields<'a>) -> Syntax<()> {
         f.seen += 1;
         f.faults[field as usize] = None;
         match self.peek() {
@@ -209,18 +268,21 @@ impl<'a> Parser<'a> {
                 return Ok(());
             }
             Some(b'"') => {
-                let text = self.string()?;
+                let text = self.text()?;
                 match field {
-                    Field::Name => match check_name(&text) {
-                        Ok(()) => f.name = Some(text),
-                        Err(reason) => f.fault(reason, field),
-                    },
-                    Field::StatusTime => match parse_status_time(text.as_bytes()) {
+                    Field::Name => {
+                        let name = text.into_str()?;
+                        match check_name(&name) {
+                            Ok(()) => f.name = Some(name),
+                            Err(reason) => f.fault(reason, field),
+                        }
+                    }
+                    Field::StatusTime => match parse_status_time(text.bytes()) {
                         Ok(t) => f.status_time = Some(t),
                         Err(TimeError::Format) => f.fault(RejectReason::BadType, field),
                         Err(TimeError::Range) => f.fault(RejectReason::OutOfRange, field),
                     },
-                    Field::InputData => f.input_data = Some(text),
+                    Field::InputData => f.input_data = Some(text.into_str()?),
                     _ => f.fault(RejectReason::BadType, field),
                 }
             }
@@ -255,26 +317,38 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A string literal; borrowed when it holds no escape.
-    fn string(&mut self) -> Syntax<Cow<'a, str>> {
+    /// A string literal. Valid UTF-8 is guaranteed: ASCII needs no check, anything else is
+    /// checked here (only names and unknown fields carry it in practice).
+    fn text(&mut self) -> Syntax<Text<'a>> {
         self.expect(b'"')?;
         let start = self.i;
-        loop {
-            match self.peek() {
-                None => return Err(Malformed),
-                Some(b'"') => {
-                    let raw = &self.s[start..self.i];
-                    self.i += 1;
-                    return borrowed_str(raw).map(Cow::Borrowed);
-                }
-                Some(b'\\') => {
-                    let prefix = borrowed_str(&self.s[start..self.i])?;
-                    return self.escaped_string(prefix).map(Cow::Owned);
-                }
-                Some(0..=0x1f) => return Err(Malformed),
-                Some(_) => self.i += 1,
-            }
+        let rest = self.s.get(start..).unwrap_or_default();
+        let n = memchr::memchr2(b'"', b'\\', rest).ok_or(Malformed)?;
+        let raw = &rest[..n];
+        // One pass, which vectorises: the smallest byte finds control characters, the union of
+        // all bytes finds non-ASCII.
+        let (low, high) = raw
+            .iter()
+            .fold((u8::MAX, 0u8), |(lo, hi), &b| (lo.min(b), hi | b));
+        if low < 0x20 {
+            return Err(Malformed);
         }
+        if high >= 0x80 {
+            std::str::from_utf8(raw).map_err(|_| Malformed)?;
+        }
+        if rest[n] == b'"' {
+            self.i = start + n + 1;
+            Ok(Text::Raw(raw))
+        } else {
+            self.i = start + n;
+            let prefix = borrowed_str(raw)?;
+            self.escaped_string(prefix).map(Text::Unescaped)
+        }
+    }
+
+    /// A string literal where its text is not needed (unknown fields).
+    fn string(&mut self) -> Syntax<()> {
+        self.text().map(drop)
     }
 
     /// The rest of a string that holds escapes, from the first backslash.
@@ -493,8 +567,9 @@ fn check_name(name: &str) -> Result<(), RejectReason> {
     }
 }
 
+/// The number's value, correctly rounded (the JSON grammar was checked while reading it).
 fn to_f64(n: &Number<'_>) -> Option<f64> {
-    std::str::from_utf8(n.text).ok()?.parse().ok()
+    fast_float2::parse(n.text).ok()
 }
 
 fn ranged(f: &mut Fields<'_>, field: Field, n: &Number<'_>, limit: f64) -> Option<f64> {

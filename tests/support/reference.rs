@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime};
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub const SIZE: i64 = 60_000;
@@ -97,19 +99,50 @@ pub fn parse_time(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// A JSON value's kind, from its raw text (already known to be valid JSON).
+enum Kind<'a> {
+    Null,
+    Str(String),
+    /// The number's literal text.
+    Num(&'a str),
+    Other,
+}
+
+fn kind(raw: &RawValue) -> Kind<'_> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => Kind::Null,
+        Some(b'"') => Kind::Str(serde_json::from_str(text).expect("valid string")),
+        Some(b'-' | b'0'..=b'9') => Kind::Num(text),
+        _ => Kind::Other,
+    }
+}
+
 /// The contract's verdict on one record: Ok((name, time, distance, health, magic)) or a reason.
+/// Numbers are judged from their literal text: floats parsed by std (correctly rounded),
+/// integers by JSON's grammar (no fraction, no exponent) and the i64 range.
 pub fn validate(line: &[u8]) -> Result<(String, i64, f64, i64, i64), &'static str> {
     if line.len() > 64 * 1024 {
         return Err("too_large");
     }
-    let v: Value = serde_json::from_slice(line).map_err(|_| "malformed_json")?;
-    let Value::Object(m) = v else {
-        return Err("bad_type");
+    match serde_json::from_slice::<Value>(line) {
+        Ok(_) => {}
+        // A number beyond f64 is valid JSON that serde_json will not build; check the syntax only.
+        Err(e) if e.to_string().contains("number out of range") => {
+            serde_json::from_slice::<IgnoredAny>(line).map_err(|_| "malformed_json")?;
+        }
+        Err(_) => return Err("malformed_json"),
+    }
+    // Duplicate keys: the map keeps the last, as the contract's JSON reading does.
+    let m: BTreeMap<String, &RawValue> = serde_json::from_slice(line).map_err(|_| "bad_type")?;
+    let get = |k: &str| {
+        m.get(k)
+            .map(|r| kind(r))
+            .filter(|v| !matches!(v, Kind::Null))
     };
-    let get = |k: &str| m.get(k).filter(|v| !v.is_null());
     let name = match get("Name") {
         None => return Err("missing_field"),
-        Some(Value::String(s)) => s.clone(),
+        Some(Kind::Str(s)) => s,
         Some(_) => return Err("bad_type"),
     };
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
@@ -117,13 +150,14 @@ pub fn validate(line: &[u8]) -> Result<(String, i64, f64, i64, i64), &'static st
     }
     let time = match get("StatusTime") {
         None => return Err("missing_field"),
-        Some(Value::String(s)) => status_time(s)?,
+        Some(Kind::Str(s)) => status_time(&s)?,
         Some(_) => return Err("bad_type"),
     };
     let float = |k: &str, lo: f64, hi: f64| match get(k) {
         None => Err("missing_field"),
-        Some(Value::Number(n)) => n
-            .as_f64()
+        Some(Kind::Num(text)) => text
+            .parse::<f64>()
+            .ok()
             .filter(|f| f.is_finite() && *f >= lo && *f <= hi)
             .ok_or("out_of_range"),
         Some(_) => Err("bad_type"),
@@ -133,11 +167,11 @@ pub fn validate(line: &[u8]) -> Result<(String, i64, f64, i64, i64), &'static st
     let distance = float("Distance", 0.0, f64::MAX)?;
     let int = |k: &str| match get(k) {
         None => Err("missing_field"),
-        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64().unwrap()),
-        Some(Value::Number(n)) if n.is_u64() => Err("out_of_range"),
+        Some(Kind::Num(text)) if text.contains(['.', 'e', 'E']) => Err("bad_type"),
+        Some(Kind::Num(text)) => text.parse::<i64>().map_err(|_| "out_of_range"),
         Some(_) => Err("bad_type"),
     };
-    if get("InputData").is_some_and(|v| !v.is_string()) {
+    if get("InputData").is_some_and(|v| !matches!(v, Kind::Str(_))) {
         return Err("bad_type");
     }
     let health = int("HealthPoints")?;
@@ -215,7 +249,7 @@ pub fn parse_output(ndjson: &[u8]) -> BTreeMap<(i64, String), Expected> {
         map.insert(
             (start, name),
             Expected {
-                distance: v["Distance"].as_f64().unwrap(),
+                distance: raw_number(line, "Distance"),
                 min_health: i("MinHealthPoints"),
                 max_health: i("MaxHealthPoints"),
                 min_magic: i("MinMagicPoints"),
@@ -226,4 +260,10 @@ pub fn parse_output(ndjson: &[u8]) -> BTreeMap<(i64, String), Expected> {
         );
     }
     map
+}
+
+/// A number field of a JSON object, parsed exactly from its literal text.
+fn raw_number(line: &[u8], key: &str) -> f64 {
+    let m: BTreeMap<String, &RawValue> = serde_json::from_slice(line).unwrap();
+    m[key].get().parse().unwrap()
 }
