@@ -2,12 +2,14 @@
 //! closing and eviction, the watermark, idle advancement and replay.
 //!
 //! Layout: `heads[unicorn]` starts a short linked list of that unicorn's live slots, newest
-//! window first (the record's window is almost always the head). A slot is 64 bytes. Each live
+//! window first (the record's window is almost always the head). A slot is 48 bytes: vitals are
+//! kept as `i32` and a slot moves its extremes to a side table in the rare case a vital leaves
+//! that range (the contract allows any i64). Each live
 //! window has a bucket listing its slots, the lowest source position among its records, and
 //! whether it has been emitted; buckets sit in a `BTreeMap` by window start, touched once per
 //! unicorn per window, never per record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::intern::{Interner, NameId};
 use super::{TimeMode, WindowConfig};
@@ -15,24 +17,47 @@ use crate::record::{Summary, Telemetry};
 use crate::time::Millis;
 
 const NIL: u32 = u32::MAX;
+/// `Slot::late`: a restatement is pending.
 const DIRTY: u32 = 1 << 31;
-const LATE_MASK: u32 = !DIRTY;
+/// `Slot::late`: the vitals live in `Engine::wide`.
+const WIDE: u32 = 1 << 30;
+/// `Slot::late`: the late-record count (the revision).
+const LATE_MASK: u32 = WIDE - 1;
+
+/// Min and max health, min and max magic.
+type Vitals<T> = [T; 4];
 
 /// One unicorn's aggregate in one window.
 #[derive(Clone, Copy)]
 struct Slot {
-    start: Millis,
     distance: f64,
-    min_health: i64,
-    max_health: i64,
-    min_magic: i64,
-    max_magic: i64,
+    /// The vitals' extremes while they fit in i32 (else see `WIDE`).
+    vitals: Vitals<i32>,
+    /// Window index, `start / size`, wrapping: a unicorn's live windows are never 2^31 apart.
+    window: u32,
     /// Next slot of the same unicorn (older window), or the next free slot.
     next: u32,
     unicorn: NameId,
     records: u32,
-    /// Late records (the revision), with the DIRTY bit when a restatement is pending.
+    /// Late records (the revision), with the DIRTY and WIDE bits.
     late: u32,
+}
+
+const EMPTY_VITALS: Vitals<i32> = [i32::MAX, i32::MIN, i32::MAX, i32::MIN];
+
+/// Folds a record's vitals into extremes.
+#[inline]
+fn fold<T: Ord + Copy>(v: &mut Vitals<T>, health: T, magic: T) {
+    v[0] = v[0].min(health);
+    v[1] = v[1].max(health);
+    v[2] = v[2].min(magic);
+    v[3] = v[3].max(magic);
+}
+
+/// Whether window index `a` is newer than `b`, across wrap-around.
+#[inline]
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// One live window across all unicorns of the partition.
@@ -100,7 +125,10 @@ pub struct Engine {
     slots: Vec<Slot>,
     free: u32,
     buckets: BTreeMap<Millis, Bucket>,
-    dirty: Vec<u32>,
+    /// Slots with a pending restatement, with their window start.
+    dirty: Vec<(u32, Millis)>,
+    /// Vitals of slots whose values left the i32 range.
+    wide: HashMap<u32, Vitals<i64>>,
     watermark: Millis,
     /// Windows ending at or before this have been emitted.
     closed_through: Millis,
@@ -123,6 +151,7 @@ impl Engine {
             free: NIL,
             buckets: BTreeMap::new(),
             dirty: Vec::new(),
+            wide: HashMap::new(),
             watermark: Millis::MIN,
             closed_through: Millis::MIN,
             last_arrival: Millis::MIN,
@@ -195,16 +224,33 @@ impl Engine {
         let slot = self.slot(id, start, position);
         let s = &mut self.slots[slot as usize];
         s.distance += record.distance;
-        s.min_health = s.min_health.min(record.health_points);
-        s.max_health = s.max_health.max(record.health_points);
-        s.min_magic = s.min_magic.min(record.magic_points);
-        s.max_magic = s.max_magic.max(record.magic_points);
         s.records = s.records.saturating_add(1);
+        let (health, magic) = (record.health_points, record.magic_points);
+        match (i32::try_from(health), i32::try_from(magic)) {
+            (Ok(h), Ok(m)) if s.late & WIDE == 0 => fold(&mut s.vitals, h, m),
+            _ => {
+                if s.late & WIDE == 0 {
+                    s.late |= WIDE;
+                    let n = s.vitals;
+                    let widened = [
+                        widen_min(n[0]),
+                        widen_max(n[1]),
+                        widen_min(n[2]),
+                        widen_max(n[3]),
+                    ];
+                    self.wide.insert(slot, widened);
+                }
+                if let Some(v) = self.wide.get_mut(&slot) {
+                    fold(v, health, magic);
+                }
+            }
+        }
+        let s = &mut self.slots[slot as usize];
         let accepted = if late {
             if s.late & DIRTY == 0 {
-                self.dirty.push(slot);
+                self.dirty.push((slot, start));
             }
-            s.late = ((s.late & LATE_MASK) + 1).min(LATE_MASK) | DIRTY;
+            s.late = ((s.late & LATE_MASK) + 1).min(LATE_MASK) | (s.late & WIDE) | DIRTY;
             self.stats.late += 1;
             Accepted::Late
         } else {
@@ -229,28 +275,26 @@ impl Engine {
             self.heads.resize(idx + 1, NIL);
         }
         // Walk the unicorn's list (newest window first) for the window or its place.
+        let window = start.div_euclid(self.cfg.size_ms) as u32;
         let mut prev = NIL;
         let mut cur = self.heads[idx];
         while cur != NIL {
             let s = &self.slots[cur as usize];
-            if s.start == start {
+            if s.window == window {
                 // The bucket's lowest position was noted when the slot was made, and positions
                 // only grow: nothing to update.
                 return cur;
             }
-            if s.start < start {
+            if newer(window, s.window) {
                 break;
             }
             prev = cur;
             cur = s.next;
         }
         let new = Slot {
-            start,
             distance: 0.0,
-            min_health: i64::MAX,
-            max_health: i64::MIN,
-            min_magic: i64::MAX,
-            max_magic: i64::MIN,
+            vitals: EMPTY_VITALS,
+            window,
             next: cur,
             unicorn: id,
             records: 0,
@@ -327,8 +371,8 @@ impl Engine {
             bucket.closed = true;
             for &slot in &bucket.slots {
                 let s = &mut self.slots[slot as usize];
-                s.late &= LATE_MASK;
-                out.push(summary(&self.names, s, size));
+                s.late &= !DIRTY;
+                out.push(summary(&self.names, &self.wide, slot, s, start, size));
                 self.stats.emitted += 1;
             }
         }
@@ -336,11 +380,18 @@ impl Engine {
     }
 
     fn emit_dirty(&mut self, out: &mut Vec<Summary>) {
-        for slot in self.dirty.drain(..) {
+        for (slot, start) in self.dirty.drain(..) {
             let s = &mut self.slots[slot as usize];
             if s.late & DIRTY != 0 {
-                s.late &= LATE_MASK;
-                out.push(summary(&self.names, s, self.cfg.size_ms));
+                s.late &= !DIRTY;
+                out.push(summary(
+                    &self.names,
+                    &self.wide,
+                    slot,
+                    s,
+                    start,
+                    self.cfg.size_ms,
+                ));
                 self.stats.restated += 1;
             }
         }
@@ -363,6 +414,9 @@ impl Engine {
     /// Unlinks `slot` from its unicorn's list and puts it on the free list.
     fn release(&mut self, slot: u32) {
         let s = self.slots[slot as usize];
+        if s.late & WIDE != 0 {
+            self.wide.remove(&slot);
+        }
         let head = &mut self.heads[s.unicorn as usize];
         if *head == slot {
             *head = s.next;
@@ -421,7 +475,8 @@ impl Engine {
     pub fn heap_bytes(&self) -> (usize, usize) {
         let state = self.slots.capacity() * size_of::<Slot>()
             + self.heads.capacity() * size_of::<u32>()
-            + self.dirty.capacity() * size_of::<u32>()
+            + self.dirty.capacity() * size_of::<(u32, Millis)>()
+            + self.wide.capacity() * (size_of::<(u32, Vitals<i64>)>() + 1)
             + self
                 .buckets
                 .values()
@@ -431,16 +486,45 @@ impl Engine {
     }
 }
 
-fn summary(names: &Interner, s: &Slot, size: Millis) -> Summary {
+/// An i32 minimum as i64, keeping "unset" unset.
+fn widen_min(v: i32) -> i64 {
+    if v == i32::MAX {
+        i64::MAX
+    } else {
+        i64::from(v)
+    }
+}
+
+/// An i32 maximum as i64, keeping "unset" unset.
+fn widen_max(v: i32) -> i64 {
+    if v == i32::MIN {
+        i64::MIN
+    } else {
+        i64::from(v)
+    }
+}
+
+fn summary(
+    names: &Interner,
+    wide: &HashMap<u32, Vitals<i64>>,
+    slot: u32,
+    s: &Slot,
+    start: Millis,
+    size: Millis,
+) -> Summary {
+    let v = match wide.get(&slot) {
+        Some(v) if s.late & WIDE != 0 => *v,
+        _ => s.vitals.map(i64::from),
+    };
     Summary {
         name: names.name(s.unicorn).to_owned(),
-        window_start: s.start,
-        window_end: s.start.saturating_add(size),
+        window_start: start,
+        window_end: start.saturating_add(size),
         distance: s.distance,
-        min_magic_points: s.min_magic,
-        max_magic_points: s.max_magic,
-        min_health_points: s.min_health,
-        max_health_points: s.max_health,
+        min_health_points: v[0],
+        max_health_points: v[1],
+        min_magic_points: v[2],
+        max_magic_points: v[3],
         records: u64::from(s.records),
         revision: u64::from(s.late & LATE_MASK),
     }
@@ -472,8 +556,40 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_a_cache_line() {
-        assert_eq!(size_of::<Slot>(), 64);
+    fn slot_is_48_bytes() {
+        assert_eq!(size_of::<Slot>(), 48);
+    }
+
+    #[test]
+    fn vitals_beyond_i32_are_kept_exactly() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        e.push(&rec("a", 1, 7), 0, 0).unwrap();
+        e.push(&rec("a", 2, i64::MAX), 1, 0).unwrap();
+        e.push(&rec("a", 3, -5), 2, 0).unwrap();
+        e.push(&rec("b", 4, 1 << 40), 3, 0).unwrap();
+        e.push(&rec("c", 5, 1), 4, 0).unwrap();
+        e.flush(&mut out);
+        let v: Vec<_> = out
+            .iter()
+            .map(|s| {
+                (
+                    s.min_health_points,
+                    s.max_health_points,
+                    s.min_magic_points,
+                    s.max_magic_points,
+                )
+            })
+            .collect();
+        assert_eq!(
+            v,
+            vec![
+                (-5, i64::MAX, -i64::MAX, 5),
+                (1 << 40, 1 << 40, -(1 << 40), -(1 << 40)),
+                (1, 1, -1, -1)
+            ]
+        );
+        assert!(e.wide.is_empty(), "released with their slots");
     }
 
     #[test]
