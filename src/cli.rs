@@ -23,6 +23,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Everything in one process: a simulated fleet, the pipeline, the embedded store under
+    /// ./stampede-data and the live dashboard. Ctrl-C flushes and exits.
+    Demo(DemoArgs),
+    /// The service, wired as the configuration says (sources, store, web).
+    Serve(ServeArgs),
+    /// The default configuration as TOML, every key commented.
+    PrintConfig,
     /// Batch mode: per-minute summaries of NDJSON telemetry files (or stdin).
     ///
     /// Reads the files in order as one partition through the same decoding and windowing as the
@@ -34,6 +41,26 @@ pub enum Command {
     ///
     /// One record per unicorn per second by default, as NDJSON on stdout.
     Produce(ProduceArgs),
+}
+
+/// `stampede serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see `stampede print-config`); STAMPEDE_<SECTION>_<KEY>
+    /// environment variables override it.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `stampede demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Optional configuration file, as for `serve` (the demo's defaults otherwise).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Simulated unicorns.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    pub unicorns: u32,
 }
 
 /// `stampede aggregate`.

@@ -23,6 +23,51 @@ pub fn split_records(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|line| !line.iter().all(|b| is_ws(*b)))
 }
 
+/// The byte ranges of the non-blank lines of a payload (see [`split_records`]).
+pub fn split_record_ranges(payload: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len())) {
+        let line = &payload[start..end];
+        if !line.iter().all(|b| is_ws(*b)) {
+            out.push(start..end);
+        }
+        start = end + 1;
+    }
+    out
+}
+
+/// The byte ranges of the elements of a JSON array payload, or `None` when the payload is not a
+/// well-formed array. Elements are not validated beyond their JSON syntax.
+pub fn array_elements(payload: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut p = Parser { s: payload, i: 0 };
+    p.skip_ws();
+    p.expect(b'[').ok()?;
+    let mut out = Vec::new();
+    p.skip_ws();
+    if p.peek() == Some(b']') {
+        p.i += 1;
+    } else {
+        loop {
+            p.skip_ws();
+            let start = p.i;
+            p.skip_value().ok()?;
+            out.push(start..p.i);
+            p.skip_ws();
+            match p.peek() {
+                Some(b',') => p.i += 1,
+                Some(b']') => {
+                    p.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    p.end().ok()?;
+    Some(out)
+}
+
 /// Decodes one record.
 ///
 /// # Errors
@@ -857,6 +902,21 @@ mod tests {
         );
         assert!(just_fits.len() <= MAX_RECORD_BYTES);
         assert_eq!(reason(&just_fits), None);
+    }
+
+    #[test]
+    fn splits_arrays_into_elements() {
+        let payload = format!(" [ {GOOD} ,\n{{\"a\":[1,{{}}]}} , 3 ] ");
+        let ranges = array_elements(payload.as_bytes()).unwrap();
+        assert_eq!(ranges.len(), 3);
+        assert!(decode(&payload.as_bytes()[ranges[0].clone()]).is_ok());
+        assert_eq!(&payload[ranges[2].clone()], "3");
+        assert_eq!(array_elements(b"[]"), Some(vec![]));
+        for bad in ["[", "[1,]", "[1] x", "{}", "[1 2]"] {
+            assert_eq!(array_elements(bad.as_bytes()), None, "{bad}");
+        }
+        let lines = split_record_ranges(b"a\n\n b \r\nc");
+        assert_eq!(lines, vec![0..1, 3..7, 8..9]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Telemetry flows one way through these modules (see `DESIGN.md`):
 //!
 //! ```text
-//! source ──► decode ──► window ──► summaries ──► aggregate (batch) / sinks (service)
+//! source ──► decode ──► window ──► summaries ──► aggregate (batch) / store, hub ──► web
 //! ```
 //!
 //! * [`record`] — the wire format: [`record::Telemetry`], [`record::Summary`], reject reasons.
@@ -13,13 +13,28 @@
 //! * [`source`] — where records come from (files so far).
 //! * [`aggregate`] — `stampede aggregate`, the batch path.
 //! * [`produce`] — `stampede produce`, the simulated fleet.
+//! * [`pipeline`] — the engine task of one partition (decode, window, dead letters).
+//! * [`sink`] — the embedded store of summaries and dead letters.
+//! * [`hub`] — live fleet state and WebSocket fan-out.
+//! * [`web`] — HTTP ingest, API, `/ws`, metrics and the dashboard.
+//! * [`config`] — the TOML configuration and its environment overrides.
+//! * [`app`] — assembly and ordered shutdown; [`demo`] — the in-process fleet.
+//! * [`metrics`] — every metric in one place.
 //! * [`cli`] — the command line.
 
 pub mod aggregate;
+pub mod app;
 pub mod cli;
+pub mod config;
 pub mod decode;
+pub mod demo;
+pub mod hub;
+pub mod metrics;
+pub mod pipeline;
 pub mod produce;
 pub mod record;
+pub mod sink;
 pub mod source;
 pub mod time;
+pub mod web;
 pub mod window;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use stampede::aggregate::{aggregate, write_summaries, Input, Report};
-use stampede::cli::{AggregateArgs, Cli, Command, ProduceArgs, UsageError};
+use stampede::cli::{AggregateArgs, Cli, Command, DemoArgs, ProduceArgs, UsageError};
+use stampede::config::{Config, ConfigError, DEFAULT_TOML};
 use stampede::produce::produce;
 use stampede::record::RejectReason;
 
@@ -17,10 +18,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Aggregate(args) => run_aggregate(&args),
         Command::Produce(args) => run_produce(&args),
+        Command::Serve(args) => run_service(args.config.as_deref(), None),
+        Command::Demo(args) => run_demo(&args),
+        Command::PrintConfig => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<UsageError>() => {
+        Err(e) if e.is::<UsageError>() || e.is::<ConfigError>() => {
             eprintln!("stampede: {e}");
             ExitCode::from(2)
         }
@@ -97,4 +104,79 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
     produce(opts, &mut stdout).context("cannot write records")?;
     stdout.flush().ok();
     Ok(())
+}
+
+fn init_tracing() {
+    // STAMPEDE_LOG (e.g. "debug", "stampede=trace"); STAMPEDE_LOG_FORMAT=json for JSON lines.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STAMPEDE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    if std::env::var("STAMPEDE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    if args.unicorns == 0 || args.unicorns > 100_000 {
+        return Err(UsageError("--unicorns must be between 1 and 100000".into()).into());
+    }
+    run_service(args.config.as_deref(), Some(args.unicorns as usize))
+}
+
+fn run_service(config: Option<&std::path::Path>, demo_unicorns: Option<usize>) -> anyhow::Result<()> {
+    let config = Config::load(config, std::env::vars())?;
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let app = stampede::app::start(config).await?;
+        let url = format!("http://{}/", app.addr);
+        let fleet_stop = tokio_util::sync::CancellationToken::new();
+        if let Some(n) = demo_unicorns {
+            tokio::spawn(stampede::demo::run_fleet(app.ingest.clone(), n, fleet_stop.clone()));
+            println!("Stampede demo: {n} simulated unicorns. Dashboard: {url}  (Ctrl-C to stop)");
+        } else {
+            println!("Stampede serving on {url}  (Ctrl-C to stop)");
+        }
+        io::stdout().flush().ok();
+        shutdown_signal().await;
+        eprintln!("stopping: flushing windows and the store (Ctrl-C again to force)");
+        fleet_stop.cancel();
+        tokio::select! {
+            result = tokio::time::timeout(std::time::Duration::from_secs(30), app.stop()) => {
+                result.context("shutdown took longer than 30 s")?
+            }
+            () = shutdown_signal() => {
+                eprintln!("forced exit");
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -137,6 +137,8 @@ pub struct Engine {
     last_position: Option<u64>,
     /// While replaying after [`Engine::resume`]: the checkpoint's last position.
     replay_through: Option<u64>,
+    /// The unicorn of the last accepted record.
+    last_unicorn: NameId,
     stats: EngineStats,
 }
 
@@ -158,6 +160,7 @@ impl Engine {
             watermark_at_last_record: Millis::MIN,
             last_position: None,
             replay_through: None,
+            last_unicorn: 0,
             stats: EngineStats::default(),
         }
     }
@@ -221,6 +224,7 @@ impl Engine {
         }
         let late = end <= self.watermark;
         let id = self.names.intern(&record.name);
+        self.last_unicorn = id;
         let slot = self.slot(id, start, position);
         let s = &mut self.slots[slot as usize];
         s.distance += record.distance;
@@ -433,6 +437,17 @@ impl Engine {
         }
         self.slots[slot as usize].next = self.free;
         self.free = slot;
+    }
+
+    /// The id of the unicorn of the last accepted record (for callers keeping per-unicorn state
+    /// beside the engine's).
+    pub fn last_unicorn(&self) -> NameId {
+        self.last_unicorn
+    }
+
+    /// The name of an id from [`Engine::last_unicorn`].
+    pub fn name(&self, id: NameId) -> &str {
+        self.names.name(id)
     }
 
     /// The partition's current watermark (`i64::MIN` before the first record).

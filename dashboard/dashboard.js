@@ -1,0 +1,395 @@
+// Stampede live dashboard: one WebSocket (/ws), a canvas map in Web Mercator, a fleet table and
+// per-unicorn summaries. No framework, no build step, nothing fetched from the internet (tiles
+// only when the server is configured with a tile URL).
+"use strict";
+
+const HQ = { lat: 40.749167, lon: -73.985184 };
+const SILENT_MS = 30000;
+const TRAIL_POINTS = 240;
+const MPH = 2.23694;
+const LOW_VITALS = 100;
+
+const fleet = new Map(); // name -> {record, seen (ms, browser clock), trail: [[lat, lon]], minute}
+const summaries = new Map(); // name -> Map(StatusTime -> summary)
+let selected = null;
+let popupFor = null;
+let sortKey = "name", sortAsc = true;
+let tileUrl = "";
+let dirtyMap = true, dirtyTable = true;
+let received = 0, rate = 0;
+
+// ---- map projection (Web Mercator, 256 px tiles) ----
+const view = { lat: HQ.lat, lon: HQ.lon, zoom: 13 };
+const canvas = document.getElementById("map");
+const ctx = canvas.getContext("2d");
+
+function worldPx(lat, lon, zoom) {
+  const scale = 256 * Math.pow(2, zoom);
+  const s = Math.sin(lat * Math.PI / 180);
+  return {
+    x: (lon + 180) / 360 * scale,
+    y: (0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)) * scale,
+  };
+}
+function fromWorldPx(x, y, zoom) {
+  const scale = 256 * Math.pow(2, zoom);
+  const lon = x / scale * 360 - 180;
+  const n = Math.PI - 2 * Math.PI * y / scale;
+  return { lat: 180 / Math.PI * Math.atan(Math.sinh(n)), lon };
+}
+function toScreen(lat, lon) {
+  const c = worldPx(view.lat, view.lon, view.zoom);
+  const p = worldPx(lat, lon, view.zoom);
+  return { x: p.x - c.x + canvas.clientWidth / 2, y: p.y - c.y + canvas.clientHeight / 2 };
+}
+function fromScreen(x, y) {
+  const c = worldPx(view.lat, view.lon, view.zoom);
+  return fromWorldPx(x - canvas.clientWidth / 2 + c.x, y - canvas.clientHeight / 2 + c.y, view.zoom);
+}
+function metresPerPixel() {
+  return 156543.03392 * Math.cos(view.lat * Math.PI / 180) / Math.pow(2, view.zoom);
+}
+
+// ---- drawing ----
+const tiles = new Map();
+function tile(z, x, y) {
+  const key = z + "/" + x + "/" + y;
+  let img = tiles.get(key);
+  if (!img) {
+    img = new Image();
+    img.onload = () => { dirtyMap = true; };
+    img.src = tileUrl.replace("{z}", z).replace("{x}", x).replace("{y}", y);
+    tiles.set(key, img);
+    if (tiles.size > 500) tiles.delete(tiles.keys().next().value);
+  }
+  return img.complete && img.naturalWidth ? img : null;
+}
+
+function niceStep(raw) {
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+function drawGrid(w, h) {
+  const tl = fromScreen(0, 0), br = fromScreen(w, h);
+  const step = niceStep((tl.lat - br.lat) / 6);
+  ctx.strokeStyle = "#d3dae6"; ctx.fillStyle = "#7a869a"; ctx.lineWidth = 1;
+  ctx.font = "11px system-ui, sans-serif";
+  const digits = Math.max(0, -Math.floor(Math.log10(step)));
+  for (let lat = Math.floor(br.lat / step) * step; lat <= tl.lat; lat += step) {
+    const y = toScreen(lat, view.lon).y;
+    ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
+    ctx.fillText(lat.toFixed(digits) + "°", 4, y - 3);
+  }
+  for (let lon = Math.floor(tl.lon / step) * step; lon <= br.lon; lon += step) {
+    const x = toScreen(view.lat, lon).x;
+    ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, h); ctx.stroke();
+    ctx.fillText(lon.toFixed(digits) + "°", x + 3, h - 6);
+  }
+}
+
+function drawTiles(w, h) {
+  const z = Math.max(0, Math.min(19, Math.round(view.zoom)));
+  const f = Math.pow(2, view.zoom - z);
+  const c = worldPx(view.lat, view.lon, z);
+  const x0 = Math.floor((c.x - w / 2 / f) / 256), x1 = Math.floor((c.x + w / 2 / f) / 256);
+  const y0 = Math.floor((c.y - h / 2 / f) / 256), y1 = Math.floor((c.y + h / 2 / f) / 256);
+  const n = Math.pow(2, z);
+  for (let x = x0; x <= x1; x++) for (let y = Math.max(0, y0); y <= Math.min(n - 1, y1); y++) {
+    const img = tile(z, ((x % n) + n) % n, y);
+    if (img) ctx.drawImage(img, (x * 256 - c.x) * f + w / 2, (y * 256 - c.y) * f + h / 2, 256 * f + 1, 256 * f + 1);
+  }
+}
+
+function drawScale(w, h) {
+  const mpp = metresPerPixel();
+  const metres = niceStep(mpp * 120);
+  const px = metres / mpp;
+  const x = w - px - 20, y = h - 20;
+  ctx.strokeStyle = "#1d2433"; ctx.lineWidth = 2;
+  ctx.beginPath(); ctx.moveTo(x, y - 5); ctx.lineTo(x, y); ctx.lineTo(x + px, y); ctx.lineTo(x + px, y - 5); ctx.stroke();
+  ctx.fillStyle = "#1d2433"; ctx.font = "11px system-ui, sans-serif";
+  ctx.fillText(metres >= 1000 ? metres / 1000 + " km" : metres + " m", x, y - 8);
+}
+
+function colour(u) {
+  const r = u.record;
+  return Math.min(r.HealthPoints, r.MagicPoints) < LOW_VITALS ? "#c0392b" : "#2b6cb0";
+}
+
+function draw() {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  }
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  if (tileUrl) drawTiles(w, h); else drawGrid(w, h);
+  drawScale(w, h);
+  // HQ: the 50 m circle of the workshop's map, never smaller than 6 px.
+  const hq = toScreen(HQ.lat, HQ.lon);
+  ctx.beginPath(); ctx.arc(hq.x, hq.y, Math.max(6, 50 / metresPerPixel()), 0, 2 * Math.PI);
+  ctx.fillStyle = "rgba(43,108,176,.2)"; ctx.fill(); ctx.strokeStyle = "#2b6cb0"; ctx.lineWidth = 2; ctx.stroke();
+  // Trails, then markers on top.
+  ctx.lineWidth = 2; ctx.strokeStyle = "rgba(230,126,34,.8)";
+  for (const u of fleet.values()) {
+    if (u.trail.length < 2) continue;
+    ctx.beginPath();
+    u.trail.forEach(([lat, lon], i) => { const p = toScreen(lat, lon); i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y); });
+    ctx.stroke();
+  }
+  const labels = fleet.size <= 60;
+  ctx.font = "11px system-ui, sans-serif";
+  for (const [name, u] of fleet) {
+    const p = toScreen(u.record.Latitude, u.record.Longitude);
+    if (p.x < -20 || p.y < -20 || p.x > w + 20 || p.y > h + 20) continue;
+    ctx.beginPath(); ctx.arc(p.x, p.y, name === selected ? 8 : 6, 0, 2 * Math.PI);
+    ctx.fillStyle = colour(u); ctx.fill(); ctx.strokeStyle = "#fff"; ctx.lineWidth = 2; ctx.stroke();
+    if (labels) { ctx.fillStyle = "#1d2433"; ctx.fillText(name, p.x + 9, p.y + 4); }
+  }
+  if (popupFor) placePopup();
+}
+
+// ---- popup ----
+const popup = document.getElementById("popup");
+function esc(s) { return String(s).replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c])); }
+function openPopup(name) { popupFor = name; renderPopup(); }
+function renderPopup() {
+  const u = fleet.get(popupFor);
+  if (!u) { popup.hidden = true; popupFor = null; return; }
+  const r = u.record;
+  popup.innerHTML = '<button class="close" aria-label="Close">×</button><h3>' + esc(r.Name) + "</h3><table>" +
+    '<tr><td>Speed</td><td class="speed">' + (r.Distance * MPH).toFixed(1) + " mph</td></tr>" +
+    '<tr><td>Health</td><td class="health">' + r.HealthPoints + " points</td></tr>" +
+    '<tr><td>Magic</td><td class="magic">' + r.MagicPoints + " points</td></tr></table>";
+  popup.querySelector(".close").onclick = () => { popup.hidden = true; popupFor = null; };
+  popup.hidden = false;
+  placePopup();
+}
+function placePopup() {
+  const u = fleet.get(popupFor);
+  if (!u) return;
+  const p = toScreen(u.record.Latitude, u.record.Longitude);
+  popup.style.left = p.x + "px"; popup.style.top = p.y + "px";
+}
+
+// ---- interaction: drag to pan, wheel to zoom, click a marker ----
+let drag = null;
+canvas.addEventListener("mousedown", e => { drag = { x: e.clientX, y: e.clientY, moved: false }; });
+window.addEventListener("mousemove", e => {
+  if (!drag) return;
+  const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+  if (Math.abs(dx) + Math.abs(dy) > 3) { drag.moved = true; canvas.classList.add("dragging"); }
+  if (!drag.moved) return;
+  const c = worldPx(view.lat, view.lon, view.zoom);
+  const n = fromWorldPx(c.x - dx, c.y - dy, view.zoom);
+  view.lat = n.lat; view.lon = n.lon; drag.x = e.clientX; drag.y = e.clientY; dirtyMap = true;
+});
+window.addEventListener("mouseup", e => {
+  if (drag && !drag.moved) clickAt(e);
+  drag = null; canvas.classList.remove("dragging");
+});
+canvas.addEventListener("wheel", e => {
+  e.preventDefault();
+  const rect = canvas.getBoundingClientRect();
+  const before = fromScreen(e.clientX - rect.left, e.clientY - rect.top);
+  view.zoom = Math.max(2, Math.min(19, view.zoom - Math.sign(e.deltaY) * 0.25));
+  const after = fromScreen(e.clientX - rect.left, e.clientY - rect.top);
+  view.lat += before.lat - after.lat; view.lon += before.lon - after.lon; dirtyMap = true;
+}, { passive: false });
+function clickAt(e) {
+  const rect = canvas.getBoundingClientRect();
+  const x = e.clientX - rect.left, y = e.clientY - rect.top;
+  let best = null, bestD = 12;
+  for (const [name, u] of fleet) {
+    const p = toScreen(u.record.Latitude, u.record.Longitude);
+    const d = Math.hypot(p.x - x, p.y - y);
+    if (d < bestD) { best = name; bestD = d; }
+  }
+  if (best) { openPopup(best); select(best); } else { popup.hidden = true; popupFor = null; }
+}
+document.getElementById("home").onclick = () => { view.lat = HQ.lat; view.lon = HQ.lon; view.zoom = 13; dirtyMap = true; };
+document.getElementById("fit").onclick = fitFleet;
+function fitFleet() {
+  if (!fleet.size) return;
+  let s = 90, n = -90, wv = 180, e = -180;
+  for (const u of fleet.values()) {
+    s = Math.min(s, u.record.Latitude); n = Math.max(n, u.record.Latitude);
+    wv = Math.min(wv, u.record.Longitude); e = Math.max(e, u.record.Longitude);
+  }
+  s = Math.min(s, HQ.lat); n = Math.max(n, HQ.lat); wv = Math.min(wv, HQ.lon); e = Math.max(e, HQ.lon);
+  view.lat = (s + n) / 2; view.lon = (wv + e) / 2;
+  for (view.zoom = 18; view.zoom > 2; view.zoom -= 0.25) {
+    const a = toScreen(n, wv), b = toScreen(s, e);
+    if (a.x > 30 && a.y > 30 && b.x < canvas.clientWidth - 30 && b.y < canvas.clientHeight - 30) break;
+  }
+  dirtyMap = true;
+}
+
+// ---- fleet table ----
+const tbody = document.querySelector("#fleet tbody");
+const filter = document.getElementById("filter");
+filter.addEventListener("input", () => { dirtyTable = true; });
+document.querySelectorAll("#fleet th").forEach(th => th.addEventListener("click", () => {
+  const k = th.dataset.key;
+  sortAsc = sortKey === k ? !sortAsc : k === "name";
+  sortKey = k; dirtyTable = true;
+}));
+function rowValue(name, u, key) {
+  const r = u.record;
+  switch (key) {
+    case "name": return name;
+    case "seen": return u.seen;
+    case "health": return r.HealthPoints;
+    case "magic": return r.MagicPoints;
+    case "speed": return r.Distance;
+    case "minute": return u.minute === undefined ? -1 : u.minute;
+  }
+}
+function renderTable() {
+  const f = filter.value.trim().toLowerCase();
+  const rows = [...fleet].filter(([name]) => !f || name.toLowerCase().includes(f));
+  rows.sort((a, b) => {
+    const x = rowValue(a[0], a[1], sortKey), y = rowValue(b[0], b[1], sortKey);
+    const c = typeof x === "string" ? x.localeCompare(y) : x - y;
+    return sortAsc ? c : -c;
+  });
+  document.querySelectorAll("#fleet th").forEach(th => {
+    th.classList.toggle("sorted", th.dataset.key === sortKey);
+    th.classList.toggle("asc", th.dataset.key === sortKey && sortAsc);
+  });
+  const now = Date.now();
+  tbody.innerHTML = rows.map(([name, u]) => {
+    const r = u.record;
+    const ago = Math.max(0, Math.round((now - u.seen) / 1000));
+    return '<tr data-name="' + esc(name) + '"' + (name === selected ? ' class="selected"' : "") + "><td>" + esc(name) +
+      "</td><td>" + ago + " s ago</td><td" + (r.HealthPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.HealthPoints +
+      "</td><td" + (r.MagicPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.MagicPoints +
+      "</td><td>" + (r.Distance * MPH).toFixed(1) + "</td><td>" + (u.minute === undefined ? "–" : u.minute.toFixed(0)) + "</td></tr>";
+  }).join("");
+  document.getElementById("count").textContent = fleet.size;
+}
+tbody.addEventListener("click", e => {
+  const tr = e.target.closest("tr");
+  if (tr) { select(tr.dataset.name); openPopup(tr.dataset.name); }
+});
+
+// ---- per-unicorn summaries ----
+function select(name) {
+  selected = name; dirtyTable = true; dirtyMap = true;
+  document.getElementById("detail").hidden = false;
+  document.getElementById("detail-name").textContent = name;
+  fetch("/api/summaries?limit=60&name=" + encodeURIComponent(name))
+    .then(r => r.ok ? r.json() : [])
+    .then(list => { list.forEach(addSummary); renderDetail(); })
+    .catch(() => {});
+  renderDetail();
+}
+function addSummary(s) {
+  let m = summaries.get(s.Name);
+  if (!m) { m = new Map(); summaries.set(s.Name, m); }
+  const old = m.get(s.StatusTime);
+  if (!old || s.Revision >= old.Revision) m.set(s.StatusTime, s);
+  while (m.size > 120) m.delete([...m.keys()].sort()[0]);
+  const u = fleet.get(s.Name);
+  if (u) {
+    const latest = [...m.keys()].sort().pop();
+    u.minute = m.get(latest).Distance;
+  }
+}
+function renderDetail() {
+  if (!selected) return;
+  const list = [...(summaries.get(selected) || new Map()).values()].sort((a, b) => a.StatusTime < b.StatusTime ? -1 : 1).slice(-30);
+  document.querySelector("#minutes tbody").innerHTML = list.slice().reverse().map(s =>
+    "<tr><td>" + esc(s.StatusTime.slice(11, 16)) + "</td><td>" + s.Distance.toFixed(0) + "</td><td>" + s.MinHealthPoints + "–" +
+    s.MaxHealthPoints + "</td><td>" + s.MinMagicPoints + "–" + s.MaxMagicPoints + "</td><td>" + s.Revision + "</td></tr>").join("");
+  const c = document.getElementById("chart"), g = c.getContext("2d");
+  const W = c.width, H = c.height, pad = 24;
+  g.clearRect(0, 0, W, H);
+  if (!list.length) { g.fillStyle = "#7a869a"; g.fillText("No summaries yet: the first arrives after a minute.", 10, H / 2); return; }
+  const x = i => pad + (W - 2 * pad) * (list.length === 1 ? 0.5 : i / (list.length - 1));
+  const maxD = Math.max(...list.map(s => s.Distance), 1);
+  const vit = list.flatMap(s => [s.MinHealthPoints, s.MaxHealthPoints, s.MinMagicPoints, s.MaxMagicPoints]);
+  const lo = Math.min(...vit), hi = Math.max(...vit, lo + 1);
+  const yv = v => H - pad - (H - 2 * pad) * (v - lo) / (hi - lo);
+  g.fillStyle = "rgba(43,108,176,.35)";
+  list.forEach((s, i) => { const h = (H - 2 * pad) * s.Distance / maxD; g.fillRect(x(i) - 4, H - pad - h, 8, h); });
+  for (const [minK, maxK, col] of [["MinHealthPoints", "MaxHealthPoints", "#1f9d55"], ["MinMagicPoints", "MaxMagicPoints", "#8e44ad"]]) {
+    g.strokeStyle = col; g.lineWidth = 2;
+    list.forEach((s, i) => { g.beginPath(); g.moveTo(x(i), yv(s[minK])); g.lineTo(x(i), yv(s[maxK])); g.stroke(); });
+  }
+  g.fillStyle = "#7a869a"; g.font = "10px system-ui"; g.fillText(hi + " pts", 2, pad - 6); g.fillText(lo + " pts", 2, H - 6);
+  g.fillText(maxD.toFixed(0) + " m", W - pad - 30, pad - 6);
+}
+
+// ---- the live feed ----
+function upsert(r) {
+  const now = Date.now();
+  let u = fleet.get(r.Name);
+  if (!u) { u = { record: r, seen: now, trail: [[HQ.lat, HQ.lon]] }; fleet.set(r.Name, u); }
+  u.record = r; u.seen = now;
+  const last = u.trail[u.trail.length - 1];
+  if (last[0] !== r.Latitude || last[1] !== r.Longitude) u.trail.push([r.Latitude, r.Longitude]);
+  if (u.trail.length > TRAIL_POINTS) u.trail.shift();
+}
+function remove(name) {
+  fleet.delete(name);
+  if (popupFor === name) { popup.hidden = true; popupFor = null; }
+}
+function handle(msg) {
+  switch (msg.type) {
+    case "snapshot": {
+      const keep = new Map(fleet);
+      fleet.clear();
+      for (const r of msg.unicorns) {
+        const old = keep.get(r.Name);
+        if (old) fleet.set(r.Name, old);
+        upsert(r);
+      }
+      msg.summaries.forEach(addSummary);
+      break;
+    }
+    case "telemetry": msg.records.forEach(upsert); received += msg.records.length; break;
+    case "summary": addSummary(msg.summary); if (msg.summary.Name === selected) renderDetail(); break;
+    case "silent": remove(msg.name); break;
+  }
+  dirtyMap = true; dirtyTable = true;
+  if (popupFor && fleet.has(popupFor)) renderPopup();
+}
+
+const status = document.getElementById("status");
+let backoff = 500;
+function connect() {
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+  ws.onopen = () => { status.textContent = "live"; status.className = "live"; backoff = 500; };
+  ws.onmessage = e => { try { handle(JSON.parse(e.data)); } catch (err) { console.error("bad frame", err); } };
+  ws.onclose = () => {
+    status.textContent = "reconnecting…"; status.className = "reconnecting";
+    setTimeout(connect, backoff);
+    backoff = Math.min(backoff * 2, 10000);
+  };
+}
+
+// Silent unicorns disappear even if the server's word is lost.
+setInterval(() => {
+  const now = Date.now();
+  for (const [name, u] of fleet) if (now - u.seen > SILENT_MS) { remove(name); dirtyMap = dirtyTable = true; }
+  rate = received; received = 0; dirtyTable = true;
+  document.getElementById("rate").textContent = rate;
+}, 1000);
+setInterval(() => { if (dirtyTable) { dirtyTable = false; renderTable(); } }, 500);
+function frame() { if (dirtyMap) { dirtyMap = false; draw(); } requestAnimationFrame(frame); }
+window.addEventListener("resize", () => { dirtyMap = true; });
+
+// For tests and curious users: the map's view of the fleet.
+window.stampede = {
+  unicorns: () => [...fleet.keys()],
+  screenPosition: name => { const u = fleet.get(name); return u ? toScreen(u.record.Latitude, u.record.Longitude) : null; },
+  view,
+};
+
+fetch("/api/config").then(r => r.json()).then(c => { tileUrl = c.tile_url || ""; dirtyMap = true; }).catch(() => {});
+connect();
+requestAnimationFrame(frame);

@@ -1,0 +1,122 @@
+//! Assembly: builds every part from the config, wires the channels, and runs the ordered
+//! shutdown. The only module that knows every other; `main` and the tests both call [`start`].
+//!
+//! Shutdown (DESIGN decision 7): stop the sources (ingest answers 503), let the engine drain its
+//! queue and flush every open window, let the store writer commit what it was sent, let the hub
+//! take in the last summaries and send its last frames, close the WebSockets, stop the server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::pipeline::{self, Batch, Outputs};
+use crate::sink::store::{run_writer, Store};
+use crate::web::{router, WebState};
+
+/// A running service.
+pub struct App {
+    /// Where it listens (the real port when the config said 0).
+    pub addr: SocketAddr,
+    /// Feeds the HTTP partition directly (the demo fleet uses it).
+    pub ingest: mpsc::Sender<Batch>,
+    cancel: CancellationToken,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl App {
+    /// Starts the ordered shutdown and waits for it.
+    ///
+    /// # Errors
+    /// A stage failed while stopping.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        drop(self.ingest);
+        self.done.await.context("shutdown task panicked")?
+    }
+
+    /// A token that stops the service when cancelled (for signal handlers).
+    pub fn stopper(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+/// Builds and starts the service described by `config`.
+///
+/// # Errors
+/// The store cannot be opened or the address cannot be bound; the message says which and why.
+pub async fn start(config: Config) -> anyhow::Result<App> {
+    let window = config.window_config()?;
+    let addr = config.listen_addr()?;
+    let store_dir = config.store.path.clone();
+    let retention = config.store.dead_letter_retention;
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, retention))
+        .await
+        .context("store open panicked")??;
+
+    let (store_tx, store_rx) = mpsc::channel(256);
+    let writer_store = store.clone();
+    let writer = tokio::task::spawn_blocking(move || run_writer(&writer_store, store_rx));
+
+    let hub_stop = CancellationToken::new();
+    let (hub, hub_task) = Hub::start(hub_stop.clone());
+
+    let (ingest_tx, ingest_rx) = mpsc::channel::<Batch>(64);
+    let source_stop = CancellationToken::new();
+    let engine = tokio::spawn(pipeline::run(
+        window,
+        "http",
+        "0".into(),
+        ingest_rx,
+        Outputs { store: store_tx, hub: hub.input() },
+        source_stop.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
+    let local = listener.local_addr().context("no local address")?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let closing = CancellationToken::new();
+    let state = WebState {
+        ingest: ingest_tx.clone(),
+        hub,
+        store,
+        token: config.web.token.as_str().into(),
+        max_body_bytes: usize::try_from(config.web.max_body_bytes).unwrap_or(usize::MAX),
+        stopping: Arc::clone(&stopping),
+        dashboard_config: serde_json::json!({ "tile_url": config.web.tile_url }).to_string().into(),
+        closing: closing.clone(),
+    };
+    let web_stop = CancellationToken::new();
+    let server = tokio::spawn(std::future::IntoFuture::into_future(
+        axum::serve(listener, router(state)).with_graceful_shutdown(web_stop.clone().cancelled_owned()),
+    ));
+    tracing::info!(%local, "listening");
+
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let done = tokio::spawn(async move {
+        trigger.cancelled().await;
+        tracing::info!("stopping: sources");
+        stopping.store(true, Ordering::Relaxed);
+        source_stop.cancel();
+        engine.await.context("engine task panicked")?;
+        tracing::info!("stopping: windows flushed; store");
+        writer.await.context("store writer panicked")?;
+        tracing::info!("stopping: store flushed; live clients");
+        hub_stop.cancel();
+        hub_task.await.context("hub panicked")?;
+        closing.cancel();
+        web_stop.cancel();
+        server.await.context("web server panicked")?.context("web server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(App { addr: local, ingest: ingest_tx, cancel, done })
+}

@@ -1,0 +1,461 @@
+//! The configuration of CONTRACT §6: a TOML file, every key overridable by an environment
+//! variable `STAMPEDE_<SECTION>_<KEY>`, defaults printed (with a comment on every key) by
+//! `stampede print-config`.
+//!
+//! Config → validate → build: this module only composes the sections and checks them; each
+//! component takes its own section. Bad config fails at start with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::time::Millis;
+use crate::window::{TimeMode, WindowConfig};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where telemetry comes from.
+    pub source: SourceConfig,
+    /// Windowing.
+    pub window: WindowSection,
+    /// Where summaries and dead letters are kept.
+    pub store: StoreConfig,
+    /// Optional summary stream.
+    pub summary_stream: SummaryStreamConfig,
+    /// The HTTP and WebSocket server.
+    pub web: WebConfig,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `http`, `kafka`, `kinesis` or `file`.
+    pub kind: String,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka consumer group.
+    pub group: String,
+    /// Passed through to librdkafka.
+    pub kafka_options: toml::Table,
+    /// Kinesis stream.
+    pub stream: String,
+    /// File source path.
+    pub path: String,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            kind: "http".into(),
+            brokers: "127.0.0.1:9092".into(),
+            topic: "wildrydes".into(),
+            group: "stampede".into(),
+            kafka_options: toml::Table::new(),
+            stream: "wildrydes".into(),
+            path: String::new(),
+        }
+    }
+}
+
+/// `[window]`, in seconds as the file spells it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowSection {
+    /// `event` or `ingest`.
+    pub time: String,
+    /// Window length.
+    pub size_secs: u64,
+    /// Watermark lag behind the newest event time.
+    pub out_of_orderness_secs: u64,
+    /// How long a closed window still takes late records.
+    pub allowed_lateness_secs: u64,
+    /// Wall time without records before the watermark follows the clock.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for WindowSection {
+    fn default() -> Self {
+        WindowSection {
+            time: "event".into(),
+            size_secs: 60,
+            out_of_orderness_secs: 5,
+            allowed_lateness_secs: 60,
+            idle_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `embedded` or `dynamodb`.
+    pub kind: String,
+    /// Directory of the embedded store.
+    pub path: PathBuf,
+    /// DynamoDB summary table.
+    pub table: String,
+    /// DynamoDB: create missing tables.
+    pub create_tables: bool,
+    /// How many dead letters the embedded store keeps (the oldest go first).
+    pub dead_letter_retention: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: "embedded".into(),
+            path: PathBuf::from("./stampede-data"),
+            table: "UnicornSensorData".into(),
+            create_tables: false,
+            dead_letter_retention: 100_000,
+        }
+    }
+}
+
+/// `[summary_stream]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummaryStreamConfig {
+    /// `none`, `kafka` or `kinesis`.
+    pub kind: String,
+    /// Kafka topic.
+    pub topic: String,
+    /// Kinesis stream.
+    pub stream: String,
+}
+
+impl Default for SummaryStreamConfig {
+    fn default() -> Self {
+        SummaryStreamConfig {
+            kind: "none".into(),
+            topic: "wildrydes-summary".into(),
+            stream: "wildrydes-summary".into(),
+        }
+    }
+}
+
+/// `[web]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Bearer token for `/ingest` and the admin endpoints; empty for none.
+    pub token: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// Raster tile URL template for the dashboard map (`{z}/{x}/{y}`); empty draws a grid.
+    pub tile_url: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8080".into(),
+            token: String::new(),
+            max_body_bytes: 8 * 1024 * 1024,
+            tile_url: String::new(),
+        }
+    }
+}
+
+/// The defaults as TOML with a comment on every key: `stampede print-config`.
+pub const DEFAULT_TOML: &str = r#"# Stampede configuration. Every key can also be set with an environment variable
+# STAMPEDE_<SECTION>_<KEY>, e.g. STAMPEDE_WEB_LISTEN=127.0.0.1:9000.
+
+[source]                        # where telemetry comes from
+kind = "http"                   # http (POST /ingest) | kafka | kinesis | file
+brokers = "127.0.0.1:9092"      # kafka: bootstrap servers
+topic = "wildrydes"             # kafka: telemetry topic
+group = "stampede"              # kafka: consumer group
+stream = "wildrydes"            # kinesis: telemetry stream
+path = ""                       # file: NDJSON file to read
+# [source.kafka_options]        # kafka: any librdkafka property, passed through
+# "session.timeout.ms" = "6000"
+
+[window]                        # per-minute summaries on event time
+time = "event"                  # event (StatusTime) | ingest (arrival time, the workshop's way)
+size_secs = 60                  # window length
+out_of_orderness_secs = 5       # the watermark trails the newest event time by this much
+allowed_lateness_secs = 60      # a closed window still takes (and restates for) records this late
+idle_timeout_secs = 10          # without records this long, the watermark follows the wall clock
+
+[store]                         # where summaries, dead letters and alerts are kept
+kind = "embedded"               # embedded | dynamodb
+path = "./stampede-data"        # embedded: directory of the database
+table = "UnicornSensorData"     # dynamodb: summary table
+create_tables = false           # dynamodb: create the summary and lease tables when missing
+dead_letter_retention = 100000  # embedded: dead letters kept; the oldest go first
+
+[summary_stream]                # optional: publish summaries to a stream
+kind = "none"                   # none | kafka | kinesis
+topic = "wildrydes-summary"     # kafka (brokers as in [source])
+stream = "wildrydes-summary"    # kinesis
+
+[web]                           # dashboard, API, ingest and WebSocket
+listen = "127.0.0.1:8080"       # address:port; 127.0.0.1 keeps it on this machine
+token = ""                      # when set, /ingest and admin endpoints need "Authorization: Bearer <token>"
+max_body_bytes = 8388608        # largest request body (413 above)
+tile_url = ""                   # raster tiles for the map, e.g. "https://tile.example/{z}/{x}/{y}.png"; empty: a grid
+"#;
+
+/// A configuration that cannot work: exit 2 with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML or a key in it is wrong.
+    #[error("config{origin}: {message}")]
+    Invalid {
+        /// " file F" or "".
+        origin: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// An environment override is wrong.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or unsupported.
+    #[error("config key {key}: {message}")]
+    Value {
+        /// `section.key`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads `path` (or the defaults when `None`), applies `STAMPEDE_*` overrides from `env`,
+    /// and validates.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, variable or key at fault.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: format!(" file {}", p.display()),
+                    message: e.to_string(),
+                })?;
+                (table, format!(" file {}", p.display()))
+            }
+            None => (toml::Table::new(), String::new()),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin,
+                message: e.message().to_owned(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values the types cannot.
+    ///
+    /// # Errors
+    /// The first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.window_config()?;
+        self.listen_addr()?;
+        match self.source.kind.as_str() {
+            "http" => {}
+            "file" if !self.source.path.is_empty() => {}
+            "file" => return Err(value_error("source.path", "the file source needs a path")),
+            "kafka" | "kinesis" => {
+                return Err(value_error(
+                    "source.kind",
+                    format!("the {} source is not part of this build yet; use http or file", self.source.kind),
+                ))
+            }
+            other => return Err(value_error("source.kind", format!("{other:?}: use http, kafka, kinesis or file"))),
+        }
+        match self.store.kind.as_str() {
+            "embedded" => {}
+            "dynamodb" => return Err(value_error("store.kind", "the dynamodb store is not part of this build yet; use embedded")),
+            other => return Err(value_error("store.kind", format!("{other:?}: use embedded or dynamodb"))),
+        }
+        match self.summary_stream.kind.as_str() {
+            "none" => {}
+            "kafka" | "kinesis" => {
+                return Err(value_error(
+                    "summary_stream.kind",
+                    format!("the {} summary stream is not part of this build yet; use none", self.summary_stream.kind),
+                ))
+            }
+            other => return Err(value_error("summary_stream.kind", format!("{other:?}: use none, kafka or kinesis"))),
+        }
+        if self.web.max_body_bytes < 1024 || self.web.max_body_bytes > 1 << 30 {
+            return Err(value_error("web.max_body_bytes", "must be between 1024 and 1073741824"));
+        }
+        if self.store.dead_letter_retention == 0 {
+            return Err(value_error("store.dead_letter_retention", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The engine's window settings.
+    ///
+    /// # Errors
+    /// A window key out of range.
+    pub fn window_config(&self) -> Result<WindowConfig, ConfigError> {
+        let w = &self.window;
+        let time = match w.time.as_str() {
+            "event" => TimeMode::Event,
+            "ingest" => TimeMode::Ingest,
+            other => return Err(value_error("window.time", format!("{other:?}: use event or ingest"))),
+        };
+        let ms = |key: &str, secs: u64| -> Result<Millis, ConfigError> {
+            Millis::try_from(secs)
+                .ok()
+                .and_then(|s| s.checked_mul(1_000))
+                .ok_or_else(|| value_error(key, "too large"))
+        };
+        let cfg = WindowConfig {
+            time,
+            size_ms: ms("window.size_secs", w.size_secs)?,
+            out_of_orderness_ms: ms("window.out_of_orderness_secs", w.out_of_orderness_secs)?,
+            allowed_lateness_ms: ms("window.allowed_lateness_secs", w.allowed_lateness_secs)?,
+            idle_timeout_ms: Some(ms("window.idle_timeout_secs", w.idle_timeout_secs)?),
+        };
+        cfg.validate()
+            .map_err(|e| value_error(&format!("window.{}", e.key), format!("must be {}", e.rule)))?;
+        Ok(cfg)
+    }
+
+    /// `web.listen` as an address.
+    ///
+    /// # Errors
+    /// Not an `address:port`.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.web
+            .listen
+            .parse()
+            .map_err(|_| value_error("web.listen", format!("{:?} is not address:port, e.g. 127.0.0.1:8080", self.web.listen)))
+    }
+}
+
+/// Applies `STAMPEDE_<SECTION>_<KEY>` variables to `table`, typed like the default value.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
+    let mut sections: Vec<&String> = defaults.keys().collect();
+    // Longest first, so that SUMMARY_STREAM wins over a shorter prefix.
+    sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("STAMPEDE_") else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let found = sections.iter().find_map(|section| {
+            let key = lower.strip_prefix(section.as_str())?.strip_prefix('_')?;
+            let default = defaults.get(section.as_str())?.as_table()?.get(key)?;
+            Some((section.to_string(), key.to_owned(), default))
+        });
+        let Some((section, key, default)) = found else {
+            // Only variables that look like ours but name no key are an error.
+            if sections.iter().any(|s| lower.starts_with(s.as_str())) {
+                return Err(ConfigError::Env { var, message: "names no configuration key (see stampede print-config)".into() });
+            }
+            continue;
+        };
+        let typed = match default {
+            toml::Value::Integer(_) => value.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| "expected a whole number"),
+            toml::Value::Boolean(_) => value.trim().parse::<bool>().map(toml::Value::Boolean).map_err(|_| "expected true or false"),
+            _ => Ok(toml::Value::String(value.clone())),
+        }
+        .map_err(|m| ConfigError::Env { var: var.clone(), message: format!("{m}, got {value:?}") })?;
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let Some(t) = entry.as_table_mut() {
+            t.insert(key, typed);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn printed_defaults_are_the_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_by_type() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("STAMPEDE_WEB_LISTEN", "127.0.0.1:9000"),
+                ("STAMPEDE_WINDOW_SIZE_SECS", "30"),
+                ("STAMPEDE_SUMMARY_STREAM_TOPIC", "x"),
+                ("STAMPEDE_STORE_CREATE_TABLES", "true"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.web.listen, "127.0.0.1:9000");
+        assert_eq!(c.window.size_secs, 30);
+        assert_eq!(c.summary_stream.topic, "x");
+        assert!(c.store.create_tables);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = |pairs: &[(&str, &str)]| Config::load(None, env(pairs)).unwrap_err().to_string();
+        assert!(e(&[("STAMPEDE_WINDOW_SIZE_SECS", "soon")]).contains("STAMPEDE_WINDOW_SIZE_SECS"));
+        assert!(e(&[("STAMPEDE_WEB_LISTEN", "everywhere")]).contains("web.listen"));
+        assert!(e(&[("STAMPEDE_WINDOW_SIZE_SECS", "0")]).contains("window.size_secs"));
+        assert!(e(&[("STAMPEDE_WEB_COLOUR", "red")]).contains("STAMPEDE_WEB_COLOUR"));
+        assert!(e(&[("STAMPEDE_SOURCE_KIND", "carrier-pigeon")]).contains("source.kind"));
+        let dir = std::env::temp_dir().join(format!("stampede-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[web]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,308 @@
+//! Live state and fan-out: the latest record and summary of every unicorn, and the frames of
+//! CONTRACT §5 for every WebSocket client.
+//!
+//! Sits after the window engine. Engine tasks send conflated telemetry (the latest record of each
+//! unicorn that changed) and summaries through a bounded channel; the hub merges them, and at
+//! most ten times a second serialises one telemetry frame, once, for all clients. Frames go out
+//! on a broadcast ring of fixed size: a client that falls behind finds its place overwritten,
+//! and is sent a fresh snapshot instead (conflation), so a slow browser costs nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::METRICS;
+use crate::record::{write_json_string, Summary, Telemetry};
+use crate::time::{write_status_time, Millis};
+
+/// How long a unicorn may be silent before it is dropped from the live fleet.
+pub const SILENT_AFTER: Duration = Duration::from_secs(30);
+/// Frames a client may fall behind before it is resynchronised.
+pub const RING_FRAMES: usize = 64;
+const FRAME_EVERY: Duration = Duration::from_millis(100);
+
+/// One serialised JSON text frame, shared by every client (a reference-counted buffer, already
+/// known to be UTF-8, so sending it to a thousand clients copies and checks nothing).
+pub type Frame = Utf8Bytes;
+
+/// The latest record of one unicorn, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRecord {
+    /// The unicorn.
+    pub name: String,
+    /// Event time.
+    pub status_time: Millis,
+    /// Degrees.
+    pub latitude: f64,
+    /// Degrees.
+    pub longitude: f64,
+    /// Metres since the previous record.
+    pub distance: f64,
+    /// Health.
+    pub health_points: i64,
+    /// Magic.
+    pub magic_points: i64,
+    /// Carried through.
+    pub input_data: Option<String>,
+}
+
+impl LiveRecord {
+    fn write_json(&self, out: &mut String, last_seen: Millis) {
+        let t = Telemetry {
+            name: self.name.as_str().into(),
+            status_time: self.status_time,
+            latitude: self.latitude,
+            longitude: self.longitude,
+            distance: self.distance,
+            health_points: self.health_points,
+            magic_points: self.magic_points,
+            input_data: self.input_data.as_deref().map(Into::into),
+        };
+        t.write_json(out);
+        out.pop();
+        out.push_str(",\"LastSeen\":\"");
+        write_status_time(out, last_seen);
+        out.push_str("\"}");
+    }
+}
+
+/// What the hub receives.
+pub enum HubInput {
+    /// Latest records of unicorns that sent something.
+    Telemetry(Vec<LiveRecord>),
+    /// Emitted summaries (first emissions and restatements).
+    Summaries(Vec<Summary>),
+    /// A snapshot frame for a (re)connecting client.
+    Snapshot(oneshot::Sender<Frame>),
+    /// `GET /api/unicorns`: the live fleet as a JSON array.
+    Unicorns(oneshot::Sender<Bytes>),
+}
+
+/// A handle to the running hub.
+#[derive(Clone)]
+pub struct Hub {
+    tx: mpsc::Sender<HubInput>,
+    frames: broadcast::Sender<Frame>,
+}
+
+impl Hub {
+    /// Starts the hub task. It ends when `stop` fires, after taking in what was already sent
+    /// (the engine's last summaries), and sends the last telemetry frame on its way out.
+    pub fn start(stop: CancellationToken) -> (Hub, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(1_024);
+        let (frames, _) = broadcast::channel(RING_FRAMES);
+        let task = tokio::spawn(run(rx, frames.clone(), stop));
+        (Hub { tx, frames }, task)
+    }
+
+    /// For engine tasks: where to send telemetry and summaries.
+    pub fn input(&self) -> mpsc::Sender<HubInput> {
+        self.tx.clone()
+    }
+
+    /// A receiver of frames from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
+        self.frames.subscribe()
+    }
+
+    /// A snapshot frame of the current fleet; `None` once the hub has stopped.
+    pub async fn snapshot(&self) -> Option<Frame> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(HubInput::Snapshot(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The live fleet as a JSON array; `None` once the hub has stopped.
+    pub async fn unicorns(&self) -> Option<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(HubInput::Unicorns(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+struct Unicorn {
+    record: LiveRecord,
+    /// Wall time the hub last heard of it.
+    seen: Instant,
+    seen_ms: Millis,
+    summary: Option<Summary>,
+    /// Listed in `State::pending`.
+    pending: bool,
+}
+
+struct State {
+    fleet: HashMap<String, Unicorn>,
+    /// Names with a record not yet sent in a telemetry frame.
+    pending: Vec<String>,
+    snapshot: Option<Frame>,
+}
+
+fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+async fn run(mut rx: mpsc::Receiver<HubInput>, frames: broadcast::Sender<Frame>, stop: CancellationToken) {
+    let mut state = State { fleet: HashMap::new(), pending: Vec::new(), snapshot: None };
+    let mut flush = interval(FRAME_EVERY);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sweep = interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                METRICS.queue_hub.store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
+                state.take(input, &frames);
+            }
+            _ = flush.tick() => state.flush(&frames),
+            _ = sweep.tick() => state.sweep(&frames),
+        }
+    }
+    while let Ok(input) = rx.try_recv() {
+        state.take(input, &frames);
+    }
+    state.flush(&frames);
+}
+
+impl State {
+    fn take(&mut self, input: HubInput, frames: &broadcast::Sender<Frame>) {
+        match input {
+            HubInput::Telemetry(records) => {
+                let (now, now_ms) = (Instant::now(), now_ms());
+                for record in records {
+                    match self.fleet.get_mut(&record.name) {
+                        Some(u) => {
+                            u.record = record;
+                            u.seen = now;
+                            u.seen_ms = now_ms;
+                            if !u.pending {
+                                u.pending = true;
+                                self.pending.push(u.record.name.clone());
+                            }
+                        }
+                        None => {
+                            self.pending.push(record.name.clone());
+                            self.fleet.insert(
+                                record.name.clone(),
+                                Unicorn { record, seen: now, seen_ms: now_ms, summary: None, pending: true },
+                            );
+                        }
+                    }
+                }
+                self.snapshot = None;
+            }
+            HubInput::Summaries(summaries) => {
+                for s in summaries {
+                    let mut frame = String::with_capacity(320);
+                    frame.push_str("{\"type\":\"summary\",\"summary\":");
+                    s.write_json(&mut frame);
+                    frame.push('}');
+                    let _ = frames.send(Frame::from(frame));
+                    if let Some(u) = self.fleet.get_mut(&s.name) {
+                        let newer = u.summary.as_ref().is_none_or(|old| {
+                            (s.window_start, s.revision) >= (old.window_start, old.revision)
+                        });
+                        if newer {
+                            u.summary = Some(s);
+                        }
+                    }
+                }
+                self.snapshot = None;
+            }
+            HubInput::Snapshot(reply) => {
+                let frame = self.snapshot.get_or_insert_with(|| snapshot(&self.fleet)).clone();
+                let _ = reply.send(frame);
+            }
+            HubInput::Unicorns(reply) => {
+                let mut out = String::from("[");
+                for (i, u) in sorted(&self.fleet).into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    u.record.write_json(&mut out, u.seen_ms);
+                }
+                out.push(']');
+                let _ = reply.send(Bytes::from(out));
+            }
+        }
+    }
+
+    /// One telemetry frame with the latest record of every unicorn heard since the last one.
+    fn flush(&mut self, frames: &broadcast::Sender<Frame>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(64 + self.pending.len() * 220);
+        out.push_str("{\"type\":\"telemetry\",\"records\":[");
+        let mut first = true;
+        for name in self.pending.drain(..) {
+            if let Some(u) = self.fleet.get_mut(&name) {
+                u.pending = false;
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                u.record.write_json(&mut out, u.seen_ms);
+            }
+        }
+        out.push_str("]}");
+        let _ = frames.send(Frame::from(out));
+    }
+
+    /// Drops unicorns silent for [`SILENT_AFTER`], telling the clients.
+    fn sweep(&mut self, frames: &broadcast::Sender<Frame>) {
+        let now = Instant::now();
+        let silent: Vec<String> = self
+            .fleet
+            .iter()
+            .filter(|(_, u)| now.duration_since(u.seen) >= SILENT_AFTER)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in silent {
+            self.fleet.remove(&name);
+            self.pending.retain(|n| *n != name);
+            let mut frame = String::from("{\"type\":\"silent\",\"name\":");
+            write_json_string(&mut frame, &name);
+            frame.push('}');
+            let _ = frames.send(Frame::from(frame));
+            self.snapshot = None;
+        }
+    }
+}
+
+fn sorted(fleet: &HashMap<String, Unicorn>) -> Vec<&Unicorn> {
+    let mut v: Vec<&Unicorn> = fleet.values().collect();
+    v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+    v
+}
+
+fn snapshot(fleet: &HashMap<String, Unicorn>) -> Frame {
+    let unicorns = sorted(fleet);
+    let mut out = String::with_capacity(64 + unicorns.len() * 500);
+    out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");
+    for (i, u) in unicorns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        u.record.write_json(&mut out, u.seen_ms);
+    }
+    out.push_str("],\"summaries\":[");
+    let mut first = true;
+    for s in unicorns.iter().filter_map(|u| u.summary.as_ref()) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        s.write_json(&mut out);
+    }
+    out.push_str("]}");
+    Frame::from(out)
+}

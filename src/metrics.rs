@@ -1,0 +1,122 @@
+//! Every metric in one place, as process-wide atomics, rendered in the Prometheus text format for
+//! `GET /metrics`. Hot loops count locally and publish once per batch; labels are low
+//! cardinality (reasons, stages), never a unicorn name.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::record::RejectReason;
+
+/// Upper bounds (ms) of the emit-latency histogram buckets.
+const LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 1_000, 5_000, 60_000];
+
+/// The service's counters and gauges.
+pub struct Metrics {
+    /// Records received (decoded or not).
+    pub records_in: AtomicU64,
+    /// Rejects by reason, indexed by [`RejectReason::index`].
+    pub rejected: [AtomicU64; 6],
+    /// Late records accepted (restating a window).
+    pub late: AtomicU64,
+    /// Summaries emitted the first time.
+    pub summaries: AtomicU64,
+    /// Restatements emitted.
+    pub restated: AtomicU64,
+    /// Wall clock minus watermark, ms (HTTP partition).
+    pub watermark_lag_ms: AtomicI64,
+    /// Window emit latency: wall time of emission minus window end, histogram counts.
+    pub emit_latency: [AtomicU64; 11],
+    /// Sum of emit latencies, ms.
+    pub emit_latency_sum_ms: AtomicU64,
+    /// Batches waiting for the engine.
+    pub queue_engine: AtomicI64,
+    /// Items waiting for the store writer.
+    pub queue_store: AtomicI64,
+    /// Items waiting for the hub.
+    pub queue_hub: AtomicI64,
+    /// Connected WebSocket clients.
+    pub ws_clients: AtomicI64,
+    /// Clients resynchronised with a snapshot after falling behind.
+    pub ws_resyncs: AtomicU64,
+    /// Frames sent to WebSocket clients.
+    pub ws_frames: AtomicU64,
+    /// Failed store writes.
+    pub store_errors: AtomicU64,
+    /// Summaries written to the store.
+    pub store_writes: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+/// The process's metrics.
+pub static METRICS: Metrics = Metrics {
+    records_in: ZERO,
+    rejected: [ZERO; 6],
+    late: ZERO,
+    summaries: ZERO,
+    restated: ZERO,
+    watermark_lag_ms: AtomicI64::new(0),
+    emit_latency: [ZERO; 11],
+    emit_latency_sum_ms: ZERO,
+    queue_engine: AtomicI64::new(0),
+    queue_store: AtomicI64::new(0),
+    queue_hub: AtomicI64::new(0),
+    ws_clients: AtomicI64::new(0),
+    ws_resyncs: ZERO,
+    ws_frames: ZERO,
+    store_errors: ZERO,
+    store_writes: ZERO,
+};
+
+impl Metrics {
+    /// Records one window emission `latency_ms` after its end.
+    pub fn observe_emit_latency(&self, latency_ms: u64) {
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| latency_ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.emit_latency[i].fetch_add(1, Relaxed);
+        self.emit_latency_sum_ms.fetch_add(latency_ms, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter("stampede_records_in_total", "Telemetry records received.", self.records_in.load(Relaxed));
+        counter("stampede_records_late_total", "Late records accepted; each restates its window.", self.late.load(Relaxed));
+        counter("stampede_summaries_total", "Window summaries emitted for the first time.", self.summaries.load(Relaxed));
+        counter("stampede_summaries_restated_total", "Window summaries emitted again with a higher Revision.", self.restated.load(Relaxed));
+        counter("stampede_ws_resyncs_total", "WebSocket clients resynchronised with a snapshot after falling behind.", self.ws_resyncs.load(Relaxed));
+        counter("stampede_ws_frames_total", "Frames sent to WebSocket clients.", self.ws_frames.load(Relaxed));
+        counter("stampede_store_writes_total", "Summaries written to the store.", self.store_writes.load(Relaxed));
+        counter("stampede_store_errors_total", "Failed store writes.", self.store_errors.load(Relaxed));
+        let _ = writeln!(s, "# HELP stampede_records_rejected_total Rejected records by reason.\n# TYPE stampede_records_rejected_total counter");
+        for reason in RejectReason::ALL {
+            let _ = writeln!(s, "stampede_records_rejected_total{{reason=\"{reason}\"}} {}", self.rejected[reason.index()].load(Relaxed));
+        }
+        let mut gauge = |name: &str, help: &str, labels: &str, v: i64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {v}");
+        };
+        gauge("stampede_watermark_lag_seconds", "Wall clock minus the partition watermark, seconds.", "{partition=\"http\"}", self.watermark_lag_ms.load(Relaxed) / 1_000);
+        gauge("stampede_ws_clients", "Connected WebSocket clients.", "", self.ws_clients.load(Relaxed));
+        let _ = writeln!(s, "# HELP stampede_queue_depth Items waiting between pipeline stages.\n# TYPE stampede_queue_depth gauge");
+        for (stage, v) in [("engine", &self.queue_engine), ("store", &self.queue_store), ("hub", &self.queue_hub)] {
+            let _ = writeln!(s, "stampede_queue_depth{{stage=\"{stage}\"}} {}", v.load(Relaxed));
+        }
+        let _ = writeln!(s, "# HELP stampede_window_emit_latency_seconds Wall time from a window's end to its first emission.\n# TYPE stampede_window_emit_latency_seconds histogram");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.emit_latency[i].load(Relaxed);
+            let _ = writeln!(s, "stampede_window_emit_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1_000.0);
+        }
+        cumulative += self.emit_latency[LATENCY_BUCKETS_MS.len()].load(Relaxed);
+        let _ = writeln!(s, "stampede_window_emit_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(s, "stampede_window_emit_latency_seconds_sum {}", self.emit_latency_sum_ms.load(Relaxed) as f64 / 1_000.0);
+        let _ = writeln!(s, "stampede_window_emit_latency_seconds_count {cumulative}");
+        s
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks: where summaries and dead letters go. The embedded store is the only one so far.
+
+pub mod store;

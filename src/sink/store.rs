@@ -1,0 +1,346 @@
+//! The embedded store (redb): summaries upserted by (`Name`, `StatusTime`) keeping the highest
+//! `Revision`, and dead letters with their reason, origin and raw bytes, bounded by count.
+//!
+//! At the end of the flow: the window engine's summaries and decode's rejects arrive through a
+//! bounded channel to one writer thread, which commits whatever is queued in one transaction
+//! (one fsync per batch, not per summary). Readers (the API) open their own read transactions.
+//!
+//! redb because it is a pure-Rust, actively maintained, ACID embedded database with a stable
+//! file format, no C toolchain and a small build; summaries are tiny and few (one per unicorn
+//! per minute), so a B-tree with two tables is all this needs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+
+use crate::metrics::METRICS;
+use crate::record::{Field, RejectReason, Summary};
+use crate::time::{format_status_time, Millis};
+
+/// (Name, window start) → summary JSON.
+const SUMMARIES: TableDefinition<(&str, i64), &str> = TableDefinition::new("summaries");
+/// (window start, Name) → (): newest-first listing across unicorns.
+const BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("summaries_by_time");
+/// Sequence → (metadata JSON, raw bytes).
+const DEAD_LETTERS: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("dead_letters");
+
+/// A rejected record, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Why.
+    pub reason: RejectReason,
+    /// The field at fault, if any.
+    pub field: Option<Field>,
+    /// Where it came from: `http`, `file`, `kafka`, `kinesis`.
+    pub source: &'static str,
+    /// Partition or shard.
+    pub partition: String,
+    /// Offset or sequence within the partition.
+    pub position: u64,
+    /// When it was rejected, epoch ms.
+    pub at: Millis,
+    /// The record's bytes, cut at 64 KiB.
+    pub raw: Vec<u8>,
+}
+
+/// A dead letter as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DeadLetterView {
+    /// Sequence number in the store.
+    pub id: u64,
+    /// Reject reason.
+    pub reason: String,
+    /// Field at fault.
+    pub field: Option<String>,
+    /// Origin.
+    pub origin: Origin,
+    /// Rejection time, workshop format.
+    pub received: String,
+    /// Raw bytes as text (invalid UTF-8 replaced).
+    pub raw: String,
+}
+
+/// Where a dead letter came from.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// Source kind.
+    pub source: String,
+    /// Partition or shard.
+    pub partition: String,
+    /// Offset or sequence.
+    pub offset: u64,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct DeadLetterMeta {
+    reason: String,
+    field: Option<String>,
+    origin: Origin,
+    at: Millis,
+}
+
+/// A store failure; the message says what failed. Retrying may help with I/O errors.
+#[derive(Debug, thiserror::Error)]
+#[error("embedded store: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Query of `GET /api/summaries`.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryQuery {
+    /// Only this unicorn.
+    pub name: Option<String>,
+    /// Window start ≥ this.
+    pub from: Option<Millis>,
+    /// Window start ≤ this.
+    pub to: Option<Millis>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// The embedded database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    retention: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `dir`.
+    ///
+    /// # Errors
+    /// The directory or database cannot be created or opened (another process holding it, say).
+    pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("stampede.redb");
+        let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let w = db.begin_write().map_err(err)?;
+        {
+            w.open_table(SUMMARIES).map_err(err)?;
+            w.open_table(BY_TIME).map_err(err)?;
+            w.open_table(DEAD_LETTERS).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        Ok(Store { db: Arc::new(db), retention: dead_letter_retention })
+    }
+
+    /// Upserts summaries (a lower `Revision` never replaces a higher one) and appends dead
+    /// letters, in one transaction.
+    ///
+    /// # Errors
+    /// The transaction failed; nothing of it was written.
+    pub fn write(&self, summaries: &[Summary], dead_letters: &[DeadLetter]) -> Result<usize, StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        let mut written = 0;
+        {
+            let mut table = w.open_table(SUMMARIES).map_err(err)?;
+            let mut by_time = w.open_table(BY_TIME).map_err(err)?;
+            let mut json = String::with_capacity(256);
+            for s in summaries {
+                let key = (s.name.as_str(), s.window_start);
+                let keep_old = match table.get(key).map_err(err)? {
+                    Some(old) => serde_json::from_str::<Summary>(old.value()).is_ok_and(|o| o.revision > s.revision),
+                    None => false,
+                };
+                if keep_old {
+                    continue;
+                }
+                json.clear();
+                s.write_json(&mut json);
+                table.insert(key, json.as_str()).map_err(err)?;
+                by_time.insert((s.window_start, s.name.as_str()), ()).map_err(err)?;
+                written += 1;
+            }
+            let mut dl = w.open_table(DEAD_LETTERS).map_err(err)?;
+            let mut next = dl.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
+            for d in dead_letters {
+                let meta = DeadLetterMeta {
+                    reason: d.reason.to_string(),
+                    field: d.field.map(|f| f.as_str().to_owned()),
+                    origin: Origin { source: d.source.to_owned(), partition: d.partition.clone(), offset: d.position },
+                    at: d.at,
+                };
+                let meta = serde_json::to_string(&meta).map_err(err)?;
+                dl.insert(next, (meta.as_str(), d.raw.as_slice())).map_err(err)?;
+                next += 1;
+            }
+            let excess = dl.len().map_err(err)?.saturating_sub(self.retention);
+            for _ in 0..excess {
+                dl.pop_first().map_err(err)?;
+            }
+        }
+        w.commit().map_err(err)?;
+        Ok(written)
+    }
+
+    /// Stored summaries, newest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn summaries(&self, q: &SummaryQuery) -> Result<Vec<Summary>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let table = r.open_table(SUMMARIES).map_err(err)?;
+        let from = q.from.unwrap_or(Millis::MIN);
+        let to = q.to.unwrap_or(Millis::MAX);
+        let mut out = Vec::new();
+        if let Some(name) = &q.name {
+            for entry in table.range((name.as_str(), from)..=(name.as_str(), to)).map_err(err)?.rev() {
+                let (_, v) = entry.map_err(err)?;
+                out.push(serde_json::from_str(v.value()).map_err(err)?);
+                if out.len() >= q.limit {
+                    break;
+                }
+            }
+        } else {
+            let by_time = r.open_table(BY_TIME).map_err(err)?;
+            for entry in by_time.range((from, "")..).map_err(err)?.rev() {
+                let (k, _) = entry.map_err(err)?;
+                let (start, name) = k.value();
+                if start > to {
+                    continue;
+                }
+                if let Some(v) = table.get((name, start)).map_err(err)? {
+                    out.push(serde_json::from_str(v.value()).map_err(err)?);
+                }
+                if out.len() >= q.limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest dead letters, newest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterView>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let table = r.open_table(DEAD_LETTERS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err)?.rev().take(limit) {
+            let (k, v) = entry.map_err(err)?;
+            let (meta, raw) = v.value();
+            let meta: DeadLetterMeta = serde_json::from_str(meta).map_err(err)?;
+            out.push(DeadLetterView {
+                id: k.value(),
+                reason: meta.reason,
+                field: meta.field,
+                origin: meta.origin,
+                received: format_status_time(meta.at),
+                raw: String::from_utf8_lossy(raw).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a write transaction can be started (for `/readyz`).
+    pub fn writable(&self) -> bool {
+        self.db.begin_write().is_ok_and(|w| {
+            w.abort().is_ok()
+        })
+    }
+}
+
+/// What the writer thread receives.
+pub enum StoreItem {
+    /// Summaries to upsert.
+    Summaries(Vec<Summary>),
+    /// Rejected records.
+    DeadLetters(Vec<DeadLetter>),
+}
+
+/// Runs the writer until `rx` closes: drains what is queued, writes it in one transaction,
+/// retries a failed write with backoff (the pipeline waits, nothing is dropped).
+pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>) {
+    let mut summaries = Vec::new();
+    let mut dead = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut take = |item| match item {
+            StoreItem::Summaries(s) => summaries.extend(s),
+            StoreItem::DeadLetters(d) => dead.extend(d),
+        };
+        take(first);
+        while let Ok(item) = rx.try_recv() {
+            take(item);
+        }
+        METRICS.queue_store.store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            match store.write(&summaries, &dead) {
+                Ok(n) => {
+                    METRICS.store_writes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    METRICS.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(error = %e, summaries = summaries.len(), "store write failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+        summaries.clear();
+        dead.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(name: &str, start: Millis, revision: u64, records: u64) -> Summary {
+        Summary {
+            name: name.into(),
+            window_start: start,
+            window_end: start + 60_000,
+            distance: 1.5,
+            min_magic_points: 1,
+            max_magic_points: 2,
+            min_health_points: 3,
+            max_health_points: 4,
+            records,
+            revision,
+        }
+    }
+
+    #[test]
+    fn upserts_keep_the_highest_revision_and_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("stampede-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir, 3).unwrap();
+            store.write(&[summary("a", 0, 1, 10), summary("b", 60_000, 0, 5)], &[]).unwrap();
+            store.write(&[summary("a", 0, 0, 9), summary("a", 60_000, 0, 1)], &[]).unwrap();
+            let dl = |n| DeadLetter {
+                reason: RejectReason::MalformedJson,
+                field: None,
+                source: "http",
+                partition: "0".into(),
+                position: n,
+                at: 0,
+                raw: format!("bad {n}").into_bytes(),
+            };
+            store.write(&[], &[dl(1), dl(2), dl(3), dl(4), dl(5)]).unwrap();
+        }
+        let store = Store::open(&dir, 3).unwrap();
+        let all = store.summaries(&SummaryQuery { limit: 10, ..Default::default() }).unwrap();
+        let keys: Vec<_> = all.iter().map(|s| (s.name.as_str(), s.window_start, s.revision, s.records)).collect();
+        assert_eq!(keys, vec![("b", 60_000, 0, 5), ("a", 60_000, 0, 1), ("a", 0, 1, 10)]);
+        let a = store.summaries(&SummaryQuery { name: Some("a".into()), limit: 1, ..Default::default() }).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].window_start, 60_000);
+        let ranged = store.summaries(&SummaryQuery { from: Some(1), to: Some(60_000), limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(ranged.len(), 2);
+        let dead = store.dead_letters(10).unwrap();
+        let raws: Vec<_> = dead.iter().map(|d| d.raw.as_str()).collect();
+        assert_eq!(raws, vec!["bad 5", "bad 4", "bad 3"], "retention keeps the newest 3");
+        assert!(store.writable());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,112 @@
+//! `GET /api/*`, `/metrics`, `/healthz`, `/readyz`: read-only views of the store, the hub and
+//! the counters. Store reads run on the blocking pool.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{unauthorized, WebState};
+use crate::metrics::METRICS;
+use crate::sink::store::SummaryQuery;
+use crate::time::parse_status_time;
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+}
+
+fn unavailable(message: String) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": message }))).into_response()
+}
+
+fn json_bytes(body: bytes::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+pub(super) async fn unicorns(State(state): State<WebState>) -> Response {
+    match state.hub.unicorns().await {
+        Some(body) => json_bytes(body),
+        None => unavailable("shutting down".into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct SummaryParams {
+    name: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn summaries(State(state): State<WebState>, Query(q): Query<SummaryParams>) -> Response {
+    let time = |key: &str, v: &Option<String>| -> Result<Option<i64>, Response> {
+        v.as_deref()
+            .map(|t| {
+                parse_status_time(t.as_bytes()).map_err(|_| {
+                    bad_request(format!("{key}={t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339"))
+                })
+            })
+            .transpose()
+    };
+    let from = match time("from", &q.from) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let to = match time("to", &q.to) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let query = SummaryQuery { name: q.name, from, to, limit: q.limit.unwrap_or(100).clamp(1, 10_000) };
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.summaries(&query)).await {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeadLetterParams {
+    limit: Option<usize>,
+}
+
+pub(super) async fn dead_letters(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<DeadLetterParams>,
+) -> Response {
+    // Dead letters hold raw input: an admin view, behind the token when one is set.
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.dead_letters(limit)).await {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+pub(super) async fn dashboard_config(State(state): State<WebState>) -> Response {
+    json_bytes(bytes::Bytes::copy_from_slice(state.dashboard_config.as_bytes()))
+}
+
+pub(super) async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render()).into_response()
+}
+
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(super) async fn readyz(State(state): State<WebState>) -> Response {
+    let store = state.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.writable()).await.unwrap_or(false);
+    let source_ok = !state.stopping() && !state.ingest.is_closed();
+    let body = json!({ "ready": store_ok && source_ok, "checks": { "store": store_ok, "source": source_ok } });
+    let status = if store_ok && source_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,75 @@
+//! `POST /ingest`: NDJSON or a JSON array of telemetry records, answered with what became of
+//! each. The body is cut into records here (in the connection's task, in parallel); decoding and
+//! windowing happen in the engine task, which replies once per request.
+
+use std::ops::Range;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{unauthorized, WebState};
+use crate::decode::{array_elements, split_record_ranges};
+use crate::pipeline::Batch;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+pub(super) async fn ingest(State(state): State<WebState>, headers: HeaderMap, body: Body) -> Response {
+    if !state.authorized(&headers) {
+        return unauthorized();
+    }
+    if state.stopping() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let Ok(payload) = to_bytes(body, limit).await else {
+        return too_large(limit);
+    };
+    let records: Vec<Range<usize>> = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => match array_elements(&payload) {
+            Some(ranges) => ranges,
+            // Not a valid JSON array: one malformed record, counted and kept as a dead letter.
+            None => vec![0..payload.len()],
+        },
+        _ => split_record_ranges(&payload),
+    };
+    let (reply, outcome) = oneshot::channel();
+    let count = records.len();
+    let batch = Batch { payload, records, reply: Some(reply) };
+    if state.ingest.send(batch).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let Ok(outcome) = outcome.await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let errors: Vec<_> = outcome
+        .errors
+        .iter()
+        .map(|(index, r)| match r.field {
+            Some(f) => json!({ "index": index, "reason": r.reason.as_str(), "field": f.as_str() }),
+            None => json!({ "index": index, "reason": r.reason.as_str() }),
+        })
+        .collect();
+    debug_assert_eq!(outcome.accepted + outcome.rejected, count as u64);
+    Json(json!({ "accepted": outcome.accepted, "rejected": outcome.rejected, "errors": errors })).into_response()
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body over {limit} bytes (web.max_body_bytes): send smaller batches"),
+    )
+}

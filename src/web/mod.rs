@@ -1,0 +1,119 @@
+//! The HTTP and WebSocket server of CONTRACT §5: dashboard, ingest, API, metrics, health.
+//!
+//! The last stage of the flow and the first thing a user sees. Handlers are thin: ingest cuts a
+//! body into records and hands them to the engine task; the API reads the store; `/ws` relays
+//! the hub's frames.
+
+mod api;
+mod ingest;
+mod ws;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::mpsc;
+
+use crate::hub::Hub;
+use crate::pipeline::Batch;
+use crate::sink::store::Store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    /// The HTTP partition's engine task.
+    pub ingest: mpsc::Sender<Batch>,
+    /// Live fan-out.
+    pub hub: Hub,
+    /// Summaries and dead letters.
+    pub store: Store,
+    /// Bearer token for ingest and admin endpoints; empty for none.
+    pub token: Arc<str>,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Set once shutdown starts: ingest answers 503.
+    pub stopping: Arc<AtomicBool>,
+    /// Dashboard settings (JSON).
+    pub dashboard_config: Arc<str>,
+    /// Fires when WebSocket clients should say goodbye (after the last frames went out).
+    pub closing: tokio_util::sync::CancellationToken,
+}
+
+impl WebState {
+    /// Whether the request carries the configured token (always true when none is configured).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        if self.token.is_empty() {
+            return true;
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        constant_time_eq(given.as_bytes(), self.token.as_bytes())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})),
+    )
+        .into_response()
+}
+
+/// The router.
+pub fn router(state: WebState) -> Router {
+    // Ingest enforces the body limit itself (to answer 413 with a JSON body); the extractor's own
+    // limit is set just above it.
+    let limit = state.max_body_bytes.saturating_add(1);
+    Router::new()
+        .route("/", get(dashboard_html))
+        .route("/dashboard.js", get(dashboard_js))
+        .route("/dashboard.css", get(dashboard_css))
+        .route("/ingest", post(ingest::ingest))
+        .route("/ws", get(ws::upgrade))
+        .route("/api/unicorns", get(api::unicorns))
+        .route("/api/summaries", get(api::summaries))
+        .route("/api/dead-letters", get(api::dead_letters))
+        .route("/api/config", get(api::dashboard_config))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+const INDEX_HTML: &str = include_str!("../../dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("../../dashboard/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("../../dashboard/dashboard.css");
+
+async fn dashboard_html() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+}
+
+async fn dashboard_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DASHBOARD_JS)
+}
+
+async fn dashboard_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], DASHBOARD_CSS)
+}
