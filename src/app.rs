@@ -64,7 +64,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let writer = tokio::task::spawn_blocking(move || run_writer(&writer_store, store_rx));
 
     let hub_stop = CancellationToken::new();
-    let (hub, hub_task) = Hub::start(hub_stop.clone());
+    let frames = usize::try_from(config.web.ws_queue_frames).unwrap_or(16_384);
+    let bytes = usize::try_from(config.web.ws_queue_bytes).unwrap_or(8 << 20);
+    let (hub, hub_task) = Hub::start(frames, bytes, hub_stop.clone());
 
     let (ingest_tx, ingest_rx) = mpsc::channel::<Batch>(64);
     let source_stop = CancellationToken::new();
@@ -73,7 +75,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         "http",
         "0".into(),
         ingest_rx,
-        Outputs { store: store_tx, hub: hub.input() },
+        Outputs {
+            store: store_tx,
+            hub: hub.input(),
+        },
         source_stop.clone(),
     ));
 
@@ -82,7 +87,6 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
     let local = listener.local_addr().context("no local address")?;
     let stopping = Arc::new(AtomicBool::new(false));
-    let closing = CancellationToken::new();
     let state = WebState {
         ingest: ingest_tx.clone(),
         hub,
@@ -90,12 +94,14 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         token: config.web.token.as_str().into(),
         max_body_bytes: usize::try_from(config.web.max_body_bytes).unwrap_or(usize::MAX),
         stopping: Arc::clone(&stopping),
-        dashboard_config: serde_json::json!({ "tile_url": config.web.tile_url }).to_string().into(),
-        closing: closing.clone(),
+        dashboard_config: serde_json::json!({ "tile_url": config.web.tile_url })
+            .to_string()
+            .into(),
     };
     let web_stop = CancellationToken::new();
     let server = tokio::spawn(std::future::IntoFuture::into_future(
-        axum::serve(listener, router(state)).with_graceful_shutdown(web_stop.clone().cancelled_owned()),
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(web_stop.clone().cancelled_owned()),
     ));
     tracing::info!(%local, "listening");
 
@@ -112,11 +118,18 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         tracing::info!("stopping: store flushed; live clients");
         hub_stop.cancel();
         hub_task.await.context("hub panicked")?;
-        closing.cancel();
         web_stop.cancel();
-        server.await.context("web server panicked")?.context("web server failed")?;
+        server
+            .await
+            .context("web server panicked")?
+            .context("web server failed")?;
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(App { addr: local, ingest: ingest_tx, cancel, done })
+    Ok(App {
+        addr: local,
+        ingest: ingest_tx,
+        cancel,
+        done,
+    })
 }

@@ -153,6 +153,10 @@ pub struct WebConfig {
     pub max_body_bytes: u64,
     /// Raster tile URL template for the dashboard map (`{z}/{x}/{y}`); empty draws a grid.
     pub tile_url: String,
+    /// Frames a WebSocket client may fall behind before it is resynchronised with a snapshot.
+    pub ws_queue_frames: u64,
+    /// Bytes of frames a WebSocket client may fall behind before it is resynchronised.
+    pub ws_queue_bytes: u64,
 }
 
 impl Default for WebConfig {
@@ -162,6 +166,8 @@ impl Default for WebConfig {
             token: String::new(),
             max_body_bytes: 8 * 1024 * 1024,
             tile_url: String::new(),
+            ws_queue_frames: 16_384,
+            ws_queue_bytes: 8 << 20,
         }
     }
 }
@@ -204,6 +210,8 @@ listen = "127.0.0.1:8080"       # address:port; 127.0.0.1 keeps it on this machi
 token = ""                      # when set, /ingest and admin endpoints need "Authorization: Bearer <token>"
 max_body_bytes = 8388608        # largest request body (413 above)
 tile_url = ""                   # raster tiles for the map, e.g. "https://tile.example/{z}/{x}/{y}.png"; empty: a grid
+ws_queue_frames = 16384         # frames a browser may fall behind before it gets a fresh snapshot instead
+ws_queue_bytes = 8388608        # ... or bytes of frames; each minute sends one summary frame per unicorn
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.
@@ -266,21 +274,24 @@ impl Config {
                     path: p.to_owned(),
                     source,
                 })?;
-                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    origin: format!(" file {}", p.display()),
-                    message: e.to_string(),
-                })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                            origin: format!(" file {}", p.display()),
+                            message: e.to_string(),
+                        })?;
                 (table, format!(" file {}", p.display()))
             }
             None => (toml::Table::new(), String::new()),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                origin,
-                message: e.message().to_owned(),
-            })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin,
+                    message: e.message().to_owned(),
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -299,31 +310,69 @@ impl Config {
             "kafka" | "kinesis" => {
                 return Err(value_error(
                     "source.kind",
-                    format!("the {} source is not part of this build yet; use http or file", self.source.kind),
+                    format!(
+                        "the {} source is not part of this build yet; use http or file",
+                        self.source.kind
+                    ),
                 ))
             }
-            other => return Err(value_error("source.kind", format!("{other:?}: use http, kafka, kinesis or file"))),
+            other => {
+                return Err(value_error(
+                    "source.kind",
+                    format!("{other:?}: use http, kafka, kinesis or file"),
+                ))
+            }
         }
         match self.store.kind.as_str() {
             "embedded" => {}
-            "dynamodb" => return Err(value_error("store.kind", "the dynamodb store is not part of this build yet; use embedded")),
-            other => return Err(value_error("store.kind", format!("{other:?}: use embedded or dynamodb"))),
+            "dynamodb" => {
+                return Err(value_error(
+                    "store.kind",
+                    "the dynamodb store is not part of this build yet; use embedded",
+                ))
+            }
+            other => {
+                return Err(value_error(
+                    "store.kind",
+                    format!("{other:?}: use embedded or dynamodb"),
+                ))
+            }
         }
         match self.summary_stream.kind.as_str() {
             "none" => {}
             "kafka" | "kinesis" => {
                 return Err(value_error(
                     "summary_stream.kind",
-                    format!("the {} summary stream is not part of this build yet; use none", self.summary_stream.kind),
+                    format!(
+                        "the {} summary stream is not part of this build yet; use none",
+                        self.summary_stream.kind
+                    ),
                 ))
             }
-            other => return Err(value_error("summary_stream.kind", format!("{other:?}: use none, kafka or kinesis"))),
+            other => {
+                return Err(value_error(
+                    "summary_stream.kind",
+                    format!("{other:?}: use none, kafka or kinesis"),
+                ))
+            }
         }
         if self.web.max_body_bytes < 1024 || self.web.max_body_bytes > 1 << 30 {
-            return Err(value_error("web.max_body_bytes", "must be between 1024 and 1073741824"));
+            return Err(value_error(
+                "web.max_body_bytes",
+                "must be between 1024 and 1073741824",
+            ));
+        }
+        if !(1..=65_536).contains(&self.web.ws_queue_frames) {
+            return Err(value_error(
+                "web.ws_queue_frames",
+                "must be between 1 and 65536",
+            ));
         }
         if self.store.dead_letter_retention == 0 {
-            return Err(value_error("store.dead_letter_retention", "must be at least 1"));
+            return Err(value_error(
+                "store.dead_letter_retention",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -337,7 +386,12 @@ impl Config {
         let time = match w.time.as_str() {
             "event" => TimeMode::Event,
             "ingest" => TimeMode::Ingest,
-            other => return Err(value_error("window.time", format!("{other:?}: use event or ingest"))),
+            other => {
+                return Err(value_error(
+                    "window.time",
+                    format!("{other:?}: use event or ingest"),
+                ))
+            }
         };
         let ms = |key: &str, secs: u64| -> Result<Millis, ConfigError> {
             Millis::try_from(secs)
@@ -352,8 +406,9 @@ impl Config {
             allowed_lateness_ms: ms("window.allowed_lateness_secs", w.allowed_lateness_secs)?,
             idle_timeout_ms: Some(ms("window.idle_timeout_secs", w.idle_timeout_secs)?),
         };
-        cfg.validate()
-            .map_err(|e| value_error(&format!("window.{}", e.key), format!("must be {}", e.rule)))?;
+        cfg.validate().map_err(|e| {
+            value_error(&format!("window.{}", e.key), format!("must be {}", e.rule))
+        })?;
         Ok(cfg)
     }
 
@@ -362,15 +417,23 @@ impl Config {
     /// # Errors
     /// Not an `address:port`.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.web
-            .listen
-            .parse()
-            .map_err(|_| value_error("web.listen", format!("{:?} is not address:port, e.g. 127.0.0.1:8080", self.web.listen)))
+        self.web.listen.parse().map_err(|_| {
+            value_error(
+                "web.listen",
+                format!(
+                    "{:?} is not address:port, e.g. 127.0.0.1:8080",
+                    self.web.listen
+                ),
+            )
+        })
     }
 }
 
 /// Applies `STAMPEDE_<SECTION>_<KEY>` variables to `table`, typed like the default value.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
     let mut sections: Vec<&String> = defaults.keys().collect();
     // Longest first, so that SUMMARY_STREAM wins over a shorter prefix.
@@ -388,16 +451,30 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         let Some((section, key, default)) = found else {
             // Only variables that look like ours but name no key are an error.
             if sections.iter().any(|s| lower.starts_with(s.as_str())) {
-                return Err(ConfigError::Env { var, message: "names no configuration key (see stampede print-config)".into() });
+                return Err(ConfigError::Env {
+                    var,
+                    message: "names no configuration key (see stampede print-config)".into(),
+                });
             }
             continue;
         };
         let typed = match default {
-            toml::Value::Integer(_) => value.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| "expected a whole number"),
-            toml::Value::Boolean(_) => value.trim().parse::<bool>().map(toml::Value::Boolean).map_err(|_| "expected true or false"),
+            toml::Value::Integer(_) => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| "expected a whole number"),
+            toml::Value::Boolean(_) => value
+                .trim()
+                .parse::<bool>()
+                .map(toml::Value::Boolean)
+                .map_err(|_| "expected true or false"),
             _ => Ok(toml::Value::String(value.clone())),
         }
-        .map_err(|m| ConfigError::Env { var: var.clone(), message: format!("{m}, got {value:?}") })?;
+        .map_err(|m| ConfigError::Env {
+            var: var.clone(),
+            message: format!("{m}, got {value:?}"),
+        })?;
         let entry = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -413,7 +490,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]

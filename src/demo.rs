@@ -21,7 +21,9 @@ pub async fn run_fleet(ingest: mpsc::Sender<Batch>, unicorns: usize, stop: Cance
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let mut cfg = FleetConfig::new(names.clone(), now as u64, now);
-    cfg.drift_per_sec = (0..unicorns).map(|i| if i % 4 == 3 { -0.4 } else { 0.0 }).collect();
+    cfg.drift_per_sec = (0..unicorns)
+        .map(|i| if i % 4 == 3 { -0.4 } else { 0.0 })
+        .collect();
     let mut fleet = Fleet::new(cfg);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut text = String::with_capacity(unicorns * 220);
@@ -39,7 +41,15 @@ pub async fn run_fleet(ingest: mpsc::Sender<Batch>, unicorns: usize, stop: Cance
         }
         let payload = Bytes::from(text.clone());
         let records = split_record_ranges(&payload);
-        if ingest.send(Batch { payload, records, reply: None }).await.is_err() {
+        if ingest
+            .send(Batch {
+                payload,
+                records,
+                reply: None,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -3,16 +3,22 @@
 //!
 //! Sits after the window engine. Engine tasks send conflated telemetry (the latest record of each
 //! unicorn that changed) and summaries through a bounded channel; the hub merges them, and at
-//! most ten times a second serialises one telemetry frame, once, for all clients. Frames go out
-//! on a broadcast ring of fixed size: a client that falls behind finds its place overwritten,
-//! and is sent a fresh snapshot instead (conflation), so a slow browser costs nothing.
+//! most ten times a second serialises one telemetry frame, once, for all clients. Every client
+//! has its own queue of shared frames, bounded in frames and in bytes; the hub never waits on
+//! it. A client whose queue is full is dropped from the fan-out and flagged; its task then
+//! resubscribes and gets a fresh snapshot (conflation), so a slow browser costs nothing and
+//! holds at most its queue's bound. (A broadcast ring would not do: a minute's close sends one
+//! summary frame per unicorn in a burst, and a ring big enough for that would hold hundreds of
+//! large telemetry frames.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +28,6 @@ use crate::time::{write_status_time, Millis};
 
 /// How long a unicorn may be silent before it is dropped from the live fleet.
 pub const SILENT_AFTER: Duration = Duration::from_secs(30);
-/// Frames a client may fall behind before it is resynchronised.
-pub const RING_FRAMES: usize = 64;
 const FRAME_EVERY: Duration = Duration::from_millis(100);
 
 /// One serialised JSON text frame, shared by every client (a reference-counted buffer, already
@@ -77,27 +81,49 @@ pub enum HubInput {
     Telemetry(Vec<LiveRecord>),
     /// Emitted summaries (first emissions and restatements).
     Summaries(Vec<Summary>),
-    /// A snapshot frame for a (re)connecting client.
-    Snapshot(oneshot::Sender<Frame>),
+    /// A (re)connecting client: its snapshot and its queue, taken at the same instant.
+    Subscribe(oneshot::Sender<Subscription>),
     /// `GET /api/unicorns`: the live fleet as a JSON array.
     Unicorns(oneshot::Sender<Bytes>),
+}
+
+/// One client's view: the fleet as of subscribing, then every frame since.
+pub struct Subscription {
+    /// The snapshot frame.
+    pub snapshot: Frame,
+    /// Frames after the snapshot.
+    pub frames: mpsc::Receiver<Frame>,
+    /// Bytes waiting in `frames`; the client subtracts what it takes.
+    pub queued: Arc<AtomicUsize>,
+    /// Set when the queue overflowed: resubscribe instead of reading on.
+    pub lagged: Arc<AtomicBool>,
+}
+
+struct Client {
+    tx: mpsc::Sender<Frame>,
+    queued: Arc<AtomicUsize>,
+    lagged: Arc<AtomicBool>,
 }
 
 /// A handle to the running hub.
 #[derive(Clone)]
 pub struct Hub {
     tx: mpsc::Sender<HubInput>,
-    frames: broadcast::Sender<Frame>,
 }
 
 impl Hub {
     /// Starts the hub task. It ends when `stop` fires, after taking in what was already sent
     /// (the engine's last summaries), and sends the last telemetry frame on its way out.
-    pub fn start(stop: CancellationToken) -> (Hub, tokio::task::JoinHandle<()>) {
+    /// A client may fall `queue_frames` frames or `queue_bytes` bytes behind before it is
+    /// resynchronised.
+    pub fn start(
+        queue_frames: usize,
+        queue_bytes: usize,
+        stop: CancellationToken,
+    ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1_024);
-        let (frames, _) = broadcast::channel(RING_FRAMES);
-        let task = tokio::spawn(run(rx, frames.clone(), stop));
-        (Hub { tx, frames }, task)
+        let task = tokio::spawn(run(rx, queue_frames.max(1), queue_bytes, stop));
+        (Hub { tx }, task)
     }
 
     /// For engine tasks: where to send telemetry and summaries.
@@ -105,15 +131,10 @@ impl Hub {
         self.tx.clone()
     }
 
-    /// A receiver of frames from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
-        self.frames.subscribe()
-    }
-
-    /// A snapshot frame of the current fleet; `None` once the hub has stopped.
-    pub async fn snapshot(&self) -> Option<Frame> {
+    /// A snapshot and the frames after it; `None` once the hub has stopped.
+    pub async fn subscribe(&self) -> Option<Subscription> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(HubInput::Snapshot(tx)).await.ok()?;
+        self.tx.send(HubInput::Subscribe(tx)).await.ok()?;
         rx.await.ok()
     }
 
@@ -137,6 +158,9 @@ struct Unicorn {
 
 struct State {
     fleet: HashMap<String, Unicorn>,
+    clients: Vec<Client>,
+    queue: usize,
+    queue_bytes: usize,
     /// Names with a record not yet sent in a telemetry frame.
     pending: Vec<String>,
     snapshot: Option<Frame>,
@@ -148,8 +172,20 @@ fn now_ms() -> Millis {
         .map_or(0, |d| d.as_millis() as Millis)
 }
 
-async fn run(mut rx: mpsc::Receiver<HubInput>, frames: broadcast::Sender<Frame>, stop: CancellationToken) {
-    let mut state = State { fleet: HashMap::new(), pending: Vec::new(), snapshot: None };
+async fn run(
+    mut rx: mpsc::Receiver<HubInput>,
+    queue: usize,
+    queue_bytes: usize,
+    stop: CancellationToken,
+) {
+    let mut state = State {
+        fleet: HashMap::new(),
+        clients: Vec::new(),
+        queue,
+        queue_bytes,
+        pending: Vec::new(),
+        snapshot: None,
+    };
     let mut flush = interval(FRAME_EVERY);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sweep = interval(Duration::from_secs(1));
@@ -159,21 +195,46 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, frames: broadcast::Sender<Frame>,
             () = stop.cancelled() => break,
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                METRICS.queue_hub.store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
-                state.take(input, &frames);
+                METRICS.queue_hub.store(rx.len() as i64, Ordering::Relaxed);
+                state.take(input);
             }
-            _ = flush.tick() => state.flush(&frames),
-            _ = sweep.tick() => state.sweep(&frames),
+            _ = flush.tick() => state.flush(),
+            _ = sweep.tick() => state.sweep(),
         }
     }
     while let Ok(input) = rx.try_recv() {
-        state.take(input, &frames);
+        state.take(input);
     }
-    state.flush(&frames);
+    state.flush();
+    // Dropping the clients' senders ends their queues: they send what is left, then close.
 }
 
 impl State {
-    fn take(&mut self, input: HubInput, frames: &broadcast::Sender<Frame>) {
+    /// Queues `frame` for every client, never waiting: a client without room is dropped from
+    /// the fan-out and flagged to resubscribe.
+    fn broadcast(&mut self, frame: Frame) {
+        let len = frame.as_str().len();
+        let max = self.queue_bytes;
+        self.clients.retain(|c| {
+            if c.queued.load(Ordering::Relaxed) + len > max {
+                c.lagged.store(true, Ordering::Relaxed);
+                return false;
+            }
+            match c.tx.try_send(frame.clone()) {
+                Ok(()) => {
+                    c.queued.fetch_add(len, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.lagged.store(true, Ordering::Relaxed);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+
+    fn take(&mut self, input: HubInput) {
         match input {
             HubInput::Telemetry(records) => {
                 let (now, now_ms) = (Instant::now(), now_ms());
@@ -192,7 +253,13 @@ impl State {
                             self.pending.push(record.name.clone());
                             self.fleet.insert(
                                 record.name.clone(),
-                                Unicorn { record, seen: now, seen_ms: now_ms, summary: None, pending: true },
+                                Unicorn {
+                                    record,
+                                    seen: now,
+                                    seen_ms: now_ms,
+                                    summary: None,
+                                    pending: true,
+                                },
                             );
                         }
                     }
@@ -205,7 +272,7 @@ impl State {
                     frame.push_str("{\"type\":\"summary\",\"summary\":");
                     s.write_json(&mut frame);
                     frame.push('}');
-                    let _ = frames.send(Frame::from(frame));
+                    self.broadcast(Frame::from(frame));
                     if let Some(u) = self.fleet.get_mut(&s.name) {
                         let newer = u.summary.as_ref().is_none_or(|old| {
                             (s.window_start, s.revision) >= (old.window_start, old.revision)
@@ -217,9 +284,23 @@ impl State {
                 }
                 self.snapshot = None;
             }
-            HubInput::Snapshot(reply) => {
-                let frame = self.snapshot.get_or_insert_with(|| snapshot(&self.fleet)).clone();
-                let _ = reply.send(frame);
+            HubInput::Subscribe(reply) => {
+                let frame = self
+                    .snapshot
+                    .get_or_insert_with(|| snapshot(&self.fleet))
+                    .clone();
+                let (tx, frames) = mpsc::channel(self.queue);
+                let queued = Arc::new(AtomicUsize::new(0));
+                let lagged = Arc::new(AtomicBool::new(false));
+                let sub = Subscription {
+                    snapshot: frame,
+                    frames,
+                    queued: Arc::clone(&queued),
+                    lagged: Arc::clone(&lagged),
+                };
+                if reply.send(sub).is_ok() {
+                    self.clients.push(Client { tx, queued, lagged });
+                }
             }
             HubInput::Unicorns(reply) => {
                 let mut out = String::from("[");
@@ -236,7 +317,7 @@ impl State {
     }
 
     /// One telemetry frame with the latest record of every unicorn heard since the last one.
-    fn flush(&mut self, frames: &broadcast::Sender<Frame>) {
+    fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -254,11 +335,11 @@ impl State {
             }
         }
         out.push_str("]}");
-        let _ = frames.send(Frame::from(out));
+        self.broadcast(Frame::from(out));
     }
 
     /// Drops unicorns silent for [`SILENT_AFTER`], telling the clients.
-    fn sweep(&mut self, frames: &broadcast::Sender<Frame>) {
+    fn sweep(&mut self) {
         let now = Instant::now();
         let silent: Vec<String> = self
             .fleet
@@ -272,7 +353,7 @@ impl State {
             let mut frame = String::from("{\"type\":\"silent\",\"name\":");
             write_json_string(&mut frame, &name);
             frame.push('}');
-            let _ = frames.send(Frame::from(frame));
+            self.broadcast(Frame::from(frame));
             self.snapshot = None;
         }
     }

@@ -110,7 +110,9 @@ fn init_tracing() {
     // STAMPEDE_LOG (e.g. "debug", "stampede=trace"); STAMPEDE_LOG_FORMAT=json for JSON lines.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STAMPEDE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
     if std::env::var("STAMPEDE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -125,7 +127,10 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
     run_service(args.config.as_deref(), Some(args.unicorns as usize))
 }
 
-fn run_service(config: Option<&std::path::Path>, demo_unicorns: Option<usize>) -> anyhow::Result<()> {
+fn run_service(
+    config: Option<&std::path::Path>,
+    demo_unicorns: Option<usize>,
+) -> anyhow::Result<()> {
     let config = Config::load(config, std::env::vars())?;
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -137,7 +142,11 @@ fn run_service(config: Option<&std::path::Path>, demo_unicorns: Option<usize>) -
         let url = format!("http://{}/", app.addr);
         let fleet_stop = tokio_util::sync::CancellationToken::new();
         if let Some(n) = demo_unicorns {
-            tokio::spawn(stampede::demo::run_fleet(app.ingest.clone(), n, fleet_stop.clone()));
+            tokio::spawn(stampede::demo::run_fleet(
+                app.ingest.clone(),
+                n,
+                fleet_stop.clone(),
+            ));
             println!("Stampede demo: {n} simulated unicorns. Dashboard: {url}  (Ctrl-C to stop)");
         } else {
             println!("Stampede serving on {url}  (Ctrl-C to stop)");
@@ -163,13 +172,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -86,36 +86,104 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter("stampede_records_in_total", "Telemetry records received.", self.records_in.load(Relaxed));
-        counter("stampede_records_late_total", "Late records accepted; each restates its window.", self.late.load(Relaxed));
-        counter("stampede_summaries_total", "Window summaries emitted for the first time.", self.summaries.load(Relaxed));
-        counter("stampede_summaries_restated_total", "Window summaries emitted again with a higher Revision.", self.restated.load(Relaxed));
-        counter("stampede_ws_resyncs_total", "WebSocket clients resynchronised with a snapshot after falling behind.", self.ws_resyncs.load(Relaxed));
-        counter("stampede_ws_frames_total", "Frames sent to WebSocket clients.", self.ws_frames.load(Relaxed));
-        counter("stampede_store_writes_total", "Summaries written to the store.", self.store_writes.load(Relaxed));
-        counter("stampede_store_errors_total", "Failed store writes.", self.store_errors.load(Relaxed));
+        counter(
+            "stampede_records_in_total",
+            "Telemetry records received.",
+            self.records_in.load(Relaxed),
+        );
+        counter(
+            "stampede_records_late_total",
+            "Late records accepted; each restates its window.",
+            self.late.load(Relaxed),
+        );
+        counter(
+            "stampede_summaries_total",
+            "Window summaries emitted for the first time.",
+            self.summaries.load(Relaxed),
+        );
+        counter(
+            "stampede_summaries_restated_total",
+            "Window summaries emitted again with a higher Revision.",
+            self.restated.load(Relaxed),
+        );
+        counter(
+            "stampede_ws_resyncs_total",
+            "WebSocket clients resynchronised with a snapshot after falling behind.",
+            self.ws_resyncs.load(Relaxed),
+        );
+        counter(
+            "stampede_ws_frames_total",
+            "Frames sent to WebSocket clients.",
+            self.ws_frames.load(Relaxed),
+        );
+        counter(
+            "stampede_store_writes_total",
+            "Summaries written to the store.",
+            self.store_writes.load(Relaxed),
+        );
+        counter(
+            "stampede_store_errors_total",
+            "Failed store writes.",
+            self.store_errors.load(Relaxed),
+        );
         let _ = writeln!(s, "# HELP stampede_records_rejected_total Rejected records by reason.\n# TYPE stampede_records_rejected_total counter");
         for reason in RejectReason::ALL {
-            let _ = writeln!(s, "stampede_records_rejected_total{{reason=\"{reason}\"}} {}", self.rejected[reason.index()].load(Relaxed));
+            let _ = writeln!(
+                s,
+                "stampede_records_rejected_total{{reason=\"{reason}\"}} {}",
+                self.rejected[reason.index()].load(Relaxed)
+            );
         }
         let mut gauge = |name: &str, help: &str, labels: &str, v: i64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {v}");
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {v}"
+            );
         };
-        gauge("stampede_watermark_lag_seconds", "Wall clock minus the partition watermark, seconds.", "{partition=\"http\"}", self.watermark_lag_ms.load(Relaxed) / 1_000);
-        gauge("stampede_ws_clients", "Connected WebSocket clients.", "", self.ws_clients.load(Relaxed));
+        gauge(
+            "stampede_watermark_lag_seconds",
+            "Wall clock minus the partition watermark, seconds.",
+            "{partition=\"http\"}",
+            self.watermark_lag_ms.load(Relaxed) / 1_000,
+        );
+        gauge(
+            "stampede_ws_clients",
+            "Connected WebSocket clients.",
+            "",
+            self.ws_clients.load(Relaxed),
+        );
         let _ = writeln!(s, "# HELP stampede_queue_depth Items waiting between pipeline stages.\n# TYPE stampede_queue_depth gauge");
-        for (stage, v) in [("engine", &self.queue_engine), ("store", &self.queue_store), ("hub", &self.queue_hub)] {
-            let _ = writeln!(s, "stampede_queue_depth{{stage=\"{stage}\"}} {}", v.load(Relaxed));
+        for (stage, v) in [
+            ("engine", &self.queue_engine),
+            ("store", &self.queue_store),
+            ("hub", &self.queue_hub),
+        ] {
+            let _ = writeln!(
+                s,
+                "stampede_queue_depth{{stage=\"{stage}\"}} {}",
+                v.load(Relaxed)
+            );
         }
         let _ = writeln!(s, "# HELP stampede_window_emit_latency_seconds Wall time from a window's end to its first emission.\n# TYPE stampede_window_emit_latency_seconds histogram");
         let mut cumulative = 0;
         for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
             cumulative += self.emit_latency[i].load(Relaxed);
-            let _ = writeln!(s, "stampede_window_emit_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1_000.0);
+            let _ = writeln!(
+                s,
+                "stampede_window_emit_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *b as f64 / 1_000.0
+            );
         }
         cumulative += self.emit_latency[LATENCY_BUCKETS_MS.len()].load(Relaxed);
-        let _ = writeln!(s, "stampede_window_emit_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(s, "stampede_window_emit_latency_seconds_sum {}", self.emit_latency_sum_ms.load(Relaxed) as f64 / 1_000.0);
+        let _ = writeln!(
+            s,
+            "stampede_window_emit_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            s,
+            "stampede_window_emit_latency_seconds_sum {}",
+            self.emit_latency_sum_ms.load(Relaxed) as f64 / 1_000.0
+        );
         let _ = writeln!(s, "stampede_window_emit_latency_seconds_count {cumulative}");
         s
     }

@@ -169,14 +169,23 @@ impl Partition {
                 }
             }
         }
-        METRICS.records_in.fetch_add(batch.records.len() as u64, Relaxed);
+        METRICS
+            .records_in
+            .fetch_add(batch.records.len() as u64, Relaxed);
         METRICS.late.fetch_add(late, Relaxed);
         for (i, n) in rejected_by.iter().enumerate() {
             if *n > 0 {
                 METRICS.rejected[i].fetch_add(*n, Relaxed);
             }
         }
-        if !dead.is_empty() && self.out.store.send(StoreItem::DeadLetters(dead)).await.is_err() {
+        if !dead.is_empty()
+            && self
+                .out
+                .store
+                .send(StoreItem::DeadLetters(dead))
+                .await
+                .is_err()
+        {
             tracing::error!("store writer gone: dead letters not kept");
         }
         self.engine.advance(now, &mut self.emitted);
@@ -193,7 +202,9 @@ impl Partition {
         self.flush_live();
         let wm = self.engine.watermark();
         if wm != Millis::MIN {
-            METRICS.watermark_lag_ms.store(now.saturating_sub(wm), Relaxed);
+            METRICS
+                .watermark_lag_ms
+                .store(now.saturating_sub(wm), Relaxed);
         }
     }
 
@@ -212,8 +223,17 @@ impl Partition {
                 METRICS.restated.fetch_add(1, Relaxed);
             }
         }
-        let _ = self.out.hub.try_send(HubInput::Summaries(summaries.clone()));
-        if self.out.store.send(StoreItem::Summaries(summaries)).await.is_err() {
+        let _ = self
+            .out
+            .hub
+            .try_send(HubInput::Summaries(summaries.clone()));
+        if self
+            .out
+            .store
+            .send(StoreItem::Summaries(summaries))
+            .await
+            .is_err()
+        {
             tracing::error!("store writer gone: summaries not stored");
         }
     }
@@ -238,7 +258,12 @@ impl Partition {
 
 /// Keeps `record` as the latest (by event time) of unicorn `id`, allocating nothing after its
 /// first sighting (unless its InputData changes).
-fn remember(live: &mut Vec<Option<LiveSlot>>, dirty: &mut Vec<NameId>, id: NameId, record: &crate::record::Telemetry<'_>) {
+fn remember(
+    live: &mut Vec<Option<LiveSlot>>,
+    dirty: &mut Vec<NameId>,
+    id: NameId,
+    record: &crate::record::Telemetry<'_>,
+) {
     let idx = id as usize;
     if idx >= live.len() {
         live.resize_with(idx + 1, || None);

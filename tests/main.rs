@@ -9,3 +9,4 @@ mod cli;
 mod decode_fuzz;
 mod golden;
 mod semantics;
+mod service;

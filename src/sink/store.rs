@@ -116,9 +116,11 @@ impl Store {
     /// # Errors
     /// The directory or database cannot be created or opened (another process holding it, say).
     pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("stampede.redb");
-        let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let w = db.begin_write().map_err(err)?;
         {
             w.open_table(SUMMARIES).map_err(err)?;
@@ -126,7 +128,10 @@ impl Store {
             w.open_table(DEAD_LETTERS).map_err(err)?;
         }
         w.commit().map_err(err)?;
-        Ok(Store { db: Arc::new(db), retention: dead_letter_retention })
+        Ok(Store {
+            db: Arc::new(db),
+            retention: dead_letter_retention,
+        })
     }
 
     /// Upserts summaries (a lower `Revision` never replaces a higher one) and appends dead
@@ -134,7 +139,11 @@ impl Store {
     ///
     /// # Errors
     /// The transaction failed; nothing of it was written.
-    pub fn write(&self, summaries: &[Summary], dead_letters: &[DeadLetter]) -> Result<usize, StoreError> {
+    pub fn write(
+        &self,
+        summaries: &[Summary],
+        dead_letters: &[DeadLetter],
+    ) -> Result<usize, StoreError> {
         let w = self.db.begin_write().map_err(err)?;
         let mut written = 0;
         {
@@ -144,7 +153,8 @@ impl Store {
             for s in summaries {
                 let key = (s.name.as_str(), s.window_start);
                 let keep_old = match table.get(key).map_err(err)? {
-                    Some(old) => serde_json::from_str::<Summary>(old.value()).is_ok_and(|o| o.revision > s.revision),
+                    Some(old) => serde_json::from_str::<Summary>(old.value())
+                        .is_ok_and(|o| o.revision > s.revision),
                     None => false,
                 };
                 if keep_old {
@@ -153,21 +163,27 @@ impl Store {
                 json.clear();
                 s.write_json(&mut json);
                 table.insert(key, json.as_str()).map_err(err)?;
-                by_time.insert((s.window_start, s.name.as_str()), ()).map_err(err)?;
+                by_time
+                    .insert((s.window_start, s.name.as_str()), ())
+                    .map_err(err)?;
                 written += 1;
             }
             let mut dl = w.open_table(DEAD_LETTERS).map_err(err)?;
-            let mut next = dl.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
-            for d in dead_letters {
+            let first = dl.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
+            for (seq, d) in (first..).zip(dead_letters) {
                 let meta = DeadLetterMeta {
                     reason: d.reason.to_string(),
                     field: d.field.map(|f| f.as_str().to_owned()),
-                    origin: Origin { source: d.source.to_owned(), partition: d.partition.clone(), offset: d.position },
+                    origin: Origin {
+                        source: d.source.to_owned(),
+                        partition: d.partition.clone(),
+                        offset: d.position,
+                    },
                     at: d.at,
                 };
                 let meta = serde_json::to_string(&meta).map_err(err)?;
-                dl.insert(next, (meta.as_str(), d.raw.as_slice())).map_err(err)?;
-                next += 1;
+                dl.insert(seq, (meta.as_str(), d.raw.as_slice()))
+                    .map_err(err)?;
             }
             let excess = dl.len().map_err(err)?.saturating_sub(self.retention);
             for _ in 0..excess {
@@ -189,7 +205,11 @@ impl Store {
         let to = q.to.unwrap_or(Millis::MAX);
         let mut out = Vec::new();
         if let Some(name) = &q.name {
-            for entry in table.range((name.as_str(), from)..=(name.as_str(), to)).map_err(err)?.rev() {
+            for entry in table
+                .range((name.as_str(), from)..=(name.as_str(), to))
+                .map_err(err)?
+                .rev()
+            {
                 let (_, v) = entry.map_err(err)?;
                 out.push(serde_json::from_str(v.value()).map_err(err)?);
                 if out.len() >= q.limit {
@@ -241,9 +261,7 @@ impl Store {
 
     /// Whether a write transaction can be started (for `/readyz`).
     pub fn writable(&self) -> bool {
-        self.db.begin_write().is_ok_and(|w| {
-            w.abort().is_ok()
-        })
+        self.db.begin_write().is_ok_and(|w| w.abort().is_ok())
     }
 }
 
@@ -269,16 +287,22 @@ pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>)
         while let Ok(item) = rx.try_recv() {
             take(item);
         }
-        METRICS.queue_store.store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        METRICS
+            .queue_store
+            .store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
         let mut backoff = std::time::Duration::from_millis(50);
         loop {
             match store.write(&summaries, &dead) {
                 Ok(n) => {
-                    METRICS.store_writes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    METRICS
+                        .store_writes
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {
-                    METRICS.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    METRICS
+                        .store_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(error = %e, summaries = summaries.len(), "store write failed; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
@@ -315,8 +339,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let store = Store::open(&dir, 3).unwrap();
-            store.write(&[summary("a", 0, 1, 10), summary("b", 60_000, 0, 5)], &[]).unwrap();
-            store.write(&[summary("a", 0, 0, 9), summary("a", 60_000, 0, 1)], &[]).unwrap();
+            store
+                .write(&[summary("a", 0, 1, 10), summary("b", 60_000, 0, 5)], &[])
+                .unwrap();
+            store
+                .write(&[summary("a", 0, 0, 9), summary("a", 60_000, 0, 1)], &[])
+                .unwrap();
             let dl = |n| DeadLetter {
                 reason: RejectReason::MalformedJson,
                 field: None,
@@ -326,20 +354,50 @@ mod tests {
                 at: 0,
                 raw: format!("bad {n}").into_bytes(),
             };
-            store.write(&[], &[dl(1), dl(2), dl(3), dl(4), dl(5)]).unwrap();
+            store
+                .write(&[], &[dl(1), dl(2), dl(3), dl(4), dl(5)])
+                .unwrap();
         }
         let store = Store::open(&dir, 3).unwrap();
-        let all = store.summaries(&SummaryQuery { limit: 10, ..Default::default() }).unwrap();
-        let keys: Vec<_> = all.iter().map(|s| (s.name.as_str(), s.window_start, s.revision, s.records)).collect();
-        assert_eq!(keys, vec![("b", 60_000, 0, 5), ("a", 60_000, 0, 1), ("a", 0, 1, 10)]);
-        let a = store.summaries(&SummaryQuery { name: Some("a".into()), limit: 1, ..Default::default() }).unwrap();
+        let all = store
+            .summaries(&SummaryQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let keys: Vec<_> = all
+            .iter()
+            .map(|s| (s.name.as_str(), s.window_start, s.revision, s.records))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![("b", 60_000, 0, 5), ("a", 60_000, 0, 1), ("a", 0, 1, 10)]
+        );
+        let a = store
+            .summaries(&SummaryQuery {
+                name: Some("a".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].window_start, 60_000);
-        let ranged = store.summaries(&SummaryQuery { from: Some(1), to: Some(60_000), limit: 10, ..Default::default() }).unwrap();
+        let ranged = store
+            .summaries(&SummaryQuery {
+                from: Some(1),
+                to: Some(60_000),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(ranged.len(), 2);
         let dead = store.dead_letters(10).unwrap();
         let raws: Vec<_> = dead.iter().map(|d| d.raw.as_str()).collect();
-        assert_eq!(raws, vec!["bad 5", "bad 4", "bad 3"], "retention keeps the newest 3");
+        assert_eq!(
+            raws,
+            vec!["bad 5", "bad 4", "bad 3"],
+            "retention keeps the newest 3"
+        );
         assert!(store.writable());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -173,9 +173,9 @@ mod tests {
     #[test]
     fn oversized_lines_are_cut_and_skipped() {
         let mut data = b"first\n".to_vec();
-        data.extend(std::iter::repeat(b'x').take(3 * CHUNK));
+        data.extend(std::iter::repeat_n(b'x', 3 * CHUNK));
         data.extend(b"\nlast\n");
-        data.extend(std::iter::repeat(b'y').take(MAX_RECORD_BYTES + 1)); // unterminated
+        data.extend(std::iter::repeat_n(b'y', MAX_RECORD_BYTES + 1)); // unterminated
         for step in [CHUNK, 7_777] {
             let got = lines(&data, step);
             assert_eq!(got.len(), 4);

@@ -18,7 +18,11 @@ fn bad_request(message: String) -> Response {
 }
 
 fn unavailable(message: String) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": message }))).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": message })),
+    )
+        .into_response()
 }
 
 fn json_bytes(body: bytes::Bytes) -> Response {
@@ -40,25 +44,29 @@ pub(super) struct SummaryParams {
     limit: Option<usize>,
 }
 
-pub(super) async fn summaries(State(state): State<WebState>, Query(q): Query<SummaryParams>) -> Response {
-    let time = |key: &str, v: &Option<String>| -> Result<Option<i64>, Response> {
+pub(super) async fn summaries(
+    State(state): State<WebState>,
+    Query(q): Query<SummaryParams>,
+) -> Response {
+    let time = |key: &str, v: &Option<String>| -> Result<Option<i64>, String> {
         v.as_deref()
             .map(|t| {
                 parse_status_time(t.as_bytes()).map_err(|_| {
-                    bad_request(format!("{key}={t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339"))
+                    format!("{key}={t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339")
                 })
             })
             .transpose()
     };
-    let from = match time("from", &q.from) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let (from, to) = match (time("from", &q.from), time("to", &q.to)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
-    let to = match time("to", &q.to) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let query = SummaryQuery {
+        name: q.name,
+        from,
+        to,
+        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
     };
-    let query = SummaryQuery { name: q.name, from, to, limit: q.limit.unwrap_or(100).clamp(1, 10_000) };
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.summaries(&query)).await {
         Ok(Ok(list)) => Json(list).into_response(),
@@ -91,11 +99,17 @@ pub(super) async fn dead_letters(
 }
 
 pub(super) async fn dashboard_config(State(state): State<WebState>) -> Response {
-    json_bytes(bytes::Bytes::copy_from_slice(state.dashboard_config.as_bytes()))
+    json_bytes(bytes::Bytes::copy_from_slice(
+        state.dashboard_config.as_bytes(),
+    ))
 }
 
 pub(super) async fn metrics() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
+        .into_response()
 }
 
 pub(super) async fn healthz() -> &'static str {
@@ -104,9 +118,15 @@ pub(super) async fn healthz() -> &'static str {
 
 pub(super) async fn readyz(State(state): State<WebState>) -> Response {
     let store = state.store.clone();
-    let store_ok = tokio::task::spawn_blocking(move || store.writable()).await.unwrap_or(false);
+    let store_ok = tokio::task::spawn_blocking(move || store.writable())
+        .await
+        .unwrap_or(false);
     let source_ok = !state.stopping() && !state.ingest.is_closed();
     let body = json!({ "ready": store_ok && source_ok, "checks": { "store": store_ok, "source": source_ok } });
-    let status = if store_ok && source_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store_ok && source_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

@@ -20,7 +20,11 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-pub(super) async fn ingest(State(state): State<WebState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn ingest(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if !state.authorized(&headers) {
         return unauthorized();
     }
@@ -42,13 +46,17 @@ pub(super) async fn ingest(State(state): State<WebState>, headers: HeaderMap, bo
         Some(b'[') => match array_elements(&payload) {
             Some(ranges) => ranges,
             // Not a valid JSON array: one malformed record, counted and kept as a dead letter.
-            None => vec![0..payload.len()],
+            None => std::iter::once(0..payload.len()).collect(),
         },
         _ => split_record_ranges(&payload),
     };
     let (reply, outcome) = oneshot::channel();
     let count = records.len();
-    let batch = Batch { payload, records, reply: Some(reply) };
+    let batch = Batch {
+        payload,
+        records,
+        reply: Some(reply),
+    };
     if state.ingest.send(batch).await.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
@@ -64,7 +72,8 @@ pub(super) async fn ingest(State(state): State<WebState>, headers: HeaderMap, bo
         })
         .collect();
     debug_assert_eq!(outcome.accepted + outcome.rejected, count as u64);
-    Json(json!({ "accepted": outcome.accepted, "rejected": outcome.rejected, "errors": errors })).into_response()
+    Json(json!({ "accepted": outcome.accepted, "rejected": outcome.rejected, "errors": errors }))
+        .into_response()
 }
 
 fn too_large(limit: usize) -> Response {

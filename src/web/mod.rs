@@ -39,8 +39,6 @@ pub struct WebState {
     pub stopping: Arc<AtomicBool>,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
-    /// Fires when WebSocket clients should say goodbye (after the last frames went out).
-    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl WebState {
@@ -107,13 +105,22 @@ const DASHBOARD_JS: &str = include_str!("../../dashboard/dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("../../dashboard/dashboard.css");
 
 async fn dashboard_html() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
 }
 
 async fn dashboard_js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DASHBOARD_JS)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        DASHBOARD_JS,
+    )
 }
 
 async fn dashboard_css() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], DASHBOARD_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        DASHBOARD_CSS,
+    )
 }

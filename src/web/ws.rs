@@ -1,9 +1,8 @@
 //! `GET /ws`: the live feed of CONTRACT §5 — a snapshot first, then the hub's frames.
 //!
-//! Each client task owns a cursor into the hub's broadcast ring and nothing else; frames are
-//! shared buffers. A client that falls behind the ring is resynchronised with a fresh snapshot;
-//! one that accepts nothing for 10 s is disconnected. Read buffers are small: an idle client
-//! costs a few kilobytes.
+//! Each client task owns its queue from the hub (shared frames, bounded in count and bytes). A
+//! client that falls behind is resynchronised with a fresh snapshot; one that accepts nothing
+//! for 20 s is disconnected. Read buffers are small: an idle client costs a few kilobytes.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -11,20 +10,19 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::WebState;
 use crate::hub::{Frame, Hub};
 use crate::metrics::METRICS;
 
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(super) async fn upgrade(State(state): State<WebState>, ws: WebSocketUpgrade) -> Response {
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| client(socket, state.hub, state.closing))
+        .on_upgrade(move |socket| client(socket, state.hub))
 }
 
 /// Counts a connected client for as long as it lives.
@@ -53,49 +51,42 @@ async fn send(socket: &mut WebSocket, frame: Frame) -> bool {
     }
 }
 
-async fn client(mut socket: WebSocket, hub: Hub, closing: tokio_util::sync::CancellationToken) {
+async fn client(mut socket: WebSocket, hub: Hub) {
     let _connected = Connected::new();
-    // Subscribe before taking the snapshot, so that nothing falls between them.
-    let mut frames = hub.subscribe();
-    let Some(snapshot) = hub.snapshot().await else {
+    let Some(mut sub) = hub.subscribe().await else {
         return;
     };
-    if !send(&mut socket, snapshot).await {
+    if !send(&mut socket, sub.snapshot.clone()).await {
         return;
     }
     loop {
         tokio::select! {
-            () = closing.cancelled() => {
-                // Frames still in the ring go out first: the last summaries matter.
-                while let Ok(frame) = frames.try_recv() {
-                    if !send(&mut socket, frame).await {
+            frame = sub.frames.recv() => {
+                if sub.lagged.load(Relaxed) {
+                    // Fell behind: what is queued is stale; start again from a snapshot.
+                    METRICS.ws_resyncs.fetch_add(1, Relaxed);
+                    let Some(fresh) = hub.subscribe().await else { break };
+                    sub = fresh;
+                    if !send(&mut socket, sub.snapshot.clone()).await {
                         return;
                     }
+                    continue;
                 }
-                let close = CloseFrame { code: 1001, reason: "server shutting down".into() };
-                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
-                break;
+                match frame {
+                    Some(frame) => {
+                        sub.queued.fetch_sub(frame.as_str().len(), Relaxed);
+                        if !send(&mut socket, frame).await {
+                            return;
+                        }
+                    }
+                    None => {
+                        // The hub has stopped: everything it sent went out; say goodbye.
+                        let close = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+                        break;
+                    }
+                }
             }
-            frame = frames.recv() => match frame {
-                Ok(frame) => {
-                    if !send(&mut socket, frame).await {
-                        break;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    METRICS.ws_resyncs.fetch_add(1, Relaxed);
-                    frames = frames.resubscribe();
-                    let Some(snapshot) = hub.snapshot().await else { break };
-                    if !send(&mut socket, snapshot).await {
-                        break;
-                    }
-                }
-                Err(RecvError::Closed) => {
-                    let close = CloseFrame { code: 1001, reason: "server shutting down".into() };
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
-                    break;
-                }
-            },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 // Pings are answered by the protocol layer; clients have nothing else to say.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod reference;
+pub mod service;
 
 use stampede_producers::Rng;
 

@@ -1,0 +1,456 @@
+//! The live service, started for real on port 0 through the same `app::start` as `main`:
+//! ingest, the API, the WebSocket feed, the store across restarts, bad input, limits, auth, and
+//! a slow browser that must not hold anyone up.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::service::{eventually, get_json, line, post_json, request, start, temp_dir};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(addr: std::net::SocketAddr) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws
+}
+
+/// The next JSON text frame (fails after 10 s).
+async fn next_frame(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("stream open")
+            .expect("frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Frames until one satisfies `want`.
+async fn frame_where(ws: &mut Ws, want: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let f = next_frame(ws).await;
+        if want(&f) {
+            return f;
+        }
+    }
+}
+
+/// One minute of Shadowfax (03:20:00 … 03:20:59, Distance 1.5, vitals 100+i / 200−i) and ten
+/// seconds of the next, which puts the watermark at 03:21:05 and closes the first minute.
+fn minute_and_a_bit() -> String {
+    (0..70)
+        .map(|i| {
+            line(
+                "Shadowfax",
+                &format!("2018-03-18 03:{:02}:{:02}", 20 + i / 60, i % 60),
+                1.5,
+                100 + i,
+                200 - i,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_summary_of(f: &Value, name: &str, start: &str) -> bool {
+    f["type"] == "summary" && f["summary"]["Name"] == name && f["summary"]["StatusTime"] == start
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_gives_summaries_over_the_api_and_the_websocket() {
+    let dir = temp_dir("ingest");
+    let app = start(&dir, |_| {}).await;
+    let addr = app.addr;
+    let mut ws = ws_connect(addr).await;
+    let snapshot = next_frame(&mut ws).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["unicorns"], Value::Array(vec![]));
+
+    let (status, reply) = post_json(addr, "/ingest", minute_and_a_bit(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reply,
+        serde_json::json!({"accepted": 70, "rejected": 0, "errors": []})
+    );
+
+    // Computed by hand: 60 records of 1.5 m; health 100..159, magic 141..200.
+    let expected = serde_json::json!({
+        "Name": "Shadowfax", "StatusTime": "2018-03-18 03:20:00.000", "WindowEnd": "2018-03-18 03:21:00.000",
+        "Distance": 90.0, "MinMagicPoints": 141, "MaxMagicPoints": 200, "MinHealthPoints": 100,
+        "MaxHealthPoints": 159, "Records": 60, "Revision": 0
+    });
+    // The summary goes out as soon as the minute closes, the telemetry frame within 100 ms.
+    let (mut telemetry, mut summary) = (None, None);
+    while telemetry.is_none() || summary.is_none() {
+        let f = next_frame(&mut ws).await;
+        if f["type"] == "telemetry" {
+            telemetry = Some(f);
+        } else if is_summary_of(&f, "Shadowfax", "2018-03-18 03:20:00.000") {
+            summary = Some(f);
+        }
+    }
+    let (telemetry, summary) = (telemetry.unwrap(), summary.unwrap());
+    let last = &telemetry["records"][0];
+    assert_eq!(last["Name"], "Shadowfax");
+    assert_eq!(
+        last["StatusTime"], "2018-03-18 03:21:09.000",
+        "the latest record by event time"
+    );
+    assert!(last["LastSeen"].is_string());
+    assert_eq!(summary["summary"], expected);
+
+    let stored = eventually("the summary in the store", || async {
+        let v = get_json(addr, "/api/summaries?name=Shadowfax").await;
+        (v.as_array()?.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(stored[0], expected);
+    let unicorns = get_json(addr, "/api/unicorns").await;
+    assert_eq!(unicorns[0]["Name"], "Shadowfax");
+    assert_eq!(unicorns[0]["HealthPoints"], 169);
+
+    // A late record restates the minute over the WebSocket too.
+    let late = line("Shadowfax", "2018-03-18 03:20:30", 10.0, 1, 500);
+    let (_, reply) = post_json(addr, "/ingest", late, None).await;
+    assert_eq!(reply["accepted"], 1);
+    let restated = frame_where(&mut ws, |f| {
+        is_summary_of(f, "Shadowfax", "2018-03-18 03:20:00.000")
+    })
+    .await;
+    assert_eq!(restated["summary"]["Revision"], 1);
+    assert_eq!(restated["summary"]["Records"], 61);
+    assert_eq!(restated["summary"]["Distance"], 100.0);
+    assert_eq!(restated["summary"]["MinHealthPoints"], 1);
+
+    let metrics =
+        String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
+    assert!(metrics.contains("stampede_records_late_total"), "{metrics}");
+    app.stop().await.unwrap();
+    // Closing the WebSocket on shutdown.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the socket was closed on shutdown");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_summaries_and_shutdown_flushes_open_windows() {
+    let dir = temp_dir("restart");
+    let app = start(&dir, |_| {}).await;
+    let (status, _) = post_json(app.addr, "/ingest", minute_and_a_bit(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await.unwrap();
+
+    let app = start(&dir, |_| {}).await;
+    let stored = get_json(app.addr, "/api/summaries?name=Shadowfax").await;
+    let minutes: Vec<(&str, u64)> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["StatusTime"].as_str().unwrap(),
+                s["Records"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Newest first; 03:21 was still open when the first instance stopped and was flushed.
+    assert_eq!(
+        minutes,
+        vec![
+            ("2018-03-18 03:21:00.000", 10),
+            ("2018-03-18 03:20:00.000", 60)
+        ]
+    );
+    let ranged = get_json(
+        app.addr,
+        "/api/summaries?from=2018-03-18%2003:21:00&limit=5",
+    )
+    .await;
+    assert_eq!(ranged.as_array().unwrap().len(), 1);
+    let (status, body) = request(
+        app.addr,
+        Method::GET,
+        "/api/summaries?from=yesterday",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("from="));
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_with_its_reason_counted_and_dead_lettered() {
+    let dir = temp_dir("bad-input");
+    let app = start(&dir, |_| {}).await;
+    let addr = app.addr;
+    let good = line("Bucephalus", "2018-03-18 03:20:01", 1.0, 1, 1);
+    let pad = format!("{{\"Pad\":\"{}\"}}", "x".repeat(70_000));
+    let body = format!(
+        "[{good},\n{{\"Name\":\"x\"}},\n\"just a string\",\n{},\n{},\n{},\n{{\"Name\":\"\",\"StatusTime\":\"2018-03-18 03:20:01\",\"Latitude\":0,\"Longitude\":0,\"Distance\":0,\"HealthPoints\":0,\"MagicPoints\":0}},\n{},\n{}]",
+        line("Bucephalus", "2018-03-18 03:20:02", 1.0, 1, 1).replace("\"Distance\":1", "\"Distance\":\"1\""),
+        line("Bucephalus", "2018-03-18 03:20:03", 1.0, 1, 1).replace("40.75", "91"),
+        line("Bucephalus", "2018-03-18 03:20:04", 1.0, 1, 1).replace("03:20:04", "03:61:04"),
+        pad,
+        line("Bucephalus", "2018-03-18 03:20:05", 1.0, 1, 1),
+    );
+    let (status, reply) = post_json(addr, "/ingest", body, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["accepted"], 2);
+    assert_eq!(reply["rejected"], 7);
+    let errors: Vec<(u64, &str, Option<&str>)> = reply["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["reason"].as_str().unwrap(),
+                e["field"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (1, "missing_field", Some("StatusTime")),
+            (2, "bad_type", None),
+            (3, "bad_type", Some("Distance")),
+            (4, "out_of_range", Some("Latitude")),
+            (5, "out_of_range", Some("StatusTime")),
+            (6, "out_of_range", Some("Name")),
+            (7, "too_large", None),
+        ]
+    );
+
+    // NDJSON: blank lines are not records; indexes count records; too late and malformed too.
+    let ndjson = format!(
+        "{}\n\n{}\n{{not json\n{}\n",
+        line("Bucephalus", "2018-03-18 03:25:00", 1.0, 1, 1),
+        line("Bucephalus", "2018-03-18 03:10:00", 1.0, 1, 1),
+        line("Bucephalus", "2018-03-18 03:25:01", 1.0, 1, 1),
+    );
+    let (_, reply) = post_json(addr, "/ingest", ndjson, None).await;
+    assert_eq!(reply["accepted"], 2);
+    assert_eq!(
+        reply["errors"],
+        serde_json::json!([{"index": 1, "reason": "too_late"}, {"index": 2, "reason": "malformed_json"}])
+    );
+
+    // A body that starts like an array but is not one is one malformed record.
+    let (_, reply) = post_json(addr, "/ingest", "[1, 2", None).await;
+    assert_eq!(
+        reply,
+        serde_json::json!({"accepted": 0, "rejected": 1, "errors": [{"index": 0, "reason": "malformed_json"}]})
+    );
+    let (_, reply) = post_json(addr, "/ingest", "", None).await;
+    assert_eq!(
+        reply,
+        serde_json::json!({"accepted": 0, "rejected": 0, "errors": []})
+    );
+
+    let dead = eventually("ten dead letters", || async {
+        let v = get_json(addr, "/api/dead-letters?limit=50").await;
+        (v.as_array()?.len() == 10).then_some(v)
+    })
+    .await;
+    assert_eq!(dead[0]["raw"], "[1, 2");
+    assert_eq!(dead[0]["reason"], "malformed_json");
+    assert_eq!(dead[0]["origin"]["source"], "http");
+    let too_large = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["reason"] == "too_large")
+        .unwrap();
+    assert_eq!(
+        too_large["raw"].as_str().unwrap().len(),
+        64 * 1024,
+        "raw bytes cut at 64 KiB"
+    );
+    let metrics =
+        String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
+    for reason in [
+        "malformed_json",
+        "missing_field",
+        "bad_type",
+        "out_of_range",
+        "too_large",
+        "too_late",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "stampede_records_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_413_and_the_token_guards_ingest_and_admin() {
+    let dir = temp_dir("limits");
+    let app = start(&dir, |c| {
+        c.web.max_body_bytes = 4_096;
+        c.web.token = "s3cret".into();
+    })
+    .await;
+    let addr = app.addr;
+    let small = line("Shadowfax", "2018-03-18 03:20:01", 1.0, 1, 1);
+    let (status, _) = post_json(addr, "/ingest", small.clone(), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post_json(addr, "/ingest", small.clone(), Some("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, reply) = post_json(addr, "/ingest", small.clone(), Some("s3cret")).await;
+    assert_eq!(
+        (status, reply["accepted"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let big = vec![small; 40].join("\n");
+    let (status, reply) = post_json(addr, "/ingest", big, Some("s3cret")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(reply["error"]
+        .as_str()
+        .unwrap()
+        .contains("web.max_body_bytes"));
+    let (status, _) = request(addr, Method::GET, "/api/dead-letters", "", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = request(addr, Method::GET, "/api/dead-letters", "", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK);
+    for open in [
+        "/api/summaries",
+        "/healthz",
+        "/readyz",
+        "/",
+        "/api/unicorns",
+    ] {
+        let (status, _) = request(addr, Method::GET, open, "", None).await;
+        assert_eq!(status, StatusCode::OK, "{open}");
+    }
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A raw WebSocket whose reader stops reading: small receive buffer, so the server's writes to
+/// it block soon.
+async fn stalled_client(addr: std::net::SocketAddr) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4_096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_resynced_while_a_healthy_one_gets_everything() {
+    let dir = temp_dir("stalled");
+    // 1 MiB of frames per client: the healthy one never gets near it, the stalled one soon does.
+    let app = start(&dir, |c| c.web.ws_queue_bytes = 1 << 20).await;
+    let addr = app.addr;
+    let mut healthy = ws_connect(addr).await;
+    assert_eq!(next_frame(&mut healthy).await["type"], "snapshot");
+    let mut stalled = stalled_client(addr).await;
+    assert_eq!(next_frame(&mut stalled).await["type"], "snapshot");
+
+    // The healthy client reads everything into a list while the test feeds the service.
+    let reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        loop {
+            let f = next_frame(&mut healthy).await;
+            let done = f["type"] == "summary" && f["summary"]["Name"] == "done";
+            frames.push(f);
+            if done {
+                return frames;
+            }
+        }
+    });
+    // 1,500 unicorns over 4 minutes, one record each per 10 s: big telemetry frames (they fill
+    // the stalled client's socket) and 1,500 summaries per closed minute.
+    let unicorns = 1_500;
+    for step in 0..24 {
+        let t = format!("2018-03-18 03:{:02}:{:02}", 20 + step / 6, (step % 6) * 10);
+        let body: Vec<String> = (0..unicorns)
+            .map(|u| line(&format!("u{u:04}"), &t, 1.0, 1, 1))
+            .collect();
+        let (status, _) = post_json(addr, "/ingest", body.join("\n"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(110)).await; // one telemetry frame per batch
+    }
+    // A marker minute that closes after everything else.
+    let marker = format!(
+        "{}\n{}",
+        line("done", "2018-03-18 03:30:00", 1.0, 1, 1),
+        line("done", "2018-03-18 03:31:10", 1.0, 1, 1)
+    );
+    post_json(addr, "/ingest", marker, None).await;
+    let frames = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("healthy client kept up")
+        .unwrap();
+
+    let snapshots = frames.iter().filter(|f| f["type"] == "snapshot").count();
+    assert_eq!(snapshots, 0, "the healthy client was never resynchronised");
+    let summaries: std::collections::BTreeSet<(String, String)> = frames
+        .iter()
+        .filter(|f| f["type"] == "summary")
+        .map(|f| {
+            (
+                f["summary"]["Name"].as_str().unwrap().to_owned(),
+                f["summary"]["StatusTime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Minutes 03:20 … 03:23 of every unicorn closed (the watermark passed 03:24 with the marker),
+    // plus the marker's first minute.
+    assert_eq!(
+        summaries.len(),
+        unicorns * 4 + 1,
+        "every summary reached the healthy client"
+    );
+
+    // The stalled client, reading again, is brought back with a fresh snapshot.
+    let resync = tokio::time::timeout(
+        Duration::from_secs(20),
+        frame_where(&mut stalled, |f| f["type"] == "snapshot"),
+    )
+    .await;
+    let resync = resync.expect("a resync snapshot");
+    assert_eq!(resync["unicorns"].as_array().unwrap().len(), unicorns + 1);
+    let metrics =
+        String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
+    let resyncs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stampede_ws_resyncs_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(resyncs >= 1);
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
