@@ -306,7 +306,11 @@ function renderDetail() {
     "<tr><td>" + esc(s.StatusTime.slice(11, 16)) + "</td><td>" + s.Distance.toFixed(0) + "</td><td>" + s.MinHealthPoints + "–" +
     s.MaxHealthPoints + "</td><td>" + s.MinMagicPoints + "–" + s.MaxMagicPoints + "</td><td>" + s.Revision + "</td></tr>").join("");
   const c = document.getElementById("chart"), g = c.getContext("2d");
-  const W = c.width, H = c.height, pad = 24;
+  // Draw at the size it is shown (crisp text, no stretching).
+  const dpr = window.devicePixelRatio || 1;
+  const W = c.clientWidth || 380, H = c.clientHeight || 180, pad = 24;
+  if (c.width !== Math.round(W * dpr)) { c.width = Math.round(W * dpr); c.height = Math.round(H * dpr); }
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, W, H);
   if (!list.length) { g.fillStyle = "#7a869a"; g.fillText("No summaries yet: the first arrives after a minute.", 10, H / 2); return; }
   const x = i => pad + (W - 2 * pad) * (list.length === 1 ? 0.5 : i / (list.length - 1));

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubSettings};
 use crate::pipeline::{self, Batch, Outputs};
 use crate::sink::store::{run_writer, Store};
 use crate::web::{router, WebState};
@@ -64,9 +64,12 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let writer = tokio::task::spawn_blocking(move || run_writer(&writer_store, store_rx));
 
     let hub_stop = CancellationToken::new();
-    let frames = usize::try_from(config.web.ws_queue_frames).unwrap_or(16_384);
-    let bytes = usize::try_from(config.web.ws_queue_bytes).unwrap_or(8 << 20);
-    let (hub, hub_task) = Hub::start(frames, bytes, hub_stop.clone());
+    let settings = HubSettings {
+        queue_frames: usize::try_from(config.web.ws_queue_frames).unwrap_or(16_384),
+        queue_bytes: usize::try_from(config.web.ws_queue_bytes).unwrap_or(8 << 20),
+        silent_after: std::time::Duration::from_secs(config.web.silent_after_secs),
+    };
+    let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
 
     let (ingest_tx, ingest_rx) = mpsc::channel::<Batch>(64);
     let source_stop = CancellationToken::new();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stampede_producers::{fleet_name, FaultRates, FleetConfig};
 
-use crate::produce::{ProduceOptions, Rate, Target};
+use crate::produce::{HttpTarget, ProduceOptions, Rate, Target};
 use crate::record::MAX_NAME_BYTES;
 use crate::time::{parse_status_time, Millis};
 use crate::window::{TimeMode, WindowConfig};
@@ -121,9 +121,18 @@ pub struct ProduceArgs {
     /// A fleet of N unicorns: Shadowfax, Bucephalus, Rocinante, then more names.
     #[arg(long, value_name = "N")]
     pub unicorns: Option<u32>,
-    /// Where to write: `-` (NDJSON on stdout).
+    /// Where to write: `-` (NDJSON on stdout) or http://HOST:PORT/ingest (batched POSTs).
     #[arg(long, default_value = "-", value_name = "TARGET")]
     pub to: String,
+    /// Bearer token for an HTTP target.
+    #[arg(long, env = "STAMPEDE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Records per HTTP request (at most 1 MiB of them).
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    pub batch: usize,
+    /// HTTP requests in flight at once (batches may then arrive out of order by this many).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub connections: usize,
     /// Stop after N records in all (default: run until interrupted).
     #[arg(long, value_name = "N")]
     pub msgs: Option<u64>,
@@ -206,11 +215,35 @@ impl ProduceArgs {
     pub fn to_options(&self) -> Result<ProduceOptions, UsageError> {
         let target = match self.to.as_str() {
             "-" => Target::Stdout,
+            other if other.starts_with("http://") => {
+                let uri: hyper::Uri = other
+                    .parse()
+                    .ok()
+                    .filter(|u: &hyper::Uri| u.authority().is_some())
+                    .ok_or_else(|| {
+                        usage(format!("--to {other}: expected http://HOST:PORT/ingest"))
+                    })?;
+                if !(1..=100_000).contains(&self.batch) {
+                    return Err(usage("--batch is 1 to 100000 records"));
+                }
+                if !(1..=64).contains(&self.connections) {
+                    return Err(usage("--connections is 1 to 64"));
+                }
+                Target::Http(HttpTarget {
+                    uri,
+                    token: self.token.clone().filter(|t| !t.is_empty()),
+                    batch_records: self.batch,
+                    connections: self.connections,
+                })
+            }
             other => {
                 let scheme = other.split("://").next().unwrap_or(other);
                 return Err(usage(match scheme {
-                    "http" | "https" | "kafka" | "kinesis" => format!(
-                        "--to {other}: the {scheme} target is not part of this build yet; use --to - (stdout)"
+                    "https" => format!(
+                        "--to {other}: https is not supported; use http:// (behind a TLS-terminating proxy if it crosses a network)"
+                    ),
+                    "kafka" | "kinesis" => format!(
+                        "--to {other}: the {scheme} target is not part of this build yet; use - or http://HOST:PORT/ingest"
                     ),
                     _ => format!(
                         "--to {other}: expected -, http://HOST:PORT/ingest, kafka://HOST:PORT/TOPIC or kinesis://STREAM"

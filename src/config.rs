@@ -157,6 +157,8 @@ pub struct WebConfig {
     pub ws_queue_frames: u64,
     /// Bytes of frames a WebSocket client may fall behind before it is resynchronised.
     pub ws_queue_bytes: u64,
+    /// A unicorn not heard from for this long leaves the live fleet (a `silent` frame).
+    pub silent_after_secs: u64,
 }
 
 impl Default for WebConfig {
@@ -168,6 +170,7 @@ impl Default for WebConfig {
             tile_url: String::new(),
             ws_queue_frames: 16_384,
             ws_queue_bytes: 8 << 20,
+            silent_after_secs: 30,
         }
     }
 }
@@ -212,6 +215,7 @@ max_body_bytes = 8388608        # largest request body (413 above)
 tile_url = ""                   # raster tiles for the map, e.g. "https://tile.example/{z}/{x}/{y}.png"; empty: a grid
 ws_queue_frames = 16384         # frames a browser may fall behind before it gets a fresh snapshot instead
 ws_queue_bytes = 8388608        # ... or bytes of frames; each minute sends one summary frame per unicorn
+silent_after_secs = 30          # a unicorn not heard from this long leaves the live map
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.

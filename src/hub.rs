@@ -26,8 +26,6 @@ use crate::metrics::METRICS;
 use crate::record::{write_json_string, Summary, Telemetry};
 use crate::time::{write_status_time, Millis};
 
-/// How long a unicorn may be silent before it is dropped from the live fleet.
-pub const SILENT_AFTER: Duration = Duration::from_secs(30);
 const FRAME_EVERY: Duration = Duration::from_millis(100);
 
 /// One serialised JSON text frame, shared by every client (a reference-counted buffer, already
@@ -105,6 +103,17 @@ struct Client {
     lagged: Arc<AtomicBool>,
 }
 
+/// How the hub treats clients and silent unicorns.
+#[derive(Debug, Clone, Copy)]
+pub struct HubSettings {
+    /// Frames a client may fall behind before it is resynchronised.
+    pub queue_frames: usize,
+    /// Bytes of frames a client may fall behind before it is resynchronised.
+    pub queue_bytes: usize,
+    /// A unicorn not heard from this long leaves the live fleet.
+    pub silent_after: Duration,
+}
+
 /// A handle to the running hub.
 #[derive(Clone)]
 pub struct Hub {
@@ -114,15 +123,12 @@ pub struct Hub {
 impl Hub {
     /// Starts the hub task. It ends when `stop` fires, after taking in what was already sent
     /// (the engine's last summaries), and sends the last telemetry frame on its way out.
-    /// A client may fall `queue_frames` frames or `queue_bytes` bytes behind before it is
-    /// resynchronised.
     pub fn start(
-        queue_frames: usize,
-        queue_bytes: usize,
+        settings: HubSettings,
         stop: CancellationToken,
     ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1_024);
-        let task = tokio::spawn(run(rx, queue_frames.max(1), queue_bytes, stop));
+        let task = tokio::spawn(run(rx, settings, stop));
         (Hub { tx }, task)
     }
 
@@ -161,6 +167,7 @@ struct State {
     clients: Vec<Client>,
     queue: usize,
     queue_bytes: usize,
+    silent_after: Duration,
     /// Names with a record not yet sent in a telemetry frame.
     pending: Vec<String>,
     snapshot: Option<Frame>,
@@ -172,17 +179,13 @@ fn now_ms() -> Millis {
         .map_or(0, |d| d.as_millis() as Millis)
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<HubInput>,
-    queue: usize,
-    queue_bytes: usize,
-    stop: CancellationToken,
-) {
+async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: CancellationToken) {
     let mut state = State {
         fleet: HashMap::new(),
         clients: Vec::new(),
-        queue,
-        queue_bytes,
+        queue: settings.queue_frames.max(1),
+        queue_bytes: settings.queue_bytes,
+        silent_after: settings.silent_after,
         pending: Vec::new(),
         snapshot: None,
     };
@@ -338,13 +341,13 @@ impl State {
         self.broadcast(Frame::from(out));
     }
 
-    /// Drops unicorns silent for [`SILENT_AFTER`], telling the clients.
+    /// Drops unicorns silent for `silent_after`, telling the clients.
     fn sweep(&mut self) {
         let now = Instant::now();
         let silent: Vec<String> = self
             .fleet
             .iter()
-            .filter(|(_, u)| now.duration_since(u.seen) >= SILENT_AFTER)
+            .filter(|(_, u)| now.duration_since(u.seen) >= self.silent_after)
             .map(|(name, _)| name.clone())
             .collect();
         for name in silent {

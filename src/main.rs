@@ -10,7 +10,7 @@ use clap::Parser as _;
 use stampede::aggregate::{aggregate, write_summaries, Input, Report};
 use stampede::cli::{AggregateArgs, Cli, Command, DemoArgs, ProduceArgs, UsageError};
 use stampede::config::{Config, ConfigError, DEFAULT_TOML};
-use stampede::produce::produce;
+use stampede::produce::{produce, produce_http, Target};
 use stampede::record::RejectReason;
 
 fn main() -> ExitCode {
@@ -100,16 +100,34 @@ fn describe(r: &Report) -> String {
 
 fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
     let opts = args.to_options()?;
-    let mut stdout = io::stdout().lock();
-    produce(opts, &mut stdout).context("cannot write records")?;
-    stdout.flush().ok();
+    init_tracing("warn");
+    match opts.target.clone() {
+        Target::Stdout => {
+            let mut stdout = io::stdout().lock();
+            produce(opts, &mut stdout).context("cannot write records")?;
+            stdout.flush().ok();
+        }
+        Target::Http(target) => {
+            let progress = opts.progress;
+            let report = produce_http(opts, &target)?;
+            if !progress {
+                eprintln!(
+                    "produced {} records to {}: server accepted {}, rejected {}",
+                    report.sent, target.uri, report.accepted, report.rejected
+                );
+            }
+            if report.oversized > 0 {
+                eprintln!("{} records were over the server's body limit even alone and were not delivered", report.oversized);
+            }
+        }
+    }
     Ok(())
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     // STAMPEDE_LOG (e.g. "debug", "stampede=trace"); STAMPEDE_LOG_FORMAT=json for JSON lines.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STAMPEDE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr);
@@ -132,7 +150,7 @@ fn run_service(
     demo_unicorns: Option<usize>,
 ) -> anyhow::Result<()> {
     let config = Config::load(config, std::env::vars())?;
-    init_tracing();
+    init_tracing("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,6 +4,7 @@
 
 pub mod reference;
 pub mod service;
+pub mod webdriver;
 
 use stampede_producers::Rng;
 

@@ -14,6 +14,9 @@ use stampede_producers::{Fleet, FleetConfig, Malformation, Reading};
 
 use crate::record::Telemetry;
 
+mod http;
+pub use http::{produce_http, HttpError, HttpReport};
+
 /// Records per unicorn per second, or as fast as possible.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rate {
@@ -28,6 +31,21 @@ pub enum Rate {
 pub enum Target {
     /// NDJSON on standard output.
     Stdout,
+    /// Batched `POST`s to a Stampede `/ingest` endpoint.
+    Http(HttpTarget),
+}
+
+/// `--to http://HOST:PORT/ingest` and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// The endpoint.
+    pub uri: hyper::Uri,
+    /// Bearer token, if the server wants one.
+    pub token: Option<String>,
+    /// Records per request at most.
+    pub batch_records: usize,
+    /// Requests in flight at once.
+    pub connections: usize,
 }
 
 /// A checked `produce` command line.
@@ -53,57 +71,102 @@ impl ProduceOptions {
     }
 }
 
+/// The fleet as a stream of NDJSON chunks, paced in real time unless the rate is `max`.
+struct Generator {
+    fleet: Fleet,
+    names: Vec<String>,
+    rate: Rate,
+    limit: u64,
+    started: Instant,
+    fleet_start: i64,
+    drained: bool,
+    written: u64,
+}
+
+impl Generator {
+    fn new(opts: &ProduceOptions) -> Self {
+        let fleet = Fleet::new(opts.fleet.clone());
+        let fleet_start = fleet.now_ms();
+        Generator {
+            fleet,
+            names: opts.fleet.names.clone(),
+            rate: opts.rate,
+            limit: opts.msgs.unwrap_or(u64::MAX),
+            started: Instant::now(),
+            fleet_start,
+            drained: false,
+            written: 0,
+        }
+    }
+
+    /// Appends records to `buf` until it holds `max_records` or `max_bytes`, or the next record
+    /// is not due yet (a paced run returns what it has, or waits when it has nothing), or the run
+    /// ends. Returns how many were appended: 0 only at the end.
+    fn fill(&mut self, buf: &mut String, max_records: usize, max_bytes: usize) -> usize {
+        let mut n = 0;
+        loop {
+            if n >= max_records || buf.len() >= max_bytes {
+                break;
+            }
+            if self.fleet.produced() >= self.limit || self.names.is_empty() {
+                if !self.drained {
+                    // Held-back (out-of-order, late) readings of a bounded run go out at the end.
+                    self.drained = true;
+                    for reading in self.fleet.drain_held() {
+                        render(&self.names, &reading, buf);
+                        n += 1;
+                    }
+                }
+                break;
+            }
+            if let Rate::PerSecond(_) = self.rate {
+                let due =
+                    Duration::from_millis((self.fleet.now_ms() - self.fleet_start).max(0) as u64);
+                let elapsed = self.started.elapsed();
+                if due > elapsed {
+                    if n > 0 {
+                        break;
+                    }
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+            if let Some(reading) = self.fleet.poll() {
+                render(&self.names, &reading, buf);
+                n += 1;
+            }
+        }
+        self.written += n as u64;
+        n
+    }
+}
+
 /// Runs the producer to completion (or forever without `msgs`) and returns how many records
 /// were written.
 ///
 /// # Errors
 /// A write error of the target. A closed pipe (`produce | head`) ends the run quietly instead.
 pub fn produce(opts: ProduceOptions, out: &mut dyn Write) -> io::Result<u64> {
-    let names = opts.fleet.names.clone();
-    let mut fleet = Fleet::new(opts.fleet);
-    let started = Instant::now();
-    let fleet_start = fleet.now_ms();
+    let mut generator = Generator::new(&opts);
     let mut progress = Progress::new(opts.progress);
     let mut buf = String::with_capacity(1 << 16);
-    let mut written: u64 = 0;
-    let limit = opts.msgs.unwrap_or(u64::MAX);
     let result = (|| -> io::Result<()> {
-        while fleet.produced() < limit && !names.is_empty() {
-            let Some(reading) = fleet.poll() else {
-                continue;
-            };
+        loop {
+            buf.clear();
+            if generator.fill(&mut buf, usize::MAX, 60_000) == 0 {
+                return out.flush();
+            }
+            out.write_all(buf.as_bytes())?;
             if let Rate::PerSecond(_) = opts.rate {
-                let due = Duration::from_millis((fleet.now_ms() - fleet_start).max(0) as u64);
-                let elapsed = started.elapsed();
-                if due > elapsed {
-                    out.write_all(buf.as_bytes())?;
-                    out.flush()?;
-                    buf.clear();
-                    progress.show(written, started);
-                    std::thread::sleep(due - elapsed);
-                }
+                out.flush()?;
             }
-            render(&names, &reading, &mut buf);
-            written += 1;
-            if buf.len() >= 60_000 {
-                out.write_all(buf.as_bytes())?;
-                buf.clear();
-                progress.show(written, started);
-            }
+            progress.show(generator.written, generator.started, "");
         }
-        // Held-back (out-of-order, late) readings of a bounded run still go out, at the end.
-        for reading in fleet.drain_held() {
-            render(&names, &reading, &mut buf);
-            written += 1;
-        }
-        out.write_all(buf.as_bytes())?;
-        out.flush()
     })();
-    progress.finish(written, started);
+    progress.finish(generator.written, generator.started, "");
     match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(written),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(generator.written),
         Err(e) => Err(e),
-        Ok(()) => Ok(written),
+        Ok(()) => Ok(generator.written),
     }
 }
 
@@ -173,7 +236,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, written: u64, started: Instant) {
+    fn show(&mut self, written: u64, started: Instant, extra: &str) {
         if !self.enabled
             || self
                 .last
@@ -182,12 +245,12 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        eprint!("\r\x1b[Kproduced {}", figures(written, started));
+        eprint!("\r\x1b[Kproduced {}{extra}", figures(written, started));
     }
 
-    fn finish(&mut self, written: u64, started: Instant) {
+    fn finish(&mut self, written: u64, started: Instant, extra: &str) {
         if self.enabled {
-            eprintln!("\r\x1b[Kproduced {}", figures(written, started));
+            eprintln!("\r\x1b[Kproduced {}{extra}", figures(written, started));
         }
     }
 }
