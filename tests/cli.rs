@@ -174,3 +174,208 @@ fn empty_input_gives_no_summaries_and_success() {
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("0 records"));
 }
+
+/// A `stampede serve` or `demo` process; killed on drop if still running.
+struct Running {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `stampede ARGS` with the store in `dir` on a free port and reads the URL it prints.
+fn start_service(args: &[&str], dir: &std::path::Path) -> Running {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(args)
+        .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
+        .env("STAMPEDE_STORE_PATH", dir)
+        .env("STAMPEDE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run stampede");
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    Running { child, url }
+}
+
+/// SIGINT (as Ctrl-C) and the exit status.
+fn interrupt(mut running: Running) -> std::process::ExitStatus {
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 30 s of SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    crate::support::service::temp_dir(name)
+}
+
+#[test]
+fn print_config_prints_the_defaults_and_bad_config_names_the_key() {
+    let o = stampede(&["print-config"], None);
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let parsed: stampede::config::Config = toml::from_str(&text).unwrap();
+    assert_eq!(parsed, stampede::config::Config::default());
+    assert!(
+        text.lines()
+            .filter(|l| l.contains(" = "))
+            .all(|l| l.contains('#')),
+        "every key is commented"
+    );
+
+    let dir = temp_dir("bad-config");
+    let file = dir.join("stampede.toml");
+    std::fs::write(&file, "[window]\nsize_secs = 0\n").unwrap();
+    let o = stampede(&["serve", "--config", file.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("window.size_secs"), "{}", stderr(&o));
+    std::fs::write(&file, "[web]\nlisen = \"127.0.0.1:1\"\n").unwrap();
+    let o = stampede(&["serve", "--config", file.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("lisen"), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .arg("serve")
+        .env("STAMPEDE_WEB_LISTEN", "everywhere")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("web.listen"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_demo_shows_a_fleet_and_exits_cleanly_on_ctrl_c() {
+    let dir = temp_dir("demo");
+    let demo = start_service(&["demo"], &dir);
+    let url = demo.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let names = rt.block_on(crate::support::service::eventually(
+        "a dozen unicorns",
+        || async {
+            let v = crate::support::service::get_json(addr, "/api/unicorns").await;
+            let names: Vec<String> = v
+                .as_array()?
+                .iter()
+                .map(|u| u["Name"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (names.len() == 12).then_some(names)
+        },
+    ));
+    assert!(names.contains(&"Shadowfax".to_owned()));
+    let status = interrupt(demo);
+    assert!(status.success(), "{status}");
+    assert!(
+        dir.join("stampede.redb").exists(),
+        "the store lives under the configured path"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn produce_to_http_into_serve_stores_what_aggregate_computes() {
+    let args = [
+        "--seed",
+        "11",
+        "--unicorns",
+        "20",
+        "--msgs",
+        "12000",
+        "--rate",
+        "max",
+        "--start-time",
+        "2018-03-18 03:20:00",
+        "--faults",
+        "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005",
+    ];
+    let dir = temp_dir("produce-http");
+    let serve = start_service(&["serve"], &dir);
+    let target = format!("{}/ingest", serve.url);
+    let mut produce_args = vec![
+        "produce",
+        "--to",
+        &target,
+        "--connections",
+        "1",
+        "--batch",
+        "500",
+        "--quiet",
+    ];
+    produce_args.extend(args);
+    let o = stampede(&produce_args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("produced 12000 records"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(interrupt(serve).success());
+
+    // The same records, written to stdout and aggregated in batch.
+    let mut file_args = vec!["produce"];
+    file_args.extend(args);
+    let produced = stampede(&file_args, None);
+    let aggregated = stampede(&["aggregate"], Some(&produced.stdout));
+    let expected: Vec<serde_json::Value> = aggregated
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+
+    let store = stampede::sink::store::Store::open(&dir, 10).unwrap();
+    let mut stored: Vec<serde_json::Value> = store
+        .summaries(&stampede::sink::store::SummaryQuery {
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    stored.sort_by(|a, b| {
+        (a["StatusTime"].as_str(), a["Name"].as_str())
+            .cmp(&(b["StatusTime"].as_str(), b["Name"].as_str()))
+    });
+    assert_eq!(stored.len(), expected.len());
+    assert_eq!(
+        stored, expected,
+        "the service stored exactly what aggregate computes, revisions included"
+    );
+    let dead = store.dead_letters(1_000).unwrap();
+    assert!(
+        dead.iter().any(|d| d.reason == "too_late")
+            && dead.iter().any(|d| d.reason == "malformed_json")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
