@@ -35,8 +35,8 @@ pub type Frame = Utf8Bytes;
 /// The latest record of one unicorn, owned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveRecord {
-    /// The unicorn.
-    pub name: String,
+    /// The unicorn (shared: the engine task keeps one per unicorn).
+    pub name: Arc<str>,
     /// Event time.
     pub status_time: Millis,
     /// Degrees.
@@ -49,14 +49,14 @@ pub struct LiveRecord {
     pub health_points: i64,
     /// Magic.
     pub magic_points: i64,
-    /// Carried through.
-    pub input_data: Option<String>,
+    /// Carried through (shared while it does not change).
+    pub input_data: Option<Arc<str>>,
 }
 
 impl LiveRecord {
     fn write_json(&self, out: &mut String, last_seen: Millis) {
         let t = Telemetry {
-            name: self.name.as_str().into(),
+            name: self.name.as_ref().into(),
             status_time: self.status_time,
             latitude: self.latitude,
             longitude: self.longitude,
@@ -163,13 +163,13 @@ struct Unicorn {
 }
 
 struct State {
-    fleet: HashMap<String, Unicorn>,
+    fleet: HashMap<Arc<str>, Unicorn>,
     clients: Vec<Client>,
     queue: usize,
     queue_bytes: usize,
     silent_after: Duration,
     /// Names with a record not yet sent in a telemetry frame.
-    pending: Vec<String>,
+    pending: Vec<Arc<str>>,
     snapshot: Option<Frame>,
 }
 
@@ -189,8 +189,8 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
         pending: Vec::new(),
         snapshot: None,
     };
-    let mut flush = interval(FRAME_EVERY);
-    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A telemetry frame goes out as soon as there is news, but at most once per FRAME_EVERY.
+    let mut last_frame = Instant::now() - FRAME_EVERY;
     let mut sweep = interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -201,7 +201,10 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
                 METRICS.queue_hub.store(rx.len() as i64, Ordering::Relaxed);
                 state.take(input);
             }
-            _ = flush.tick() => state.flush(),
+            () = tokio::time::sleep_until(last_frame + FRAME_EVERY), if !state.pending.is_empty() => {
+                state.flush();
+                last_frame = Instant::now();
+            }
             _ = sweep.tick() => state.sweep(),
         }
     }
@@ -249,13 +252,13 @@ impl State {
                             u.seen_ms = now_ms;
                             if !u.pending {
                                 u.pending = true;
-                                self.pending.push(u.record.name.clone());
+                                self.pending.push(Arc::clone(&u.record.name));
                             }
                         }
                         None => {
-                            self.pending.push(record.name.clone());
+                            self.pending.push(Arc::clone(&record.name));
                             self.fleet.insert(
-                                record.name.clone(),
+                                Arc::clone(&record.name),
                                 Unicorn {
                                     record,
                                     seen: now,
@@ -276,7 +279,7 @@ impl State {
                     s.write_json(&mut frame);
                     frame.push('}');
                     self.broadcast(Frame::from(frame));
-                    if let Some(u) = self.fleet.get_mut(&s.name) {
+                    if let Some(u) = self.fleet.get_mut(s.name.as_str()) {
                         let newer = u.summary.as_ref().is_none_or(|old| {
                             (s.window_start, s.revision) >= (old.window_start, old.revision)
                         });
@@ -344,11 +347,11 @@ impl State {
     /// Drops unicorns silent for `silent_after`, telling the clients.
     fn sweep(&mut self) {
         let now = Instant::now();
-        let silent: Vec<String> = self
+        let silent: Vec<Arc<str>> = self
             .fleet
             .iter()
             .filter(|(_, u)| now.duration_since(u.seen) >= self.silent_after)
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| Arc::clone(name))
             .collect();
         for name in silent {
             self.fleet.remove(&name);
@@ -362,13 +365,13 @@ impl State {
     }
 }
 
-fn sorted(fleet: &HashMap<String, Unicorn>) -> Vec<&Unicorn> {
+fn sorted(fleet: &HashMap<Arc<str>, Unicorn>) -> Vec<&Unicorn> {
     let mut v: Vec<&Unicorn> = fleet.values().collect();
     v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
     v
 }
 
-fn snapshot(fleet: &HashMap<String, Unicorn>) -> Frame {
+fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>) -> Frame {
     let unicorns = sorted(fleet);
     let mut out = String::with_capacity(64 + unicorns.len() * 500);
     out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");

@@ -70,6 +70,8 @@ struct Partition {
     next_position: u64,
     live: Vec<Option<LiveSlot>>,
     live_dirty: Vec<NameId>,
+    /// One shared copy of each unicorn's name for the live records.
+    names: Vec<Option<std::sync::Arc<str>>>,
     emitted: Vec<Summary>,
     out: Outputs,
 }
@@ -96,6 +98,7 @@ pub async fn run(
         next_position: 0,
         live: Vec::new(),
         live_dirty: Vec::new(),
+        names: Vec::new(),
         emitted: Vec::new(),
         out,
     };
@@ -190,6 +193,7 @@ impl Partition {
         }
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
+        self.flush_live();
         if let Some(reply) = batch.reply {
             let _ = reply.send(outcome);
         }
@@ -238,7 +242,9 @@ impl Partition {
         }
     }
 
-    /// Hands the latest record of every unicorn heard since the last flush to the hub.
+    /// Hands the latest record of every unicorn heard since the last flush to the hub (after
+    /// every batch: the hub decides when a frame goes out). No allocation per record: the names
+    /// are shared.
     fn flush_live(&mut self) {
         if self.live_dirty.is_empty() {
             return;
@@ -247,8 +253,13 @@ impl Partition {
         for id in self.live_dirty.drain(..) {
             if let Some(Some(slot)) = self.live.get_mut(id as usize) {
                 slot.dirty = false;
+                let idx = id as usize;
+                if idx >= self.names.len() {
+                    self.names.resize(idx + 1, None);
+                }
+                let name = self.names[idx].get_or_insert_with(|| self.engine.name(id).into());
                 let mut record = slot.record.clone();
-                record.name = self.engine.name(id).to_owned();
+                record.name = std::sync::Arc::clone(name);
                 records.push(record);
             }
         }
@@ -270,7 +281,7 @@ fn remember(
     }
     let slot = live[idx].get_or_insert_with(|| LiveSlot {
         record: LiveRecord {
-            name: String::new(),
+            name: "".into(),
             status_time: Millis::MIN,
             latitude: 0.0,
             longitude: 0.0,
@@ -293,7 +304,7 @@ fn remember(
     r.health_points = record.health_points;
     r.magic_points = record.magic_points;
     if r.input_data.as_deref() != record.input_data.as_deref() {
-        r.input_data = record.input_data.as_deref().map(str::to_owned);
+        r.input_data = record.input_data.as_deref().map(std::sync::Arc::from);
     }
     if !slot.dirty {
         slot.dirty = true;
