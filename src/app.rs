@@ -79,11 +79,39 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         "0".into(),
         ingest_rx,
         Outputs {
-            store: store_tx,
+            store: store_tx.clone(),
             hub: hub.input(),
         },
         source_stop.clone(),
     ));
+
+    // The file source is a partition of its own; it flushes its windows when the file ends.
+    let file_partition = if config.source.kind == "file" {
+        let path = std::path::PathBuf::from(&config.source.path);
+        let (tx, rx) = mpsc::channel::<Batch>(8);
+        let task = tokio::spawn(pipeline::run(
+            window,
+            "file",
+            config.source.path.clone(),
+            rx,
+            Outputs {
+                store: store_tx.clone(),
+                hub: hub.input(),
+            },
+            source_stop.clone(),
+        ));
+        tokio::task::spawn_blocking(move || {
+            match crate::source::file::read_into(&path, 1_000, &tx) {
+                Ok(n) => {
+                    tracing::info!(path = %path.display(), records = n, "file source read to the end")
+                }
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "file source failed"),
+            }
+        });
+        Some(task)
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -116,6 +144,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         stopping.store(true, Ordering::Relaxed);
         source_stop.cancel();
         engine.await.context("engine task panicked")?;
+        if let Some(task) = file_partition {
+            task.await.context("file partition panicked")?;
+        }
+        drop(store_tx);
         tracing::info!("stopping: windows flushed; store");
         writer.await.context("store writer panicked")?;
         tracing::info!("stopping: store flushed; live clients");

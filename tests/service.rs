@@ -454,3 +454,33 @@ async fn a_stalled_client_is_resynced_while_a_healthy_one_gets_everything() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_source_is_its_own_partition_and_flushes_at_its_end() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = temp_dir("file-source");
+    let input = golden.join("late_and_too_late.input.ndjson");
+    let app = start(&dir, |c| {
+        c.source.kind = "file".into();
+        c.source.path = input.display().to_string();
+    })
+    .await;
+    let expected: Vec<Value> =
+        std::fs::read_to_string(golden.join("late_and_too_late.expected.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let mut stored = eventually("the file's summaries, flushed at its end", || async {
+        let v = get_json(app.addr, "/api/summaries").await;
+        (v.as_array()?.len() == expected.len()).then_some(v)
+    })
+    .await;
+    stored.as_array_mut().unwrap().reverse(); // newest first → file order
+    assert_eq!(stored, Value::Array(expected));
+    let dead = get_json(app.addr, "/api/dead-letters").await;
+    assert_eq!(dead[0]["reason"], "too_late");
+    assert_eq!(dead[0]["origin"]["source"], "file");
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
