@@ -8,6 +8,7 @@ const SILENT_MS = 30000;
 const TRAIL_POINTS = 240;
 const MPH = 2.23694;
 const LOW_VITALS = 100;
+const MAX_ROWS = 300;
 
 const fleet = new Map(); // name -> {record, seen (ms, browser clock), trail: [[lat, lon]], minute}
 const summaries = new Map(); // name -> Map(StatusTime -> summary)
@@ -253,7 +254,7 @@ function renderTable() {
   const rows = [...fleet].filter(([name]) => !f || name.toLowerCase().includes(f));
   rows.sort((a, b) => {
     const x = rowValue(a[0], a[1], sortKey), y = rowValue(b[0], b[1], sortKey);
-    const c = typeof x === "string" ? x.localeCompare(y) : x - y;
+    const c = typeof x === "string" ? x.localeCompare(y, undefined, { numeric: true }) : x - y;
     return sortAsc ? c : -c;
   });
   document.querySelectorAll("#fleet th").forEach(th => {
@@ -261,19 +262,21 @@ function renderTable() {
     th.classList.toggle("asc", th.dataset.key === sortKey && sortAsc);
   });
   const now = Date.now();
-  tbody.innerHTML = rows.map(([name, u]) => {
+  // The DOM holds at most MAX_ROWS rows, so a big fleet does not stall the page.
+  const hidden = Math.max(0, rows.length - MAX_ROWS);
+  tbody.innerHTML = rows.slice(0, MAX_ROWS).map(([name, u]) => {
     const r = u.record;
     const ago = Math.max(0, Math.round((now - u.seen) / 1000));
     return '<tr data-name="' + esc(name) + '"' + (name === selected ? ' class="selected"' : "") + "><td>" + esc(name) +
       "</td><td>" + ago + " s ago</td><td" + (r.HealthPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.HealthPoints +
       "</td><td" + (r.MagicPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.MagicPoints +
       "</td><td>" + (r.Distance * MPH).toFixed(1) + "</td><td>" + (u.minute === undefined ? "–" : u.minute.toFixed(0)) + "</td></tr>";
-  }).join("");
+  }).join("") + (hidden ? '<tr class="more"><td colspan="6">… and ' + hidden + " more: filter by name to narrow</td></tr>" : "");
   document.getElementById("count").textContent = fleet.size;
 }
 tbody.addEventListener("click", e => {
   const tr = e.target.closest("tr");
-  if (tr) { select(tr.dataset.name); openPopup(tr.dataset.name); }
+  if (tr && tr.dataset.name) { select(tr.dataset.name); openPopup(tr.dataset.name); }
 });
 
 // ---- per-unicorn summaries ----
