@@ -181,15 +181,8 @@ impl Partition {
                 METRICS.rejected[i].fetch_add(*n, Relaxed);
             }
         }
-        if !dead.is_empty()
-            && self
-                .out
-                .store
-                .send(StoreItem::DeadLetters(dead))
-                .await
-                .is_err()
-        {
-            tracing::error!("store writer gone: dead letters not kept");
+        if !dead.is_empty() {
+            self.store(StoreItem::DeadLetters(dead)).await;
         }
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
@@ -231,14 +224,14 @@ impl Partition {
             .out
             .hub
             .try_send(HubInput::Summaries(summaries.clone()));
-        if self
-            .out
-            .store
-            .send(StoreItem::Summaries(summaries))
-            .await
-            .is_err()
-        {
-            tracing::error!("store writer gone: summaries not stored");
+        self.store(StoreItem::Summaries(summaries)).await;
+    }
+
+    /// Hands `item` to the store writer, waiting while it is busy (nothing is dropped).
+    async fn store(&self, item: StoreItem) {
+        if self.out.store.send(item).await.is_err() {
+            // Only during a failed shutdown: the writer ended before its inputs.
+            tracing::error!(partition = %self.name, "store writer gone: results not stored");
         }
     }
 
