@@ -119,8 +119,15 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("stampede.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| {
+            let hint = match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    " (another Stampede uses this store.path: stop it or choose another path)"
+                }
+                _ => "",
+            };
+            StoreError(format!("cannot open {}: {e}{hint}", path.display()))
+        })?;
         let w = db.begin_write().map_err(err)?;
         {
             w.open_table(SUMMARIES).map_err(err)?;
