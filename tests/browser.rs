@@ -37,7 +37,20 @@ async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
         ("Shadowfax", 151, 99, 40.752),
         ("Bucephalus", 140, 150, 40.746),
     ];
-    send(FLEET).await;
+    // Every unicorn reports twice a second until the test silences Rocinante.
+    let rocinante_alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let alive = std::sync::Arc::clone(&rocinante_alive);
+    let keep_alive = tokio::spawn(async move {
+        loop {
+            let fleet = if alive.load(std::sync::atomic::Ordering::Relaxed) {
+                FLEET
+            } else {
+                TWO
+            };
+            send(fleet).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
 
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/")).await;
@@ -105,12 +118,7 @@ async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
     );
 
     // Rocinante falls silent; the others keep flying. It leaves the table and the map.
-    let keep_alive = tokio::spawn(async move {
-        for _ in 0..40 {
-            send(TWO).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+    rocinante_alive.store(false, std::sync::atomic::Ordering::Relaxed);
     let rows = browser
         .until(
             "Rocinante to disappear",
