@@ -133,7 +133,7 @@ async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
         std::fs::write(path, &png).unwrap();
     }
     keep_alive.abort();
-    drop(browser);
+    browser.quit().await;
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }

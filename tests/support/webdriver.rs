@@ -15,11 +15,14 @@ use serde_json::{json, Value};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A chromedriver process and one browser session; both end on drop.
+/// A chromedriver process and one browser session. [`Browser::quit`] ends the session (and so
+/// the browser); dropping it without that kills chromedriver's whole process group, browser
+/// included, so that no Chromium outlives a test.
 pub struct Browser {
     driver: Child,
     base: String,
     session: String,
+    profile: std::path::PathBuf,
 }
 
 async fn call(method: Method, url: &str, body: Option<Value>) -> Value {
@@ -57,12 +60,17 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let driver = {
+            use std::os::unix::process::CommandExt;
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group: the browsers it starts can be ended with it.
+                .process_group(0)
+                .spawn()
+                .expect("start chromedriver")
+        };
         let base = format!("http://127.0.0.1:{port}");
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -101,7 +109,18 @@ impl Browser {
             driver,
             base,
             session,
+            profile,
         }
+    }
+
+    /// Ends the session: chromedriver closes the browser.
+    pub async fn quit(self) {
+        call(
+            Method::DELETE,
+            &format!("{}/session/{}", self.base, self.session),
+            None,
+        )
+        .await;
     }
 
     fn url(&self, path: &str) -> String {
@@ -159,8 +178,12 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group: chromedriver and any browser it still runs.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
