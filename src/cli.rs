@@ -39,15 +39,16 @@ pub enum Command {
     Aggregate(AggregateArgs),
     /// The simulated fleet producer (the workshop's movement and vitals model).
     ///
-    /// One record per unicorn per second by default, as NDJSON on stdout.
+    /// One record per unicorn per second by default, as NDJSON on stdout or posted to a running
+    /// service (--to http://HOST:PORT/ingest).
     Produce(ProduceArgs),
 }
 
 /// `stampede serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TOML configuration file (see `stampede print-config`); STAMPEDE_<SECTION>_<KEY>
-    /// environment variables override it.
+    /// TOML configuration file (see `stampede print-config`); environment variables such as
+    /// STAMPEDE_WEB_LISTEN (one per key) override it.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
