@@ -484,3 +484,37 @@ async fn a_file_source_is_its_own_partition_and_flushes_at_its_end() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_fleet_still_closes_its_windows() {
+    // 1 s windows, no out-of-orderness, 1 s idle timeout: the last window cannot close on event
+    // time (nothing newer arrives); only the wall clock can close it.
+    let dir = temp_dir("idle");
+    let app = start(&dir, |c| {
+        c.window.size_secs = 1;
+        c.window.out_of_orderness_secs = 0;
+        c.window.idle_timeout_secs = 1;
+    })
+    .await;
+    let mut ws = ws_connect(app.addr).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "snapshot");
+    let body = ["2018-03-18 03:20:00.100", "2018-03-18 03:20:00.500"]
+        .map(|t| line("Arion", t, 2.5, 1, 1))
+        .join("\n");
+    let (_, reply) = post_json(app.addr, "/ingest", body, None).await;
+    assert_eq!(reply["accepted"], 2);
+    let started = std::time::Instant::now();
+    let closed = frame_where(&mut ws, |f| {
+        is_summary_of(f, "Arion", "2018-03-18 03:20:00.000")
+    })
+    .await;
+    assert_eq!(closed["summary"]["Records"], 2);
+    assert_eq!(closed["summary"]["Distance"], 5.0);
+    // Watermark 03:20:00.500; idle after 1 s, then 0.5 s of wall clock to reach the window end.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_300),
+        "closed by the idle timeout, not before"
+    );
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
