@@ -37,11 +37,41 @@ pub enum Command {
     /// (its last revision) to stdout as NDJSON ordered by (StatusTime, Name). Rejected records
     /// are counted by reason on stderr.
     Aggregate(AggregateArgs),
+    /// The workshop's consumer: prints every record of a stream as indented JSON.
+    Consume(ConsumeArgs),
     /// The simulated fleet producer (the workshop's movement and vitals model).
     ///
     /// One record per unicorn per second by default, as NDJSON on stdout or posted to a running
     /// service (--to http://HOST:PORT/ingest).
     Produce(ProduceArgs),
+}
+
+/// `stampede consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// kafka://HOST:PORT/TOPIC or kinesis://STREAM.
+    #[arg(long, value_name = "SOURCE")]
+    pub from: String,
+    /// Start at the oldest record instead of the end.
+    #[arg(long)]
+    pub from_beginning: bool,
+}
+
+impl ConsumeArgs {
+    /// Checks the source.
+    ///
+    /// # Errors
+    /// Always, in this build: its sources (Kafka, Kinesis) are not part of it yet.
+    pub fn check(&self) -> Result<(), UsageError> {
+        let scheme = self.from.split("://").next().unwrap_or_default();
+        Err(usage(match scheme {
+            "kafka" | "kinesis" => format!(
+                "--from {}: the {scheme} source is not part of this build yet (records sent to the service can be read with GET /api/unicorns and /ws)",
+                self.from
+            ),
+            _ => format!("--from {}: expected kafka://HOST:PORT/TOPIC or kinesis://STREAM", self.from),
+        }))
+    }
 }
 
 /// `stampede serve`.

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Aggregate(args) => run_aggregate(&args),
         Command::Produce(args) => run_produce(&args),
+        Command::Consume(args) => args.check().map_err(Into::into),
         Command::Serve(args) => run_service(args.config.as_deref(), None),
         Command::Demo(args) => run_demo(&args),
         Command::PrintConfig => {

@@ -149,6 +149,11 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
         ),
         (&["aggregate", "--window-secs", "0"][..], "--window-secs"),
         (&["frobnicate"][..], "unrecognized subcommand"),
+        (
+            &["consume", "--from", "kafka://127.0.0.1:9092/wildrydes"][..],
+            "not part of this build yet",
+        ),
+        (&["consume", "--from", "ftp://x"][..], "expected kafka://"),
     ] {
         let o = stampede(args, None);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
