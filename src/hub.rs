@@ -190,7 +190,9 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
         snapshot: None,
     };
     // A telemetry frame goes out as soon as there is news, but at most once per FRAME_EVERY.
-    let mut last_frame = Instant::now() - FRAME_EVERY;
+    let mut last_frame = Instant::now()
+        .checked_sub(FRAME_EVERY)
+        .unwrap_or_else(Instant::now);
     let mut sweep = interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
