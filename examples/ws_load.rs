@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use stampede::time::{format_status_time, parse_status_time};
+use stampede::time::{format_status_time, now_ms, parse_status_time};
 
 struct Args {
     url: String,
@@ -63,12 +63,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// (CPU seconds, resident bytes) of a process, from /proc.

@@ -182,9 +182,7 @@ fn wall_clock(mode: TimeMode) -> Millis {
     match mode {
         // Event time needs no clock in batch mode (idle advancement is off).
         TimeMode::Event => 0,
-        TimeMode::Ingest => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as Millis),
+        TimeMode::Ingest => crate::time::now_ms(),
     }
 }
 

@@ -310,9 +310,7 @@ impl ProduceArgs {
                 }
             },
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as Millis);
+        let now = crate::time::now_ms();
         let start_ms = match &self.start_time {
             Some(t) => parse_status_time(t.as_bytes()).map_err(|_| {
                 usage(format!(

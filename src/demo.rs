@@ -17,9 +17,7 @@ use crate::produce::render;
 /// loses about 24 vitals points a minute.
 pub async fn run_fleet(ingest: mpsc::Sender<Batch>, unicorns: usize, stop: CancellationToken) {
     let names: Vec<String> = (0..unicorns).map(fleet_name).collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::time::now_ms();
     let mut cfg = FleetConfig::new(names.clone(), now as u64, now);
     cfg.drift_per_sec = (0..unicorns)
         .map(|i| if i % 4 == 3 { -0.4 } else { 0.0 })

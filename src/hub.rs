@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::METRICS;
 use crate::record::{write_json_string, Summary, Telemetry};
-use crate::time::{write_status_time, Millis};
+use crate::time::{now_ms, write_status_time, Millis};
 
 const FRAME_EVERY: Duration = Duration::from_millis(100);
 
@@ -173,12 +173,6 @@ struct State {
     snapshot: Option<Frame>,
 }
 
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
-}
-
 async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: CancellationToken) {
     let mut state = State {
         fleet: HashMap::new(),
@@ -245,13 +239,13 @@ impl State {
     fn take(&mut self, input: HubInput) {
         match input {
             HubInput::Telemetry(records) => {
-                let (now, now_ms) = (Instant::now(), now_ms());
+                let (now, wall) = (Instant::now(), now_ms());
                 for record in records {
                     match self.fleet.get_mut(&record.name) {
                         Some(u) => {
                             u.record = record;
                             u.seen = now;
-                            u.seen_ms = now_ms;
+                            u.seen_ms = wall;
                             if !u.pending {
                                 u.pending = true;
                                 self.pending.push(Arc::clone(&u.record.name));
@@ -264,7 +258,7 @@ impl State {
                                 Unicorn {
                                     record,
                                     seen: now,
-                                    seen_ms: now_ms,
+                                    seen_ms: wall,
                                     summary: None,
                                     pending: true,
                                 },

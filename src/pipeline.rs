@@ -22,7 +22,7 @@ use crate::hub::{HubInput, LiveRecord};
 use crate::metrics::METRICS;
 use crate::record::{Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::sink::store::{DeadLetter, StoreItem};
-use crate::time::Millis;
+use crate::time::{now_ms, Millis};
 use crate::window::{Accepted, Engine, NameId, WindowConfig};
 
 /// At most this many errors are listed in a reply.
@@ -76,12 +76,6 @@ struct Partition {
     out: Outputs,
 }
 
-fn wall_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
-}
-
 /// Runs one partition until `cancel` fires (then drains and flushes) or its input closes.
 pub async fn run(
     cfg: WindowConfig,
@@ -131,7 +125,7 @@ pub async fn run(
 
 impl Partition {
     async fn process(&mut self, batch: Batch) {
-        let now = wall_ms();
+        let now = now_ms();
         let mut outcome = Outcome::default();
         let mut dead = Vec::new();
         let mut rejected_by = [0u64; 6];
@@ -193,7 +187,7 @@ impl Partition {
     }
 
     async fn tick(&mut self) {
-        let now = wall_ms();
+        let now = now_ms();
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
         self.flush_live();
@@ -211,7 +205,7 @@ impl Partition {
             return;
         }
         let summaries = std::mem::take(&mut self.emitted);
-        let now = wall_ms();
+        let now = now_ms();
         for s in &summaries {
             if s.revision == 0 {
                 METRICS.summaries.fetch_add(1, Relaxed);

@@ -177,6 +177,15 @@ pub fn write_status_time(out: &mut String, t: Millis) {
     );
 }
 
+/// The wall clock, epoch milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+        })
+}
+
 /// `t` in the workshop's format, as a new string.
 pub fn format_status_time(t: Millis) -> String {
     let mut s = String::with_capacity(23);
