@@ -255,6 +255,21 @@ pub enum ConfigError {
     },
 }
 
+/// Accepts a `kind` this build has; a planned one, or an unknown one, is refused with the
+/// choices that work.
+fn check_kind(key: &str, kind: &str, built: &[&str], planned: &[&str]) -> Result<(), ConfigError> {
+    if built.contains(&kind) {
+        return Ok(());
+    }
+    let use_one = built.join(" or ");
+    let message = if planned.contains(&kind) {
+        format!("{kind} is not part of this build yet; use {use_one}")
+    } else {
+        format!("{kind:?} is not a kind; use {use_one}")
+    };
+    Err(value_error(key, message))
+}
+
 fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Value {
         key: key.into(),
@@ -307,59 +322,22 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.window_config()?;
         self.listen_addr()?;
-        match self.source.kind.as_str() {
-            "http" => {}
-            "file" if !self.source.path.is_empty() => {}
-            "file" => return Err(value_error("source.path", "the file source needs a path")),
-            "kafka" | "kinesis" => {
-                return Err(value_error(
-                    "source.kind",
-                    format!(
-                        "the {} source is not part of this build yet; use http or file",
-                        self.source.kind
-                    ),
-                ))
-            }
-            other => {
-                return Err(value_error(
-                    "source.kind",
-                    format!("{other:?}: use http, kafka, kinesis or file"),
-                ))
-            }
+        check_kind(
+            "source.kind",
+            &self.source.kind,
+            &["http", "file"],
+            &["kafka", "kinesis"],
+        )?;
+        if self.source.kind == "file" && self.source.path.is_empty() {
+            return Err(value_error("source.path", "the file source needs a path"));
         }
-        match self.store.kind.as_str() {
-            "embedded" => {}
-            "dynamodb" => {
-                return Err(value_error(
-                    "store.kind",
-                    "the dynamodb store is not part of this build yet; use embedded",
-                ))
-            }
-            other => {
-                return Err(value_error(
-                    "store.kind",
-                    format!("{other:?}: use embedded or dynamodb"),
-                ))
-            }
-        }
-        match self.summary_stream.kind.as_str() {
-            "none" => {}
-            "kafka" | "kinesis" => {
-                return Err(value_error(
-                    "summary_stream.kind",
-                    format!(
-                        "the {} summary stream is not part of this build yet; use none",
-                        self.summary_stream.kind
-                    ),
-                ))
-            }
-            other => {
-                return Err(value_error(
-                    "summary_stream.kind",
-                    format!("{other:?}: use none, kafka or kinesis"),
-                ))
-            }
-        }
+        check_kind("store.kind", &self.store.kind, &["embedded"], &["dynamodb"])?;
+        check_kind(
+            "summary_stream.kind",
+            &self.summary_stream.kind,
+            &["none"],
+            &["kafka", "kinesis"],
+        )?;
         if self.web.max_body_bytes < 1024 || self.web.max_body_bytes > 1 << 30 {
             return Err(value_error(
                 "web.max_body_bytes",
