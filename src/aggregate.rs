@@ -103,7 +103,7 @@ pub fn aggregate<'a>(
                     })
                 }
             };
-            if !line.too_large && line.bytes.iter().all(u8::is_ascii_whitespace) {
+            if !line.too_large && crate::decode::is_blank(line.bytes) {
                 continue;
             }
             report.records += 1;

@@ -15,21 +15,20 @@ use std::borrow::Cow;
 use crate::record::{Field, Reject, RejectReason, Telemetry, MAX_NAME_BYTES, MAX_RECORD_BYTES};
 use crate::time::{parse_status_time, TimeError};
 
-/// The non-blank lines of a payload: one record each. Blank or all-whitespace lines are skipped;
-/// a trailing `\n` (or `\r\n`) is allowed.
-pub fn split_records(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
-    payload
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.iter().all(|b| is_ws(*b)))
+/// Whether a line holds no record: empty, or only JSON whitespace (space, tab, CR, LF). The one
+/// rule for every source, so a line means the same over HTTP and in a file.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| is_ws(*b))
 }
 
-/// The byte ranges of the non-blank lines of a payload (see [`split_records`]).
+/// The byte ranges of the records of an NDJSON payload: its non-blank lines. A trailing `\n`
+/// (or `\r\n`) is allowed.
 pub fn split_record_ranges(payload: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len())) {
         let line = &payload[start..end];
-        if !line.iter().all(|b| is_ws(*b)) {
+        if !is_blank(line) {
             out.push(start..end);
         }
         start = end + 1;
@@ -922,12 +921,15 @@ mod tests {
     #[test]
     fn splits_payloads_into_lines() {
         let payload = format!("{GOOD}\n\n  \r\n{GOOD}\r\n{GOOD}");
-        let lines: Vec<_> = split_records(payload.as_bytes()).collect();
+        let lines = split_record_ranges(payload.as_bytes());
         assert_eq!(lines.len(), 3);
         for line in lines {
-            assert!(decode(line).is_ok());
+            assert!(decode(&payload.as_bytes()[line]).is_ok());
         }
-        assert_eq!(split_records(b"").count(), 0);
-        assert_eq!(split_records(format!("{GOOD}\n").as_bytes()).count(), 1);
+        assert!(split_record_ranges(b"").is_empty());
+        assert_eq!(split_record_ranges(format!("{GOOD}\n").as_bytes()).len(), 1);
+        // A form feed is not JSON whitespace: that line is a (malformed) record, everywhere.
+        assert!(!is_blank(b"\x0c"));
+        assert_eq!(split_record_ranges(b"\x0c\n").len(), 1);
     }
 }

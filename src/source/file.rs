@@ -144,7 +144,7 @@ pub fn read_into(
         let line = lines.next_line()?;
         let end = line.is_none();
         if let Some(line) = line {
-            if line.too_large || !line.bytes.iter().all(u8::is_ascii_whitespace) {
+            if line.too_large || !crate::decode::is_blank(line.bytes) {
                 let start = payload.len();
                 payload.extend_from_slice(line.bytes);
                 if line.too_large {

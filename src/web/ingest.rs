@@ -42,7 +42,8 @@ pub(super) async fn ingest(
     let Ok(payload) = to_bytes(body, limit).await else {
         return too_large(limit);
     };
-    let records: Vec<Range<usize>> = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+    let records: Vec<Range<usize>> = match payload.iter().find(|b| !crate::decode::is_blank(&[**b]))
+    {
         Some(b'[') => match array_elements(&payload) {
             Some(ranges) => ranges,
             // Not a valid JSON array: one malformed record, counted and kept as a dead letter.

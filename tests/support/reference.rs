@@ -184,7 +184,10 @@ pub fn run<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
     let mut out = Outcome::default();
     let mut max_event: Option<i64> = None;
     for line in lines {
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if line
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             continue;
         }
         let (name, t, distance, health, magic) = match validate(line) {
