@@ -15,8 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
-use crate::pipeline::{self, Batch, Outputs};
+use crate::kafka::Observed;
+use crate::pipeline::{self, Batch, Outputs, PartitionSpec};
+use crate::sink::kafka::{KafkaSink, KafkaTopic};
 use crate::sink::store::{run_writer, Store};
+use crate::sink::stream::{StreamItem, StreamSink};
+use crate::source::kafka::{KafkaSource, KafkaSourceConfig};
 use crate::web::{router, WebState};
 
 /// A running service.
@@ -71,33 +75,67 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
     let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
 
+    let mut connections: Vec<(&'static str, Arc<AtomicBool>)> = Vec::new();
+    let (stream_tx, stream_task) = match stream_sink(&config, &mut connections)? {
+        Some(sink) => {
+            let (tx, rx) = mpsc::channel::<StreamItem>(256);
+            (Some(tx), Some(tokio::spawn(sink.run(rx))))
+        }
+        None => (None, None),
+    };
+    let outputs = Outputs {
+        store: store_tx.clone(),
+        hub: hub.input(),
+        stream: stream_tx.clone(),
+    };
+
     let (ingest_tx, ingest_rx) = mpsc::channel::<Batch>(64);
     let source_stop = CancellationToken::new();
     let engine = tokio::spawn(pipeline::run(
-        window,
-        "http",
-        "0".into(),
-        ingest_rx,
-        Outputs {
-            store: store_tx.clone(),
-            hub: hub.input(),
+        PartitionSpec {
+            window,
+            source: "http",
+            name: "0".into(),
+            durable: None,
         },
+        ingest_rx,
+        outputs.clone(),
         source_stop.clone(),
     ));
+
+    let kafka_source = if config.source.kind == "kafka" {
+        let source = KafkaSource::start(
+            KafkaSourceConfig {
+                brokers: config.source.brokers.clone(),
+                topic: config.source.topic.clone(),
+                group: config.source.group.clone(),
+                options: config.source.kafka_options.clone(),
+                checkpoint_topic: config.source.checkpoint_topic.clone(),
+                window,
+            },
+            outputs.clone(),
+            source_stop.clone(),
+        )
+        .context("cannot start the Kafka source (source.brokers, source.kafka_options)")?;
+        connections.push(("source", Arc::clone(&source.connected)));
+        Some(source)
+    } else {
+        None
+    };
 
     // The file source is a partition of its own; it flushes its windows when the file ends.
     let file_partition = if config.source.kind == "file" {
         let path = std::path::PathBuf::from(&config.source.path);
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let task = tokio::spawn(pipeline::run(
-            window,
-            "file",
-            config.source.path.clone(),
-            rx,
-            Outputs {
-                store: store_tx.clone(),
-                hub: hub.input(),
+            PartitionSpec {
+                window,
+                source: "file",
+                name: config.source.path.clone(),
+                durable: None,
             },
+            rx,
+            outputs.clone(),
             source_stop.clone(),
         ));
         tokio::task::spawn_blocking(move || {
@@ -128,6 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         dashboard_config: serde_json::json!({ "tile_url": config.web.tile_url })
             .to_string()
             .into(),
+        connections: connections.into(),
     };
     let web_stop = CancellationToken::new();
     let server = tokio::spawn(std::future::IntoFuture::into_future(
@@ -144,8 +183,17 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         stopping.store(true, Ordering::Relaxed);
         source_stop.cancel();
         engine.await.context("engine task panicked")?;
+        if let Some(source) = kafka_source {
+            source.stopped().await;
+        }
         if let Some(task) = file_partition {
             task.await.context("file partition panicked")?;
+        }
+        drop(outputs);
+        drop(stream_tx);
+        if let Some(task) = stream_task {
+            tracing::info!("stopping: summary stream");
+            task.await.context("summary stream panicked")?;
         }
         drop(store_tx);
         tracing::info!("stopping: windows flushed; store");
@@ -167,4 +215,46 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         cancel,
         done,
     })
+}
+
+/// The summary / dead-letter stream the config asks for, if any: summaries when
+/// `[summary_stream]` names one, dead letters when the source is a stream with
+/// `source.dead_letters` set (to the source's own cluster).
+fn stream_sink(
+    config: &Config,
+    connections: &mut Vec<(&'static str, Arc<AtomicBool>)>,
+) -> anyhow::Result<Option<StreamSink>> {
+    let options = &config.source.kafka_options;
+    let summaries = if config.summary_stream.kind == "kafka" {
+        let observed = Observed::default();
+        connections.push(("summary_stream", Arc::clone(&observed.connected)));
+        Some(
+            KafkaTopic::new(
+                config.summary_brokers(),
+                options,
+                &config.summary_stream.topic,
+                observed,
+            )
+            .context("cannot create the Kafka summary producer (summary_stream.brokers)")?,
+        )
+    } else {
+        None
+    };
+    let dead_letters = if config.source.kind == "kafka" && !config.source.dead_letters.is_empty()
+    {
+        let topic = &config.source.dead_letters;
+        match &summaries {
+            Some(s) if config.summary_brokers() == config.source.brokers => Some(s.with_topic(topic)),
+            _ => Some(
+                KafkaTopic::new(&config.source.brokers, options, topic, Observed::default())
+                    .context("cannot create the Kafka dead-letter producer (source.brokers)")?,
+            ),
+        }
+    } else {
+        None
+    };
+    if summaries.is_none() && dead_letters.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(StreamSink::Kafka(KafkaSink::new(summaries, dead_letters))))
 }

@@ -41,8 +41,9 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// The simulated fleet producer (the workshop's movement and vitals model).
     ///
-    /// One record per unicorn per second by default, as NDJSON on stdout or posted to a running
-    /// service (--to http://HOST:PORT/ingest).
+    /// One record per unicorn per second by default, as NDJSON on stdout, posted to a running
+    /// service (--to http://HOST:PORT/ingest) or written to a Kafka topic
+    /// (--to kafka://HOST:PORT/TOPIC).
     Produce(ProduceArgs),
 }
 
@@ -55,22 +56,31 @@ pub struct ConsumeArgs {
     /// Start at the oldest record instead of the end.
     #[arg(long)]
     pub from_beginning: bool,
+    /// Stop after this many records (by default it runs until interrupted).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 impl ConsumeArgs {
-    /// Checks the source.
+    /// The checked source.
     ///
     /// # Errors
-    /// Always, in this build: its sources (Kafka, Kinesis) are not part of it yet.
-    pub fn check(&self) -> Result<(), UsageError> {
+    /// An address that is not a stream, or a source not part of this build.
+    pub fn source(&self) -> Result<crate::consume::ConsumeSource, UsageError> {
         let scheme = self.from.split("://").next().unwrap_or_default();
-        Err(usage(match scheme {
-            "kafka" | "kinesis" => format!(
-                "--from {}: the {scheme} source is not part of this build yet (records sent to the service can be read with GET /api/unicorns and /ws)",
+        match scheme {
+            "kafka" => crate::kafka::KafkaUrl::parse(&self.from)
+                .map(crate::consume::ConsumeSource::Kafka)
+                .map_err(|e| usage(format!("--from {}: {e}", self.from))),
+            "kinesis" => Err(usage(format!(
+                "--from {}: the kinesis source is not part of this build yet; use kafka://HOST:PORT/TOPIC",
                 self.from
-            ),
-            _ => format!("--from {}: expected kafka://HOST:PORT/TOPIC or kinesis://STREAM", self.from),
-        }))
+            ))),
+            _ => Err(usage(format!(
+                "--from {}: expected kafka://HOST:PORT/TOPIC or kinesis://STREAM",
+                self.from
+            ))),
+        }
     }
 }
 
@@ -152,7 +162,8 @@ pub struct ProduceArgs {
     /// A fleet of N unicorns: Shadowfax, Bucephalus, Rocinante, then more names.
     #[arg(long, value_name = "N")]
     pub unicorns: Option<u32>,
-    /// Where to write: `-` (NDJSON on stdout) or http://HOST:PORT/ingest (batched POSTs).
+    /// Where to write: `-` (NDJSON on stdout), http://HOST:PORT/ingest (batched POSTs) or
+    /// kafka://HOST:PORT/TOPIC (one message per record, keyed by Name; the topic must exist).
     #[arg(long, default_value = "-", value_name = "TARGET")]
     pub to: String,
     /// Bearer token for an HTTP target.
@@ -267,14 +278,17 @@ impl ProduceArgs {
                     connections: self.connections,
                 })
             }
+            other if other.starts_with("kafka://") => crate::kafka::KafkaUrl::parse(other)
+                .map(Target::Kafka)
+                .map_err(|e| usage(format!("--to {other}: {e}")))?,
             other => {
                 let scheme = other.split("://").next().unwrap_or(other);
                 return Err(usage(match scheme {
                     "https" => format!(
                         "--to {other}: https is not supported; use http:// (behind a TLS-terminating proxy if it crosses a network)"
                     ),
-                    "kafka" | "kinesis" => format!(
-                        "--to {other}: the {scheme} target is not part of this build yet; use - or http://HOST:PORT/ingest"
+                    "kinesis" => format!(
+                        "--to {other}: the kinesis target is not part of this build yet; use -, http://HOST:PORT/ingest or kafka://HOST:PORT/TOPIC"
                     ),
                     _ => format!(
                         "--to {other}: expected -, http://HOST:PORT/ingest, kafka://HOST:PORT/TOPIC or kinesis://STREAM"

@@ -47,6 +47,10 @@ pub struct SourceConfig {
     pub stream: String,
     /// File source path.
     pub path: String,
+    /// Kafka topic (or Kinesis stream) for records a stream source rejects; empty for none.
+    pub dead_letters: String,
+    /// Kafka topic the window engines' checkpoints are kept in.
+    pub checkpoint_topic: String,
 }
 
 impl Default for SourceConfig {
@@ -59,6 +63,8 @@ impl Default for SourceConfig {
             kafka_options: toml::Table::new(),
             stream: "wildrydes".into(),
             path: String::new(),
+            dead_letters: "wildrydes-dlq".into(),
+            checkpoint_topic: "stampede-checkpoints".into(),
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct SummaryStreamConfig {
     pub kind: String,
     /// Kafka topic.
     pub topic: String,
+    /// Kafka bootstrap servers; empty: those of `[source]`.
+    pub brokers: String,
     /// Kinesis stream.
     pub stream: String,
 }
@@ -136,6 +144,7 @@ impl Default for SummaryStreamConfig {
         SummaryStreamConfig {
             kind: "none".into(),
             topic: "wildrydes-summary".into(),
+            brokers: String::new(),
             stream: "wildrydes-summary".into(),
         }
     }
@@ -186,6 +195,8 @@ topic = "wildrydes"             # kafka: telemetry topic
 group = "stampede"              # kafka: consumer group
 stream = "wildrydes"            # kinesis: telemetry stream
 path = ""                       # file: NDJSON file to read
+dead_letters = "wildrydes-dlq"  # kafka: topic for rejected records (also kept in the store); "" for none
+checkpoint_topic = "stampede-checkpoints"  # kafka: where window checkpoints are kept (created, compacted, if missing)
 # [source.kafka_options]        # kafka: any librdkafka property, passed through
 # "session.timeout.ms" = "6000"
 
@@ -205,7 +216,8 @@ dead_letter_retention = 100000  # embedded: dead letters kept; the oldest go fir
 
 [summary_stream]                # optional: publish summaries to a stream
 kind = "none"                   # none | kafka | kinesis
-topic = "wildrydes-summary"     # kafka (brokers as in [source])
+topic = "wildrydes-summary"     # kafka: summary topic, key Name
+brokers = ""                    # kafka: bootstrap servers; "" uses those of [source]
 stream = "wildrydes-summary"    # kinesis
 
 [web]                           # dashboard, API, ingest and WebSocket
@@ -270,6 +282,10 @@ fn check_kind(key: &str, kind: &str, built: &[&str], planned: &[&str]) -> Result
     Err(value_error(key, message))
 }
 
+fn check_topic(key: &str, topic: &str) -> Result<(), ConfigError> {
+    crate::kafka::check_topic(topic).map_err(|m| value_error(key, m))
+}
+
 fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Value {
         key: key.into(),
@@ -325,9 +341,12 @@ impl Config {
         check_kind(
             "source.kind",
             &self.source.kind,
-            &["http", "file"],
-            &["kafka", "kinesis"],
+            &["http", "file", "kafka"],
+            &["kinesis"],
         )?;
+        if self.source.kind == "kafka" {
+            self.check_kafka_source()?;
+        }
         if self.source.kind == "file" && self.source.path.is_empty() {
             return Err(value_error("source.path", "the file source needs a path"));
         }
@@ -335,9 +354,18 @@ impl Config {
         check_kind(
             "summary_stream.kind",
             &self.summary_stream.kind,
-            &["none"],
-            &["kafka", "kinesis"],
+            &["none", "kafka"],
+            &["kinesis"],
         )?;
+        if self.summary_stream.kind == "kafka" {
+            check_topic("summary_stream.topic", &self.summary_stream.topic)?;
+            if self.summary_brokers().trim().is_empty() {
+                return Err(value_error(
+                    "summary_stream.brokers",
+                    "the Kafka summary stream needs brokers (here or in [source])",
+                ));
+            }
+        }
         if self.web.max_body_bytes < 1024 || self.web.max_body_bytes > 1 << 30 {
             return Err(value_error(
                 "web.max_body_bytes",
@@ -357,6 +385,37 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The Kafka brokers of the summary stream: its own, else those of `[source]`.
+    pub fn summary_brokers(&self) -> &str {
+        if self.summary_stream.brokers.is_empty() {
+            &self.source.brokers
+        } else {
+            &self.summary_stream.brokers
+        }
+    }
+
+    fn check_kafka_source(&self) -> Result<(), ConfigError> {
+        if self.source.brokers.trim().is_empty() {
+            return Err(value_error(
+                "source.brokers",
+                "the Kafka source needs bootstrap servers, e.g. 127.0.0.1:9092",
+            ));
+        }
+        check_topic("source.topic", &self.source.topic)?;
+        if self.source.group.is_empty() {
+            return Err(value_error(
+                "source.group",
+                "the Kafka source needs a consumer group",
+            ));
+        }
+        if !self.source.dead_letters.is_empty() {
+            check_topic("source.dead_letters", &self.source.dead_letters)?;
+        }
+        check_topic("source.checkpoint_topic", &self.source.checkpoint_topic)?;
+        crate::kafka::check_options(&self.source.kafka_options)
+            .map_err(|(key, message)| value_error(&key, message))
     }
 
     /// The engine's window settings.
@@ -512,6 +571,16 @@ mod tests {
         assert!(e(&[("STAMPEDE_WINDOW_SIZE_SECS", "0")]).contains("window.size_secs"));
         assert!(e(&[("STAMPEDE_WEB_COLOUR", "red")]).contains("STAMPEDE_WEB_COLOUR"));
         assert!(e(&[("STAMPEDE_SOURCE_KIND", "carrier-pigeon")]).contains("source.kind"));
+        let kafka = |k: &str, v: &str| e(&[("STAMPEDE_SOURCE_KIND", "kafka"), (k, v)]);
+        assert!(kafka("STAMPEDE_SOURCE_TOPIC", "no spaces").contains("source.topic"));
+        assert!(kafka("STAMPEDE_SOURCE_BROKERS", "").contains("source.brokers"));
+        assert!(kafka("STAMPEDE_SOURCE_GROUP", "").contains("source.group"));
+        assert!(kafka("STAMPEDE_SOURCE_DEAD_LETTERS", "a/b").contains("source.dead_letters"));
+        assert!(e(&[
+            ("STAMPEDE_SUMMARY_STREAM_KIND", "kafka"),
+            ("STAMPEDE_SUMMARY_STREAM_TOPIC", "")
+        ])
+        .contains("summary_stream.topic"));
         let dir = std::env::temp_dir().join(format!("stampede-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bad.toml");

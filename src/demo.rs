@@ -43,6 +43,7 @@ pub async fn run_fleet(ingest: mpsc::Sender<Batch>, unicorns: usize, stop: Cance
             .send(Batch {
                 payload,
                 records,
+                positions: Vec::new(),
                 reply: None,
             })
             .await

@@ -10,11 +10,13 @@
 //! * [`time`] — `StatusTime` parsing and formatting.
 //! * [`decode`] — bytes → telemetry, with every validation rule.
 //! * [`window`] — the event-time window engine, one per source partition.
-//! * [`source`] — where records come from (files so far).
+//! * [`source`] — where records come from: a file, a Kafka consumer group.
+//! * [`kafka`] — Kafka client settings, addresses and logging shared by source, sink and CLI.
 //! * [`aggregate`] — `stampede aggregate`, the batch path.
 //! * [`produce`] — `stampede produce`, the simulated fleet.
 //! * [`pipeline`] — the engine task of one partition (decode, window, dead letters).
-//! * [`sink`] — the embedded store of summaries and dead letters.
+//! * [`sink`] — the embedded store, and the summary and dead-letter streams.
+//! * [`consume`] — `stampede consume`, the workshop's stream reader.
 //! * [`hub`] — live fleet state and WebSocket fan-out.
 //! * [`web`] — HTTP ingest, API, `/ws`, metrics and the dashboard.
 //! * [`config`] — the TOML configuration and its environment overrides.
@@ -26,9 +28,11 @@ pub mod aggregate;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod decode;
 pub mod demo;
 pub mod hub;
+pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod produce;

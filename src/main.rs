@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use stampede::aggregate::{aggregate, write_summaries, Input, Report};
-use stampede::cli::{AggregateArgs, Cli, Command, DemoArgs, ProduceArgs, UsageError};
+use stampede::cli::{AggregateArgs, Cli, Command, ConsumeArgs, DemoArgs, ProduceArgs, UsageError};
 use stampede::config::{Config, ConfigError, DEFAULT_TOML};
-use stampede::produce::{produce, produce_http, Target};
+use stampede::produce::{produce, produce_http, produce_kafka, Target};
 use stampede::record::RejectReason;
 
 fn main() -> ExitCode {
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Aggregate(args) => run_aggregate(&args),
         Command::Produce(args) => run_produce(&args),
-        Command::Consume(args) => args.check().map_err(Into::into),
+        Command::Consume(args) => run_consume(&args),
         Command::Serve(args) => run_service(args.config.as_deref(), None),
         Command::Demo(args) => run_demo(&args),
         Command::PrintConfig => {
@@ -121,7 +121,25 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
                 eprintln!("{} records were over the server's body limit even alone and were not delivered", report.oversized);
             }
         }
+        Target::Kafka(url) => {
+            let progress = opts.progress;
+            let sent = produce_kafka(opts, &url)?;
+            if !progress {
+                eprintln!(
+                    "produced {sent} records to kafka topic {} at {}",
+                    url.topic, url.brokers
+                );
+            }
+        }
     }
+    Ok(())
+}
+
+fn run_consume(args: &ConsumeArgs) -> anyhow::Result<()> {
+    let source = args.source()?;
+    init_tracing("warn");
+    let mut stdout = io::stdout().lock();
+    stampede::consume::consume(&source, args.from_beginning, args.count, &mut stdout)?;
     Ok(())
 }
 

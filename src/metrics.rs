@@ -44,6 +44,14 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Summaries written to the store.
     pub store_writes: AtomicU64,
+    /// Messages acknowledged by the summary / dead-letter stream.
+    pub stream_published: AtomicU64,
+    /// Failed deliveries to the summary / dead-letter stream (each is retried).
+    pub stream_errors: AtomicU64,
+    /// Source positions committed (one per partition per commit).
+    pub source_commits: AtomicU64,
+    /// Failed commits of source positions (retried with the next checkpoint).
+    pub source_commit_errors: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -67,6 +75,10 @@ pub static METRICS: Metrics = Metrics {
     ws_frames: ZERO,
     store_errors: ZERO,
     store_writes: ZERO,
+    stream_published: ZERO,
+    stream_errors: ZERO,
+    source_commits: ZERO,
+    source_commit_errors: ZERO,
 };
 
 impl Metrics {
@@ -125,6 +137,26 @@ impl Metrics {
             "stampede_store_errors_total",
             "Failed store writes.",
             self.store_errors.load(Relaxed),
+        );
+        counter(
+            "stampede_stream_published_total",
+            "Messages acknowledged by the summary or dead-letter stream.",
+            self.stream_published.load(Relaxed),
+        );
+        counter(
+            "stampede_stream_errors_total",
+            "Failed deliveries to the summary or dead-letter stream; each is sent again.",
+            self.stream_errors.load(Relaxed),
+        );
+        counter(
+            "stampede_source_commits_total",
+            "Source positions committed, per partition.",
+            self.source_commits.load(Relaxed),
+        );
+        counter(
+            "stampede_source_commit_errors_total",
+            "Failed commits of source positions; the next checkpoint retries.",
+            self.source_commit_errors.load(Relaxed),
         );
         let _ = writeln!(s, "# HELP stampede_records_rejected_total Rejected records by reason.\n# TYPE stampede_records_rejected_total counter");
         for reason in RejectReason::ALL {

@@ -7,6 +7,15 @@
 //! pressure (summaries must not be lost); the hub with `try_send` (live views may skip a beat,
 //! the pipeline never waits for browsers). On cancellation it drains its queue, flushes every
 //! window, and ends — the stages after it end when their input closes.
+//!
+//! A [`Durable`] partition (Kafka, Kinesis) is one its source can re-read from a position. Its
+//! engine's checkpoint is handed to the source at most once a second, together with barriers
+//! sent down the store and the summary stream behind every summary and dead letter emitted so
+//! far: the source commits the checkpoint only when every barrier has come back, that is once
+//! everything that depends on the records before it is stored. Such a partition is never
+//! flushed: when its source stops it or the partition moves to another instance, it hands off —
+//! it stops, commits its last checkpoint, and leaves its open windows to the next owner, which
+//! re-reads them from the committed position and emits the same summaries (DESIGN decision 2).
 
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,8 +31,12 @@ use crate::hub::{HubInput, LiveRecord};
 use crate::metrics::METRICS;
 use crate::record::{Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::sink::store::{DeadLetter, StoreItem};
+use crate::sink::stream::StreamItem;
 use crate::time::{now_ms, Millis};
-use crate::window::{Accepted, Engine, NameId, WindowConfig};
+use crate::window::{Accepted, Checkpoint, Engine, NameId, WindowConfig};
+
+/// How often a durable partition hands its checkpoint to its source, at most.
+pub const COMMIT_EVERY_MS: Millis = 1_000;
 
 /// At most this many errors are listed in a reply.
 pub const MAX_LISTED_ERRORS: usize = 100;
@@ -34,6 +47,9 @@ pub struct Batch {
     pub payload: Bytes,
     /// One range per record, in order.
     pub records: Vec<Range<usize>>,
+    /// The source position of each record (Kafka offsets), increasing; empty when the source
+    /// has none (HTTP, file) and the partition numbers its records itself.
+    pub positions: Vec<u64>,
     /// Where to report the outcome (HTTP ingest waits for it).
     pub reply: Option<oneshot::Sender<Outcome>>,
 }
@@ -50,11 +66,50 @@ pub struct Outcome {
 }
 
 /// Where a partition's results go.
+#[derive(Clone)]
 pub struct Outputs {
     /// Summaries and dead letters (back pressure).
     pub store: mpsc::Sender<StoreItem>,
     /// Live records and summaries (never waited on).
     pub hub: mpsc::Sender<HubInput>,
+    /// The summary stream and dead-letter topic, when configured (back pressure).
+    pub stream: Option<mpsc::Sender<StreamItem>>,
+}
+
+/// What a partition is and where it starts.
+pub struct PartitionSpec {
+    /// Window settings.
+    pub window: WindowConfig,
+    /// Source kind, for dead letters: `http`, `file`, `kafka`, `kinesis`.
+    pub source: &'static str,
+    /// Partition or shard name, for logs and dead letters.
+    pub name: String,
+    /// Set for a partition its source can re-read (see the module docs).
+    pub durable: Option<Durable>,
+}
+
+/// The link between a re-readable partition and the source that commits its positions.
+pub struct Durable {
+    /// The source's own number for the partition, echoed in each [`CommitRequest`].
+    pub slot: u32,
+    /// The checkpoint committed with the position the source re-reads from, if any.
+    pub resume: Option<Checkpoint>,
+    /// Where checkpoints go.
+    pub commits: mpsc::UnboundedSender<CommitRequest>,
+}
+
+/// A checkpoint to commit once everything emitted before it is stored.
+#[derive(Debug)]
+pub struct CommitRequest {
+    /// [`Durable::slot`].
+    pub slot: u32,
+    /// The engine's state; commit [`Checkpoint::resume_position`] with it.
+    pub checkpoint: Checkpoint,
+    /// Each resolves once the summaries and dead letters sent before it are written; a closed
+    /// one (the sink gave up) means the checkpoint must not be committed.
+    pub stored: Vec<oneshot::Receiver<()>>,
+    /// The partition's last request: it has handed off and ended.
+    pub last: bool,
 }
 
 /// The latest record of one unicorn, kept beside the engine until the next live flush.
@@ -74,27 +129,35 @@ struct Partition {
     names: Vec<Option<std::sync::Arc<str>>>,
     emitted: Vec<Summary>,
     out: Outputs,
+    durable: Option<Durable>,
+    committed: Option<(Checkpoint, Millis)>,
 }
 
-/// Runs one partition until `cancel` fires (then drains and flushes) or its input closes.
+/// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
+/// drains its queue and flushes every window; a durable one hands off (see the module docs).
 pub async fn run(
-    cfg: WindowConfig,
-    source: &'static str,
-    partition: String,
+    spec: PartitionSpec,
     mut rx: mpsc::Receiver<Batch>,
     out: Outputs,
     cancel: CancellationToken,
 ) {
+    let now = now_ms();
+    let engine = match spec.durable.as_ref().and_then(|d| d.resume.as_ref()) {
+        Some(checkpoint) => Engine::resume(spec.window, checkpoint, now),
+        None => Engine::new(spec.window),
+    };
     let mut p = Partition {
-        engine: Engine::new(cfg),
-        source,
-        name: partition,
+        engine,
+        source: spec.source,
+        name: spec.name,
         next_position: 0,
         live: Vec::new(),
         live_dirty: Vec::new(),
         names: Vec::new(),
         emitted: Vec::new(),
         out,
+        durable: spec.durable,
+        committed: None,
     };
     let mut tick = interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -111,6 +174,13 @@ pub async fn run(
             },
             _ = tick.tick() => p.tick().await,
         }
+    }
+    if p.durable.is_some() {
+        // Hand-off: what is queued is re-read by the next owner, open windows are its to emit.
+        rx.close();
+        p.request_commit(now_ms(), true).await;
+        tracing::info!(partition = %p.name, stats = ?p.engine.stats(), "partition handed off");
+        return;
     }
     // Shutdown: what was queued still counts.
     rx.close();
@@ -131,8 +201,12 @@ impl Partition {
         let mut rejected_by = [0u64; 6];
         let mut late = 0u64;
         for (index, range) in batch.records.iter().enumerate() {
-            let position = self.next_position;
-            self.next_position += 1;
+            let position = batch
+                .positions
+                .get(index)
+                .copied()
+                .unwrap_or(self.next_position);
+            self.next_position = position + 1;
             let raw = batch.payload.get(range.clone()).unwrap_or_default();
             let result = decode(raw).and_then(|record| {
                 let accepted = self
@@ -176,6 +250,9 @@ impl Partition {
             }
         }
         if !dead.is_empty() {
+            if let Some(stream) = &self.out.stream {
+                send_or_log(stream, StreamItem::DeadLetters(dead.clone()), &self.name).await;
+            }
             self.store(StoreItem::DeadLetters(dead)).await;
         }
         self.engine.advance(now, &mut self.emitted);
@@ -184,6 +261,7 @@ impl Partition {
         if let Some(reply) = batch.reply {
             let _ = reply.send(outcome);
         }
+        self.maybe_commit(now).await;
     }
 
     async fn tick(&mut self) {
@@ -197,6 +275,52 @@ impl Partition {
                 .watermark_lag_ms
                 .store(now.saturating_sub(wm), Relaxed);
         }
+        self.maybe_commit(now).await;
+    }
+
+    /// Requests a commit when the last one is [`COMMIT_EVERY_MS`] old (after a batch or a tick:
+    /// a busy partition may not see its timer for a while).
+    async fn maybe_commit(&mut self, now: Millis) {
+        if self.durable.is_some()
+            && self
+                .committed
+                .as_ref()
+                .is_none_or(|(_, at)| now.saturating_sub(*at) >= COMMIT_EVERY_MS)
+        {
+            self.request_commit(now, false).await;
+        }
+    }
+
+    /// Hands the engine's checkpoint to a durable partition's source, behind a barrier in each
+    /// sink, when it changed since the last request (or unconditionally when `last`).
+    async fn request_commit(&mut self, now: Millis, last: bool) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let checkpoint = self.engine.checkpoint();
+        let unchanged = self.committed.as_ref().is_some_and(|(c, _)| *c == checkpoint);
+        if checkpoint.resume_position().is_none() || (unchanged && !last) {
+            return;
+        }
+        let mut stored = Vec::with_capacity(2);
+        let (tx, rx) = oneshot::channel();
+        stored.push(rx);
+        self.store(StoreItem::Barrier(tx)).await;
+        if let Some(stream) = &self.out.stream {
+            let (tx, rx) = oneshot::channel();
+            stored.push(rx);
+            send_or_log(stream, StreamItem::Barrier(tx), &self.name).await;
+        }
+        let request = CommitRequest {
+            slot: durable.slot,
+            checkpoint: checkpoint.clone(),
+            stored,
+            last,
+        };
+        if durable.commits.send(request).is_err() {
+            tracing::warn!(partition = %self.name, "source gone: checkpoint not committed");
+        }
+        self.committed = Some((checkpoint, now));
     }
 
     /// Sends emitted summaries to the store (waiting if it is busy) and the hub (not waiting).
@@ -218,6 +342,9 @@ impl Partition {
             .out
             .hub
             .try_send(HubInput::Summaries(summaries.clone()));
+        if let Some(stream) = &self.out.stream {
+            send_or_log(stream, StreamItem::Summaries(summaries.clone()), &self.name).await;
+        }
         self.store(StoreItem::Summaries(summaries)).await;
     }
 
@@ -251,6 +378,13 @@ impl Partition {
             }
         }
         let _ = self.out.hub.try_send(HubInput::Telemetry(records));
+    }
+}
+
+/// Hands `item` to the summary stream, waiting while it is busy.
+async fn send_or_log(stream: &mpsc::Sender<StreamItem>, item: StreamItem, partition: &str) {
+    if stream.send(item).await.is_err() {
+        tracing::error!(partition, "summary stream gone: results not published");
     }
 }
 

@@ -150,9 +150,14 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
         (&["aggregate", "--window-secs", "0"][..], "--window-secs"),
         (&["frobnicate"][..], "unrecognized subcommand"),
         (
-            &["consume", "--from", "kafka://127.0.0.1:9092/wildrydes"][..],
+            &["consume", "--from", "kinesis://wildrydes"][..],
             "not part of this build yet",
         ),
+        (
+            &["consume", "--from", "kafka://127.0.0.1:9092"][..],
+            "no topic",
+        ),
+        (&["produce", "--to", "kafka://broker/t"][..], "with its port"),
         (&["consume", "--from", "ftp://x"][..], "expected kafka://"),
     ] {
         let o = stampede(args, None);
@@ -180,65 +185,7 @@ fn empty_input_gives_no_summaries_and_success() {
     assert!(stderr(&o).contains("0 records"));
 }
 
-/// A `stampede serve` or `demo` process; killed on drop if still running.
-struct Running {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `stampede ARGS` with the store in `dir` on a free port and reads the URL it prints.
-fn start_service(args: &[&str], dir: &std::path::Path) -> Running {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
-        .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
-        .env("STAMPEDE_STORE_PATH", dir)
-        .env("STAMPEDE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run stampede");
-    let stdout = child.stdout.take().unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"))
-        .trim_end_matches('/')
-        .to_owned();
-    Running { child, url }
-}
-
-/// SIGINT (as Ctrl-C) and the exit status.
-fn interrupt(mut running: Running) -> std::process::ExitStatus {
-    let pid = running.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit within 30 s of SIGINT"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
+use crate::support::process::{interrupt, start_service};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     crate::support::service::temp_dir(name)

@@ -9,5 +9,6 @@ mod browser;
 mod cli;
 mod decode_fuzz;
 mod golden;
+mod kafka;
 mod semantics;
 mod service;

@@ -166,8 +166,8 @@ fn idle_partition_closes_its_windows_on_the_wall_clock() {
     assert_eq!(e.watermark(), T0 + 60_000);
 }
 
-/// Everything a summary says but its revision: records, distance bits, min/max vitals.
-type Content = (u64, u64, i64, i64, i64, i64);
+/// Everything a summary says: records, distance bits, min/max vitals, revision.
+type Content = (u64, u64, i64, i64, i64, i64, u64);
 
 /// A store that keeps, per key, the highest revision (a tie goes to the newer write).
 #[derive(Default)]
@@ -186,7 +186,7 @@ impl Store {
         }
     }
 
-    /// Content only: after a replay revisions may count higher, never the data.
+    /// What each window says, revision included: a replay restores revisions exactly.
     fn content(&self) -> BTreeMap<(i64, String), Content> {
         self.0
             .iter()
@@ -200,6 +200,7 @@ impl Store {
                         s.max_health_points,
                         s.min_magic_points,
                         s.max_magic_points,
+                        s.revision,
                     ),
                 )
             })

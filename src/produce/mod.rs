@@ -15,7 +15,9 @@ use stampede_producers::{Fleet, FleetConfig, Malformation, Reading};
 use crate::record::Telemetry;
 
 mod http;
+mod kafka;
 pub use http::{produce_http, HttpError, HttpReport};
+pub use kafka::{produce_kafka, KafkaProduceError};
 
 /// Records per unicorn per second, or as fast as possible.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +35,8 @@ pub enum Target {
     Stdout,
     /// Batched `POST`s to a Stampede `/ingest` endpoint.
     Http(HttpTarget),
+    /// One message per record to a Kafka topic, keyed by `Name`.
+    Kafka(crate::kafka::KafkaUrl),
 }
 
 /// `--to http://HOST:PORT/ingest` and its settings.

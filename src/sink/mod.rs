@@ -1,3 +1,6 @@
-//! Sinks: where summaries and dead letters go. The embedded store is the only one so far.
+//! Sinks: where summaries and dead letters go — the store (embedded) and, when configured, the
+//! summary and dead-letter streams.
 
+pub mod kafka;
 pub mod store;
+pub mod stream;

@@ -278,6 +278,9 @@ pub enum StoreItem {
     Summaries(Vec<Summary>),
     /// Rejected records.
     DeadLetters(Vec<DeadLetter>),
+    /// Answered once everything sent before it is committed (a durable source waits for it
+    /// before it commits its position).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Runs the writer until `rx` closes: drains what is queued, writes it in one transaction,
@@ -285,10 +288,12 @@ pub enum StoreItem {
 pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>) {
     let mut summaries = Vec::new();
     let mut dead = Vec::new();
+    let mut barriers = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut take = |item| match item {
             StoreItem::Summaries(s) => summaries.extend(s),
             StoreItem::DeadLetters(d) => dead.extend(d),
+            StoreItem::Barrier(b) => barriers.push(b),
         };
         take(first);
         while let Ok(item) = rx.try_recv() {
@@ -298,7 +303,7 @@ pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>)
             .queue_store
             .store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
         let mut backoff = std::time::Duration::from_millis(50);
-        loop {
+        while !(summaries.is_empty() && dead.is_empty()) {
             match store.write(&summaries, &dead) {
                 Ok(n) => {
                     METRICS
@@ -318,6 +323,9 @@ pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>)
         }
         summaries.clear();
         dead.clear();
+        for barrier in barriers.drain(..) {
+            let _ = barrier.send(());
+        }
     }
 }
 

@@ -159,6 +159,7 @@ pub fn read_into(
             let b = crate::pipeline::Batch {
                 payload: bytes::Bytes::from(std::mem::take(&mut payload)),
                 records: std::mem::take(&mut records),
+                positions: Vec::new(),
                 reply: None,
             };
             if tx.blocking_send(b).is_err() {

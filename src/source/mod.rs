@@ -2,3 +2,4 @@
 //! and position, to decoding and a window engine per partition.
 
 pub mod file;
+pub mod kafka;

@@ -121,9 +121,19 @@ pub(super) async fn readyz(State(state): State<WebState>) -> Response {
     let store_ok = tokio::task::spawn_blocking(move || store.writable())
         .await
         .unwrap_or(false);
-    let source_ok = !state.stopping() && !state.ingest.is_closed();
-    let body = json!({ "ready": store_ok && source_ok, "checks": { "store": store_ok, "source": source_ok } });
-    let status = if store_ok && source_ok {
+    let mut ready = store_ok;
+    let mut checks = serde_json::Map::new();
+    checks.insert("store".into(), store_ok.into());
+    let ingest_ok = !state.stopping() && !state.ingest.is_closed();
+    checks.insert("ingest".into(), ingest_ok.into());
+    ready &= ingest_ok;
+    for (name, up) in state.connections.iter() {
+        let up = up.load(std::sync::atomic::Ordering::Relaxed);
+        checks.insert((*name).into(), up.into());
+        ready &= up;
+    }
+    let body = json!({ "ready": ready, "checks": checks });
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -56,6 +56,7 @@ pub(super) async fn ingest(
     let batch = Batch {
         payload,
         records,
+        positions: Vec::new(),
         reply: Some(reply),
     };
     if state.ingest.send(batch).await.is_err() {

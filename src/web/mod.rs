@@ -39,6 +39,8 @@ pub struct WebState {
     pub stopping: Arc<AtomicBool>,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
+    /// Connections `/readyz` reports, by name (`source`, `summary_stream`): up or down.
+    pub connections: Arc<[(&'static str, Arc<AtomicBool>)]>,
 }
 
 impl WebState {

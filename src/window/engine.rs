@@ -89,7 +89,7 @@ pub struct TooLate {
 }
 
 /// What a source stores with its committed position so that a new owner can resume exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The partition's watermark (`i64::MIN` before the first record).
     pub watermark: Millis,
@@ -98,7 +98,88 @@ pub struct Checkpoint {
     pub low_water: Option<u64>,
     /// The last position pushed, if any.
     pub last_position: Option<u64>,
+    /// For each window end the watermark has passed whose window can still change: the last
+    /// position pushed when it passed (`None`: before any). A replayed record of such a window
+    /// was late exactly when its position is after that one, so a resumed engine restores each
+    /// window's `Revision` as it was.
+    pub closings: Closings,
 }
+
+/// Window ends passed by the watermark, with the position at the time, oldest first; at most
+/// `allowed_lateness / size + 1` of them (windows older than that are final).
+pub type Closings = Vec<(Millis, Option<u64>)>;
+
+impl Checkpoint {
+    /// Where a new owner re-reads from: the low-water position, or past the last record when no
+    /// window can change any more; `None` before the first record.
+    pub fn resume_position(&self) -> Option<u64> {
+        self.low_water
+            .or_else(|| self.last_position.map(|p| p.saturating_add(1)))
+    }
+
+    /// The checkpoint as the text a source stores beside the position it commits (Kafka offset
+    /// metadata, a lease row): `stampede/1 watermark=W last=P`.
+    pub fn encode(&self) -> String {
+        let mut s = format!("{CHECKPOINT_TAG} watermark={}", self.watermark);
+        if let Some(last) = self.last_position {
+            s.push_str(&format!(" last={last}"));
+        }
+        if !self.closings.is_empty() {
+            s.push_str(" closed=");
+            for (i, (end, at)) in self.closings.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                match at {
+                    Some(p) => s.push_str(&format!("{end}@{p}")),
+                    None => s.push_str(&format!("{end}@-")),
+                }
+            }
+        }
+        s
+    }
+
+    /// Reads what [`Checkpoint::encode`] wrote, for a partition committed at `position`. `None`
+    /// for anything else (an offset committed by another program), which a source treats as no
+    /// checkpoint: it starts a fresh engine there.
+    pub fn decode(text: &str, position: u64) -> Option<Checkpoint> {
+        let mut words = text.split(' ');
+        if words.next()? != CHECKPOINT_TAG {
+            return None;
+        }
+        let mut checkpoint = Checkpoint {
+            watermark: Millis::MIN,
+            low_water: Some(position),
+            last_position: None,
+            closings: Closings::new(),
+        };
+        let mut seen_watermark = false;
+        for word in words {
+            match word.split_once('=')? {
+                ("watermark", v) => {
+                    checkpoint.watermark = v.parse().ok()?;
+                    seen_watermark = true;
+                }
+                ("last", v) => checkpoint.last_position = Some(v.parse().ok()?),
+                ("closed", v) => {
+                    for item in v.split(',') {
+                        let (end, at) = item.split_once('@')?;
+                        let at = match at {
+                            "-" => None,
+                            p => Some(p.parse().ok()?),
+                        };
+                        checkpoint.closings.push((end.parse().ok()?, at));
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen_watermark.then_some(checkpoint)
+    }
+}
+
+/// The version tag of an encoded [`Checkpoint`].
+const CHECKPOINT_TAG: &str = "stampede/1";
 
 /// Counters since the engine was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,6 +218,8 @@ pub struct Engine {
     last_position: Option<u64>,
     /// While replaying after [`Engine::resume`]: the checkpoint's last position.
     replay_through: Option<u64>,
+    /// Window ends the watermark passed that can still change, with the position then.
+    closings: Closings,
     /// The unicorn of the last accepted record.
     last_unicorn: NameId,
     stats: EngineStats,
@@ -160,6 +243,7 @@ impl Engine {
             watermark_at_last_record: Millis::MIN,
             last_position: None,
             replay_through: None,
+            closings: Closings::new(),
             last_unicorn: 0,
             stats: EngineStats::default(),
         }
@@ -174,7 +258,23 @@ impl Engine {
         e.watermark_at_last_record = checkpoint.watermark;
         e.last_arrival = now;
         e.replay_through = checkpoint.last_position;
+        e.closings = checkpoint.closings.clone();
         e
+    }
+
+    /// Moves the watermark up to `to`, noting the window ends it passes (see [`Closings`]).
+    fn raise_watermark(&mut self, to: Millis) {
+        let size = self.cfg.size_ms;
+        // Only ends of windows that can still change matter: bounded by lateness / size + 1.
+        let oldest = to.saturating_sub(self.cfg.allowed_lateness_ms);
+        self.closings.retain(|(end, _)| *end > oldest);
+        let from = self.watermark.max(oldest);
+        let mut end = from.div_euclid(size).saturating_add(1).saturating_mul(size);
+        while end <= to {
+            self.closings.push((end, self.last_position));
+            end = end.saturating_add(size);
+        }
+        self.watermark = to;
     }
 
     /// The settings.
@@ -222,7 +322,15 @@ impl Engine {
                 watermark: self.watermark,
             });
         }
-        let late = end <= self.watermark;
+        let late = if replaying {
+            // As it was: late if the watermark had passed the window before this record.
+            match self.closings.iter().find(|(e, _)| *e == end) {
+                Some((_, at)) => at.is_none_or(|at| position > at),
+                None => end <= self.watermark,
+            }
+        } else {
+            end <= self.watermark
+        };
         let id = self.names.intern(&record.name);
         self.last_unicorn = id;
         let slot = self.slot(id, start, position);
@@ -263,7 +371,7 @@ impl Engine {
         };
         let candidate = t.saturating_sub(self.cfg.out_of_orderness_ms);
         if candidate > self.watermark {
-            self.watermark = candidate;
+            self.raise_watermark(candidate);
         }
         self.last_arrival = arrival;
         self.watermark_at_last_record = self.watermark;
@@ -338,7 +446,9 @@ impl Engine {
                 let idle_for = now.saturating_sub(self.last_arrival).saturating_sub(idle);
                 if idle_for > 0 {
                     let advanced = self.watermark_at_last_record.saturating_add(idle_for);
-                    self.watermark = self.watermark.max(advanced);
+                    if advanced > self.watermark {
+                        self.raise_watermark(advanced);
+                    }
                 }
             }
         }
@@ -465,6 +575,7 @@ impl Engine {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             watermark: self.watermark,
+            closings: self.closings.clone(),
             low_water: self.low_water(),
             last_position: self.last_position,
         }
@@ -567,6 +678,40 @@ mod tests {
         WindowConfig {
             idle_timeout_ms: None,
             ..WindowConfig::default()
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_through_their_text() {
+        let cases = [
+            Checkpoint {
+                watermark: 1_521_343_200_000,
+                low_water: Some(17),
+                last_position: Some(40),
+                closings: Closings::new(),
+            },
+            Checkpoint {
+                watermark: Millis::MIN,
+                low_water: Some(0),
+                last_position: None,
+                closings: Closings::new(),
+            },
+        ];
+        for c in cases {
+            let position = c.resume_position().unwrap();
+            assert_eq!(Checkpoint::decode(&c.encode(), position), Some(c));
+        }
+        let past_all = Checkpoint {
+            watermark: 5,
+            low_water: None,
+            last_position: Some(9),
+            closings: Closings::new(),
+        };
+        assert_eq!(past_all.resume_position(), Some(10));
+        let back = Checkpoint::decode(&past_all.encode(), 10).unwrap();
+        assert_eq!((back.watermark, back.last_position), (5, Some(9)));
+        for foreign in ["", "stampede/1", "other watermark=1", "stampede/1 watermark=x"] {
+            assert_eq!(Checkpoint::decode(foreign, 3), None, "{foreign:?}");
         }
     }
 

@@ -34,7 +34,7 @@
 mod engine;
 mod intern;
 
-pub use engine::{Accepted, Checkpoint, Engine, EngineStats, TooLate};
+pub use engine::{Accepted, Checkpoint, Closings, Engine, EngineStats, TooLate};
 pub use intern::{Interner, NameId};
 
 use crate::time::Millis;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod process;
 pub mod reference;
 pub mod service;
 pub mod webdriver;

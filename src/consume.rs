@@ -1,0 +1,165 @@
+//! `stampede consume --from kafka://HOST:PORT/TOPIC`: the workshop's consumer. Prints every
+//! record of every partition of a stream as indented JSON, from the end by default or from the
+//! oldest retained record with `--from-beginning`. It reads without joining a consumer group and
+//! commits nothing, so it never disturbs the service's own offsets.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+
+use crate::kafka::{client_config, KafkaUrl, Observed};
+
+/// How long the metadata request may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where `consume` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumeSource {
+    /// A Kafka topic.
+    Kafka(KafkaUrl),
+}
+
+/// Why `consume` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// No broker answered.
+    #[error("cannot reach the Kafka cluster at {brokers}: {reason}")]
+    Unreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's reason.
+        reason: String,
+    },
+    /// The topic is not there.
+    #[error("topic {0:?} does not exist")]
+    NoTopic(String),
+    /// The client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// Standard output failed.
+    #[error("cannot write: {0}")]
+    Write(#[from] io::Error),
+}
+
+/// Prints records of `source` to `out` until `count` have been printed (or forever).
+///
+/// # Errors
+/// The source is unreachable or missing, or `out` fails (a closed pipe ends quietly).
+pub fn consume(
+    source: &ConsumeSource,
+    from_beginning: bool,
+    count: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<u64, ConsumeError> {
+    match source {
+        ConsumeSource::Kafka(url) => consume_kafka(url, from_beginning, count, out),
+    }
+}
+
+fn consume_kafka(
+    url: &KafkaUrl,
+    from_beginning: bool,
+    count: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<u64, ConsumeError> {
+    let consumer: BaseConsumer<Observed> = client_config(
+        &url.brokers,
+        &[
+            ("group.id", "stampede-consume"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+        ],
+        &toml::Table::new(),
+    )
+    .create_with_context(Observed::default())?;
+    let metadata = consumer
+        .fetch_metadata(Some(&url.topic), CONNECT_TIMEOUT)
+        .map_err(|e| ConsumeError::Unreachable {
+            brokers: url.brokers.clone(),
+            reason: e.to_string(),
+        })?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == url.topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(ConsumeError::NoTopic(url.topic.clone()));
+    }
+    let start = if from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for &p in &partitions {
+        tpl.add_partition_offset(&url.topic, p, start)?;
+    }
+    consumer.assign(&tpl)?;
+    eprintln!(
+        "reading {} ({} partitions) from {}{}",
+        url.topic,
+        partitions.len(),
+        if from_beginning { "the beginning" } else { "the end" },
+        if count.is_none() { "; Ctrl-C to stop" } else { "" }
+    );
+    let limit = count.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    while printed < limit {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka consumer error");
+                continue;
+            }
+        };
+        let payload = message.payload().unwrap_or_default();
+        let written = write_record(out, payload);
+        match written {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            other => other?,
+        }
+        printed += 1;
+    }
+    Ok(printed)
+}
+
+/// One record as indented JSON, or as text when it is not JSON (malformed records are part of
+/// the stream too).
+fn write_record(out: &mut dyn Write, payload: &[u8]) -> io::Result<()> {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(value) => {
+            serde_json::to_writer_pretty(&mut *out, &value)?;
+            out.write_all(b"\n")?;
+        }
+        Err(_) => {
+            out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_print_indented_and_non_json_as_text() {
+        let mut out = Vec::new();
+        write_record(&mut out, br#"{"Name":"Shadowfax","HealthPoints":150}"#).unwrap();
+        write_record(&mut out, b"{not json").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\n  \"HealthPoints\": 150,\n  \"Name\": \"Shadowfax\"\n}\n{not json\n"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The Kafka summary stream and dead-letter topic (`[summary_stream] kind = "kafka"`; dead
+//! letters of a Kafka source): an idempotent producer with `acks=all`, summaries keyed by `Name`
+//! so that one unicorn's summaries stay in order in one partition, dead letters with the raw
+//! bytes as the value and `reason`, `field` and `origin` headers.
+//!
+//! Every message is kept until the broker acknowledges it; a failed delivery is sent again
+//! (with backoff) rather than dropped, so a barrier is answered only when everything before it
+//! is in the topic.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::kafka::{client_config, Observed};
+use crate::metrics::METRICS;
+use crate::sink::stream::StreamItem;
+
+/// Messages awaiting acknowledgement before the oldest is waited for.
+const MAX_IN_FLIGHT: usize = 50_000;
+
+/// Producer settings Stampede's guarantees rest on (the user's options cannot change them).
+pub const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("statistics.interval.ms", "1000"),
+    // Deliveries are retried by us after this, so a long outage loses nothing.
+    ("message.timeout.ms", "30000"),
+];
+
+/// A message kept until it is acknowledged.
+struct Outgoing {
+    producer: FutureProducer<Observed>,
+    topic: Arc<str>,
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// Where one kind of message goes: a cluster's producer and a topic.
+#[derive(Clone)]
+pub struct KafkaTopic {
+    producer: FutureProducer<Observed>,
+    topic: Arc<str>,
+}
+
+impl KafkaTopic {
+    /// A producer for `topic` on `brokers` (with the pass-through `options`); `observed`
+    /// carries its readiness flag.
+    ///
+    /// # Errors
+    /// librdkafka refused the settings (a pass-through option it does not know, say).
+    pub fn new(
+        brokers: &str,
+        options: &toml::Table,
+        topic: &str,
+        observed: Observed,
+    ) -> Result<KafkaTopic, KafkaError> {
+        let producer = client_config(brokers, &PRODUCER_DEFAULTS, &producer_options(options))
+            .create_with_context(observed)?;
+        Ok(KafkaTopic {
+            producer,
+            topic: Arc::from(topic),
+        })
+    }
+
+    /// The same producer (cluster) writing to another topic.
+    pub fn with_topic(&self, topic: &str) -> KafkaTopic {
+        KafkaTopic {
+            producer: self.producer.clone(),
+            topic: Arc::from(topic),
+        }
+    }
+}
+
+/// The producer side of the stream task.
+pub struct KafkaSink {
+    summaries: Option<KafkaTopic>,
+    dead_letters: Option<KafkaTopic>,
+    in_flight: VecDeque<(Outgoing, DeliveryFuture)>,
+    waiting: Vec<oneshot::Sender<()>>,
+}
+
+impl KafkaSink {
+    /// Publishes summaries to `summaries` and dead letters to `dead_letters` (each optional).
+    pub fn new(summaries: Option<KafkaTopic>, dead_letters: Option<KafkaTopic>) -> KafkaSink {
+        KafkaSink {
+            summaries,
+            dead_letters,
+            in_flight: VecDeque::new(),
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Publishes until `rx` closes, then waits for every acknowledgement.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<StreamItem>) {
+        while let Some(item) = rx.recv().await {
+            match item {
+                StreamItem::Summaries(summaries) => {
+                    let Some(topic) = self.summaries.clone() else {
+                        continue;
+                    };
+                    for s in summaries {
+                        let mut payload = String::with_capacity(256);
+                        s.write_json(&mut payload);
+                        self.send(Outgoing {
+                            producer: topic.producer.clone(),
+                            topic: Arc::clone(&topic.topic),
+                            key: Some(s.name),
+                            payload: payload.into_bytes(),
+                            headers: None,
+                        })
+                        .await;
+                    }
+                }
+                StreamItem::DeadLetters(dead) => {
+                    let Some(topic) = self.dead_letters.clone() else {
+                        continue;
+                    };
+                    for d in dead {
+                        let origin = format!("{}:{}@{}", d.source, d.partition, d.position);
+                        let mut headers = OwnedHeaders::new_with_capacity(3)
+                            .insert(Header {
+                                key: "reason",
+                                value: Some(d.reason.as_str()),
+                            })
+                            .insert(Header {
+                                key: "origin",
+                                value: Some(origin.as_str()),
+                            });
+                        if let Some(field) = d.field {
+                            headers = headers.insert(Header {
+                                key: "field",
+                                value: Some(field.as_str()),
+                            });
+                        }
+                        self.send(Outgoing {
+                            producer: topic.producer.clone(),
+                            topic: Arc::clone(&topic.topic),
+                            key: None,
+                            payload: d.raw,
+                            headers: Some(headers),
+                        })
+                        .await;
+                    }
+                }
+                StreamItem::Barrier(ack) => {
+                    self.waiting.push(ack);
+                    // Wait only when nothing else is queued: barriers close together share it.
+                    if rx.is_empty() {
+                        self.settle().await;
+                    }
+                }
+            }
+        }
+        self.settle().await;
+    }
+
+    /// Queues one message, first waiting for the oldest when too many are in flight.
+    async fn send(&mut self, out: Outgoing) {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.settle_oldest().await;
+        }
+        let delivery = enqueue(&out).await;
+        self.in_flight.push_back((out, delivery));
+    }
+
+    /// Waits for the oldest message's acknowledgement, sending it again until it succeeds.
+    async fn settle_oldest(&mut self) {
+        let Some((out, mut delivery)) = self.in_flight.pop_front() else {
+            return;
+        };
+        loop {
+            let failure = match delivery.await {
+                Ok(Ok(_)) => {
+                    METRICS.stream_published.fetch_add(1, Relaxed);
+                    return;
+                }
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => "the producer dropped the message".to_owned(),
+            };
+            METRICS.stream_errors.fetch_add(1, Relaxed);
+            tracing::warn!(topic = %out.topic, error = %failure, "Kafka delivery failed; sending again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            delivery = enqueue(&out).await;
+        }
+    }
+
+    /// Waits until everything sent is acknowledged, then answers the waiting barriers.
+    async fn settle(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await;
+        }
+        for ack in self.waiting.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Hands one message to librdkafka, waiting while its queue is full or it refuses.
+async fn enqueue(out: &Outgoing) -> DeliveryFuture {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let mut record = FutureRecord::to(&out.topic).payload(&out.payload);
+        if let Some(key) = &out.key {
+            record = record.key(key);
+        }
+        if let Some(h) = &out.headers {
+            record = record.headers(h.clone());
+        }
+        match out.producer.send_result(record) {
+            Ok(delivery) => return delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
+            Err((e, _)) => {
+                METRICS.stream_errors.fetch_add(1, Relaxed);
+                tracing::error!(topic = %out.topic, error = %e, "cannot queue a message for Kafka; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The pass-through options minus the consumer-only ones, which a producer would warn about.
+pub fn producer_options(options: &toml::Table) -> toml::Table {
+    const CONSUMER_ONLY: [&str; 6] = [
+        "group.id",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "partition.assignment.strategy",
+    ];
+    options
+        .iter()
+        .filter(|(k, _)| !CONSUMER_ONLY.contains(&k.as_str()) && !k.starts_with("fetch."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}

@@ -1,0 +1,257 @@
+//! Kafka end to end, against the real broker `scripts/test` starts: produce → `serve` → summary
+//! topic equals `aggregate` on the same data (partition by partition), dead letters with their
+//! reasons, failover in a consumer group with SIGKILL, SIGKILL and restart, a broker outage, and
+//! the CLI's errors.
+//!
+//! The expected summaries come from reading the telemetry topic back and running `stampede
+//! aggregate` on each partition — the batch path, itself checked against an independent
+//! reference in `cli` and `golden`. Each test uses its own topics and group.
+//!
+//! The failover test kills the member that joined second. The tansu broker (0.6.0) never evicts
+//! a dead group *leader*: the survivor's JoinGroup keeps naming the dead member as leader and
+//! SyncGroup never completes, so no partition is ever reassigned (seen with librdkafka's `cgrp`
+//! debug log). Apache Kafka evicts any member whose session expires; the service does not care
+//! which one dies.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::kafka::{
+    assert_same, await_summaries, broker, close_all_windows, create_topic, expected, produce,
+    read_topic, unique, PrivateBroker, ServeConfig,
+};
+use crate::support::process::{http_get, http_get_json, signal, start_service_with, Running};
+use crate::support::service::temp_dir;
+
+/// Start of the simulated data; the sentinels that close every window come an hour later.
+const START: &str = "2026-01-01 00:00:00";
+const SECOND_HALF: &str = "2026-01-01 00:04:10";
+const SENTINEL: &str = "2026-01-01 02:00:00";
+
+struct Topics {
+    brokers: String,
+    telemetry: String,
+    summaries: String,
+    dead_letters: String,
+    group: String,
+}
+
+impl Topics {
+    fn new(brokers: &str, name: &str) -> Topics {
+        let t = Topics {
+            brokers: brokers.to_owned(),
+            telemetry: unique(&format!("{name}-telemetry")),
+            summaries: unique(&format!("{name}-summary")),
+            dead_letters: unique(&format!("{name}-dlq")),
+            group: unique(&format!("{name}-group")),
+        };
+        create_topic(brokers, &t.telemetry, 4);
+        create_topic(brokers, &t.summaries, 4);
+        create_topic(brokers, &t.dead_letters, 1);
+        t
+    }
+
+    fn serve(&self, dir: &std::path::Path) -> Running {
+        let config = ServeConfig {
+            brokers: &self.brokers,
+            topic: &self.telemetry,
+            group: &self.group,
+            summaries: &self.summaries,
+            dead_letters: &self.dead_letters,
+        }
+        .write(dir);
+        let store = dir.join(format!("store-{}", unique("s")));
+        start_service_with(
+            &["serve", "--config", config.to_str().unwrap()],
+            &store,
+            &[],
+        )
+    }
+
+    /// The second half of the data and the sentinels, then what `aggregate` expects.
+    fn finish(&self, dir: &std::path::Path) -> (crate::support::kafka::Summaries, Vec<(String, Vec<u8>)>) {
+        produce(&self.brokers, &self.telemetry, 10_000, SECOND_HALF, 8);
+        close_all_windows(&self.brokers, &self.telemetry, 4, SENTINEL);
+        expected(&read_topic(&self.brokers, &self.telemetry), dir)
+    }
+}
+
+fn metric(url: &str, name: &str) -> u64 {
+    let text = http_get(&format!("{url}/metrics")).1;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `f` holds, for at most `secs`.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic() {
+    let brokers = broker();
+    let dir = temp_dir("kafka-e2e");
+    let t = Topics::new(&brokers, "e2e");
+    produce(&brokers, &t.telemetry, 10_000, START, 7);
+    let serve = t.serve(&dir);
+    let (want, rejected) = t.finish(&dir);
+    assert!(want.len() > 300, "{} windows", want.len());
+    let got = await_summaries(&brokers, &t.summaries, &want);
+    assert_same(&got, &want);
+    assert!(
+        got.values().any(|s| s["Revision"].as_u64() > Some(0)),
+        "late records restated some windows"
+    );
+
+    // Every rejected record, and nothing else, is in the dead-letter topic with its reason.
+    let mut dead: Vec<(String, Vec<u8>)> = Vec::new();
+    eventually(30, "dead letters", || {
+        dead = read_topic(&brokers, &t.dead_letters)
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let origin = &m.headers["origin"];
+                assert!(origin.starts_with(&format!("kafka:{}/", t.telemetry)), "{origin}");
+                (m.headers["reason"].clone(), m.payload)
+            })
+            .collect();
+        dead.len() >= rejected.len()
+    });
+    dead.sort();
+    assert_eq!(dead, rejected);
+    let reasons: std::collections::BTreeSet<&str> = dead.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        reasons.contains("malformed_json") && reasons.contains("too_late"),
+        "{reasons:?}"
+    );
+    // The store has them too.
+    let stored: Value =
+        http_get_json(&format!("{}/api/dead-letters?limit=1000", serve.url));
+    assert_eq!(stored.as_array().map(Vec::len), Some(rejected.len()));
+    let ready: Value = http_get_json(&format!("{}/readyz", serve.url));
+    assert_eq!(ready["checks"]["source"], true, "{ready}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
+    let brokers = broker();
+    let dir = temp_dir("kafka-failover");
+    let t = Topics::new(&brokers, "failover");
+    produce(&brokers, &t.telemetry, 10_000, START, 11);
+    let a = t.serve(&dir);
+    eventually(60, "first instance consuming", || {
+        metric(&a.url, "stampede_records_in_total") > 0
+    });
+    let b = t.serve(&dir);
+    // The group rebalances: the second instance takes partitions from the first (hand-off).
+    eventually(60, "second instance consuming", || {
+        metric(&b.url, "stampede_records_in_total") > 0
+    });
+    eventually(60, "first instance committing", || {
+        metric(&a.url, "stampede_source_commits_total") > 0
+    });
+    // Mid-stream: the second half is being written while the first instance dies unflushed.
+    let producer = {
+        let (brokers, topic) = (brokers.clone(), t.telemetry.clone());
+        std::thread::spawn(move || produce(&brokers, &topic, 10_000, SECOND_HALF, 12))
+    };
+    // The second member dies (see the module docs for why not the first).
+    b.kill();
+    producer.join().unwrap();
+    close_all_windows(&brokers, &t.telemetry, 4, SENTINEL);
+    let (want, _) = expected(&read_topic(&brokers, &t.telemetry), &dir);
+    let got = await_summaries(&brokers, &t.summaries, &want);
+    assert_same(&got, &want);
+    drop(a);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn kafka_sigkill_and_restart_resume_from_the_committed_checkpoint() {
+    let brokers = broker();
+    let dir = temp_dir("kafka-restart");
+    let t = Topics::new(&brokers, "restart");
+    produce(&brokers, &t.telemetry, 10_000, START, 21);
+    let first = t.serve(&dir);
+    eventually(60, "committing", || {
+        metric(&first.url, "stampede_source_commits_total") >= 4
+    });
+    first.kill();
+    let second = t.serve(&dir);
+    let (want, _) = t.finish(&dir);
+    let got = await_summaries(&brokers, &t.summaries, &want);
+    assert_same(&got, &want);
+    assert!(
+        metric(&second.url, "stampede_records_in_total") < 20_004,
+        "the restart re-read from the committed position, not from the beginning"
+    );
+    // A graceful stop hands the partitions off (commits, emits no partial window) and exits 0.
+    assert!(signal(second, "-TERM").success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
+    let dir = temp_dir("kafka-outage");
+    let mut broker = PrivateBroker::start(&dir);
+    let t = Topics::new(&broker.addr, "outage");
+    produce(&broker.addr, &t.telemetry, 10_000, START, 31);
+    let serve = t.serve(&dir);
+    eventually(60, "committing", || {
+        metric(&serve.url, "stampede_source_commits_total") > 0
+    });
+    broker.stop();
+    let ready_url = format!("{}/readyz", serve.url);
+    eventually(30, "/readyz reporting the lost broker", || {
+        let (status, body) = http_get(&ready_url);
+        status == 503 && body.contains("\"source\":false")
+    });
+    // The outage itself: 20 s without a broker.
+    std::thread::sleep(Duration::from_secs(20));
+    broker.restart();
+    eventually(60, "/readyz recovering", || {
+        http_get(&ready_url).0 == 200
+    });
+    let (want, _) = t.finish(&dir);
+    let got = await_summaries(&broker.addr, &t.summaries, &want);
+    assert_same(&got, &want);
+    drop(serve);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn kafka_cli_errors_are_clear() {
+    let brokers = broker();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let missing = format!("kafka://{brokers}/{}", unique("no-such-topic"));
+    let o = run(&["produce", "--msgs", "1", "--to", &missing]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let o = run(&["produce", "--msgs", "1", "--to", "kafka://127.0.0.1:1/wildrydes"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Kafka cluster"));
+
+    // consume prints what produce wrote, as indented JSON.
+    let topic = unique("consume");
+    create_topic(&brokers, &topic, 2);
+    let url = format!("kafka://{brokers}/{topic}");
+    let o = run(&["produce", "--name", "Shadowfax", "--msgs", "5", "--rate", "max", "--to", &url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["consume", "--from", &url, "--from-beginning", "--count", "5"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.matches("\"Name\": \"Shadowfax\"").count(), 5, "{text}");
+    assert!(text.starts_with("{\n  \""), "{text}");
+}

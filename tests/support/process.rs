@@ -1,0 +1,110 @@
+//! The `stampede` binary as a running service: start it on a free port, read the URL it prints,
+//! stop it with a signal or kill it.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `stampede serve` or `demo` process; killed on drop if still running.
+pub struct Running {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// SIGKILL: no flush, no hand-off, no last commit.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Starts `stampede ARGS` with the store in `dir` on a free port and reads the URL it prints.
+pub fn start_service(args: &[&str], dir: &std::path::Path) -> Running {
+    start_service_with(args, dir, &[])
+}
+
+/// As [`start_service`], with more environment variables (`STAMPEDE_*` config overrides).
+pub fn start_service_with(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(args)
+        .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
+        .env("STAMPEDE_STORE_PATH", dir)
+        .env(
+            "STAMPEDE_LOG",
+            std::env::var("STAMPEDE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run stampede");
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    Running { child, url }
+}
+
+/// SIGINT (as Ctrl-C) and the exit status.
+pub fn interrupt(running: Running) -> std::process::ExitStatus {
+    signal(running, "-INT")
+}
+
+/// Sends `sig` (as `kill` spells it) and waits up to 30 s for the exit status.
+pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 30 s of {sig}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET url` over a plain HTTP/1.0 connection: status and body.
+pub fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// `GET url`, parsed as JSON.
+pub fn http_get_json(url: &str) -> serde_json::Value {
+    let (status, body) = http_get(url);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
