@@ -13,6 +13,9 @@
 //! in every telemetry frame (a byte search, no JSON parse, so that the tool stays cheap) and
 //! records now − probe time: how old the freshest data in a frame is when a browser gets it.
 //! `--idle` only connects the clients and reports the server's resident memory per client.
+//! `--kafka HOST:PORT/TOPIC` writes the records to that topic instead of posting them (one
+//! message each, keyed by name, `linger.ms=0`), for a server whose source is that topic: the
+//! probe's age then covers produce → broker → consumer → engine → hub → WebSocket.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -34,6 +37,7 @@ struct Args {
     idle: bool,
     server_pid: Option<u32>,
     interval_ms: u64,
+    kafka: Option<String>,
 }
 
 fn args() -> Args {
@@ -46,6 +50,7 @@ fn args() -> Args {
         idle: false,
         server_pid: None,
         interval_ms: 10,
+        kafka: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +64,7 @@ fn args() -> Args {
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             "--idle" => a.idle = true,
             "--interval-ms" => a.interval_ms = val().parse().expect("--interval-ms N"),
+            "--kafka" => a.kafka = Some(val()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -150,6 +156,15 @@ async fn main() {
         }));
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let kafka = a.kafka.as_deref().map(|spec| {
+        let (brokers, topic) = spec.split_once('/').expect("--kafka HOST:PORT/TOPIC");
+        let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "0")
+            .create()
+            .expect("kafka producer");
+        (producer, topic.to_owned())
+    });
     let ingest: hyper::Uri = format!("{}/ingest", a.url).parse().expect("url");
     let per_batch = (a.rate * a.interval_ms / 1_000).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(a.interval_ms.max(1)));
@@ -170,6 +185,19 @@ async fn main() {
         body.push_str(&format!(
             "{{\"Name\":\"~probe\",\"StatusTime\":\"{t}\",\"Latitude\":40.75,\"Longitude\":-73.98,\"Distance\":0,\"HealthPoints\":1,\"MagicPoints\":1}}\n"
         ));
+        if let Some((producer, topic)) = &kafka {
+            for line in body.lines() {
+                let key = &line[9..line[9..].find('"').map_or(9, |n| n + 9)];
+                let record = rdkafka::producer::BaseRecord::to(topic)
+                    .key(key)
+                    .payload(line);
+                if producer.send(record).is_ok() {
+                    sent += 1;
+                }
+            }
+            producer.poll(Duration::ZERO);
+            continue;
+        }
         let req = hyper::Request::post(ingest.clone())
             .body(Full::new(Bytes::from(body)))
             .expect("request");

@@ -240,11 +240,12 @@ fn stream_sink(
     } else {
         None
     };
-    let dead_letters = if config.source.kind == "kafka" && !config.source.dead_letters.is_empty()
-    {
+    let dead_letters = if config.source.kind == "kafka" && !config.source.dead_letters.is_empty() {
         let topic = &config.source.dead_letters;
         match &summaries {
-            Some(s) if config.summary_brokers() == config.source.brokers => Some(s.with_topic(topic)),
+            Some(s) if config.summary_brokers() == config.source.brokers => {
+                Some(s.with_topic(topic))
+            }
             _ => Some(
                 KafkaTopic::new(&config.source.brokers, options, topic, Observed::default())
                     .context("cannot create the Kafka dead-letter producer (source.brokers)")?,
@@ -256,5 +257,8 @@ fn stream_sink(
     if summaries.is_none() && dead_letters.is_none() {
         return Ok(None);
     }
-    Ok(Some(StreamSink::Kafka(KafkaSink::new(summaries, dead_letters))))
+    Ok(Some(StreamSink::Kafka(KafkaSink::new(
+        summaries,
+        dead_letters,
+    ))))
 }

@@ -105,8 +105,16 @@ fn consume_kafka(
         "reading {} ({} partitions) from {}{}",
         url.topic,
         partitions.len(),
-        if from_beginning { "the beginning" } else { "the end" },
-        if count.is_none() { "; Ctrl-C to stop" } else { "" }
+        if from_beginning {
+            "the beginning"
+        } else {
+            "the end"
+        },
+        if count.is_none() {
+            "; Ctrl-C to stop"
+        } else {
+            ""
+        }
     );
     let limit = count.unwrap_or(u64::MAX);
     let mut printed = 0u64;

@@ -61,7 +61,11 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 /// librdkafka settings: `defaults` first, then the user's pass-through `options` (which win).
-pub fn client_config(brokers: &str, defaults: &[(&str, &str)], options: &toml::Table) -> ClientConfig {
+pub fn client_config(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    options: &toml::Table,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config.set_log_level(RDKafkaLogLevel::Warning);

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub source_commits: AtomicU64,
     /// Failed commits of source positions (retried with the next checkpoint).
     pub source_commit_errors: AtomicU64,
+    /// Partitions (or shards) this instance currently owns.
+    pub source_partitions: AtomicI64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -79,6 +81,7 @@ pub static METRICS: Metrics = Metrics {
     stream_errors: ZERO,
     source_commits: ZERO,
     source_commit_errors: ZERO,
+    source_partitions: AtomicI64::new(0),
 };
 
 impl Metrics {
@@ -183,6 +186,12 @@ impl Metrics {
             "Connected WebSocket clients.",
             "",
             self.ws_clients.load(Relaxed),
+        );
+        gauge(
+            "stampede_source_partitions",
+            "Stream partitions (Kafka) this instance owns now.",
+            "",
+            self.source_partitions.load(Relaxed),
         );
         let _ = writeln!(s, "# HELP stampede_queue_depth Items waiting between pipeline stages.\n# TYPE stampede_queue_depth gauge");
         for (stage, v) in [

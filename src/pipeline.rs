@@ -298,7 +298,10 @@ impl Partition {
             return;
         };
         let checkpoint = self.engine.checkpoint();
-        let unchanged = self.committed.as_ref().is_some_and(|(c, _)| *c == checkpoint);
+        let unchanged = self
+            .committed
+            .as_ref()
+            .is_some_and(|(c, _)| *c == checkpoint);
         if checkpoint.resume_position().is_none() || (unchanged && !last) {
             return;
         }

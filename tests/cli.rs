@@ -157,7 +157,10 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
             &["consume", "--from", "kafka://127.0.0.1:9092"][..],
             "no topic",
         ),
-        (&["produce", "--to", "kafka://broker/t"][..], "with its port"),
+        (
+            &["produce", "--to", "kafka://broker/t"][..],
+            "with its port",
+        ),
         (&["consume", "--from", "ftp://x"][..], "expected kafka://"),
     ] {
         let o = stampede(args, None);

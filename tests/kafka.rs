@@ -70,7 +70,10 @@ impl Topics {
     }
 
     /// The second half of the data and the sentinels, then what `aggregate` expects.
-    fn finish(&self, dir: &std::path::Path) -> (crate::support::kafka::Summaries, Vec<(String, Vec<u8>)>) {
+    fn finish(
+        &self,
+        dir: &std::path::Path,
+    ) -> (crate::support::kafka::Summaries, Vec<(String, Vec<u8>)>) {
         produce(&self.brokers, &self.telemetry, 10_000, SECOND_HALF, 8);
         close_all_windows(&self.brokers, &self.telemetry, 4, SENTINEL);
         expected(&read_topic(&self.brokers, &self.telemetry), dir)
@@ -117,7 +120,10 @@ fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic()
             .flatten()
             .map(|m| {
                 let origin = &m.headers["origin"];
-                assert!(origin.starts_with(&format!("kafka:{}/", t.telemetry)), "{origin}");
+                assert!(
+                    origin.starts_with(&format!("kafka:{}/", t.telemetry)),
+                    "{origin}"
+                );
                 (m.headers["reason"].clone(), m.payload)
             })
             .collect();
@@ -131,8 +137,7 @@ fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic()
         "{reasons:?}"
     );
     // The store has them too.
-    let stored: Value =
-        http_get_json(&format!("{}/api/dead-letters?limit=1000", serve.url));
+    let stored: Value = http_get_json(&format!("{}/api/dead-letters?limit=1000", serve.url));
     assert_eq!(stored.as_array().map(Vec::len), Some(rejected.len()));
     let ready: Value = http_get_json(&format!("{}/readyz", serve.url));
     assert_eq!(ready["checks"]["source"], true, "{ready}");
@@ -216,9 +221,7 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     // The outage itself: 20 s without a broker.
     std::thread::sleep(Duration::from_secs(20));
     broker.restart();
-    eventually(60, "/readyz recovering", || {
-        http_get(&ready_url).0 == 200
-    });
+    eventually(60, "/readyz recovering", || http_get(&ready_url).0 == 200);
     let (want, _) = t.finish(&dir);
     let got = await_summaries(&broker.addr, &t.summaries, &want);
     assert_same(&got, &want);
@@ -239,7 +242,13 @@ fn kafka_cli_errors_are_clear() {
     let o = run(&["produce", "--msgs", "1", "--to", &missing]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
-    let o = run(&["produce", "--msgs", "1", "--to", "kafka://127.0.0.1:1/wildrydes"]);
+    let o = run(&[
+        "produce",
+        "--msgs",
+        "1",
+        "--to",
+        "kafka://127.0.0.1:1/wildrydes",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Kafka cluster"));
 
@@ -247,9 +256,26 @@ fn kafka_cli_errors_are_clear() {
     let topic = unique("consume");
     create_topic(&brokers, &topic, 2);
     let url = format!("kafka://{brokers}/{topic}");
-    let o = run(&["produce", "--name", "Shadowfax", "--msgs", "5", "--rate", "max", "--to", &url]);
+    let o = run(&[
+        "produce",
+        "--name",
+        "Shadowfax",
+        "--msgs",
+        "5",
+        "--rate",
+        "max",
+        "--to",
+        &url,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = run(&["consume", "--from", &url, "--from-beginning", "--count", "5"]);
+    let o = run(&[
+        "consume",
+        "--from",
+        &url,
+        "--from-beginning",
+        "--count",
+        "5",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     assert_eq!(text.matches("\"Name\": \"Shadowfax\"").count(), 5, "{text}");

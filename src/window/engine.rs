@@ -710,7 +710,12 @@ mod tests {
         assert_eq!(past_all.resume_position(), Some(10));
         let back = Checkpoint::decode(&past_all.encode(), 10).unwrap();
         assert_eq!((back.watermark, back.last_position), (5, Some(9)));
-        for foreign in ["", "stampede/1", "other watermark=1", "stampede/1 watermark=x"] {
+        for foreign in [
+            "",
+            "stampede/1",
+            "other watermark=1",
+            "stampede/1 watermark=x",
+        ] {
             assert_eq!(Checkpoint::decode(foreign, 3), None, "{foreign:?}");
         }
     }

@@ -194,7 +194,11 @@ pub fn expected(partitions: &[Vec<Msg>], dir: &Path) -> (Summaries, Vec<(String,
             .arg(&file)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let v: Value = serde_json::from_str(line).unwrap();
             if !is_sentinel(&v) {
@@ -218,7 +222,9 @@ pub fn expected(partitions: &[Vec<Msg>], dir: &Path) -> (Summaries, Vec<(String,
 }
 
 fn is_sentinel(v: &Value) -> bool {
-    v["Name"].as_str().is_some_and(|n| n.starts_with("zz-sentinel-"))
+    v["Name"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("zz-sentinel-"))
 }
 
 fn key(v: &Value) -> (String, String) {
@@ -260,8 +266,16 @@ pub fn await_summaries(brokers: &str, topic: &str, want: &Summaries) -> Summarie
 
 /// Compares two summary sets and says where they differ.
 pub fn assert_same(got: &Summaries, want: &Summaries) {
-    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).take(5).collect();
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = got
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .take(5)
+        .collect();
     let wrong: Vec<_> = want
         .iter()
         .filter_map(|(k, v)| got.get(k).filter(|g| *g != v).map(|g| (v, g)))
@@ -380,7 +394,13 @@ impl PrivateBroker {
         });
         let url = format!("tcp://{}", self.addr);
         let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             // tansu reads the path of a sqlite:// URL relative to its working directory.
             .args(["--storage-engine", "sqlite://broker.db"])
             .current_dir(&self.dir)
@@ -391,7 +411,11 @@ impl PrivateBroker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&self.addr).is_err() {
-            assert!(Instant::now() < deadline, "broker did not listen on {}", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "broker did not listen on {}",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

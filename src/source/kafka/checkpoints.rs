@@ -63,7 +63,11 @@ impl Checkpoints {
     ) -> KafkaResult<Checkpoints> {
         let producer: BaseProducer<Deliveries> = client_config(
             brokers,
-            &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "0")],
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+            ],
             &crate::sink::kafka::producer_options(options),
         )
         .create_with_context(Deliveries::default())?;
@@ -236,7 +240,6 @@ fn parse(value: &str) -> Option<Saved> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::Closings;
 
     #[test]
     fn records_parse_back() {

@@ -45,10 +45,10 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::{client_config, Observed};
 
 mod checkpoints;
-use checkpoints::Checkpoints;
 use crate::metrics::METRICS;
 use crate::pipeline::{self, Batch, CommitRequest, Durable, Outputs, PartitionSpec};
 use crate::window::{Checkpoint, WindowConfig};
+use checkpoints::Checkpoints;
 
 /// Records per batch handed to an engine, at most.
 const BATCH_RECORDS: usize = 2_048;
@@ -64,13 +64,15 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Consumer settings the guarantees rest on; the user's pass-through options come after them
 /// (those that would break a guarantee are refused when the config is checked).
-const CONSUMER_DEFAULTS: [(&str, &str); 6] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
     ("partition.assignment.strategy", "cooperative-sticky"),
     ("statistics.interval.ms", "1000"),
     ("enable.partition.eof", "false"),
+    // A live dashboard: a broker with nothing new answers a fetch within 50 ms, not 500.
+    ("fetch.wait.max.ms", "50"),
 ];
 
 /// What the source needs from the configuration.
@@ -228,7 +230,10 @@ impl ConsumerContext for GroupContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let start = self.assign(consumer, tpl);
@@ -266,7 +271,11 @@ impl GroupContext {
 
     /// Starts an engine for each newly assigned partition, resumed from its committed
     /// checkpoint; returns the assignment with each partition's start offset made explicit.
-    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> TopicPartitionList {
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> TopicPartitionList {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let saved = self.saved(&partitions);
         let committed = self.committed(consumer, tpl);
@@ -297,9 +306,17 @@ impl GroupContext {
                 }
             }
             if offset.is_some() && resume.is_none() {
-                tracing::warn!(partition, "committed offset has no Stampede checkpoint: starting a fresh engine there");
+                tracing::warn!(
+                    partition,
+                    "committed offset has no Stampede checkpoint: starting a fresh engine there"
+                );
             }
-            tracing::info!(partition, ?offset, resumed = resume.is_some(), "kafka partition assigned");
+            tracing::info!(
+                partition,
+                ?offset,
+                resumed = resume.is_some(),
+                "kafka partition assigned"
+            );
             let slot = state.next_slot;
             state.next_slot += 1;
             let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
@@ -333,6 +350,9 @@ impl GroupContext {
                 old.handoff.cancel();
             }
         }
+        METRICS
+            .source_partitions
+            .store(state.owned.len() as i64, Ordering::Relaxed);
         self.changed.store(true, Ordering::Release);
         start
     }
@@ -354,7 +374,9 @@ impl GroupContext {
                 }
             }
         }
-        tracing::error!("kafka: saved checkpoints unreadable; partitions start from their committed offsets");
+        tracing::error!(
+            "kafka: saved checkpoints unreadable; partitions start from their committed offsets"
+        );
         HashMap::new()
     }
 
@@ -376,7 +398,9 @@ impl GroupContext {
                 }
             }
         }
-        tracing::error!("kafka: committed offsets unreadable; partitions start from auto.offset.reset");
+        tracing::error!(
+            "kafka: committed offsets unreadable; partitions start from auto.offset.reset"
+        );
         None
     }
 
@@ -385,10 +409,14 @@ impl GroupContext {
     fn hand_off(&self, consumer: &BaseConsumer<Self>, partitions: &[i32], lost: bool) {
         let stopping: Vec<(i32, Owned)> = {
             let mut state = self.state();
-            partitions
+            let stopping = partitions
                 .iter()
                 .filter_map(|p| state.owned.remove(p).map(|o| (*p, o)))
-                .collect()
+                .collect();
+            METRICS
+                .source_partitions
+                .store(state.owned.len() as i64, Ordering::Relaxed);
+            stopping
         };
         self.changed.store(true, Ordering::Release);
         if stopping.is_empty() {
@@ -412,7 +440,10 @@ impl GroupContext {
             }
         }
         if lost {
-            tracing::warn!(?partitions, "kafka: assignment lost; the new owner re-reads from the last commit");
+            tracing::warn!(
+                ?partitions,
+                "kafka: assignment lost; the new owner re-reads from the last commit"
+            );
             self.drop_pending(&slots);
             return;
         }
@@ -454,7 +485,12 @@ fn collect_requests(state: &mut State) {
 /// `handed_off` (in the order their slots were listed).
 fn slot_partitions(state: &State, handed_off_slots: &[u32], handed_off: &[i32]) -> Vec<(u32, i32)> {
     let mut owners: Vec<(u32, i32)> = state.owned.iter().map(|(p, o)| (o.slot, *p)).collect();
-    owners.extend(handed_off_slots.iter().copied().zip(handed_off.iter().copied()));
+    owners.extend(
+        handed_off_slots
+            .iter()
+            .copied()
+            .zip(handed_off.iter().copied()),
+    );
     owners
 }
 
@@ -515,7 +551,10 @@ fn commit_ready(
         }
     }
     if !abandoned.is_empty() {
-        tracing::warn!(count = abandoned.len(), "a sink stopped before storing: checkpoints not committed");
+        tracing::warn!(
+            count = abandoned.len(),
+            "a sink stopped before storing: checkpoints not committed"
+        );
     }
     if tpl.count() == 0 {
         drop_committed(state, &[], &abandoned);
@@ -558,7 +597,9 @@ fn drop_committed(state: &mut State, committed: &[(u32, usize)], abandoned: &[us
     state.pending.retain(|r| {
         let i = index;
         index += 1;
-        let superseded = committed.iter().any(|&(slot, at)| r.slot == slot && i <= at);
+        let superseded = committed
+            .iter()
+            .any(|&(slot, at)| r.slot == slot && i <= at);
         !superseded && !abandoned.contains(&i)
     });
 }
@@ -578,7 +619,8 @@ impl Filling {
         let start = self.payload.len();
         self.payload.extend_from_slice(bytes);
         self.records.push(start..self.payload.len());
-        self.positions.push(u64::try_from(message.offset()).unwrap_or_default());
+        self.positions
+            .push(u64::try_from(message.offset()).unwrap_or_default());
     }
 
     fn full(&self) -> bool {

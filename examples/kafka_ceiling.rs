@@ -1,0 +1,56 @@
+//! The broker's own consume ceiling: a plain librdkafka consume loop (the crate's `BaseConsumer`,
+//! no group, every partition from the beginning, no processing beyond touching each payload),
+//! timed from the first message to the last. `scripts/bench-kafka` compares Stampede's
+//! consume → window → summary-topic throughput with it.
+//!
+//! ```text
+//! cargo run --release --example kafka_ceiling -- 127.0.0.1:9092 wildrydes-bench 1000000
+//! ```
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let brokers = args.next().expect("BROKERS");
+    let topic = args.next().expect("TOPIC");
+    let count: u64 = args
+        .next()
+        .expect("COUNT")
+        .parse()
+        .expect("COUNT is a number");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "stampede-ceiling")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    let mut first = None;
+    while n < count {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_secs(1)) {
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            n += 1;
+        }
+    }
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    println!(
+        "ceiling: {n} messages ({:.1} MB) in {secs:.2} s = {:.0} messages/s",
+        bytes as f64 / 1e6,
+        n as f64 / secs
+    );
+}
