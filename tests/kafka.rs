@@ -53,12 +53,17 @@ impl Topics {
     }
 
     fn serve(&self, dir: &std::path::Path) -> Running {
+        self.serve_idle(dir, 3_600)
+    }
+
+    fn serve_idle(&self, dir: &std::path::Path, idle_secs: u64) -> Running {
         let config = ServeConfig {
             brokers: &self.brokers,
             topic: &self.telemetry,
             group: &self.group,
             summaries: &self.summaries,
             dead_letters: &self.dead_letters,
+            idle_secs,
         }
         .write(dir);
         let store = dir.join(format!("store-{}", unique("s")));
@@ -225,6 +230,45 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     let (want, _) = t.finish(&dir);
     let got = await_summaries(&broker.addr, &t.summaries, &want);
     assert_same(&got, &want);
+    drop(serve);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_quiet_kafka_partition_still_closes_its_windows() {
+    let brokers = broker();
+    let dir = temp_dir("kafka-idle");
+    let t = Topics::new(&brokers, "idle");
+    let serve = t.serve_idle(&dir, 1);
+    eventually(60, "partitions assigned", || {
+        metric(&serve.url, "stampede_source_partitions") == 4
+    });
+    // One record in the last second of the previous minute, then silence: only the idle
+    // timeout can move this partition's watermark past the window's end.
+    let minute = stampede::time::now_ms() / 60_000 * 60_000;
+    let at = stampede::time::format_status_time(minute - 1_000);
+    let record = format!(
+        r#"{{"Name":"Quiet","StatusTime":"{at}","Latitude":40.7,"Longitude":-73.9,"Distance":2.5,"HealthPoints":90,"MagicPoints":80}}"#
+    );
+    crate::support::kafka::send_to_partition(&brokers, &t.telemetry, 2, &record);
+    let mut found = Vec::new();
+    eventually(45, "the quiet window's summary", || {
+        found = read_topic(&brokers, &t.summaries)
+            .into_iter()
+            .flatten()
+            .collect();
+        !found.is_empty()
+    });
+    let s: Value = serde_json::from_slice(&found[0].payload).unwrap();
+    assert_eq!(s["Name"], "Quiet");
+    assert_eq!(
+        s["StatusTime"],
+        stampede::time::format_status_time(minute - 60_000)
+    );
+    assert_eq!(
+        (s["Records"].as_u64(), s["Revision"].as_u64()),
+        (Some(1), Some(0))
+    );
     drop(serve);
     std::fs::remove_dir_all(&dir).ok();
 }

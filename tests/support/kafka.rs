@@ -296,10 +296,12 @@ pub struct ServeConfig<'a> {
     pub group: &'a str,
     pub summaries: &'a str,
     pub dead_letters: &'a str,
+    /// `window.idle_timeout_secs`.
+    pub idle_secs: u64,
 }
 
 impl ServeConfig<'_> {
-    /// Writes the config to `dir/stampede.toml`. The idle timeout is an hour, so only event time
+    /// Writes the config to `dir/stampede.toml`. With an idle timeout of an hour only event time
     /// closes windows: the results cannot depend on how fast this machine is.
     pub fn write(&self, dir: &Path) -> PathBuf {
         let path = dir.join("stampede.toml");
@@ -319,7 +321,7 @@ dead_letters = "{}"
 {}
 
 [window]
-idle_timeout_secs = 3600
+idle_timeout_secs = {}
 
 [summary_stream]
 kind = "kafka"
@@ -333,6 +335,7 @@ topic = "{}"
                 std::env::var("STAMPEDE_TEST_KAFKA_DEBUG")
                     .map(|d| format!("\"debug\" = \"{d}\""))
                     .unwrap_or_default(),
+                self.idle_secs,
                 self.summaries
             ),
         )

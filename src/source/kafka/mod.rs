@@ -17,7 +17,7 @@
 //!   partition given up.
 //! * **Commits** — each engine sends a checkpoint at most once a second with barriers through
 //!   the sinks; the thread saves the newest checkpoint whose barriers have all returned to the
-//!   checkpoint topic (see [`checkpoints`]), then commits the offset = the partition's low-water
+//!   checkpoint topic (see `checkpoints.rs`), then commits the offset = the partition's low-water
 //!   position (with the checkpoint as metadata, for brokers that keep it).
 //!
 //! Stopping the source hands off every partition the same way, so a restart or another member
@@ -254,7 +254,9 @@ impl ConsumerContext for GroupContext {
                 }
             }
             other => {
-                tracing::error!(error = ?other, "kafka rebalance failed");
+                tracing::error!(error = ?other, "kafka rebalance failed; giving every partition up");
+                let owned: Vec<i32> = self.state().owned.keys().copied().collect();
+                self.hand_off(consumer, &owned, true);
                 consumer.unassign()
             }
         };
@@ -427,16 +429,23 @@ impl GroupContext {
         }
         let deadline = Instant::now() + HANDOFF_WAIT;
         let mut slots = Vec::with_capacity(stopping.len());
-        for (partition, owned) in stopping {
+        for (partition, mut owned) in stopping {
             slots.push(owned.slot);
             drop(owned.tx);
             let left = deadline.saturating_duration_since(Instant::now());
+            let task = &mut owned.task;
             if self
                 .runtime
-                .block_on(async { tokio::time::timeout(left, owned.task).await })
+                .block_on(async { tokio::time::timeout(left, task).await })
                 .is_err()
             {
-                tracing::warn!(partition, "kafka: partition engine did not stop in time");
+                // Stuck behind a sink that does not drain: stop it rather than leave a second
+                // writer for a partition another member now owns.
+                owned.task.abort();
+                tracing::warn!(
+                    partition,
+                    "kafka: partition engine did not stop in time; aborted"
+                );
             }
         }
         if lost {
@@ -682,6 +691,10 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
             collect_requests(&mut state);
             if !state.pending.is_empty() {
                 let owners = slot_partitions(&state, &[], &[]);
+                // Checkpoints of partitions given up without a hand-off (a lost assignment).
+                state
+                    .pending
+                    .retain(|r| owners.iter().any(|(slot, _)| *slot == r.slot));
                 commit_ready(consumer, &mut state, &ctx.topic, &owners, CommitMode::Async);
             }
         }
@@ -704,7 +717,7 @@ fn reconcile(ctx: &GroupContext, filling: &mut HashMap<i32, Filling>) {
         filling.entry(partition).or_insert_with(|| Filling {
             slot: owned.slot,
             tx: owned.tx.clone(),
-            payload: BytesMut::with_capacity(BATCH_BYTES),
+            payload: BytesMut::with_capacity(64 << 10),
             records: Vec::with_capacity(BATCH_RECORDS),
             positions: Vec::with_capacity(BATCH_RECORDS),
         });
