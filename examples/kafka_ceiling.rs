@@ -1,6 +1,8 @@
 //! The broker's own consume ceiling: a plain librdkafka consume loop (the crate's `BaseConsumer`,
 //! no group, every partition from the beginning, no processing beyond touching each payload),
-//! timed from the first message to the last. `scripts/bench-kafka` compares Stampede's
+//! timed from the first message to the last, with the fetch settings Stampede's consumer uses
+//! (`fetch.wait.max.ms=50`; tansu holds a fetch for the whole wait, so librdkafka's default of
+//! 500 ms makes the loop several times slower). `scripts/bench-kafka` compares Stampede's
 //! consume → window → summary-topic throughput with it.
 //!
 //! ```text
@@ -26,6 +28,7 @@ fn main() {
         .set("bootstrap.servers", &brokers)
         .set("group.id", "stampede-ceiling")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
         .create()
         .expect("consumer");
     let metadata = consumer
