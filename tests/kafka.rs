@@ -161,9 +161,15 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     });
     let b = t.serve(&dir);
     // The group rebalances: the second instance takes partitions from the first (hand-off).
-    eventually(60, "second instance consuming", || {
-        metric(&b.url, "stampede_records_in_total") > 0
-    });
+    eventually(
+        60,
+        "second instance owning and consuming partitions",
+        || {
+            metric(&b.url, "stampede_source_partitions") > 0
+                && metric(&b.url, "stampede_records_in_total") > 0
+        },
+    );
+    assert!(metric(&a.url, "stampede_source_partitions") < 4);
     eventually(60, "first instance committing", || {
         metric(&a.url, "stampede_source_commits_total") > 0
     });
@@ -174,6 +180,9 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     };
     // The second member dies (see the module docs for why not the first).
     b.kill();
+    eventually(60, "the survivor taking every partition", || {
+        metric(&a.url, "stampede_source_partitions") == 4
+    });
     producer.join().unwrap();
     close_all_windows(&brokers, &t.telemetry, 4, SENTINEL);
     let (want, _) = expected(&read_topic(&brokers, &t.telemetry), &dir);

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -365,45 +365,19 @@ impl GroupContext {
         let Some(store) = self.checkpoints.get() else {
             return HashMap::new();
         };
-        let mut wait = Duration::from_millis(200);
-        for attempt in 1..=12 {
-            match store.load(partitions) {
-                Ok(saved) => return saved,
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "kafka: cannot read saved checkpoints; retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        tracing::error!(
-            "kafka: saved checkpoints unreadable; partitions start from their committed offsets"
-        );
-        HashMap::new()
+        retried("saved checkpoints", || store.load(partitions)).unwrap_or_default()
     }
 
     /// The committed offsets (and checkpoints) of `tpl`, retried while the coordinator is
-    /// unreachable: starting an engine without its checkpoint could emit a partial window.
+    /// unreachable.
     fn committed(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &TopicPartitionList,
     ) -> Option<TopicPartitionList> {
-        let mut wait = Duration::from_millis(200);
-        for attempt in 1..=12 {
-            match consumer.committed_offsets(tpl.clone(), COMMITTED_TIMEOUT) {
-                Ok(c) => return Some(c),
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "kafka: cannot read committed offsets; retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        tracing::error!(
-            "kafka: committed offsets unreadable; partitions start from auto.offset.reset"
-        );
-        None
+        retried("committed offsets", || {
+            consumer.committed_offsets(tpl.clone(), COMMITTED_TIMEOUT)
+        })
     }
 
     /// Stops the engines of `partitions` without emitting their open windows, then commits
@@ -481,6 +455,25 @@ impl GroupContext {
         collect_requests(&mut state);
         state.pending.retain(|r| !slots.contains(&r.slot));
     }
+}
+
+/// `read`, retried with backoff for about a minute while the cluster does not answer; `None`
+/// (logged) if it never does: the partitions then start from their committed offsets, or
+/// `auto.offset.reset` without one.
+fn retried<T>(what: &str, mut read: impl FnMut() -> KafkaResult<T>) -> Option<T> {
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1..=12 {
+        match read() {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "kafka: cannot read {what}; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!("kafka: {what} unreadable; partitions start without them");
+    None
 }
 
 /// Moves newly arrived checkpoint requests into the pending list.
