@@ -505,30 +505,7 @@ fn commit_ready(
     owners: &[(u32, i32)],
     mode: CommitMode,
 ) {
-    let mut newest: HashMap<u32, usize> = HashMap::new();
-    let mut abandoned = Vec::new();
-    for (i, request) in state.pending.iter_mut().enumerate() {
-        let mut done = true;
-        let mut failed = false;
-        request.stored.retain_mut(|rx| match rx.try_recv() {
-            Ok(()) => false,
-            Err(TryRecvError::Empty) => {
-                done = false;
-                true
-            }
-            Err(TryRecvError::Closed) => {
-                failed = true;
-                false
-            }
-        });
-        if failed {
-            abandoned.push(i);
-        } else if done {
-            // Barriers return in order, so the ready requests of a partition are its oldest;
-            // the last of them wins.
-            newest.insert(request.slot, i);
-        }
-    }
+    let (newest, abandoned) = settled(&mut state.pending);
     let mut tpl = TopicPartitionList::new();
     let mut ready = Vec::new();
     for (&slot, &i) in &newest {
@@ -559,7 +536,7 @@ fn commit_ready(
         );
     }
     if tpl.count() == 0 {
-        drop_committed(state, &[], &abandoned);
+        drop_committed(&mut state.pending, &[], &abandoned);
         return;
     }
     let entries: Vec<(i32, u64, Checkpoint)> = ready
@@ -574,7 +551,7 @@ fn commit_ready(
         if let Err(e) = store.save(&entries) {
             METRICS.source_commit_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "kafka: cannot save checkpoints; the next round retries");
-            drop_committed(state, &[], &abandoned);
+            drop_committed(&mut state.pending, &[], &abandoned);
             return;
         }
     }
@@ -583,20 +560,55 @@ fn commit_ready(
             METRICS
                 .source_commits
                 .fetch_add(tpl.count() as u64, Ordering::Relaxed);
-            drop_committed(state, &ready, &abandoned);
+            drop_committed(&mut state.pending, &ready, &abandoned);
         }
         Err(e) => {
             METRICS.source_commit_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "kafka: commit failed; the next checkpoint retries");
-            drop_committed(state, &[], &abandoned);
+            drop_committed(&mut state.pending, &[], &abandoned);
         }
     }
 }
 
+/// Checks the barriers of `pending` without waiting. Returns, per slot, the index of its newest
+/// request whose barriers have all returned, and the indexes of requests a sink gave up on (a
+/// barrier dropped unanswered: what came before it may not be stored).
+fn settled(pending: &mut [CommitRequest]) -> (HashMap<u32, usize>, Vec<usize>) {
+    let mut newest: HashMap<u32, usize> = HashMap::new();
+    let mut abandoned = Vec::new();
+    for (i, request) in pending.iter_mut().enumerate() {
+        let mut done = true;
+        let mut failed = false;
+        request.stored.retain_mut(|rx| match rx.try_recv() {
+            Ok(()) => false,
+            Err(TryRecvError::Empty) => {
+                done = false;
+                true
+            }
+            Err(TryRecvError::Closed) => {
+                failed = true;
+                false
+            }
+        });
+        if failed {
+            abandoned.push(i);
+        } else if done {
+            // Barriers return in order, so the ready requests of a partition are its oldest;
+            // the last of them wins.
+            newest.insert(request.slot, i);
+        }
+    }
+    (newest, abandoned)
+}
+
 /// Drops committed requests with everything older of the same partition, and abandoned ones.
-fn drop_committed(state: &mut State, committed: &[(u32, usize)], abandoned: &[usize]) {
+fn drop_committed(
+    pending: &mut Vec<CommitRequest>,
+    committed: &[(u32, usize)],
+    abandoned: &[usize],
+) {
     let mut index = 0;
-    state.pending.retain(|r| {
+    pending.retain(|r| {
         let i = index;
         index += 1;
         let superseded = committed
@@ -714,5 +726,57 @@ fn reconcile(ctx: &GroupContext, filling: &mut HashMap<i32, Filling>) {
             records: Vec::with_capacity(BATCH_RECORDS),
             positions: Vec::with_capacity(BATCH_RECORDS),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    fn request(slot: u32, barriers: usize) -> (CommitRequest, Vec<oneshot::Sender<()>>) {
+        let (senders, stored) = (0..barriers).map(|_| oneshot::channel()).unzip();
+        let checkpoint = Checkpoint {
+            watermark: 0,
+            low_water: Some(u64::from(slot)),
+            last_position: None,
+            closings: Vec::new(),
+        };
+        let r = CommitRequest {
+            slot,
+            checkpoint,
+            stored,
+            last: false,
+        };
+        (r, senders)
+    }
+
+    #[test]
+    fn only_checkpoints_whose_barriers_all_returned_are_committed_newest_first() {
+        let (a1, mut a1_tx) = request(1, 2);
+        let (a2, mut a2_tx) = request(1, 2);
+        let (b1, mut b1_tx) = request(2, 2);
+        let (c1, c1_tx) = request(3, 1);
+        let mut pending = vec![a1, a2, b1, c1];
+        // Nothing answered yet.
+        assert_eq!(settled(&mut pending), (HashMap::new(), vec![]));
+        // Slot 1: both of its requests answered by both sinks; slot 2: one sink only.
+        for tx in a1_tx.drain(..).chain(a2_tx.drain(..)) {
+            tx.send(()).unwrap();
+        }
+        b1_tx.remove(0).send(()).unwrap();
+        // Slot 3: the sink ended without answering.
+        drop(c1_tx);
+        let (newest, abandoned) = settled(&mut pending);
+        assert_eq!(newest, HashMap::from([(1, 1)]));
+        assert_eq!(abandoned, vec![3]);
+        // A barrier answered earlier is remembered: slot 2 completes with its second sink.
+        b1_tx.remove(0).send(()).unwrap();
+        let (newest, _) = settled(&mut pending);
+        assert_eq!(newest.get(&2), Some(&2));
+        // Committing slot 1's newest drops its older one too, and the abandoned one.
+        drop_committed(&mut pending, &[(1, 1)], &[3]);
+        let left: Vec<u32> = pending.iter().map(|r| r.slot).collect();
+        assert_eq!(left, vec![2]);
     }
 }
