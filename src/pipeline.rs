@@ -108,8 +108,6 @@ pub struct CommitRequest {
     /// Each resolves once the summaries and dead letters sent before it are written; a closed
     /// one (the sink gave up) means the checkpoint must not be committed.
     pub stored: Vec<oneshot::Receiver<()>>,
-    /// The partition's last request: it has handed off and ended.
-    pub last: bool,
 }
 
 /// The latest record of one unicorn, kept beside the engine until the next live flush.
@@ -292,8 +290,8 @@ impl Partition {
     }
 
     /// Hands the engine's checkpoint to a durable partition's source, behind a barrier in each
-    /// sink, when it changed since the last request (or unconditionally when `last`).
-    async fn request_commit(&mut self, now: Millis, last: bool) {
+    /// sink, when it changed since the last request (or in any case when `handing_off`).
+    async fn request_commit(&mut self, now: Millis, handing_off: bool) {
         let Some(durable) = &self.durable else {
             return;
         };
@@ -302,7 +300,7 @@ impl Partition {
             .committed
             .as_ref()
             .is_some_and(|(c, _)| *c == checkpoint);
-        if checkpoint.resume_position().is_none() || (unchanged && !last) {
+        if checkpoint.resume_position().is_none() || (unchanged && !handing_off) {
             return;
         }
         let mut stored = Vec::with_capacity(2);
@@ -318,7 +316,6 @@ impl Partition {
             slot: durable.slot,
             checkpoint: checkpoint.clone(),
             stored,
-            last,
         };
         if durable.commits.send(request).is_err() {
             tracing::warn!(partition = %self.name, "source gone: checkpoint not committed");

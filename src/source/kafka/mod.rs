@@ -746,7 +746,6 @@ mod tests {
             slot,
             checkpoint,
             stored,
-            last: false,
         };
         (r, senders)
     }
