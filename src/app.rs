@@ -63,9 +63,18 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         .await
         .context("store open panicked")??;
 
+    let dynamo = if config.store.kind == "dynamodb" {
+        Some(open_dynamo(&config.store.table, config.store.create_tables).await?)
+    } else {
+        None
+    };
     let (store_tx, store_rx) = mpsc::channel(256);
     let writer_store = store.clone();
-    let writer = tokio::task::spawn_blocking(move || run_writer(&writer_store, store_rx));
+    let writer_dynamo = dynamo
+        .clone()
+        .map(|d| (tokio::runtime::Handle::current(), d));
+    let writer =
+        tokio::task::spawn_blocking(move || run_writer(&writer_store, store_rx, writer_dynamo));
 
     let hub_stop = CancellationToken::new();
     let settings = HubSettings {
@@ -167,6 +176,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             .to_string()
             .into(),
         connections: connections.into(),
+        dynamo,
     };
     let web_stop = CancellationToken::new();
     let server = tokio::spawn(std::future::IntoFuture::into_future(
@@ -261,4 +271,27 @@ fn stream_sink(
         summaries,
         dead_letters,
     ))))
+}
+
+/// The DynamoDB summary table, retried for a minute while DynamoDB cannot be reached; a missing
+/// table (without `create_tables`) fails at once, naming it.
+async fn open_dynamo(
+    table: &str,
+    create: bool,
+) -> anyhow::Result<crate::sink::dynamodb::DynamoStore> {
+    let mut wait = std::time::Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match crate::sink::dynamodb::DynamoStore::open(table, create).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.permanent || tokio::time::Instant::now() > deadline => {
+                return Err(e).context("store.kind = \"dynamodb\" (store.table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DynamoDB not reachable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
 }

@@ -211,7 +211,7 @@ idle_timeout_secs = 10          # without records this long, the watermark follo
 kind = "embedded"               # embedded | dynamodb
 path = "./stampede-data"        # embedded: directory of the database
 table = "UnicornSensorData"     # dynamodb: summary table
-create_tables = false           # dynamodb: create the summary and lease tables when missing
+create_tables = false           # dynamodb: create the summary table when it is missing
 dead_letter_retention = 100000  # embedded: dead letters kept; the oldest go first
 
 [summary_stream]                # optional: publish summaries to a stream
@@ -350,7 +350,18 @@ impl Config {
         if self.source.kind == "file" && self.source.path.is_empty() {
             return Err(value_error("source.path", "the file source needs a path"));
         }
-        check_kind("store.kind", &self.store.kind, &["embedded"], &["dynamodb"])?;
+        check_kind(
+            "store.kind",
+            &self.store.kind,
+            &["embedded", "dynamodb"],
+            &[],
+        )?;
+        if self.store.kind == "dynamodb" && self.store.table.is_empty() {
+            return Err(value_error(
+                "store.table",
+                "the DynamoDB store needs a table name",
+            ));
+        }
         check_kind(
             "summary_stream.kind",
             &self.summary_stream.kind,

@@ -8,6 +8,7 @@ mod support;
 mod browser;
 mod cli;
 mod decode_fuzz;
+mod dynamodb;
 mod golden;
 mod kafka;
 mod semantics;

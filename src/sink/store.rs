@@ -285,7 +285,15 @@ pub enum StoreItem {
 
 /// Runs the writer until `rx` closes: drains what is queued, writes it in one transaction,
 /// retries a failed write with backoff (the pipeline waits, nothing is dropped).
-pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>) {
+///
+/// With `dynamo` (the runtime to drive it and the table), summaries go to DynamoDB instead of the
+/// embedded database, which keeps the dead letters; a failed DynamoDB write is retried the same
+/// way.
+pub fn run_writer(
+    store: &Store,
+    mut rx: tokio::sync::mpsc::Receiver<StoreItem>,
+    dynamo: Option<(tokio::runtime::Handle, crate::sink::dynamodb::DynamoStore)>,
+) {
     let mut summaries = Vec::new();
     let mut dead = Vec::new();
     let mut barriers = Vec::new();
@@ -302,6 +310,27 @@ pub fn run_writer(store: &Store, mut rx: tokio::sync::mpsc::Receiver<StoreItem>)
         METRICS
             .queue_store
             .store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        if let Some((runtime, table)) = &dynamo {
+            let mut backoff = std::time::Duration::from_millis(50);
+            while !summaries.is_empty() {
+                match runtime.block_on(table.write(&summaries)) {
+                    Ok(stats) => {
+                        METRICS
+                            .store_writes
+                            .fetch_add(stats.written as u64, std::sync::atomic::Ordering::Relaxed);
+                        summaries.clear();
+                    }
+                    Err(e) => {
+                        METRICS
+                            .store_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(error = %e, summaries = summaries.len(), "DynamoDB write failed; retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            }
+        }
         let mut backoff = std::time::Duration::from_millis(50);
         while !(summaries.is_empty() && dead.is_empty()) {
             match store.write(&summaries, &dead) {

@@ -67,6 +67,12 @@ pub(super) async fn summaries(
         to,
         limit: q.limit.unwrap_or(100).clamp(1, 10_000),
     };
+    if let Some(dynamo) = &state.dynamo {
+        return match dynamo.summaries(&query).await {
+            Ok(list) => Json(list).into_response(),
+            Err(e) => unavailable(e.to_string()),
+        };
+    }
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.summaries(&query)).await {
         Ok(Ok(list)) => Json(list).into_response(),
@@ -118,9 +124,12 @@ pub(super) async fn healthz() -> &'static str {
 
 pub(super) async fn readyz(State(state): State<WebState>) -> Response {
     let store = state.store.clone();
-    let store_ok = tokio::task::spawn_blocking(move || store.writable())
+    let mut store_ok = tokio::task::spawn_blocking(move || store.writable())
         .await
         .unwrap_or(false);
+    if let Some(dynamo) = &state.dynamo {
+        store_ok &= dynamo.writable().await;
+    }
     let mut ready = store_ok;
     let mut checks = serde_json::Map::new();
     checks.insert("store".into(), store_ok.into());

@@ -39,6 +39,8 @@ pub struct WebState {
     pub stopping: Arc<AtomicBool>,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
+    /// The DynamoDB summary table, when it is the store (dead letters stay in `store`).
+    pub dynamo: Option<crate::sink::dynamodb::DynamoStore>,
     /// Connections `/readyz` reports, by name (`source`, `summary_stream`): up or down.
     pub connections: Arc<[(&'static str, Arc<AtomicBool>)]>,
 }

@@ -1,0 +1,189 @@
+//! The DynamoDB store against dynalite (a DynamoDB emulator that validates like AWS), started by
+//! `scripts/components/aws`; its address is in `STAMPEDE_TEST_DYNAMODB`.
+
+use stampede::record::Summary;
+use stampede::sink::dynamodb::DynamoStore;
+use stampede::sink::store::SummaryQuery;
+
+fn endpoint() -> String {
+    std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
+        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
+    })
+}
+
+async fn config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+fn summary(name: &str, minute: i64, revision: u64, records: u64) -> Summary {
+    let start = 1_521_343_200_000 + minute * 60_000;
+    Summary {
+        name: name.into(),
+        window_start: start,
+        window_end: start + 60_000,
+        distance: 29.9 * records as f64,
+        min_magic_points: 140,
+        max_magic_points: 150,
+        min_health_points: 130,
+        max_health_points: 151,
+        records,
+        revision,
+    }
+}
+
+#[tokio::test]
+async fn a_lower_revision_never_replaces_a_higher_one_and_reads_come_back_newest_first() {
+    let cfg = config().await;
+    let table = crate::support::kafka::unique("UnicornSensorData");
+    let missing = DynamoStore::with_config(&cfg, &table, false).await;
+    let err = missing
+        .err()
+        .expect("a missing table is an error")
+        .to_string();
+    assert!(
+        err.contains(&table) && err.contains("create_tables"),
+        "{err}"
+    );
+
+    let store = DynamoStore::with_config(&cfg, &table, true).await.unwrap();
+    let first: Vec<Summary> = (0..60).map(|m| summary("Shadowfax", m, 1, 60)).collect();
+    let stats = store.write(&first).await.unwrap();
+    assert_eq!((stats.written, stats.skipped), (60, 0));
+    // A replay re-emits revision 0 of every window: nothing is written.
+    let replay: Vec<Summary> = (0..60).map(|m| summary("Shadowfax", m, 0, 59)).collect();
+    let stats = store.write(&replay).await.unwrap();
+    assert_eq!((stats.written, stats.skipped), (0, 60));
+    // Within one batch, the highest revision of a key wins whatever the order.
+    let mixed = vec![summary("Arion", 0, 3, 10), summary("Arion", 0, 2, 9)];
+    assert_eq!(store.write(&mixed).await.unwrap().written, 1);
+
+    let q = SummaryQuery {
+        name: Some("Shadowfax".into()),
+        limit: 5,
+        ..SummaryQuery::default()
+    };
+    let got = store.summaries(&q).await.unwrap();
+    let want: Vec<Summary> = (55..60)
+        .rev()
+        .map(|m| summary("Shadowfax", m, 1, 60))
+        .collect();
+    assert_eq!(got, want);
+    let all = store
+        .summaries(&SummaryQuery {
+            limit: 1_000,
+            ..SummaryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 61);
+    assert!(all.contains(&summary("Arion", 0, 3, 10)));
+}
+
+/// The AWS settings of a `stampede serve` against the emulator, by the SDK's conventions.
+fn aws_env(table: &str, create: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
+        ("STAMPEDE_STORE_TABLE", table.into()),
+        ("STAMPEDE_STORE_CREATE_TABLES", create.to_string()),
+    ]
+}
+
+#[test]
+fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
+    use crate::support::process::{http_get_json, signal, start_service_with};
+    let dir = crate::support::service::temp_dir("dynamo-serve");
+    let table = crate::support::kafka::unique("UnicornSensorData");
+    let produce = |to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+            .args([
+                "produce",
+                "--unicorns",
+                "20",
+                "--msgs",
+                "4000",
+                "--rate",
+                "max",
+            ])
+            .args([
+                "--seed",
+                "9",
+                "--start-time",
+                "2018-03-18 03:20:00",
+                "--quiet",
+            ])
+            .args(["--faults", "out-of-order=0.05,late=0.01"])
+            .args(["--to", to])
+            .output()
+            .unwrap()
+    };
+    let lines = produce("-").stdout;
+    let file = dir.join("fleet.ndjson");
+    std::fs::write(&file, &lines).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .arg("aggregate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let mut want: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let env = aws_env(&table, true);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = start_service_with(&["serve"], &dir.join("store-1"), &env);
+    let sent = produce(&format!("{}/ingest", serve.url));
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // Stopping flushes every window to DynamoDB.
+    assert!(signal(serve, "-TERM").success());
+
+    // Another instance, with no table creation allowed, reads them back from DynamoDB.
+    let env = aws_env(&table, false);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reader = start_service_with(&["serve"], &dir.join("store-2"), &env);
+    let got = http_get_json(&format!("{}/api/summaries?limit=10000", reader.url));
+    let mut got: Vec<serde_json::Value> = got.as_array().unwrap().clone();
+    let key = |v: &serde_json::Value| (v["StatusTime"].to_string(), v["Name"].to_string());
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+    drop(reader);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_missing_table_is_a_clear_error_naming_it() {
+    let table = crate::support::kafka::unique("NoSuchTable");
+    let dir = crate::support::service::temp_dir("dynamo-missing");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .arg("serve")
+        .envs(aws_env(&table, false))
+        .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
+        .env("STAMPEDE_STORE_PATH", &dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&table) && stderr.contains("create_tables"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
