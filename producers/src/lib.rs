@@ -302,7 +302,7 @@ impl Fleet {
         u.health = u.health.saturating_add(health_step + drift_step);
         u.magic = u.magic.saturating_add(magic_step + drift_step);
         self.produced += 1;
-        let marker = if self.produced % 5 == 0 {
+        let marker = if self.produced.is_multiple_of(5) {
             "Unicornerror"
         } else {
             "Unicorn"
