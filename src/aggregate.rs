@@ -108,7 +108,7 @@ pub fn aggregate<'a>(
             }
             report.records += 1;
             position += 1;
-            if position % ADVANCE_EVERY == 0 {
+            if position.is_multiple_of(ADVANCE_EVERY) {
                 arrival = wall_clock(cfg.time);
                 engine.advance(arrival, &mut emitted);
             }
