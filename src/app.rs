@@ -85,7 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
 
     let mut connections: Vec<(&'static str, Arc<AtomicBool>)> = Vec::new();
-    let (stream_tx, stream_task) = match stream_sink(&config, &mut connections)? {
+    let (stream_tx, stream_task) = match stream_sink(&config, &mut connections).await? {
         Some(sink) => {
             let (tx, rx) = mpsc::channel::<StreamItem>(256);
             (Some(tx), Some(tokio::spawn(sink.run(rx))))
@@ -230,10 +230,26 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
 /// The summary / dead-letter stream the config asks for, if any: summaries when
 /// `[summary_stream]` names one, dead letters when the source is a stream with
 /// `source.dead_letters` set (to the source's own cluster).
-fn stream_sink(
+async fn stream_sink(
     config: &Config,
     connections: &mut Vec<(&'static str, Arc<AtomicBool>)>,
 ) -> anyhow::Result<Option<StreamSink>> {
+    if config.summary_stream.kind == "kinesis" {
+        let stream = &config.summary_stream.stream;
+        let client = crate::kinesis::client().await;
+        match crate::kinesis::list_shards(&client, stream).await {
+            Ok(_) => {}
+            Err(e) if e.contains("does not exist") => {
+                anyhow::bail!("summary_stream.stream: {e}");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Kinesis not reachable yet; the summary stream retries")
+            }
+        }
+        return Ok(Some(StreamSink::Kinesis(
+            crate::sink::kinesis::KinesisSink::new(client, stream),
+        )));
+    }
     let options = &config.source.kafka_options;
     let summaries = if config.summary_stream.kind == "kafka" {
         let observed = Observed::default();

@@ -72,10 +72,9 @@ impl ConsumeArgs {
             "kafka" => crate::kafka::KafkaUrl::parse(&self.from)
                 .map(crate::consume::ConsumeSource::Kafka)
                 .map_err(|e| usage(format!("--from {}: {e}", self.from))),
-            "kinesis" => Err(usage(format!(
-                "--from {}: the kinesis source is not part of this build yet; use kafka://HOST:PORT/TOPIC",
-                self.from
-            ))),
+            "kinesis" => crate::kinesis::parse_url(&self.from)
+                .map(crate::consume::ConsumeSource::Kinesis)
+                .map_err(|e| usage(format!("--from {}: {e}", self.from))),
             _ => Err(usage(format!(
                 "--from {}: expected kafka://HOST:PORT/TOPIC or kinesis://STREAM",
                 self.from
@@ -163,7 +162,8 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "N")]
     pub unicorns: Option<u32>,
     /// Where to write: `-` (NDJSON on stdout), http://HOST:PORT/ingest (batched POSTs) or
-    /// kafka://HOST:PORT/TOPIC (one message per record, keyed by Name; the topic must exist).
+    /// kafka://HOST:PORT/TOPIC (one message per record, keyed by Name; the topic must exist) or
+    /// kinesis://STREAM (PutRecords, partition key Name; AWS settings as the SDK reads them).
     #[arg(long, default_value = "-", value_name = "TARGET")]
     pub to: String,
     /// Bearer token for an HTTP target.
@@ -281,14 +281,14 @@ impl ProduceArgs {
             other if other.starts_with("kafka://") => crate::kafka::KafkaUrl::parse(other)
                 .map(Target::Kafka)
                 .map_err(|e| usage(format!("--to {other}: {e}")))?,
+            other if other.starts_with("kinesis://") => crate::kinesis::parse_url(other)
+                .map(Target::Kinesis)
+                .map_err(|e| usage(format!("--to {other}: {e}")))?,
             other => {
                 let scheme = other.split("://").next().unwrap_or(other);
                 return Err(usage(match scheme {
                     "https" => format!(
                         "--to {other}: https is not supported; use http:// (behind a TLS-terminating proxy if it crosses a network)"
-                    ),
-                    "kinesis" => format!(
-                        "--to {other}: the kinesis target is not part of this build yet; use -, http://HOST:PORT/ingest or kafka://HOST:PORT/TOPIC"
                     ),
                     _ => format!(
                         "--to {other}: expected -, http://HOST:PORT/ingest, kafka://HOST:PORT/TOPIC or kinesis://STREAM"

@@ -365,9 +365,13 @@ impl Config {
         check_kind(
             "summary_stream.kind",
             &self.summary_stream.kind,
-            &["none", "kafka"],
-            &["kinesis"],
+            &["none", "kafka", "kinesis"],
+            &[],
         )?;
+        if self.summary_stream.kind == "kinesis" {
+            crate::kinesis::check_stream(&self.summary_stream.stream)
+                .map_err(|m| value_error("summary_stream.stream", m))?;
+        }
         if self.summary_stream.kind == "kafka" {
             check_topic("summary_stream.topic", &self.summary_stream.topic)?;
             if self.summary_brokers().trim().is_empty() {

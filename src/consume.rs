@@ -1,7 +1,7 @@
-//! `stampede consume --from kafka://HOST:PORT/TOPIC`: the workshop's consumer. Prints every
-//! record of every partition of a stream as indented JSON, from the end by default or from the
-//! oldest retained record with `--from-beginning`. It reads without joining a consumer group and
-//! commits nothing, so it never disturbs the service's own offsets.
+//! `stampede consume --from kafka://HOST:PORT/TOPIC | kinesis://STREAM`: the workshop's consumer.
+//! Prints every record of every partition (shard) of a stream as indented JSON, from the end by
+//! default or from the oldest retained record with `--from-beginning`. It reads without joining
+//! a consumer group and commits nothing, so it never disturbs the service's own positions.
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -21,6 +21,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ConsumeSource {
     /// A Kafka topic.
     Kafka(KafkaUrl),
+    /// A Kinesis stream, every shard.
+    Kinesis(String),
 }
 
 /// Why `consume` stopped.
@@ -43,6 +45,9 @@ pub enum ConsumeError {
     /// Standard output failed.
     #[error("cannot write: {0}")]
     Write(#[from] io::Error),
+    /// Kinesis failed.
+    #[error("kinesis: {0}")]
+    Kinesis(String),
 }
 
 /// Prints records of `source` to `out` until `count` have been printed (or forever).
@@ -57,7 +62,86 @@ pub fn consume(
 ) -> Result<u64, ConsumeError> {
     match source {
         ConsumeSource::Kafka(url) => consume_kafka(url, from_beginning, count, out),
+        ConsumeSource::Kinesis(stream) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(consume_kinesis(stream, from_beginning, count, out)),
     }
+}
+
+/// Reads every shard round-robin, one `GetRecords` per shard per 200 ms (the service allows
+/// five a second per shard); a shard that ends (after a reshard) is dropped.
+async fn consume_kinesis(
+    stream: &str,
+    from_beginning: bool,
+    count: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<u64, ConsumeError> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let client = crate::kinesis::client().await;
+    let shards = crate::kinesis::list_shards(&client, stream)
+        .await
+        .map_err(ConsumeError::Kinesis)?;
+    let kind = if from_beginning {
+        ShardIteratorType::TrimHorizon
+    } else {
+        ShardIteratorType::Latest
+    };
+    let mut iterators = Vec::with_capacity(shards.len());
+    for shard in &shards {
+        let it = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(kind.clone())
+            .send()
+            .await
+            .map_err(|e| ConsumeError::Kinesis(crate::kinesis::describe(&e)))?;
+        iterators.extend(it.shard_iterator);
+    }
+    eprintln!(
+        "reading {stream} ({} shards) from {}{}",
+        shards.len(),
+        if from_beginning {
+            "the beginning"
+        } else {
+            "the end"
+        },
+        if count.is_none() {
+            "; Ctrl-C to stop"
+        } else {
+            ""
+        }
+    );
+    let limit = count.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    while printed < limit && !iterators.is_empty() {
+        let mut next = Vec::with_capacity(iterators.len());
+        for iterator in iterators {
+            let page = match client.get_records().shard_iterator(&iterator).send().await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %crate::kinesis::describe(&e), "GetRecords failed; retrying");
+                    next.push(iterator);
+                    continue;
+                }
+            };
+            for record in page.records {
+                if printed >= limit {
+                    break;
+                }
+                match write_record(out, record.data.as_ref()) {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(printed),
+                    other => other?,
+                }
+                printed += 1;
+            }
+            next.extend(page.next_shard_iterator);
+        }
+        iterators = next;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(printed)
 }
 
 fn consume_kafka(

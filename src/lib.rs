@@ -12,6 +12,7 @@
 //! * [`window`] — the event-time window engine, one per source partition.
 //! * [`source`] — where records come from: a file, a Kafka consumer group.
 //! * [`kafka`] — Kafka client settings, addresses and logging shared by source, sink and CLI.
+//! * [`kinesis`] — Kinesis addresses, client and shard listing shared by sink and CLI.
 //! * [`aggregate`] — `stampede aggregate`, the batch path.
 //! * [`produce`] — `stampede produce`, the simulated fleet.
 //! * [`pipeline`] — the engine task of one partition (decode, window, dead letters).
@@ -33,6 +34,7 @@ pub mod decode;
 pub mod demo;
 pub mod hub;
 pub mod kafka;
+pub mod kinesis;
 pub mod metrics;
 pub mod pipeline;
 pub mod produce;

@@ -10,7 +10,7 @@ use clap::Parser as _;
 use stampede::aggregate::{aggregate, write_summaries, Input, Report};
 use stampede::cli::{AggregateArgs, Cli, Command, ConsumeArgs, DemoArgs, ProduceArgs, UsageError};
 use stampede::config::{Config, ConfigError, DEFAULT_TOML};
-use stampede::produce::{produce, produce_http, produce_kafka, Target};
+use stampede::produce::{produce, produce_http, produce_kafka, produce_kinesis, Target};
 use stampede::record::RejectReason;
 
 fn main() -> ExitCode {
@@ -119,6 +119,13 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
             }
             if report.oversized > 0 {
                 eprintln!("{} records were over the server's body limit even alone and were not delivered", report.oversized);
+            }
+        }
+        Target::Kinesis(stream) => {
+            let progress = opts.progress;
+            let sent = produce_kinesis(opts, &stream)?;
+            if !progress {
+                eprintln!("produced {sent} records to kinesis stream {stream}");
             }
         }
         Target::Kafka(url) => {

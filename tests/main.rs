@@ -11,5 +11,6 @@ mod decode_fuzz;
 mod dynamodb;
 mod golden;
 mod kafka;
+mod kinesis;
 mod semantics;
 mod service;

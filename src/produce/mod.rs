@@ -16,8 +16,10 @@ use crate::record::Telemetry;
 
 mod http;
 mod kafka;
+mod kinesis;
 pub use http::{produce_http, HttpError, HttpReport};
 pub use kafka::{produce_kafka, KafkaProduceError};
+pub use kinesis::{produce_kinesis, put_all, KinesisProduceError};
 
 /// Records per unicorn per second, or as fast as possible.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +39,8 @@ pub enum Target {
     Http(HttpTarget),
     /// One message per record to a Kafka topic, keyed by `Name`.
     Kafka(crate::kafka::KafkaUrl),
+    /// `PutRecords` to a Kinesis stream, partition key `Name`.
+    Kinesis(String),
 }
 
 /// `--to http://HOST:PORT/ingest` and its settings.

@@ -3,5 +3,6 @@
 
 pub mod dynamodb;
 pub mod kafka;
+pub mod kinesis;
 pub mod store;
 pub mod stream;

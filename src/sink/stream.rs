@@ -1,5 +1,5 @@
 //! The summary stream and the dead-letter stream: summaries as CONTRACT §2 JSON keyed by `Name`,
-//! rejected records with their reason, published to Kafka (or, later, Kinesis) after the window
+//! rejected records with their reason, published to Kafka or Kinesis after the window
 //! engine and beside the store.
 //!
 //! One task per service reads [`StreamItem`]s in order from every partition. A [`Barrier`]
@@ -30,6 +30,8 @@ pub enum StreamItem {
 pub enum StreamSink {
     /// A Kafka cluster.
     Kafka(crate::sink::kafka::KafkaSink),
+    /// A Kinesis stream.
+    Kinesis(crate::sink::kinesis::KinesisSink),
 }
 
 impl StreamSink {
@@ -37,6 +39,7 @@ impl StreamSink {
     pub async fn run(self, rx: mpsc::Receiver<StreamItem>) {
         match self {
             StreamSink::Kafka(sink) => sink.run(rx).await,
+            StreamSink::Kinesis(sink) => sink.run(rx).await,
         }
     }
 }

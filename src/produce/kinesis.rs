@@ -1,0 +1,137 @@
+//! `stampede produce --to kinesis://STREAM`: the fleet as Kinesis records, partition key `Name`
+//! (so that a unicorn stays in one shard, in order), up to 500 records per `PutRecords` call.
+//! Entries the service refuses (throughput exceeded, internal failure) are sent again with
+//! jittered exponential backoff until they succeed or a minute passes without progress.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+use super::{Generator, ProduceOptions, Progress};
+use crate::decode::decode;
+use crate::kinesis::{describe, PUT_RECORDS_MAX, PUT_RECORDS_MAX_BYTES, RECORD_MAX_BYTES};
+
+/// Give up after this long without a record accepted.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// Why a Kinesis run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisProduceError {
+    /// The stream is missing or unreachable.
+    #[error("{0}")]
+    Stream(String),
+    /// Nothing was accepted for a minute.
+    #[error("cannot deliver to {stream}: {last} (retried for a minute)")]
+    Stalled {
+        /// The stream.
+        stream: String,
+        /// The last error.
+        last: String,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Produces the fleet to `stream` and returns how many records were sent.
+///
+/// # Errors
+/// The stream is missing or unreachable, or records could not be delivered for a minute.
+pub fn produce_kinesis(opts: ProduceOptions, stream: &str) -> Result<u64, KinesisProduceError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(KinesisProduceError::Runtime)?;
+    runtime.block_on(run(opts, stream))
+}
+
+async fn run(opts: ProduceOptions, stream: &str) -> Result<u64, KinesisProduceError> {
+    let client = crate::kinesis::client().await;
+    // A clear error now rather than a minute of retries: is the stream there?
+    crate::kinesis::list_shards(&client, stream)
+        .await
+        .map_err(KinesisProduceError::Stream)?;
+    let mut generator = Generator::new(&opts);
+    let mut progress = Progress::new(opts.progress);
+    let mut buf = String::with_capacity(1 << 20);
+    let mut sent = 0u64;
+    let extra = format!(" to {stream}");
+    loop {
+        buf.clear();
+        if generator.fill(
+            &mut buf,
+            PUT_RECORDS_MAX,
+            PUT_RECORDS_MAX_BYTES - RECORD_MAX_BYTES,
+        ) == 0
+        {
+            break;
+        }
+        let mut entries = Vec::with_capacity(PUT_RECORDS_MAX);
+        for line in buf.lines() {
+            // Malformed records have no name to key by: they still go, keyed by their content.
+            let key = decode(line.as_bytes())
+                .map(|t| t.name.into_owned())
+                .unwrap_or_else(|_| format!("unkeyed-{}", line.len()));
+            let entry = PutRecordsRequestEntry::builder()
+                .data(Blob::new(line.as_bytes()))
+                .partition_key(key)
+                .build()
+                .map_err(|e| KinesisProduceError::Stream(e.to_string()))?;
+            entries.push(entry);
+        }
+        sent += put_all(&client, stream, entries).await?;
+        progress.show(sent, generator.started, &extra);
+    }
+    progress.finish(sent, generator.started, &extra);
+    Ok(sent)
+}
+
+/// Sends `entries` with one `PutRecords` call, then again for those refused, until all are in.
+///
+/// # Errors
+/// A minute without progress.
+pub async fn put_all(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    mut entries: Vec<PutRecordsRequestEntry>,
+) -> Result<u64, KinesisProduceError> {
+    let total = entries.len() as u64;
+    let mut backoff = Duration::from_millis(50);
+    let mut progress_at = Instant::now();
+    while !entries.is_empty() {
+        let result = client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries.clone()))
+            .send()
+            .await;
+        let last = match result {
+            Ok(out) if out.failed_record_count.unwrap_or(0) == 0 => return Ok(total),
+            Ok(out) => {
+                let mut failed = Vec::new();
+                let mut reason = String::new();
+                for (entry, r) in entries.into_iter().zip(out.records) {
+                    if let Some(code) = r.error_code {
+                        reason = code;
+                        failed.push(entry);
+                    }
+                }
+                progress_at = Instant::now();
+                entries = failed;
+                reason
+            }
+            Err(e) => describe(&e),
+        };
+        if progress_at.elapsed() > GIVE_UP_AFTER {
+            return Err(KinesisProduceError::Stalled {
+                stream: stream.to_owned(),
+                last,
+            });
+        }
+        tracing::debug!(left = entries.len(), reason = %last, "PutRecords: sending again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    Ok(total)
+}
