@@ -150,8 +150,8 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
         (&["aggregate", "--window-secs", "0"][..], "--window-secs"),
         (&["frobnicate"][..], "unrecognized subcommand"),
         (
-            &["consume", "--from", "kinesis://wildrydes"][..],
-            "not part of this build yet",
+            &["consume", "--from", "kinesis://wild/rydes"][..],
+            "not a Kinesis stream name",
         ),
         (
             &["consume", "--from", "kafka://127.0.0.1:9092"][..],
