@@ -132,6 +132,25 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         None
     };
 
+    let kinesis_source = if config.source.kind == "kinesis" {
+        let source = crate::source::kinesis::KinesisSource::start(
+            crate::source::kinesis::KinesisSourceConfig {
+                stream: config.source.stream.clone(),
+                lease_table: config.source.lease_table.clone(),
+                create_tables: config.store.create_tables,
+                window,
+            },
+            outputs.clone(),
+            source_stop.clone(),
+        )
+        .await
+        .context("cannot start the Kinesis source (source.lease_table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
+        connections.push(("source", Arc::clone(&source.connected)));
+        Some(source)
+    } else {
+        None
+    };
+
     // The file source is a partition of its own; it flushes its windows when the file ends.
     let file_partition = if config.source.kind == "file" {
         let path = std::path::PathBuf::from(&config.source.path);
@@ -196,6 +215,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         if let Some(source) = kafka_source {
             source.stopped().await;
         }
+        if let Some(source) = kinesis_source {
+            source.stopped().await;
+        }
         if let Some(task) = file_partition {
             task.await.context("file partition panicked")?;
         }
@@ -234,20 +256,27 @@ async fn stream_sink(
     config: &Config,
     connections: &mut Vec<(&'static str, Arc<AtomicBool>)>,
 ) -> anyhow::Result<Option<StreamSink>> {
-    if config.summary_stream.kind == "kinesis" {
-        let stream = &config.summary_stream.stream;
+    let kinesis_dlq = (config.source.kind == "kinesis" && !config.source.dead_letters.is_empty())
+        .then_some(config.source.dead_letters.as_str());
+    let kinesis_summaries =
+        (config.summary_stream.kind == "kinesis").then_some(config.summary_stream.stream.as_str());
+    if kinesis_summaries.is_some() || kinesis_dlq.is_some() {
         let client = crate::kinesis::client().await;
-        match crate::kinesis::list_shards(&client, stream).await {
-            Ok(_) => {}
-            Err(e) if e.contains("does not exist") => {
-                anyhow::bail!("summary_stream.stream: {e}");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Kinesis not reachable yet; the summary stream retries")
+        for (key, stream) in [
+            ("summary_stream.stream", kinesis_summaries),
+            ("source.dead_letters", kinesis_dlq),
+        ] {
+            let Some(stream) = stream else { continue };
+            match crate::kinesis::list_shards(&client, stream).await {
+                Ok(_) => {}
+                Err(e) if e.contains("does not exist") => anyhow::bail!("{key}: {e}"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kinesis not reachable yet; publishing retries")
+                }
             }
         }
         return Ok(Some(StreamSink::Kinesis(
-            crate::sink::kinesis::KinesisSink::new(client, stream),
+            crate::sink::kinesis::KinesisSink::new(client, kinesis_summaries, kinesis_dlq),
         )));
     }
     let options = &config.source.kafka_options;

@@ -51,6 +51,8 @@ pub struct SourceConfig {
     pub dead_letters: String,
     /// Kafka topic the window engines' checkpoints are kept in.
     pub checkpoint_topic: String,
+    /// Kinesis: the DynamoDB table of shard leases and checkpoints.
+    pub lease_table: String,
 }
 
 impl Default for SourceConfig {
@@ -65,6 +67,7 @@ impl Default for SourceConfig {
             path: String::new(),
             dead_letters: "wildrydes-dlq".into(),
             checkpoint_topic: "stampede-checkpoints".into(),
+            lease_table: "stampede-leases".into(),
         }
     }
 }
@@ -194,8 +197,9 @@ brokers = "127.0.0.1:9092"      # kafka: bootstrap servers
 topic = "wildrydes"             # kafka: telemetry topic
 group = "stampede"              # kafka: consumer group
 stream = "wildrydes"            # kinesis: telemetry stream
+lease_table = "stampede-leases" # kinesis: DynamoDB table of shard leases and checkpoints
 path = ""                       # file: NDJSON file to read
-dead_letters = "wildrydes-dlq"  # kafka: topic for rejected records (also kept in the store); "" for none
+dead_letters = "wildrydes-dlq"  # kafka topic / kinesis stream for rejected records (also kept in the store); "" for none
 checkpoint_topic = "stampede-checkpoints"  # kafka: where window checkpoints are kept (created, compacted, if missing)
 # [source.kafka_options]        # kafka: any librdkafka property, passed through
 # "session.timeout.ms" = "6000"
@@ -211,7 +215,7 @@ idle_timeout_secs = 10          # without records this long, the watermark follo
 kind = "embedded"               # embedded | dynamodb
 path = "./stampede-data"        # embedded: directory of the database
 table = "UnicornSensorData"     # dynamodb: summary table
-create_tables = false           # dynamodb: create the summary table when it is missing
+create_tables = false           # create missing DynamoDB tables: the summary table, the kinesis lease table
 dead_letter_retention = 100000  # embedded: dead letters kept; the oldest go first
 
 [summary_stream]                # optional: publish summaries to a stream
@@ -341,9 +345,19 @@ impl Config {
         check_kind(
             "source.kind",
             &self.source.kind,
-            &["http", "file", "kafka"],
-            &["kinesis"],
+            &["http", "file", "kafka", "kinesis"],
+            &[],
         )?;
+        if self.source.kind == "kinesis" {
+            crate::kinesis::check_stream(&self.source.stream)
+                .map_err(|m| value_error("source.stream", m))?;
+            if self.source.lease_table.is_empty() {
+                return Err(value_error(
+                    "source.lease_table",
+                    "the Kinesis source needs a lease table",
+                ));
+            }
+        }
         if self.source.kind == "kafka" {
             self.check_kafka_source()?;
         }

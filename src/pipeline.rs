@@ -132,7 +132,8 @@ struct Partition {
 }
 
 /// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
-/// drains its queue and flushes every window; a durable one hands off (see the module docs).
+/// drains its queue and flushes every window; a durable one hands off when cancelled (see the
+/// module docs) and flushes like any other when its input ends.
 pub async fn run(
     spec: PartitionSpec,
     mut rx: mpsc::Receiver<Batch>,
@@ -159,6 +160,7 @@ pub async fn run(
     };
     let mut tick = interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut input_ended = false;
     loop {
         tokio::select! {
             biased;
@@ -168,12 +170,15 @@ pub async fn run(
                     METRICS.queue_engine.store(rx.len() as i64, Relaxed);
                     p.process(batch).await;
                 }
-                None => break,
+                None => {
+                    input_ended = true;
+                    break;
+                }
             },
             _ = tick.tick() => p.tick().await,
         }
     }
-    if p.durable.is_some() {
+    if p.durable.is_some() && !input_ended {
         // Hand-off: what is queued is re-read by the next owner, open windows are its to emit.
         rx.close();
         p.request_commit(now_ms(), true).await;
@@ -188,6 +193,9 @@ pub async fn run(
     p.engine.flush(&mut p.emitted);
     p.publish().await;
     p.flush_live();
+    // A durable partition whose input ended (a Kinesis shard closed by a reshard): its last
+    // checkpoint says everything is accounted for.
+    p.request_commit(now_ms(), true).await;
     tracing::info!(partition = %p.name, stats = ?p.engine.stats(), "partition flushed");
 }
 

@@ -123,7 +123,8 @@ fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
                 "--quiet",
             ])
             .args(["--faults", "out-of-order=0.05,late=0.01"])
-            .args(["--to", to])
+            // One connection: batches arrive in order, as the single file aggregate reads.
+            .args(["--connections", "1", "--to", to])
             .output()
             .unwrap()
     };

@@ -15,9 +15,14 @@ fn endpoint() -> String {
     })
 }
 
+/// The SDK's service-specific endpoint variables: Kinesis and DynamoDB are two emulators.
 fn aws_env() -> Vec<(&'static str, String)> {
+    let dynamodb = std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
+        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
+    });
     vec![
-        ("AWS_ENDPOINT_URL", endpoint()),
+        ("AWS_ENDPOINT_URL_KINESIS", endpoint()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
@@ -78,11 +83,21 @@ fn read_all(
     c: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Vec<Vec<u8>> {
+    read_shards(rt, c, stream).into_iter().flatten().collect()
+}
+
+/// Every record of `stream`, one list per shard in sequence order.
+fn read_shards(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<Vec<Vec<u8>>> {
     let shards = rt
         .block_on(stampede::kinesis::list_shards(c, stream))
         .unwrap();
     let mut out = Vec::new();
     for shard in shards {
+        let mut records = Vec::new();
         let mut it = rt
             .block_on(
                 c.get_shard_iterator()
@@ -98,13 +113,14 @@ fn read_all(
                 .block_on(c.get_records().shard_iterator(i).send())
                 .unwrap();
             let empty = page.records.is_empty();
-            out.extend(page.records.into_iter().map(|r| r.data.into_inner()));
+            records.extend(page.records.into_iter().map(|r| r.data.into_inner()));
             it = if empty {
                 None
             } else {
                 page.next_shard_iterator
             };
         }
+        out.push(records);
     }
     out
 }
@@ -174,7 +190,8 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
                 "--quiet",
             ])
             .args(["--faults", "out-of-order=0.05,late=0.01"])
-            .args(["--to", to])
+            // One connection: batches arrive in order, as the single file aggregate reads.
+            .args(["--connections", "1", "--to", to])
             .output()
             .unwrap()
     };
@@ -222,4 +239,202 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A record an hour later on every shard, so that every earlier window becomes final.
+fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) {
+    let shards = rt
+        .block_on(stampede::kinesis::list_shards(c, stream))
+        .unwrap();
+    for (i, shard) in shards.iter().enumerate() {
+        let start = shard
+            .hash_key_range()
+            .map(|r| r.starting_hash_key().to_owned())
+            .unwrap();
+        let record = format!(
+            r#"{{"Name":"zz-sentinel-{i}","StatusTime":"2026-01-01 02:00:00","Latitude":40.7,"Longitude":-73.9,"Distance":1.0,"HealthPoints":100,"MagicPoints":100}}"#
+        );
+        rt.block_on(
+            c.put_record()
+                .stream_name(stream)
+                .partition_key("sentinel")
+                .explicit_hash_key(start)
+                .data(aws_sdk_kinesis::primitives::Blob::new(record))
+                .send(),
+        )
+        .unwrap();
+    }
+}
+
+fn metric(url: &str, name: &str) -> u64 {
+    crate::support::process::http_get(&format!("{url}/metrics"))
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
+    let o = stampede(&[
+        "produce",
+        "--unicorns",
+        "40",
+        "--rate",
+        "max",
+        "--quiet",
+        "--msgs",
+        &msgs.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--start-time",
+        start,
+        "--faults",
+        "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005",
+        "--to",
+        &format!("kinesis://{stream}"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = client(&rt);
+    let telemetry = crate::support::kafka::unique("wildrydes");
+    let summaries = crate::support::kafka::unique("wildrydes-summary");
+    let dlq = crate::support::kafka::unique("wildrydes-dlq");
+    create_stream(&rt, &c, &telemetry, 4);
+    create_stream(&rt, &c, &summaries, 2);
+    create_stream(&rt, &c, &dlq, 1);
+    let table = crate::support::kafka::unique("UnicornSensorData");
+    let leases = crate::support::kafka::unique("stampede-leases");
+    let dir = crate::support::service::temp_dir("kinesis-leases");
+    produce_to(&telemetry, 10_000, "2026-01-01 00:00:00", 41);
+
+    let mut env = aws_env();
+    for (k, v) in [
+        ("STAMPEDE_SOURCE_KIND", "kinesis"),
+        ("STAMPEDE_SOURCE_STREAM", telemetry.as_str()),
+        ("STAMPEDE_SOURCE_LEASE_TABLE", leases.as_str()),
+        ("STAMPEDE_SOURCE_DEAD_LETTERS", dlq.as_str()),
+        ("STAMPEDE_STORE_KIND", "dynamodb"),
+        ("STAMPEDE_STORE_TABLE", table.as_str()),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true"),
+        ("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis"),
+        ("STAMPEDE_SUMMARY_STREAM_STREAM", summaries.as_str()),
+        ("STAMPEDE_WINDOW_IDLE_TIMEOUT_SECS", "3600"),
+    ] {
+        env.push((k, v.to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = start_service_with(&["serve"], &dir.join("a"), &env);
+    eventually(60, "first instance owning every shard", || {
+        metric(&a.url, "stampede_source_partitions") == 4
+    });
+    let b = start_service_with(&["serve"], &dir.join("b"), &env);
+    eventually(60, "the second instance taking its share", || {
+        metric(&b.url, "stampede_source_partitions") == 2
+            && metric(&a.url, "stampede_source_partitions") == 2
+    });
+    eventually(60, "the first instance checkpointing", || {
+        metric(&a.url, "stampede_source_commits_total") > 0
+    });
+    a.kill();
+    produce_to(&telemetry, 10_000, "2026-01-01 00:04:10", 42);
+    eventually(60, "the survivor taking the dead instance's shards", || {
+        metric(&b.url, "stampede_source_partitions") == 4
+    });
+    close_all_windows(&rt, &c, &telemetry);
+
+    let partitions: Vec<Vec<crate::support::kafka::Msg>> = read_shards(&rt, &c, &telemetry)
+        .into_iter()
+        .enumerate()
+        .map(|(i, records)| {
+            records
+                .into_iter()
+                .enumerate()
+                .map(|(n, payload)| crate::support::kafka::Msg {
+                    partition: i as i32,
+                    offset: n as i64,
+                    key: None,
+                    payload,
+                    headers: BTreeMap::new(),
+                })
+                .collect()
+        })
+        .collect();
+    let (want, rejected) = crate::support::kafka::expected(&partitions, &dir);
+    let mut got = crate::support::kafka::Summaries::new();
+    eventually(90, "every window in DynamoDB", || {
+        got = http_get_summaries(&b.url);
+        got == want
+    });
+    crate::support::kafka::assert_same(&got, &want);
+    // The summary stream carries the same, highest revision per window.
+    let mut streamed = crate::support::kafka::Summaries::new();
+    for data in read_all(&rt, &c, &summaries) {
+        let v: Value = serde_json::from_slice(&data).unwrap();
+        if v["Name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("zz-sentinel"))
+        {
+            continue;
+        }
+        let k = (
+            v["Name"].as_str().unwrap().to_owned(),
+            v["StatusTime"].as_str().unwrap().to_owned(),
+        );
+        if streamed
+            .get(&k)
+            .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())
+        {
+            streamed.insert(k, v);
+        }
+    }
+    crate::support::kafka::assert_same(&streamed, &want);
+    // Rejected records are in the dead-letter stream with their reasons (at least once each:
+    // the records re-read after the take-over are dead-lettered again).
+    let dead: std::collections::BTreeSet<(String, Vec<u8>)> = read_all(&rt, &c, &dlq)
+        .into_iter()
+        .map(|d| {
+            let v: Value = serde_json::from_slice(&d).unwrap();
+            (
+                v["reason"].as_str().unwrap().to_owned(),
+                v["raw"].as_str().unwrap().as_bytes().to_vec(),
+            )
+        })
+        .collect();
+    let rejected: std::collections::BTreeSet<(String, Vec<u8>)> = rejected.into_iter().collect();
+    assert_eq!(dead, rejected);
+    drop(b);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn http_get_summaries(url: &str) -> crate::support::kafka::Summaries {
+    let list = crate::support::process::http_get_json(&format!("{url}/api/summaries?limit=100000"));
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v["Name"].as_str().unwrap_or("").starts_with("zz-sentinel"))
+        .map(|v| {
+            (
+                (
+                    v["Name"].as_str().unwrap().to_owned(),
+                    v["StatusTime"].as_str().unwrap().to_owned(),
+                ),
+                v.clone(),
+            )
+        })
+        .collect()
 }

@@ -13,21 +13,22 @@ use tokio::sync::mpsc;
 
 use crate::kinesis::PUT_RECORDS_MAX;
 use crate::metrics::METRICS;
-use crate::record::Summary;
 use crate::sink::stream::StreamItem;
 
 /// The summary stream's producer.
 pub struct KinesisSink {
     client: Client,
-    stream: String,
+    summaries: Option<String>,
+    dead_letters: Option<String>,
 }
 
 impl KinesisSink {
-    /// Publishes summaries to `stream` with `client`.
-    pub fn new(client: Client, stream: &str) -> KinesisSink {
+    /// Publishes summaries to `summaries` and dead letters to `dead_letters` (each optional).
+    pub fn new(client: Client, summaries: Option<&str>, dead_letters: Option<&str>) -> KinesisSink {
         KinesisSink {
             client,
-            stream: stream.to_owned(),
+            summaries: summaries.map(str::to_owned),
+            dead_letters: dead_letters.map(str::to_owned),
         }
     }
 
@@ -36,12 +37,37 @@ impl KinesisSink {
         while let Some(item) = rx.recv().await {
             match item {
                 StreamItem::Summaries(summaries) => {
+                    let Some(stream) = &self.summaries else {
+                        continue;
+                    };
                     for chunk in summaries.chunks(PUT_RECORDS_MAX) {
-                        self.publish(chunk).await;
+                        let entries = chunk.iter().filter_map(|s| {
+                            let mut json = String::with_capacity(256);
+                            s.write_json(&mut json);
+                            entry(json.into_bytes(), s.name.clone())
+                        });
+                        self.publish(stream, entries.collect()).await;
                     }
                 }
-                // Only a Kinesis source dead-letters to Kinesis; none is configured here.
-                StreamItem::DeadLetters(_) => {}
+                // Raw bytes; the reason and origin travel in a JSON envelope, Kinesis records
+                // having no headers.
+                StreamItem::DeadLetters(dead) => {
+                    let Some(stream) = &self.dead_letters else {
+                        continue;
+                    };
+                    for chunk in dead.chunks(PUT_RECORDS_MAX) {
+                        let entries = chunk.iter().filter_map(|d| {
+                            let envelope = serde_json::json!({
+                                "reason": d.reason.as_str(),
+                                "field": d.field.map(|f| f.as_str()),
+                                "origin": format!("{}:{}@{}", d.source, d.partition, d.position),
+                                "raw": String::from_utf8_lossy(&d.raw),
+                            });
+                            entry(envelope.to_string().into_bytes(), d.partition.clone())
+                        });
+                        self.publish(stream, entries.collect()).await;
+                    }
+                }
                 // Everything before it has been awaited.
                 StreamItem::Barrier(ack) => {
                     let _ = ack.send(());
@@ -50,23 +76,10 @@ impl KinesisSink {
         }
     }
 
-    async fn publish(&self, summaries: &[Summary]) {
-        let mut entries = Vec::with_capacity(summaries.len());
-        for s in summaries {
-            let mut json = String::with_capacity(256);
-            s.write_json(&mut json);
-            let entry = PutRecordsRequestEntry::builder()
-                .data(Blob::new(json.into_bytes()))
-                .partition_key(s.name.clone())
-                .build();
-            match entry {
-                Ok(e) => entries.push(e),
-                Err(e) => tracing::error!(error = %e, "cannot build a Kinesis record"),
-            }
-        }
+    async fn publish(&self, stream: &str, entries: Vec<PutRecordsRequestEntry>) {
         let count = entries.len() as u64;
         loop {
-            match crate::produce::put_all(&self.client, &self.stream, entries.clone()).await {
+            match crate::produce::put_all(&self.client, stream, entries.clone()).await {
                 Ok(_) => {
                     METRICS
                         .stream_published
@@ -77,10 +90,19 @@ impl KinesisSink {
                     METRICS
                         .stream_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(stream = %self.stream, error = %e, "summary stream: still retrying");
+                    tracing::error!(stream, error = %e, "summary stream: still retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
     }
+}
+
+fn entry(data: Vec<u8>, key: String) -> Option<PutRecordsRequestEntry> {
+    PutRecordsRequestEntry::builder()
+        .data(Blob::new(data))
+        .partition_key(key)
+        .build()
+        .map_err(|e| tracing::error!(error = %e, "cannot build a Kinesis record"))
+        .ok()
 }

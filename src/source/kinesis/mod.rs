@@ -1,0 +1,601 @@
+//! The Kinesis source (`[source] kind = "kinesis"`): shards shared between instances through
+//! leases in DynamoDB (see [`leases`]), one window engine per owned shard, checkpoints written to
+//! the lease only after the summaries that depend on them are stored (DESIGN decisions 2 and 3).
+//!
+//! * **Coordinator** (one task): lists the shards every 10 s and creates a lease for each new
+//!   one; every 2 s reads the leases and takes free or expired ones (a counter that has not moved
+//!   for [`LEASE_MS`]), up to a fair share of the instances it sees, stealing from the busiest
+//!   owner when it has less; a child shard is taken only once its parents are read to their end.
+//! * **Shard reader** (one task per owned shard): `GetShardIterator` (`TRIM_HORIZON` on a first
+//!   start, `AFTER_SEQUENCE_NUMBER` from the checkpoint afterwards), `GetRecords` at most five
+//!   times a second, backing off on `ProvisionedThroughputExceededException` and transient errors,
+//!   a new iterator after `ExpiredIteratorException`. Records are numbered from 0 after the
+//!   checkpoint; the reader keeps the sequence number of each number still needed, so that a
+//!   checkpoint's low-water position becomes "read after sequence S" and the engine's positions
+//!   are stored relative to it. It renews its lease with every checkpoint (or every 2 s), and
+//!   stops at once, without committing, when a conditional write says the lease moved.
+//! * **Stopping** hands every shard off: the engine stops without emitting open windows, the last
+//!   checkpoint is written, and the lease is released so that another instance takes it at once.
+//!
+//! Known limit: at a reshard the parent's open windows are flushed when its shard ends (its input
+//! ended), and the children start fresh engines, so a minute that spans the reshard can be
+//! summarised in two parts, the later replacing the earlier. Sequence numbers are kept as
+//! strings, never parsed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::kinesis::describe;
+use crate::metrics::METRICS;
+use crate::pipeline::{self, Batch, CommitRequest, Durable, Outputs, PartitionSpec};
+use crate::window::{Checkpoint, WindowConfig};
+
+pub mod leases;
+use leases::{Lease, LeaseError, Leases, SHARD_END};
+
+/// A lease whose counter has not moved for this long (as observed here) is expired.
+pub const LEASE_MS: u64 = 10_000;
+/// How often the coordinator looks at the leases.
+const COORDINATE_EVERY: Duration = Duration::from_secs(2);
+/// How often the shard list is refreshed.
+const LIST_SHARDS_EVERY: Duration = Duration::from_secs(10);
+/// A reader renews its lease at least this often.
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// At most five `GetRecords` a second per shard.
+const GET_RECORDS_EVERY: Duration = Duration::from_millis(200);
+
+/// What the source needs from the configuration.
+pub struct KinesisSourceConfig {
+    /// The telemetry stream.
+    pub stream: String,
+    /// The DynamoDB lease table.
+    pub lease_table: String,
+    /// Create the lease table when missing.
+    pub create_tables: bool,
+    /// Window settings of each shard's engine.
+    pub window: WindowConfig,
+}
+
+/// A running Kinesis source.
+pub struct KinesisSource {
+    task: JoinHandle<()>,
+    /// Up while Kinesis and the lease table answer (for `/readyz`).
+    pub connected: Arc<AtomicBool>,
+}
+
+impl KinesisSource {
+    /// Opens the lease table and starts the coordinator; stops (handing every shard off) when
+    /// `stop` is cancelled.
+    ///
+    /// # Errors
+    /// The lease table is missing (without `create_tables`) or unreachable.
+    pub async fn start(
+        cfg: KinesisSourceConfig,
+        outputs: Outputs,
+        stop: CancellationToken,
+    ) -> Result<KinesisSource, LeaseError> {
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let leases = Leases::open(
+            aws_sdk_dynamodb::Client::new(&aws),
+            &cfg.lease_table,
+            cfg.create_tables,
+        )
+        .await?;
+        let connected = Arc::new(AtomicBool::new(false));
+        let coordinator = Coordinator {
+            kinesis: aws_sdk_kinesis::Client::new(&aws),
+            leases,
+            owner: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                crate::time::now_ms()
+            ),
+            stream: cfg.stream,
+            window: cfg.window,
+            outputs,
+            connected: Arc::clone(&connected),
+            readers: HashMap::new(),
+            seen: HashMap::new(),
+            next_slot: 0,
+        };
+        tracing::info!(owner = %coordinator.owner, stream = %coordinator.stream, "kinesis source started");
+        let task = tokio::spawn(coordinator.run(stop));
+        Ok(KinesisSource { task, connected })
+    }
+
+    /// Waits until every shard is handed off and its lease released.
+    pub async fn stopped(self) {
+        if self.task.await.is_err() {
+            tracing::error!("the kinesis coordinator panicked while stopping");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "stampede".into())
+}
+
+struct Reader {
+    task: JoinHandle<()>,
+    handoff: CancellationToken,
+}
+
+struct Coordinator {
+    kinesis: aws_sdk_kinesis::Client,
+    leases: Leases,
+    owner: String,
+    stream: String,
+    window: WindowConfig,
+    outputs: Outputs,
+    connected: Arc<AtomicBool>,
+    readers: HashMap<String, Reader>,
+    /// Per shard: the counter last seen and when it was first seen at that value.
+    seen: HashMap<String, (u64, Instant)>,
+    next_slot: u32,
+}
+
+impl Coordinator {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut listed: Option<Instant> = None;
+        loop {
+            if listed.is_none_or(|t| t.elapsed() >= LIST_SHARDS_EVERY) {
+                match self.discover().await {
+                    Ok(()) => listed = Some(Instant::now()),
+                    Err(e) => {
+                        self.connected.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "kinesis: cannot list shards; retrying");
+                    }
+                }
+            }
+            if let Err(e) = self.balance().await {
+                self.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "kinesis: cannot read the leases; retrying");
+            }
+            self.readers.retain(|shard, r| {
+                let running = !r.task.is_finished();
+                if !running {
+                    tracing::info!(shard, "kinesis shard reader ended");
+                }
+                running
+            });
+            METRICS
+                .source_partitions
+                .store(self.readers.len() as i64, Ordering::Relaxed);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(COORDINATE_EVERY) => {}
+            }
+        }
+        // Hand every shard off; each reader releases its lease after its last checkpoint.
+        for r in self.readers.values() {
+            r.handoff.cancel();
+        }
+        for (shard, r) in self.readers.drain() {
+            if r.task.await.is_err() {
+                tracing::error!(shard, "kinesis shard reader panicked");
+            }
+        }
+        METRICS.source_partitions.store(0, Ordering::Relaxed);
+        tracing::info!("kinesis source stopped");
+    }
+
+    /// Creates a lease for every shard that has none.
+    async fn discover(&mut self) -> Result<(), String> {
+        let shards = crate::kinesis::list_shards(&self.kinesis, &self.stream).await?;
+        let known: Vec<String> = self
+            .leases
+            .all()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|l| l.shard)
+            .collect();
+        for shard in shards {
+            if known.iter().any(|k| k == shard.shard_id()) {
+                continue;
+            }
+            let parents: Vec<String> = shard
+                .parent_shard_id()
+                .into_iter()
+                .chain(shard.adjacent_parent_shard_id())
+                .map(str::to_owned)
+                .collect();
+            self.leases
+                .create(shard.shard_id(), &parents)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.connected.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes free, expired or (for balance) stolen leases up to a fair share.
+    async fn balance(&mut self) -> Result<(), LeaseError> {
+        let all = self.leases.all().await?;
+        let now = Instant::now();
+        for l in &all {
+            let entry = self.seen.entry(l.shard.clone()).or_insert((l.counter, now));
+            if entry.0 != l.counter {
+                *entry = (l.counter, now);
+            }
+        }
+        let expired = |l: &Lease, seen: &HashMap<String, (u64, Instant)>| {
+            seen.get(&l.shard)
+                .is_some_and(|(_, at)| at.elapsed() >= Duration::from_millis(LEASE_MS))
+        };
+        let finished: Vec<&str> = all
+            .iter()
+            .filter(|l| l.sequence.as_deref() == Some(SHARD_END))
+            .map(|l| l.shard.as_str())
+            .collect();
+        let exists = |s: &str| all.iter().any(|l| l.shard == s);
+        let active: Vec<&Lease> = all
+            .iter()
+            .filter(|l| l.sequence.as_deref() != Some(SHARD_END))
+            .filter(|l| {
+                l.parents
+                    .iter()
+                    .all(|p| finished.contains(&p.as_str()) || !exists(p))
+            })
+            .collect();
+        let mut owners: HashMap<&str, usize> = HashMap::new();
+        for l in &active {
+            if !l.owner.is_empty() && !expired(l, &self.seen) && l.owner != self.owner {
+                *owners.entry(l.owner.as_str()).or_default() += 1;
+            }
+        }
+        let instances = owners.len() + 1;
+        let target = active.len().div_ceil(instances);
+        let mine = self.readers.len();
+        if mine >= target {
+            return Ok(());
+        }
+        let mut wanted = target - mine;
+        let mut candidates: Vec<&Lease> = active
+            .iter()
+            .copied()
+            .filter(|l| !self.readers.contains_key(&l.shard))
+            .filter(|l| l.owner.is_empty() || expired(l, &self.seen))
+            .collect();
+        // Nothing free: steal one from the busiest owner with more than its share.
+        if candidates.is_empty() {
+            if let Some((busiest, n)) = owners.iter().max_by_key(|(_, n)| **n) {
+                if *n > target {
+                    candidates.extend(
+                        active
+                            .iter()
+                            .copied()
+                            .filter(|l| l.owner == *busiest)
+                            .take(1),
+                    );
+                }
+            }
+        }
+        for lease in candidates {
+            if wanted == 0 {
+                break;
+            }
+            match self
+                .leases
+                .own(&lease.shard, lease.counter, &self.owner)
+                .await
+            {
+                Ok(counter) => {
+                    tracing::info!(shard = %lease.shard, from = %lease.owner, "kinesis lease taken");
+                    self.start_reader(lease, counter);
+                    wanted -= 1;
+                }
+                Err(LeaseError::Lost(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn start_reader(&mut self, lease: &Lease, counter: u64) {
+        let handoff = CancellationToken::new();
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let reader = ShardReader {
+            kinesis: self.kinesis.clone(),
+            leases: self.leases.clone(),
+            owner: self.owner.clone(),
+            stream: self.stream.clone(),
+            shard: lease.shard.clone(),
+            counter,
+            start_after: lease.sequence.clone(),
+            after: lease.sequence.clone(),
+            sequences: VecDeque::new(),
+            next_position: 0,
+        };
+        let resume = match (&lease.sequence, &lease.engine) {
+            (Some(_), Some(text)) => Checkpoint::decode(text, 0),
+            _ => None,
+        };
+        let task = tokio::spawn(reader.run(
+            self.window,
+            resume,
+            slot,
+            self.outputs.clone(),
+            handoff.clone(),
+        ));
+        self.readers
+            .insert(lease.shard.clone(), Reader { task, handoff });
+    }
+}
+
+struct ShardReader {
+    kinesis: aws_sdk_kinesis::Client,
+    leases: Leases,
+    owner: String,
+    stream: String,
+    shard: String,
+    counter: u64,
+    /// The sequence number this run started after (`None`: the start of the shard).
+    start_after: Option<String>,
+    /// The last sequence number read (where a new iterator starts after one expires).
+    after: Option<String>,
+    /// (position, sequence number) of records that a checkpoint may still need.
+    sequences: VecDeque<(u64, String)>,
+    next_position: u64,
+}
+
+/// Why a shard reader stopped reading.
+enum Stop {
+    HandOff,
+    Lost,
+    ShardEnd,
+}
+
+impl ShardReader {
+    async fn run(
+        mut self,
+        window: WindowConfig,
+        resume: Option<Checkpoint>,
+        slot: u32,
+        outputs: Outputs,
+        handoff: CancellationToken,
+    ) {
+        let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<CommitRequest>();
+        let (tx, rx) = mpsc::channel::<Batch>(16);
+        let partition_stop = CancellationToken::new();
+        let partition = tokio::spawn(pipeline::run(
+            PartitionSpec {
+                window,
+                source: "kinesis",
+                name: self.shard.clone(),
+                durable: Some(Durable {
+                    slot,
+                    resume,
+                    commits: commit_tx,
+                }),
+            },
+            rx,
+            outputs,
+            partition_stop.clone(),
+        ));
+        let end = self.read(&tx, &mut commit_rx, &handoff).await;
+        match end {
+            Stop::Lost => {
+                tracing::warn!(shard = %self.shard, "kinesis lease lost: stopping without a checkpoint");
+                partition.abort();
+            }
+            Stop::HandOff | Stop::ShardEnd => {
+                // A handed-off engine stops where it is; one whose shard ended flushes.
+                if matches!(end, Stop::HandOff) {
+                    partition_stop.cancel();
+                }
+                drop(tx);
+                let _ = partition.await;
+                // The partition's last checkpoint, then the lease goes (or the shard is done).
+                while let Ok(request) = commit_rx.try_recv() {
+                    if self.commit(request).await.is_err() {
+                        return;
+                    }
+                }
+                if matches!(end, Stop::ShardEnd) {
+                    let _ = self
+                        .leases
+                        .checkpoint(&self.shard, self.counter, &self.owner, SHARD_END, "-")
+                        .await
+                        .map(|c| self.counter = c);
+                }
+                match self.leases.own(&self.shard, self.counter, "").await {
+                    Ok(_) => tracing::info!(shard = %self.shard, "kinesis lease released"),
+                    Err(e) => {
+                        tracing::warn!(shard = %self.shard, error = %e, "kinesis lease not released")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn iterator(&self) -> Result<String, String> {
+        let request = self
+            .kinesis
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(&self.shard);
+        let request = match &self.after {
+            Some(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let out = request.send().await.map_err(|e| describe(&e))?;
+        out.shard_iterator
+            .ok_or_else(|| "GetShardIterator returned no iterator".to_owned())
+    }
+
+    /// Reads until handed off, the lease is lost, or the shard ends.
+    async fn read(
+        &mut self,
+        tx: &mpsc::Sender<Batch>,
+        commits: &mut mpsc::UnboundedReceiver<CommitRequest>,
+        handoff: &CancellationToken,
+    ) -> Stop {
+        let mut iterator: Option<String> = None;
+        let mut backoff = Duration::from_millis(200);
+        let mut renewed = Instant::now();
+        let mut next_call = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                () = handoff.cancelled() => return Stop::HandOff,
+                Some(request) = commits.recv() => {
+                    if self.commit(request).await.is_err() {
+                        return Stop::Lost;
+                    }
+                    renewed = Instant::now();
+                    continue;
+                }
+                () = tokio::time::sleep_until(next_call) => {}
+            }
+            if renewed.elapsed() >= RENEW_EVERY {
+                match self
+                    .leases
+                    .own(&self.shard, self.counter, &self.owner)
+                    .await
+                {
+                    Ok(c) => {
+                        self.counter = c;
+                        renewed = Instant::now();
+                    }
+                    Err(LeaseError::Lost(_)) => return Stop::Lost,
+                    Err(e) => {
+                        tracing::warn!(shard = %self.shard, error = %e, "kinesis: lease renewal failed; retrying")
+                    }
+                }
+            }
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => match self.iterator().await {
+                    Ok(it) => it,
+                    Err(e) => {
+                        tracing::warn!(shard = %self.shard, error = %e, "kinesis: no shard iterator; retrying");
+                        next_call = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                },
+            };
+            next_call = tokio::time::Instant::now() + GET_RECORDS_EVERY;
+            let page = match self.kinesis.get_records().shard_iterator(&it).send().await {
+                Ok(page) => {
+                    backoff = Duration::from_millis(200);
+                    page
+                }
+                Err(e) => {
+                    let code = aws_sdk_kinesis::error::ProvideErrorMetadata::code(&e).unwrap_or("");
+                    if code != "ExpiredIteratorException" {
+                        // Throughput exceeded or transient: the same iterator, later.
+                        iterator = Some(it);
+                        tracing::debug!(shard = %self.shard, error = %describe(&e), "GetRecords failed; backing off");
+                        next_call = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                    continue;
+                }
+            };
+            let empty = page.records.is_empty();
+            if !empty {
+                let mut payload = BytesMut::new();
+                let mut records = Vec::with_capacity(page.records.len());
+                let mut positions = Vec::with_capacity(page.records.len());
+                for r in &page.records {
+                    let start = payload.len();
+                    payload.extend_from_slice(r.data.as_ref());
+                    records.push(start..payload.len());
+                    positions.push(self.next_position);
+                    self.sequences
+                        .push_back((self.next_position, r.sequence_number.clone()));
+                    self.next_position += 1;
+                }
+                if let Some(last) = self.sequences.back() {
+                    // Reads continue after it if the iterator expires.
+                    self.after = Some(last.1.clone());
+                }
+                let batch = Batch {
+                    payload: payload.freeze(),
+                    records,
+                    positions,
+                    reply: None,
+                };
+                if tx.send(batch).await.is_err() {
+                    return Stop::HandOff;
+                }
+            }
+            match page.next_shard_iterator {
+                Some(next) => iterator = Some(next),
+                None => return Stop::ShardEnd,
+            }
+            if empty {
+                next_call = tokio::time::Instant::now() + Duration::from_secs(1);
+            }
+        }
+    }
+
+    /// Waits for a checkpoint's barriers, then writes it to the lease: "after sequence S", with
+    /// the engine's positions made relative to the record after S.
+    async fn commit(&mut self, request: CommitRequest) -> Result<(), LeaseError> {
+        for rx in request.stored {
+            if rx.await.is_err() {
+                return Ok(()); // a sink stopped: this checkpoint is not safe to write
+            }
+        }
+        let Some(p) = request.checkpoint.resume_position() else {
+            return Ok(());
+        };
+        let sequence = if p == 0 {
+            // The start point of this run (none at the start of the shard: nothing to write).
+            match &self.start_after {
+                Some(s) => s.clone(),
+                None => return Ok(()),
+            }
+        } else {
+            // The record before the low-water one; gone only if a newer checkpoint was written.
+            match self.sequences.iter().find(|(pos, _)| *pos == p - 1) {
+                Some((_, s)) => s.clone(),
+                None => return Ok(()),
+            }
+        };
+        let c = request.checkpoint;
+        let rebased = Checkpoint {
+            watermark: c.watermark,
+            low_water: Some(0),
+            last_position: c.last_position.and_then(|l| l.checked_sub(p)),
+            closings: c
+                .closings
+                .iter()
+                .map(|(end, at)| (*end, at.and_then(|q| q.checked_sub(p))))
+                .collect(),
+        };
+        self.counter = self
+            .leases
+            .checkpoint(
+                &self.shard,
+                self.counter,
+                &self.owner,
+                &sequence,
+                &rebased.encode(),
+            )
+            .await?;
+        METRICS.source_commits.fetch_add(1, Ordering::Relaxed);
+        // Positions before p - 1 are never needed again.
+        while self.sequences.front().is_some_and(|(pos, _)| *pos + 1 < p) {
+            self.sequences.pop_front();
+        }
+        Ok(())
+    }
+}
