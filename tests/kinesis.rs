@@ -307,42 +307,138 @@ fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// The streams and tables of one Kinesis → serve → DynamoDB test.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    c: aws_sdk_kinesis::Client,
+    telemetry: String,
+    summaries: String,
+    dlq: String,
+    dir: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    fn new(name: &str) -> Setup {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let c = client(&rt);
+        let telemetry = crate::support::kafka::unique("wildrydes");
+        let summaries = crate::support::kafka::unique("wildrydes-summary");
+        let dlq = crate::support::kafka::unique("wildrydes-dlq");
+        create_stream(&rt, &c, &telemetry, 4);
+        create_stream(&rt, &c, &summaries, 2);
+        create_stream(&rt, &c, &dlq, 1);
+        let table = crate::support::kafka::unique("UnicornSensorData");
+        let leases = crate::support::kafka::unique("stampede-leases");
+        let mut env = aws_env();
+        for (k, v) in [
+            ("STAMPEDE_SOURCE_KIND", "kinesis"),
+            ("STAMPEDE_SOURCE_STREAM", telemetry.as_str()),
+            ("STAMPEDE_SOURCE_LEASE_TABLE", leases.as_str()),
+            ("STAMPEDE_SOURCE_DEAD_LETTERS", dlq.as_str()),
+            ("STAMPEDE_STORE_KIND", "dynamodb"),
+            ("STAMPEDE_STORE_TABLE", table.as_str()),
+            ("STAMPEDE_STORE_CREATE_TABLES", "true"),
+            ("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis"),
+            ("STAMPEDE_SUMMARY_STREAM_STREAM", summaries.as_str()),
+            ("STAMPEDE_WINDOW_IDLE_TIMEOUT_SECS", "3600"),
+        ] {
+            env.push((k, v.to_owned()));
+        }
+        Setup {
+            rt,
+            c,
+            telemetry,
+            summaries,
+            dlq,
+            dir: crate::support::service::temp_dir(name),
+            env,
+        }
+    }
+
+    fn serve(&self, name: &str) -> crate::support::process::Running {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        start_service_with(&["serve"], &self.dir.join(name), &env)
+    }
+
+    /// Closes every window, then checks DynamoDB (through `url`'s API), the summary stream and
+    /// the dead-letter stream against `aggregate` run on each shard's records.
+    fn check(&self, url: &str) {
+        let (rt, c) = (&self.rt, &self.c);
+        close_all_windows(rt, c, &self.telemetry);
+        let partitions: Vec<Vec<crate::support::kafka::Msg>> = read_shards(rt, c, &self.telemetry)
+            .into_iter()
+            .enumerate()
+            .map(|(i, records)| {
+                records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, payload)| crate::support::kafka::Msg {
+                        partition: i as i32,
+                        offset: n as i64,
+                        key: None,
+                        payload,
+                        headers: BTreeMap::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let (want, rejected) = crate::support::kafka::expected(&partitions, &self.dir);
+        let mut got = crate::support::kafka::Summaries::new();
+        eventually(90, "every window in DynamoDB", || {
+            got = http_get_summaries(url);
+            got == want
+        });
+        crate::support::kafka::assert_same(&got, &want);
+        // The summary stream carries the same, highest revision per window.
+        let mut streamed = crate::support::kafka::Summaries::new();
+        for data in read_all(rt, c, &self.summaries) {
+            let v: Value = serde_json::from_slice(&data).unwrap();
+            if v["Name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("zz-sentinel"))
+            {
+                continue;
+            }
+            let k = (
+                v["Name"].as_str().unwrap().to_owned(),
+                v["StatusTime"].as_str().unwrap().to_owned(),
+            );
+            if streamed
+                .get(&k)
+                .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())
+            {
+                streamed.insert(k, v);
+            }
+        }
+        crate::support::kafka::assert_same(&streamed, &want);
+        // Every rejected record is in the dead-letter stream with its reason (at least once:
+        // records re-read after a take-over are dead-lettered again).
+        let dead: std::collections::BTreeSet<(String, Vec<u8>)> = read_all(rt, c, &self.dlq)
+            .into_iter()
+            .map(|d| {
+                let v: Value = serde_json::from_slice(&d).unwrap();
+                (
+                    v["reason"].as_str().unwrap().to_owned(),
+                    v["raw"].as_str().unwrap().as_bytes().to_vec(),
+                )
+            })
+            .collect();
+        let rejected: std::collections::BTreeSet<(String, Vec<u8>)> =
+            rejected.into_iter().collect();
+        assert_eq!(dead, rejected);
+    }
+}
+
 #[test]
 fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = client(&rt);
-    let telemetry = crate::support::kafka::unique("wildrydes");
-    let summaries = crate::support::kafka::unique("wildrydes-summary");
-    let dlq = crate::support::kafka::unique("wildrydes-dlq");
-    create_stream(&rt, &c, &telemetry, 4);
-    create_stream(&rt, &c, &summaries, 2);
-    create_stream(&rt, &c, &dlq, 1);
-    let table = crate::support::kafka::unique("UnicornSensorData");
-    let leases = crate::support::kafka::unique("stampede-leases");
-    let dir = crate::support::service::temp_dir("kinesis-leases");
-    produce_to(&telemetry, 10_000, "2026-01-01 00:00:00", 41);
-
-    let mut env = aws_env();
-    for (k, v) in [
-        ("STAMPEDE_SOURCE_KIND", "kinesis"),
-        ("STAMPEDE_SOURCE_STREAM", telemetry.as_str()),
-        ("STAMPEDE_SOURCE_LEASE_TABLE", leases.as_str()),
-        ("STAMPEDE_SOURCE_DEAD_LETTERS", dlq.as_str()),
-        ("STAMPEDE_STORE_KIND", "dynamodb"),
-        ("STAMPEDE_STORE_TABLE", table.as_str()),
-        ("STAMPEDE_STORE_CREATE_TABLES", "true"),
-        ("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis"),
-        ("STAMPEDE_SUMMARY_STREAM_STREAM", summaries.as_str()),
-        ("STAMPEDE_WINDOW_IDLE_TIMEOUT_SECS", "3600"),
-    ] {
-        env.push((k, v.to_owned()));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = start_service_with(&["serve"], &dir.join("a"), &env);
+    let t = Setup::new("kinesis-leases");
+    produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 41);
+    let a = t.serve("a");
     eventually(60, "first instance owning every shard", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
-    let b = start_service_with(&["serve"], &dir.join("b"), &env);
+    let b = t.serve("b");
     eventually(60, "the second instance taking its share", || {
         metric(&b.url, "stampede_source_partitions") == 2
             && metric(&a.url, "stampede_source_partitions") == 2
@@ -351,73 +447,64 @@ fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over
         metric(&a.url, "stampede_source_commits_total") > 0
     });
     a.kill();
-    produce_to(&telemetry, 10_000, "2026-01-01 00:04:10", 42);
+    produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 42);
     eventually(60, "the survivor taking the dead instance's shards", || {
         metric(&b.url, "stampede_source_partitions") == 4
     });
-    close_all_windows(&rt, &c, &telemetry);
-
-    let partitions: Vec<Vec<crate::support::kafka::Msg>> = read_shards(&rt, &c, &telemetry)
-        .into_iter()
-        .enumerate()
-        .map(|(i, records)| {
-            records
-                .into_iter()
-                .enumerate()
-                .map(|(n, payload)| crate::support::kafka::Msg {
-                    partition: i as i32,
-                    offset: n as i64,
-                    key: None,
-                    payload,
-                    headers: BTreeMap::new(),
-                })
-                .collect()
-        })
-        .collect();
-    let (want, rejected) = crate::support::kafka::expected(&partitions, &dir);
-    let mut got = crate::support::kafka::Summaries::new();
-    eventually(90, "every window in DynamoDB", || {
-        got = http_get_summaries(&b.url);
-        got == want
-    });
-    crate::support::kafka::assert_same(&got, &want);
-    // The summary stream carries the same, highest revision per window.
-    let mut streamed = crate::support::kafka::Summaries::new();
-    for data in read_all(&rt, &c, &summaries) {
-        let v: Value = serde_json::from_slice(&data).unwrap();
-        if v["Name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("zz-sentinel"))
-        {
-            continue;
-        }
-        let k = (
-            v["Name"].as_str().unwrap().to_owned(),
-            v["StatusTime"].as_str().unwrap().to_owned(),
-        );
-        if streamed
-            .get(&k)
-            .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())
-        {
-            streamed.insert(k, v);
-        }
-    }
-    crate::support::kafka::assert_same(&streamed, &want);
-    // Rejected records are in the dead-letter stream with their reasons (at least once each:
-    // the records re-read after the take-over are dead-lettered again).
-    let dead: std::collections::BTreeSet<(String, Vec<u8>)> = read_all(&rt, &c, &dlq)
-        .into_iter()
-        .map(|d| {
-            let v: Value = serde_json::from_slice(&d).unwrap();
-            (
-                v["reason"].as_str().unwrap().to_owned(),
-                v["raw"].as_str().unwrap().as_bytes().to_vec(),
-            )
-        })
-        .collect();
-    let rejected: std::collections::BTreeSet<(String, Vec<u8>)> = rejected.into_iter().collect();
-    assert_eq!(dead, rejected);
+    t.check(&b.url);
     drop(b);
+    std::fs::remove_dir_all(&t.dir).ok();
+}
+
+#[test]
+fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
+    let t = Setup::new("kinesis-restart");
+    produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 51);
+    let first = t.serve("first");
+    eventually(60, "checkpointing every shard", || {
+        metric(&first.url, "stampede_source_commits_total") >= 4
+    });
+    first.kill();
+    // The dead instance's leases expire (10 s unchanged), then the new one takes them all.
+    let second = t.serve("second");
+    produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 52);
+    eventually(60, "the restarted instance owning every shard", || {
+        metric(&second.url, "stampede_source_partitions") == 4
+    });
+    t.check(&second.url);
+    // A graceful stop hands the shards off and releases the leases.
+    assert!(signal(second, "-TERM").success());
+    std::fs::remove_dir_all(&t.dir).ok();
+}
+
+#[test]
+fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
+    use std::io::BufRead;
+    let dir = crate::support::service::temp_dir("kinesis-unreachable");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .arg("serve")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("STAMPEDE_STORE_KIND", "dynamodb")
+        .env("STAMPEDE_STORE_PATH", &dir)
+        .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
+        .env("STAMPEDE_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("DynamoDB not reachable; retrying"),
+        "{first}"
+    );
+    assert!(first.contains("UnicornSensorData"), "{first}");
+    let _ = child.kill();
+    let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
 }
 
