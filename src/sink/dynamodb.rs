@@ -19,8 +19,11 @@
 //!    revision is already stored: the item is dropped, correctly.
 //!
 //! The read in step 1 keeps replays cheap (most re-emitted windows are already stored exactly).
-//! Throttling and transient errors are retried by the SDK's standard retry policy and then here,
-//! with jittered exponential backoff capped at 5 s; nothing is dropped.
+//! Throttling and transient errors are retried by the SDK's standard retry policy, then the
+//! store writer retries the whole batch with exponential backoff capped at 5 s (the writes are
+//! idempotent and conditional); nothing is dropped. The price is one item per write request:
+//! against dynalite (one Node.js process, where each request costs the same) that is about 0.8×
+//! the throughput of `BatchWriteItem`; DynamoDB itself serves the parallel requests side by side.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,7 +40,7 @@ use crate::sink::store::SummaryQuery;
 use crate::time::{format_status_time, parse_status_time, Millis};
 
 /// Conditional writes in flight at once.
-pub const WRITES_IN_FLIGHT: usize = 25;
+pub const WRITES_IN_FLIGHT: usize = 64;
 /// Keys per `BatchGetItem`.
 const GET_BATCH: usize = 100;
 
@@ -248,14 +251,14 @@ impl DynamoStore {
                 _ => to_write.push(s),
             }
         }
-        for chunk in to_write.chunks(WRITES_IN_FLIGHT) {
-            let results = futures_util::future::join_all(chunk.iter().map(|s| self.put(s))).await;
-            stats.requests += chunk.len();
-            for r in results {
-                match r? {
-                    true => stats.written += 1,
-                    false => stats.skipped += 1,
-                }
+        use futures_util::StreamExt as _;
+        let mut results = futures_util::stream::iter(to_write.iter().map(|s| self.put(s)))
+            .buffer_unordered(WRITES_IN_FLIGHT);
+        while let Some(r) = results.next().await {
+            stats.requests += 1;
+            match r? {
+                true => stats.written += 1,
+                false => stats.skipped += 1,
             }
         }
         Ok(stats)
