@@ -2,7 +2,9 @@
 //! commands: `kinesis://STREAM` addresses, the SDK client (region, credential chain and
 //! `AWS_ENDPOINT_URL` by the SDK's conventions), shard listing, and the service's limits.
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+
+pub use crate::aws::describe;
 use aws_sdk_kinesis::types::Shard;
 use aws_sdk_kinesis::Client;
 
@@ -43,25 +45,6 @@ pub fn check_stream(name: &str) -> Result<(), String> {
 pub async fn client() -> Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     Client::new(&config)
-}
-
-/// An SDK error in words: the service's code and message, or the chain of causes.
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    e: &SdkError<E, R>,
-) -> String {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        }
-    }
 }
 
 /// Every shard of `stream`, through all pages of `ListShards`.

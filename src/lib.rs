@@ -12,7 +12,8 @@
 //! * [`window`] — the event-time window engine, one per source partition.
 //! * [`source`] — where records come from: a file, a Kafka consumer group.
 //! * [`kafka`] — Kafka client settings, addresses and logging shared by source, sink and CLI.
-//! * [`kinesis`] — Kinesis addresses, client and shard listing shared by sink and CLI.
+//! * [`kinesis`] — Kinesis addresses, client and shard listing shared by source, sink and CLI;
+//!   [`aws`] — SDK errors in words.
 //! * [`aggregate`] — `stampede aggregate`, the batch path.
 //! * [`produce`] — `stampede produce`, the simulated fleet.
 //! * [`pipeline`] — the engine task of one partition (decode, window, dead letters).
@@ -27,6 +28,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod consume;

@@ -101,33 +101,10 @@ fn aws_env(table: &str, create: bool) -> Vec<(&'static str, String)> {
 
 #[test]
 fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
-    use crate::support::process::{http_get_json, signal, start_service_with};
+    use crate::support::process::{http_get_json, produce_ordered, signal, start_service_with};
     let dir = crate::support::service::temp_dir("dynamo-serve");
     let table = crate::support::kafka::unique("UnicornSensorData");
-    let produce = |to: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args([
-                "produce",
-                "--unicorns",
-                "20",
-                "--msgs",
-                "4000",
-                "--rate",
-                "max",
-            ])
-            .args([
-                "--seed",
-                "9",
-                "--start-time",
-                "2018-03-18 03:20:00",
-                "--quiet",
-            ])
-            .args(["--faults", "out-of-order=0.05,late=0.01"])
-            // One connection: batches arrive in order, as the single file aggregate reads.
-            .args(["--connections", "1", "--to", to])
-            .output()
-            .unwrap()
-    };
+    let produce = |to: &str| produce_ordered(9, to);
     let lines = produce("-").stdout;
     let file = dir.join("fleet.ndjson");
     std::fs::write(&file, &lines).unwrap();

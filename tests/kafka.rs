@@ -13,7 +13,7 @@
 //! debug log). Apache Kafka evicts any member whose session expires; the service does not care
 //! which one dies.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -21,7 +21,9 @@ use crate::support::kafka::{
     assert_same, await_summaries, broker, close_all_windows, create_topic, expected, produce,
     read_topic, unique, PrivateBroker, ServeConfig,
 };
-use crate::support::process::{http_get, http_get_json, signal, start_service_with, Running};
+use crate::support::process::{
+    http_get, http_get_json, metric, signal, start_service_with, wait_until, Running,
+};
 use crate::support::service::temp_dir;
 
 /// Start of the simulated data; the sentinels that close every window come an hour later.
@@ -85,22 +87,6 @@ impl Topics {
     }
 }
 
-fn metric(url: &str, name: &str) -> u64 {
-    let text = http_get(&format!("{url}/metrics")).1;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until `f` holds, for at most `secs`.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic() {
     let brokers = broker();
@@ -119,7 +105,7 @@ fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic()
 
     // Every rejected record, and nothing else, is in the dead-letter topic with its reason.
     let mut dead: Vec<(String, Vec<u8>)> = Vec::new();
-    eventually(30, "dead letters", || {
+    wait_until(30, "dead letters", || {
         dead = read_topic(&brokers, &t.dead_letters)
             .into_iter()
             .flatten()
@@ -156,12 +142,12 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     let t = Topics::new(&brokers, "failover");
     produce(&brokers, &t.telemetry, 10_000, START, 11);
     let a = t.serve(&dir);
-    eventually(60, "first instance consuming", || {
+    wait_until(60, "first instance consuming", || {
         metric(&a.url, "stampede_records_in_total") > 0
     });
     let b = t.serve(&dir);
     // The group rebalances: the second instance takes partitions from the first (hand-off).
-    eventually(
+    wait_until(
         60,
         "second instance owning and consuming partitions",
         || {
@@ -170,7 +156,7 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
         },
     );
     assert!(metric(&a.url, "stampede_source_partitions") < 4);
-    eventually(60, "first instance committing", || {
+    wait_until(60, "first instance committing", || {
         metric(&a.url, "stampede_source_commits_total") > 0
     });
     // Mid-stream: the second half is being written while the first instance dies unflushed.
@@ -180,7 +166,7 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     };
     // The second member dies (see the module docs for why not the first).
     b.kill();
-    eventually(60, "the survivor taking every partition", || {
+    wait_until(60, "the survivor taking every partition", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     producer.join().unwrap();
@@ -199,7 +185,7 @@ fn kafka_sigkill_and_restart_resume_from_the_committed_checkpoint() {
     let t = Topics::new(&brokers, "restart");
     produce(&brokers, &t.telemetry, 10_000, START, 21);
     let first = t.serve(&dir);
-    eventually(60, "committing", || {
+    wait_until(60, "committing", || {
         metric(&first.url, "stampede_source_commits_total") >= 4
     });
     first.kill();
@@ -223,19 +209,19 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     let t = Topics::new(&broker.addr, "outage");
     produce(&broker.addr, &t.telemetry, 10_000, START, 31);
     let serve = t.serve(&dir);
-    eventually(60, "committing", || {
+    wait_until(60, "committing", || {
         metric(&serve.url, "stampede_source_commits_total") > 0
     });
     broker.stop();
     let ready_url = format!("{}/readyz", serve.url);
-    eventually(30, "/readyz reporting the lost broker", || {
+    wait_until(30, "/readyz reporting the lost broker", || {
         let (status, body) = http_get(&ready_url);
         status == 503 && body.contains("\"source\":false")
     });
     // The outage itself: 20 s without a broker.
     std::thread::sleep(Duration::from_secs(20));
     broker.restart();
-    eventually(60, "/readyz recovering", || http_get(&ready_url).0 == 200);
+    wait_until(60, "/readyz recovering", || http_get(&ready_url).0 == 200);
     let (want, _) = t.finish(&dir);
     let got = await_summaries(&broker.addr, &t.summaries, &want);
     assert_same(&got, &want);
@@ -249,7 +235,7 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
     let dir = temp_dir("kafka-idle");
     let t = Topics::new(&brokers, "idle");
     let serve = t.serve_idle(&dir, 1);
-    eventually(60, "partitions assigned", || {
+    wait_until(60, "partitions assigned", || {
         metric(&serve.url, "stampede_source_partitions") == 4
     });
     // One record in the last second of the previous minute, then silence: only the idle
@@ -261,7 +247,7 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
     );
     crate::support::kafka::send_to_partition(&brokers, &t.telemetry, 2, &record);
     let mut found = Vec::new();
-    eventually(45, "the quiet window's summary", || {
+    wait_until(45, "the quiet window's summary", || {
         found = read_topic(&brokers, &t.summaries)
             .into_iter()
             .flatten()

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::process::{signal, start_service_with};
+use crate::support::process::{metric, produce_ordered, signal, start_service_with, wait_until};
 
 fn endpoint() -> String {
     std::env::var("STAMPEDE_TEST_KINESIS").unwrap_or_else(|_| {
@@ -171,30 +171,7 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     let stream = crate::support::kafka::unique("wildrydes-summary");
     create_stream(&rt, &c, &stream, 2);
     let dir = crate::support::service::temp_dir("kinesis-summary");
-    let produce = |to: &str| {
-        Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args([
-                "produce",
-                "--unicorns",
-                "20",
-                "--msgs",
-                "4000",
-                "--rate",
-                "max",
-            ])
-            .args([
-                "--seed",
-                "13",
-                "--start-time",
-                "2018-03-18 03:20:00",
-                "--quiet",
-            ])
-            .args(["--faults", "out-of-order=0.05,late=0.01"])
-            // One connection: batches arrive in order, as the single file aggregate reads.
-            .args(["--connections", "1", "--to", to])
-            .output()
-            .unwrap()
-    };
+    let produce = |to: &str| produce_ordered(13, to);
     let file = dir.join("fleet.ndjson");
     std::fs::write(&file, produce("-").stdout).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
@@ -263,25 +240,6 @@ fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, 
                 .send(),
         )
         .unwrap();
-    }
-}
-
-fn metric(url: &str, name: &str) -> u64 {
-    crate::support::process::http_get(&format!("{url}/metrics"))
-        .1
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within {secs} s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
@@ -385,7 +343,7 @@ impl Setup {
             .collect();
         let (want, rejected) = crate::support::kafka::expected(&partitions, &self.dir);
         let mut got = crate::support::kafka::Summaries::new();
-        eventually(90, "every window in DynamoDB", || {
+        wait_until(90, "every window in DynamoDB", || {
             got = http_get_summaries(url);
             got == want
         });
@@ -435,20 +393,20 @@ fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over
     let t = Setup::new("kinesis-leases");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 41);
     let a = t.serve("a");
-    eventually(60, "first instance owning every shard", || {
+    wait_until(60, "first instance owning every shard", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     let b = t.serve("b");
-    eventually(60, "the second instance taking its share", || {
+    wait_until(60, "the second instance taking its share", || {
         metric(&b.url, "stampede_source_partitions") == 2
             && metric(&a.url, "stampede_source_partitions") == 2
     });
-    eventually(60, "the first instance checkpointing", || {
+    wait_until(60, "the first instance checkpointing", || {
         metric(&a.url, "stampede_source_commits_total") > 0
     });
     a.kill();
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 42);
-    eventually(60, "the survivor taking the dead instance's shards", || {
+    wait_until(60, "the survivor taking the dead instance's shards", || {
         metric(&b.url, "stampede_source_partitions") == 4
     });
     t.check(&b.url);
@@ -461,14 +419,14 @@ fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
     let t = Setup::new("kinesis-restart");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 51);
     let first = t.serve("first");
-    eventually(60, "checkpointing every shard", || {
+    wait_until(60, "checkpointing every shard", || {
         metric(&first.url, "stampede_source_commits_total") >= 4
     });
     first.kill();
     // The dead instance's leases expire (10 s unchanged), then the new one takes them all.
     let second = t.serve("second");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 52);
-    eventually(60, "the restarted instance owning every shard", || {
+    wait_until(60, "the restarted instance owning every shard", || {
         metric(&second.url, "stampede_source_partitions") == 4
     });
     t.check(&second.url);

@@ -66,21 +66,9 @@ fn dynamo_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             | "UnrecognizedClientException"
             | "ValidationException"
     );
-    // Without a service message (a connection error), the chain of sources says what happened.
-    let detail = e.message().map_or_else(
-        || {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        },
-        str::to_owned,
-    );
+    let detail = crate::aws::describe(e);
     DynamoError {
-        message: format!("{what}: {code} {detail}"),
+        message: format!("{what}: {detail}"),
         permanent,
     }
 }

@@ -112,3 +112,47 @@ pub fn http_get_json(url: &str) -> serde_json::Value {
     assert_eq!(status, 200, "GET {url}: {body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// The counter or gauge `name` of the service at `url` (0 when absent).
+pub fn metric(url: &str, name: &str) -> u64 {
+    http_get(&format!("{url}/metrics"))
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `f` until it holds, for at most `secs`; the failure names `what`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `stampede produce` of 4,000 records of 20 unicorns (out-of-order and late ones included)
+/// from a fixed start, to `to` (`-` for stdout). One connection, so that HTTP batches arrive in
+/// the order `aggregate` reads the same records from a file.
+pub fn produce_ordered(seed: u64, to: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args([
+            "produce",
+            "--unicorns",
+            "20",
+            "--msgs",
+            "4000",
+            "--rate",
+            "max",
+        ])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--start-time",
+            "2018-03-18 03:20:00",
+        ])
+        .args(["--quiet", "--faults", "out-of-order=0.05,late=0.01"])
+        .args(["--connections", "1", "--to", to])
+        .output()
+        .unwrap()
+}
