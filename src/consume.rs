@@ -99,20 +99,7 @@ async fn consume_kinesis(
             .map_err(|e| ConsumeError::Kinesis(crate::kinesis::describe(&e)))?;
         iterators.extend(it.shard_iterator);
     }
-    eprintln!(
-        "reading {stream} ({} shards) from {}{}",
-        shards.len(),
-        if from_beginning {
-            "the beginning"
-        } else {
-            "the end"
-        },
-        if count.is_none() {
-            "; Ctrl-C to stop"
-        } else {
-            ""
-        }
-    );
+    announce(stream, shards.len(), "shards", from_beginning, count);
     let limit = count.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     while printed < limit && !iterators.is_empty() {
@@ -185,20 +172,12 @@ fn consume_kafka(
         tpl.add_partition_offset(&url.topic, p, start)?;
     }
     consumer.assign(&tpl)?;
-    eprintln!(
-        "reading {} ({} partitions) from {}{}",
-        url.topic,
+    announce(
+        &url.topic,
         partitions.len(),
-        if from_beginning {
-            "the beginning"
-        } else {
-            "the end"
-        },
-        if count.is_none() {
-            "; Ctrl-C to stop"
-        } else {
-            ""
-        }
+        "partitions",
+        from_beginning,
+        count,
     );
     let limit = count.unwrap_or(u64::MAX);
     let mut printed = 0u64;
@@ -222,6 +201,21 @@ fn consume_kafka(
         printed += 1;
     }
     Ok(printed)
+}
+
+/// Says on stderr what is being read, from where, and how it ends.
+fn announce(name: &str, parts: usize, what: &str, from_beginning: bool, count: Option<u64>) {
+    let from = if from_beginning {
+        "the beginning"
+    } else {
+        "the end"
+    };
+    let until = if count.is_none() {
+        "; Ctrl-C to stop"
+    } else {
+        ""
+    };
+    eprintln!("reading {name} ({parts} {what}) from {from}{until}");
 }
 
 /// One record as indented JSON, or as text when it is not JSON (malformed records are part of

@@ -10,6 +10,7 @@
 //! per minute), so a B-tree with two tables is all this needs.
 
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -307,53 +308,46 @@ pub fn run_writer(
         while let Ok(item) = rx.try_recv() {
             take(item);
         }
-        METRICS
-            .queue_store
-            .store(rx.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        METRICS.queue_store.store(rx.len() as i64, Relaxed);
         if let Some((runtime, table)) = &dynamo {
-            let mut backoff = std::time::Duration::from_millis(50);
-            while !summaries.is_empty() {
-                match runtime.block_on(table.write(&summaries)) {
-                    Ok(stats) => {
-                        METRICS
-                            .store_writes
-                            .fetch_add(stats.written as u64, std::sync::atomic::Ordering::Relaxed);
-                        summaries.clear();
-                    }
-                    Err(e) => {
-                        METRICS
-                            .store_errors
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::error!(error = %e, summaries = summaries.len(), "DynamoDB write failed; retrying");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                    }
-                }
+            if !summaries.is_empty() {
+                let written = until_written("DynamoDB", summaries.len(), || {
+                    runtime.block_on(table.write(&summaries)).map(|s| s.written)
+                });
+                METRICS.store_writes.fetch_add(written as u64, Relaxed);
+                summaries.clear();
             }
         }
-        let mut backoff = std::time::Duration::from_millis(50);
-        while !(summaries.is_empty() && dead.is_empty()) {
-            match store.write(&summaries, &dead) {
-                Ok(n) => {
-                    METRICS
-                        .store_writes
-                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => {
-                    METRICS
-                        .store_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(error = %e, summaries = summaries.len(), "store write failed; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
+        if !(summaries.is_empty() && dead.is_empty()) {
+            let written =
+                until_written("store", summaries.len(), || store.write(&summaries, &dead));
+            METRICS.store_writes.fetch_add(written as u64, Relaxed);
         }
         summaries.clear();
         dead.clear();
         for barrier in barriers.drain(..) {
             let _ = barrier.send(());
+        }
+    }
+}
+
+/// Runs `write` until it succeeds, counting and logging each failure, backing off up to 5 s:
+/// the pipeline waits behind the writer, nothing is dropped.
+fn until_written<E: std::fmt::Display>(
+    target: &str,
+    summaries: usize,
+    mut write: impl FnMut() -> Result<usize, E>,
+) -> usize {
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        match write() {
+            Ok(n) => return n,
+            Err(e) => {
+                METRICS.store_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, summaries, "{target} write failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
         }
     }
 }
