@@ -125,7 +125,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             outputs.clone(),
             source_stop.clone(),
         )
-        .context("cannot start the Kafka source (source.brokers, source.kafka_options)")?;
+        .map_err(|e| {
+            crate::kafka::start_error(e, "cannot start the Kafka source (source.brokers)")
+        })?;
         connections.push(("source", Arc::clone(&source.connected)));
         Some(source)
     } else {
@@ -290,7 +292,12 @@ async fn stream_sink(
                 &config.summary_stream.topic,
                 observed,
             )
-            .context("cannot create the Kafka summary producer (summary_stream.brokers)")?,
+            .map_err(|e| {
+                crate::kafka::start_error(
+                    e,
+                    "cannot create the Kafka summary producer (summary_stream.brokers)",
+                )
+            })?,
         )
     } else {
         None
@@ -303,7 +310,12 @@ async fn stream_sink(
             }
             _ => Some(
                 KafkaTopic::new(&config.source.brokers, options, topic, Observed::default())
-                    .context("cannot create the Kafka dead-letter producer (source.brokers)")?,
+                    .map_err(|e| {
+                        crate::kafka::start_error(
+                            e,
+                            "cannot create the Kafka dead-letter producer (source.brokers)",
+                        )
+                    })?,
             ),
         }
     } else {

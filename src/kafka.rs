@@ -116,6 +116,19 @@ pub fn check_options(options: &toml::Table) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// Why a Kafka client could not be built, as an error for the user: a setting librdkafka refuses
+/// is bad config naming its `[source.kafka_options]` key (exit 2); anything else says `what`.
+pub fn start_error(e: KafkaError, what: &str) -> anyhow::Error {
+    match e {
+        KafkaError::ClientConfig(_, description, key, _) => crate::config::ConfigError::Value {
+            key: format!("source.kafka_options.\"{key}\""),
+            message: description,
+        }
+        .into(),
+        other => anyhow::Error::new(other).context(what.to_owned()),
+    }
+}
+
 /// A client context that sends librdkafka's logs to `tracing` and keeps a readiness flag: up
 /// while some broker of the cluster is connected, down when all are.
 #[derive(Clone, Default)]

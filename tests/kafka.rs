@@ -320,3 +320,27 @@ fn kafka_cli_errors_are_clear() {
     assert_eq!(text.matches("\"Name\": \"Shadowfax\"").count(), 5, "{text}");
     assert!(text.starts_with("{\n  \""), "{text}");
 }
+
+#[test]
+fn an_option_librdkafka_refuses_is_bad_config_naming_its_key() {
+    let dir = temp_dir("kafka-bad-option");
+    let config = dir.join("stampede.toml");
+    std::fs::write(
+        &config,
+        "[source]\nkind = \"kafka\"\n[source.kafka_options]\n\"no.such.option\" = \"1\"\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
+        .env("STAMPEDE_STORE_PATH", dir.join("store"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("source.kafka_options.\"no.such.option\""),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
