@@ -513,13 +513,14 @@ impl ShardReader {
                 let mut payload = BytesMut::new();
                 let mut records = Vec::with_capacity(page.records.len());
                 let mut positions = Vec::with_capacity(page.records.len());
-                for r in &page.records {
+                // Records are consumed: their sequence numbers move into the map, uncopied.
+                for r in page.records {
                     let start = payload.len();
                     payload.extend_from_slice(r.data.as_ref());
                     records.push(start..payload.len());
                     positions.push(self.next_position);
                     self.sequences
-                        .push_back((self.next_position, r.sequence_number.clone()));
+                        .push_back((self.next_position, r.sequence_number));
                     self.next_position += 1;
                 }
                 if let Some(last) = self.sequences.back() {
