@@ -101,23 +101,13 @@ fn aws_env(table: &str, create: bool) -> Vec<(&'static str, String)> {
 
 #[test]
 fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
-    use crate::support::process::{http_get_json, produce_ordered, signal, start_service_with};
+    use crate::support::process::{
+        aggregate_ordered, http_get_json, produce_ordered, signal, start_service_with, summary_key,
+    };
     let dir = crate::support::service::temp_dir("dynamo-serve");
     let table = crate::support::kafka::unique("UnicornSensorData");
     let produce = |to: &str| produce_ordered(9, to);
-    let lines = produce("-").stdout;
-    let file = dir.join("fleet.ndjson");
-    std::fs::write(&file, &lines).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("aggregate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let mut want: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let want = aggregate_ordered(9, &dir);
 
     let env = aws_env(&table, true);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -136,10 +126,12 @@ fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let reader = start_service_with(&["serve"], &dir.join("store-2"), &env);
     let got = http_get_json(&format!("{}/api/summaries?limit=10000", reader.url));
-    let mut got: Vec<serde_json::Value> = got.as_array().unwrap().clone();
-    let key = |v: &serde_json::Value| (v["StatusTime"].to_string(), v["Name"].to_string());
-    got.sort_by_key(key);
-    want.sort_by_key(key);
+    let got: std::collections::BTreeMap<_, _> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (summary_key(v), v.clone()))
+        .collect();
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     drop(reader);

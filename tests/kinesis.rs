@@ -7,7 +7,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::process::{metric, produce_ordered, signal, start_service_with, wait_until};
+use crate::support::process::{
+    aggregate_ordered, metric, produce_ordered, signal, start_service_with, summary_key, wait_until,
+};
 
 fn endpoint() -> String {
     std::env::var("STAMPEDE_TEST_KINESIS").unwrap_or_else(|_| {
@@ -172,21 +174,7 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     create_stream(&rt, &c, &stream, 2);
     let dir = crate::support::service::temp_dir("kinesis-summary");
     let produce = |to: &str| produce_ordered(13, to);
-    let file = dir.join("fleet.ndjson");
-    std::fs::write(&file, produce("-").stdout).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("aggregate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let want: BTreeMap<(String, String), Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            ((v["Name"].to_string(), v["StatusTime"].to_string()), v)
-        })
-        .collect();
+    let want = aggregate_ordered(13, &dir);
 
     let mut env = aws_env();
     env.push(("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis".into()));
@@ -205,7 +193,7 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     let mut got: BTreeMap<(String, String), Value> = BTreeMap::new();
     for data in read_all(&rt, &c, &stream) {
         let v: Value = serde_json::from_slice(&data).unwrap();
-        let k = (v["Name"].to_string(), v["StatusTime"].to_string());
+        let k = summary_key(&v);
         if got
             .get(&k)
             .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())

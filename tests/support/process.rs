@@ -156,3 +156,35 @@ pub fn produce_ordered(seed: u64, to: &str) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// What `stampede aggregate` computes from [`produce_ordered`]`(seed, "-")`, by (Name, StatusTime).
+pub fn aggregate_ordered(
+    seed: u64,
+    dir: &std::path::Path,
+) -> std::collections::BTreeMap<(String, String), serde_json::Value> {
+    let file = dir.join("fleet.ndjson");
+    std::fs::write(&file, produce_ordered(seed, "-").stdout).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .arg("aggregate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (summary_key(&v), v)
+        })
+        .collect()
+}
+
+/// (Name, StatusTime) of a summary.
+pub fn summary_key(v: &serde_json::Value) -> (String, String) {
+    (v["Name"].to_string(), v["StatusTime"].to_string())
+}
