@@ -1,5 +1,5 @@
 //! What the AWS parts (the Kinesis source, sink and commands, the DynamoDB store and leases)
-//! share: SDK errors in words.
+//! share: SDK errors in words, jittered backoff.
 
 // The SDK crates re-export the same smithy types: these serve DynamoDB errors too.
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -21,4 +21,12 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             text
         }
     }
+}
+
+/// Up to 50% less than `d`, so that retrying writers spread out.
+pub fn jitter(d: std::time::Duration) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.5 + f64::from(nanos % 1_000) / 2_000.0)
 }

@@ -17,14 +17,17 @@ fn endpoint() -> String {
     })
 }
 
+fn dynamodb_endpoint() -> String {
+    std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
+        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
+    })
+}
+
 /// The SDK's service-specific endpoint variables: Kinesis and DynamoDB are two emulators.
 fn aws_env() -> Vec<(&'static str, String)> {
-    let dynamodb = std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
-    });
     vec![
         ("AWS_ENDPOINT_URL_KINESIS", endpoint()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
@@ -32,9 +35,13 @@ fn aws_env() -> Vec<(&'static str, String)> {
 }
 
 fn stampede(args: &[&str]) -> std::process::Output {
+    stampede_with(args, &aws_env())
+}
+
+fn stampede_with(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_stampede"))
         .args(args)
-        .envs(aws_env())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
 }
@@ -232,24 +239,31 @@ fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, 
 }
 
 fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
-    let o = stampede(&[
-        "produce",
-        "--unicorns",
-        "40",
-        "--rate",
-        "max",
-        "--quiet",
-        "--msgs",
-        &msgs.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--start-time",
-        start,
-        "--faults",
-        "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005",
-        "--to",
-        &format!("kinesis://{stream}"),
-    ]);
+    produce_with(stream, msgs, start, seed, &aws_env());
+}
+
+fn produce_with(stream: &str, msgs: u64, start: &str, seed: u64, env: &[(&str, String)]) {
+    let o = stampede_with(
+        &[
+            "produce",
+            "--unicorns",
+            "40",
+            "--rate",
+            "max",
+            "--quiet",
+            "--msgs",
+            &msgs.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--start-time",
+            start,
+            "--faults",
+            "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005",
+            "--to",
+            &format!("kinesis://{stream}"),
+        ],
+        env,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -299,6 +313,17 @@ impl Setup {
             dlq,
             dir: crate::support::service::temp_dir(name),
             env,
+        }
+    }
+
+    /// Sends the service's (and `produce`'s) AWS calls through these endpoints.
+    fn route_through(&mut self, kinesis: &str, dynamodb: &str) {
+        for (k, v) in &mut self.env {
+            match *k {
+                "AWS_ENDPOINT_URL_KINESIS" => *v = kinesis.to_owned(),
+                "AWS_ENDPOINT_URL_DYNAMODB" => *v = dynamodb.to_owned(),
+                _ => {}
+            }
         }
     }
 
@@ -420,6 +445,56 @@ fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
     t.check(&second.url);
     // A graceful stop hands the shards off and releases the leases.
     assert!(signal(second, "-TERM").success());
+    std::fs::remove_dir_all(&t.dir).ok();
+}
+
+/// AWS throttles, leaves batch items unprocessed and expires iterators; the emulators never do.
+/// Here a proxy in front of each emulator injects those answers (see `support::faults`) into
+/// every call of `produce`, the Kinesis source, the lease table, the DynamoDB store and the
+/// summary stream: the results are still exactly `aggregate`'s, nothing lost or doubled.
+#[test]
+fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
+    use crate::support::faults::FaultProxy;
+    let mut t = Setup::new("kinesis-faults");
+    let kinesis = FaultProxy::start(&endpoint());
+    let dynamodb = FaultProxy::start(&dynamodb_endpoint());
+    t.route_through(&kinesis.url, &dynamodb.url);
+    // One refused record in three is sent again by `produce`: all arrive, once.
+    produce_with(&t.telemetry, 10_000, "2026-01-01 00:00:00", 61, &t.env);
+    let total: usize = read_shards(&t.rt, &t.c, &t.telemetry)
+        .iter()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(total, 10_000);
+    let s = t.serve("faults");
+    wait_until(60, "every shard owned", || {
+        metric(&s.url, "stampede_source_partitions") == 4
+    });
+    produce_with(&t.telemetry, 10_000, "2026-01-01 00:04:10", 62, &t.env);
+    t.check(&s.url);
+    let injected = kinesis
+        .injected()
+        .into_iter()
+        .chain(dynamodb.injected())
+        .collect::<BTreeMap<_, _>>();
+    eprintln!("faults injected: {injected:?}");
+    for kind in [
+        "GetRecords throttled",
+        "GetRecords iterator expired",
+        "GetRecords internal failure",
+        "PutRecords records refused",
+        "BatchGetItem keys unprocessed",
+        "PutItem throttled",
+        "PutItem internal error",
+        "UpdateItem throttled",
+        "Scan throttled",
+    ] {
+        assert!(
+            injected.get(kind).is_some_and(|n| *n > 0),
+            "no {kind} was injected: {injected:?}"
+        );
+    }
+    assert!(signal(s, "-TERM").success());
     std::fs::remove_dir_all(&t.dir).ok();
 }
 

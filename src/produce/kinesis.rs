@@ -109,6 +109,10 @@ pub async fn put_all(
         let last = match result {
             Ok(out) if out.failed_record_count.unwrap_or(0) == 0 => return Ok(total),
             Ok(out) => {
+                // Some got in: the stream is taking records, so the rest go again soon.
+                if out.failed_record_count.unwrap_or(0) < entries.len() as i32 {
+                    backoff = Duration::from_millis(50);
+                }
                 let mut failed = Vec::new();
                 let mut reason = String::new();
                 for (entry, r) in entries.into_iter().zip(out.records) {
@@ -130,7 +134,7 @@ pub async fn put_all(
             });
         }
         tracing::debug!(left = entries.len(), reason = %last, "PutRecords: sending again");
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(crate::aws::jitter(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     Ok(total)

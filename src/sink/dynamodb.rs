@@ -305,6 +305,7 @@ impl DynamoStore {
             let mut backoff = Duration::from_millis(50);
             while !request.is_empty() {
                 stats.requests += 1;
+                let asked: usize = request.values().map(|k| k.keys.len()).sum();
                 let response = self
                     .client
                     .batch_get_item()
@@ -323,8 +324,12 @@ impl DynamoStore {
                     }
                 }
                 request = response.unprocessed_keys.unwrap_or_default();
+                if request.values().map(|k| k.keys.len()).sum::<usize>() < asked {
+                    // Some were read: the table is serving, so the rest goes again soon.
+                    backoff = Duration::from_millis(50);
+                }
                 if !request.is_empty() {
-                    tokio::time::sleep(jitter(backoff)).await;
+                    tokio::time::sleep(crate::aws::jitter(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
@@ -384,14 +389,6 @@ impl DynamoStore {
         out.truncate(q.limit);
         Ok(out)
     }
-}
-
-/// Up to 50% less than `d`, so that retrying writers spread out.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    d.mul_f64(0.5 + f64::from(nanos % 1_000) / 2_000.0)
 }
 
 /// A summary as a DynamoDB item.

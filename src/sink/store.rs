@@ -332,19 +332,26 @@ pub fn run_writer(
 }
 
 /// Runs `write` until it succeeds, counting and logging each failure, backing off up to 5 s:
-/// the pipeline waits behind the writer, nothing is dropped.
+/// the pipeline waits behind the writer, nothing is dropped. A failure or two (throttling) is a
+/// warning; one that lasts is an error.
 fn until_written<E: std::fmt::Display>(
     target: &str,
     summaries: usize,
     mut write: impl FnMut() -> Result<usize, E>,
 ) -> usize {
     let mut backoff = std::time::Duration::from_millis(50);
+    let mut attempt = 0u32;
     loop {
+        attempt += 1;
         match write() {
             Ok(n) => return n,
             Err(e) => {
                 METRICS.store_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, summaries, "{target} write failed; retrying");
+                if attempt < 3 {
+                    tracing::warn!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                } else {
+                    tracing::error!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
             }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod kafka;
 pub mod process;
 pub mod reference;

@@ -400,8 +400,12 @@ impl ShardReader {
                 let _ = partition.await;
                 // The partition's last checkpoint, then the lease goes (or the shard is done).
                 while let Ok(request) = commit_rx.try_recv() {
-                    if self.commit(request).await.is_err() {
-                        return;
+                    match self.commit(request).await {
+                        Ok(()) => {}
+                        Err(LeaseError::Lost(_)) => return,
+                        Err(e) => {
+                            tracing::warn!(shard = %self.shard, error = %e, "kinesis: last checkpoint not written; the next owner re-reads from the one before");
+                        }
                     }
                 }
                 if matches!(end, Stop::ShardEnd) {
@@ -454,10 +458,13 @@ impl ShardReader {
                 biased;
                 () = handoff.cancelled() => return Stop::HandOff,
                 Some(request) = commits.recv() => {
-                    if self.commit(request).await.is_err() {
-                        return Stop::Lost;
+                    match self.commit(request).await {
+                        Ok(()) => renewed = Instant::now(),
+                        Err(LeaseError::Lost(_)) => return Stop::Lost,
+                        // Throttled or unreachable: the next checkpoint (in a second) supersedes
+                        // this one, and the lease is renewed separately.
+                        Err(e) => tracing::warn!(shard = %self.shard, error = %e, "kinesis: checkpoint not written; the next one follows"),
                     }
-                    renewed = Instant::now();
                     continue;
                 }
                 () = tokio::time::sleep_until(next_call) => {}
