@@ -74,9 +74,30 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, St
     }
 }
 
+/// Where Kinesis puts a record: the MD5 of its partition key as a 128-bit big-endian number.
+pub fn hash_key(partition_key: &str) -> u128 {
+    u128::from_be_bytes(md5::compute(partition_key.as_bytes()).0)
+}
+
+/// A shard's hash key range, both ends included.
+pub fn hash_range(shard: &Shard) -> Option<(u128, u128)> {
+    let range = shard.hash_key_range()?;
+    Some((
+        range.starting_hash_key().parse().ok()?,
+        range.ending_hash_key().parse().ok()?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_keys_are_the_md5_of_the_partition_key() {
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e; MD5("a") = 0cc175b9c0f1b6a831c399e269772661.
+        assert_eq!(hash_key(""), 0xd41d8cd98f00b204e9800998ecf8427e);
+        assert_eq!(hash_key("a"), 0x0cc175b9c0f1b6a831c399e269772661);
+    }
 
     #[test]
     fn parses_kinesis_urls() {

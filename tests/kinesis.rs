@@ -280,12 +280,16 @@ struct Setup {
 
 impl Setup {
     fn new(name: &str) -> Setup {
+        Setup::with_shards(name, 4)
+    }
+
+    fn with_shards(name: &str, shards: i32) -> Setup {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let c = client(&rt);
         let telemetry = crate::support::kafka::unique("wildrydes");
         let summaries = crate::support::kafka::unique("wildrydes-summary");
         let dlq = crate::support::kafka::unique("wildrydes-dlq");
-        create_stream(&rt, &c, &telemetry, 4);
+        create_stream(&rt, &c, &telemetry, shards);
         create_stream(&rt, &c, &summaries, 2);
         create_stream(&rt, &c, &dlq, 1);
         let table = crate::support::kafka::unique("UnicornSensorData");
@@ -445,6 +449,127 @@ fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
     t.check(&second.url);
     // A graceful stop hands the shards off and releases the leases.
     assert!(signal(second, "-TERM").success());
+    std::fs::remove_dir_all(&t.dir).ok();
+}
+
+/// Splits `shard` of `stream` in the middle of its hash key range and waits until the stream is
+/// active again.
+fn split(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str, shard: &str) {
+    rt.block_on(
+        c.split_shard()
+            .stream_name(stream)
+            .shard_to_split(shard)
+            .new_starting_hash_key((1u128 << 127).to_string())
+            .send(),
+    )
+    .unwrap();
+    wait_until(30, "the stream active after the split", || {
+        let d = rt
+            .block_on(c.describe_stream_summary().stream_name(stream).send())
+            .unwrap();
+        d.stream_description_summary.map(|s| s.stream_status)
+            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
+    });
+}
+
+/// A minute that spans a split: half of it in the parent shard, half in a child. The child
+/// resumes the parent's engine and re-reads the parent's tail (its own unicorns only), so every
+/// minute is summarised whole: what `aggregate` computes on the parent's records followed by
+/// the child's, for the unicorns of that child.
+#[test]
+fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
+    let t = Setup::with_shards("kinesis-split", 1);
+    let produce = |start: &str, seed: &str| {
+        let o = stampede_with(
+            &[
+                "produce",
+                "--unicorns",
+                "20",
+                "--rate",
+                "max",
+                "--quiet",
+                "--msgs",
+                "3000",
+                "--seed",
+                seed,
+                "--start-time",
+                start,
+                "--to",
+                &format!("kinesis://{}", t.telemetry),
+            ],
+            &t.env,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // 150 s of telemetry: minute 00:00 is final (so the parent checkpoints past it), 00:02 is
+    // open when the shard is split.
+    produce("2026-01-01 00:00:00", "71");
+    let s = t.serve("split");
+    wait_until(60, "the parent shard checkpointed", || {
+        metric(&s.url, "stampede_source_commits_total") > 0
+    });
+    split(&t.rt, &t.c, &t.telemetry, "shardId-000000000000");
+    produce("2026-01-01 00:02:30", "72");
+    wait_until(60, "both children owned", || {
+        metric(&s.url, "stampede_source_partitions") == 2
+    });
+    close_all_windows(&t.rt, &t.c, &t.telemetry);
+
+    let shards = read_shards(&t.rt, &t.c, &t.telemetry);
+    let [parent, children @ ..] = shards.as_slice() else {
+        panic!("no shards");
+    };
+    assert_eq!(children.len(), 2);
+    let mut want = crate::support::kafka::Summaries::new();
+    for (i, child) in children.iter().enumerate() {
+        let names: std::collections::BTreeSet<String> = child
+            .iter()
+            .map(|d| {
+                serde_json::from_slice::<Value>(d).unwrap()["Name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let msgs = parent
+            .iter()
+            .chain(child)
+            .enumerate()
+            .map(|(n, payload)| crate::support::kafka::Msg {
+                partition: i as i32,
+                offset: n as i64,
+                key: None,
+                payload: payload.clone(),
+                headers: BTreeMap::new(),
+            })
+            .collect();
+        let (summaries, _) = crate::support::kafka::expected(&[msgs], &t.dir);
+        want.extend(
+            summaries
+                .into_iter()
+                .filter(|((name, _), _)| names.contains(name)),
+        );
+    }
+    // Every unicorn is in one child, and its minute 00:02 is whole: 60 records, 30 before the
+    // split and 30 after.
+    assert_eq!(
+        want.keys()
+            .map(|(n, _)| n)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        20
+    );
+    assert!(want
+        .iter()
+        .filter(|((_, t), _)| t == "2026-01-01 00:02:00")
+        .all(|(_, v)| v["Records"] == 60));
+    let mut got = crate::support::kafka::Summaries::new();
+    wait_until(90, "every window in DynamoDB", || {
+        got = http_get_summaries(&s.url);
+        got == want
+    });
+    crate::support::kafka::assert_same(&got, &want);
+    assert!(signal(s, "-TERM").success());
     std::fs::remove_dir_all(&t.dir).ok();
 }
 

@@ -33,6 +33,9 @@ pub struct Lease {
     pub engine: Option<String>,
     /// The shard's parents, which must be read to their end first.
     pub parents: Vec<String>,
+    /// Of a shard read to its end and handed off: where its tail starts ("read after S", `-`
+    /// for the start of the shard), to be read again with `engine` by a child after a split.
+    pub tail: Option<String>,
 }
 
 /// Why a lease operation failed.
@@ -240,6 +243,41 @@ impl Leases {
         .await
     }
 
+    /// Marks a shard read to its end. With `tail` (its last checkpoint's sequence number, or
+    /// `-`), the checkpoint is kept so that a child of a split can re-read the windows still open
+    /// at the end; without, the shard's windows were flushed and nothing is inherited.
+    ///
+    /// # Errors
+    /// [`LeaseError::Lost`] when the lease changed hands.
+    pub async fn finish(
+        &self,
+        shard: &str,
+        counter: u64,
+        owner: &str,
+        tail: Option<&str>,
+    ) -> Result<u64, LeaseError> {
+        match tail {
+            Some(t) => {
+                self.update(
+                    shard,
+                    counter,
+                    "SET #c = :next, #s = :s, #t = :t",
+                    &[(":s", s(SHARD_END)), (":t", s(t)), (":me", s(owner))],
+                )
+                .await
+            }
+            None => {
+                self.update(
+                    shard,
+                    counter,
+                    "SET #c = :next, #s = :s REMOVE #t",
+                    &[(":s", s(SHARD_END)), (":me", s(owner))],
+                )
+                .await
+            }
+        }
+    }
+
     async fn update(
         &self,
         shard: &str,
@@ -262,10 +300,10 @@ impl Leases {
             .expression_attribute_names("#o", "Owner")
             .expression_attribute_values(":c", n(counter))
             .expression_attribute_values(":next", n(counter + 1));
-        if set.contains("#s") {
-            request = request
-                .expression_attribute_names("#s", "Sequence")
-                .expression_attribute_names("#e", "Engine");
+        for (name, attribute) in [("#s", "Sequence"), ("#e", "Engine"), ("#t", "Tail")] {
+            if set.contains(name) {
+                request = request.expression_attribute_names(name, attribute);
+            }
         }
         for (k, v) in values {
             request = request.expression_attribute_values(*k, v.clone());
@@ -303,5 +341,6 @@ fn lease_of(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
         sequence: text("Sequence"),
         engine: text("Engine"),
         parents,
+        tail: text("Tail"),
     })
 }

@@ -17,10 +17,20 @@
 //! * **Stopping** hands every shard off: the engine stops without emitting open windows, the last
 //!   checkpoint is written, and the lease is released so that another instance takes it at once.
 //!
-//! Known limit: at a reshard the parent's open windows are flushed when its shard ends (its input
-//! ended), and the children start fresh engines, so a minute that spans the reshard can be
-//! summarised in two parts, the later replacing the earlier. Sequence numbers are kept as
-//! strings, never parsed.
+//! * **Reshards**: a parent shard read to its end hands off like a stopping reader, and its lease
+//!   keeps its last checkpoint as a "tail". A child of a split resumes the parent's engine from
+//!   that checkpoint, re-reads the parent's tail keeping only the records whose partition key
+//!   hashes into the child's range (MD5, as Kinesis routes them), then goes on with its own
+//!   records: a minute that spans the split is summarised whole, with the revisions it would
+//!   have had without the split. The child checkpoints only once it no longer needs the tail, so
+//!   a crash before that re-reads the tail again.
+//!
+//! Known limit: a child of a *merge* has two parents, each with its own watermark, which one
+//! engine cannot continue, so each parent flushes its open windows at its end and the child
+//! starts a fresh engine: a minute that spans a merge is summarised in two parts, the later
+//! replacing the earlier. Records put with an `ExplicitHashKey` are routed at a split by the
+//! hash of their partition key (`GetRecords` does not return the explicit key). Sequence numbers
+//! are kept as strings, never parsed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +115,7 @@ impl KinesisSource {
             connected: Arc::clone(&connected),
             readers: HashMap::new(),
             seen: HashMap::new(),
+            ranges: HashMap::new(),
             next_slot: 0,
         };
         tracing::info!(owner = %coordinator.owner, stream = %coordinator.stream, "kinesis source started");
@@ -142,6 +153,8 @@ struct Coordinator {
     readers: HashMap<String, Reader>,
     /// Per shard: the counter last seen and when it was first seen at that value.
     seen: HashMap<String, (u64, Instant)>,
+    /// Per shard: its hash key range, from the last `ListShards`.
+    ranges: HashMap<String, (u128, u128)>,
     next_slot: u32,
 }
 
@@ -202,6 +215,9 @@ impl Coordinator {
             .map(|l| l.shard)
             .collect();
         for shard in shards {
+            if let Some(range) = crate::kinesis::hash_range(&shard) {
+                self.ranges.insert(shard.shard_id().to_owned(), range);
+            }
             if known.iter().any(|k| k == shard.shard_id()) {
                 continue;
             }
@@ -286,6 +302,10 @@ impl Coordinator {
             if wanted == 0 {
                 break;
             }
+            let inherit = inheritance(lease, &all);
+            if inherit.is_some() && !self.ranges.contains_key(&lease.shard) {
+                continue; // its hash range is not listed yet
+            }
             match self
                 .leases
                 .own(&lease.shard, lease.counter, &self.owner)
@@ -293,7 +313,7 @@ impl Coordinator {
             {
                 Ok(counter) => {
                     tracing::info!(shard = %lease.shard, from = %lease.owner, "kinesis lease taken");
-                    self.start_reader(lease, counter);
+                    self.start_reader(lease, counter, inherit);
                     wanted -= 1;
                 }
                 Err(LeaseError::Lost(_)) => {}
@@ -303,10 +323,33 @@ impl Coordinator {
         Ok(())
     }
 
-    fn start_reader(&mut self, lease: &Lease, counter: u64) {
+    fn start_reader(&mut self, lease: &Lease, counter: u64, inherit: Option<&Lease>) {
         let handoff = CancellationToken::new();
         let slot = self.next_slot;
         self.next_slot += 1;
+        // A child of a split starts with its parent's tail, from the parent's checkpoint.
+        let tail = inherit.and_then(|parent| {
+            let range = *self.ranges.get(&lease.shard)?;
+            let after = parent.tail.clone().filter(|t| t != "-");
+            Some((parent, range, after))
+        });
+        let (reading, tail_range, after, engine) = match tail {
+            Some((parent, range, after)) => (
+                parent.shard.clone(),
+                Some(range),
+                after,
+                parent.engine.as_ref(),
+            ),
+            None => (
+                lease.shard.clone(),
+                None,
+                lease.sequence.clone(),
+                lease.engine.as_ref().filter(|_| lease.sequence.is_some()),
+            ),
+        };
+        if tail_range.is_some() {
+            tracing::info!(shard = %lease.shard, parent = %reading, "kinesis: re-reading the parent's tail first");
+        }
         let reader = ShardReader {
             kinesis: self.kinesis.clone(),
             leases: self.leases.clone(),
@@ -315,14 +358,15 @@ impl Coordinator {
             shard: lease.shard.clone(),
             counter,
             start_after: lease.sequence.clone(),
-            after: lease.sequence.clone(),
+            committed: lease.sequence.clone(),
+            reading,
+            tail_range,
+            after,
             sequences: VecDeque::new(),
             next_position: 0,
+            base: 0,
         };
-        let resume = match (&lease.sequence, &lease.engine) {
-            (Some(_), Some(text)) => Checkpoint::decode(text, 0),
-            _ => None,
-        };
+        let resume = engine.and_then(|text| Checkpoint::decode(text, 0));
         let task = tokio::spawn(reader.run(
             self.window,
             resume,
@@ -335,6 +379,20 @@ impl Coordinator {
     }
 }
 
+/// The parent whose tail a never-checkpointed child of a split re-reads first: one that ended
+/// with its checkpoint kept (see [`Leases::finish`]).
+fn inheritance<'a>(lease: &Lease, all: &'a [Lease]) -> Option<&'a Lease> {
+    let [parent] = lease.parents.as_slice() else {
+        return None;
+    };
+    if lease.sequence.is_some() {
+        return None;
+    }
+    all.iter()
+        .find(|l| l.shard == *parent)
+        .filter(|p| p.sequence.as_deref() == Some(SHARD_END) && p.tail.is_some())
+}
+
 struct ShardReader {
     kinesis: aws_sdk_kinesis::Client,
     leases: Leases,
@@ -342,20 +400,32 @@ struct ShardReader {
     stream: String,
     shard: String,
     counter: u64,
-    /// The sequence number this run started after (`None`: the start of the shard).
+    /// The sequence number this run's own records start after (`None`: the start of the shard).
     start_after: Option<String>,
-    /// The last sequence number read (where a new iterator starts after one expires).
+    /// The sequence number of the last checkpoint written (the tail kept at the shard's end).
+    committed: Option<String>,
+    /// The shard being read: a parent while its tail is re-read, then this one.
+    reading: String,
+    /// While a parent's tail is re-read: this shard's hash key range, the records to keep.
+    tail_range: Option<(u128, u128)>,
+    /// The last sequence number read in `reading` (where a new iterator starts after one expires).
     after: Option<String>,
-    /// (position, sequence number) of records that a checkpoint may still need.
+    /// (position, sequence number) of this shard's records that a checkpoint may still need.
     sequences: VecDeque<(u64, String)>,
     next_position: u64,
+    /// The position of this shard's first record (after a parent's tail).
+    base: u64,
 }
 
 /// Why a shard reader stopped reading.
+#[derive(Clone, Copy)]
 enum Stop {
     HandOff,
     Lost,
-    ShardEnd,
+    /// Read to its end; `merged` once known: a child of the shard has two parents.
+    ShardEnd {
+        merged: bool,
+    },
 }
 
 impl ShardReader {
@@ -391,9 +461,20 @@ impl ShardReader {
                 tracing::warn!(shard = %self.shard, "kinesis lease lost: stopping without a checkpoint");
                 partition.abort();
             }
-            Stop::HandOff | Stop::ShardEnd => {
-                // A handed-off engine stops where it is; one whose shard ended flushes.
-                if matches!(end, Stop::HandOff) {
+            Stop::HandOff | Stop::ShardEnd { .. } => {
+                // A handed-off engine stops where it is. So does one whose shard ended in a split:
+                // the children re-read its tail. Before a merge, whose child starts fresh, it
+                // flushes. Undecided (ListShards failing until a hand-off): a plain hand-off,
+                // and the next owner reaches the end again.
+                let end = match end {
+                    Stop::ShardEnd { .. } => match self.merged(&handoff).await {
+                        Some(merged) => Stop::ShardEnd { merged },
+                        None => Stop::HandOff,
+                    },
+                    other => other,
+                };
+                let flush = matches!(end, Stop::ShardEnd { merged: true });
+                if !flush {
                     partition_stop.cancel();
                 }
                 drop(tx);
@@ -408,12 +489,18 @@ impl ShardReader {
                         }
                     }
                 }
-                if matches!(end, Stop::ShardEnd) {
-                    let _ = self
+                if let Stop::ShardEnd { merged } = end {
+                    let tail = (!merged).then(|| self.committed.as_deref().unwrap_or("-"));
+                    match self
                         .leases
-                        .checkpoint(&self.shard, self.counter, &self.owner, SHARD_END, "-")
+                        .finish(&self.shard, self.counter, &self.owner, tail)
                         .await
-                        .map(|c| self.counter = c);
+                    {
+                        Ok(c) => self.counter = c,
+                        Err(e) => {
+                            tracing::warn!(shard = %self.shard, error = %e, "kinesis: shard end not recorded; the next owner reaches it again")
+                        }
+                    }
                 }
                 match self.leases.own(&self.shard, self.counter, "").await {
                     Ok(_) => tracing::info!(shard = %self.shard, "kinesis lease released"),
@@ -425,12 +512,37 @@ impl ShardReader {
         }
     }
 
+    /// Whether a child of this (ended) shard is a merge, asking `ListShards` until it answers;
+    /// `None` if handed off first.
+    async fn merged(&self, handoff: &CancellationToken) -> Option<bool> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match crate::kinesis::list_shards(&self.kinesis, &self.stream).await {
+                Ok(shards) => {
+                    let me = Some(self.shard.as_str());
+                    return Some(shards.iter().any(|s| {
+                        (s.parent_shard_id() == me || s.adjacent_parent_shard_id() == me)
+                            && s.adjacent_parent_shard_id().is_some()
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %self.shard, error = %e, "kinesis: cannot list the children of an ended shard; retrying");
+                }
+            }
+            tokio::select! {
+                () = handoff.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
     async fn iterator(&self) -> Result<String, String> {
         let request = self
             .kinesis
             .get_shard_iterator()
             .stream_name(&self.stream)
-            .shard_id(&self.shard);
+            .shard_id(&self.reading);
         let request = match &self.after {
             Some(seq) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -522,31 +634,54 @@ impl ShardReader {
                 let mut positions = Vec::with_capacity(page.records.len());
                 // Records are consumed: their sequence numbers move into the map, uncopied.
                 for r in page.records {
+                    let position = self.next_position;
+                    self.next_position += 1;
+                    if let Some((low, high)) = self.tail_range {
+                        // A parent's record: ours only if its key hashes into our range. Every
+                        // record keeps its position, as the parent's checkpoint counts them.
+                        let hash =
+                            crate::kinesis::hash_key(r.partition_key.as_deref().unwrap_or(""));
+                        self.after = Some(r.sequence_number);
+                        if hash < low || hash > high {
+                            continue;
+                        }
+                    } else {
+                        self.sequences.push_back((position, r.sequence_number));
+                    }
                     let start = payload.len();
                     payload.extend_from_slice(r.data.as_ref());
                     records.push(start..payload.len());
-                    positions.push(self.next_position);
-                    self.sequences
-                        .push_back((self.next_position, r.sequence_number));
-                    self.next_position += 1;
+                    positions.push(position);
                 }
-                if let Some(last) = self.sequences.back() {
-                    // Reads continue after it if the iterator expires.
-                    self.after = Some(last.1.clone());
+                if self.tail_range.is_none() {
+                    if let Some(last) = self.sequences.back() {
+                        // Reads continue after it if the iterator expires.
+                        self.after = Some(last.1.clone());
+                    }
                 }
-                let batch = Batch {
-                    payload: payload.freeze(),
-                    records,
-                    positions,
-                    reply: None,
-                };
-                if tx.send(batch).await.is_err() {
-                    return Stop::HandOff;
+                if !records.is_empty() {
+                    let batch = Batch {
+                        payload: payload.freeze(),
+                        records,
+                        positions,
+                        reply: None,
+                    };
+                    if tx.send(batch).await.is_err() {
+                        return Stop::HandOff;
+                    }
                 }
             }
             match page.next_shard_iterator {
                 Some(next) => iterator = Some(next),
-                None => return Stop::ShardEnd,
+                None if self.tail_range.is_some() => {
+                    // The parent's tail is read: this shard's own records follow it.
+                    tracing::info!(shard = %self.shard, parent = %self.reading, "kinesis: parent's tail re-read");
+                    self.tail_range = None;
+                    self.reading = self.shard.clone();
+                    self.after = self.start_after.clone();
+                    self.base = self.next_position;
+                }
+                None => return Stop::ShardEnd { merged: false },
             }
             if empty {
                 next_call = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -565,7 +700,11 @@ impl ShardReader {
         let Some(p) = request.checkpoint.resume_position() else {
             return Ok(());
         };
-        let sequence = if p == 0 {
+        if p < self.base {
+            // Still needs the parent's tail, which only a fresh start re-reads.
+            return Ok(());
+        }
+        let sequence = if p == self.base {
             // The start point of this run (none at the start of the shard: nothing to write).
             match &self.start_after {
                 Some(s) => s.clone(),
@@ -600,6 +739,7 @@ impl ShardReader {
             )
             .await?;
         METRICS.source_commits.fetch_add(1, Ordering::Relaxed);
+        self.committed = Some(sequence);
         // Positions before p - 1 are never needed again.
         while self.sequences.front().is_some_and(|(pos, _)| *pos + 1 < p) {
             self.sequences.pop_front();
