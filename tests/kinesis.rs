@@ -405,6 +405,17 @@ impl Setup {
     }
 }
 
+/// The streams go with the test: the emulator, like AWS, limits the shards of an account.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for stream in [&self.telemetry, &self.summaries, &self.dlq] {
+            let _ = self
+                .rt
+                .block_on(self.c.delete_stream().stream_name(stream).send());
+        }
+    }
+}
+
 #[test]
 fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over() {
     let t = Setup::new("kinesis-leases");
@@ -475,11 +486,12 @@ fn split(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str
 /// A minute that spans a split: half of it in the parent shard, half in a child. The child
 /// resumes the parent's engine and re-reads the parent's tail (its own unicorns only), so every
 /// minute is summarised whole: what `aggregate` computes on the parent's records followed by
-/// the child's, for the unicorns of that child.
+/// the child's, for the unicorns of that child. The instance is SIGKILLed while the children
+/// still need the tail (they cannot checkpoint yet), so the next one re-reads it too.
 #[test]
 fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     let t = Setup::with_shards("kinesis-split", 1);
-    let produce = |start: &str, seed: &str| {
+    let produce = |msgs: u32, start: &str, seed: &str| {
         let o = stampede_with(
             &[
                 "produce",
@@ -489,7 +501,7 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
                 "max",
                 "--quiet",
                 "--msgs",
-                "3000",
+                &msgs.to_string(),
                 "--seed",
                 seed,
                 "--start-time",
@@ -503,15 +515,23 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     };
     // 150 s of telemetry: minute 00:00 is final (so the parent checkpoints past it), 00:02 is
     // open when the shard is split.
-    produce("2026-01-01 00:00:00", "71");
-    let s = t.serve("split");
+    produce(3000, "2026-01-01 00:00:00", "71");
+    let first = t.serve("first");
     wait_until(60, "the parent shard checkpointed", || {
-        metric(&s.url, "stampede_source_commits_total") > 0
+        metric(&first.url, "stampede_source_commits_total") > 0
     });
     split(&t.rt, &t.c, &t.telemetry, "shardId-000000000000");
-    produce("2026-01-01 00:02:30", "72");
+    // Up to 00:03:19: minute 00:02 can still change (until 00:04:00), so the children keep
+    // needing the parent's tail and write no checkpoint.
+    produce(1000, "2026-01-01 00:02:30", "72");
     wait_until(60, "both children owned", || {
-        metric(&s.url, "stampede_source_partitions") == 2
+        metric(&first.url, "stampede_source_partitions") == 2
+    });
+    first.kill();
+    let second = t.serve("second");
+    produce(2000, "2026-01-01 00:03:20", "73");
+    wait_until(60, "both children taken over", || {
+        metric(&second.url, "stampede_source_partitions") == 2
     });
     close_all_windows(&t.rt, &t.c, &t.telemetry);
 
@@ -565,11 +585,11 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
         .all(|(_, v)| v["Records"] == 60));
     let mut got = crate::support::kafka::Summaries::new();
     wait_until(90, "every window in DynamoDB", || {
-        got = http_get_summaries(&s.url);
+        got = http_get_summaries(&second.url);
         got == want
     });
     crate::support::kafka::assert_same(&got, &want);
-    assert!(signal(s, "-TERM").success());
+    assert!(signal(second, "-TERM").success());
     std::fs::remove_dir_all(&t.dir).ok();
 }
 

@@ -6,7 +6,7 @@ const dynalite = require('dynalite');
 
 const [kinesisPort, dynamoPort] = process.argv.slice(2).map(Number);
 const host = '127.0.0.1';
-kinesalite({ createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 100 })
+kinesalite({ createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 10000 })
   .listen(kinesisPort, host, (err) => {
     if (err) throw err;
     console.log(`kinesalite on ${host}:${kinesisPort}`);
