@@ -537,7 +537,8 @@ impl ShardReader {
         }
     }
 
-    async fn iterator(&self) -> Result<String, String> {
+    /// An iterator where reading `reading` goes on; the error says whether the shard is gone.
+    async fn iterator(&self) -> Result<String, (String, bool)> {
         let request = self
             .kinesis
             .get_shard_iterator()
@@ -549,9 +550,21 @@ impl ShardReader {
                 .starting_sequence_number(seq),
             None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         };
-        let out = request.send().await.map_err(|e| describe(&e))?;
+        let out = request.send().await.map_err(|e| {
+            let gone = aws_sdk_kinesis::error::ProvideErrorMetadata::code(&e)
+                == Some("ResourceNotFoundException");
+            (describe(&e), gone)
+        })?;
         out.shard_iterator
-            .ok_or_else(|| "GetShardIterator returned no iterator".to_owned())
+            .ok_or_else(|| ("GetShardIterator returned no iterator".to_owned(), false))
+    }
+
+    /// The parent's tail is read: this shard's own records follow it.
+    fn end_tail(&mut self) {
+        self.tail_range = None;
+        self.reading = self.shard.clone();
+        self.after = self.start_after.clone();
+        self.base = self.next_position;
     }
 
     /// Reads until handed off, the lease is lost, or the shard ends.
@@ -601,7 +614,14 @@ impl ShardReader {
                 Some(it) => it,
                 None => match self.iterator().await {
                     Ok(it) => it,
-                    Err(e) => {
+                    Err((e, true)) if self.tail_range.is_some() => {
+                        // Past the stream's retention, a closed parent is deleted: its windows
+                        // are long final, and this shard's records come next.
+                        tracing::warn!(shard = %self.shard, parent = %self.reading, error = %e, "kinesis: the parent's tail is gone; reading this shard");
+                        self.end_tail();
+                        continue;
+                    }
+                    Err((e, _)) => {
                         tracing::warn!(shard = %self.shard, error = %e, "kinesis: no shard iterator; retrying");
                         next_call = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -676,10 +696,7 @@ impl ShardReader {
                 None if self.tail_range.is_some() => {
                     // The parent's tail is read: this shard's own records follow it.
                     tracing::info!(shard = %self.shard, parent = %self.reading, "kinesis: parent's tail re-read");
-                    self.tail_range = None;
-                    self.reading = self.shard.clone();
-                    self.after = self.start_after.clone();
-                    self.base = self.next_position;
+                    self.end_tail();
                 }
                 None => return Stop::ShardEnd { merged: false },
             }
