@@ -238,32 +238,49 @@ fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, 
     }
 }
 
+/// Awkward data: malformed, out-of-order, late and too-late records.
+const FAULTS: &str = "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005";
+
 fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
-    produce_with(stream, msgs, start, seed, &aws_env());
+    produce_with(stream, (40, msgs), start, seed, FAULTS, &aws_env());
 }
 
-fn produce_with(stream: &str, msgs: u64, start: &str, seed: u64, env: &[(&str, String)]) {
-    let o = stampede_with(
-        &[
-            "produce",
-            "--unicorns",
-            "40",
-            "--rate",
-            "max",
-            "--quiet",
-            "--msgs",
-            &msgs.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--start-time",
-            start,
-            "--faults",
-            "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005",
-            "--to",
-            &format!("kinesis://{stream}"),
-        ],
-        env,
+/// `stampede produce` of (unicorns, msgs) from event time `start`, with `faults` (none when
+/// empty), through the AWS endpoints of `env`.
+fn produce_with(
+    stream: &str,
+    (unicorns, msgs): (u32, u64),
+    start: &str,
+    seed: u64,
+    faults: &str,
+    env: &[(&str, String)],
+) {
+    let (unicorns, msgs, seed, to) = (
+        unicorns.to_string(),
+        msgs.to_string(),
+        seed.to_string(),
+        format!("kinesis://{stream}"),
     );
+    let mut args = vec![
+        "produce",
+        "--unicorns",
+        &unicorns,
+        "--rate",
+        "max",
+        "--quiet",
+        "--msgs",
+        &msgs,
+        "--seed",
+        &seed,
+        "--start-time",
+        start,
+        "--to",
+        &to,
+    ];
+    if !faults.is_empty() {
+        args.extend(["--faults", faults]);
+    }
+    let o = stampede_with(&args, env);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -491,31 +508,12 @@ fn split(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str
 #[test]
 fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     let t = Setup::with_shards("kinesis-split", 1);
-    let produce = |msgs: u32, start: &str, seed: &str| {
-        let o = stampede_with(
-            &[
-                "produce",
-                "--unicorns",
-                "20",
-                "--rate",
-                "max",
-                "--quiet",
-                "--msgs",
-                &msgs.to_string(),
-                "--seed",
-                seed,
-                "--start-time",
-                start,
-                "--to",
-                &format!("kinesis://{}", t.telemetry),
-            ],
-            &t.env,
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let produce = |msgs: u64, start: &str, seed: u64| {
+        produce_with(&t.telemetry, (20, msgs), start, seed, "", &t.env);
     };
     // 150 s of telemetry: minute 00:00 is final (so the parent checkpoints past it), 00:02 is
     // open when the shard is split.
-    produce(3000, "2026-01-01 00:00:00", "71");
+    produce(3000, "2026-01-01 00:00:00", 71);
     let first = t.serve("first");
     wait_until(60, "the parent shard checkpointed", || {
         metric(&first.url, "stampede_source_commits_total") > 0
@@ -523,13 +521,13 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     split(&t.rt, &t.c, &t.telemetry, "shardId-000000000000");
     // Up to 00:03:19: minute 00:02 can still change (until 00:04:00), so the children keep
     // needing the parent's tail and write no checkpoint.
-    produce(1000, "2026-01-01 00:02:30", "72");
+    produce(1000, "2026-01-01 00:02:30", 72);
     wait_until(60, "both children owned", || {
         metric(&first.url, "stampede_source_partitions") == 2
     });
     first.kill();
     let second = t.serve("second");
-    produce(2000, "2026-01-01 00:03:20", "73");
+    produce(2000, "2026-01-01 00:03:20", 73);
     wait_until(60, "both children taken over", || {
         metric(&second.url, "stampede_source_partitions") == 2
     });
@@ -605,7 +603,14 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
     let dynamodb = FaultProxy::start(&dynamodb_endpoint());
     t.route_through(&kinesis.url, &dynamodb.url);
     // One refused record in three is sent again by `produce`: all arrive, once.
-    produce_with(&t.telemetry, 10_000, "2026-01-01 00:00:00", 61, &t.env);
+    produce_with(
+        &t.telemetry,
+        (40, 10_000),
+        "2026-01-01 00:00:00",
+        61,
+        FAULTS,
+        &t.env,
+    );
     let total: usize = read_shards(&t.rt, &t.c, &t.telemetry)
         .iter()
         .map(Vec::len)
@@ -615,7 +620,14 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
     wait_until(60, "every shard owned", || {
         metric(&s.url, "stampede_source_partitions") == 4
     });
-    produce_with(&t.telemetry, 10_000, "2026-01-01 00:04:10", 62, &t.env);
+    produce_with(
+        &t.telemetry,
+        (40, 10_000),
+        "2026-01-01 00:04:10",
+        62,
+        FAULTS,
+        &t.env,
+    );
     t.check(&s.url);
     let injected = kinesis
         .injected()

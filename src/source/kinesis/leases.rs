@@ -256,26 +256,15 @@ impl Leases {
         owner: &str,
         tail: Option<&str>,
     ) -> Result<u64, LeaseError> {
-        match tail {
+        let mut values = vec![(":s", s(SHARD_END)), (":me", s(owner))];
+        let set = match tail {
             Some(t) => {
-                self.update(
-                    shard,
-                    counter,
-                    "SET #c = :next, #s = :s, #t = :t",
-                    &[(":s", s(SHARD_END)), (":t", s(t)), (":me", s(owner))],
-                )
-                .await
+                values.push((":t", s(t)));
+                "SET #c = :next, #s = :s, #t = :t"
             }
-            None => {
-                self.update(
-                    shard,
-                    counter,
-                    "SET #c = :next, #s = :s REMOVE #t",
-                    &[(":s", s(SHARD_END)), (":me", s(owner))],
-                )
-                .await
-            }
-        }
+            None => "SET #c = :next, #s = :s REMOVE #t",
+        };
+        self.update(shard, counter, set, &values).await
     }
 
     async fn update(
