@@ -135,6 +135,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
 
     let kinesis_source = if config.source.kind == "kinesis" {
+        let client = crate::kinesis::client().await;
+        kinesis_streams_exist(&client, &[("source.stream", Some(&config.source.stream))]).await?;
         let source = crate::source::kinesis::KinesisSource::start(
             crate::source::kinesis::KinesisSourceConfig {
                 stream: config.source.stream.clone(),
@@ -251,6 +253,23 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     })
 }
 
+/// A clear error at start for a stream that does not exist (named by its config key); an
+/// unreachable Kinesis is only a warning, as the parts that use it retry.
+async fn kinesis_streams_exist(
+    client: &aws_sdk_kinesis::Client,
+    streams: &[(&str, Option<&str>)],
+) -> anyhow::Result<()> {
+    for (key, stream) in streams {
+        let Some(stream) = stream else { continue };
+        match crate::kinesis::list_shards(client, stream).await {
+            Ok(_) => {}
+            Err(e) if e.contains("does not exist") => anyhow::bail!("{key}: {e}"),
+            Err(e) => tracing::warn!(error = %e, "Kinesis not reachable yet; retrying"),
+        }
+    }
+    Ok(())
+}
+
 /// The summary / dead-letter stream the config asks for, if any: summaries when
 /// `[summary_stream]` names one, dead letters when the source is a stream with
 /// `source.dead_letters` set (to the source's own cluster).
@@ -264,19 +283,14 @@ async fn stream_sink(
         (config.summary_stream.kind == "kinesis").then_some(config.summary_stream.stream.as_str());
     if kinesis_summaries.is_some() || kinesis_dlq.is_some() {
         let client = crate::kinesis::client().await;
-        for (key, stream) in [
-            ("summary_stream.stream", kinesis_summaries),
-            ("source.dead_letters", kinesis_dlq),
-        ] {
-            let Some(stream) = stream else { continue };
-            match crate::kinesis::list_shards(&client, stream).await {
-                Ok(_) => {}
-                Err(e) if e.contains("does not exist") => anyhow::bail!("{key}: {e}"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kinesis not reachable yet; publishing retries")
-                }
-            }
-        }
+        kinesis_streams_exist(
+            &client,
+            &[
+                ("summary_stream.stream", kinesis_summaries),
+                ("source.dead_letters", kinesis_dlq),
+            ],
+        )
+        .await?;
         return Ok(Some(StreamSink::Kinesis(
             crate::sink::kinesis::KinesisSink::new(client, kinesis_summaries, kinesis_dlq),
         )));

@@ -656,6 +656,30 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
 }
 
 #[test]
+fn a_missing_telemetry_stream_is_a_clear_error_naming_its_key() {
+    let dir = crate::support::service::temp_dir("kinesis-missing-stream");
+    let mut env = aws_env();
+    for (k, v) in [
+        ("STAMPEDE_SOURCE_KIND", "kinesis"),
+        ("STAMPEDE_SOURCE_STREAM", "no-such-telemetry"),
+        ("STAMPEDE_SOURCE_DEAD_LETTERS", ""),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true"),
+        ("STAMPEDE_WEB_LISTEN", "127.0.0.1:0"),
+    ] {
+        env.push((k, v.to_owned()));
+    }
+    env.push(("STAMPEDE_STORE_PATH", dir.display().to_string()));
+    let o = stampede_with(&["serve"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("source.stream: stream \"no-such-telemetry\" does not exist"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     use std::io::BufRead;
     let dir = crate::support::service::temp_dir("kinesis-unreachable");
