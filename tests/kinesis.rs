@@ -591,6 +591,61 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     std::fs::remove_dir_all(&t.dir).ok();
 }
 
+/// A merge: each parent flushes at its end (its child cannot continue two watermarks) and the
+/// child starts fresh once both are finished. With no minute spanning the merge, every shard's
+/// summaries are exactly `aggregate`'s on that shard.
+#[test]
+fn a_merged_stream_is_read_after_both_parents_end() {
+    let t = Setup::with_shards("kinesis-merge", 2);
+    // Minutes 00:00 and 00:01 in the parents, 00:03 and 00:04 in the child.
+    produce_with(
+        &t.telemetry,
+        (20, 2400),
+        "2026-01-01 00:00:00",
+        81,
+        "",
+        &t.env,
+    );
+    let s = t.serve("merge");
+    wait_until(60, "both parents owned", || {
+        metric(&s.url, "stampede_source_partitions") == 2
+    });
+    t.rt.block_on(
+        t.c.merge_shards()
+            .stream_name(&t.telemetry)
+            .shard_to_merge("shardId-000000000000")
+            .adjacent_shard_to_merge("shardId-000000000001")
+            .send(),
+    )
+    .unwrap();
+    wait_until(30, "the stream active after the merge", || {
+        let d =
+            t.rt.block_on(
+                t.c.describe_stream_summary()
+                    .stream_name(&t.telemetry)
+                    .send(),
+            )
+            .unwrap();
+        d.stream_description_summary.map(|s| s.stream_status)
+            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
+    });
+    produce_with(
+        &t.telemetry,
+        (20, 2400),
+        "2026-01-01 00:03:00",
+        82,
+        "",
+        &t.env,
+    );
+    wait_until(60, "the child owned, the parents done", || {
+        metric(&s.url, "stampede_source_partitions") == 1
+            && metric(&s.url, "stampede_records_in_total") >= 4800
+    });
+    t.check(&s.url);
+    assert!(signal(s, "-TERM").success());
+    std::fs::remove_dir_all(&t.dir).ok();
+}
+
 /// AWS throttles, leaves batch items unprocessed and expires iterators; the emulators never do.
 /// Here a proxy in front of each emulator injects those answers (see `support::faults`) into
 /// every call of `produce`, the Kinesis source, the lease table, the DynamoDB store and the
