@@ -22,8 +22,9 @@
 //! Throttling and transient errors are retried by the SDK's standard retry policy, then the
 //! store writer retries the whole batch with exponential backoff capped at 5 s (the writes are
 //! idempotent and conditional); nothing is dropped. The price is one item per write request:
-//! against dynalite (one Node.js process, where each request costs the same) that is about 0.8×
-//! the throughput of `BatchWriteItem`; DynamoDB itself serves the parallel requests side by side.
+//! against dynalite (one Node.js process, where each request costs the same) that is 0.7–1.0×
+//! the throughput of `BatchWriteItem` run by run, about 0.85× at the median (`scripts/bench-aws`);
+//! DynamoDB itself serves the parallel requests side by side.
 
 use std::collections::HashMap;
 use std::time::Duration;
