@@ -102,24 +102,13 @@ fn aws_env(table: &str, create: bool) -> Vec<(&'static str, String)> {
 #[test]
 fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
     use crate::support::process::{
-        aggregate_ordered, http_get_json, produce_ordered, signal, start_service_with, summary_key,
+        aggregate_ordered, http_get_json, ingest_ordered_then_stop, start_service_with, summary_key,
     };
     let dir = crate::support::service::temp_dir("dynamo-serve");
     let table = crate::support::kafka::unique("UnicornSensorData");
-    let produce = |to: &str| produce_ordered(9, to);
     let want = aggregate_ordered(9, &dir);
-
-    let env = aws_env(&table, true);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let serve = start_service_with(&["serve"], &dir.join("store-1"), &env);
-    let sent = produce(&format!("{}/ingest", serve.url));
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
     // Stopping flushes every window to DynamoDB.
-    assert!(signal(serve, "-TERM").success());
+    ingest_ordered_then_stop(9, &dir.join("store-1"), &aws_env(&table, true));
 
     // Another instance, with no table creation allowed, reads them back from DynamoDB.
     let env = aws_env(&table, false);

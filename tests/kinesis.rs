@@ -7,8 +7,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::kafka::{keep_newest, FAULTS};
 use crate::support::process::{
-    aggregate_ordered, metric, produce_ordered, signal, start_service_with, summary_key, wait_until,
+    aggregate_ordered, ingest_ordered_then_stop, metric, produce_fleet, signal, start_service_with,
+    summary_key, wait_until,
 };
 
 fn endpoint() -> String {
@@ -180,33 +182,16 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     let stream = crate::support::kafka::unique("wildrydes-summary");
     create_stream(&rt, &c, &stream, 2);
     let dir = crate::support::service::temp_dir("kinesis-summary");
-    let produce = |to: &str| produce_ordered(13, to);
     let want = aggregate_ordered(13, &dir);
-
     let mut env = aws_env();
     env.push(("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis".into()));
     env.push(("STAMPEDE_SUMMARY_STREAM_STREAM", stream.clone()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let serve = start_service_with(&["serve"], &dir.join("store"), &env);
-    let sent = produce(&format!("{}/ingest", serve.url));
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
     // Stopping flushes every window, and the stream task publishes them before exiting.
-    assert!(signal(serve, "-TERM").success());
+    ingest_ordered_then_stop(13, &dir.join("store"), &env);
 
-    let mut got: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let mut got = crate::support::kafka::Summaries::new();
     for data in read_all(&rt, &c, &stream) {
-        let v: Value = serde_json::from_slice(&data).unwrap();
-        let k = summary_key(&v);
-        if got
-            .get(&k)
-            .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())
-        {
-            got.insert(k, v);
-        }
+        keep_newest(&mut got, serde_json::from_slice(&data).unwrap());
     }
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
@@ -238,50 +223,26 @@ fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, 
     }
 }
 
-/// Awkward data: malformed, out-of-order, late and too-late records.
-const FAULTS: &str = "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005";
-
 fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
     produce_with(stream, (40, msgs), start, seed, FAULTS, &aws_env());
 }
 
-/// `stampede produce` of (unicorns, msgs) from event time `start`, with `faults` (none when
-/// empty), through the AWS endpoints of `env`.
 fn produce_with(
     stream: &str,
-    (unicorns, msgs): (u32, u64),
+    fleet: (u32, u64),
     start: &str,
     seed: u64,
     faults: &str,
     env: &[(&str, String)],
 ) {
-    let (unicorns, msgs, seed, to) = (
-        unicorns.to_string(),
-        msgs.to_string(),
-        seed.to_string(),
-        format!("kinesis://{stream}"),
-    );
-    let mut args = vec![
-        "produce",
-        "--unicorns",
-        &unicorns,
-        "--rate",
-        "max",
-        "--quiet",
-        "--msgs",
-        &msgs,
-        "--seed",
-        &seed,
-        "--start-time",
+    produce_fleet(
+        &format!("kinesis://{stream}"),
+        fleet,
         start,
-        "--to",
-        &to,
-    ];
-    if !faults.is_empty() {
-        args.extend(["--faults", faults]);
-    }
-    let o = stampede_with(&args, env);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        seed,
+        faults,
+        env,
+    );
 }
 
 /// The streams and tables of one Kinesis → serve → DynamoDB test.
@@ -385,23 +346,7 @@ impl Setup {
         // The summary stream carries the same, highest revision per window.
         let mut streamed = crate::support::kafka::Summaries::new();
         for data in read_all(rt, c, &self.summaries) {
-            let v: Value = serde_json::from_slice(&data).unwrap();
-            if v["Name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("zz-sentinel"))
-            {
-                continue;
-            }
-            let k = (
-                v["Name"].as_str().unwrap().to_owned(),
-                v["StatusTime"].as_str().unwrap().to_owned(),
-            );
-            if streamed
-                .get(&k)
-                .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())
-            {
-                streamed.insert(k, v);
-            }
+            keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
         }
         crate::support::kafka::assert_same(&streamed, &want);
         // Every rejected record is in the dead-letter stream with its reason (at least once:
@@ -771,14 +716,6 @@ fn http_get_summaries(url: &str) -> crate::support::kafka::Summaries {
         .unwrap()
         .iter()
         .filter(|v| !v["Name"].as_str().unwrap_or("").starts_with("zz-sentinel"))
-        .map(|v| {
-            (
-                (
-                    v["Name"].as_str().unwrap().to_owned(),
-                    v["StatusTime"].as_str().unwrap().to_owned(),
-                ),
-                v.clone(),
-            )
-        })
+        .map(|v| (summary_key(v), v.clone()))
         .collect()
 }

@@ -189,31 +189,13 @@ pub fn expected(partitions: &[Vec<Msg>], dir: &Path) -> (Summaries, Vec<(String,
             f.write_all(b"\n").unwrap();
         }
         drop(f);
-        let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(["aggregate", "--verbose"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
+        let out = crate::support::process::aggregate_file(&file);
+        for v in out.summaries {
             if !is_sentinel(&v) {
-                summaries.insert(key(&v), v);
+                summaries.insert(crate::support::process::summary_key(&v), v);
             }
         }
-        // "FILE:LINE: rejected: REASON[ (FIELD)]"
-        let label = format!("{}:", file.display());
-        for line in String::from_utf8(out.stderr).unwrap().lines() {
-            let Some(rest) = line.strip_prefix(&label) else {
-                continue;
-            };
-            let (n, why) = rest.split_once(": rejected: ").unwrap();
-            let n: usize = n.parse().unwrap();
-            let reason = why.split([' ', ':']).next().unwrap().to_owned();
+        for (n, reason) in out.rejected {
             rejected.push((reason, msgs[n - 1].payload.clone()));
         }
     }
@@ -221,17 +203,25 @@ pub fn expected(partitions: &[Vec<Msg>], dir: &Path) -> (Summaries, Vec<(String,
     (summaries, rejected)
 }
 
+/// Keeps `v` in `summaries` when it is its window's highest revision so far; sentinels are left
+/// out.
+pub fn keep_newest(summaries: &mut Summaries, v: Value) {
+    if is_sentinel(&v) {
+        return;
+    }
+    let k = crate::support::process::summary_key(&v);
+    if summaries
+        .get(&k)
+        .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64())
+    {
+        summaries.insert(k, v);
+    }
+}
+
 fn is_sentinel(v: &Value) -> bool {
     v["Name"]
         .as_str()
         .is_some_and(|n| n.starts_with("zz-sentinel-"))
-}
-
-fn key(v: &Value) -> (String, String) {
-    (
-        v["Name"].as_str().unwrap().to_owned(),
-        v["StatusTime"].as_str().unwrap().to_owned(),
-    )
 }
 
 /// Reads the summary topic until the highest revision of every window equals `want` (or 90 s
@@ -245,16 +235,7 @@ pub fn await_summaries(brokers: &str, topic: &str, want: &Summaries) -> Summarie
             for m in msgs {
                 let v: Value = serde_json::from_slice(&m.payload).unwrap();
                 assert_eq!(m.key.as_deref(), v["Name"].as_str(), "key is the Name");
-                if is_sentinel(&v) {
-                    continue;
-                }
-                let k = key(&v);
-                let newer = got
-                    .get(&k)
-                    .is_none_or(|old| old["Revision"].as_u64() <= v["Revision"].as_u64());
-                if newer {
-                    got.insert(k, v);
-                }
+                keep_newest(&mut got, v);
             }
         }
         if &got == want || Instant::now() > deadline {
@@ -347,24 +328,18 @@ topic = "{}"
 /// `stampede produce` of `msgs` records of 40 unicorns starting at `start`, with every kind of
 /// fault, into `topic`.
 pub fn produce(brokers: &str, topic: &str, msgs: u64, start: &str, seed: u64) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["produce", "--unicorns", "40", "--rate", "max", "--quiet"])
-        .args(["--msgs", &msgs.to_string(), "--seed", &seed.to_string()])
-        .args(["--start-time", start])
-        .args([
-            "--faults",
-            "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005",
-        ])
-        .arg("--to")
-        .arg(format!("kafka://{brokers}/{topic}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "produce failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::support::process::produce_fleet(
+        &format!("kafka://{brokers}/{topic}"),
+        (40, msgs),
+        start,
+        seed,
+        FAULTS,
+        &[],
     );
 }
+
+/// Every kind of awkward record: malformed, out-of-order, late and too-late.
+pub const FAULTS: &str = "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.005";
 
 /// A private broker (for the test that stops and restarts one), persisted in `dir`.
 pub struct PrivateBroker {

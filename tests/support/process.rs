@@ -164,9 +164,26 @@ pub fn aggregate_ordered(
 ) -> std::collections::BTreeMap<(String, String), serde_json::Value> {
     let file = dir.join("fleet.ndjson");
     std::fs::write(&file, produce_ordered(seed, "-").stdout).unwrap();
+    aggregate_file(&file)
+        .summaries
+        .into_iter()
+        .map(|v| (summary_key(&v), v))
+        .collect()
+}
+
+/// What `stampede aggregate --verbose FILE` said.
+pub struct Aggregated {
+    /// Its summaries, in order.
+    pub summaries: Vec<serde_json::Value>,
+    /// Its rejections: (line number, reason).
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Runs `stampede aggregate --verbose FILE`, which must succeed.
+pub fn aggregate_file(file: &std::path::Path) -> Aggregated {
     let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("aggregate")
-        .arg(&file)
+        .args(["aggregate", "--verbose"])
+        .arg(file)
         .output()
         .unwrap();
     assert!(
@@ -174,17 +191,78 @@ pub fn aggregate_ordered(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    let summaries = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (summary_key(&v), v)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // "FILE:LINE: rejected: REASON[ (FIELD)]"
+    let label = format!("{}:", file.display());
+    let rejected = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let (n, why) = line.strip_prefix(&label)?.split_once(": rejected: ")?;
+            let reason = why.split([' ', ':']).next()?.to_owned();
+            Some((n.parse().unwrap(), reason))
         })
-        .collect()
+        .collect();
+    Aggregated {
+        summaries,
+        rejected,
+    }
+}
+
+/// `stampede produce` of (unicorns, msgs) at full speed from event time `start` to `to`, with
+/// `faults` (none when empty) and the environment `env`; it must succeed.
+pub fn produce_fleet(
+    to: &str,
+    (unicorns, msgs): (u32, u64),
+    start: &str,
+    seed: u64,
+    faults: &str,
+    env: &[(&str, String)],
+) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    command
+        .args(["produce", "--rate", "max", "--quiet", "--start-time", start])
+        .args([
+            "--unicorns",
+            &unicorns.to_string(),
+            "--msgs",
+            &msgs.to_string(),
+        ])
+        .args(["--seed", &seed.to_string(), "--to", to])
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    if !faults.is_empty() {
+        command.args(["--faults", faults]);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "produce failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `serve` with `env` and its store in `store`, sends it [`produce_ordered`]`(seed)`
+/// over HTTP and stops it with SIGTERM (which flushes every window); both must succeed.
+pub fn ingest_ordered_then_stop(seed: u64, store: &std::path::Path, env: &[(&str, String)]) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = start_service_with(&["serve"], store, &env);
+    let sent = produce_ordered(seed, &format!("{}/ingest", serve.url));
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(signal(serve, "-TERM").success());
 }
 
 /// (Name, StatusTime) of a summary.
 pub fn summary_key(v: &serde_json::Value) -> (String, String) {
-    (v["Name"].to_string(), v["StatusTime"].to_string())
+    (
+        v["Name"].as_str().unwrap().to_owned(),
+        v["StatusTime"].as_str().unwrap().to_owned(),
+    )
 }
