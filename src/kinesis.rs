@@ -5,7 +5,7 @@
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 
 pub use crate::aws::describe;
-use aws_sdk_kinesis::types::Shard;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard};
 use aws_sdk_kinesis::Client;
 
 /// Records per `PutRecords` call, at most.
@@ -14,6 +14,29 @@ pub const PUT_RECORDS_MAX: usize = 500;
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 << 20;
 /// Bytes of one record's data and partition key, at most.
 pub const RECORD_MAX_BYTES: usize = 1 << 20;
+
+/// Groups `entries`, in order, into `PutRecords` calls within the service's limits: at most
+/// [`PUT_RECORDS_MAX`] records and [`PUT_RECORDS_MAX_BYTES`] bytes each.
+pub fn put_records_calls(
+    entries: impl IntoIterator<Item = PutRecordsRequestEntry>,
+) -> Vec<Vec<PutRecordsRequestEntry>> {
+    let mut calls: Vec<Vec<PutRecordsRequestEntry>> = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        let size = e.data().as_ref().len() + e.partition_key().map_or(0, str::len);
+        match calls.last_mut() {
+            Some(call) if call.len() < PUT_RECORDS_MAX && bytes + size <= PUT_RECORDS_MAX_BYTES => {
+                bytes += size;
+                call.push(e);
+            }
+            _ => {
+                bytes = size;
+                calls.push(vec![e]);
+            }
+        }
+    }
+    calls
+}
 
 /// Parses `kinesis://STREAM` into the stream name.
 ///
@@ -97,6 +120,26 @@ mod tests {
         // MD5("") = d41d8cd98f00b204e9800998ecf8427e; MD5("a") = 0cc175b9c0f1b6a831c399e269772661.
         assert_eq!(hash_key(""), 0xd41d8cd98f00b204e9800998ecf8427e);
         assert_eq!(hash_key("a"), 0x0cc175b9c0f1b6a831c399e269772661);
+    }
+
+    #[test]
+    fn put_records_calls_keep_to_the_count_and_byte_limits() {
+        let record = |n: usize| {
+            PutRecordsRequestEntry::builder()
+                .data(aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; n]))
+                .partition_key("k")
+                .build()
+                .unwrap()
+        };
+        let sizes =
+            |calls: &[Vec<PutRecordsRequestEntry>]| calls.iter().map(Vec::len).collect::<Vec<_>>();
+        // 1,201 small records: 500 + 500 + 201.
+        let calls = put_records_calls((0..1201).map(|_| record(100)));
+        assert_eq!(sizes(&calls), [500, 500, 201]);
+        // 64 KiB dead letters: 79 fit in 5 MiB (79 × 65,537 = 5,177,423 ≤ 5,242,880).
+        let calls = put_records_calls((0..200).map(|_| record(64 << 10)));
+        assert_eq!(sizes(&calls), [79, 79, 42]);
+        assert!(put_records_calls(std::iter::empty()).is_empty());
     }
 
     #[test]

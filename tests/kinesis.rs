@@ -591,6 +591,32 @@ fn a_merged_stream_is_read_after_both_parents_end() {
     std::fs::remove_dir_all(&t.dir).ok();
 }
 
+/// Dead letters carry up to 64 KiB of the raw record each: 110 of them (7 MiB) do not fit one
+/// `PutRecords` call (5 MiB), and all reach the dead-letter stream.
+#[test]
+fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
+    let t = Setup::with_shards("kinesis-large-dlq", 1);
+    let s = t.serve("dlq");
+    let line = format!(r#"{{"Name":"x","Pad":"{}"}}"#, "p".repeat(70_000));
+    let body = vec![line; 110].join("\n");
+    let (status, reply) =
+        crate::support::process::http_post(&format!("{}/ingest", s.url), body.as_bytes());
+    assert_eq!(status, 200, "{reply}");
+    let mut dead = Vec::new();
+    wait_until(60, "110 dead letters in the stream", || {
+        dead = read_all(&t.rt, &t.c, &t.dlq);
+        dead.len() >= 110
+    });
+    assert_eq!(dead.len(), 110);
+    for d in &dead {
+        let v: Value = serde_json::from_slice(d).unwrap();
+        assert_eq!(v["reason"], "too_large");
+        assert_eq!(v["raw"].as_str().map(str::len), Some(64 << 10));
+    }
+    assert!(signal(s, "-TERM").success());
+    std::fs::remove_dir_all(&t.dir).ok();
+}
+
 /// AWS throttles, leaves batch items unprocessed and expires iterators; the emulators never do.
 /// Here a proxy in front of each emulator injects those answers (see `support::faults`) into
 /// every call of `produce`, the Kinesis source, the lease table, the DynamoDB store and the

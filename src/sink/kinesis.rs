@@ -1,6 +1,6 @@
 //! The Kinesis summary stream (`[summary_stream] kind = "kinesis"`): summaries as CONTRACT §2
-//! JSON, partition key `Name` (one unicorn's summaries stay in one shard, in order), up to 500 per
-//! `PutRecords` call. A barrier is answered once every record sent before it is in the stream:
+//! JSON, partition key `Name` (one unicorn's summaries stay in one shard, in order), up to 500
+//! records and 5 MiB per `PutRecords` call. A barrier is answered once every record sent before it is in the stream:
 //! the calls are awaited in order, and refused entries are sent again until they are accepted
 //! (see [`crate::produce::put_all`]); nothing is dropped.
 
@@ -11,7 +11,6 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
 
-use crate::kinesis::PUT_RECORDS_MAX;
 use crate::metrics::METRICS;
 use crate::sink::stream::StreamItem;
 
@@ -40,32 +39,32 @@ impl KinesisSink {
                     let Some(stream) = &self.summaries else {
                         continue;
                     };
-                    for chunk in summaries.chunks(PUT_RECORDS_MAX) {
-                        let entries = chunk.iter().filter_map(|s| {
-                            let mut json = String::with_capacity(256);
-                            s.write_json(&mut json);
-                            entry(json.into_bytes(), s.name.clone())
-                        });
-                        self.publish(stream, entries.collect()).await;
+                    let entries = summaries.iter().filter_map(|s| {
+                        let mut json = String::with_capacity(256);
+                        s.write_json(&mut json);
+                        entry(json.into_bytes(), s.name.clone())
+                    });
+                    for call in crate::kinesis::put_records_calls(entries) {
+                        self.publish(stream, call).await;
                     }
                 }
                 // Raw bytes; the reason and origin travel in a JSON envelope, Kinesis records
-                // having no headers.
+                // having no headers. Up to 64 KiB each, so calls are bounded by bytes too.
                 StreamItem::DeadLetters(dead) => {
                     let Some(stream) = &self.dead_letters else {
                         continue;
                     };
-                    for chunk in dead.chunks(PUT_RECORDS_MAX) {
-                        let entries = chunk.iter().filter_map(|d| {
-                            let envelope = serde_json::json!({
-                                "reason": d.reason.as_str(),
-                                "field": d.field.map(|f| f.as_str()),
-                                "origin": format!("{}:{}@{}", d.source, d.partition, d.position),
-                                "raw": String::from_utf8_lossy(&d.raw),
-                            });
-                            entry(envelope.to_string().into_bytes(), d.partition.clone())
+                    let entries = dead.iter().filter_map(|d| {
+                        let envelope = serde_json::json!({
+                            "reason": d.reason.as_str(),
+                            "field": d.field.map(|f| f.as_str()),
+                            "origin": format!("{}:{}@{}", d.source, d.partition, d.position),
+                            "raw": String::from_utf8_lossy(&d.raw),
                         });
-                        self.publish(stream, entries.collect()).await;
+                        entry(envelope.to_string().into_bytes(), d.partition.clone())
+                    });
+                    for call in crate::kinesis::put_records_calls(entries) {
+                        self.publish(stream, call).await;
                     }
                 }
                 // Everything before it has been awaited.

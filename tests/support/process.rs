@@ -85,6 +85,15 @@ pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
 
 /// `GET url` over a plain HTTP/1.0 connection: status and body.
 pub fn http_get(url: &str) -> (u16, String) {
+    http_request("GET", url, b"")
+}
+
+/// `POST url` with `body` (NDJSON) over a plain HTTP/1.0 connection: status and body.
+pub fn http_post(url: &str, body: &[u8]) -> (u16, String) {
+    http_request("POST", url, body)
+}
+
+fn http_request(method: &str, url: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest
@@ -94,7 +103,13 @@ pub fn http_get(url: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
