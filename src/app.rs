@@ -63,8 +63,16 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         .await
         .context("store open panicked")??;
 
+    let aws = AwsConfig::new();
     let dynamo = if config.store.kind == "dynamodb" {
-        Some(open_dynamo(&config.store.table, config.store.create_tables).await?)
+        Some(
+            open_dynamo(
+                aws_config(&aws).await,
+                &config.store.table,
+                config.store.create_tables,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -85,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
 
     let mut connections: Vec<(&'static str, Arc<AtomicBool>)> = Vec::new();
-    let (stream_tx, stream_task) = match stream_sink(&config, &mut connections).await? {
+    let (stream_tx, stream_task) = match stream_sink(&config, &aws, &mut connections).await? {
         Some(sink) => {
             let (tx, rx) = mpsc::channel::<StreamItem>(256);
             (Some(tx), Some(tokio::spawn(sink.run(rx))))
@@ -135,9 +143,11 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
 
     let kinesis_source = if config.source.kind == "kinesis" {
-        let client = crate::kinesis::client().await;
+        let aws = aws_config(&aws).await;
+        let client = aws_sdk_kinesis::Client::new(aws);
         kinesis_streams_exist(&client, &[("source.stream", Some(&config.source.stream))]).await?;
         let source = crate::source::kinesis::KinesisSource::start(
+            aws,
             crate::source::kinesis::KinesisSourceConfig {
                 stream: config.source.stream.clone(),
                 lease_table: config.source.lease_table.clone(),
@@ -253,6 +263,15 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     })
 }
 
+/// The AWS settings (region, credential chain, endpoints), resolved once for every AWS part and
+/// only if one is configured.
+type AwsConfig = tokio::sync::OnceCell<aws_config::SdkConfig>;
+
+async fn aws_config(cell: &AwsConfig) -> &aws_config::SdkConfig {
+    cell.get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
+        .await
+}
+
 /// A clear error at start for a stream that does not exist (named by its config key); an
 /// unreachable Kinesis is only a warning, as the parts that use it retry.
 async fn kinesis_streams_exist(
@@ -275,6 +294,7 @@ async fn kinesis_streams_exist(
 /// `source.dead_letters` set (to the source's own cluster).
 async fn stream_sink(
     config: &Config,
+    aws: &AwsConfig,
     connections: &mut Vec<(&'static str, Arc<AtomicBool>)>,
 ) -> anyhow::Result<Option<StreamSink>> {
     let kinesis_dlq = (config.source.kind == "kinesis" && !config.source.dead_letters.is_empty())
@@ -282,7 +302,7 @@ async fn stream_sink(
     let kinesis_summaries =
         (config.summary_stream.kind == "kinesis").then_some(config.summary_stream.stream.as_str());
     if kinesis_summaries.is_some() || kinesis_dlq.is_some() {
-        let client = crate::kinesis::client().await;
+        let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
         kinesis_streams_exist(
             &client,
             &[
@@ -347,13 +367,14 @@ async fn stream_sink(
 /// The DynamoDB summary table, retried for a minute while DynamoDB cannot be reached; a missing
 /// table (without `create_tables`) fails at once, naming it.
 async fn open_dynamo(
+    aws: &aws_config::SdkConfig,
     table: &str,
     create: bool,
 ) -> anyhow::Result<crate::sink::dynamodb::DynamoStore> {
     let mut wait = std::time::Duration::from_millis(500);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        match crate::sink::dynamodb::DynamoStore::open(table, create).await {
+        match crate::sink::dynamodb::DynamoStore::with_config(aws, table, create).await {
             Ok(store) => return Ok(store),
             Err(e) if e.permanent || tokio::time::Instant::now() > deadline => {
                 return Err(e).context("store.kind = \"dynamodb\" (store.table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)");

@@ -88,20 +88,20 @@ impl KinesisSource {
     /// # Errors
     /// The lease table is missing (without `create_tables`) or unreachable.
     pub async fn start(
+        aws: &aws_config::SdkConfig,
         cfg: KinesisSourceConfig,
         outputs: Outputs,
         stop: CancellationToken,
     ) -> Result<KinesisSource, LeaseError> {
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let leases = Leases::open(
-            aws_sdk_dynamodb::Client::new(&aws),
+            aws_sdk_dynamodb::Client::new(aws),
             &cfg.lease_table,
             cfg.create_tables,
         )
         .await?;
         let connected = Arc::new(AtomicBool::new(false));
         let coordinator = Coordinator {
-            kinesis: aws_sdk_kinesis::Client::new(&aws),
+            kinesis: aws_sdk_kinesis::Client::new(aws),
             leases,
             owner: format!(
                 "{}-{}-{}",
