@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
+use stampede::output::dynamodb::DynamoStore;
 use stampede::record::Summary;
-use stampede::sink::dynamodb::DynamoStore;
 
 #[tokio::main]
 async fn main() {

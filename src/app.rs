@@ -1,9 +1,14 @@
 //! Assembly: builds every part from the config, wires the channels, and runs the ordered
 //! shutdown. The only module that knows every other; `main` and the tests both call [`start`].
 //!
-//! Shutdown (DESIGN decision 7): stop the sources (ingest answers 503), let the engine drain its
-//! queue and flush every open window, let the store writer commit what it was sent, let the hub
-//! take in the last summaries and send its last frames, close the WebSockets, stop the server.
+//! Outputs are registered here and nowhere else: the store (embedded or DynamoDB), the summary
+//! stream (Kafka or Kinesis, whatever the source), the dead-letter stream (on the source's own
+//! transport) and the live hub; the engines see them only through one `output::Fanout`.
+//!
+//! Shutdown (DESIGN decision 7): stop the sources (ingest answers 503), let the engines drain
+//! their queues and flush every open window, let every output finish what it was sent, let the
+//! hub take in the last summaries and send its last frames, close the WebSockets, stop the
+//! server. Every step runs even when one before it failed, and the error names those that did.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +21,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
 use crate::kafka::Observed;
-use crate::pipeline::{self, Batch, Outputs, PartitionSpec};
-use crate::sink::kafka::{KafkaSink, KafkaTopic};
-use crate::sink::store::{run_writer, Store};
-use crate::sink::stream::{StreamItem, StreamSink};
+use crate::kinesis::ShardsError;
+use crate::output::dynamodb::DynamoStore;
+use crate::output::embedded::Store;
+use crate::output::kafka::{KafkaSink, KafkaTopic};
+use crate::output::kinesis::KinesisSink;
+use crate::output::store::Backend;
+use crate::output::{Health, Interest, Outputs};
+use crate::pipeline::{self, Batch, PartitionSpec};
 use crate::source::kafka::{KafkaSource, KafkaSourceConfig};
 use crate::web::{router, WebState};
 
@@ -43,46 +52,17 @@ impl App {
         drop(self.ingest);
         self.done.await.context("shutdown task panicked")?
     }
-
-    /// A token that stops the service when cancelled (for signal handlers).
-    pub fn stopper(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
 }
 
 /// Builds and starts the service described by `config`.
 ///
 /// # Errors
-/// The store cannot be opened or the address cannot be bound; the message says which and why.
+/// The store cannot be opened, a configured stream or table is missing, or the address cannot
+/// be bound; the message says which and why.
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let window = config.window_config()?;
     let addr = config.listen_addr()?;
-    let store_dir = config.store.path.clone();
-    let retention = config.store.dead_letter_retention;
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, retention))
-        .await
-        .context("store open panicked")??;
-
     let aws = AwsConfig::new();
-    let dynamo = if config.store.kind == "dynamodb" {
-        Some(
-            open_dynamo(
-                aws_config(&aws).await,
-                &config.store.table,
-                config.store.create_tables,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
-    let (store_tx, store_rx) = mpsc::channel(256);
-    let writer_store = store.clone();
-    let writer_dynamo = dynamo
-        .clone()
-        .map(|d| (tokio::runtime::Handle::current(), d));
-    let writer =
-        tokio::task::spawn_blocking(move || run_writer(&writer_store, store_rx, writer_dynamo));
 
     let hub_stop = CancellationToken::new();
     let settings = HubSettings {
@@ -92,19 +72,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
     let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
 
-    let mut connections: Vec<(&'static str, Arc<AtomicBool>)> = Vec::new();
-    let (stream_tx, stream_task) = match stream_sink(&config, &aws, &mut connections).await? {
-        Some(sink) => {
-            let (tx, rx) = mpsc::channel::<StreamItem>(256);
-            (Some(tx), Some(tokio::spawn(sink.run(rx))))
-        }
-        None => (None, None),
-    };
-    let outputs = Outputs {
-        store: store_tx.clone(),
-        hub: hub.input(),
-        stream: stream_tx.clone(),
-    };
+    // Every output, registered once: the engines see only the fan-out.
+    let mut outputs = Outputs::new(Some(hub.input()));
+    let stores = store_output(&config, &aws, &mut outputs).await?;
+    summary_stream_output(&config, &aws, &mut outputs).await?;
+    dead_letter_output(&config, &aws, &mut outputs).await?;
+    let fanout = outputs.fanout();
+    let mut connections: Vec<(&'static str, Health)> = outputs.health();
 
     let (ingest_tx, ingest_rx) = mpsc::channel::<Batch>(64);
     let source_stop = CancellationToken::new();
@@ -116,7 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             durable: None,
         },
         ingest_rx,
-        outputs.clone(),
+        fanout.clone(),
         source_stop.clone(),
     ));
 
@@ -130,13 +104,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
                 checkpoint_topic: config.source.checkpoint_topic.clone(),
                 window,
             },
-            outputs.clone(),
+            fanout.clone(),
             source_stop.clone(),
         )
         .map_err(|e| {
             crate::kafka::start_error(e, "cannot start the Kafka source (source.brokers)")
         })?;
-        connections.push(("source", Arc::clone(&source.connected)));
+        connections.push(("source", Health::from_flag(Arc::clone(&source.connected))));
         Some(source)
     } else {
         None
@@ -145,7 +119,12 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let kinesis_source = if config.source.kind == "kinesis" {
         let aws = aws_config(&aws).await;
         let client = aws_sdk_kinesis::Client::new(aws);
-        kinesis_streams_exist(&client, &[("source.stream", Some(&config.source.stream))]).await?;
+        if !kinesis_stream_exists(&client, "source.stream", &config.source.stream).await {
+            anyhow::bail!(
+                "source.stream: {}",
+                ShardsError::Missing(config.source.stream.clone())
+            );
+        }
         let source = crate::source::kinesis::KinesisSource::start(
             aws,
             crate::source::kinesis::KinesisSourceConfig {
@@ -154,12 +133,12 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
                 create_tables: config.store.create_tables,
                 window,
             },
-            outputs.clone(),
+            fanout.clone(),
             source_stop.clone(),
         )
         .await
         .context("cannot start the Kinesis source (source.lease_table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
-        connections.push(("source", Arc::clone(&source.connected)));
+        connections.push(("source", Health::from_flag(Arc::clone(&source.connected))));
         Some(source)
     } else {
         None
@@ -177,7 +156,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
                 durable: None,
             },
             rx,
-            outputs.clone(),
+            fanout.clone(),
             source_stop.clone(),
         ));
         tokio::task::spawn_blocking(move || {
@@ -192,6 +171,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     } else {
         None
     };
+    drop(fanout);
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -201,7 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let state = WebState {
         ingest: ingest_tx.clone(),
         hub,
-        store,
+        store: stores.embedded,
         token: config.web.token.as_str().into(),
         max_body_bytes: usize::try_from(config.web.max_body_bytes).unwrap_or(usize::MAX),
         stopping: Arc::clone(&stopping),
@@ -209,7 +189,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             .to_string()
             .into(),
         connections: connections.into(),
-        dynamo,
+        dynamo: stores.dynamo,
     };
     let web_stop = CancellationToken::new();
     let server = tokio::spawn(std::future::IntoFuture::into_future(
@@ -225,7 +205,11 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         tracing::info!("stopping: sources");
         stopping.store(true, Ordering::Relaxed);
         source_stop.cancel();
-        engine.await.context("engine task panicked")?;
+        // Each step runs even when one before it failed; the error names every failed step.
+        let mut failed: Vec<String> = Vec::new();
+        if engine.await.is_err() {
+            failed.push("http partition".into());
+        }
         if let Some(source) = kafka_source {
             source.stopped().await;
         }
@@ -233,25 +217,28 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             source.stopped().await;
         }
         if let Some(task) = file_partition {
-            task.await.context("file partition panicked")?;
+            if task.await.is_err() {
+                failed.push("file partition".into());
+            }
         }
-        drop(outputs);
-        drop(stream_tx);
-        if let Some(task) = stream_task {
-            tracing::info!("stopping: summary stream");
-            task.await.context("summary stream panicked")?;
+        tracing::info!("stopping: windows flushed; outputs");
+        if let Err(e) = outputs.close().await {
+            failed.push(e.to_string());
         }
-        drop(store_tx);
-        tracing::info!("stopping: windows flushed; store");
-        writer.await.context("store writer panicked")?;
-        tracing::info!("stopping: store flushed; live clients");
+        tracing::info!("stopping: outputs flushed; live clients");
         hub_stop.cancel();
-        hub_task.await.context("hub panicked")?;
+        if hub_task.await.is_err() {
+            failed.push("hub".into());
+        }
         web_stop.cancel();
-        server
-            .await
-            .context("web server panicked")?
-            .context("web server failed")?;
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(format!("web server: {e}")),
+            Err(_) => failed.push("web server".into()),
+        }
+        if !failed.is_empty() {
+            anyhow::bail!("shutdown: {} failed", failed.join("; "));
+        }
         tracing::info!("stopped");
         Ok(())
     });
@@ -272,57 +259,78 @@ async fn aws_config(cell: &AwsConfig) -> &aws_config::SdkConfig {
         .await
 }
 
-/// A clear error at start for a stream that does not exist (named by its config key); an
-/// unreachable Kinesis is only a warning, as the parts that use it retry.
-async fn kinesis_streams_exist(
-    client: &aws_sdk_kinesis::Client,
-    streams: &[(&str, Option<&str>)],
-) -> anyhow::Result<()> {
-    for (key, stream) in streams {
-        let Some(stream) = stream else { continue };
-        match crate::kinesis::list_shards(client, stream).await {
-            Ok(_) => {}
-            Err(e) if e.contains("does not exist") => anyhow::bail!("{key}: {e}"),
-            Err(e) => tracing::warn!(error = %e, "Kinesis not reachable yet; retrying"),
-        }
-    }
-    Ok(())
+/// What the web server reads summaries and dead letters from.
+struct Stores {
+    embedded: Store,
+    dynamo: Option<DynamoStore>,
 }
 
-/// The summary / dead-letter stream the config asks for, if any: summaries when
-/// `[summary_stream]` names one, dead letters when the source is a stream with
-/// `source.dead_letters` set (to the source's own cluster).
-async fn stream_sink(
+/// The store output: summaries and dead letters into the embedded store, or summaries into
+/// DynamoDB.
+async fn store_output(
     config: &Config,
     aws: &AwsConfig,
-    connections: &mut Vec<(&'static str, Arc<AtomicBool>)>,
-) -> anyhow::Result<Option<StreamSink>> {
-    let kinesis_dlq = (config.source.kind == "kinesis" && !config.source.dead_letters.is_empty())
-        .then_some(config.source.dead_letters.as_str());
-    let kinesis_summaries =
-        (config.summary_stream.kind == "kinesis").then_some(config.summary_stream.stream.as_str());
-    if kinesis_summaries.is_some() || kinesis_dlq.is_some() {
-        let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
-        kinesis_streams_exist(
-            &client,
-            &[
-                ("summary_stream.stream", kinesis_summaries),
-                ("source.dead_letters", kinesis_dlq),
-            ],
-        )
-        .await?;
-        return Ok(Some(StreamSink::Kinesis(
-            crate::sink::kinesis::KinesisSink::new(client, kinesis_summaries, kinesis_dlq),
-        )));
-    }
-    let options = &config.source.kafka_options;
-    let summaries = if config.summary_stream.kind == "kafka" {
-        let observed = Observed::default();
-        connections.push(("summary_stream", Arc::clone(&observed.connected)));
+    outputs: &mut Outputs,
+) -> anyhow::Result<Stores> {
+    let store_dir = config.store.path.clone();
+    let retention = config.store.dead_letter_retention;
+    let embedded = tokio::task::spawn_blocking(move || Store::open(&store_dir, retention))
+        .await
+        .context("store open panicked")??;
+    let dynamo = if config.store.kind == "dynamodb" {
         Some(
-            KafkaTopic::new(
+            open_dynamo(
+                aws_config(aws).await,
+                &config.store.table,
+                config.store.create_tables,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let backend = match &dynamo {
+        Some(table) => Backend::DynamoDb {
+            runtime: tokio::runtime::Handle::current(),
+            summaries: table.clone(),
+            dead_letters: embedded.clone(),
+        },
+        None => Backend::Embedded(embedded.clone()),
+    };
+    let rx = outputs.add(
+        "store",
+        Interest {
+            summaries: true,
+            dead_letters: true,
+            records: false,
+        },
+    );
+    let health = Health::default();
+    outputs.run(
+        "store",
+        crate::output::store::spawn(backend, rx, health.clone()),
+        health,
+    );
+    Ok(Stores { embedded, dynamo })
+}
+
+/// The summary stream, when `[summary_stream]` names one: Kafka or Kinesis, whatever the source.
+async fn summary_stream_output(
+    config: &Config,
+    aws: &AwsConfig,
+    outputs: &mut Outputs,
+) -> anyhow::Result<()> {
+    let wants = Interest {
+        summaries: true,
+        ..Interest::default()
+    };
+    match config.summary_stream.kind.as_str() {
+        "kafka" => {
+            let observed = Observed::default();
+            let health = Health::from_flag(Arc::clone(&observed.connected));
+            let topic = KafkaTopic::new(
                 config.summary_brokers(),
-                options,
+                &config.source.kafka_options,
                 &config.summary_stream.topic,
                 observed,
             )
@@ -331,37 +339,101 @@ async fn stream_sink(
                     e,
                     "cannot create the Kafka summary producer (summary_stream.brokers)",
                 )
-            })?,
-        )
-    } else {
-        None
-    };
-    let dead_letters = if config.source.kind == "kafka" && !config.source.dead_letters.is_empty() {
-        let topic = &config.source.dead_letters;
-        match &summaries {
-            Some(s) if config.summary_brokers() == config.source.brokers => {
-                Some(s.with_topic(topic))
-            }
-            _ => Some(
-                KafkaTopic::new(&config.source.brokers, options, topic, Observed::default())
-                    .map_err(|e| {
-                        crate::kafka::start_error(
-                            e,
-                            "cannot create the Kafka dead-letter producer (source.brokers)",
-                        )
-                    })?,
-            ),
+            })?;
+            let rx = outputs.add("summary_stream", wants);
+            let sink = KafkaSink::new(Some(topic), None);
+            outputs.run("summary_stream", tokio::spawn(sink.run(rx)), health);
         }
-    } else {
-        None
-    };
-    if summaries.is_none() && dead_letters.is_none() {
-        return Ok(None);
+        "kinesis" => {
+            let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
+            let stream = &config.summary_stream.stream;
+            if !kinesis_stream_exists(&client, "summary_stream.stream", stream).await {
+                anyhow::bail!(
+                    "summary_stream.stream: {}",
+                    ShardsError::Missing(stream.clone())
+                );
+            }
+            let rx = outputs.add("summary_stream", wants);
+            let health = Health::default();
+            let sink = KinesisSink::new(client, Some(stream), None, health.clone());
+            outputs.run("summary_stream", tokio::spawn(sink.run(rx)), health);
+        }
+        _ => {}
     }
-    Ok(Some(StreamSink::Kafka(KafkaSink::new(
-        summaries,
-        dead_letters,
-    ))))
+    Ok(())
+}
+
+/// The dead-letter stream of a stream source, on the source's own transport, when
+/// `source.dead_letters` names one. A Kafka topic is created by the broker when missing; a
+/// missing Kinesis stream stops the start when it was configured, and is skipped with a warning
+/// when it is only the default (the user never asked for one, and dead letters are kept in the
+/// store anyway).
+async fn dead_letter_output(
+    config: &Config,
+    aws: &AwsConfig,
+    outputs: &mut Outputs,
+) -> anyhow::Result<()> {
+    let name = config.source.dead_letters.as_str();
+    if name.is_empty() {
+        return Ok(());
+    }
+    let wants = Interest {
+        dead_letters: true,
+        ..Interest::default()
+    };
+    match config.source.kind.as_str() {
+        "kafka" => {
+            let observed = Observed::default();
+            let health = Health::from_flag(Arc::clone(&observed.connected));
+            let topic = KafkaTopic::new(
+                &config.source.brokers,
+                &config.source.kafka_options,
+                name,
+                observed,
+            )
+            .map_err(|e| {
+                crate::kafka::start_error(
+                    e,
+                    "cannot create the Kafka dead-letter producer (source.brokers)",
+                )
+            })?;
+            let rx = outputs.add("dead_letter_stream", wants);
+            let sink = KafkaSink::new(None, Some(topic));
+            outputs.run("dead_letter_stream", tokio::spawn(sink.run(rx)), health);
+        }
+        "kinesis" => {
+            let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
+            if !kinesis_stream_exists(&client, "source.dead_letters", name).await {
+                if name == crate::config::DEFAULT_DEAD_LETTERS {
+                    tracing::warn!(stream = name, "the default dead-letter stream does not exist: dead letters are kept in the store only (create the stream, or set source.dead_letters = \"\" to silence this)");
+                    return Ok(());
+                }
+                anyhow::bail!(
+                    "source.dead_letters: {}",
+                    ShardsError::Missing(name.to_owned())
+                );
+            }
+            let rx = outputs.add("dead_letter_stream", wants);
+            let health = Health::default();
+            let sink = KinesisSink::new(client, None, Some(name), health.clone());
+            outputs.run("dead_letter_stream", tokio::spawn(sink.run(rx)), health);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether a Kinesis stream exists. An unreachable Kinesis counts as "exists" with a warning,
+/// as the parts that use it retry.
+async fn kinesis_stream_exists(client: &aws_sdk_kinesis::Client, key: &str, stream: &str) -> bool {
+    match crate::kinesis::list_shards(client, stream).await {
+        Ok(_) => true,
+        Err(ShardsError::Missing(_)) => false,
+        Err(e) => {
+            tracing::warn!(key, error = %e, "Kinesis not reachable yet; retrying");
+            true
+        }
+    }
 }
 
 /// The DynamoDB summary table, retried for a minute while DynamoDB cannot be reached; a missing
@@ -370,11 +442,11 @@ async fn open_dynamo(
     aws: &aws_config::SdkConfig,
     table: &str,
     create: bool,
-) -> anyhow::Result<crate::sink::dynamodb::DynamoStore> {
+) -> anyhow::Result<DynamoStore> {
     let mut wait = std::time::Duration::from_millis(500);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        match crate::sink::dynamodb::DynamoStore::with_config(aws, table, create).await {
+        match DynamoStore::with_config(aws, table, create).await {
             Ok(store) => return Ok(store),
             Err(e) if e.permanent || tokio::time::Instant::now() > deadline => {
                 return Err(e).context("store.kind = \"dynamodb\" (store.table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)");

@@ -65,12 +65,16 @@ impl Default for SourceConfig {
             kafka_options: toml::Table::new(),
             stream: "wildrydes".into(),
             path: String::new(),
-            dead_letters: "wildrydes-dlq".into(),
+            dead_letters: DEFAULT_DEAD_LETTERS.into(),
             checkpoint_topic: "stampede-checkpoints".into(),
             lease_table: "stampede-leases".into(),
         }
     }
 }
+
+/// The dead-letter stream a stream source uses unless told otherwise (CONTRACT §3). A Kinesis
+/// stream of this name that does not exist is skipped with a warning; any other is required.
+pub const DEFAULT_DEAD_LETTERS: &str = "wildrydes-dlq";
 
 /// `[window]`, in seconds as the file spells it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -81,7 +81,7 @@ async fn consume_kinesis(
     let client = crate::kinesis::client().await;
     let shards = crate::kinesis::list_shards(&client, stream)
         .await
-        .map_err(ConsumeError::Kinesis)?;
+        .map_err(|e| ConsumeError::Kinesis(e.to_string()))?;
     let kind = if from_beginning {
         ShardIteratorType::TrimHorizon
     } else {

@@ -78,7 +78,7 @@ pub enum HubInput {
     /// Latest records of unicorns that sent something.
     Telemetry(Vec<LiveRecord>),
     /// Emitted summaries (first emissions and restatements).
-    Summaries(Vec<Summary>),
+    Summaries(Arc<[Summary]>),
     /// A (re)connecting client: its snapshot and its queue, taken at the same instant.
     Subscribe(oneshot::Sender<Subscription>),
     /// `GET /api/unicorns`: the live fleet as a JSON array.
@@ -269,7 +269,7 @@ impl State {
                 self.snapshot = None;
             }
             HubInput::Summaries(summaries) => {
-                for s in summaries {
+                for s in summaries.iter() {
                     let mut frame = String::with_capacity(320);
                     frame.push_str("{\"type\":\"summary\",\"summary\":");
                     s.write_json(&mut frame);
@@ -280,7 +280,7 @@ impl State {
                             (s.window_start, s.revision) >= (old.window_start, old.revision)
                         });
                         if newer {
-                            u.summary = Some(s);
+                            u.summary = Some(s.clone());
                         }
                     }
                 }

@@ -216,6 +216,33 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// Producer settings Stampede's guarantees rest on (the user's options cannot change them).
+pub const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("statistics.interval.ms", "1000"),
+    // Deliveries are retried by us after this, so a long outage loses nothing.
+    ("message.timeout.ms", "30000"),
+];
+
+/// The pass-through options minus the consumer-only ones, which a producer would warn about.
+pub fn producer_options(options: &toml::Table) -> toml::Table {
+    const CONSUMER_ONLY: [&str; 6] = [
+        "group.id",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "partition.assignment.strategy",
+    ];
+    options
+        .iter()
+        .filter(|(k, _)| !CONSUMER_ONLY.contains(&k.as_str()) && !k.starts_with("fetch."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

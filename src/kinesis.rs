@@ -1,5 +1,5 @@
-//! Kinesis client plumbing shared by the summary-stream sink and the `produce` / `consume`
-//! commands: `kinesis://STREAM` addresses, the SDK client (region, credential chain and
+//! Kinesis client plumbing shared by the Kinesis source and outputs and the `produce` /
+//! `consume` commands: `kinesis://STREAM` addresses, the SDK client (region, credential chain and
 //! `AWS_ENDPOINT_URL` by the SDK's conventions), shard listing, and the service's limits.
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
@@ -70,11 +70,27 @@ pub async fn client() -> Client {
     Client::new(&config)
 }
 
+/// Why the shards of a stream could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardsError {
+    /// The stream does not exist: retrying will not help.
+    #[error("stream {0:?} does not exist; create it first")]
+    Missing(String),
+    /// Kinesis could not be reached or refused the call (in words).
+    #[error("cannot list the shards of {stream}: {detail}")]
+    Failed {
+        /// The stream.
+        stream: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
 /// Every shard of `stream`, through all pages of `ListShards`.
 ///
 /// # Errors
-/// The stream is missing or Kinesis cannot be reached (in words).
-pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, String> {
+/// The stream is missing or Kinesis cannot be reached.
+pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, ShardsError> {
     let mut shards = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -84,9 +100,12 @@ pub async fn list_shards(client: &Client, stream: &str) -> Result<Vec<Shard>, St
         };
         let page = request.send().await.map_err(|e| {
             if e.code() == Some("ResourceNotFoundException") {
-                format!("stream {stream:?} does not exist; create it first")
+                ShardsError::Missing(stream.to_owned())
             } else {
-                format!("cannot list the shards of {stream}: {}", describe(&e))
+                ShardsError::Failed {
+                    stream: stream.to_owned(),
+                    detail: describe(&e),
+                }
             }
         })?;
         shards.extend(page.shards.unwrap_or_default());

@@ -1,18 +1,18 @@
-//! The engine task of one source partition: decode, window, dead-letter, and hand summaries to
-//! the store and live records to the hub.
+//! The engine task of one source partition: decode, window, dead-letter, and hand everything
+//! that results to the outputs through one [`Fanout`].
 //!
 //! A small async loop around the synchronous engine, selecting between input batches and a
 //! 100 ms timer (idle advancement, emission, live-state flush). Everything per record happens in
-//! plain synchronous code; the loop awaits once per batch. The store is sent to with back
-//! pressure (summaries must not be lost); the hub with `try_send` (live views may skip a beat,
-//! the pipeline never waits for browsers). On cancellation it drains its queue, flushes every
-//! window, and ends — the stages after it end when their input closes.
+//! plain synchronous code; the loop awaits once per batch. Durable outputs are sent to with back
+//! pressure (summaries must not be lost); the hub never waits (live views may skip a beat, the
+//! pipeline never waits for browsers). On cancellation it drains its queue, flushes every
+//! window, and ends — the outputs end when their input closes.
 //!
 //! A [`Durable`] partition (Kafka, Kinesis) is one its source can re-read from a position. Its
-//! engine's checkpoint is handed to the source at most once a second, together with barriers
-//! sent down the store and the summary stream behind every summary and dead letter emitted so
-//! far: the source commits the checkpoint only when every barrier has come back, that is once
-//! everything that depends on the records before it is stored. Such a partition is never
+//! engine's checkpoint is handed to the source at most once a second, together with a barrier
+//! sent down every durable output behind every summary and dead letter emitted so far: the
+//! source commits the checkpoint only when every barrier has come back, that is once everything
+//! that depends on the records before it is stored. Such a partition is never
 //! flushed: when its source stops it or the partition moves to another instance, it hands off —
 //! it stops, commits its last checkpoint, and leaves its open windows to the next owner, which
 //! re-reads them from the committed position and emits the same summaries (DESIGN decision 2).
@@ -27,11 +27,10 @@ use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::decode;
-use crate::hub::{HubInput, LiveRecord};
+use crate::hub::LiveRecord;
 use crate::metrics::METRICS;
-use crate::record::{Reject, RejectReason, Summary, MAX_RECORD_BYTES};
-use crate::sink::store::{DeadLetter, StoreItem};
-use crate::sink::stream::StreamItem;
+use crate::output::{Fanout, Records};
+use crate::record::{DeadLetter, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::time::{now_ms, Millis};
 use crate::window::{Accepted, Checkpoint, Engine, NameId, WindowConfig};
 
@@ -65,17 +64,6 @@ pub struct Outcome {
     pub errors: Vec<(usize, Reject)>,
 }
 
-/// Where a partition's results go.
-#[derive(Clone)]
-pub struct Outputs {
-    /// Summaries and dead letters (back pressure).
-    pub store: mpsc::Sender<StoreItem>,
-    /// Live records and summaries (never waited on).
-    pub hub: mpsc::Sender<HubInput>,
-    /// The summary stream and dead-letter topic, when configured (back pressure).
-    pub stream: Option<mpsc::Sender<StreamItem>>,
-}
-
 /// What a partition is and where it starts.
 pub struct PartitionSpec {
     /// Window settings.
@@ -105,8 +93,8 @@ pub struct CommitRequest {
     pub slot: u32,
     /// The engine's state; commit [`Checkpoint::resume_position`] with it.
     pub checkpoint: Checkpoint,
-    /// Each resolves once the summaries and dead letters sent before it are written; a closed
-    /// one (the sink gave up) means the checkpoint must not be committed.
+    /// One per durable output: each resolves once what was sent before it is durable there; a
+    /// closed one (the output gave up) means the checkpoint must not be committed.
     pub stored: Vec<oneshot::Receiver<()>>,
 }
 
@@ -126,7 +114,7 @@ struct Partition {
     /// One shared copy of each unicorn's name for the live records.
     names: Vec<Option<std::sync::Arc<str>>>,
     emitted: Vec<Summary>,
-    out: Outputs,
+    out: Fanout,
     durable: Option<Durable>,
     committed: Option<(Checkpoint, Millis)>,
 }
@@ -137,7 +125,7 @@ struct Partition {
 pub async fn run(
     spec: PartitionSpec,
     mut rx: mpsc::Receiver<Batch>,
-    out: Outputs,
+    out: Fanout,
     cancel: CancellationToken,
 ) {
     let now = now_ms();
@@ -206,6 +194,13 @@ impl Partition {
         let mut dead = Vec::new();
         let mut rejected_by = [0u64; 6];
         let mut late = 0u64;
+        let mut kept = self.out.wants_records().then(|| Records {
+            source: self.source,
+            partition: self.name.as_str().into(),
+            payload: batch.payload.clone(),
+            ranges: Vec::with_capacity(batch.records.len()),
+            positions: Vec::with_capacity(batch.records.len()),
+        });
         for (index, range) in batch.records.iter().enumerate() {
             let position = batch
                 .positions
@@ -227,6 +222,10 @@ impl Partition {
                 Ok(accepted) => {
                     outcome.accepted += 1;
                     late += u64::from(accepted == Accepted::Late);
+                    if let Some(kept) = &mut kept {
+                        kept.ranges.push(range.clone());
+                        kept.positions.push(position);
+                    }
                 }
                 Err(reject) => {
                     outcome.rejected += 1;
@@ -256,10 +255,10 @@ impl Partition {
             }
         }
         if !dead.is_empty() {
-            if let Some(stream) = &self.out.stream {
-                send_or_log(stream, StreamItem::DeadLetters(dead.clone()), &self.name).await;
-            }
-            self.store(StoreItem::DeadLetters(dead)).await;
+            self.out.dead_letters(dead).await;
+        }
+        if let Some(kept) = kept.filter(|k| !k.ranges.is_empty()) {
+            self.out.records(kept).await;
         }
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
@@ -298,7 +297,7 @@ impl Partition {
     }
 
     /// Hands the engine's checkpoint to a durable partition's source, behind a barrier in each
-    /// sink, when it changed since the last request (or in any case when `handing_off`).
+    /// durable output, when it changed since the last request (or in any case when `handing_off`).
     async fn request_commit(&mut self, now: Millis, handing_off: bool) {
         let Some(durable) = &self.durable else {
             return;
@@ -311,15 +310,7 @@ impl Partition {
         if checkpoint.resume_position().is_none() || (unchanged && !handing_off) {
             return;
         }
-        let mut stored = Vec::with_capacity(2);
-        let (tx, rx) = oneshot::channel();
-        stored.push(rx);
-        self.store(StoreItem::Barrier(tx)).await;
-        if let Some(stream) = &self.out.stream {
-            let (tx, rx) = oneshot::channel();
-            stored.push(rx);
-            send_or_log(stream, StreamItem::Barrier(tx), &self.name).await;
-        }
+        let stored = self.out.barrier().await;
         let request = CommitRequest {
             slot: durable.slot,
             checkpoint: checkpoint.clone(),
@@ -331,7 +322,7 @@ impl Partition {
         self.committed = Some((checkpoint, now));
     }
 
-    /// Sends emitted summaries to the store (waiting if it is busy) and the hub (not waiting).
+    /// Sends emitted summaries to the outputs (waiting for durable ones that are busy).
     async fn publish(&mut self) {
         if self.emitted.is_empty() {
             return;
@@ -346,22 +337,7 @@ impl Partition {
                 METRICS.restated.fetch_add(1, Relaxed);
             }
         }
-        let _ = self
-            .out
-            .hub
-            .try_send(HubInput::Summaries(summaries.clone()));
-        if let Some(stream) = &self.out.stream {
-            send_or_log(stream, StreamItem::Summaries(summaries.clone()), &self.name).await;
-        }
-        self.store(StoreItem::Summaries(summaries)).await;
-    }
-
-    /// Hands `item` to the store writer, waiting while it is busy (nothing is dropped).
-    async fn store(&self, item: StoreItem) {
-        if self.out.store.send(item).await.is_err() {
-            // Only during a failed shutdown: the writer ended before its inputs.
-            tracing::error!(partition = %self.name, "store writer gone: results not stored");
-        }
+        self.out.summaries(summaries).await;
     }
 
     /// Hands the latest record of every unicorn heard since the last flush to the hub (after
@@ -385,14 +361,7 @@ impl Partition {
                 records.push(record);
             }
         }
-        let _ = self.out.hub.try_send(HubInput::Telemetry(records));
-    }
-}
-
-/// Hands `item` to the summary stream, waiting while it is busy.
-async fn send_or_log(stream: &mpsc::Sender<StreamItem>, item: StreamItem, partition: &str) {
-    if stream.send(item).await.is_err() {
-        tracing::error!(partition, "summary stream gone: results not published");
+        self.out.live(records);
     }
 }
 

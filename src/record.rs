@@ -354,3 +354,42 @@ mod tests {
         );
     }
 }
+
+/// A rejected record, kept for inspection: the item every dead-letter output receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Why.
+    pub reason: RejectReason,
+    /// The field at fault, if any.
+    pub field: Option<Field>,
+    /// Where it came from: `http`, `file`, `kafka`, `kinesis`.
+    pub source: &'static str,
+    /// Partition or shard.
+    pub partition: String,
+    /// Offset or sequence within the partition.
+    pub position: u64,
+    /// When it was rejected, epoch ms.
+    pub at: Millis,
+    /// The record's bytes, cut at 64 KiB.
+    pub raw: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// `source:partition@position`, as the dead-letter streams label a record's origin.
+    pub fn origin(&self) -> String {
+        format!("{}:{}@{}", self.source, self.partition, self.position)
+    }
+}
+
+/// A read of stored summaries (`GET /api/summaries`), answered by either store.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryQuery {
+    /// Only this unicorn.
+    pub name: Option<String>,
+    /// Window start ≥ this.
+    pub from: Option<Millis>,
+    /// Window start ≤ this.
+    pub to: Option<Millis>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}

@@ -1,9 +1,9 @@
 //! The DynamoDB store against dynalite (a DynamoDB emulator that validates like AWS), started by
 //! `scripts/components/aws`; its address is in `STAMPEDE_TEST_DYNAMODB`.
 
+use stampede::output::dynamodb::DynamoStore;
 use stampede::record::Summary;
-use stampede::sink::dynamodb::DynamoStore;
-use stampede::sink::store::SummaryQuery;
+use stampede::record::SummaryQuery;
 
 fn endpoint() -> String {
     std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {

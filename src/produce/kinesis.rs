@@ -51,7 +51,7 @@ async fn run(opts: ProduceOptions, stream: &str) -> Result<u64, KinesisProduceEr
     // A clear error now rather than a minute of retries: is the stream there?
     crate::kinesis::list_shards(&client, stream)
         .await
-        .map_err(KinesisProduceError::Stream)?;
+        .map_err(|e| KinesisProduceError::Stream(e.to_string()))?;
     let mut generator = Generator::new(&opts);
     let mut progress = Progress::new(opts.progress);
     let mut buf = String::with_capacity(1 << 20);

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{unauthorized, WebState};
 use crate::metrics::METRICS;
-use crate::sink::store::SummaryQuery;
+use crate::record::SummaryQuery;
 use crate::time::parse_status_time;
 
 fn bad_request(message: String) -> Response {
@@ -130,17 +130,16 @@ pub(super) async fn readyz(State(state): State<WebState>) -> Response {
     if let Some(dynamo) = &state.dynamo {
         store_ok &= dynamo.writable().await;
     }
-    let mut ready = store_ok;
     let mut checks = serde_json::Map::new();
     checks.insert("store".into(), store_ok.into());
     let ingest_ok = !state.stopping() && !state.ingest.is_closed();
     checks.insert("ingest".into(), ingest_ok.into());
-    ready &= ingest_ok;
-    for (name, up) in state.connections.iter() {
-        let up = up.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, health) in state.connections.iter() {
+        // A name seen twice (the store's database and its output) is up only if both are.
+        let up = health.up() && checks.get(*name).is_none_or(|v| v.as_bool() == Some(true));
         checks.insert((*name).into(), up.into());
-        ready &= up;
     }
+    let ready = checks.values().all(|v| v.as_bool() == Some(true));
     let body = json!({ "ready": ready, "checks": checks });
     let status = if ready {
         StatusCode::OK

@@ -19,8 +19,8 @@ use axum::Router;
 use tokio::sync::mpsc;
 
 use crate::hub::Hub;
+use crate::output::embedded::Store;
 use crate::pipeline::Batch;
-use crate::sink::store::Store;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -40,9 +40,10 @@ pub struct WebState {
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
     /// The DynamoDB summary table, when it is the store (dead letters stay in `store`).
-    pub dynamo: Option<crate::sink::dynamodb::DynamoStore>,
-    /// Connections `/readyz` reports, by name (`source`, `summary_stream`): up or down.
-    pub connections: Arc<[(&'static str, Arc<AtomicBool>)]>,
+    pub dynamo: Option<crate::output::dynamodb::DynamoStore>,
+    /// What `/readyz` reports, by name: the source's connection and each output's health
+    /// (`store`, `summary_stream`, `dead_letter_stream`).
+    pub connections: Arc<[(&'static str, crate::output::Health)]>,
 }
 
 impl WebState {

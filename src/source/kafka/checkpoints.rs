@@ -68,7 +68,7 @@ impl Checkpoints {
                 ("acks", "all"),
                 ("linger.ms", "0"),
             ],
-            &crate::sink::kafka::producer_options(options),
+            &crate::kafka::producer_options(options),
         )
         .create_with_context(Deliveries::default())?;
         let store = Checkpoints {

@@ -46,7 +46,8 @@ use crate::kafka::{client_config, Observed};
 
 mod checkpoints;
 use crate::metrics::METRICS;
-use crate::pipeline::{self, Batch, CommitRequest, Durable, Outputs, PartitionSpec};
+use crate::output::Fanout;
+use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec};
 use crate::window::{Checkpoint, WindowConfig};
 use checkpoints::Checkpoints;
 
@@ -106,7 +107,7 @@ impl KafkaSource {
     /// librdkafka refused the settings, or the subscription failed.
     pub fn start(
         cfg: KafkaSourceConfig,
-        outputs: Outputs,
+        outputs: Fanout,
         stop: CancellationToken,
     ) -> Result<KafkaSource, KafkaError> {
         let observed = Observed::default();
@@ -200,7 +201,7 @@ struct GroupContext {
     runtime: Handle,
     topic: String,
     window: WindowConfig,
-    outputs: Outputs,
+    outputs: Fanout,
     commits: mpsc::UnboundedSender<CommitRequest>,
     state: Mutex<State>,
     /// Set when the assignment changed, for the poll loop to pick up.

@@ -45,7 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kinesis::describe;
 use crate::metrics::METRICS;
-use crate::pipeline::{self, Batch, CommitRequest, Durable, Outputs, PartitionSpec};
+use crate::output::Fanout;
+use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec};
 use crate::window::{Checkpoint, WindowConfig};
 
 pub mod leases;
@@ -90,7 +91,7 @@ impl KinesisSource {
     pub async fn start(
         aws: &aws_config::SdkConfig,
         cfg: KinesisSourceConfig,
-        outputs: Outputs,
+        outputs: Fanout,
         stop: CancellationToken,
     ) -> Result<KinesisSource, LeaseError> {
         let leases = Leases::open(
@@ -148,7 +149,7 @@ struct Coordinator {
     owner: String,
     stream: String,
     window: WindowConfig,
-    outputs: Outputs,
+    outputs: Fanout,
     connected: Arc<AtomicBool>,
     readers: HashMap<String, Reader>,
     /// Per shard: the counter last seen and when it was first seen at that value.
@@ -205,7 +206,9 @@ impl Coordinator {
 
     /// Creates a lease for every shard that has none.
     async fn discover(&mut self) -> Result<(), String> {
-        let shards = crate::kinesis::list_shards(&self.kinesis, &self.stream).await?;
+        let shards = crate::kinesis::list_shards(&self.kinesis, &self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
         let known: Vec<String> = self
             .leases
             .all()
@@ -434,7 +437,7 @@ impl ShardReader {
         window: WindowConfig,
         resume: Option<Checkpoint>,
         slot: u32,
-        outputs: Outputs,
+        outputs: Fanout,
         handoff: CancellationToken,
     ) {
         let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<CommitRequest>();

@@ -36,8 +36,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::record::Summary;
-use crate::sink::store::SummaryQuery;
+use crate::record::{Summary, SummaryQuery};
 use crate::time::{format_status_time, parse_status_time, Millis};
 
 /// Conditional writes in flight at once.

@@ -1,7 +1,7 @@
-//! The Kafka summary stream and dead-letter topic (`[summary_stream] kind = "kafka"`; dead
-//! letters of a Kafka source): an idempotent producer with `acks=all`, summaries keyed by `Name`
-//! so that one unicorn's summaries stay in order in one partition, dead letters with the raw
-//! bytes as the value and `reason`, `field` and `origin` headers.
+//! The Kafka outputs: the summary stream (`[summary_stream] kind = "kafka"`) and the dead-letter
+//! topic of a Kafka source, each an output of its own: an idempotent producer with `acks=all`,
+//! summaries keyed by `Name` so that one unicorn's summaries stay in order in one partition, dead
+//! letters with the raw bytes as the value and `reason`, `field` and `origin` headers.
 //!
 //! Every message is kept until the broker acknowledges it; a failed delivery is sent again
 //! (with backoff) rather than dropped, so a barrier is answered only when everything before it
@@ -15,24 +15,14 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::kafka::{client_config, Observed};
+use super::{Barrier, Item};
+use crate::kafka::{client_config, producer_options, Observed, PRODUCER_DEFAULTS};
 use crate::metrics::METRICS;
-use crate::sink::stream::StreamItem;
 
 /// Messages awaiting acknowledgement before the oldest is waited for.
 const MAX_IN_FLIGHT: usize = 50_000;
-
-/// Producer settings Stampede's guarantees rest on (the user's options cannot change them).
-pub const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-    ("linger.ms", "5"),
-    ("statistics.interval.ms", "1000"),
-    // Deliveries are retried by us after this, so a long outage loses nothing.
-    ("message.timeout.ms", "30000"),
-];
 
 /// A message kept until it is acknowledged.
 struct Outgoing {
@@ -79,12 +69,12 @@ impl KafkaTopic {
     }
 }
 
-/// The producer side of the stream task.
+/// A Kafka output: publishes summaries to one topic, dead letters to another, or both.
 pub struct KafkaSink {
     summaries: Option<KafkaTopic>,
     dead_letters: Option<KafkaTopic>,
     in_flight: VecDeque<(Outgoing, DeliveryFuture)>,
-    waiting: Vec<oneshot::Sender<()>>,
+    waiting: Vec<Barrier>,
 }
 
 impl KafkaSink {
@@ -99,32 +89,32 @@ impl KafkaSink {
     }
 
     /// Publishes until `rx` closes, then waits for every acknowledgement.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<StreamItem>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
         while let Some(item) = rx.recv().await {
             match item {
-                StreamItem::Summaries(summaries) => {
+                Item::Summaries(summaries) => {
                     let Some(topic) = self.summaries.clone() else {
                         continue;
                     };
-                    for s in summaries {
+                    for s in summaries.iter() {
                         let mut payload = String::with_capacity(256);
                         s.write_json(&mut payload);
                         self.send(Outgoing {
                             producer: topic.producer.clone(),
                             topic: Arc::clone(&topic.topic),
-                            key: Some(s.name),
+                            key: Some(s.name.clone()),
                             payload: payload.into_bytes(),
                             headers: None,
                         })
                         .await;
                     }
                 }
-                StreamItem::DeadLetters(dead) => {
+                Item::DeadLetters(dead) => {
                     let Some(topic) = self.dead_letters.clone() else {
                         continue;
                     };
-                    for d in dead {
-                        let origin = format!("{}:{}@{}", d.source, d.partition, d.position);
+                    for d in dead.iter() {
+                        let origin = d.origin();
                         let mut headers = OwnedHeaders::new_with_capacity(3)
                             .insert(Header {
                                 key: "reason",
@@ -144,14 +134,15 @@ impl KafkaSink {
                             producer: topic.producer.clone(),
                             topic: Arc::clone(&topic.topic),
                             key: None,
-                            payload: d.raw,
+                            payload: d.raw.clone(),
                             headers: Some(headers),
                         })
                         .await;
                     }
                 }
-                StreamItem::Barrier(ack) => {
-                    self.waiting.push(ack);
+                Item::Records(_) => {}
+                Item::Barrier(barrier) => {
+                    self.waiting.push(barrier);
                     // Wait only when nothing else is queued: barriers close together share it.
                     if rx.is_empty() {
                         self.settle().await;
@@ -197,8 +188,8 @@ impl KafkaSink {
         while !self.in_flight.is_empty() {
             self.settle_oldest().await;
         }
-        for ack in self.waiting.drain(..) {
-            let _ = ack.send(());
+        for barrier in self.waiting.drain(..) {
+            barrier.done();
         }
     }
 }
@@ -225,21 +216,4 @@ async fn enqueue(out: &Outgoing) -> DeliveryFuture {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-/// The pass-through options minus the consumer-only ones, which a producer would warn about.
-pub fn producer_options(options: &toml::Table) -> toml::Table {
-    const CONSUMER_ONLY: [&str; 6] = [
-        "group.id",
-        "session.timeout.ms",
-        "heartbeat.interval.ms",
-        "max.poll.interval.ms",
-        "auto.offset.reset",
-        "partition.assignment.strategy",
-    ];
-    options
-        .iter()
-        .filter(|(k, _)| !CONSUMER_ONLY.contains(&k.as_str()) && !k.starts_with("fetch."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }

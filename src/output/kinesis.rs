@@ -1,6 +1,8 @@
-//! The Kinesis summary stream (`[summary_stream] kind = "kinesis"`): summaries as CONTRACT §2
-//! JSON, partition key `Name` (one unicorn's summaries stay in one shard, in order), up to 500
-//! records and 5 MiB per `PutRecords` call. A barrier is answered once every record sent before it is in the stream:
+//! The Kinesis outputs: the summary stream (`[summary_stream] kind = "kinesis"`, summaries as
+//! CONTRACT §2 JSON, partition key `Name`: one unicorn's summaries stay in one shard, in order)
+//! and the dead-letter stream of a Kinesis source, each an output of its own; up to 500 records
+//! and 5 MiB per `PutRecords` call. A barrier is answered once every record sent before it is in
+//! the stream:
 //! the calls are awaited in order, and refused entries are sent again until they are accepted
 //! (see [`crate::produce::put_all`]); nothing is dropped.
 
@@ -11,31 +13,39 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
 
+use super::{Health, Item};
 use crate::metrics::METRICS;
-use crate::sink::stream::StreamItem;
 
-/// The summary stream's producer.
+/// A Kinesis output: publishes summaries to one stream, dead letters to another, or both.
 pub struct KinesisSink {
     client: Client,
     summaries: Option<String>,
     dead_letters: Option<String>,
+    health: Health,
 }
 
 impl KinesisSink {
-    /// Publishes summaries to `summaries` and dead letters to `dead_letters` (each optional).
-    pub fn new(client: Client, summaries: Option<&str>, dead_letters: Option<&str>) -> KinesisSink {
+    /// Publishes summaries to `summaries` and dead letters to `dead_letters` (each optional);
+    /// `health` goes down while calls keep failing.
+    pub fn new(
+        client: Client,
+        summaries: Option<&str>,
+        dead_letters: Option<&str>,
+        health: Health,
+    ) -> KinesisSink {
         KinesisSink {
             client,
             summaries: summaries.map(str::to_owned),
             dead_letters: dead_letters.map(str::to_owned),
+            health,
         }
     }
 
     /// Publishes until `rx` closes.
-    pub async fn run(self, mut rx: mpsc::Receiver<StreamItem>) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Item>) {
         while let Some(item) = rx.recv().await {
             match item {
-                StreamItem::Summaries(summaries) => {
+                Item::Summaries(summaries) => {
                     let Some(stream) = &self.summaries else {
                         continue;
                     };
@@ -50,7 +60,7 @@ impl KinesisSink {
                 }
                 // Raw bytes; the reason and origin travel in a JSON envelope, Kinesis records
                 // having no headers. Up to 64 KiB each, so calls are bounded by bytes too.
-                StreamItem::DeadLetters(dead) => {
+                Item::DeadLetters(dead) => {
                     let Some(stream) = &self.dead_letters else {
                         continue;
                     };
@@ -58,7 +68,7 @@ impl KinesisSink {
                         let envelope = serde_json::json!({
                             "reason": d.reason.as_str(),
                             "field": d.field.map(|f| f.as_str()),
-                            "origin": format!("{}:{}@{}", d.source, d.partition, d.position),
+                            "origin": d.origin(),
                             "raw": String::from_utf8_lossy(&d.raw),
                         });
                         entry(envelope.to_string().into_bytes(), d.partition.clone())
@@ -68,9 +78,8 @@ impl KinesisSink {
                     }
                 }
                 // Everything before it has been awaited.
-                StreamItem::Barrier(ack) => {
-                    let _ = ack.send(());
-                }
+                Item::Barrier(barrier) => barrier.done(),
+                Item::Records(_) => {}
             }
         }
     }
@@ -83,13 +92,15 @@ impl KinesisSink {
                     METRICS
                         .stream_published
                         .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    self.health.set(true);
                     return;
                 }
                 Err(e) => {
+                    self.health.set(false);
                     METRICS
                         .stream_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(stream, error = %e, "summary stream: still retrying");
+                    tracing::error!(stream, error = %e, "kinesis output: PutRecords failed; still retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -1,23 +1,21 @@
 //! The embedded store (redb): summaries upserted by (`Name`, `StatusTime`) keeping the highest
 //! `Revision`, and dead letters with their reason, origin and raw bytes, bounded by count.
 //!
-//! At the end of the flow: the window engine's summaries and decode's rejects arrive through a
-//! bounded channel to one writer thread, which commits whatever is queued in one transaction
-//! (one fsync per batch, not per summary). Readers (the API) open their own read transactions.
+//! The database only: the store output (`store.rs`) writes to it, one transaction per batch of
+//! whatever is queued (one fsync per batch, not per summary); readers (the API) open their own
+//! read transactions.
 //!
 //! redb because it is a pure-Rust, actively maintained, ACID embedded database with a stable
 //! file format, no C toolchain and a small build; summaries are tiny and few (one per unicorn
 //! per minute), so a B-tree with two tables is all this needs.
 
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 
-use crate::metrics::METRICS;
-use crate::record::{Field, RejectReason, Summary};
+use crate::record::{DeadLetter, Summary, SummaryQuery};
 use crate::time::{format_status_time, Millis};
 
 /// (Name, window start) → summary JSON.
@@ -26,25 +24,6 @@ const SUMMARIES: TableDefinition<(&str, i64), &str> = TableDefinition::new("summ
 const BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("summaries_by_time");
 /// Sequence → (metadata JSON, raw bytes).
 const DEAD_LETTERS: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("dead_letters");
-
-/// A rejected record, kept for inspection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// Why.
-    pub reason: RejectReason,
-    /// The field at fault, if any.
-    pub field: Option<Field>,
-    /// Where it came from: `http`, `file`, `kafka`, `kinesis`.
-    pub source: &'static str,
-    /// Partition or shard.
-    pub partition: String,
-    /// Offset or sequence within the partition.
-    pub position: u64,
-    /// When it was rejected, epoch ms.
-    pub at: Millis,
-    /// The record's bytes, cut at 64 KiB.
-    pub raw: Vec<u8>,
-}
 
 /// A dead letter as the API shows it.
 #[derive(Debug, Serialize)]
@@ -89,19 +68,6 @@ pub struct StoreError(String);
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
-}
-
-/// Query of `GET /api/summaries`.
-#[derive(Debug, Clone, Default)]
-pub struct SummaryQuery {
-    /// Only this unicorn.
-    pub name: Option<String>,
-    /// Window start ≥ this.
-    pub from: Option<Millis>,
-    /// Window start ≤ this.
-    pub to: Option<Millis>,
-    /// At most this many, newest first.
-    pub limit: usize,
 }
 
 /// The embedded database.
@@ -273,95 +239,10 @@ impl Store {
     }
 }
 
-/// What the writer thread receives.
-pub enum StoreItem {
-    /// Summaries to upsert.
-    Summaries(Vec<Summary>),
-    /// Rejected records.
-    DeadLetters(Vec<DeadLetter>),
-    /// Answered once everything sent before it is committed (a durable source waits for it
-    /// before it commits its position).
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Runs the writer until `rx` closes: drains what is queued, writes it in one transaction,
-/// retries a failed write with backoff (the pipeline waits, nothing is dropped).
-///
-/// With `dynamo` (the runtime to drive it and the table), summaries go to DynamoDB instead of the
-/// embedded database, which keeps the dead letters; a failed DynamoDB write is retried the same
-/// way.
-pub fn run_writer(
-    store: &Store,
-    mut rx: tokio::sync::mpsc::Receiver<StoreItem>,
-    dynamo: Option<(tokio::runtime::Handle, crate::sink::dynamodb::DynamoStore)>,
-) {
-    let mut summaries = Vec::new();
-    let mut dead = Vec::new();
-    let mut barriers = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut take = |item| match item {
-            StoreItem::Summaries(s) => summaries.extend(s),
-            StoreItem::DeadLetters(d) => dead.extend(d),
-            StoreItem::Barrier(b) => barriers.push(b),
-        };
-        take(first);
-        while let Ok(item) = rx.try_recv() {
-            take(item);
-        }
-        METRICS.queue_store.store(rx.len() as i64, Relaxed);
-        if let Some((runtime, table)) = &dynamo {
-            if !summaries.is_empty() {
-                let written = until_written("DynamoDB", summaries.len(), || {
-                    runtime.block_on(table.write(&summaries)).map(|s| s.written)
-                });
-                METRICS.store_writes.fetch_add(written as u64, Relaxed);
-                summaries.clear();
-            }
-        }
-        if !(summaries.is_empty() && dead.is_empty()) {
-            let written =
-                until_written("store", summaries.len(), || store.write(&summaries, &dead));
-            METRICS.store_writes.fetch_add(written as u64, Relaxed);
-        }
-        summaries.clear();
-        dead.clear();
-        for barrier in barriers.drain(..) {
-            let _ = barrier.send(());
-        }
-    }
-}
-
-/// Runs `write` until it succeeds, counting and logging each failure, backing off up to 5 s:
-/// the pipeline waits behind the writer, nothing is dropped. A failure or two (throttling) is a
-/// warning; one that lasts is an error.
-fn until_written<E: std::fmt::Display>(
-    target: &str,
-    summaries: usize,
-    mut write: impl FnMut() -> Result<usize, E>,
-) -> usize {
-    let mut backoff = std::time::Duration::from_millis(50);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match write() {
-            Ok(n) => return n,
-            Err(e) => {
-                METRICS.store_errors.fetch_add(1, Relaxed);
-                if attempt < 3 {
-                    tracing::warn!(error = %e, summaries, attempt, "{target} write failed; retrying");
-                } else {
-                    tracing::error!(error = %e, summaries, attempt, "{target} write failed; retrying");
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::RejectReason;
 
     fn summary(name: &str, start: Millis, revision: u64, records: u64) -> Summary {
         Summary {

@@ -1,0 +1,416 @@
+//! Outputs: every stage after the window engine, fed through one fan-out.
+//!
+//! A partition's engine task hands its results to a [`Fanout`] and nothing else: summaries, dead
+//! letters, the raw bytes of accepted records (for the outputs that keep them) and commit
+//! barriers. Each *durable* output — the summary store ([`store`]: embedded or DynamoDB), the
+//! summary stream and the dead-letter stream ([`kafka`], [`kinesis`]) — is registered once in
+//! `app`, says which items it wants, and reads them in order from its own bounded channel
+//! (back pressure: a durable output that falls behind slows the engines, it never drops). A
+//! [`Barrier`] is answered by an output once everything it received before it is durable there;
+//! a durable source commits a position only when every durable output has answered the barrier
+//! sent after it (see `pipeline`). The live hub is the one output that is never waited for: it
+//! gets what it can take, by `try_send`.
+//!
+//! Adding a capability (alerts, the raw archive) means writing one more output and registering
+//! it in `app`: the engine, the sources and the other outputs do not change.
+
+pub mod dynamodb;
+pub mod embedded;
+pub mod kafka;
+pub mod kinesis;
+pub mod store;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::hub::{HubInput, LiveRecord};
+use crate::record::{DeadLetter, Summary};
+
+/// Items an output channel holds before the engines wait.
+pub const OUTPUT_QUEUE: usize = 256;
+
+/// What a durable output receives, in the order each partition produced it.
+#[derive(Debug)]
+pub enum Item {
+    /// Summaries emitted (first emissions and restatements), shared by every output.
+    Summaries(Arc<[Summary]>),
+    /// Rejected records.
+    DeadLetters(Arc<[DeadLetter]>),
+    /// The bytes of accepted records as received.
+    Records(Arc<Records>),
+    /// To answer once everything received before it is durable.
+    Barrier(Barrier),
+}
+
+/// The accepted records of one batch, as received: for outputs that keep raw telemetry.
+#[derive(Debug)]
+pub struct Records {
+    /// Source kind: `http`, `file`, `kafka`, `kinesis`.
+    pub source: &'static str,
+    /// Partition or shard.
+    pub partition: Arc<str>,
+    /// The bytes the records are cut from.
+    pub payload: Bytes,
+    /// One range per accepted record, in order.
+    pub ranges: Vec<Range<usize>>,
+    /// The source position of each accepted record.
+    pub positions: Vec<u64>,
+}
+
+/// A request to say when everything received before it is durable. Dropping it unanswered means
+/// the output gave up: the checkpoint behind it is not committed.
+#[derive(Debug)]
+pub struct Barrier(oneshot::Sender<()>);
+
+impl Barrier {
+    /// Everything received before this barrier is durable.
+    pub fn done(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Which items an output wants; the fan-out sends it nothing else (barriers always).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Summaries.
+    pub summaries: bool,
+    /// Dead letters.
+    pub dead_letters: bool,
+    /// Raw accepted records.
+    pub records: bool,
+}
+
+/// Whether an output can currently do its work, for `/readyz` (up until it reports trouble).
+#[derive(Debug, Clone)]
+pub struct Health(Arc<AtomicBool>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Health(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Health {
+    /// A flag that starts down (for an output that must first connect).
+    pub fn down() -> Health {
+        Health(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Records whether the output works now.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether it works now.
+    pub fn up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The flag itself, to share with a client library's callbacks.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+
+    /// A health that reads `flag`.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Health {
+        Health(flag)
+    }
+}
+
+/// One registered durable output, as the fan-out sees it.
+#[derive(Clone)]
+struct Registered {
+    name: &'static str,
+    wants: Interest,
+    tx: mpsc::Sender<Item>,
+}
+
+/// The engine tasks' handle on every output: clone one per partition.
+#[derive(Clone)]
+pub struct Fanout {
+    durable: Arc<[Registered]>,
+    live: Option<mpsc::Sender<HubInput>>,
+    records: bool,
+}
+
+impl Fanout {
+    /// Whether some output keeps raw records (else the engine does not collect them).
+    pub fn wants_records(&self) -> bool {
+        self.records
+    }
+
+    /// Sends summaries to every output that wants them: the live hub if it has room, the
+    /// durable outputs waiting while they are busy.
+    pub async fn summaries(&self, summaries: Vec<Summary>) {
+        let shared: Arc<[Summary]> = summaries.into();
+        if let Some(live) = &self.live {
+            let _ = live.try_send(HubInput::Summaries(Arc::clone(&shared)));
+        }
+        self.send(|w| w.summaries, || Item::Summaries(Arc::clone(&shared)))
+            .await;
+    }
+
+    /// Sends dead letters to every output that wants them.
+    pub async fn dead_letters(&self, dead: Vec<DeadLetter>) {
+        let shared: Arc<[DeadLetter]> = dead.into();
+        self.send(
+            |w| w.dead_letters,
+            || Item::DeadLetters(Arc::clone(&shared)),
+        )
+        .await;
+    }
+
+    /// Sends accepted raw records to every output that wants them.
+    pub async fn records(&self, records: Records) {
+        let shared = Arc::new(records);
+        self.send(|w| w.records, || Item::Records(Arc::clone(&shared)))
+            .await;
+    }
+
+    /// Hands the latest records of live unicorns to the hub, if it has room (never waits).
+    pub fn live(&self, records: Vec<LiveRecord>) {
+        if let Some(live) = &self.live {
+            let _ = live.try_send(HubInput::Telemetry(records));
+        }
+    }
+
+    /// Sends a barrier to every durable output; each receiver resolves once that output has
+    /// made everything before it durable, or closes if the output gave up.
+    pub async fn barrier(&self) -> Vec<oneshot::Receiver<()>> {
+        let mut answers = Vec::with_capacity(self.durable.len());
+        for output in self.durable.iter() {
+            let (tx, rx) = oneshot::channel();
+            if output.tx.send(Item::Barrier(Barrier(tx))).await.is_err() {
+                tracing::error!(
+                    output = output.name,
+                    "output gone: checkpoint not committed"
+                );
+            }
+            answers.push(rx);
+        }
+        answers
+    }
+
+    async fn send(&self, wanted: impl Fn(Interest) -> bool, item: impl Fn() -> Item) {
+        for output in self.durable.iter().filter(|o| wanted(o.wants)) {
+            if output.tx.send(item()).await.is_err() {
+                // Only during a failed shutdown: the output ended before its inputs.
+                tracing::error!(output = output.name, "output gone: results not delivered");
+            }
+        }
+    }
+}
+
+/// The set of outputs of a running service: built once in `app`, shut down in order.
+pub struct Outputs {
+    registered: Vec<Registered>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    health: Vec<(&'static str, Health)>,
+    live: Option<mpsc::Sender<HubInput>>,
+}
+
+impl Outputs {
+    /// No outputs yet; `live` is the hub's input, if there is a hub.
+    pub fn new(live: Option<mpsc::Sender<HubInput>>) -> Outputs {
+        Outputs {
+            registered: Vec::new(),
+            tasks: Vec::new(),
+            health: Vec::new(),
+            live,
+        }
+    }
+
+    /// Registers a durable output named `name` (for logs and `/readyz`) that wants `wants`;
+    /// returns the channel its task reads. Register its task with [`Outputs::run`].
+    pub fn add(&mut self, name: &'static str, wants: Interest) -> mpsc::Receiver<Item> {
+        let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+        self.registered.push(Registered { name, wants, tx });
+        rx
+    }
+
+    /// The task of output `name`, awaited at shutdown once its input has closed, and its health.
+    pub fn run(&mut self, name: &'static str, task: JoinHandle<()>, health: Health) {
+        self.tasks.push((name, task));
+        self.health.push((name, health));
+    }
+
+    /// Each output's name and health, for `/readyz`.
+    pub fn health(&self) -> Vec<(&'static str, Health)> {
+        self.health.clone()
+    }
+
+    /// The handle the engine tasks send through.
+    pub fn fanout(&self) -> Fanout {
+        Fanout {
+            durable: self.registered.clone().into(),
+            live: self.live.clone(),
+            records: self.registered.iter().any(|r| r.wants.records),
+        }
+    }
+
+    /// Closes the outputs' inputs (once every [`Fanout`] is dropped too) and waits for each
+    /// output to finish what it was sent, in the order they were registered. Every output is
+    /// waited for even when one fails; the error names those that did.
+    ///
+    /// # Errors
+    /// An output's task panicked.
+    pub async fn close(self) -> anyhow::Result<()> {
+        drop(self.registered);
+        drop(self.live);
+        let mut failed = Vec::new();
+        for (name, task) in self.tasks {
+            tracing::info!(output = name, "stopping: output");
+            if task.await.is_err() {
+                failed.push(name);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("outputs failed while stopping: {}", failed.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(name: &str) -> Summary {
+        Summary {
+            name: name.into(),
+            window_start: 0,
+            window_end: 60_000,
+            distance: 1.0,
+            min_magic_points: 1,
+            max_magic_points: 1,
+            min_health_points: 1,
+            max_health_points: 1,
+            records: 1,
+            revision: 0,
+        }
+    }
+
+    fn dead() -> DeadLetter {
+        DeadLetter {
+            reason: crate::record::RejectReason::MalformedJson,
+            field: None,
+            source: "http",
+            partition: "0".into(),
+            position: 3,
+            at: 0,
+            raw: b"{".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_output_gets_what_it_wants_in_order_and_every_barrier() {
+        let (hub_tx, mut hub_rx) = mpsc::channel(8);
+        let mut outputs = Outputs::new(Some(hub_tx));
+        let mut store = outputs.add(
+            "store",
+            Interest {
+                summaries: true,
+                dead_letters: true,
+                records: false,
+            },
+        );
+        let mut dlq = outputs.add(
+            "dead_letter_stream",
+            Interest {
+                dead_letters: true,
+                ..Interest::default()
+            },
+        );
+        let fanout = outputs.fanout();
+        assert!(!fanout.wants_records());
+        fanout.summaries(vec![summary("a")]).await;
+        fanout.dead_letters(vec![dead()]).await;
+        let answers = fanout.barrier().await;
+        assert_eq!(answers.len(), 2, "one barrier per durable output");
+
+        let kinds = |rx: &mut mpsc::Receiver<Item>| {
+            let mut kinds = Vec::new();
+            let mut barrier = None;
+            while let Ok(item) = rx.try_recv() {
+                kinds.push(match item {
+                    Item::Summaries(s) => format!("summaries:{}", s[0].name),
+                    Item::DeadLetters(d) => format!("dead:{}", d[0].position),
+                    Item::Records(_) => "records".to_owned(),
+                    Item::Barrier(b) => {
+                        barrier = Some(b);
+                        "barrier".to_owned()
+                    }
+                });
+            }
+            (kinds, barrier)
+        };
+        let (store_kinds, store_barrier) = kinds(&mut store);
+        assert_eq!(store_kinds, ["summaries:a", "dead:3", "barrier"]);
+        let (dlq_kinds, dlq_barrier) = kinds(&mut dlq);
+        assert_eq!(dlq_kinds, ["dead:3", "barrier"], "no summaries to the DLQ");
+        assert!(matches!(hub_rx.try_recv(), Ok(HubInput::Summaries(_))));
+
+        // The checkpoint waits for both: one answered, one dropped (gave up).
+        let mut answers = answers.into_iter();
+        let (first, second) = (answers.next().unwrap(), answers.next().unwrap());
+        store_barrier.unwrap().done();
+        drop(dlq_barrier);
+        assert!(first.await.is_ok());
+        assert!(second.await.is_err(), "a dropped barrier is not an answer");
+    }
+
+    #[tokio::test]
+    async fn records_go_only_to_outputs_that_want_them() {
+        let mut outputs = Outputs::new(None);
+        let mut archive = outputs.add(
+            "archive",
+            Interest {
+                records: true,
+                ..Interest::default()
+            },
+        );
+        let mut store = outputs.add(
+            "store",
+            Interest {
+                summaries: true,
+                ..Interest::default()
+            },
+        );
+        let fanout = outputs.fanout();
+        assert!(fanout.wants_records());
+        fanout
+            .records(Records {
+                source: "http",
+                partition: "0".into(),
+                payload: Bytes::from_static(b"ab"),
+                ranges: vec![0..1, 1..2],
+                positions: vec![7, 8],
+            })
+            .await;
+        assert!(matches!(archive.try_recv(), Ok(Item::Records(r)) if r.positions == [7, 8]));
+        assert!(store.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn close_waits_for_every_output_and_names_the_failed() {
+        let mut outputs = Outputs::new(None);
+        let mut rx = outputs.add("store", Interest::default());
+        let drained = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        outputs.run("store", drained, Health::default());
+        let _rx = outputs.add("broken", Interest::default());
+        outputs.run(
+            "broken",
+            tokio::spawn(async { panic!("output failed") }),
+            Health::default(),
+        );
+        drop(_rx);
+        let err = outputs.close().await.unwrap_err().to_string();
+        assert!(err.contains("broken") && !err.contains("store"), "{err}");
+    }
+}
