@@ -12,5 +12,6 @@ mod dynamodb;
 mod golden;
 mod kafka;
 mod kinesis;
+mod outputs;
 mod semantics;
 mod service;

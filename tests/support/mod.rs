@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod kafka;
+pub mod kinesis;
 pub mod process;
 pub mod reference;
 pub mod service;

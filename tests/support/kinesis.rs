@@ -1,0 +1,151 @@
+//! Kinesis and DynamoDB for the tests: kinesalite and dynalite, started by
+//! `scripts/components/aws`, at `STAMPEDE_TEST_KINESIS` and `STAMPEDE_TEST_DYNAMODB`. Fails
+//! loudly when they are not there: these tests never skip.
+
+use crate::support::process::summary_key;
+
+pub fn endpoint() -> String {
+    std::env::var("STAMPEDE_TEST_KINESIS").unwrap_or_else(|_| {
+        panic!("no Kinesis emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_KINESIS=http://HOST:PORT")
+    })
+}
+
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
+        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
+    })
+}
+
+/// The SDK's service-specific endpoint variables: Kinesis and DynamoDB are two emulators.
+pub fn aws_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_KINESIS", endpoint()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+    ]
+}
+
+pub fn client(rt: &tokio::runtime::Runtime) -> aws_sdk_kinesis::Client {
+    let config = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load(),
+    );
+    aws_sdk_kinesis::Client::new(&config)
+}
+
+/// Creates `stream` with `shards` shards and waits until it is active.
+pub fn create_stream(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) {
+    rt.block_on(
+        c.create_stream()
+            .stream_name(stream)
+            .shard_count(shards)
+            .send(),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        let d = rt
+            .block_on(c.describe_stream_summary().stream_name(stream).send())
+            .unwrap();
+        let status = d.stream_description_summary.map(|s| s.stream_status);
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("stream {stream} did not become active");
+}
+
+/// Every record of every shard of `stream`, from the beginning.
+pub fn read_all(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<Vec<u8>> {
+    read_shards(rt, c, stream).into_iter().flatten().collect()
+}
+
+/// Every record of `stream`, one list per shard in sequence order.
+pub fn read_shards(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<Vec<Vec<u8>>> {
+    let shards = rt
+        .block_on(stampede::kinesis::list_shards(c, stream))
+        .unwrap();
+    let mut out = Vec::new();
+    for shard in shards {
+        let mut records = Vec::new();
+        let mut it = rt
+            .block_on(
+                c.get_shard_iterator()
+                    .stream_name(stream)
+                    .shard_id(shard.shard_id())
+                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                    .send(),
+            )
+            .unwrap()
+            .shard_iterator;
+        while let Some(i) = it {
+            let page = rt
+                .block_on(c.get_records().shard_iterator(i).send())
+                .unwrap();
+            let empty = page.records.is_empty();
+            records.extend(page.records.into_iter().map(|r| r.data.into_inner()));
+            it = if empty {
+                None
+            } else {
+                page.next_shard_iterator
+            };
+        }
+        out.push(records);
+    }
+    out
+}
+
+/// A record an hour later on every shard, so that every earlier window becomes final.
+pub fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) {
+    let shards = rt
+        .block_on(stampede::kinesis::list_shards(c, stream))
+        .unwrap();
+    for (i, shard) in shards.iter().enumerate() {
+        let start = shard
+            .hash_key_range()
+            .map(|r| r.starting_hash_key().to_owned())
+            .unwrap();
+        let record = format!(
+            r#"{{"Name":"zz-sentinel-{i}","StatusTime":"2026-01-01 02:00:00","Latitude":40.7,"Longitude":-73.9,"Distance":1.0,"HealthPoints":100,"MagicPoints":100}}"#
+        );
+        rt.block_on(
+            c.put_record()
+                .stream_name(stream)
+                .partition_key("sentinel")
+                .explicit_hash_key(start)
+                .data(aws_sdk_kinesis::primitives::Blob::new(record))
+                .send(),
+        )
+        .unwrap();
+    }
+}
+
+pub fn http_get_summaries(url: &str) -> crate::support::kafka::Summaries {
+    let list = crate::support::process::http_get_json(&format!("{url}/api/summaries?limit=100000"));
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v["Name"].as_str().unwrap_or("").starts_with("zz-sentinel"))
+        .map(|v| (summary_key(v), v.clone()))
+        .collect()
+}
