@@ -54,6 +54,8 @@ pub struct Metrics {
     pub source_commit_errors: AtomicU64,
     /// Partitions (or shards) this instance currently owns.
     pub source_partitions: AtomicI64,
+    /// Times a source stopped reading a partition because its engine was busy (an output slow).
+    pub source_paused: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -82,6 +84,7 @@ pub static METRICS: Metrics = Metrics {
     source_commits: ZERO,
     source_commit_errors: ZERO,
     source_partitions: AtomicI64::new(0),
+    source_paused: ZERO,
 };
 
 impl Metrics {
@@ -160,6 +163,11 @@ impl Metrics {
             "stampede_source_commit_errors_total",
             "Failed commits of source positions; the next checkpoint retries.",
             self.source_commit_errors.load(Relaxed),
+        );
+        counter(
+            "stampede_source_paused_total",
+            "Times a source stopped reading a partition while its engine was busy (a slow output).",
+            self.source_paused.load(Relaxed),
         );
         let _ = writeln!(s, "# HELP stampede_records_rejected_total Rejected records by reason.\n# TYPE stampede_records_rejected_total counter");
         for reason in RejectReason::ALL {

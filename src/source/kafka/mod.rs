@@ -3,9 +3,12 @@
 //! results that depend on it are stored (DESIGN decisions 2 and 3).
 //!
 //! One OS thread polls the consumer (no `await` per record): it copies each message into the
-//! pending batch of its partition and hands full batches, or all of them when the consumer has
-//! nothing more for now, to that partition's engine task. The thread also runs the group
-//! protocol's callbacks and commits:
+//! pending batch of its partition and offers full batches, or all of them when the consumer has
+//! nothing more for now, to that partition's engine task (the shared lifecycle of
+//! [`durable`](crate::source::durable)). An engine whose queue is full (an output is slow) gets
+//! its partition *paused* — the thread never waits for it, so it keeps polling, heartbeating and
+//! committing, and a stalled store causes no rebalance; the partition resumes once the engine
+//! takes the batch. The thread also runs the group protocol's callbacks and commits:
 //!
 //! * **Assign** — the committed offset of each new partition is read with its metadata (the
 //!   engine's [`Checkpoint`]), the partition is assigned explicitly at that offset, and an engine
@@ -29,7 +32,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -39,7 +41,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Statistics};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{client_config, Observed};
@@ -47,16 +48,11 @@ use crate::kafka::{client_config, Observed};
 mod checkpoints;
 use crate::metrics::METRICS;
 use crate::output::Fanout;
-use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec};
+use crate::pipeline::{Batch, CommitRequest};
+use crate::source::durable::{BatchBuilder, Commits, Feeder, Partition, Ready, Refused};
 use crate::window::{Checkpoint, WindowConfig};
 use checkpoints::Checkpoints;
 
-/// Records per batch handed to an engine, at most.
-const BATCH_RECORDS: usize = 2_048;
-/// Bytes per batch, at most (a batch may exceed it by one record).
-const BATCH_BYTES: usize = 1 << 20;
-/// Batches queued per partition before the poll thread waits (and stops fetching).
-const PARTITION_QUEUE: usize = 16;
 /// How long a hand-off may wait for the engine and the sinks before giving the partition up
 /// without its last commit (the next owner then re-reads a little more).
 const HANDOFF_WAIT: Duration = Duration::from_secs(15);
@@ -112,7 +108,7 @@ impl KafkaSource {
     ) -> Result<KafkaSource, KafkaError> {
         let observed = Observed::default();
         let connected = Arc::clone(&observed.connected);
-        let (commits, commit_rx) = mpsc::unbounded_channel();
+        let (pending, commits) = Commits::new();
         let context = GroupContext {
             observed,
             runtime: Handle::current(),
@@ -123,8 +119,7 @@ impl KafkaSource {
             state: Mutex::new(State {
                 owned: HashMap::new(),
                 next_slot: 0,
-                pending: Vec::new(),
-                commit_rx,
+                commits: pending,
             }),
             changed: AtomicBool::new(false),
             checkpoints: OnceLock::new(),
@@ -178,22 +173,13 @@ impl KafkaSource {
     }
 }
 
-/// One assigned partition, as the group callbacks see it.
-struct Owned {
-    slot: u32,
-    tx: mpsc::Sender<Batch>,
-    task: tokio::task::JoinHandle<()>,
-    handoff: CancellationToken,
-}
-
 /// Shared between the poll loop and the group callbacks (both on the poll thread; the mutex is
 /// taken per batch and per rebalance, never per record).
 struct State {
-    owned: HashMap<i32, Owned>,
+    owned: HashMap<i32, Partition>,
     next_slot: u32,
-    /// Checkpoints waiting for their barriers, oldest first.
-    pending: Vec<CommitRequest>,
-    commit_rx: mpsc::UnboundedReceiver<CommitRequest>,
+    /// Checkpoints waiting for their barriers.
+    commits: Commits,
 }
 
 struct GroupContext {
@@ -322,35 +308,17 @@ impl GroupContext {
             );
             let slot = state.next_slot;
             state.next_slot += 1;
-            let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
-            let handoff = CancellationToken::new();
-            let spec = PartitionSpec {
-                window: self.window,
-                source: "kafka",
-                name: format!("{}/{partition}", self.topic),
-                durable: Some(Durable {
-                    slot,
-                    resume,
-                    commits: self.commits.clone(),
-                }),
-            };
-            let task = self.runtime.spawn(pipeline::run(
-                spec,
-                rx,
+            let engine = Partition::start_on(
+                &self.runtime,
+                ("kafka", format!("{}/{partition}", self.topic), self.window),
+                slot,
+                resume,
+                self.commits.clone(),
                 self.outputs.clone(),
-                handoff.clone(),
-            ));
-            if let Some(old) = state.owned.insert(
-                partition,
-                Owned {
-                    slot,
-                    tx,
-                    task,
-                    handoff,
-                },
-            ) {
+            );
+            if let Some(old) = state.owned.insert(partition, engine) {
                 // Assigned twice without a revoke in between (a lost assignment): stop the old one.
-                old.handoff.cancel();
+                old.abort();
             }
         }
         METRICS
@@ -384,7 +352,7 @@ impl GroupContext {
     /// Stops the engines of `partitions` without emitting their open windows, then commits
     /// their last checkpoints (unless the assignment was lost: another member owns them now).
     fn hand_off(&self, consumer: &BaseConsumer<Self>, partitions: &[i32], lost: bool) {
-        let stopping: Vec<(i32, Owned)> = {
+        let stopping: Vec<(i32, Partition)> = {
             let mut state = self.state();
             let stopping = partitions
                 .iter()
@@ -399,24 +367,14 @@ impl GroupContext {
         if stopping.is_empty() {
             return;
         }
-        for (_, owned) in &stopping {
-            owned.handoff.cancel();
-        }
         let deadline = Instant::now() + HANDOFF_WAIT;
         let mut slots = Vec::with_capacity(stopping.len());
-        for (partition, mut owned) in stopping {
-            slots.push(owned.slot);
-            drop(owned.tx);
+        for (partition, engine) in stopping {
+            slots.push(engine.slot);
             let left = deadline.saturating_duration_since(Instant::now());
-            let task = &mut owned.task;
-            if self
-                .runtime
-                .block_on(async { tokio::time::timeout(left, task).await })
-                .is_err()
-            {
-                // Stuck behind a sink that does not drain: stop it rather than leave a second
-                // writer for a partition another member now owns.
-                owned.task.abort();
+            if !self.runtime.block_on(engine.stop(false, left)) {
+                // Stuck behind an output that does not drain: stopped rather than left as a
+                // second writer for a partition another member now owns.
                 tracing::warn!(
                     partition,
                     "kafka: partition engine did not stop in time; aborted"
@@ -428,33 +386,25 @@ impl GroupContext {
                 ?partitions,
                 "kafka: assignment lost; the new owner re-reads from the last commit"
             );
-            self.drop_pending(&slots);
+            let mut state = self.state();
+            for slot in &slots {
+                state.commits.forget(*slot);
+            }
             return;
         }
         // Wait for the last checkpoints' barriers, then commit them synchronously.
         let mut state = self.state();
-        collect_requests(&mut state);
-        for request in state.pending.iter_mut().filter(|r| slots.contains(&r.slot)) {
-            // Keep what did not answer (a timeout) or answered closed, for commit_ready to see.
-            request.stored.retain_mut(|rx| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let answer = self
-                    .runtime
-                    .block_on(async { tokio::time::timeout(left, &mut *rx).await });
-                !matches!(answer, Ok(Ok(())))
-            });
+        let until = tokio::time::Instant::from_std(deadline);
+        for slot in &slots {
+            self.runtime.block_on(state.commits.settle(*slot, until));
         }
         let topic = self.topic.clone();
         let owners = slot_partitions(&state, &slots, partitions);
         commit_ready(consumer, &mut state, &topic, &owners, CommitMode::Sync);
-        state.pending.retain(|r| !slots.contains(&r.slot));
+        for slot in &slots {
+            state.commits.forget(*slot);
+        }
         tracing::info!(?partitions, "kafka partitions handed off");
-    }
-
-    fn drop_pending(&self, slots: &[u32]) {
-        let mut state = self.state();
-        collect_requests(&mut state);
-        state.pending.retain(|r| !slots.contains(&r.slot));
     }
 }
 
@@ -477,17 +427,10 @@ fn retried<T>(what: &str, mut read: impl FnMut() -> KafkaResult<T>) -> Option<T>
     None
 }
 
-/// Moves newly arrived checkpoint requests into the pending list.
-fn collect_requests(state: &mut State) {
-    while let Ok(request) = state.commit_rx.try_recv() {
-        state.pending.push(request);
-    }
-}
-
 /// The partition of each slot being committed: owned ones from the map, handed-off ones from
 /// `handed_off` (in the order their slots were listed).
 fn slot_partitions(state: &State, handed_off_slots: &[u32], handed_off: &[i32]) -> Vec<(u32, i32)> {
-    let mut owners: Vec<(u32, i32)> = state.owned.iter().map(|(p, o)| (o.slot, *p)).collect();
+    let mut owners: Vec<(u32, i32)> = state.owned.iter().map(|(p, e)| (e.slot, *p)).collect();
     owners.extend(
         handed_off_slots
             .iter()
@@ -498,7 +441,7 @@ fn slot_partitions(state: &State, handed_off_slots: &[u32], handed_off: &[i32]) 
 }
 
 /// Commits, per partition in `owners`, the newest pending checkpoint whose barriers have all
-/// returned; drops checkpoints superseded by it, and those whose sink gave up.
+/// returned (and drops those it supersedes); what fails stays pending for the next round.
 fn commit_ready(
     consumer: &BaseConsumer<GroupContext>,
     state: &mut State,
@@ -506,53 +449,41 @@ fn commit_ready(
     owners: &[(u32, i32)],
     mode: CommitMode,
 ) {
-    let (newest, abandoned) = settled(&mut state.pending);
+    let ready: Vec<(i32, Ready)> = state
+        .commits
+        .ready()
+        .into_iter()
+        .filter_map(|r| {
+            let partition = owners.iter().find(|(s, _)| *s == r.slot)?.1;
+            Some((partition, r))
+        })
+        .collect();
     let mut tpl = TopicPartitionList::new();
-    let mut ready = Vec::new();
-    for (&slot, &i) in &newest {
-        let Some(&(_, partition)) = owners.iter().find(|(s, _)| *s == slot) else {
-            continue;
-        };
-        let request = &state.pending[i];
-        let Some(position) = request.checkpoint.resume_position() else {
+    let mut entries: Vec<(i32, u64, Checkpoint)> = Vec::new();
+    for (partition, r) in &ready {
+        let Some(position) = r.checkpoint.resume_position() else {
             continue;
         };
         let Ok(offset) = i64::try_from(position) else {
             continue;
         };
         if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .add_partition_offset(topic, *partition, Offset::Offset(offset))
             .is_ok()
         {
-            if let Some(mut elem) = tpl.find_partition(topic, partition) {
-                elem.set_metadata(request.checkpoint.encode());
+            if let Some(mut elem) = tpl.find_partition(topic, *partition) {
+                elem.set_metadata(r.checkpoint.encode());
             }
-            ready.push((slot, i));
+            entries.push((*partition, position, r.checkpoint.clone()));
         }
     }
-    if !abandoned.is_empty() {
-        tracing::warn!(
-            count = abandoned.len(),
-            "a sink stopped before storing: checkpoints not committed"
-        );
-    }
     if tpl.count() == 0 {
-        drop_committed(&mut state.pending, &[], &abandoned);
         return;
     }
-    let entries: Vec<(i32, u64, Checkpoint)> = ready
-        .iter()
-        .filter_map(|&(slot, i)| {
-            let partition = owners.iter().find(|(s, _)| *s == slot)?.1;
-            let checkpoint = state.pending[i].checkpoint.clone();
-            Some((partition, checkpoint.resume_position()?, checkpoint))
-        })
-        .collect();
     if let Some(store) = consumer.context().checkpoints.get() {
         if let Err(e) = store.save(&entries) {
             METRICS.source_commit_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "kafka: cannot save checkpoints; the next round retries");
-            drop_committed(&mut state.pending, &[], &abandoned);
             return;
         }
     }
@@ -561,105 +492,86 @@ fn commit_ready(
             METRICS
                 .source_commits
                 .fetch_add(tpl.count() as u64, Ordering::Relaxed);
-            drop_committed(&mut state.pending, &ready, &abandoned);
+            for (_, r) in &ready {
+                state.commits.done(r.slot, r.seq);
+            }
         }
         Err(e) => {
             METRICS.source_commit_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "kafka: commit failed; the next checkpoint retries");
-            drop_committed(&mut state.pending, &[], &abandoned);
         }
     }
-}
-
-/// Checks the barriers of `pending` without waiting. Returns, per slot, the index of its newest
-/// request whose barriers have all returned, and the indexes of requests a sink gave up on (a
-/// barrier dropped unanswered: what came before it may not be stored).
-fn settled(pending: &mut [CommitRequest]) -> (HashMap<u32, usize>, Vec<usize>) {
-    let mut newest: HashMap<u32, usize> = HashMap::new();
-    let mut abandoned = Vec::new();
-    for (i, request) in pending.iter_mut().enumerate() {
-        let mut done = true;
-        let mut failed = false;
-        request.stored.retain_mut(|rx| match rx.try_recv() {
-            Ok(()) => false,
-            Err(TryRecvError::Empty) => {
-                done = false;
-                true
-            }
-            Err(TryRecvError::Closed) => {
-                failed = true;
-                false
-            }
-        });
-        if failed {
-            abandoned.push(i);
-        } else if done {
-            // Barriers return in order, so the ready requests of a partition are its oldest;
-            // the last of them wins.
-            newest.insert(request.slot, i);
-        }
-    }
-    (newest, abandoned)
-}
-
-/// Drops committed requests with everything older of the same partition, and abandoned ones.
-fn drop_committed(
-    pending: &mut Vec<CommitRequest>,
-    committed: &[(u32, usize)],
-    abandoned: &[usize],
-) {
-    let mut index = 0;
-    pending.retain(|r| {
-        let i = index;
-        index += 1;
-        let superseded = committed
-            .iter()
-            .any(|&(slot, at)| r.slot == slot && i <= at);
-        !superseded && !abandoned.contains(&i)
-    });
 }
 
 /// A partition's batch being filled by the poll loop.
 struct Filling {
     slot: u32,
-    tx: mpsc::Sender<Batch>,
-    payload: BytesMut,
-    records: Vec<std::ops::Range<usize>>,
-    positions: Vec<u64>,
+    feeder: Feeder,
+    builder: BatchBuilder,
+    /// A batch the engine had no room for, offered again before anything newer.
+    blocked: Option<Batch>,
+    /// Whether the partition is paused (while `blocked` waits).
+    paused: bool,
 }
 
 impl Filling {
     fn push(&mut self, message: &BorrowedMessage<'_>) {
-        let bytes = message.payload().unwrap_or_default();
-        let start = self.payload.len();
-        self.payload.extend_from_slice(bytes);
-        self.records.push(start..self.payload.len());
-        self.positions
-            .push(u64::try_from(message.offset()).unwrap_or_default());
+        self.builder.push(
+            message.payload().unwrap_or_default(),
+            u64::try_from(message.offset()).unwrap_or_default(),
+        );
     }
 
-    fn full(&self) -> bool {
-        self.records.len() >= BATCH_RECORDS || self.payload.len() >= BATCH_BYTES
-    }
-
-    /// Sends the batch to the engine, waiting while its queue is full. A closed queue means the
-    /// partition was handed off: its records will be re-read by the next owner.
-    fn send(&mut self) {
-        if self.records.is_empty() {
-            return;
+    /// Offers the blocked batch, then what is filled; when the engine has no room, keeps the
+    /// batch and pauses the partition (the consumer stops fetching it, the poll loop goes on),
+    /// and resumes it once everything is taken. An engine that is gone was handed off: its
+    /// records are the next owner's.
+    fn offer(&mut self, consumer: &BaseConsumer<GroupContext>, partition: i32) {
+        loop {
+            let Some(batch) = self.blocked.take().or_else(|| self.builder.take()) else {
+                break;
+            };
+            match self.feeder.offer(batch) {
+                Ok(()) => {}
+                Err(Refused::Full(batch)) => {
+                    self.blocked = Some(batch);
+                    if !self.paused {
+                        pause(consumer, partition, true);
+                        self.paused = true;
+                    }
+                    return;
+                }
+                Err(Refused::Gone) => return,
+            }
         }
-        let batch = Batch {
-            payload: self.payload.split().freeze(),
-            records: std::mem::replace(&mut self.records, Vec::with_capacity(BATCH_RECORDS)),
-            positions: std::mem::replace(&mut self.positions, Vec::with_capacity(BATCH_RECORDS)),
-            reply: None,
-        };
-        let _ = self.tx.blocking_send(batch);
+        if self.paused {
+            pause(consumer, partition, false);
+            self.paused = false;
+        }
+    }
+}
+
+/// Pauses (or resumes) fetching one partition of the source's topic.
+fn pause(consumer: &BaseConsumer<GroupContext>, partition: i32, paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&consumer.context().topic, partition);
+    let result = if paused {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    match result {
+        Ok(()) if paused => {
+            METRICS.source_paused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(partition, "kafka: engine busy; partition paused");
+        }
+        Ok(()) => tracing::debug!(partition, "kafka: partition resumed"),
+        Err(e) => tracing::warn!(partition, error = %e, "kafka: cannot pause or resume"),
     }
 }
 
 /// The poll thread: fills batches, runs the group callbacks, commits; hands everything off and
-/// leaves the group when `stop` fires.
+/// leaves the group when `stop` fires. It never waits for an engine.
 fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
     let ctx = consumer.context();
     let mut filling: HashMap<i32, Filling> = HashMap::new();
@@ -668,15 +580,16 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
     while !stop.is_cancelled() {
         let polled = consumer.poll(wait);
         if ctx.changed.swap(false, Ordering::Acquire) {
-            reconcile(ctx, &mut filling);
+            reconcile(consumer, &mut filling);
         }
         match polled {
             Some(Ok(message)) => {
                 wait = Duration::ZERO;
-                if let Some(f) = filling.get_mut(&message.partition()) {
+                let partition = message.partition();
+                if let Some(f) = filling.get_mut(&partition) {
                     f.push(&message);
-                    if f.full() {
-                        f.send();
+                    if f.builder.full() && !f.paused {
+                        f.offer(consumer, partition);
                     }
                 }
             }
@@ -685,24 +598,30 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
                 wait = Duration::from_millis(100);
             }
             None => {
-                for f in filling.values_mut() {
-                    f.send();
+                for (&partition, f) in &mut filling {
+                    f.offer(consumer, partition);
                 }
                 wait = Duration::from_millis(100);
             }
         }
+        // Paused partitions go on once their engine has made room.
+        let mut paused = false;
+        for (&partition, f) in filling.iter_mut().filter(|(_, f)| f.paused) {
+            f.offer(consumer, partition);
+            paused |= f.paused;
+        }
+        if paused {
+            wait = wait.min(Duration::from_millis(20));
+        }
         if wait > Duration::ZERO || last_commit.elapsed() >= Duration::from_millis(200) {
             last_commit = Instant::now();
             let mut state = ctx.state();
-            collect_requests(&mut state);
-            if !state.pending.is_empty() {
-                let owners = slot_partitions(&state, &[], &[]);
-                // Checkpoints of partitions given up without a hand-off (a lost assignment).
-                state
-                    .pending
-                    .retain(|r| owners.iter().any(|(slot, _)| *slot == r.slot));
-                commit_ready(consumer, &mut state, &ctx.topic, &owners, CommitMode::Async);
-            }
+            let owners = slot_partitions(&state, &[], &[]);
+            // Checkpoints of partitions given up without a hand-off (a lost assignment).
+            state
+                .commits
+                .retain_slots(|slot| owners.iter().any(|(s, _)| *s == slot));
+            commit_ready(consumer, &mut state, &ctx.topic, &owners, CommitMode::Async);
         }
     }
     // Stop: hand every partition off (records still filling are re-read by the next owner),
@@ -715,68 +634,26 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
 }
 
 /// Matches the poll loop's batches to the current assignment: drops those of partitions given
-/// up (their records are re-read by the next owner) and opens those of new ones.
-fn reconcile(ctx: &GroupContext, filling: &mut HashMap<i32, Filling>) {
+/// up (their records are re-read by the next owner) and opens those of new ones, fetching.
+fn reconcile(consumer: &BaseConsumer<GroupContext>, filling: &mut HashMap<i32, Filling>) {
+    let ctx = consumer.context();
     let state = ctx.state();
-    filling.retain(|p, f| state.owned.get(p).is_some_and(|o| o.slot == f.slot));
-    for (&partition, owned) in &state.owned {
-        filling.entry(partition).or_insert_with(|| Filling {
-            slot: owned.slot,
-            tx: owned.tx.clone(),
-            payload: BytesMut::with_capacity(64 << 10),
-            records: Vec::with_capacity(BATCH_RECORDS),
-            positions: Vec::with_capacity(BATCH_RECORDS),
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::sync::oneshot;
-
-    fn request(slot: u32, barriers: usize) -> (CommitRequest, Vec<oneshot::Sender<()>>) {
-        let (senders, stored) = (0..barriers).map(|_| oneshot::channel()).unzip();
-        let checkpoint = Checkpoint {
-            watermark: 0,
-            low_water: Some(u64::from(slot)),
-            last_position: None,
-            closings: Vec::new(),
-        };
-        let r = CommitRequest {
-            slot,
-            checkpoint,
-            stored,
-        };
-        (r, senders)
-    }
-
-    #[test]
-    fn only_checkpoints_whose_barriers_all_returned_are_committed_newest_first() {
-        let (a1, mut a1_tx) = request(1, 2);
-        let (a2, mut a2_tx) = request(1, 2);
-        let (b1, mut b1_tx) = request(2, 2);
-        let (c1, c1_tx) = request(3, 1);
-        let mut pending = vec![a1, a2, b1, c1];
-        // Nothing answered yet.
-        assert_eq!(settled(&mut pending), (HashMap::new(), vec![]));
-        // Slot 1: both of its requests answered by both sinks; slot 2: one sink only.
-        for tx in a1_tx.drain(..).chain(a2_tx.drain(..)) {
-            tx.send(()).unwrap();
+    filling.retain(|p, f| state.owned.get(p).is_some_and(|e| e.slot == f.slot));
+    for (&partition, engine) in &state.owned {
+        if filling.contains_key(&partition) {
+            continue;
         }
-        b1_tx.remove(0).send(()).unwrap();
-        // Slot 3: the sink ended without answering.
-        drop(c1_tx);
-        let (newest, abandoned) = settled(&mut pending);
-        assert_eq!(newest, HashMap::from([(1, 1)]));
-        assert_eq!(abandoned, vec![3]);
-        // A barrier answered earlier is remembered: slot 2 completes with its second sink.
-        b1_tx.remove(0).send(()).unwrap();
-        let (newest, _) = settled(&mut pending);
-        assert_eq!(newest.get(&2), Some(&2));
-        // Committing slot 1's newest drops its older one too, and the abandoned one.
-        drop_committed(&mut pending, &[(1, 1)], &[3]);
-        let left: Vec<u32> = pending.iter().map(|r| r.slot).collect();
-        assert_eq!(left, vec![2]);
+        // A partition assigned again may still be paused from its last owner here.
+        pause(consumer, partition, false);
+        filling.insert(
+            partition,
+            Filling {
+                slot: engine.slot,
+                feeder: engine.feeder(),
+                builder: BatchBuilder::default(),
+                blocked: None,
+                paused: false,
+            },
+        );
     }
 }

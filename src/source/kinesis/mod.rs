@@ -12,8 +12,11 @@
 //!   a new iterator after `ExpiredIteratorException`. Records are numbered from 0 after the
 //!   checkpoint; the reader keeps the sequence number of each number still needed, so that a
 //!   checkpoint's low-water position becomes "read after sequence S" and the engine's positions
-//!   are stored relative to it. It renews its lease with every checkpoint (or every 2 s), and
-//!   stops at once, without committing, when a conditional write says the lease moved.
+//!   are stored relative to it. It renews its lease with every checkpoint (or every 2 s) — also
+//!   while its engine is busy behind a slow output, when it stops calling `GetRecords` but not
+//!   renewing, so that a stalled store moves no lease — and stops at once, without committing,
+//!   when a conditional write says the lease moved. The engine, its batches and the checkpoint
+//!   bookkeeping are the lifecycle shared with Kafka ([`durable`](crate::source::durable)).
 //! * **Stopping** hands every shard off: the engine stops without emitting open windows, the last
 //!   checkpoint is written, and the lease is released so that another instance takes it at once.
 //!
@@ -38,15 +41,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::BytesMut;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::kinesis::describe;
 use crate::metrics::METRICS;
 use crate::output::Fanout;
-use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec};
+use crate::source::durable::{BatchBuilder, Commits, Partition, Ready};
 use crate::window::{Checkpoint, WindowConfig};
 
 pub mod leases;
@@ -62,6 +63,11 @@ const LIST_SHARDS_EVERY: Duration = Duration::from_secs(10);
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// At most five `GetRecords` a second per shard.
 const GET_RECORDS_EVERY: Duration = Duration::from_millis(200);
+/// While its engine is busy, a reader looks after its lease this often.
+const UPKEEP_EVERY: Duration = Duration::from_millis(500);
+/// How long a hand-off waits for the engine and the outputs before releasing the lease without
+/// its last checkpoint (the next owner then re-reads a little more).
+const HANDOFF_WAIT: Duration = Duration::from_secs(15);
 
 /// What the source needs from the configuration.
 pub struct KinesisSourceConfig {
@@ -440,77 +446,64 @@ impl ShardReader {
         outputs: Fanout,
         handoff: CancellationToken,
     ) {
-        let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<CommitRequest>();
-        let (tx, rx) = mpsc::channel::<Batch>(16);
-        let partition_stop = CancellationToken::new();
-        let partition = tokio::spawn(pipeline::run(
-            PartitionSpec {
-                window,
-                source: "kinesis",
-                name: self.shard.clone(),
-                durable: Some(Durable {
-                    slot,
-                    resume,
-                    commits: commit_tx,
-                }),
-            },
-            rx,
+        let (mut commits, commit_tx) = Commits::new();
+        let engine = Partition::start(
+            ("kinesis", self.shard.clone(), window),
+            slot,
+            resume,
+            commit_tx,
             outputs,
-            partition_stop.clone(),
-        ));
-        let end = self.read(&tx, &mut commit_rx, &handoff).await;
-        match end {
-            Stop::Lost => {
-                tracing::warn!(shard = %self.shard, "kinesis lease lost: stopping without a checkpoint");
-                partition.abort();
+        );
+        let end = self.read(&engine, &mut commits, &handoff).await;
+        if let Stop::Lost = end {
+            tracing::warn!(shard = %self.shard, "kinesis lease lost: stopping without a checkpoint");
+            engine.abort();
+            return;
+        }
+        // A handed-off engine stops where it is. So does one whose shard ended in a split: the
+        // children re-read its tail. Before a merge, whose child starts fresh, it flushes.
+        // Undecided (ListShards failing until a hand-off): a plain hand-off, and the next owner
+        // reaches the end again.
+        let end = match end {
+            Stop::ShardEnd { .. } => match self.merged(&handoff).await {
+                Some(merged) => Stop::ShardEnd { merged },
+                None => Stop::HandOff,
+            },
+            other => other,
+        };
+        let flush = matches!(end, Stop::ShardEnd { merged: true });
+        if !engine.stop(flush, HANDOFF_WAIT).await {
+            tracing::warn!(shard = %self.shard, "kinesis: shard engine did not stop in time; aborted");
+        }
+        // The engine's last checkpoint once its outputs have it, then the lease goes (or the
+        // shard is done).
+        commits
+            .settle(slot, tokio::time::Instant::now() + HANDOFF_WAIT)
+            .await;
+        match self.commit_ready(&mut commits).await {
+            Ok(_) => {}
+            Err(LeaseError::Lost(_)) => return,
+            Err(e) => {
+                tracing::warn!(shard = %self.shard, error = %e, "kinesis: last checkpoint not written; the next owner re-reads from the one before");
             }
-            Stop::HandOff | Stop::ShardEnd { .. } => {
-                // A handed-off engine stops where it is. So does one whose shard ended in a split:
-                // the children re-read its tail. Before a merge, whose child starts fresh, it
-                // flushes. Undecided (ListShards failing until a hand-off): a plain hand-off,
-                // and the next owner reaches the end again.
-                let end = match end {
-                    Stop::ShardEnd { .. } => match self.merged(&handoff).await {
-                        Some(merged) => Stop::ShardEnd { merged },
-                        None => Stop::HandOff,
-                    },
-                    other => other,
-                };
-                let flush = matches!(end, Stop::ShardEnd { merged: true });
-                if !flush {
-                    partition_stop.cancel();
+        }
+        if let Stop::ShardEnd { merged } = end {
+            let tail = (!merged).then(|| self.committed.as_deref().unwrap_or("-"));
+            match self
+                .leases
+                .finish(&self.shard, self.counter, &self.owner, tail)
+                .await
+            {
+                Ok(c) => self.counter = c,
+                Err(e) => {
+                    tracing::warn!(shard = %self.shard, error = %e, "kinesis: shard end not recorded; the next owner reaches it again")
                 }
-                drop(tx);
-                let _ = partition.await;
-                // The partition's last checkpoint, then the lease goes (or the shard is done).
-                while let Ok(request) = commit_rx.try_recv() {
-                    match self.commit(request).await {
-                        Ok(()) => {}
-                        Err(LeaseError::Lost(_)) => return,
-                        Err(e) => {
-                            tracing::warn!(shard = %self.shard, error = %e, "kinesis: last checkpoint not written; the next owner re-reads from the one before");
-                        }
-                    }
-                }
-                if let Stop::ShardEnd { merged } = end {
-                    let tail = (!merged).then(|| self.committed.as_deref().unwrap_or("-"));
-                    match self
-                        .leases
-                        .finish(&self.shard, self.counter, &self.owner, tail)
-                        .await
-                    {
-                        Ok(c) => self.counter = c,
-                        Err(e) => {
-                            tracing::warn!(shard = %self.shard, error = %e, "kinesis: shard end not recorded; the next owner reaches it again")
-                        }
-                    }
-                }
-                match self.leases.own(&self.shard, self.counter, "").await {
-                    Ok(_) => tracing::info!(shard = %self.shard, "kinesis lease released"),
-                    Err(e) => {
-                        tracing::warn!(shard = %self.shard, error = %e, "kinesis lease not released")
-                    }
-                }
+            }
+        }
+        match self.leases.own(&self.shard, self.counter, "").await {
+            Ok(_) => tracing::info!(shard = %self.shard, "kinesis lease released"),
+            Err(e) => {
+                tracing::warn!(shard = %self.shard, error = %e, "kinesis lease not released")
             }
         }
     }
@@ -571,10 +564,13 @@ impl ShardReader {
     }
 
     /// Reads until handed off, the lease is lost, or the shard ends.
+    ///
+    /// Between `GetRecords` calls, and while its engine has no room for a batch, it keeps the
+    /// lease: writes the checkpoints whose barriers have returned, and renews it.
     async fn read(
         &mut self,
-        tx: &mpsc::Sender<Batch>,
-        commits: &mut mpsc::UnboundedReceiver<CommitRequest>,
+        engine: &Partition,
+        commits: &mut Commits,
         handoff: &CancellationToken,
     ) -> Stop {
         let mut iterator: Option<String> = None;
@@ -582,36 +578,18 @@ impl ShardReader {
         let mut renewed = Instant::now();
         let mut next_call = tokio::time::Instant::now();
         loop {
-            tokio::select! {
+            // Backing off (up to 10 s) or not: the lease is looked after meanwhile.
+            let call = tokio::select! {
                 biased;
                 () = handoff.cancelled() => return Stop::HandOff,
-                Some(request) = commits.recv() => {
-                    match self.commit(request).await {
-                        Ok(()) => renewed = Instant::now(),
-                        Err(LeaseError::Lost(_)) => return Stop::Lost,
-                        // Throttled or unreachable: the next checkpoint (in a second) supersedes
-                        // this one, and the lease is renewed separately.
-                        Err(e) => tracing::warn!(shard = %self.shard, error = %e, "kinesis: checkpoint not written; the next one follows"),
-                    }
-                    continue;
-                }
-                () = tokio::time::sleep_until(next_call) => {}
+                () = tokio::time::sleep_until(next_call) => true,
+                () = tokio::time::sleep(UPKEEP_EVERY) => false,
+            };
+            if let Err(stop) = self.upkeep(commits, &mut renewed).await {
+                return stop;
             }
-            if renewed.elapsed() >= RENEW_EVERY {
-                match self
-                    .leases
-                    .own(&self.shard, self.counter, &self.owner)
-                    .await
-                {
-                    Ok(c) => {
-                        self.counter = c;
-                        renewed = Instant::now();
-                    }
-                    Err(LeaseError::Lost(_)) => return Stop::Lost,
-                    Err(e) => {
-                        tracing::warn!(shard = %self.shard, error = %e, "kinesis: lease renewal failed; retrying")
-                    }
-                }
+            if !call {
+                continue;
             }
             let it = match iterator.take() {
                 Some(it) => it,
@@ -652,9 +630,7 @@ impl ShardReader {
             };
             let empty = page.records.is_empty();
             if !empty {
-                let mut payload = BytesMut::new();
-                let mut records = Vec::with_capacity(page.records.len());
-                let mut positions = Vec::with_capacity(page.records.len());
+                let mut batch = BatchBuilder::default();
                 // Records are consumed: their sequence numbers move into the map, uncopied.
                 for r in page.records {
                     let position = self.next_position;
@@ -671,10 +647,7 @@ impl ShardReader {
                     } else {
                         self.sequences.push_back((position, r.sequence_number));
                     }
-                    let start = payload.len();
-                    payload.extend_from_slice(r.data.as_ref());
-                    records.push(start..payload.len());
-                    positions.push(position);
+                    batch.push(r.data.as_ref(), position);
                 }
                 if self.tail_range.is_none() {
                     if let Some(last) = self.sequences.back() {
@@ -682,15 +655,26 @@ impl ShardReader {
                         self.after = Some(last.1.clone());
                     }
                 }
-                if !records.is_empty() {
-                    let batch = Batch {
-                        payload: payload.freeze(),
-                        records,
-                        positions,
-                        reply: None,
-                    };
-                    if tx.send(batch).await.is_err() {
-                        return Stop::HandOff;
+                if let Some(batch) = batch.take() {
+                    // The engine may be busy behind a slow output: wait for it, keeping the
+                    // lease meanwhile.
+                    let mut send = std::pin::pin!(engine.send(batch));
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = handoff.cancelled() => return Stop::HandOff,
+                            sent = &mut send => {
+                                if !sent {
+                                    return Stop::HandOff;
+                                }
+                                break;
+                            }
+                            () = tokio::time::sleep(UPKEEP_EVERY) => {
+                                if let Err(stop) = self.upkeep(commits, &mut renewed).await {
+                                    return stop;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -709,35 +693,78 @@ impl ShardReader {
         }
     }
 
-    /// Waits for a checkpoint's barriers, then writes it to the lease: "after sequence S", with
-    /// the engine's positions made relative to the record after S.
-    async fn commit(&mut self, request: CommitRequest) -> Result<(), LeaseError> {
-        for rx in request.stored {
-            if rx.await.is_err() {
-                return Ok(()); // a sink stopped: this checkpoint is not safe to write
+    /// Keeps the lease: writes the newest checkpoint whose barriers have all returned (which
+    /// renews it), else renews it when [`RENEW_EVERY`] has passed. Never waits for an output.
+    async fn upkeep(&mut self, commits: &mut Commits, renewed: &mut Instant) -> Result<(), Stop> {
+        match self.commit_ready(commits).await {
+            Ok(true) => *renewed = Instant::now(),
+            Ok(false) => {}
+            Err(LeaseError::Lost(_)) => return Err(Stop::Lost),
+            // Throttled or unreachable: the next checkpoint supersedes this one, and the lease
+            // is renewed below.
+            Err(e) => {
+                tracing::warn!(shard = %self.shard, error = %e, "kinesis: checkpoint not written; the next one follows")
             }
         }
-        let Some(p) = request.checkpoint.resume_position() else {
-            return Ok(());
+        if renewed.elapsed() >= RENEW_EVERY {
+            match self
+                .leases
+                .own(&self.shard, self.counter, &self.owner)
+                .await
+            {
+                Ok(c) => {
+                    self.counter = c;
+                    *renewed = Instant::now();
+                }
+                Err(LeaseError::Lost(_)) => return Err(Stop::Lost),
+                Err(e) => {
+                    tracing::warn!(shard = %self.shard, error = %e, "kinesis: lease renewal failed; retrying")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the newest checkpoint that every output has acknowledged, if any; whether one was
+    /// written.
+    async fn commit_ready(&mut self, commits: &mut Commits) -> Result<bool, LeaseError> {
+        let Some(Ready {
+            slot,
+            seq,
+            checkpoint,
+        }) = commits.ready().pop()
+        else {
+            return Ok(false);
+        };
+        let written = self.commit(checkpoint).await?;
+        commits.done(slot, seq);
+        Ok(written)
+    }
+
+    /// Writes an acknowledged checkpoint to the lease: "after sequence S", with the engine's
+    /// positions made relative to the record after S; whether there was anything to write.
+    async fn commit(&mut self, checkpoint: Checkpoint) -> Result<bool, LeaseError> {
+        let Some(p) = checkpoint.resume_position() else {
+            return Ok(false);
         };
         if p < self.base {
             // Still needs the parent's tail, which only a fresh start re-reads.
-            return Ok(());
+            return Ok(false);
         }
         let sequence = if p == self.base {
             // The start point of this run (none at the start of the shard: nothing to write).
             match &self.start_after {
                 Some(s) => s.clone(),
-                None => return Ok(()),
+                None => return Ok(false),
             }
         } else {
             // The record before the low-water one; gone only if a newer checkpoint was written.
             match self.sequences.iter().find(|(pos, _)| *pos == p - 1) {
                 Some((_, s)) => s.clone(),
-                None => return Ok(()),
+                None => return Ok(false),
             }
         };
-        let c = request.checkpoint;
+        let c = checkpoint;
         let rebased = Checkpoint {
             watermark: c.watermark,
             low_water: Some(0),
@@ -764,6 +791,6 @@ impl ShardReader {
         while self.sequences.front().is_some_and(|(pos, _)| *pos + 1 < p) {
             self.sequences.pop_front();
         }
-        Ok(())
+        Ok(true)
     }
 }
