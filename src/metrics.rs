@@ -56,6 +56,8 @@ pub struct Metrics {
     pub source_partitions: AtomicI64,
     /// Times a source stopped reading a partition because its engine was busy (an output slow).
     pub source_paused: AtomicU64,
+    /// Partitions (or shards) this instance took ownership of since it started.
+    pub source_taken: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -85,6 +87,7 @@ pub static METRICS: Metrics = Metrics {
     source_commit_errors: ZERO,
     source_partitions: AtomicI64::new(0),
     source_paused: ZERO,
+    source_taken: ZERO,
 };
 
 impl Metrics {
@@ -163,6 +166,11 @@ impl Metrics {
             "stampede_source_commit_errors_total",
             "Failed commits of source positions; the next checkpoint retries.",
             self.source_commit_errors.load(Relaxed),
+        );
+        counter(
+            "stampede_source_taken_total",
+            "Partitions or shards this instance took ownership of (assigned, taken or stolen).",
+            self.source_taken.load(Relaxed),
         );
         counter(
             "stampede_source_paused_total",

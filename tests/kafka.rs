@@ -344,3 +344,109 @@ fn an_option_librdkafka_refuses_is_bad_config_naming_its_key() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The DynamoDB store hangs (every call to its table held unanswered) for 20 s, longer than
+/// `max.poll.interval.ms` (3 s), while telemetry keeps arriving: the engines fill their queues
+/// and the source pauses their partitions instead of blocking its poll loop, so the member is
+/// never expelled and no partition changes owner; `/readyz` says the store is the problem;
+/// once it answers again, the summaries equal `aggregate`.
+#[test]
+fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing() {
+    use crate::support::faults::FaultProxy;
+
+    let brokers = broker();
+    let dir = temp_dir("kafka-stalled-store");
+    let t = Topics::new(&brokers, "stalled");
+    let dynamodb = FaultProxy::passthrough(&crate::support::kinesis::dynamodb_endpoint());
+    let table = unique("UnicornSensorData");
+    let config = ServeConfig {
+        brokers: &t.brokers,
+        topic: &t.telemetry,
+        group: &t.group,
+        summaries: &t.summaries,
+        dead_letters: &t.dead_letters,
+        idle_secs: 3_600,
+    }
+    .write(&dir);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "\"session.timeout.ms\" = \"6000\"",
+        "\"session.timeout.ms\" = \"3000\"\n\"max.poll.interval.ms\" = \"3000\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut env = crate::support::kinesis::aws_env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_DYNAMODB");
+    env.extend([
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.url.clone()),
+        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
+        ("STAMPEDE_STORE_TABLE", table.clone()),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
+    ]);
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = start_service_with(
+        &["serve", "--config", config.to_str().unwrap()],
+        &dir.join("store"),
+        &env_ref,
+    );
+    produce(&brokers, &t.telemetry, 4_000, START, 31);
+    wait_until(60, "all four partitions consumed", || {
+        metric(&serve.url, "stampede_source_partitions") == 4
+            && metric(&serve.url, "stampede_records_in_total") >= 4_000
+    });
+    let taken = metric(&serve.url, "stampede_source_taken_total");
+
+    dynamodb.hold(&table);
+    let stalled = std::time::Instant::now();
+    // Telemetry keeps coming, in small batches (a live fleet), for the whole stall.
+    let producer = {
+        let (brokers, topic) = (brokers.clone(), t.telemetry.clone());
+        std::thread::spawn(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+                .args(["produce", "--quiet", "--unicorns", "40", "--msgs", "40000"])
+                .args([
+                    "--rate",
+                    "50",
+                    "--seed",
+                    "32",
+                    "--start-time",
+                    SECOND_HALF,
+                ])
+                .args(["--faults", crate::support::kafka::FAULTS])
+                .args(["--to", &format!("kafka://{brokers}/{topic}")])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+    };
+    wait_until(20, "/readyz names the store", || {
+        let (status, body) = http_get(&format!("{}/readyz", serve.url));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        status == 503 && v["checks"]["store"] == false && v["checks"]["source"] == true
+    });
+    wait_until(20, "a partition paused behind the stalled store", || {
+        metric(&serve.url, "stampede_source_paused_total") > 0
+    });
+    while stalled.elapsed() < Duration::from_secs(20) {
+        assert_eq!(metric(&serve.url, "stampede_source_partitions"), 4);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    dynamodb.release();
+    producer.join().unwrap();
+    close_all_windows(&brokers, &t.telemetry, 4, SENTINEL);
+    let (want, _) = expected(&read_topic(&brokers, &t.telemetry), &dir);
+    assert_same(&await_summaries(&brokers, &t.summaries, &want), &want);
+    let mut got = crate::support::kafka::Summaries::new();
+    wait_until(60, "every window in DynamoDB", || {
+        got = crate::support::kinesis::http_get_summaries(&serve.url);
+        got == want
+    });
+    assert_eq!(
+        metric(&serve.url, "stampede_source_taken_total"),
+        taken,
+        "no partition was reassigned during or after the stall"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -603,3 +603,58 @@ fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The store hangs (every call to its table held unanswered) for 25 s, longer than a lease
+/// (10 s), while two instances share four shards and telemetry keeps arriving: the readers keep
+/// renewing their leases, so no shard changes owner; `/readyz` says the store is the problem;
+/// once it answers again, nothing is lost and DynamoDB equals `aggregate`.
+#[test]
+fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
+    use crate::support::faults::FaultProxy;
+    use crate::support::process::http_get;
+
+    let mut setup = Setup::new("stalled-store");
+    let dynamodb = FaultProxy::passthrough(&dynamodb_endpoint());
+    setup.route_through(&endpoint(), &dynamodb.url);
+    let table = setup
+        .env
+        .iter()
+        .find(|(k, _)| *k == "STAMPEDE_STORE_TABLE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    produce_to(&setup.telemetry, 4_000, "2018-03-18 03:20:00", 21);
+    let a = setup.serve("a");
+    let b = setup.serve("b");
+    let owned = |url: &str| metric(url, "stampede_source_partitions");
+    let taken = |url: &str| metric(url, "stampede_source_taken_total");
+    wait_until(60, "two shards each", || {
+        owned(&a.url) == 2 && owned(&b.url) == 2
+    });
+    let taken_before = (taken(&a.url), taken(&b.url));
+
+    dynamodb.hold(&table);
+    let stalled = std::time::Instant::now();
+    produce_to(&setup.telemetry, 4_000, "2018-03-18 03:24:00", 22);
+    wait_until(20, "/readyz names the store", || {
+        let (status, body) = http_get(&format!("{}/readyz", a.url));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        status == 503 && v["checks"]["store"] == false && v["checks"]["source"] == true
+    });
+    // Sampled over the whole stall: each instance keeps its two shards.
+    while stalled.elapsed() < std::time::Duration::from_secs(25) {
+        assert_eq!((owned(&a.url), owned(&b.url)), (2, 2), "a shard moved");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(dynamodb.injected()["requests held"] > 0);
+    dynamodb.release();
+
+    setup.check(&a.url);
+    assert_eq!(
+        (taken(&a.url), taken(&b.url)),
+        taken_before,
+        "no lease was taken during or after the stall"
+    );
+    wait_until(20, "/readyz recovers", || {
+        http_get(&format!("{}/readyz", a.url)).0 == 200
+    });
+}

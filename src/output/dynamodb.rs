@@ -41,6 +41,9 @@ use crate::time::{format_status_time, parse_status_time, Millis};
 
 /// Conditional writes in flight at once.
 pub const WRITES_IN_FLIGHT: usize = 64;
+/// A call that has not answered in this long is abandoned and retried (DynamoDB answers in
+/// milliseconds; a hung connection must not stall the store output for ever).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keys per `BatchGetItem`.
 const GET_BATCH: usize = 100;
 
@@ -112,7 +115,15 @@ impl DynamoStore {
         create: bool,
     ) -> Result<DynamoStore, DynamoError> {
         let store = DynamoStore {
-            client: Client::new(config),
+            client: Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
+                    .timeout_config(
+                        aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                            .build(),
+                    )
+                    .build(),
+            ),
             table: table.to_owned(),
         };
         match store.client.describe_table().table_name(table).send().await {

@@ -21,7 +21,7 @@ pub mod kinesis;
 pub mod store;
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::hub::{HubInput, LiveRecord};
 use crate::record::{DeadLetter, Summary};
+use crate::time::{now_ms, Millis};
 
 /// Items an output channel holds before the engines wait.
 pub const OUTPUT_QUEUE: usize = 256;
@@ -85,40 +86,50 @@ pub struct Interest {
     pub records: bool,
 }
 
-/// Whether an output can currently do its work, for `/readyz` (up until it reports trouble).
+/// A write that has not finished after this long makes its output unhealthy (a store that
+/// hangs, rather than fails, says so on `/readyz` too).
+pub const STALLED_AFTER_MS: Millis = 5_000;
+
+/// Whether an output can currently do its work, for `/readyz` (up until it reports trouble, or
+/// while one of its writes has been under way longer than [`STALLED_AFTER_MS`]).
 #[derive(Debug, Clone)]
-pub struct Health(Arc<AtomicBool>);
+pub struct Health {
+    up: Arc<AtomicBool>,
+    /// When the write under way started (epoch ms); 0 when none is.
+    busy_since: Arc<AtomicI64>,
+}
 
 impl Default for Health {
     fn default() -> Self {
-        Health(Arc::new(AtomicBool::new(true)))
+        Health::from_flag(Arc::new(AtomicBool::new(true)))
     }
 }
 
 impl Health {
-    /// A flag that starts down (for an output that must first connect).
-    pub fn down() -> Health {
-        Health(Arc::new(AtomicBool::new(false)))
-    }
-
     /// Records whether the output works now.
     pub fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Relaxed);
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// A write starts (`true`) or ends (`false`).
+    pub fn busy(&self, busy: bool) {
+        let since = if busy { now_ms().max(1) } else { 0 };
+        self.busy_since.store(since, Ordering::Relaxed);
     }
 
     /// Whether it works now.
     pub fn up(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        let since = self.busy_since.load(Ordering::Relaxed);
+        self.up.load(Ordering::Relaxed)
+            && (since == 0 || now_ms().saturating_sub(since) < STALLED_AFTER_MS)
     }
 
-    /// The flag itself, to share with a client library's callbacks.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.0)
-    }
-
-    /// A health that reads `flag`.
+    /// A health that reads `flag` (a client library's own connection flag).
     pub fn from_flag(flag: Arc<AtomicBool>) -> Health {
-        Health(flag)
+        Health {
+            up: flag,
+            busy_since: Arc::new(AtomicI64::new(0)),
+        }
     }
 }
 

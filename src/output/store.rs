@@ -55,6 +55,7 @@ fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
             take(item);
         }
         METRICS.queue_store.store(rx.len() as i64, Relaxed);
+        health.busy(true);
         let written = match backend {
             Backend::Embedded(store) => {
                 if summaries.is_empty() && dead.is_empty() {
@@ -84,6 +85,7 @@ fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
                 written
             }
         };
+        health.busy(false);
         METRICS.store_writes.fetch_add(written as u64, Relaxed);
         summaries.clear();
         dead.clear();

@@ -128,7 +128,9 @@ pub(super) async fn readyz(State(state): State<WebState>) -> Response {
         .await
         .unwrap_or(false);
     if let Some(dynamo) = &state.dynamo {
-        store_ok &= dynamo.writable().await;
+        // A DynamoDB that hangs must not hang the probe: no answer within 2 s is not ready.
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(2), dynamo.writable());
+        store_ok &= answer.await.unwrap_or(false);
     }
     let mut checks = serde_json::Map::new();
     checks.insert("store".into(), store_ok.into());

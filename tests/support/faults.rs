@@ -16,6 +16,10 @@
 //! Nothing is forwarded for a call answered with an error, so the emulator's state is exactly
 //! what AWS's would be. [`FaultProxy::injected`] counts what was injected, so a test can show
 //! that each path was taken.
+//!
+//! [`FaultProxy::passthrough`] injects none of these; its [`FaultProxy::hold`] keeps every
+//! request whose body mentions a name (a table) unanswered until [`FaultProxy::release`]: a
+//! service that hangs, as a paused or overloaded one does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,10 @@ struct Shared {
     /// Calls seen per operation, and records seen by `PutRecords`.
     calls: Mutex<BTreeMap<String, u64>>,
     injected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Whether to inject the scheduled faults.
+    faults: bool,
+    /// Requests whose body contains this are held until it is cleared.
+    hold: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -50,6 +58,25 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1 in front of `upstream` (`http://HOST:PORT`).
     pub fn start(upstream: &str) -> FaultProxy {
+        FaultProxy::with_faults(upstream, true)
+    }
+
+    /// A proxy that injects no faults (only what [`FaultProxy::hold`] asks for).
+    pub fn passthrough(upstream: &str) -> FaultProxy {
+        FaultProxy::with_faults(upstream, false)
+    }
+
+    /// From now on, requests whose body contains `name` wait, unanswered, until released.
+    pub fn hold(&self, name: &str) {
+        self.shared.hold.send_replace(Some(name.to_owned()));
+    }
+
+    /// Lets every held request through.
+    pub fn release(&self) {
+        self.shared.hold.send_replace(None);
+    }
+
+    fn with_faults(upstream: &str, faults: bool) -> FaultProxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -60,6 +87,8 @@ impl FaultProxy {
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: Mutex::new(BTreeMap::new()),
             injected: Mutex::new(BTreeMap::new()),
+            faults,
+            hold: tokio::sync::watch::channel(None).0,
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -122,6 +151,21 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Re
         .get("content-type")
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/x-amz-json-1.0"));
+    let mut hold = shared.hold.subscribe();
+    let held = |h: &Option<String>| {
+        h.as_deref()
+            .is_some_and(|name| contains(&body, name.as_bytes()))
+    };
+    if held(&hold.borrow()) {
+        shared.inject("requests held", 1);
+        let _ = hold.wait_for(|h| !held(h)).await;
+    }
+    if !shared.faults {
+        return forward(&shared, &parts.headers, body).await.map_or_else(
+            |r| r,
+            |(status, headers, body)| respond(status, headers, body),
+        );
+    }
     let throttled = "ProvisionedThroughputExceededException";
     match op.as_str() {
         "GetRecords" => match shared.count(&op, 1) % 6 {
@@ -316,4 +360,8 @@ async fn batch_get_item(shared: &Shared, headers: HeaderMap, body: Bytes) -> Res
     let mut answer: Value = serde_json::from_slice(&answer).unwrap();
     answer["UnprocessedKeys"] = Value::Object(unprocessed);
     respond(status, headers, Bytes::from(answer.to_string()))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len().max(1)).any(|w| w == needle)
 }

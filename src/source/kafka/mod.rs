@@ -308,6 +308,7 @@ impl GroupContext {
             );
             let slot = state.next_slot;
             state.next_slot += 1;
+            METRICS.source_taken.fetch_add(1, Ordering::Relaxed);
             let engine = Partition::start_on(
                 &self.runtime,
                 ("kafka", format!("{}/{partition}", self.topic), self.window),

@@ -322,6 +322,7 @@ impl Coordinator {
             {
                 Ok(counter) => {
                     tracing::info!(shard = %lease.shard, from = %lease.owner, "kinesis lease taken");
+                    METRICS.source_taken.fetch_add(1, Ordering::Relaxed);
                     self.start_reader(lease, counter, inherit);
                     wanted -= 1;
                 }
