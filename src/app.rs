@@ -22,11 +22,12 @@ use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
 use crate::kafka::Observed;
 use crate::kinesis::ShardsError;
+use crate::output::dead_letter_table::DeadLetterTable;
 use crate::output::dynamodb::DynamoStore;
 use crate::output::embedded::Store;
 use crate::output::kafka::{KafkaSink, KafkaTopic};
 use crate::output::kinesis::KinesisSink;
-use crate::output::store::Backend;
+use crate::output::store::{Backend, Stores};
 use crate::output::{Health, Interest, Outputs};
 use crate::pipeline::{self, Batch, PartitionSpec};
 use crate::source::kafka::{KafkaSource, KafkaSourceConfig};
@@ -181,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let state = WebState {
         ingest: ingest_tx.clone(),
         hub,
-        store: stores.embedded,
+        stores,
         token: config.web.token.as_str().into(),
         max_body_bytes: usize::try_from(config.web.max_body_bytes).unwrap_or(usize::MAX),
         stopping: Arc::clone(&stopping),
@@ -189,7 +190,6 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             .to_string()
             .into(),
         connections: connections.into(),
-        dynamo: stores.dynamo,
     };
     let web_stop = CancellationToken::new();
     let server = tokio::spawn(std::future::IntoFuture::into_future(
@@ -259,43 +259,46 @@ async fn aws_config(cell: &AwsConfig) -> &aws_config::SdkConfig {
         .await
 }
 
-/// What the web server reads summaries and dead letters from.
-struct Stores {
-    embedded: Store,
-    dynamo: Option<DynamoStore>,
-}
-
-/// The store output: summaries and dead letters into the embedded store, or summaries into
-/// DynamoDB.
+/// The store output: summaries and dead letters into the embedded store, or into DynamoDB (the
+/// summary and dead-letter tables; then nothing is kept on this host). Returns what the API
+/// reads them back from.
 async fn store_output(
     config: &Config,
     aws: &AwsConfig,
     outputs: &mut Outputs,
 ) -> anyhow::Result<Stores> {
-    let store_dir = config.store.path.clone();
-    let retention = config.store.dead_letter_retention;
-    let embedded = tokio::task::spawn_blocking(move || Store::open(&store_dir, retention))
+    let (backend, stores) = if config.store.kind == "dynamodb" {
+        let aws = aws_config(aws).await;
+        let summaries = open_dynamo(aws, &config.store.table, config.store.create_tables).await?;
+        let dead_letters = DeadLetterTable::open(
+            aws,
+            &config.store.dead_letter_table,
+            config.store.create_tables,
+        )
         .await
-        .context("store open panicked")??;
-    let dynamo = if config.store.kind == "dynamodb" {
-        Some(
-            open_dynamo(
-                aws_config(aws).await,
-                &config.store.table,
-                config.store.create_tables,
-            )
-            .await?,
+        .context("store.dead_letter_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
+        let backend = Backend::DynamoDb {
+            runtime: tokio::runtime::Handle::current(),
+            summaries: summaries.clone(),
+            dead_letters: dead_letters.clone(),
+        };
+        (
+            backend,
+            Stores::DynamoDb {
+                summaries,
+                dead_letters,
+            },
         )
     } else {
-        None
-    };
-    let backend = match &dynamo {
-        Some(table) => Backend::DynamoDb {
-            runtime: tokio::runtime::Handle::current(),
-            summaries: table.clone(),
-            dead_letters: embedded.clone(),
-        },
-        None => Backend::Embedded(embedded.clone()),
+        let store_dir = config.store.path.clone();
+        let retention = config.store.dead_letter_retention;
+        let embedded = tokio::task::spawn_blocking(move || Store::open(&store_dir, retention))
+            .await
+            .context("store open panicked")??;
+        (
+            Backend::Embedded(embedded.clone()),
+            Stores::Embedded(embedded),
+        )
     };
     let rx = outputs.add(
         "store",
@@ -311,7 +314,7 @@ async fn store_output(
         crate::output::store::spawn(backend, rx, health.clone()),
         health,
     );
-    Ok(Stores { embedded, dynamo })
+    Ok(stores)
 }
 
 /// The summary stream, when `[summary_stream]` names one: Kafka or Kinesis, whatever the source.

@@ -116,6 +116,8 @@ pub struct StoreConfig {
     pub table: String,
     /// DynamoDB: create missing tables.
     pub create_tables: bool,
+    /// DynamoDB table of dead letters (a DynamoDB store keeps nothing local).
+    pub dead_letter_table: String,
     /// How many dead letters the embedded store keeps (the oldest go first).
     pub dead_letter_retention: u64,
 }
@@ -127,6 +129,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("./stampede-data"),
             table: "UnicornSensorData".into(),
             create_tables: false,
+            dead_letter_table: "stampede-dead-letters".into(),
             dead_letter_retention: 100_000,
         }
     }
@@ -219,7 +222,8 @@ idle_timeout_secs = 10          # without records this long, the watermark follo
 kind = "embedded"               # embedded | dynamodb
 path = "./stampede-data"        # embedded: directory of the database
 table = "UnicornSensorData"     # dynamodb: summary table
-create_tables = false           # create missing DynamoDB tables: the summary table, the kinesis lease table
+create_tables = false           # create missing DynamoDB tables: summary, dead-letter and kinesis lease tables
+dead_letter_table = "stampede-dead-letters"  # dynamodb: rejected records (partition key Day S, sort key Id S)
 dead_letter_retention = 100000  # embedded: dead letters kept; the oldest go first
 
 [summary_stream]                # optional: publish summaries to a stream
@@ -378,6 +382,12 @@ impl Config {
             return Err(value_error(
                 "store.table",
                 "the DynamoDB store needs a table name",
+            ));
+        }
+        if self.store.kind == "dynamodb" && self.store.dead_letter_table.is_empty() {
+            return Err(value_error(
+                "store.dead_letter_table",
+                "the DynamoDB store needs a table for dead letters",
             ));
         }
         check_kind(

@@ -393,3 +393,31 @@ pub struct SummaryQuery {
     /// At most this many, newest first.
     pub limit: usize,
 }
+
+/// A dead letter as the API shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct DeadLetterView {
+    /// Sequence number in the embedded store; the rejection time (epoch ms) in DynamoDB.
+    pub id: u64,
+    /// Reject reason.
+    pub reason: String,
+    /// Field at fault.
+    pub field: Option<String>,
+    /// Origin.
+    pub origin: Origin,
+    /// Rejection time, workshop format.
+    pub received: String,
+    /// Raw bytes as text (invalid UTF-8 replaced).
+    pub raw: String,
+}
+
+/// Where a dead letter came from.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// Source kind.
+    pub source: String,
+    /// Partition or shard.
+    pub partition: String,
+    /// Offset or sequence.
+    pub offset: u64,
+}

@@ -402,14 +402,7 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
         std::thread::spawn(move || {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
                 .args(["produce", "--quiet", "--unicorns", "40", "--msgs", "40000"])
-                .args([
-                    "--rate",
-                    "50",
-                    "--seed",
-                    "32",
-                    "--start-time",
-                    SECOND_HALF,
-                ])
+                .args(["--rate", "50", "--seed", "32", "--start-time", SECOND_HALF])
                 .args(["--faults", crate::support::kafka::FAULTS])
                 .args(["--to", &format!("kafka://{brokers}/{topic}")])
                 .output()

@@ -160,6 +160,7 @@ fn check(source: Source, stream: Stream, store: Store) {
         env.extend([
             ("STAMPEDE_STORE_KIND", "dynamodb".into()),
             ("STAMPEDE_STORE_TABLE", unique("UnicornSensorData")),
+            ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
             ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
         ]);
     }
@@ -240,7 +241,9 @@ fn check(source: Source, stream: Stream, store: Store) {
     });
     assert_same(&got, &want);
     let mut stored = Rejected::new();
-    wait_until(30, &format!("{name}: dead letters in the store"), || {
+    // Polled until equal or 30 s have passed; the comparison then says what differs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         let list = http_get_json(&format!("{}/api/dead-letters?limit=1000", serve.url));
         stored = list
             .as_array()
@@ -253,8 +256,19 @@ fn check(source: Source, stream: Stream, store: Store) {
                 )
             })
             .collect();
-        stored == rejected
-    });
+        if stored == rejected {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let missing: Vec<_> = rejected.difference(&stored).take(3).collect();
+    let extra: Vec<_> = stored.difference(&rejected).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{name}: dead letters in the store: {} stored, {} rejected; missing {missing:?}; unexpected {extra:?}",
+        stored.len(),
+        rejected.len()
+    );
 
     // The summary stream, whatever the source's transport.
     match stream {
@@ -393,5 +407,51 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
         stderr.contains("source.dead_letters") && stderr.contains(&missing),
         "{stderr}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A service whose store is DynamoDB keeps nothing on its host: two instances with the same
+/// `store.path` both start (before, the second found the first holding `./stampede-data`), the
+/// directory is never created, and dead letters are read back from the DynamoDB table.
+#[test]
+fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
+    let dir = temp_dir("outputs-two-on-a-host");
+    let shared_path = dir.join("stampede-data");
+    let mut env: Vec<(&str, String)> = aws_env();
+    env.extend([
+        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
+        ("STAMPEDE_STORE_TABLE", unique("UnicornSensorData")),
+        ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
+    ]);
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = start_service_with(&["serve"], &shared_path, &env_ref);
+    let second = start_service_with(&["serve"], &shared_path, &env_ref);
+    let (status, body) = http_post(
+        &format!("{}/ingest", first.url),
+        b"{\"Name\":\"x\"}\nnot json",
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut reasons = Vec::new();
+    wait_until(
+        30,
+        "dead letters in DynamoDB, read by the other instance",
+        || {
+            let list = http_get_json(&format!("{}/api/dead-letters?limit=10", second.url));
+            reasons = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["reason"].as_str().unwrap().to_owned())
+                .collect();
+            reasons.len() == 2
+        },
+    );
+    assert_eq!(reasons, ["malformed_json", "missing_field"], "newest first");
+    for serve in [&first, &second] {
+        assert_eq!(http_get(&format!("{}/readyz", serve.url)).0, 200);
+    }
+    drop((first, second));
+    assert!(!shared_path.exists(), "nothing written to store.path");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -57,7 +57,10 @@ pub struct DynamoError {
     pub permanent: bool,
 }
 
-fn dynamo_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub(super) fn dynamo_error<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
     what: &str,
     e: &SdkError<E, R>,
 ) -> DynamoError {
@@ -115,15 +118,7 @@ impl DynamoStore {
         create: bool,
     ) -> Result<DynamoStore, DynamoError> {
         let store = DynamoStore {
-            client: Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(config)
-                    .timeout_config(
-                        aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                            .build(),
-                    )
-                    .build(),
-            ),
+            client: client(config),
             table: table.to_owned(),
         };
         match store.client.describe_table().table_name(table).send().await {
@@ -137,80 +132,17 @@ impl DynamoStore {
                         permanent: true,
                     });
                 }
-                store.create().await?;
+                create_table(
+                    &store.client,
+                    table,
+                    ("Name", ScalarAttributeType::S),
+                    ("StatusTime", ScalarAttributeType::S),
+                )
+                .await?;
                 Ok(store)
             }
             Err(e) => Err(dynamo_error(&format!("cannot describe table {table}"), &e)),
         }
-    }
-
-    async fn create(&self) -> Result<(), DynamoError> {
-        let attribute = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-        };
-        let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-        };
-        let built = (|| {
-            Ok::<_, aws_sdk_dynamodb::error::BuildError>((
-                attribute("Name")?,
-                attribute("StatusTime")?,
-                key("Name", KeyType::Hash)?,
-                key("StatusTime", KeyType::Range)?,
-            ))
-        })()
-        .map_err(|e| DynamoError {
-            message: format!("table definition: {e}"),
-            permanent: true,
-        })?;
-        let result = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .attribute_definitions(built.0)
-            .attribute_definitions(built.1)
-            .key_schema(built.2)
-            .key_schema(built.3)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("ResourceInUseException") => {}
-            Err(e) => {
-                return Err(dynamo_error(
-                    &format!("cannot create table {}", self.table),
-                    &e,
-                ))
-            }
-        }
-        // Wait until it is ACTIVE.
-        for _ in 0..120 {
-            let status = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .ok()
-                .and_then(|d| d.table)
-                .and_then(|t| t.table_status);
-            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
-                tracing::info!(table = %self.table, "created the DynamoDB summary table");
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(DynamoError {
-            message: format!("table {} did not become ACTIVE within a minute", self.table),
-            permanent: false,
-        })
     }
 
     /// Whether the table answers.
@@ -400,6 +332,91 @@ impl DynamoStore {
         out.truncate(q.limit);
         Ok(out)
     }
+}
+
+/// A DynamoDB client by the SDK's conventions, whose calls give up after [`ATTEMPT_TIMEOUT`].
+pub(super) fn client(config: &aws_config::SdkConfig) -> Client {
+    Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .timeout_config(
+                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// Creates `table` (on demand) with the partition key `hash` and the sort key `range` (an
+/// existing one is fine) and waits until it is active.
+///
+/// # Errors
+/// DynamoDB refused, or the table did not become active within a minute.
+pub(super) async fn create_table(
+    client: &Client,
+    table: &str,
+    (hash, hash_type): (&str, ScalarAttributeType),
+    (range, range_type): (&str, ScalarAttributeType),
+) -> Result<(), DynamoError> {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    let built = (|| {
+        Ok::<_, aws_sdk_dynamodb::error::BuildError>((
+            attribute(hash, hash_type)?,
+            attribute(range, range_type)?,
+            key(hash, KeyType::Hash)?,
+            key(range, KeyType::Range)?,
+        ))
+    })()
+    .map_err(|e| DynamoError {
+        message: format!("table definition: {e}"),
+        permanent: true,
+    })?;
+    let result = client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(built.0)
+        .attribute_definitions(built.1)
+        .key_schema(built.2)
+        .key_schema(built.3)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(e) if e.code() == Some("ResourceInUseException") => {}
+        Err(e) => return Err(dynamo_error(&format!("cannot create table {table}"), &e)),
+    }
+    // Wait until it is ACTIVE.
+    for _ in 0..120 {
+        let status = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.table)
+            .and_then(|t| t.table_status);
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            tracing::info!(table, "created a DynamoDB table");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(DynamoError {
+        message: format!("table {table} did not become ACTIVE within a minute"),
+        permanent: false,
+    })
 }
 
 /// A summary as a DynamoDB item.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 
-use crate::record::{DeadLetter, Summary, SummaryQuery};
+use crate::record::{DeadLetter, DeadLetterView, Origin, Summary, SummaryQuery};
 use crate::time::{format_status_time, Millis};
 
 /// (Name, window start) → summary JSON.
@@ -24,34 +24,6 @@ const SUMMARIES: TableDefinition<(&str, i64), &str> = TableDefinition::new("summ
 const BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("summaries_by_time");
 /// Sequence → (metadata JSON, raw bytes).
 const DEAD_LETTERS: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("dead_letters");
-
-/// A dead letter as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct DeadLetterView {
-    /// Sequence number in the store.
-    pub id: u64,
-    /// Reject reason.
-    pub reason: String,
-    /// Field at fault.
-    pub field: Option<String>,
-    /// Origin.
-    pub origin: Origin,
-    /// Rejection time, workshop format.
-    pub received: String,
-    /// Raw bytes as text (invalid UTF-8 replaced).
-    pub raw: String,
-}
-
-/// Where a dead letter came from.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct Origin {
-    /// Source kind.
-    pub source: String,
-    /// Partition or shard.
-    pub partition: String,
-    /// Offset or sequence.
-    pub offset: u64,
-}
 
 #[derive(Serialize, serde::Deserialize)]
 struct DeadLetterMeta {

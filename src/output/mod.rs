@@ -2,7 +2,8 @@
 //!
 //! A partition's engine task hands its results to a [`Fanout`] and nothing else: summaries, dead
 //! letters, the raw bytes of accepted records (for the outputs that keep them) and commit
-//! barriers. Each *durable* output — the summary store ([`store`]: embedded or DynamoDB), the
+//! barriers. Each *durable* output — the store ([`store`]: [`embedded`], or [`dynamodb`] with
+//! the [`dead_letter_table`]), the
 //! summary stream and the dead-letter stream ([`kafka`], [`kinesis`]) — is registered once in
 //! `app`, says which items it wants, and reads them in order from its own bounded channel
 //! (back pressure: a durable output that falls behind slows the engines, it never drops). A
@@ -14,6 +15,7 @@
 //! Adding a capability (alerts, the raw archive) means writing one more output and registering
 //! it in `app`: the engine, the sources and the other outputs do not change.
 
+pub mod dead_letter_table;
 pub mod dynamodb;
 pub mod embedded;
 pub mod kafka;

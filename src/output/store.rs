@@ -1,5 +1,6 @@
 //! The store output: summaries and dead letters into the configured store, embedded (redb) or
-//! DynamoDB.
+//! DynamoDB (the summary table and the dead-letter table: nothing local); and [`Stores`], what
+//! the API reads them back from.
 //!
 //! One writer thread per service drains whatever is queued, writes it in one go (one
 //! transaction, or one round of DynamoDB calls), and answers the barriers that came with it only
@@ -13,25 +14,100 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::dead_letter_table::DeadLetterTable;
 use super::dynamodb::DynamoStore;
 use super::embedded::Store;
 use super::{Health, Item};
 use crate::metrics::METRICS;
-use crate::record::{DeadLetter, Summary};
+use crate::record::{DeadLetter, DeadLetterView, Summary, SummaryQuery};
 
 /// Where the store output writes.
 pub enum Backend {
     /// Summaries and dead letters in the embedded database.
     Embedded(Store),
-    /// Summaries in DynamoDB (driven on `runtime`), dead letters in the embedded database.
+    /// Summaries and dead letters in DynamoDB (driven on `runtime`).
     DynamoDb {
         /// The runtime the writer thread drives the SDK on.
         runtime: tokio::runtime::Handle,
         /// The summary table.
         summaries: DynamoStore,
-        /// Where dead letters are kept.
-        dead_letters: Store,
+        /// The dead-letter table.
+        dead_letters: DeadLetterTable,
     },
+}
+
+/// Where the API reads stored summaries and dead letters.
+#[derive(Clone)]
+pub enum Stores {
+    /// The embedded database.
+    Embedded(Store),
+    /// The DynamoDB tables.
+    DynamoDb {
+        /// The summary table.
+        summaries: DynamoStore,
+        /// The dead-letter table.
+        dead_letters: DeadLetterTable,
+    },
+}
+
+impl Stores {
+    /// Stored summaries, newest first.
+    ///
+    /// # Errors
+    /// The read failed (in words).
+    pub async fn summaries(&self, query: SummaryQuery) -> Result<Vec<Summary>, String> {
+        match self {
+            Stores::Embedded(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.summaries(&query))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            Stores::DynamoDb { summaries, .. } => {
+                summaries.summaries(&query).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The newest dead letters, newest first.
+    ///
+    /// # Errors
+    /// The read failed (in words).
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterView>, String> {
+        match self {
+            Stores::Embedded(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.dead_letters(limit))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            Stores::DynamoDb { dead_letters, .. } => {
+                dead_letters.newest(limit).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Whether the store can be written to now, answered within `wait` (a store that hangs is
+    /// not writable).
+    pub async fn writable(&self, wait: Duration) -> bool {
+        let answer = async {
+            match self {
+                Stores::Embedded(store) => {
+                    let store = store.clone();
+                    tokio::task::spawn_blocking(move || store.writable())
+                        .await
+                        .unwrap_or(false)
+                }
+                Stores::DynamoDb {
+                    summaries,
+                    dead_letters,
+                } => summaries.writable().await && dead_letters.writable().await,
+            }
+        };
+        tokio::time::timeout(wait, answer).await.unwrap_or(false)
+    }
 }
 
 /// Starts the writer thread; it ends once `rx` closes and everything queued is written.
@@ -78,8 +154,8 @@ fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
                     });
                 }
                 if !dead.is_empty() {
-                    until_written("dead-letter store", 0, health, || {
-                        dead_letters.write(&[], &dead)
+                    until_written("DynamoDB dead-letter", 0, health, || {
+                        runtime.block_on(dead_letters.write(&dead))
                     });
                 }
                 written

@@ -67,17 +67,9 @@ pub(super) async fn summaries(
         to,
         limit: q.limit.unwrap_or(100).clamp(1, 10_000),
     };
-    if let Some(dynamo) = &state.dynamo {
-        return match dynamo.summaries(&query).await {
-            Ok(list) => Json(list).into_response(),
-            Err(e) => unavailable(e.to_string()),
-        };
-    }
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.summaries(&query)).await {
-        Ok(Ok(list)) => Json(list).into_response(),
-        Ok(Err(e)) => unavailable(e.to_string()),
-        Err(e) => unavailable(e.to_string()),
+    match state.stores.summaries(query).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -96,11 +88,9 @@ pub(super) async fn dead_letters(
         return unauthorized();
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.dead_letters(limit)).await {
-        Ok(Ok(list)) => Json(list).into_response(),
-        Ok(Err(e)) => unavailable(e.to_string()),
-        Err(e) => unavailable(e.to_string()),
+    match state.stores.dead_letters(limit).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -123,15 +113,11 @@ pub(super) async fn healthz() -> &'static str {
 }
 
 pub(super) async fn readyz(State(state): State<WebState>) -> Response {
-    let store = state.store.clone();
-    let mut store_ok = tokio::task::spawn_blocking(move || store.writable())
-        .await
-        .unwrap_or(false);
-    if let Some(dynamo) = &state.dynamo {
-        // A DynamoDB that hangs must not hang the probe: no answer within 2 s is not ready.
-        let answer = tokio::time::timeout(std::time::Duration::from_secs(2), dynamo.writable());
-        store_ok &= answer.await.unwrap_or(false);
-    }
+    // A store that hangs must not hang the probe: no answer within 2 s is not ready.
+    let store_ok = state
+        .stores
+        .writable(std::time::Duration::from_secs(2))
+        .await;
     let mut checks = serde_json::Map::new();
     checks.insert("store".into(), store_ok.into());
     let ingest_ok = !state.stopping() && !state.ingest.is_closed();

@@ -19,7 +19,6 @@ use axum::Router;
 use tokio::sync::mpsc;
 
 use crate::hub::Hub;
-use crate::output::embedded::Store;
 use crate::pipeline::Batch;
 
 /// What the handlers share.
@@ -29,8 +28,8 @@ pub struct WebState {
     pub ingest: mpsc::Sender<Batch>,
     /// Live fan-out.
     pub hub: Hub,
-    /// Summaries and dead letters.
-    pub store: Store,
+    /// Where summaries and dead letters are read back.
+    pub stores: crate::output::store::Stores,
     /// Bearer token for ingest and admin endpoints; empty for none.
     pub token: Arc<str>,
     /// Largest body accepted.
@@ -39,8 +38,6 @@ pub struct WebState {
     pub stopping: Arc<AtomicBool>,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
-    /// The DynamoDB summary table, when it is the store (dead letters stay in `store`).
-    pub dynamo: Option<crate::output::dynamodb::DynamoStore>,
     /// What `/readyz` reports, by name: the source's connection and each output's health
     /// (`store`, `summary_stream`, `dead_letter_stream`).
     pub connections: Arc<[(&'static str, crate::output::Health)]>,
