@@ -18,7 +18,8 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::backoff::Backoff;
+use crate::config::{Config, SourceKind, StoreKind, StreamKind};
 use crate::hub::{Hub, HubSettings};
 use crate::kafka::Observed;
 use crate::kinesis::ShardsError;
@@ -95,7 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         source_stop.clone(),
     ));
 
-    let kafka_source = if config.source.kind == "kafka" {
+    let kafka_source = if config.source.kind == SourceKind::Kafka {
         let source = KafkaSource::start(
             KafkaSourceConfig {
                 brokers: config.source.brokers.clone(),
@@ -117,7 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         None
     };
 
-    let kinesis_source = if config.source.kind == "kinesis" {
+    let kinesis_source = if config.source.kind == SourceKind::Kinesis {
         let aws = aws_config(&aws).await;
         let client = aws_sdk_kinesis::Client::new(aws);
         if !kinesis_stream_exists(&client, "source.stream", &config.source.stream).await {
@@ -146,7 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
 
     // The file source is a partition of its own; it flushes its windows when the file ends.
-    let file_partition = if config.source.kind == "file" {
+    let file_partition = if config.source.kind == SourceKind::File {
         let path = std::path::PathBuf::from(&config.source.path);
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let task = tokio::spawn(pipeline::run(
@@ -267,7 +268,7 @@ async fn store_output(
     aws: &AwsConfig,
     outputs: &mut Outputs,
 ) -> anyhow::Result<Stores> {
-    let (backend, stores) = if config.store.kind == "dynamodb" {
+    let (backend, stores) = if config.store.kind == StoreKind::DynamoDb {
         let aws = aws_config(aws).await;
         let summaries = open_dynamo(aws, &config.store.table, config.store.create_tables).await?;
         let dead_letters = DeadLetterTable::open(
@@ -327,8 +328,8 @@ async fn summary_stream_output(
         summaries: true,
         ..Interest::default()
     };
-    match config.summary_stream.kind.as_str() {
-        "kafka" => {
+    match config.summary_stream.kind {
+        StreamKind::Kafka => {
             let observed = Observed::default();
             let health = Health::from_flag(Arc::clone(&observed.connected));
             let topic = KafkaTopic::new(
@@ -347,7 +348,7 @@ async fn summary_stream_output(
             let sink = KafkaSink::new(Some(topic), None);
             outputs.run("summary_stream", tokio::spawn(sink.run(rx)), health);
         }
-        "kinesis" => {
+        StreamKind::Kinesis => {
             let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
             let stream = &config.summary_stream.stream;
             if !kinesis_stream_exists(&client, "summary_stream.stream", stream).await {
@@ -361,7 +362,7 @@ async fn summary_stream_output(
             let sink = KinesisSink::new(client, Some(stream), None, health.clone());
             outputs.run("summary_stream", tokio::spawn(sink.run(rx)), health);
         }
-        _ => {}
+        StreamKind::None => {}
     }
     Ok(())
 }
@@ -384,8 +385,8 @@ async fn dead_letter_output(
         dead_letters: true,
         ..Interest::default()
     };
-    match config.source.kind.as_str() {
-        "kafka" => {
+    match config.source.kind {
+        SourceKind::Kafka => {
             let observed = Observed::default();
             let health = Health::from_flag(Arc::clone(&observed.connected));
             let topic = KafkaTopic::new(
@@ -404,7 +405,7 @@ async fn dead_letter_output(
             let sink = KafkaSink::new(None, Some(topic));
             outputs.run("dead_letter_stream", tokio::spawn(sink.run(rx)), health);
         }
-        "kinesis" => {
+        SourceKind::Kinesis => {
             let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
             if !kinesis_stream_exists(&client, "source.dead_letters", name).await {
                 if name == crate::config::DEFAULT_DEAD_LETTERS {
@@ -421,7 +422,7 @@ async fn dead_letter_output(
             let sink = KinesisSink::new(client, None, Some(name), health.clone());
             outputs.run("dead_letter_stream", tokio::spawn(sink.run(rx)), health);
         }
-        _ => {}
+        SourceKind::Http | SourceKind::File => {}
     }
     Ok(())
 }
@@ -446,7 +447,10 @@ async fn open_dynamo(
     table: &str,
     create: bool,
 ) -> anyhow::Result<DynamoStore> {
-    let mut wait = std::time::Duration::from_millis(500);
+    let mut wait = Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(10),
+    );
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         match DynamoStore::with_config(aws, table, create).await {
@@ -456,8 +460,7 @@ async fn open_dynamo(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "DynamoDB not reachable; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                wait.wait().await;
             }
         }
     }

@@ -22,11 +22,3 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
         }
     }
 }
-
-/// Up to 50% less than `d`, so that retrying writers spread out.
-pub fn jitter(d: std::time::Duration) -> std::time::Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    d.mul_f64(0.5 + f64::from(nanos % 1_000) / 2_000.0)
-}

@@ -29,6 +29,7 @@
 pub mod aggregate;
 pub mod app;
 pub mod aws;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod consume;

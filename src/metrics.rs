@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::record::RejectReason;
 
@@ -22,14 +23,10 @@ pub struct Metrics {
     pub summaries: AtomicU64,
     /// Restatements emitted.
     pub restated: AtomicU64,
-    /// Wall clock minus watermark, ms (HTTP partition).
-    pub watermark_lag_ms: AtomicI64,
     /// Window emit latency: wall time of emission minus window end, histogram counts.
     pub emit_latency: [AtomicU64; 11],
     /// Sum of emit latencies, ms.
     pub emit_latency_sum_ms: AtomicU64,
-    /// Batches waiting for the engine.
-    pub queue_engine: AtomicI64,
     /// Items waiting for the store writer.
     pub queue_store: AtomicI64,
     /// Items waiting for the hub.
@@ -58,6 +55,20 @@ pub struct Metrics {
     pub source_paused: AtomicU64,
     /// Partitions (or shards) this instance took ownership of since it started.
     pub source_taken: AtomicU64,
+    /// Items the live hub had no room for (it is never waited for).
+    pub hub_dropped: AtomicU64,
+    /// The gauges of each running partition engine, by (source, partition).
+    partitions: Mutex<Vec<(String, String, Weak<PartitionGauges>)>>,
+}
+
+/// The gauges of one partition's engine, written without a lock per batch and tick; the series
+/// go away when the engine ends (the last `Arc` is dropped).
+#[derive(Debug, Default)]
+pub struct PartitionGauges {
+    /// Wall clock minus the partition's watermark, ms.
+    pub watermark_lag_ms: AtomicI64,
+    /// Batches waiting for the engine.
+    pub queue: AtomicI64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -70,10 +81,8 @@ pub static METRICS: Metrics = Metrics {
     late: ZERO,
     summaries: ZERO,
     restated: ZERO,
-    watermark_lag_ms: AtomicI64::new(0),
     emit_latency: [ZERO; 11],
     emit_latency_sum_ms: ZERO,
-    queue_engine: AtomicI64::new(0),
     queue_store: AtomicI64::new(0),
     queue_hub: AtomicI64::new(0),
     ws_clients: AtomicI64::new(0),
@@ -88,9 +97,54 @@ pub static METRICS: Metrics = Metrics {
     source_partitions: AtomicI64::new(0),
     source_paused: ZERO,
     source_taken: ZERO,
+    hub_dropped: ZERO,
+    partitions: Mutex::new(Vec::new()),
 };
 
 impl Metrics {
+    /// Registers the gauges of partition `partition` of `source` (`http`, `kafka`, …).
+    pub fn partition(&self, source: &str, partition: &str) -> Arc<PartitionGauges> {
+        let gauges = Arc::new(PartitionGauges::default());
+        let mut all = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.retain(|(_, _, g)| g.strong_count() > 0);
+        all.push((
+            source.to_owned(),
+            escape(partition),
+            Arc::downgrade(&gauges),
+        ));
+        gauges
+    }
+
+    /// Per-partition gauges: watermark lag, engine queue depth.
+    fn render_partitions(&self, s: &mut String) {
+        let live: Vec<(String, String, Arc<PartitionGauges>)> = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(source, p, g)| Some((source.clone(), p.clone(), g.upgrade()?)))
+            .collect();
+        let _ = writeln!(s, "# HELP stampede_watermark_lag_seconds Wall clock minus the partition's watermark, seconds.\n# TYPE stampede_watermark_lag_seconds gauge");
+        for (source, p, g) in &live {
+            let _ = writeln!(
+                s,
+                "stampede_watermark_lag_seconds{{source=\"{source}\",partition=\"{p}\"}} {}",
+                g.watermark_lag_ms.load(Relaxed) as f64 / 1_000.0
+            );
+        }
+        let _ = writeln!(s, "# HELP stampede_engine_queue_depth Batches waiting for a partition's engine.\n# TYPE stampede_engine_queue_depth gauge");
+        for (source, p, g) in &live {
+            let _ = writeln!(
+                s,
+                "stampede_engine_queue_depth{{source=\"{source}\",partition=\"{p}\"}} {}",
+                g.queue.load(Relaxed)
+            );
+        }
+    }
+
     /// Records one window emission `latency_ms` after its end.
     pub fn observe_emit_latency(&self, latency_ms: u64) {
         let i = LATENCY_BUCKETS_MS
@@ -168,6 +222,11 @@ impl Metrics {
             self.source_commit_errors.load(Relaxed),
         );
         counter(
+            "stampede_hub_dropped_total",
+            "Summaries and live records the hub had no room for (browsers skip a beat; never waited for).",
+            self.hub_dropped.load(Relaxed),
+        );
+        counter(
             "stampede_source_taken_total",
             "Partitions or shards this instance took ownership of (assigned, taken or stolen).",
             self.source_taken.load(Relaxed),
@@ -192,12 +251,6 @@ impl Metrics {
             );
         };
         gauge(
-            "stampede_watermark_lag_seconds",
-            "Wall clock minus the partition watermark, seconds.",
-            "{partition=\"http\"}",
-            self.watermark_lag_ms.load(Relaxed) / 1_000,
-        );
-        gauge(
             "stampede_ws_clients",
             "Connected WebSocket clients.",
             "",
@@ -205,22 +258,19 @@ impl Metrics {
         );
         gauge(
             "stampede_source_partitions",
-            "Stream partitions (Kafka) this instance owns now.",
+            "Kafka partitions or Kinesis shards this instance owns now.",
             "",
             self.source_partitions.load(Relaxed),
         );
         let _ = writeln!(s, "# HELP stampede_queue_depth Items waiting between pipeline stages.\n# TYPE stampede_queue_depth gauge");
-        for (stage, v) in [
-            ("engine", &self.queue_engine),
-            ("store", &self.queue_store),
-            ("hub", &self.queue_hub),
-        ] {
+        for (stage, v) in [("store", &self.queue_store), ("hub", &self.queue_hub)] {
             let _ = writeln!(
                 s,
                 "stampede_queue_depth{{stage=\"{stage}\"}} {}",
                 v.load(Relaxed)
             );
         }
+        self.render_partitions(&mut s);
         let _ = writeln!(s, "# HELP stampede_window_emit_latency_seconds Wall time from a window's end to its first emission.\n# TYPE stampede_window_emit_latency_seconds histogram");
         let mut cumulative = 0;
         for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
@@ -243,5 +293,36 @@ impl Metrics {
         );
         let _ = writeln!(s, "stampede_window_emit_latency_seconds_count {cumulative}");
         s
+    }
+}
+
+/// A label value as the text format needs it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_partition_has_its_own_series_until_its_engine_ends() {
+        let a = METRICS.partition("kafka", "wildrydes/0");
+        let b = METRICS.partition("file", "a \"quoted\" path");
+        a.watermark_lag_ms.store(2_500, Relaxed);
+        b.queue.store(3, Relaxed);
+        let text = METRICS.render();
+        assert!(text.contains(
+            "stampede_watermark_lag_seconds{source=\"kafka\",partition=\"wildrydes/0\"} 2.5"
+        ));
+        assert!(text.contains(
+            "stampede_engine_queue_depth{source=\"file\",partition=\"a \\\"quoted\\\" path\"} 3"
+        ));
+        drop(a);
+        let text = METRICS.render();
+        assert!(!text.contains("wildrydes/0"), "an ended engine's series go");
+        drop(b);
     }
 }

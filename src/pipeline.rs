@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::decode;
 use crate::hub::LiveRecord;
-use crate::metrics::METRICS;
+use crate::metrics::{PartitionGauges, METRICS};
 use crate::output::{Fanout, Records};
 use crate::record::{DeadLetter, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::time::{now_ms, Millis};
@@ -117,6 +117,7 @@ struct Partition {
     out: Fanout,
     durable: Option<Durable>,
     committed: Option<(Checkpoint, Millis)>,
+    gauges: std::sync::Arc<PartitionGauges>,
 }
 
 /// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
@@ -133,7 +134,9 @@ pub async fn run(
         Some(checkpoint) => Engine::resume(spec.window, checkpoint, now),
         None => Engine::new(spec.window),
     };
+    let gauges = METRICS.partition(spec.source, &spec.name);
     let mut p = Partition {
+        gauges,
         engine,
         source: spec.source,
         name: spec.name,
@@ -155,7 +158,7 @@ pub async fn run(
             () = cancel.cancelled() => break,
             batch = rx.recv() => match batch {
                 Some(batch) => {
-                    METRICS.queue_engine.store(rx.len() as i64, Relaxed);
+                    p.gauges.queue.store(rx.len() as i64, Relaxed);
                     p.process(batch).await;
                 }
                 None => {
@@ -276,7 +279,7 @@ impl Partition {
         self.flush_live();
         let wm = self.engine.watermark();
         if wm != Millis::MIN {
-            METRICS
+            self.gauges
                 .watermark_lag_ms
                 .store(now.saturating_sub(wm), Relaxed);
         }

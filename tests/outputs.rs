@@ -270,6 +270,19 @@ fn check(source: Source, stream: Stream, store: Store) {
         rejected.len()
     );
 
+    // Each partition's engine has its own watermark series (the HTTP partition always runs).
+    let metrics = http_get(&format!("{}/metrics", serve.url)).1;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("stampede_watermark_lag_seconds{"))
+        .collect();
+    let engines = 1 + if source == Source::Http {
+        0
+    } else {
+        partitions.len()
+    };
+    assert_eq!(series.len(), engines, "{name}: {series:?}");
+
     // The summary stream, whatever the source's transport.
     match stream {
         Stream::None => {}

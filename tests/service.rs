@@ -461,7 +461,7 @@ async fn a_file_source_is_its_own_partition_and_flushes_at_its_end() {
     let dir = temp_dir("file-source");
     let input = golden.join("late_and_too_late.input.ndjson");
     let app = start(&dir, |c| {
-        c.source.kind = "file".into();
+        c.source.kind = stampede::config::SourceKind::File;
         c.source.path = input.display().to_string();
     })
     .await;

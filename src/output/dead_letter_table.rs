@@ -11,6 +11,7 @@
 //! least once, as the dead-letter streams). Old items are best expired with DynamoDB's TTL on an
 //! attribute of your choice; Stampede does not delete them.
 
+use crate::backoff::Backoff;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ impl DeadLetterTable {
                     Some(WriteRequest::builder().put_request(put).build())
                 })
                 .collect();
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
             while !requests.is_empty() {
                 let out = self
                     .client
@@ -101,8 +102,7 @@ impl DeadLetterTable {
                     .and_then(|mut u| u.remove(&self.table))
                     .unwrap_or_default();
                 if !requests.is_empty() {
-                    tokio::time::sleep(crate::aws::jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         }

@@ -26,6 +26,7 @@
 //! the throughput of `BatchWriteItem` run by run, about 0.85× at the median (`scripts/bench-aws`);
 //! DynamoDB itself serves the parallel requests side by side.
 
+use crate::backoff::Backoff;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -245,7 +246,7 @@ impl DynamoStore {
                     permanent: true,
                 })?,
             )]);
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
             while !request.is_empty() {
                 stats.requests += 1;
                 let asked: usize = request.values().map(|k| k.keys.len()).sum();
@@ -269,11 +270,10 @@ impl DynamoStore {
                 request = response.unprocessed_keys.unwrap_or_default();
                 if request.values().map(|k| k.keys.len()).sum::<usize>() < asked {
                     // Some were read: the table is serving, so the rest goes again soon.
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                 }
                 if !request.is_empty() {
-                    tokio::time::sleep(crate::aws::jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! (with backoff) rather than dropped, so a barrier is answered only when everything before it
 //! is in the topic.
 
+use crate::backoff::Backoff;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -196,7 +197,7 @@ impl KafkaSink {
 
 /// Hands one message to librdkafka, waiting while its queue is full or it refuses.
 async fn enqueue(out: &Outgoing) -> DeliveryFuture {
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(5));
     loop {
         let mut record = FutureRecord::to(&out.topic).payload(&out.payload);
         if let Some(key) = &out.key {
@@ -213,7 +214,6 @@ async fn enqueue(out: &Outgoing) -> DeliveryFuture {
                 tracing::error!(topic = %out.topic, error = %e, "cannot queue a message for Kafka; retrying");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::hub::{HubInput, LiveRecord};
+use crate::metrics::METRICS;
 use crate::record::{DeadLetter, Summary};
 use crate::time::{now_ms, Millis};
 
@@ -162,7 +163,12 @@ impl Fanout {
     pub async fn summaries(&self, summaries: Vec<Summary>) {
         let shared: Arc<[Summary]> = summaries.into();
         if let Some(live) = &self.live {
-            let _ = live.try_send(HubInput::Summaries(Arc::clone(&shared)));
+            if live
+                .try_send(HubInput::Summaries(Arc::clone(&shared)))
+                .is_err()
+            {
+                METRICS.hub_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.send(|w| w.summaries, || Item::Summaries(Arc::clone(&shared)))
             .await;
@@ -188,7 +194,9 @@ impl Fanout {
     /// Hands the latest records of live unicorns to the hub, if it has room (never waits).
     pub fn live(&self, records: Vec<LiveRecord>) {
         if let Some(live) = &self.live {
-            let _ = live.try_send(HubInput::Telemetry(records));
+            if live.try_send(HubInput::Telemetry(records)).is_err() {
+                METRICS.hub_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! engines wait behind the bounded queue, nothing is dropped — and marks the output unhealthy
 //! for `/readyz` meanwhile.
 
+use crate::backoff::Backoff;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -180,7 +181,7 @@ fn until_written<E: std::fmt::Display>(
     health: &Health,
     mut write: impl FnMut() -> Result<usize, E>,
 ) -> usize {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -197,8 +198,7 @@ fn until_written<E: std::fmt::Display>(
                     health.set(false);
                     tracing::error!(error = %e, summaries, attempt, "{target} write failed; retrying");
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait_blocking();
             }
         }
     }

@@ -7,6 +7,7 @@
 //! `connections` batches, which stays inside the default 5 s out-of-orderness when a batch
 //! spans a simulated second.
 
+use crate::backoff::Backoff;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,7 +183,7 @@ async fn deliver(
     let mut tally = HttpReport::default();
     let mut pending = vec![body];
     while let Some(body) = pending.pop() {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let first_failure = Instant::now();
         loop {
             let result = post(client, target, body.clone()).await;
@@ -225,9 +226,8 @@ async fn deliver(
                     secs: GIVE_UP_AFTER.as_secs(),
                 });
             }
-            tracing::warn!(error = %last, retry_in_ms = backoff.as_millis() as u64, "delivery failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tracing::warn!(error = %last, retry_in_ms = backoff.peek().as_millis() as u64, "delivery failed; retrying");
+            backoff.wait().await;
         }
     }
     Ok(tally)

@@ -9,6 +9,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use super::{Generator, ProduceOptions, Progress};
+use crate::backoff::Backoff;
 use crate::decode::decode;
 use crate::kinesis::{describe, PUT_RECORDS_MAX, PUT_RECORDS_MAX_BYTES, RECORD_MAX_BYTES};
 
@@ -97,7 +98,7 @@ pub async fn put_all(
     mut entries: Vec<PutRecordsRequestEntry>,
 ) -> Result<u64, KinesisProduceError> {
     let total = entries.len() as u64;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut progress_at = Instant::now();
     while !entries.is_empty() {
         let result = client
@@ -111,7 +112,7 @@ pub async fn put_all(
             Ok(out) => {
                 // Some got in: the stream is taking records, so the rest go again soon.
                 if out.failed_record_count.unwrap_or(0) < entries.len() as i32 {
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                 }
                 let mut failed = Vec::new();
                 let mut reason = String::new();
@@ -134,8 +135,7 @@ pub async fn put_all(
             });
         }
         tracing::debug!(left = entries.len(), reason = %last, "PutRecords: sending again");
-        tokio::time::sleep(crate::aws::jitter(backoff)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
     Ok(total)
 }

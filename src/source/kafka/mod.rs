@@ -43,6 +43,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::kafka::{client_config, Observed};
 
 mod checkpoints;
@@ -132,7 +133,7 @@ impl KafkaSource {
             .spawn(move || {
                 // The checkpoint store first (retrying while the cluster is unreachable): the
                 // group callbacks need it as soon as partitions arrive.
-                let mut wait = Duration::from_millis(500);
+                let mut wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
                 let store = loop {
                     match Checkpoints::open(
                         &cfg.brokers,
@@ -147,8 +148,7 @@ impl KafkaSource {
                             if stop.is_cancelled() {
                                 return;
                             }
-                            std::thread::sleep(wait);
-                            wait = (wait * 2).min(Duration::from_secs(10));
+                            wait.wait_blocking();
                         }
                     }
                 };
@@ -413,14 +413,13 @@ impl GroupContext {
 /// (logged) if it never does: the partitions then start from their committed offsets, or
 /// `auto.offset.reset` without one.
 fn retried<T>(what: &str, mut read: impl FnMut() -> KafkaResult<T>) -> Option<T> {
-    let mut wait = Duration::from_millis(200);
+    let mut wait = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     for attempt in 1..=12 {
         match read() {
             Ok(value) => return Some(value),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "kafka: cannot read {what}; retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
+                wait.wait_blocking();
             }
         }
     }

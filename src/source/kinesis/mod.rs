@@ -35,6 +35,7 @@
 //! hash of their partition key (`GetRecords` does not return the explicit key). Sequence numbers
 //! are kept as strings, never parsed.
 
+use crate::backoff::Backoff;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -512,7 +513,7 @@ impl ShardReader {
     /// Whether a child of this (ended) shard is a merge, asking `ListShards` until it answers;
     /// `None` if handed off first.
     async fn merged(&self, handoff: &CancellationToken) -> Option<bool> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match crate::kinesis::list_shards(&self.kinesis, &self.stream).await {
                 Ok(shards) => {
@@ -528,9 +529,8 @@ impl ShardReader {
             }
             tokio::select! {
                 () = handoff.cancelled() => return None,
-                () = tokio::time::sleep(backoff) => {}
+                () = backoff.wait() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -575,7 +575,7 @@ impl ShardReader {
         handoff: &CancellationToken,
     ) -> Stop {
         let mut iterator: Option<String> = None;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut renewed = Instant::now();
         let mut next_call = tokio::time::Instant::now();
         loop {
@@ -605,8 +605,7 @@ impl ShardReader {
                     }
                     Err((e, _)) => {
                         tracing::warn!(shard = %self.shard, error = %e, "kinesis: no shard iterator; retrying");
-                        next_call = tokio::time::Instant::now() + backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        next_call = tokio::time::Instant::now() + backoff.next_wait();
                         continue;
                     }
                 },
@@ -614,7 +613,7 @@ impl ShardReader {
             next_call = tokio::time::Instant::now() + GET_RECORDS_EVERY;
             let page = match self.kinesis.get_records().shard_iterator(&it).send().await {
                 Ok(page) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     page
                 }
                 Err(e) => {
@@ -623,8 +622,7 @@ impl ShardReader {
                         // Throughput exceeded or transient: the same iterator, later.
                         iterator = Some(it);
                         tracing::debug!(shard = %self.shard, error = %describe(&e), "GetRecords failed; backing off");
-                        next_call = tokio::time::Instant::now() + backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        next_call = tokio::time::Instant::now() + backoff.next_wait();
                     }
                     continue;
                 }
