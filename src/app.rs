@@ -109,9 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             fanout.clone(),
             source_stop.clone(),
         )
-        .map_err(|e| {
-            crate::kafka::start_error(e, "cannot start the Kafka source (source.brokers)")
-        })?;
+        .map_err(|e| kafka_start_error(e, "cannot start the Kafka source (source.brokers)"))?;
         connections.push(("source", Health::from_flag(Arc::clone(&source.connected))));
         Some(source)
     } else {
@@ -339,7 +337,7 @@ async fn summary_stream_output(
                 observed,
             )
             .map_err(|e| {
-                crate::kafka::start_error(
+                kafka_start_error(
                     e,
                     "cannot create the Kafka summary producer (summary_stream.brokers)",
                 )
@@ -396,7 +394,7 @@ async fn dead_letter_output(
                 observed,
             )
             .map_err(|e| {
-                crate::kafka::start_error(
+                kafka_start_error(
                     e,
                     "cannot create the Kafka dead-letter producer (source.brokers)",
                 )
@@ -463,5 +461,20 @@ async fn open_dynamo(
                 wait.wait().await;
             }
         }
+    }
+}
+
+/// Why a Kafka client could not be built, as an error for the user: a setting librdkafka refuses
+/// is bad config naming its `[source.kafka_options]` key (exit 2); anything else says `what`.
+fn kafka_start_error(e: rdkafka::error::KafkaError, what: &str) -> anyhow::Error {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
+            crate::config::ConfigError::Value {
+                key: format!("source.kafka_options.\"{key}\""),
+                message: description,
+            }
+            .into()
+        }
+        other => anyhow::Error::new(other).context(what.to_owned()),
     }
 }

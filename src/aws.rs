@@ -1,5 +1,5 @@
-//! What the AWS parts (the Kinesis source, sink and commands, the DynamoDB store and leases)
-//! share: SDK errors in words, jittered backoff.
+//! What the AWS parts (the Kinesis source, outputs and commands, the DynamoDB store and leases)
+//! share: SDK errors in words.
 
 // The SDK crates re-export the same smithy types: these serve DynamoDB errors too.
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};

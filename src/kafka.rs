@@ -1,6 +1,7 @@
-//! Kafka client plumbing shared by the Kafka source, the summary-stream sink and the `produce` /
+//! Kafka client plumbing shared by the Kafka source, the Kafka outputs and the `produce` /
 //! `consume` commands: `kafka://HOST:PORT/TOPIC` addresses, librdkafka settings with the user's
-//! pass-through options, and librdkafka's logs and errors routed into `tracing`.
+//! pass-through options (and the producer settings the guarantees rest on), and librdkafka's logs
+//! and errors routed into `tracing`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -114,19 +115,6 @@ pub fn check_options(options: &toml::Table) -> Result<(), (String, String)> {
         }
     }
     Ok(())
-}
-
-/// Why a Kafka client could not be built, as an error for the user: a setting librdkafka refuses
-/// is bad config naming its `[source.kafka_options]` key (exit 2); anything else says `what`.
-pub fn start_error(e: KafkaError, what: &str) -> anyhow::Error {
-    match e {
-        KafkaError::ClientConfig(_, description, key, _) => crate::config::ConfigError::Value {
-            key: format!("source.kafka_options.\"{key}\""),
-            message: description,
-        }
-        .into(),
-        other => anyhow::Error::new(other).context(what.to_owned()),
-    }
 }
 
 /// A client context that sends librdkafka's logs to `tracing` and keeps a readiness flag: up

@@ -1,49 +1,68 @@
 //! Stampede: real-time analytics for the Wild Rydes unicorn fleet.
 //!
-//! Telemetry flows one way through these modules (see `DESIGN.md`):
+//! Telemetry flows one way through these modules (see `DESIGN.md`), and each depends only on
+//! those before it; only [`app`] knows them all:
 //!
 //! ```text
-//! source ──► decode ──► window ──► summaries ──► aggregate (batch) / store, hub ──► web
+//! source ──► decode ──► window (pipeline) ──► output::Fanout ──► store | summary stream |
+//!                                                                dead-letter stream | hub ──► web
 //! ```
 //!
-//! * [`record`] — the wire format: [`record::Telemetry`], [`record::Summary`], reject reasons.
+//! Records and time
+//! * [`record`] — the wire format: [`record::Telemetry`], [`record::Summary`],
+//!   [`record::DeadLetter`], reject reasons.
 //! * [`time`] — `StatusTime` parsing and formatting.
+//!
+//! Sources
+//! * [`source`] — where records come from: a file, a Kafka consumer group, Kinesis shards;
+//!   [`source::durable`] is the partition lifecycle the stream sources share.
+//! * [`kafka`], [`kinesis`] — client plumbing shared by sources, outputs and commands;
+//!   [`aws`] — SDK errors in words; [`backoff`] — the one retry schedule.
+//!
+//! Engine
 //! * [`decode`] — bytes → telemetry, with every validation rule.
 //! * [`window`] — the event-time window engine, one per source partition.
-//! * [`source`] — where records come from: a file, a Kafka consumer group.
-//! * [`kafka`] — Kafka client settings, addresses and logging shared by source, sink and CLI.
-//! * [`kinesis`] — Kinesis addresses, client and shard listing shared by source, sink and CLI;
-//!   [`aws`] — SDK errors in words.
-//! * [`aggregate`] — `stampede aggregate`, the batch path.
-//! * [`produce`] — `stampede produce`, the simulated fleet.
-//! * [`pipeline`] — the engine task of one partition (decode, window, dead letters).
-//! * [`sink`] — the embedded store, and the summary and dead-letter streams.
-//! * [`consume`] — `stampede consume`, the workshop's stream reader.
-//! * [`hub`] — live fleet state and WebSocket fan-out.
+//! * [`pipeline`] — the engine task of one partition: decode, window, hand results to the outputs.
+//!
+//! Outputs
+//! * [`output`] — the fan-out and every output after the engine: the store (embedded or
+//!   DynamoDB), the summary and dead-letter streams (Kafka or Kinesis).
+//! * [`hub`] — live fleet state and WebSocket fan-out (the output never waited for).
+//!
+//! Web
 //! * [`web`] — HTTP ingest, API, `/ws`, metrics and the dashboard.
-//! * [`config`] — the TOML configuration and its environment overrides.
-//! * [`app`] — assembly and ordered shutdown; [`demo`] — the in-process fleet.
 //! * [`metrics`] — every metric in one place.
+//!
+//! Commands and assembly
+//! * [`config`] — the TOML configuration and its environment overrides.
+//! * [`app`] — assembly and ordered shutdown (`serve`); [`demo`] — the in-process fleet.
+//! * [`aggregate`] — `stampede aggregate`, the batch path; [`produce`] — `stampede produce`,
+//!   the simulated fleet; [`consume`] — `stampede consume`, the workshop's stream reader.
 //! * [`cli`] — the command line.
+
+pub mod record;
+pub mod time;
+
+pub mod aws;
+pub mod backoff;
+pub mod kafka;
+pub mod kinesis;
+pub mod source;
+
+pub mod decode;
+pub mod pipeline;
+pub mod window;
+
+pub mod hub;
+pub mod output;
+
+pub mod metrics;
+pub mod web;
 
 pub mod aggregate;
 pub mod app;
-pub mod aws;
-pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod consume;
-pub mod decode;
 pub mod demo;
-pub mod hub;
-pub mod kafka;
-pub mod kinesis;
-pub mod metrics;
-pub mod output;
-pub mod pipeline;
 pub mod produce;
-pub mod record;
-pub mod source;
-pub mod time;
-pub mod web;
-pub mod window;

@@ -27,7 +27,7 @@ pub struct Metrics {
     pub emit_latency: [AtomicU64; 11],
     /// Sum of emit latencies, ms.
     pub emit_latency_sum_ms: AtomicU64,
-    /// Items waiting for the store writer.
+    /// Items waiting for the store output.
     pub queue_store: AtomicI64,
     /// Items waiting for the hub.
     pub queue_hub: AtomicI64,

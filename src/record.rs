@@ -2,7 +2,7 @@
 //! summary that goes out, and the reasons a record is rejected.
 //!
 //! The first stop of the flow: `decode` turns bytes into a [`Telemetry`], the window engine turns
-//! telemetry into [`Summary`] values, and every sink writes summaries with [`Summary::write_json`].
+//! telemetry into [`Summary`] values, and every output writes summaries with [`Summary::write_json`].
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};

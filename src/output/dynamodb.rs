@@ -20,7 +20,7 @@
 //!
 //! The read in step 1 keeps replays cheap (most re-emitted windows are already stored exactly).
 //! Throttling and transient errors are retried by the SDK's standard retry policy, then the
-//! store writer retries the whole batch with exponential backoff capped at 5 s (the writes are
+//! store output retries the whole batch with exponential backoff capped at 5 s (the writes are
 //! idempotent and conditional); nothing is dropped. The price is one item per write request:
 //! against dynalite (one Node.js process, where each request costs the same) that is 0.7–1.0×
 //! the throughput of `BatchWriteItem` run by run, about 0.85× at the median (`scripts/bench-aws`);

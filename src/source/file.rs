@@ -1,6 +1,6 @@
 //! The file source: NDJSON from a file or stdin, cut into records with bounded memory.
 //!
-//! Used by `stampede aggregate` (and later `[source] kind = "file"`). Lines are handed out as
+//! Used by `stampede aggregate` and `[source] kind = "file"`. Lines are handed out as
 //! slices of one reused buffer, so a record costs no copy and no allocation. A line longer than
 //! the record limit is never held whole: its first [`MAX_RECORD_BYTES`] are handed out marked
 //! too large (they become the dead letter's raw bytes) and the rest is skipped as it streams by.

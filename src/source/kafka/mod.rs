@@ -19,7 +19,7 @@
 //!   soon as the store and the summary stream have everything before it, and only then is the
 //!   partition given up.
 //! * **Commits** — each engine sends a checkpoint at most once a second with barriers through
-//!   the sinks; the thread saves the newest checkpoint whose barriers have all returned to the
+//!   the outputs; the thread saves the newest checkpoint whose barriers have all returned to the
 //!   checkpoint topic (see `checkpoints.rs`), then commits the offset = the partition's low-water
 //!   position (with the checkpoint as metadata, for brokers that keep it).
 //!
@@ -54,7 +54,7 @@ use crate::source::durable::{BatchBuilder, Commits, Feeder, Partition, Ready, Re
 use crate::window::{Checkpoint, WindowConfig};
 use checkpoints::Checkpoints;
 
-/// How long a hand-off may wait for the engine and the sinks before giving the partition up
+/// How long a hand-off may wait for the engine and the outputs before giving the partition up
 /// without its last commit (the next owner then re-reads a little more).
 const HANDOFF_WAIT: Duration = Duration::from_secs(15);
 /// How long one request for committed offsets may take.
