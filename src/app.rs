@@ -316,36 +316,89 @@ async fn store_output(
     Ok(stores)
 }
 
+/// What a stream output carries.
+#[derive(Clone, Copy)]
+enum Carries {
+    Summaries,
+    DeadLetters,
+}
+
+impl Carries {
+    /// Its output's name (logs, `/readyz`).
+    fn name(self) -> &'static str {
+        match self {
+            Carries::Summaries => "summary_stream",
+            Carries::DeadLetters => "dead_letter_stream",
+        }
+    }
+
+    fn interest(self) -> Interest {
+        Interest {
+            summaries: matches!(self, Carries::Summaries),
+            dead_letters: matches!(self, Carries::DeadLetters),
+            records: false,
+        }
+    }
+}
+
+/// Registers a Kafka output carrying `carries` to `topic` on `brokers` (named by `key`).
+fn kafka_output(
+    outputs: &mut Outputs,
+    carries: Carries,
+    (brokers, key): (&str, &str),
+    options: &toml::Table,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let observed = Observed::default();
+    let health = Health::from_flag(Arc::clone(&observed.connected));
+    let topic = KafkaTopic::new(brokers, options, topic, observed).map_err(|e| {
+        kafka_start_error(
+            e,
+            &format!(
+                "cannot create the Kafka producer of the {} ({key})",
+                carries.name()
+            ),
+        )
+    })?;
+    let sink = match carries {
+        Carries::Summaries => KafkaSink::new(Some(topic), None),
+        Carries::DeadLetters => KafkaSink::new(None, Some(topic)),
+    };
+    let rx = outputs.add(carries.name(), carries.interest());
+    outputs.run(carries.name(), tokio::spawn(sink.run(rx)), health);
+    Ok(())
+}
+
+/// Registers a Kinesis output carrying `carries` to `stream`.
+fn kinesis_output(
+    outputs: &mut Outputs,
+    carries: Carries,
+    client: aws_sdk_kinesis::Client,
+    stream: &str,
+) {
+    let health = Health::default();
+    let sink = match carries {
+        Carries::Summaries => KinesisSink::new(client, Some(stream), None, health.clone()),
+        Carries::DeadLetters => KinesisSink::new(client, None, Some(stream), health.clone()),
+    };
+    let rx = outputs.add(carries.name(), carries.interest());
+    outputs.run(carries.name(), tokio::spawn(sink.run(rx)), health);
+}
+
 /// The summary stream, when `[summary_stream]` names one: Kafka or Kinesis, whatever the source.
 async fn summary_stream_output(
     config: &Config,
     aws: &AwsConfig,
     outputs: &mut Outputs,
 ) -> anyhow::Result<()> {
-    let wants = Interest {
-        summaries: true,
-        ..Interest::default()
-    };
     match config.summary_stream.kind {
-        StreamKind::Kafka => {
-            let observed = Observed::default();
-            let health = Health::from_flag(Arc::clone(&observed.connected));
-            let topic = KafkaTopic::new(
-                config.summary_brokers(),
-                &config.source.kafka_options,
-                &config.summary_stream.topic,
-                observed,
-            )
-            .map_err(|e| {
-                kafka_start_error(
-                    e,
-                    "cannot create the Kafka summary producer (summary_stream.brokers)",
-                )
-            })?;
-            let rx = outputs.add("summary_stream", wants);
-            let sink = KafkaSink::new(Some(topic), None);
-            outputs.run("summary_stream", tokio::spawn(sink.run(rx)), health);
-        }
+        StreamKind::Kafka => kafka_output(
+            outputs,
+            Carries::Summaries,
+            (config.summary_brokers(), "summary_stream.brokers"),
+            &config.source.kafka_options,
+            &config.summary_stream.topic,
+        )?,
         StreamKind::Kinesis => {
             let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
             let stream = &config.summary_stream.stream;
@@ -355,10 +408,7 @@ async fn summary_stream_output(
                     ShardsError::Missing(stream.clone())
                 );
             }
-            let rx = outputs.add("summary_stream", wants);
-            let health = Health::default();
-            let sink = KinesisSink::new(client, Some(stream), None, health.clone());
-            outputs.run("summary_stream", tokio::spawn(sink.run(rx)), health);
+            kinesis_output(outputs, Carries::Summaries, client, stream);
         }
         StreamKind::None => {}
     }
@@ -379,30 +429,14 @@ async fn dead_letter_output(
     if name.is_empty() {
         return Ok(());
     }
-    let wants = Interest {
-        dead_letters: true,
-        ..Interest::default()
-    };
     match config.source.kind {
-        SourceKind::Kafka => {
-            let observed = Observed::default();
-            let health = Health::from_flag(Arc::clone(&observed.connected));
-            let topic = KafkaTopic::new(
-                &config.source.brokers,
-                &config.source.kafka_options,
-                name,
-                observed,
-            )
-            .map_err(|e| {
-                kafka_start_error(
-                    e,
-                    "cannot create the Kafka dead-letter producer (source.brokers)",
-                )
-            })?;
-            let rx = outputs.add("dead_letter_stream", wants);
-            let sink = KafkaSink::new(None, Some(topic));
-            outputs.run("dead_letter_stream", tokio::spawn(sink.run(rx)), health);
-        }
+        SourceKind::Kafka => kafka_output(
+            outputs,
+            Carries::DeadLetters,
+            (&config.source.brokers, "source.brokers"),
+            &config.source.kafka_options,
+            name,
+        )?,
         SourceKind::Kinesis => {
             let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
             if !kinesis_stream_exists(&client, "source.dead_letters", name).await {
@@ -415,10 +449,7 @@ async fn dead_letter_output(
                     ShardsError::Missing(name.to_owned())
                 );
             }
-            let rx = outputs.add("dead_letter_stream", wants);
-            let health = Health::default();
-            let sink = KinesisSink::new(client, None, Some(name), health.clone());
-            outputs.run("dead_letter_stream", tokio::spawn(sink.run(rx)), health);
+            kinesis_output(outputs, Carries::DeadLetters, client, name);
         }
         SourceKind::Http | SourceKind::File => {}
     }

@@ -15,12 +15,11 @@ use crate::backoff::Backoff;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ScalarAttributeType, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
-use super::dynamodb::{client, create_table, dynamo_error, DynamoError};
+use super::dynamodb::{client, dynamo_error, ensure_table, DynamoError};
 use crate::record::{DeadLetter, DeadLetterView, Origin};
 use crate::time::{format_status_time, Millis};
 
@@ -51,28 +50,12 @@ impl DeadLetterTable {
             client: client(config),
             table: table.to_owned(),
         };
-        match this.client.describe_table().table_name(table).send().await {
-            Ok(_) => Ok(this),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {
-                if !create {
-                    return Err(DynamoError {
-                        message: format!(
-                            "table {table} does not exist: create it (partition key Day S, sort key Id S) or set [store] create_tables = true"
-                        ),
-                        permanent: true,
-                    });
-                }
-                create_table(
-                    &this.client,
-                    table,
-                    ("Day", ScalarAttributeType::S),
-                    ("Id", ScalarAttributeType::S),
-                )
-                .await?;
-                Ok(this)
-            }
-            Err(e) => Err(dynamo_error(&format!("cannot describe table {table}"), &e)),
-        }
+        let keys = (
+            ("Day", ScalarAttributeType::S),
+            ("Id", ScalarAttributeType::S),
+        );
+        ensure_table(&this.client, table, keys, create).await?;
+        Ok(this)
     }
 
     /// Writes `dead` (retrying unprocessed items); the number written.

@@ -122,28 +122,12 @@ impl DynamoStore {
             client: client(config),
             table: table.to_owned(),
         };
-        match store.client.describe_table().table_name(table).send().await {
-            Ok(_) => Ok(store),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {
-                if !create {
-                    return Err(DynamoError {
-                        message: format!(
-                            "table {table} does not exist: create it (partition key Name S, sort key StatusTime S) or set [store] create_tables = true"
-                        ),
-                        permanent: true,
-                    });
-                }
-                create_table(
-                    &store.client,
-                    table,
-                    ("Name", ScalarAttributeType::S),
-                    ("StatusTime", ScalarAttributeType::S),
-                )
-                .await?;
-                Ok(store)
-            }
-            Err(e) => Err(dynamo_error(&format!("cannot describe table {table}"), &e)),
-        }
+        let keys = (
+            ("Name", ScalarAttributeType::S),
+            ("StatusTime", ScalarAttributeType::S),
+        );
+        ensure_table(&store.client, table, keys, create).await?;
+        Ok(store)
     }
 
     /// Whether the table answers.
@@ -345,6 +329,37 @@ pub(super) fn client(config: &aws_config::SdkConfig) -> Client {
             )
             .build(),
     )
+}
+
+/// Checks that `table` exists; a missing one is created (with the partition key and sort key
+/// `keys`) when `create` is set, else an error that says how to create it.
+///
+/// # Errors
+/// The table is missing and may not be created, or DynamoDB cannot be reached.
+pub(super) async fn ensure_table(
+    client: &Client,
+    table: &str,
+    keys: ((&str, ScalarAttributeType), (&str, ScalarAttributeType)),
+    create: bool,
+) -> Result<(), DynamoError> {
+    match client.describe_table().table_name(table).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => {
+            if create {
+                return create_table(client, table, keys.0, keys.1).await;
+            }
+            let ((hash, h), (range, r)) = keys;
+            Err(DynamoError {
+                message: format!(
+                    "table {table} does not exist: create it (partition key {hash} {}, sort key {range} {}) or set [store] create_tables = true",
+                    h.as_str(),
+                    r.as_str()
+                ),
+                permanent: true,
+            })
+        }
+        Err(e) => Err(dynamo_error(&format!("cannot describe table {table}"), &e)),
+    }
 }
 
 /// Creates `table` (on demand) with the partition key `hash` and the sort key `range` (an

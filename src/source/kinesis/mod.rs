@@ -52,6 +52,7 @@ use crate::source::durable::{BatchBuilder, Commits, Partition, Ready};
 use crate::window::{Checkpoint, WindowConfig};
 
 pub mod leases;
+mod plan;
 use leases::{Lease, LeaseError, Leases, SHARD_END};
 
 /// A lease whose counter has not moved for this long (as observed here) is expired.
@@ -256,58 +257,15 @@ impl Coordinator {
                 *entry = (l.counter, now);
             }
         }
-        let expired = |l: &Lease, seen: &HashMap<String, (u64, Instant)>| {
+        let seen = &self.seen;
+        let expired = |l: &Lease| {
             seen.get(&l.shard)
                 .is_some_and(|(_, at)| at.elapsed() >= Duration::from_millis(LEASE_MS))
         };
-        let finished: Vec<&str> = all
-            .iter()
-            .filter(|l| l.sequence.as_deref() == Some(SHARD_END))
-            .map(|l| l.shard.as_str())
-            .collect();
-        let exists = |s: &str| all.iter().any(|l| l.shard == s);
-        let active: Vec<&Lease> = all
-            .iter()
-            .filter(|l| l.sequence.as_deref() != Some(SHARD_END))
-            .filter(|l| {
-                l.parents
-                    .iter()
-                    .all(|p| finished.contains(&p.as_str()) || !exists(p))
-            })
-            .collect();
-        let mut owners: HashMap<&str, usize> = HashMap::new();
-        for l in &active {
-            if !l.owner.is_empty() && !expired(l, &self.seen) && l.owner != self.owner {
-                *owners.entry(l.owner.as_str()).or_default() += 1;
-            }
-        }
-        let instances = owners.len() + 1;
-        let target = active.len().div_ceil(instances);
-        let mine = self.readers.len();
-        if mine >= target {
-            return Ok(());
-        }
-        let mut wanted = target - mine;
-        let mut candidates: Vec<&Lease> = active
-            .iter()
-            .copied()
-            .filter(|l| !self.readers.contains_key(&l.shard))
-            .filter(|l| l.owner.is_empty() || expired(l, &self.seen))
-            .collect();
-        // Nothing free: steal one from the busiest owner with more than its share.
-        if candidates.is_empty() {
-            if let Some((busiest, n)) = owners.iter().max_by_key(|(_, n)| **n) {
-                if *n > target {
-                    candidates.extend(
-                        active
-                            .iter()
-                            .copied()
-                            .filter(|l| l.owner == *busiest)
-                            .take(1),
-                    );
-                }
-            }
-        }
+        let plan::Plan {
+            candidates,
+            mut wanted,
+        } = plan::plan(&all, &self.owner, |s| self.readers.contains_key(s), expired);
         for lease in candidates {
             if wanted == 0 {
                 break;
