@@ -231,6 +231,11 @@ impl ConsumerContext for GroupContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Partitions paused behind a busy engine leave unpaused, so that one assigned
+                // here again fetches.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::debug!(error = %e, "kafka: cannot resume revoked partitions");
+                }
                 let lost = consumer.assignment_lost();
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 self.hand_off(consumer, &partitions, lost);
@@ -634,7 +639,7 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
 }
 
 /// Matches the poll loop's batches to the current assignment: drops those of partitions given
-/// up (their records are re-read by the next owner) and opens those of new ones, fetching.
+/// up (their records are re-read by the next owner) and opens those of new ones.
 fn reconcile(consumer: &BaseConsumer<GroupContext>, filling: &mut HashMap<i32, Filling>) {
     let ctx = consumer.context();
     let state = ctx.state();
@@ -643,8 +648,6 @@ fn reconcile(consumer: &BaseConsumer<GroupContext>, filling: &mut HashMap<i32, F
         if filling.contains_key(&partition) {
             continue;
         }
-        // A partition assigned again may still be paused from its last owner here.
-        pause(consumer, partition, false);
         filling.insert(
             partition,
             Filling {
