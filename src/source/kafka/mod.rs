@@ -374,9 +374,9 @@ impl GroupContext {
             return;
         }
         let deadline = Instant::now() + HANDOFF_WAIT;
-        let mut slots = Vec::with_capacity(stopping.len());
+        let mut handed: Vec<(u32, i32)> = Vec::with_capacity(stopping.len());
         for (partition, engine) in stopping {
-            slots.push(engine.slot);
+            handed.push((engine.slot, partition));
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.runtime.block_on(engine.stop(false, left)) {
                 // Stuck behind an output that does not drain: stopped rather than left as a
@@ -393,7 +393,7 @@ impl GroupContext {
                 "kafka: assignment lost; the new owner re-reads from the last commit"
             );
             let mut state = self.state();
-            for slot in &slots {
+            for (slot, _) in &handed {
                 state.commits.forget(*slot);
             }
             return;
@@ -401,13 +401,13 @@ impl GroupContext {
         // Wait for the last checkpoints' barriers, then commit them synchronously.
         let mut state = self.state();
         let until = tokio::time::Instant::from_std(deadline);
-        for slot in &slots {
+        for (slot, _) in &handed {
             self.runtime.block_on(state.commits.settle(*slot, until));
         }
         let topic = self.topic.clone();
-        let owners = slot_partitions(&state, &slots, partitions);
+        let owners = slot_partitions(&state, &handed);
         commit_ready(consumer, &mut state, &topic, &owners, CommitMode::Sync);
-        for slot in &slots {
+        for (slot, _) in &handed {
             state.commits.forget(*slot);
         }
         tracing::info!(?partitions, "kafka partitions handed off");
@@ -432,16 +432,11 @@ fn retried<T>(what: &str, mut read: impl FnMut() -> KafkaResult<T>) -> Option<T>
     None
 }
 
-/// The partition of each slot being committed: owned ones from the map, handed-off ones from
-/// `handed_off` (in the order their slots were listed).
-fn slot_partitions(state: &State, handed_off_slots: &[u32], handed_off: &[i32]) -> Vec<(u32, i32)> {
+/// The partition of each slot being committed: owned ones from the map, and the (slot,
+/// partition) pairs being handed off.
+fn slot_partitions(state: &State, handed_off: &[(u32, i32)]) -> Vec<(u32, i32)> {
     let mut owners: Vec<(u32, i32)> = state.owned.iter().map(|(p, e)| (e.slot, *p)).collect();
-    owners.extend(
-        handed_off_slots
-            .iter()
-            .copied()
-            .zip(handed_off.iter().copied()),
-    );
+    owners.extend_from_slice(handed_off);
     owners
 }
 
@@ -621,7 +616,7 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, stop: &CancellationToken) {
         if wait > Duration::ZERO || last_commit.elapsed() >= Duration::from_millis(200) {
             last_commit = Instant::now();
             let mut state = ctx.state();
-            let owners = slot_partitions(&state, &[], &[]);
+            let owners = slot_partitions(&state, &[]);
             // Checkpoints of partitions given up without a hand-off (a lost assignment).
             state
                 .commits
