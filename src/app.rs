@@ -33,6 +33,7 @@ use crate::output::{Health, Interest, Outputs};
 use crate::pipeline::{self, Batch, PartitionSpec};
 use crate::source::kafka::{KafkaSource, KafkaSourceConfig};
 use crate::web::{router, WebState};
+use crate::window::WindowConfig;
 
 /// A running service.
 pub struct App {
@@ -150,7 +151,11 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let task = tokio::spawn(pipeline::run(
             PartitionSpec {
-                window,
+                // A file is history: no wall-clock rule.
+                window: WindowConfig {
+                    max_future_ms: None,
+                    ..window
+                },
                 source: "file",
                 name: config.source.path.clone(),
                 durable: None,

@@ -232,6 +232,7 @@ impl WindowArgs {
             out_of_orderness_ms: Millis::from(self.out_of_orderness_secs) * 1_000,
             allowed_lateness_ms: Millis::from(self.allowed_lateness_secs) * 1_000,
             idle_timeout_ms: None,
+            max_future_ms: None,
         };
         cfg.validate().map_err(|e| {
             let flag = match e.key {

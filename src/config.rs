@@ -127,6 +127,8 @@ pub struct WindowSection {
     pub allowed_lateness_secs: u64,
     /// Wall time without records before the watermark follows the clock.
     pub idle_timeout_secs: u64,
+    /// Live sources reject a record whose `StatusTime` is further ahead of the wall clock.
+    pub max_future_secs: u64,
 }
 
 impl Default for WindowSection {
@@ -137,6 +139,7 @@ impl Default for WindowSection {
             out_of_orderness_secs: 5,
             allowed_lateness_secs: 60,
             idle_timeout_secs: 10,
+            max_future_secs: 300,
         }
     }
 }
@@ -254,6 +257,7 @@ size_secs = 60                  # window length
 out_of_orderness_secs = 5       # the watermark trails the newest event time by this much
 allowed_lateness_secs = 60      # a closed window still takes (and restates for) records this late
 idle_timeout_secs = 10          # without records this long, the watermark follows the wall clock
+max_future_secs = 300           # live sources reject records further ahead of the wall clock (too_early)
 
 [store]                         # where summaries, dead letters and alerts are kept
 kind = "embedded"               # embedded | dynamodb
@@ -494,6 +498,7 @@ impl Config {
             out_of_orderness_ms: ms("window.out_of_orderness_secs", w.out_of_orderness_secs)?,
             allowed_lateness_ms: ms("window.allowed_lateness_secs", w.allowed_lateness_secs)?,
             idle_timeout_ms: Some(ms("window.idle_timeout_secs", w.idle_timeout_secs)?),
+            max_future_ms: Some(ms("window.max_future_secs", w.max_future_secs)?),
         };
         cfg.validate().map_err(|e| {
             value_error(&format!("window.{}", e.key), format!("must be {}", e.rule))

@@ -16,7 +16,7 @@ pub struct Metrics {
     /// Records received (decoded or not).
     pub records_in: AtomicU64,
     /// Rejects by reason, indexed by [`RejectReason::index`].
-    pub rejected: [AtomicU64; 6],
+    pub rejected: [AtomicU64; RejectReason::ALL.len()],
     /// Late records accepted (restating a window).
     pub late: AtomicU64,
     /// Summaries emitted the first time.
@@ -77,7 +77,7 @@ const ZERO: AtomicU64 = AtomicU64::new(0);
 /// The process's metrics.
 pub static METRICS: Metrics = Metrics {
     records_in: ZERO,
-    rejected: [ZERO; 6],
+    rejected: [ZERO; RejectReason::ALL.len()],
     late: ZERO,
     summaries: ZERO,
     restated: ZERO,

@@ -30,9 +30,9 @@ use crate::decode::decode;
 use crate::hub::LiveRecord;
 use crate::metrics::{PartitionGauges, METRICS};
 use crate::output::{Fanout, Records};
-use crate::record::{DeadLetter, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
+use crate::record::{DeadLetter, Field, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::time::{now_ms, Millis};
-use crate::window::{Accepted, Checkpoint, Engine, NameId, WindowConfig};
+use crate::window::{Accepted, Checkpoint, Engine, NameId, TimeMode, WindowConfig};
 
 /// How often a durable partition hands its checkpoint to its source, at most.
 pub const COMMIT_EVERY_MS: Millis = 1_000;
@@ -195,7 +195,16 @@ impl Partition {
         let now = now_ms();
         let mut outcome = Outcome::default();
         let mut dead = Vec::new();
-        let mut rejected_by = [0u64; 6];
+        let mut rejected_by = [0u64; RejectReason::ALL.len()];
+        // Live sources in event time: a record from the future must not move the watermark.
+        let max_future = match self.engine.config() {
+            WindowConfig {
+                time: TimeMode::Event,
+                max_future_ms: Some(max),
+                ..
+            } => now.saturating_add(*max),
+            _ => Millis::MAX,
+        };
         let mut late = 0u64;
         let mut kept = self.out.wants_records().then(|| Records {
             source: self.source,
@@ -213,6 +222,9 @@ impl Partition {
             self.next_position = position + 1;
             let raw = batch.payload.get(range.clone()).unwrap_or_default();
             let result = decode(raw).and_then(|record| {
+                if record.status_time > max_future {
+                    return Err(Reject::field(RejectReason::TooEarly, Field::StatusTime));
+                }
                 let accepted = self
                     .engine
                     .push(&record, position, now)

@@ -195,17 +195,22 @@ pub enum RejectReason {
     TooLarge,
     /// Its window was already final: end + allowed lateness ≤ the partition's watermark.
     TooLate,
+    /// Live sources only: its `StatusTime` is further ahead of the wall clock than
+    /// `window.max_future_secs`, so that one clock-skewed record cannot move a partition's
+    /// watermark into the future.
+    TooEarly,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order (for metrics and reports).
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::MalformedJson,
         RejectReason::MissingField,
         RejectReason::BadType,
         RejectReason::OutOfRange,
         RejectReason::TooLarge,
         RejectReason::TooLate,
+        RejectReason::TooEarly,
     ];
 
     /// The contract's word for it, e.g. `malformed_json`.
@@ -217,6 +222,7 @@ impl RejectReason {
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::TooLarge => "too_large",
             RejectReason::TooLate => "too_late",
+            RejectReason::TooEarly => "too_early",
         }
     }
 

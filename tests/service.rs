@@ -518,3 +518,86 @@ async fn a_silent_fleet_still_closes_its_windows() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One clock-skewed record, years ahead, is rejected as `too_early` (with its field), counted
+/// and dead-lettered, and moves nothing: the fleet's next records are accepted. Before, it moved
+/// the partition's watermark years ahead and every later record was `too_late`. A record just
+/// inside `window.max_future_secs` is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_the_future_is_too_early_and_poisons_nothing() {
+    use stampede::time::{format_status_time, now_ms};
+    let dir = temp_dir("too-early");
+    let app = start(&dir, |_| {}).await;
+    let years_ahead = format_status_time(now_ms() + 10 * 365 * 86_400_000);
+    let now = format_status_time(now_ms());
+    let body = format!(
+        "{}\n{}",
+        line("Skewed", &years_ahead, 1.0, 150, 150),
+        line("Bucephalus", &now, 1.0, 150, 150)
+    );
+    let (status, reply) = post_json(app.addr, "/ingest", body, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(reply["errors"][0]["reason"], "too_early");
+    assert_eq!(reply["errors"][0]["field"], "StatusTime");
+    // The watermark did not move: the fleet's next record is on time.
+    let next = line(
+        "Bucephalus",
+        &format_status_time(now_ms() + 1_000),
+        1.0,
+        150,
+        150,
+    );
+    let (_, reply) = post_json(app.addr, "/ingest", next, None).await;
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    // Four minutes ahead is within the default five.
+    let soon = line(
+        "Prompt",
+        &format_status_time(now_ms() + 240_000),
+        1.0,
+        150,
+        150,
+    );
+    let (_, reply) = post_json(app.addr, "/ingest", soon, None).await;
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    let dead = get_json(app.addr, "/api/dead-letters").await;
+    assert_eq!(dead[0]["reason"], "too_early");
+    assert!(dead[0]["raw"].as_str().unwrap().contains("Skewed"));
+    let (_, metrics) = request(app.addr, Method::GET, "/metrics", "", None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("stampede_records_rejected_total{reason=\"too_early\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A file is history: a `StatusTime` far in the future is a record like any other there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_keeps_no_wall_clock_rule() {
+    let dir = temp_dir("file-future");
+    let input = dir.join("future.ndjson");
+    std::fs::write(
+        &input,
+        line("Voyager", "2100-01-01 00:00:01", 2.5, 150, 150),
+    )
+    .unwrap();
+    let app = start(&dir, |c| {
+        c.source.kind = stampede::config::SourceKind::File;
+        c.source.path = input.display().to_string();
+    })
+    .await;
+    let stored = eventually("the future record's summary", || async {
+        let v = get_json(app.addr, "/api/summaries").await;
+        (v.as_array()?.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(stored[0]["StatusTime"], "2100-01-01 00:00:00.000");
+    assert_eq!(stored[0]["Distance"], 2.5);
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -63,6 +63,10 @@ pub struct WindowConfig {
     /// Wall time without records after which the watermark advances with the wall clock;
     /// `None` disables idle advancement (batch mode).
     pub idle_timeout_ms: Option<Millis>,
+    /// Live sources: how far ahead of the wall clock a `StatusTime` may be before the record is
+    /// rejected as `too_early` (applied by the engine task in event time, not by the engine);
+    /// `None` for history (files, `aggregate`), which keeps no wall-clock rule.
+    pub max_future_ms: Option<Millis>,
 }
 
 impl Default for WindowConfig {
@@ -73,6 +77,7 @@ impl Default for WindowConfig {
             out_of_orderness_ms: 5_000,
             allowed_lateness_ms: 60_000,
             idle_timeout_ms: Some(10_000),
+            max_future_ms: None,
         }
     }
 }
@@ -130,6 +135,15 @@ impl WindowConfig {
         )?;
         if let Some(idle) = self.idle_timeout_ms {
             check("idle_timeout_secs", "positive", idle, idle > 0)?;
+        }
+        if let Some(future) = self.max_future_ms {
+            // Below a second, ordinary clock skew between producers and this host is rejected.
+            check(
+                "max_future_secs",
+                "from 1 s to 1 year",
+                future,
+                (1_000..=365 * DAY).contains(&future),
+            )?;
         }
         Ok(())
     }
