@@ -524,6 +524,18 @@ impl Config {
 }
 
 /// Applies `STAMPEDE_<SECTION>_<KEY>` variables to `table`, typed like the default value.
+/// `STAMPEDE_<WORD>_…` variables that are not settings: the log filter, and those of the test,
+/// benchmark and component scripts (which pass their environment on to the service).
+const NOT_CONFIG: [&str; 7] = [
+    "log",
+    "test",
+    "bench",
+    "components",
+    "tansu",
+    "fuzz",
+    "screenshot",
+];
+
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -543,14 +555,20 @@ fn apply_env(
             Some((section.to_string(), key.to_owned(), default))
         });
         let Some((section, key, default)) = found else {
-            // Only variables that look like ours but name no key are an error.
-            if sections.iter().any(|s| lower.starts_with(s.as_str())) {
-                return Err(ConfigError::Env {
-                    var,
-                    message: "names no configuration key (see stampede print-config)".into(),
-                });
+            // Every other STAMPEDE_ variable names a setting, so a typo or a section this build
+            // does not have (STAMPEDE_ARCHIVE_KIND) is refused rather than silently ignored.
+            let word = lower.split('_').next().unwrap_or("");
+            if NOT_CONFIG.contains(&word) {
+                continue;
             }
-            continue;
+            let message = if sections.iter().any(|s| lower.starts_with(s.as_str())) {
+                "names no configuration key (see stampede print-config)".to_owned()
+            } else {
+                format!(
+                    "names no configuration section: [{word}] is not one (see stampede print-config)"
+                )
+            };
+            return Err(ConfigError::Env { var, message });
         };
         let typed = match default {
             toml::Value::Integer(_) => value
@@ -623,6 +641,20 @@ mod tests {
         assert!(e(&[("STAMPEDE_WEB_LISTEN", "everywhere")]).contains("web.listen"));
         assert!(e(&[("STAMPEDE_WINDOW_SIZE_SECS", "0")]).contains("window.size_secs"));
         assert!(e(&[("STAMPEDE_WEB_COLOUR", "red")]).contains("STAMPEDE_WEB_COLOUR"));
+        // A section this build does not have is refused, not ignored; tool variables pass.
+        let archive = e(&[("STAMPEDE_ARCHIVE_KIND", "dir")]);
+        assert!(archive.contains("STAMPEDE_ARCHIVE_KIND") && archive.contains("[archive]"));
+        assert!(Config::load(
+            None,
+            [
+                ("STAMPEDE_LOG".to_owned(), "debug".to_owned()),
+                (
+                    "STAMPEDE_TEST_KAFKA".to_owned(),
+                    "127.0.0.1:9092".to_owned()
+                ),
+            ]
+        )
+        .is_ok());
         assert!(e(&[("STAMPEDE_SOURCE_KIND", "carrier-pigeon")]).contains("source.kind"));
         let kafka = |k: &str, v: &str| e(&[("STAMPEDE_SOURCE_KIND", "kafka"), (k, v)]);
         assert!(kafka("STAMPEDE_SOURCE_TOPIC", "no spaces").contains("source.topic"));

@@ -96,7 +96,9 @@ impl Checkpoints {
         }
         let admin: AdminClient<Observed> = client_config(&self.brokers, &[], &self.options)
             .create_with_context(Observed::default())?;
-        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(1))
+        // Replication -1: the broker's default.replication.factor (KIP-464), so that the
+        // checkpoints are as durable as the cluster's own topics, not one copy.
+        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
