@@ -84,10 +84,12 @@ impl KinesisSink {
         }
     }
 
-    async fn publish(&self, stream: &str, entries: Vec<PutRecordsRequestEntry>) {
+    /// Sends `entries` until every one is in; after a failure only those not yet accepted go
+    /// again (an accepted record is never sent twice).
+    async fn publish(&self, stream: &str, mut entries: Vec<PutRecordsRequestEntry>) {
         let count = entries.len() as u64;
         loop {
-            match crate::produce::put_all(&self.client, stream, entries.clone()).await {
+            match crate::produce::put_all(&self.client, stream, &mut entries).await {
                 Ok(_) => {
                     METRICS
                         .stream_published

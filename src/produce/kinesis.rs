@@ -81,21 +81,23 @@ async fn run(opts: ProduceOptions, stream: &str) -> Result<u64, KinesisProduceEr
                 .map_err(|e| KinesisProduceError::Stream(e.to_string()))?;
             entries.push(entry);
         }
-        sent += put_all(&client, stream, entries).await?;
+        sent += put_all(&client, stream, &mut entries).await?;
         progress.show(sent, generator.started, &extra);
     }
     progress.finish(sent, generator.started, &extra);
     Ok(sent)
 }
 
-/// Sends `entries` with one `PutRecords` call, then again for those refused, until all are in.
+/// Sends `entries` with one `PutRecords` call, then again for those refused, until all are in;
+/// `entries` is left holding those not yet accepted (empty on success), so that a caller that
+/// tries again never sends an accepted record twice.
 ///
 /// # Errors
 /// A minute without progress.
 pub async fn put_all(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
-    mut entries: Vec<PutRecordsRequestEntry>,
+    entries: &mut Vec<PutRecordsRequestEntry>,
 ) -> Result<u64, KinesisProduceError> {
     let total = entries.len() as u64;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -108,7 +110,10 @@ pub async fn put_all(
             .send()
             .await;
         let last = match result {
-            Ok(out) if out.failed_record_count.unwrap_or(0) == 0 => return Ok(total),
+            Ok(out) if out.failed_record_count.unwrap_or(0) == 0 => {
+                entries.clear();
+                return Ok(total);
+            }
             Ok(out) => {
                 // Some got in: the stream is taking records, so the rest go again soon.
                 if out.failed_record_count.unwrap_or(0) < entries.len() as i32 {
@@ -116,14 +121,14 @@ pub async fn put_all(
                 }
                 let mut failed = Vec::new();
                 let mut reason = String::new();
-                for (entry, r) in entries.into_iter().zip(out.records) {
+                for (entry, r) in std::mem::take(entries).into_iter().zip(out.records) {
                     if let Some(code) = r.error_code {
                         reason = code;
                         failed.push(entry);
                     }
                 }
                 progress_at = Instant::now();
-                entries = failed;
+                *entries = failed;
                 reason
             }
             Err(e) => describe(&e),
