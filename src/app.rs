@@ -194,6 +194,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             .to_string()
             .into(),
         connections: connections.into(),
+        ws_slots: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.web.max_ws_clients).unwrap_or(10_000),
+        )),
     };
     let web_stop = CancellationToken::new();
     let server = tokio::spawn(std::future::IntoFuture::into_future(

@@ -216,6 +216,8 @@ pub struct WebConfig {
     pub ws_queue_frames: u64,
     /// Bytes of frames a WebSocket client may fall behind before it is resynchronised.
     pub ws_queue_bytes: u64,
+    /// WebSocket clients at once; further upgrades get 503.
+    pub max_ws_clients: u64,
     /// A unicorn not heard from for this long leaves the live fleet (a `silent` frame).
     pub silent_after_secs: u64,
 }
@@ -229,6 +231,7 @@ impl Default for WebConfig {
             tile_url: String::new(),
             ws_queue_frames: 16_384,
             ws_queue_bytes: 8 << 20,
+            max_ws_clients: 10_000,
             silent_after_secs: 30,
         }
     }
@@ -280,6 +283,7 @@ max_body_bytes = 8388608        # largest request body (413 above)
 tile_url = ""                   # raster tiles for the map, e.g. "https://tile.example/{z}/{x}/{y}.png"; empty: a grid
 ws_queue_frames = 16384         # frames a browser may fall behind before it gets a fresh snapshot instead
 ws_queue_bytes = 8388608        # ... or bytes of frames; each minute sends one summary frame per unicorn
+max_ws_clients = 10000          # WebSocket clients at once; further upgrades get 503
 silent_after_secs = 30          # a unicorn not heard from this long leaves the live map
 "#;
 
@@ -428,6 +432,18 @@ impl Config {
             return Err(value_error(
                 "web.ws_queue_frames",
                 "must be between 1 and 65536",
+            ));
+        }
+        if !((64 << 10)..=(1 << 30)).contains(&self.web.ws_queue_bytes) {
+            return Err(value_error(
+                "web.ws_queue_bytes",
+                "must be between 65536 (64 KiB) and 1073741824 (1 GiB)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.web.max_ws_clients) {
+            return Err(value_error(
+                "web.max_ws_clients",
+                "must be between 1 and 1000000",
             ));
         }
         if self.store.dead_letter_retention == 0 {

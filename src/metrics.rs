@@ -33,6 +33,8 @@ pub struct Metrics {
     pub queue_hub: AtomicI64,
     /// Connected WebSocket clients.
     pub ws_clients: AtomicI64,
+    /// WebSocket upgrades refused at `web.max_ws_clients`.
+    pub ws_refused: AtomicU64,
     /// Clients resynchronised with a snapshot after falling behind.
     pub ws_resyncs: AtomicU64,
     /// Frames sent to WebSocket clients.
@@ -87,6 +89,7 @@ pub static METRICS: Metrics = Metrics {
     queue_hub: AtomicI64::new(0),
     ws_clients: AtomicI64::new(0),
     ws_resyncs: ZERO,
+    ws_refused: ZERO,
     ws_frames: ZERO,
     store_errors: ZERO,
     store_writes: ZERO,
@@ -180,6 +183,11 @@ impl Metrics {
             "stampede_summaries_restated_total",
             "Window summaries emitted again with a higher Revision.",
             self.restated.load(Relaxed),
+        );
+        counter(
+            "stampede_ws_refused_total",
+            "WebSocket upgrades refused with 503 at web.max_ws_clients.",
+            self.ws_refused.load(Relaxed),
         );
         counter(
             "stampede_ws_resyncs_total",

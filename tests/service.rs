@@ -601,3 +601,42 @@ async fn a_file_keeps_no_wall_clock_rule() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Past `web.max_ws_clients`, an upgrade is refused with 503 and a JSON reason before any
+/// WebSocket exists; a slot freed by a client that leaves is taken by the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_clients_past_the_cap_get_503_with_a_reason() {
+    let dir = temp_dir("ws-cap");
+    let app = start(&dir, |c| c.web.max_ws_clients = 2).await;
+    let mut first = ws_connect(app.addr).await;
+    let mut second = ws_connect(app.addr).await;
+    assert_eq!(next_frame(&mut first).await["type"], "snapshot");
+    assert_eq!(next_frame(&mut second).await["type"], "snapshot");
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("web.max_ws_clients"),
+                "{body}"
+            );
+        }
+        other => panic!("expected 503, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut third = eventually("a freed slot", || async {
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr))
+            .await
+            .ok()
+            .map(|(ws, _)| ws)
+    })
+    .await;
+    assert_eq!(next_frame(&mut third).await["type"], "snapshot");
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

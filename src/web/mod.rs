@@ -38,6 +38,8 @@ pub struct WebState {
     pub stopping: Arc<AtomicBool>,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
+    /// One permit per WebSocket client (`web.max_ws_clients`).
+    pub ws_slots: Arc<tokio::sync::Semaphore>,
     /// What `/readyz` reports, by name: the source's connection and each output's health
     /// (`store`, `summary_stream`, `dead_letter_stream`).
     pub connections: Arc<[(&'static str, crate::output::Health)]>,

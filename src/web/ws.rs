@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 use super::WebState;
 use futures_util::SinkExt;
@@ -20,11 +22,28 @@ use crate::metrics::METRICS;
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(super) async fn upgrade(State(state): State<WebState>, ws: WebSocketUpgrade) -> Response {
+    // A slot per client, held for as long as it is connected: past the cap, 503 before the
+    // upgrade, so a crowd of browsers costs a refused request each, not memory.
+    let Ok(slot) = Arc::clone(&state.ws_slots).try_acquire_owned() else {
+        METRICS.ws_refused.fetch_add(1, Relaxed);
+        let body = serde_json::json!({
+            "error": "too many WebSocket clients: web.max_ws_clients are connected; try again later"
+        });
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(body),
+        )
+            .into_response();
+    };
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| client(socket, state.hub))
+        .on_upgrade(move |socket| async move {
+            client(socket, state.hub).await;
+            drop(slot);
+        })
 }
 
 /// Counts a connected client for as long as it lives.
