@@ -111,7 +111,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             source_stop.clone(),
         )
         .map_err(|e| kafka_start_error(e, "cannot start the Kafka source (source.brokers)"))?;
-        connections.push(("source", Health::from_flag(Arc::clone(&source.connected))));
+        connections.push((
+            "source",
+            Health::from_flag("source", Arc::clone(&source.connected)),
+        ));
         Some(source)
     } else {
         None
@@ -139,7 +142,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         )
         .await
         .context("cannot start the Kinesis source (source.lease_table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
-        connections.push(("source", Health::from_flag(Arc::clone(&source.connected))));
+        connections.push((
+            "source",
+            Health::from_flag("source", Arc::clone(&source.connected)),
+        ));
         Some(source)
     } else {
         None
@@ -229,7 +235,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             }
         }
         tracing::info!("stopping: windows flushed; outputs");
-        if let Err(e) = outputs.close().await {
+        if let Err(e) = outputs.close(crate::output::CLOSE_DEADLINE).await {
             failed.push(e.to_string());
         }
         tracing::info!("stopping: outputs flushed; live clients");
@@ -315,10 +321,10 @@ async fn store_output(
             records: false,
         },
     );
-    let health = Health::default();
+    let health = Health::new("store");
     outputs.run(
         "store",
-        crate::output::store::spawn(backend, rx, health.clone()),
+        crate::output::store::spawn(backend, rx, health.clone(), outputs.give_up()),
         health,
     );
     Ok(stores)
@@ -358,7 +364,7 @@ fn kafka_output(
     topic: &str,
 ) -> anyhow::Result<()> {
     let observed = Observed::default();
-    let health = Health::from_flag(Arc::clone(&observed.connected));
+    let health = Health::from_flag(carries.name(), Arc::clone(&observed.connected));
     let topic = KafkaTopic::new(brokers, options, topic, observed).map_err(|e| {
         kafka_start_error(
             e,
@@ -384,7 +390,7 @@ fn kinesis_output(
     client: aws_sdk_kinesis::Client,
     stream: &str,
 ) {
-    let health = Health::default();
+    let health = Health::new(carries.name());
     let sink = match carries {
         Carries::Summaries => KinesisSink::new(client, Some(stream), None, health.clone()),
         Carries::DeadLetters => KinesisSink::new(client, None, Some(stream), health.clone()),

@@ -61,6 +61,27 @@ pub struct Metrics {
     pub hub_dropped: AtomicU64,
     /// The gauges of each running partition engine, by (source, partition).
     partitions: Mutex<Vec<(String, String, Weak<PartitionGauges>)>>,
+    /// Error counters of each output, by name.
+    outputs: Mutex<Vec<(&'static str, Arc<OutputErrors>)>>,
+}
+
+/// Errors of one output's service, by kind (`stampede_output_errors_total{output,kind}`).
+#[derive(Debug, Default)]
+pub struct OutputErrors {
+    permanent: AtomicU64,
+    transient: AtomicU64,
+}
+
+impl OutputErrors {
+    /// Counts one error.
+    pub fn count(&self, permanent: bool) {
+        let counter = if permanent {
+            &self.permanent
+        } else {
+            &self.transient
+        };
+        counter.fetch_add(1, Relaxed);
+    }
 }
 
 /// The gauges of one partition's engine, written without a lock per batch and tick; the series
@@ -102,6 +123,7 @@ pub static METRICS: Metrics = Metrics {
     source_taken: ZERO,
     hub_dropped: ZERO,
     partitions: Mutex::new(Vec::new()),
+    outputs: Mutex::new(Vec::new()),
 };
 
 impl Metrics {
@@ -121,6 +143,17 @@ impl Metrics {
         gauges
     }
 
+    /// The error counters of output `name` (one set per name, shared by every caller).
+    pub fn output_errors(&self, name: &'static str) -> Arc<OutputErrors> {
+        let mut all = self.outputs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, e)) = all.iter().find(|(n, _)| *n == name) {
+            return Arc::clone(e);
+        }
+        let errors = Arc::new(OutputErrors::default());
+        all.push((name, Arc::clone(&errors)));
+        errors
+    }
+
     /// Per-partition gauges: watermark lag, engine queue depth.
     fn render_partitions(&self, s: &mut String) {
         let live: Vec<(String, String, Arc<PartitionGauges>)> = self
@@ -138,6 +171,18 @@ impl Metrics {
                 g.watermark_lag_ms.load(Relaxed) as f64 / 1_000.0
             );
         }
+        let outputs = self.outputs.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = writeln!(s, "# HELP stampede_output_errors_total Errors from an output's service, by kind (permanent: needs someone to act).\n# TYPE stampede_output_errors_total counter");
+        for (name, e) in outputs.iter() {
+            for (kind, v) in [("permanent", &e.permanent), ("transient", &e.transient)] {
+                let _ = writeln!(
+                    s,
+                    "stampede_output_errors_total{{output=\"{name}\",kind=\"{kind}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        drop(outputs);
         let _ = writeln!(s, "# HELP stampede_engine_queue_depth Batches waiting for a partition's engine.\n# TYPE stampede_engine_queue_depth gauge");
         for (source, p, g) in &live {
             let _ = writeln!(

@@ -468,3 +468,87 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     assert!(!shared_path.exists(), "nothing written to store.path");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A broken output is loud, not a silent stall: the summary table is deleted under a running
+/// service. Its writes fail with an error DynamoDB calls permanent: `/readyz` turns false with
+/// that error as the store's reason, `stampede_output_errors_total{output="store",
+/// kind="permanent"}` counts it, and SIGTERM still ends the service within the outputs'
+/// shutdown deadline (20 s), saying that the store did not finish.
+#[test]
+fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
+    use stampede::time::{format_status_time, now_ms};
+    let dir = temp_dir("outputs-broken-store");
+    let table = unique("UnicornSensorData");
+    let mut env: Vec<(&str, String)> = aws_env();
+    env.extend([
+        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
+        ("STAMPEDE_STORE_TABLE", table.clone()),
+        ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
+    ]);
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = start_service_with(&["serve"], &dir, &env_ref);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(crate::support::kinesis::dynamodb_endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load(),
+    );
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    rt.block_on(dynamo.delete_table().table_name(&table).send())
+        .unwrap();
+    // A minute of one unicorn, then a record two minutes on: the first window closes.
+    let start = now_ms() - 180_000;
+    let body: Vec<String> = [0, 1_000, 120_000]
+        .iter()
+        .map(|dt| {
+            format!(
+                r#"{{"Name":"Lost","StatusTime":"{}","Latitude":40.7,"Longitude":-73.9,"Distance":1.0,"HealthPoints":150,"MagicPoints":150}}"#,
+                format_status_time(start + dt)
+            )
+        })
+        .collect();
+    let (status, reply) = http_post(&format!("{}/ingest", serve.url), body.join("\n").as_bytes());
+    assert_eq!(status, 200, "{reply}");
+    let mut ready = Value::Null;
+    wait_until(30, "/readyz names the store's error", || {
+        let (status, body) = http_get(&format!("{}/readyz", serve.url));
+        ready = serde_json::from_str(&body).unwrap();
+        status == 503 && ready["checks"]["store"] == false && ready["reasons"]["store"].is_string()
+    });
+    let reason = ready["reasons"]["store"].as_str().unwrap();
+    assert!(
+        reason.contains(&table) || reason.contains("ResourceNotFound"),
+        "{reason}"
+    );
+    let metrics = http_get(&format!("{}/metrics", serve.url)).1;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("stampede_output_errors_total{output=\"store\",kind=\"permanent\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let mut serve = serve;
+    let stopped = std::time::Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &serve.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = serve.child.wait().unwrap();
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(29),
+        "shutdown took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a failed output is a failed shutdown"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -80,6 +80,16 @@ pub(super) fn dynamo_error<
     }
 }
 
+impl super::Classify for DynamoError {
+    fn kind(&self) -> super::ErrorKind {
+        if self.permanent {
+            super::ErrorKind::Permanent
+        } else {
+            super::ErrorKind::Transient
+        }
+    }
+}
+
 /// What one call to [`DynamoStore::write`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriteStats {

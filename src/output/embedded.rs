@@ -38,6 +38,13 @@ struct DeadLetterMeta {
 #[error("embedded store: {0}")]
 pub struct StoreError(String);
 
+/// The local database's errors are I/O: worth retrying (a full disk frees up, a lock goes).
+impl super::Classify for StoreError {
+    fn kind(&self) -> super::ErrorKind {
+        super::ErrorKind::Transient
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }

@@ -98,7 +98,8 @@ impl KinesisSink {
                     return;
                 }
                 Err(e) => {
-                    self.health.set(false);
+                    self.health.failed(super::ErrorKind::Transient, &e);
+                    self.health.down(&e);
                     METRICS
                         .stream_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -93,25 +93,112 @@ pub struct Interest {
 /// hangs, rather than fails, says so on `/readyz` too).
 pub const STALLED_AFTER_MS: Millis = 5_000;
 
-/// Whether an output can currently do its work, for `/readyz` (up until it reports trouble, or
-/// while one of its writes has been under way longer than [`STALLED_AFTER_MS`]).
-#[derive(Debug, Clone)]
-pub struct Health {
-    up: Arc<AtomicBool>,
-    /// When the write under way started (epoch ms); 0 when none is.
-    busy_since: Arc<AtomicI64>,
+/// A permanent error is logged at most this often per output (it repeats on every retry).
+pub const LOG_PERMANENT_EVERY_MS: Millis = 60_000;
+
+/// What an error says of itself: whether retrying can help.
+pub trait Classify {
+    /// Permanent or transient.
+    fn kind(&self) -> ErrorKind;
 }
 
-impl Default for Health {
-    fn default() -> Self {
-        Health::from_flag(Arc::new(AtomicBool::new(true)))
+/// How an output's service failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Retrying will not help until someone acts: access denied, table or topic missing,
+    /// a request the service calls invalid.
+    Permanent,
+    /// Throttling, a timeout, a connection lost: retried with backoff.
+    Transient,
+}
+
+impl ErrorKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Transient => "transient",
+        }
     }
 }
 
+/// Whether an output can currently do its work, for `/readyz` (up until it reports trouble, or
+/// while one of its writes has been under way longer than [`STALLED_AFTER_MS`]), and why not.
+#[derive(Debug, Clone)]
+pub struct Health {
+    name: &'static str,
+    up: Arc<AtomicBool>,
+    /// When the write under way started (epoch ms); 0 when none is.
+    busy_since: Arc<AtomicI64>,
+    /// The last error while down.
+    reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// When a permanent error was last logged (epoch ms).
+    logged_at: Arc<AtomicI64>,
+    errors: Arc<crate::metrics::OutputErrors>,
+}
+
 impl Health {
+    /// The health of output `name`, up until it reports trouble.
+    pub fn new(name: &'static str) -> Health {
+        Health::from_flag(name, Arc::new(AtomicBool::new(true)))
+    }
+
     /// Records whether the output works now.
     pub fn set(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+        if up {
+            *self
+                .reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
+
+    /// An error from the output's service: counted by kind in
+    /// `stampede_output_errors_total{output,kind}`. A permanent one marks the output down with
+    /// the error as the reason `/readyz` gives, and is logged at most once a minute; a
+    /// transient one is the caller's to log (it is retried, and usually passes).
+    pub fn failed(&self, kind: ErrorKind, error: &dyn std::fmt::Display) {
+        self.errors.count(kind == ErrorKind::Permanent);
+        if kind == ErrorKind::Transient {
+            return;
+        }
+        let text = error.to_string();
+        self.up.store(false, Ordering::Relaxed);
+        let now = now_ms();
+        let last = self.logged_at.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= LOG_PERMANENT_EVERY_MS {
+            self.logged_at.store(now, Ordering::Relaxed);
+            tracing::error!(output = self.name, error = %text, "output failing: retrying, but this needs someone to act (logged once a minute)");
+        }
+        *self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
+    }
+
+    /// The output is down for `reason` (a transient error that keeps coming back).
+    pub fn down(&self, reason: &dyn std::fmt::Display) {
+        self.up.store(false, Ordering::Relaxed);
+        *self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+    }
+
+    /// Why it is down: the last error it reported, or a write under way for too long.
+    pub fn reason(&self) -> Option<String> {
+        let said = self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let since = self.busy_since.load(Ordering::Relaxed);
+        said.or_else(|| {
+            let busy = now_ms().saturating_sub(since);
+            (since != 0 && busy >= STALLED_AFTER_MS)
+                .then(|| format!("a write has been under way for {} s", busy / 1_000))
+        })
     }
 
     /// A write starts (`true`) or ends (`false`).
@@ -127,11 +214,15 @@ impl Health {
             && (since == 0 || now_ms().saturating_sub(since) < STALLED_AFTER_MS)
     }
 
-    /// A health that reads `flag` (a client library's own connection flag).
-    pub fn from_flag(flag: Arc<AtomicBool>) -> Health {
+    /// The health of output `name` that reads `flag` (a client library's connection flag).
+    pub fn from_flag(name: &'static str, flag: Arc<AtomicBool>) -> Health {
         Health {
+            name,
             up: flag,
             busy_since: Arc::new(AtomicI64::new(0)),
+            reason: Arc::default(),
+            logged_at: Arc::new(AtomicI64::new(0)),
+            errors: METRICS.output_errors(name),
         }
     }
 }
@@ -227,12 +318,18 @@ impl Fanout {
     }
 }
 
+/// How long the outputs have, together, to finish what they were sent when the service stops;
+/// past it, those still at work give up (what they had is re-read from the last commit). Well
+/// inside the 30 s `main` gives the whole shutdown, so the steps after the outputs still run.
+pub const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The set of outputs of a running service: built once in `app`, shut down in order.
 pub struct Outputs {
     registered: Vec<Registered>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     health: Vec<(&'static str, Health)>,
     live: Option<mpsc::Sender<HubInput>>,
+    give_up: tokio_util::sync::CancellationToken,
 }
 
 impl Outputs {
@@ -243,7 +340,14 @@ impl Outputs {
             tasks: Vec::new(),
             health: Vec::new(),
             live,
+            give_up: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Fires when shutdown passes its deadline: an output that retries in a loop of its own (on
+    /// a thread, where it cannot be aborted) stops retrying then.
+    pub fn give_up(&self) -> tokio_util::sync::CancellationToken {
+        self.give_up.clone()
     }
 
     /// Registers a durable output named `name` (for logs and `/readyz`) that wants `wants`;
@@ -275,19 +379,39 @@ impl Outputs {
     }
 
     /// Closes the outputs' inputs (once every [`Fanout`] is dropped too) and waits for each
-    /// output to finish what it was sent, in the order they were registered. Every output is
-    /// waited for even when one fails; the error names those that did.
+    /// output to finish what it was sent, in the order they were registered, all within
+    /// `deadline`: past it, the outputs still at work give up (and are stopped), so that a
+    /// stalled one never holds the shutdown. Every output is waited for even when one fails;
+    /// the error names those that did.
     ///
     /// # Errors
-    /// An output's task panicked.
-    pub async fn close(self) -> anyhow::Result<()> {
+    /// An output's task panicked, or did not finish in time.
+    pub async fn close(self, deadline: std::time::Duration) -> anyhow::Result<()> {
         drop(self.registered);
         drop(self.live);
+        let until = tokio::time::Instant::now() + deadline;
         let mut failed = Vec::new();
-        for (name, task) in self.tasks {
+        for (name, mut task) in self.tasks {
             tracing::info!(output = name, "stopping: output");
-            if task.await.is_err() {
-                failed.push(name);
+            let done = match tokio::time::timeout_at(until, &mut task).await {
+                Ok(done) => done,
+                Err(_) => {
+                    tracing::error!(output = name, secs = deadline.as_secs(), "output did not finish in time; stopping it (what it had is re-read from the last commit)");
+                    self.give_up.cancel();
+                    let grace = std::time::Duration::from_secs(3);
+                    match tokio::time::timeout(grace, &mut task).await {
+                        Ok(_) => {}
+                        Err(_) => task.abort(),
+                    }
+                    failed.push(format!(
+                        "{name} (did not finish within {} s)",
+                        deadline.as_secs()
+                    ));
+                    continue;
+                }
+            };
+            if done.is_err() {
+                failed.push(name.to_owned());
             }
         }
         if failed.is_empty() {
@@ -423,15 +547,19 @@ mod tests {
         let mut outputs = Outputs::new(None);
         let mut rx = outputs.add("store", Interest::default());
         let drained = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        outputs.run("store", drained, Health::default());
+        outputs.run("store", drained, Health::new("store"));
         let _rx = outputs.add("broken", Interest::default());
         outputs.run(
             "broken",
             tokio::spawn(async { panic!("output failed") }),
-            Health::default(),
+            Health::new("broken"),
         );
         drop(_rx);
-        let err = outputs.close().await.unwrap_err().to_string();
+        let err = outputs
+            .close(std::time::Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("broken") && !err.contains("store"), "{err}");
     }
 }

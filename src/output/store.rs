@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use super::dead_letter_table::DeadLetterTable;
 use super::dynamodb::DynamoStore;
 use super::embedded::Store;
-use super::{Health, Item};
+use super::{Classify, ErrorKind, Health, Item};
 use crate::metrics::METRICS;
 use crate::record::{DeadLetter, DeadLetterView, Summary, SummaryQuery};
+use tokio_util::sync::CancellationToken;
 
 /// Where the store output writes.
 pub enum Backend {
@@ -111,12 +112,22 @@ impl Stores {
     }
 }
 
-/// Starts the writer thread; it ends once `rx` closes and everything queued is written.
-pub fn spawn(backend: Backend, rx: mpsc::Receiver<Item>, health: Health) -> JoinHandle<()> {
-    tokio::task::spawn_blocking(move || run(&backend, rx, &health))
+/// Starts the writer thread; it ends once `rx` closes and everything queued is written, or
+/// `give_up` fires (see [`until_written`]).
+pub fn spawn(
+    backend: Backend,
+    rx: mpsc::Receiver<Item>,
+    health: Health,
+    give_up: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::task::spawn_blocking(move || run(&backend, rx, (&health, &give_up)))
 }
 
-fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
+fn run(
+    backend: &Backend,
+    mut rx: mpsc::Receiver<Item>,
+    (health, give_up): (&Health, &CancellationToken),
+) {
     let mut summaries: Vec<Summary> = Vec::new();
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut barriers = Vec::new();
@@ -138,7 +149,7 @@ fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
                 if summaries.is_empty() && dead.is_empty() {
                     0
                 } else {
-                    until_written("store", summaries.len(), health, || {
+                    until_written("store", summaries.len(), (health, give_up), || {
                         store.write(&summaries, &dead)
                     })
                 }
@@ -150,12 +161,12 @@ fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
             } => {
                 let mut written = 0;
                 if !summaries.is_empty() {
-                    written = until_written("DynamoDB", summaries.len(), health, || {
+                    written = until_written("DynamoDB", summaries.len(), (health, give_up), || {
                         runtime.block_on(table.write(&summaries)).map(|s| s.written)
                     });
                 }
                 if !dead.is_empty() {
-                    until_written("DynamoDB dead-letter", 0, health, || {
+                    until_written("DynamoDB dead-letter", 0, (health, give_up), || {
                         runtime.block_on(dead_letters.write(&dead))
                     });
                 }
@@ -172,13 +183,15 @@ fn run(backend: &Backend, mut rx: mpsc::Receiver<Item>, health: &Health) {
     }
 }
 
-/// Runs `write` until it succeeds, counting and logging each failure, backing off up to 5 s:
-/// the pipeline waits behind the writer, nothing is dropped. A failure or two (throttling) is a
-/// warning; one that lasts is an error and marks the store unhealthy until a write succeeds.
-fn until_written<E: std::fmt::Display>(
+/// Runs `write` until it succeeds, counting each failure by kind and backing off up to 5 s: the
+/// pipeline waits behind the writer, nothing is dropped — unless `give_up` fires (shutdown past
+/// its deadline), when the batch is abandoned and its barriers go unanswered, so that nothing
+/// after it is committed. A permanent error marks the store down at once (and is logged once a
+/// minute); a transient one is a warning, and an error that marks it down from the third try.
+fn until_written<E: std::fmt::Display + Classify>(
     target: &str,
     summaries: usize,
-    health: &Health,
+    (health, give_up): (&Health, &CancellationToken),
     mut write: impl FnMut() -> Result<usize, E>,
 ) -> usize {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -192,11 +205,19 @@ fn until_written<E: std::fmt::Display>(
             }
             Err(e) => {
                 METRICS.store_errors.fetch_add(1, Relaxed);
-                if attempt < 3 {
-                    tracing::warn!(error = %e, summaries, attempt, "{target} write failed; retrying");
-                } else {
-                    health.set(false);
-                    tracing::error!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                let kind = e.kind();
+                health.failed(kind, &e);
+                if kind == ErrorKind::Transient {
+                    if attempt < 3 {
+                        tracing::warn!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                    } else {
+                        health.down(&e);
+                        tracing::error!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                    }
+                }
+                if give_up.is_cancelled() {
+                    tracing::error!(summaries, "{target}: shutdown deadline passed; this batch is not stored (its positions stay uncommitted)");
+                    return 0;
                 }
                 backoff.wait_blocking();
             }

@@ -128,7 +128,18 @@ pub(super) async fn readyz(State(state): State<WebState>) -> Response {
         checks.insert((*name).into(), up.into());
     }
     let ready = checks.values().all(|v| v.as_bool() == Some(true));
-    let body = json!({ "ready": ready, "checks": checks });
+    // What is wrong, in words, for each part that says (the store's last error, say).
+    let reasons: serde_json::Map<String, serde_json::Value> = state
+        .connections
+        .iter()
+        .filter(|(_, health)| !health.up())
+        .filter_map(|(name, health)| Some(((*name).to_owned(), health.reason()?.into())))
+        .collect();
+    let body = if reasons.is_empty() {
+        json!({ "ready": ready, "checks": checks })
+    } else {
+        json!({ "ready": ready, "checks": checks, "reasons": reasons })
+    };
     let status = if ready {
         StatusCode::OK
     } else {
