@@ -113,7 +113,8 @@ impl Stores {
 }
 
 /// Starts the writer thread; it ends once `rx` closes and everything queued is written, or
-/// `give_up` fires (see [`until_written`]).
+/// `give_up` fires (shutdown past its deadline: the batch at hand is abandoned, its barriers
+/// unanswered).
 pub fn spawn(
     backend: Backend,
     rx: mpsc::Receiver<Item>,
