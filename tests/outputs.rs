@@ -73,6 +73,19 @@ impl Drop for Streams {
 /// at least once.
 type Rejected = BTreeSet<(String, Vec<u8>)>;
 
+/// A DynamoDB store with tables of its own (created): summaries, dead letters. Returns the
+/// summary table's name.
+fn dynamodb_store(env: &mut Vec<(&str, String)>) -> String {
+    let table = unique("UnicornSensorData");
+    env.extend([
+        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
+        ("STAMPEDE_STORE_TABLE", table.clone()),
+        ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
+    ]);
+    table
+}
+
 fn sentinel(i: usize) -> String {
     format!(
         r#"{{"Name":"zz-sentinel-{i}","StatusTime":"{AFTER}","Latitude":40.7,"Longitude":-73.9,"Distance":1.0,"HealthPoints":100,"MagicPoints":100}}"#
@@ -157,12 +170,7 @@ fn check(source: Source, stream: Stream, store: Store) {
         }
     }
     if store == Store::DynamoDb {
-        env.extend([
-            ("STAMPEDE_STORE_KIND", "dynamodb".into()),
-            ("STAMPEDE_STORE_TABLE", unique("UnicornSensorData")),
-            ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
-            ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
-        ]);
+        dynamodb_store(&mut env);
     }
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let serve = start_service_with(&["serve"], &dir, &env_ref);
@@ -431,12 +439,7 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     let dir = temp_dir("outputs-two-on-a-host");
     let shared_path = dir.join("stampede-data");
     let mut env: Vec<(&str, String)> = aws_env();
-    env.extend([
-        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
-        ("STAMPEDE_STORE_TABLE", unique("UnicornSensorData")),
-        ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
-        ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
-    ]);
+    dynamodb_store(&mut env);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let first = start_service_with(&["serve"], &shared_path, &env_ref);
     let second = start_service_with(&["serve"], &shared_path, &env_ref);
@@ -478,14 +481,8 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
 fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
     use stampede::time::{format_status_time, now_ms};
     let dir = temp_dir("outputs-broken-store");
-    let table = unique("UnicornSensorData");
     let mut env: Vec<(&str, String)> = aws_env();
-    env.extend([
-        ("STAMPEDE_STORE_KIND", "dynamodb".into()),
-        ("STAMPEDE_STORE_TABLE", table.clone()),
-        ("STAMPEDE_STORE_DEAD_LETTER_TABLE", unique("dead-letters")),
-        ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
-    ]);
+    let table = dynamodb_store(&mut env);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let serve = start_service_with(&["serve"], &dir, &env_ref);
     let rt = tokio::runtime::Runtime::new().unwrap();
