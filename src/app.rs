@@ -123,12 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let kinesis_source = if config.source.kind == SourceKind::Kinesis {
         let aws = aws_config(&aws).await;
         let client = aws_sdk_kinesis::Client::new(aws);
-        if !kinesis_stream_exists(&client, "source.stream", &config.source.stream).await {
-            anyhow::bail!(
-                "source.stream: {}",
-                ShardsError::Missing(config.source.stream.clone())
-            );
-        }
+        require_stream(&client, "source.stream", &config.source.stream).await?;
         let source = crate::source::kinesis::KinesisSource::start(
             aws,
             crate::source::kinesis::KinesisSourceConfig {
@@ -416,12 +411,7 @@ async fn summary_stream_output(
         StreamKind::Kinesis => {
             let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
             let stream = &config.summary_stream.stream;
-            if !kinesis_stream_exists(&client, "summary_stream.stream", stream).await {
-                anyhow::bail!(
-                    "summary_stream.stream: {}",
-                    ShardsError::Missing(stream.clone())
-                );
-            }
+            require_stream(&client, "summary_stream.stream", stream).await?;
             kinesis_output(outputs, Carries::Summaries, client, stream);
         }
         StreamKind::None => {}
@@ -468,6 +458,19 @@ async fn dead_letter_output(
         SourceKind::Http | SourceKind::File => {}
     }
     Ok(())
+}
+
+/// A Kinesis stream the config names (by `key`) must exist: a missing one stops the start.
+async fn require_stream(
+    client: &aws_sdk_kinesis::Client,
+    key: &str,
+    stream: &str,
+) -> anyhow::Result<()> {
+    if kinesis_stream_exists(client, key, stream).await {
+        Ok(())
+    } else {
+        anyhow::bail!("{key}: {}", ShardsError::Missing(stream.to_owned()))
+    }
 }
 
 /// Whether a Kinesis stream exists. An unreachable Kinesis counts as "exists" with a warning,

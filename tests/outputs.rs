@@ -53,6 +53,16 @@ struct Streams {
 }
 
 impl Streams {
+    fn new() -> Streams {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let kinesis = client(&rt);
+        Streams {
+            rt,
+            kinesis,
+            created: Vec::new(),
+        }
+    }
+
     fn create(&mut self, name: &str, shards: i32) {
         create_stream(&self.rt, &self.kinesis, name, shards);
         self.created.push(name.to_owned());
@@ -113,13 +123,7 @@ fn check(source: Source, stream: Stream, store: Store) {
     let name = format!("{source:?}-{stream:?}-{store:?}").to_lowercase();
     let dir = temp_dir(&format!("outputs-{name}"));
     let brokers = broker();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let kinesis = client(&rt);
-    let mut streams = Streams {
-        rt,
-        kinesis,
-        created: Vec::new(),
-    };
+    let mut streams = Streams::new();
     let telemetry = unique(&format!("{name}-telemetry"));
     let summaries = unique(&format!("{name}-summary"));
     let dlq = unique(&format!("{name}-dlq"));
@@ -376,13 +380,7 @@ combinations! {
 #[test]
 fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_does() {
     let dir = temp_dir("outputs-default-dlq");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let kinesis = client(&rt);
-    let mut streams = Streams {
-        rt,
-        kinesis,
-        created: Vec::new(),
-    };
+    let mut streams = Streams::new();
     let exists = streams.rt.block_on(stampede::kinesis::list_shards(
         &streams.kinesis,
         stampede::config::DEFAULT_DEAD_LETTERS,
