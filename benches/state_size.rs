@@ -2,7 +2,8 @@
 //! (every heap byte the engine holds), not estimated. `cargo bench --bench state_size`.
 //!
 //! Two shapes: every unicorn with one open window, and the steady state of a live fleet, where
-//! each unicorn also has last minute's window closed but kept for its allowed lateness.
+//! each unicorn also has last minute's window closed but kept for its allowed lateness; then
+//! what is left once the whole fleet has fallen silent and been forgotten.
 
 // A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`.
 #![allow(unsafe_code)]
@@ -12,7 +13,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stampede::record::Telemetry;
-use stampede::window::{Engine, WindowConfig};
+use stampede::window::{Engine, Forgotten, WindowConfig};
 use stampede_producers::fleet_name;
 
 struct Counting;
@@ -90,6 +91,18 @@ fn main() {
     let (state, interner) = engine.heap_bytes();
     println!("1,000,000 unicorns, steady state (open window + closed window within lateness):");
     report(steady, state, interner, name_bytes, engine.live_slots());
+
+    // The fleet falls silent: its windows become final, then its unicorns are forgotten.
+    let mut out = Vec::new();
+    engine.flush(&mut out);
+    drop(out);
+    let mut forgotten = Forgotten::default();
+    engine.forget_silent(1, 1, &mut forgotten);
+    assert_eq!(forgotten.ids.len(), UNICORNS, "all forgotten");
+    drop(forgotten);
+    let after = LIVE.load(Ordering::Relaxed) - before;
+    println!("after all 1,000,000 fell silent and were forgotten:");
+    println!("  measured heap, all engine state:  {after} bytes in all");
 }
 
 fn report(measured: usize, state: usize, interner: usize, name_bytes: usize, slots: usize) {

@@ -233,6 +233,7 @@ impl WindowArgs {
             allowed_lateness_ms: Millis::from(self.allowed_lateness_secs) * 1_000,
             idle_timeout_ms: None,
             max_future_ms: None,
+            forget_after_ms: None,
         };
         cfg.validate().map_err(|e| {
             let flag = match e.key {

@@ -335,6 +335,10 @@ fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The longest `web.silent_after_secs`: state for a unicorn is kept at most this long after it
+/// falls silent.
+const WEEK_SECS: u64 = 7 * 86_400;
+
 impl Config {
     /// Reads `path` (or the defaults when `None`), applies `STAMPEDE_*` overrides from `env`,
     /// and validates.
@@ -440,6 +444,12 @@ impl Config {
                 "must be between 65536 (64 KiB) and 1073741824 (1 GiB)",
             ));
         }
+        if !(1..=WEEK_SECS).contains(&self.web.silent_after_secs) {
+            return Err(value_error(
+                "web.silent_after_secs",
+                "must be between 1 and 604800 (a week)",
+            ));
+        }
         if !(1..=1_000_000).contains(&self.web.max_ws_clients) {
             return Err(value_error(
                 "web.max_ws_clients",
@@ -515,6 +525,7 @@ impl Config {
             allowed_lateness_ms: ms("window.allowed_lateness_secs", w.allowed_lateness_secs)?,
             idle_timeout_ms: Some(ms("window.idle_timeout_secs", w.idle_timeout_secs)?),
             max_future_ms: Some(ms("window.max_future_secs", w.max_future_secs)?),
+            forget_after_ms: Some(ms("web.silent_after_secs", self.web.silent_after_secs)?),
         };
         cfg.validate().map_err(|e| {
             value_error(&format!("window.{}", e.key), format!("must be {}", e.rule))

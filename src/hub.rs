@@ -28,6 +28,10 @@ use crate::time::{now_ms, write_status_time, Millis};
 
 const FRAME_EVERY: Duration = Duration::from_millis(100);
 
+/// More unicorns than this falling silent in one sweep resynchronise the clients instead of
+/// sending a frame per name.
+const MAX_SILENT_FRAMES: usize = 1_000;
+
 /// One serialised JSON text frame, shared by every client (a reference-counted buffer, already
 /// known to be UTF-8, so sending it to a thousand clients copies and checks nothing).
 pub type Frame = Utf8Bytes;
@@ -340,7 +344,10 @@ impl State {
         self.broadcast(Frame::from(out));
     }
 
-    /// Drops unicorns silent for `silent_after`, telling the clients.
+    /// Drops unicorns silent for `silent_after`, telling the clients, and gives back the
+    /// memory of a fleet that shrank. When more than [`MAX_SILENT_FRAMES`] fall silent at once
+    /// (the end of a flood of names), the clients are resynchronised with a fresh snapshot
+    /// instead: cheaper for them and for the hub than a frame per name.
     fn sweep(&mut self) {
         let now = Instant::now();
         let silent: Vec<Arc<str>> = self
@@ -349,15 +356,30 @@ impl State {
             .filter(|(_, u)| now.duration_since(u.seen) >= self.silent_after)
             .map(|(name, _)| Arc::clone(name))
             .collect();
-        for name in silent {
-            self.fleet.remove(&name);
-            self.pending.retain(|n| *n != name);
-            let mut frame = String::from("{\"type\":\"silent\",\"name\":");
-            write_json_string(&mut frame, &name);
-            frame.push('}');
-            self.broadcast(Frame::from(frame));
-            self.snapshot = None;
+        if silent.is_empty() {
+            return;
         }
+        for name in &silent {
+            self.fleet.remove(name);
+        }
+        self.pending.retain(|n| self.fleet.contains_key(n));
+        self.snapshot = None;
+        if silent.len() > MAX_SILENT_FRAMES {
+            for client in self.clients.drain(..) {
+                client.lagged.store(true, Ordering::Relaxed);
+            }
+        } else {
+            for name in &silent {
+                let mut frame = String::from("{\"type\":\"silent\",\"name\":");
+                write_json_string(&mut frame, name);
+                frame.push('}');
+                self.broadcast(Frame::from(frame));
+            }
+        }
+        if self.fleet.capacity() > 4 * self.fleet.len().max(1_024) {
+            self.fleet.shrink_to(2 * self.fleet.len());
+        }
+        crate::window::shrink_mostly_empty(&mut self.pending);
     }
 }
 
@@ -388,4 +410,82 @@ fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>) -> Frame {
     }
     out.push_str("]}");
     Frame::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(name: &str) -> LiveRecord {
+        LiveRecord {
+            name: name.into(),
+            status_time: 1_521_343_200_000,
+            latitude: 40.7,
+            longitude: -73.9,
+            distance: 1.0,
+            health_points: 150,
+            magic_points: 150,
+            input_data: None,
+        }
+    }
+
+    fn start() -> (Hub, CancellationToken) {
+        let stop = CancellationToken::new();
+        let settings = HubSettings {
+            queue_frames: 16_384,
+            queue_bytes: 64 << 20,
+            silent_after: Duration::from_secs(30),
+        };
+        let (hub, _task) = Hub::start(settings, stop.clone());
+        (hub, stop)
+    }
+
+    /// A few unicorns falling silent get a frame each; a flood of them resynchronises the
+    /// clients with one fresh snapshot instead of a frame per name.
+    #[tokio::test(start_paused = true)]
+    async fn silent_unicorns_leave_with_a_frame_each_or_a_flood_with_one_snapshot() {
+        let (hub, stop) = start();
+        let few: Vec<LiveRecord> = ["Arion", "Bucephalus"].map(live).into();
+        hub.input().send(HubInput::Telemetry(few)).await.unwrap();
+        let mut sub = hub.subscribe().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(32)).await;
+        let mut silent = Vec::new();
+        while silent.len() < 2 {
+            let frame = sub.frames.recv().await.unwrap();
+            if frame.as_str().contains("\"silent\"") {
+                silent.push(frame.as_str().to_owned());
+            }
+        }
+        silent.sort();
+        assert_eq!(
+            silent,
+            [
+                r#"{"type":"silent","name":"Arion"}"#,
+                r#"{"type":"silent","name":"Bucephalus"}"#
+            ]
+        );
+        assert!(!sub.lagged.load(Ordering::Relaxed));
+
+        let flood: Vec<LiveRecord> = (0..MAX_SILENT_FRAMES + 1)
+            .map(|i| live(&format!("flood-{i}")))
+            .collect();
+        hub.input().send(HubInput::Telemetry(flood)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(32)).await;
+        let mut frames = 0;
+        while let Some(frame) = sub.frames.recv().await {
+            assert!(!frame.as_str().contains("\"silent\""), "{frame}");
+            frames += 1;
+        }
+        assert!(
+            frames <= 2,
+            "the flood's telemetry, no silent frames: {frames}"
+        );
+        assert!(sub.lagged.load(Ordering::Relaxed), "told to resubscribe");
+        let fresh = hub.subscribe().await.unwrap();
+        assert_eq!(
+            fresh.snapshot.as_str(),
+            r#"{"type":"snapshot","unicorns":[],"summaries":[]}"#
+        );
+        stop.cancel();
+    }
 }

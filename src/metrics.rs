@@ -92,6 +92,8 @@ pub struct PartitionGauges {
     pub watermark_lag_ms: AtomicI64,
     /// Batches waiting for the engine.
     pub queue: AtomicI64,
+    /// Unicorns the engine tracks (seen, not yet forgotten).
+    pub unicorns: AtomicI64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -189,6 +191,14 @@ impl Metrics {
                 s,
                 "stampede_engine_queue_depth{{source=\"{source}\",partition=\"{p}\"}} {}",
                 g.queue.load(Relaxed)
+            );
+        }
+        let _ = writeln!(s, "# HELP stampede_unicorns Unicorns a partition's engine tracks: heard from, not yet forgotten.\n# TYPE stampede_unicorns gauge");
+        for (source, p, g) in &live {
+            let _ = writeln!(
+                s,
+                "stampede_unicorns{{source=\"{source}\",partition=\"{p}\"}} {}",
+                g.unicorns.load(Relaxed)
             );
         }
     }

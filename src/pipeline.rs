@@ -32,10 +32,15 @@ use crate::metrics::{PartitionGauges, METRICS};
 use crate::output::{Fanout, Records};
 use crate::record::{DeadLetter, Field, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::time::{now_ms, Millis};
-use crate::window::{Accepted, Checkpoint, Engine, NameId, TimeMode, WindowConfig};
+use crate::window::{
+    shrink_mostly_empty, Accepted, Checkpoint, Engine, Forgotten, NameId, TimeMode, WindowConfig,
+};
 
 /// How often a durable partition hands its checkpoint to its source, at most.
 pub const COMMIT_EVERY_MS: Millis = 1_000;
+
+/// How often an engine task looks for unicorns to forget (a scan of all it tracks).
+const FORGET_EVERY_MS: Millis = 1_000;
 
 /// At most this many errors are listed in a reply.
 pub const MAX_LISTED_ERRORS: usize = 100;
@@ -118,6 +123,9 @@ struct Partition {
     durable: Option<Durable>,
     committed: Option<(Checkpoint, Millis)>,
     gauges: std::sync::Arc<PartitionGauges>,
+    /// When silent unicorns were last looked for.
+    last_forget: Millis,
+    forgotten: Forgotten,
 }
 
 /// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
@@ -148,6 +156,8 @@ pub async fn run(
         out,
         durable: spec.durable,
         committed: None,
+        last_forget: now,
+        forgotten: Forgotten::default(),
     };
     let mut tick = interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -295,7 +305,51 @@ impl Partition {
                 .watermark_lag_ms
                 .store(now.saturating_sub(wm), Relaxed);
         }
+        if now.saturating_sub(self.last_forget) >= FORGET_EVERY_MS {
+            self.last_forget = now;
+            self.forget_silent(now);
+        }
         self.maybe_commit(now).await;
+    }
+
+    /// Forgets unicorns gone silent with no window left that can change (guard 2 of issue 11):
+    /// the engine's state, and here their live records and shared names. The hub forgets its
+    /// own copy on the same rule.
+    fn forget_silent(&mut self, now: Millis) {
+        if let Some(after) = self.engine.config().forget_after_ms {
+            // Live records are flushed after every batch and tick: none is pending here.
+            debug_assert!(self.live_dirty.is_empty());
+            let gone = &mut self.forgotten;
+            self.engine.forget_silent(now, after, gone);
+            for &id in &gone.ids {
+                let idx = id as usize;
+                if let Some(live) = self.live.get_mut(idx) {
+                    *live = None;
+                }
+                if let Some(name) = self.names.get_mut(idx) {
+                    *name = None;
+                }
+            }
+            for &(old, new) in &gone.moved {
+                let (old, new) = (old as usize, new as usize);
+                if old < self.live.len() && new < self.live.len() {
+                    self.live.swap(old, new);
+                }
+                if old < self.names.len() && new < self.names.len() {
+                    self.names.swap(old, new);
+                }
+            }
+            let bound = self.engine.id_bound();
+            self.live.truncate(bound);
+            self.names.truncate(bound);
+            shrink_mostly_empty(&mut self.live);
+            shrink_mostly_empty(&mut self.names);
+            shrink_mostly_empty(&mut gone.ids);
+            shrink_mostly_empty(&mut gone.moved);
+        }
+        self.gauges
+            .unicorns
+            .store(self.engine.unicorns() as i64, Relaxed);
     }
 
     /// Requests a commit when the last one is [`COMMIT_EVERY_MS`] old (after a batch or a tick:

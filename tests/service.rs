@@ -576,6 +576,97 @@ async fn a_record_from_the_future_is_too_early_and_poisons_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The stampede_unicorns gauge of the HTTP partition, once it is published.
+async fn unicorns_tracked(addr: std::net::SocketAddr) -> Option<u64> {
+    let (_, metrics) = request(addr, Method::GET, "/metrics", "", None).await;
+    let metrics = String::from_utf8(metrics).ok()?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stampede_unicorns{source=\"http\",partition=\"0\"} "))?
+        .parse()
+        .ok()
+}
+
+/// A flood of distinct names is forgotten once its windows are final and its unicorns are
+/// silent past `web.silent_after_secs`: the engine's gauge comes back down, the live fleet
+/// empties, the flood's results are kept, and a returning name is simply new. Before, every
+/// name ever seen was kept for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_names_is_forgotten_once_silent_and_final() {
+    use stampede::time::{format_status_time, now_ms};
+    let dir = temp_dir("forget");
+    // Windows close on event time only (a long idle timeout), so the test says when.
+    let app = start(&dir, |c| {
+        c.window.size_secs = 1;
+        c.window.out_of_orderness_secs = 0;
+        c.window.allowed_lateness_secs = 0;
+        c.window.idle_timeout_secs = 3_600;
+        c.web.silent_after_secs = 1;
+    })
+    .await;
+    const FLOOD: u64 = 3_000;
+    let t0 = now_ms() / 1_000 * 1_000;
+    let at = |secs: i64| format_status_time(t0 + secs * 1_000);
+    let body: Vec<String> = (0..FLOOD)
+        .map(|i| line(&format!("flood-{i}"), &at(0), 1.0, 150, 150))
+        .collect();
+    let (_, reply) = post_json(app.addr, "/ingest", body.join("\n"), None).await;
+    assert_eq!(reply["accepted"], FLOOD, "{reply}");
+    // Their window is open: silent or not, they are kept.
+    eventually("the flood counted", || async {
+        (unicorns_tracked(app.addr).await? == FLOOD).then_some(())
+    })
+    .await;
+
+    // One record two seconds on makes the flood's window final.
+    let (_, reply) = post_json(app.addr, "/ingest", line("Closer", &at(2), 1.0, 1, 1), None).await;
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    eventually("the flood forgotten", || async {
+        (unicorns_tracked(app.addr).await? == 1).then_some(())
+    })
+    .await;
+    let fleet = eventually("the live fleet down to Closer", || async {
+        let v = get_json(app.addr, "/api/unicorns").await;
+        (v.as_array()?.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(fleet[0]["Name"], "Closer");
+    // Forgetting lost no result.
+    let stored = get_json(app.addr, "/api/summaries?name=flood-7").await;
+    assert_eq!(stored[0]["Records"], 1, "{stored}");
+
+    // flood-7 returns: a new unicorn, with nothing of its old window.
+    let (_, reply) = post_json(
+        app.addr,
+        "/ingest",
+        line("flood-7", &at(3), 4.0, 9, 9),
+        None,
+    )
+    .await;
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    app.stop().await.unwrap();
+    let app = start(&dir, |_| {}).await;
+    let stored = get_json(app.addr, "/api/summaries?name=flood-7").await;
+    let got: Vec<(String, u64, f64)> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let t = s["StatusTime"].as_str().unwrap().to_owned();
+            (
+                t,
+                s["Records"].as_u64().unwrap(),
+                s["Distance"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let mut got = got;
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, [(at(0), 1, 1.0), (at(3), 1, 4.0)]);
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A file is history: a `StatusTime` far in the future is a record like any other there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_keeps_no_wall_clock_rule() {

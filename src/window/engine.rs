@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::intern::{Interner, NameId};
-use super::{TimeMode, WindowConfig};
+use super::{shrink_mostly_empty, TimeMode, WindowConfig, SMALL};
 use crate::record::{Summary, Telemetry};
 use crate::time::Millis;
 
@@ -181,6 +181,15 @@ impl Checkpoint {
 /// The version tag of an encoded [`Checkpoint`].
 const CHECKPOINT_TAG: &str = "stampede/1";
 
+/// What [`Engine::forget_silent`] did to unicorn ids, for state kept beside the engine.
+#[derive(Debug, Default)]
+pub struct Forgotten {
+    /// Ids forgotten (free now; a later name may get one).
+    pub ids: Vec<NameId>,
+    /// Ids moved afterwards, `(old, new)`: `new` was among the forgotten ones.
+    pub moved: Vec<(NameId, NameId)>,
+}
+
 /// Counters since the engine was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -203,8 +212,12 @@ pub struct Engine {
     cfg: WindowConfig,
     names: Interner,
     heads: Vec<u32>,
+    /// Per unicorn: the arrival time of its last record (see [`Engine::forget_silent`]).
+    seen: Vec<Millis>,
     slots: Vec<Slot>,
     free: u32,
+    /// Slots in use (the rest of `slots` is on the free list).
+    used: usize,
     buckets: BTreeMap<Millis, Bucket>,
     /// Slots with a pending restatement, with their window start.
     dirty: Vec<(u32, Millis)>,
@@ -232,8 +245,10 @@ impl Engine {
             cfg,
             names: Interner::default(),
             heads: Vec::new(),
+            seen: Vec::new(),
             slots: Vec::new(),
             free: NIL,
+            used: 0,
             buckets: BTreeMap::new(),
             dirty: Vec::new(),
             wide: HashMap::new(),
@@ -334,6 +349,7 @@ impl Engine {
         let id = self.names.intern(&record.name);
         self.last_unicorn = id;
         let slot = self.slot(id, start, position);
+        self.seen[id as usize] = arrival;
         let s = &mut self.slots[slot as usize];
         s.distance += record.distance;
         s.records = s.records.saturating_add(1);
@@ -385,6 +401,7 @@ impl Engine {
         let idx = id as usize;
         if idx >= self.heads.len() {
             self.heads.resize(idx + 1, NIL);
+            self.seen.resize(idx + 1, Millis::MIN);
         }
         // Walk the unicorn's list (newest window first) for the window or its place.
         let window = start.div_euclid(self.cfg.size_ms) as u32;
@@ -421,6 +438,7 @@ impl Engine {
             self.slots.push(new);
             (self.slots.len() - 1) as u32
         };
+        self.used += 1;
         if prev == NIL {
             self.heads[idx] = slot;
         } else {
@@ -547,6 +565,91 @@ impl Engine {
         }
         self.slots[slot as usize].next = self.free;
         self.free = slot;
+        self.used -= 1;
+    }
+
+    /// Forgets every unicorn that has no window left that can change and whose last record
+    /// arrived at least `after` before wall time `now`: its name and its id go (a returning
+    /// unicorn is simply new). Then gives memory back: ids are packed below the number of
+    /// unicorns left, per-unicorn arrays are cut to them, and slots are renumbered densely when
+    /// most of them are free. Whoever keeps state per id must follow `forgotten`.
+    ///
+    /// Scans every unicorn: call it about once a second, not per batch.
+    pub fn forget_silent(&mut self, now: Millis, after: Millis, forgotten: &mut Forgotten) {
+        forgotten.ids.clear();
+        forgotten.moved.clear();
+        for (id, (&head, &seen)) in self.heads.iter().zip(&self.seen).enumerate() {
+            let id = id as NameId;
+            if head == NIL && now.saturating_sub(seen) >= after && self.names.contains(id) {
+                forgotten.ids.push(id);
+            }
+        }
+        if forgotten.ids.is_empty() {
+            return;
+        }
+        for &id in &forgotten.ids {
+            self.names.forget(id);
+        }
+        self.names.pack(&mut forgotten.moved);
+        for &(old, new) in &forgotten.moved {
+            let (old, new) = (old as usize, new as usize);
+            self.heads[new] = std::mem::replace(&mut self.heads[old], NIL);
+            self.seen[new] = self.seen[old];
+            let mut slot = self.heads[new];
+            while slot != NIL {
+                let s = &mut self.slots[slot as usize];
+                s.unicorn = new as NameId;
+                slot = s.next;
+            }
+        }
+        self.names.trim();
+        let bound = self.names.id_bound();
+        self.heads.truncate(bound);
+        self.seen.truncate(bound);
+        shrink_mostly_empty(&mut self.heads);
+        shrink_mostly_empty(&mut self.seen);
+        self.compact_slots();
+    }
+
+    /// Renumbers the slots in use densely, dropping the free list, when it is mostly free: a
+    /// flood of unicorns leaves a slab sized for the flood otherwise.
+    fn compact_slots(&mut self) {
+        if self.slots.len() <= SMALL || self.used * 4 > self.slots.len() {
+            return;
+        }
+        let mut renumber = vec![NIL; self.slots.len()];
+        let mut slots = Vec::with_capacity(self.used * 2);
+        for bucket in self.buckets.values_mut() {
+            for slot in &mut bucket.slots {
+                renumber[*slot as usize] = slots.len() as u32;
+                slots.push(self.slots[*slot as usize]);
+                *slot = (slots.len() - 1) as u32;
+            }
+        }
+        let moved = |slot: u32| {
+            if slot == NIL {
+                NIL
+            } else {
+                renumber[slot as usize]
+            }
+        };
+        for s in &mut slots {
+            s.next = moved(s.next);
+        }
+        for head in &mut self.heads {
+            *head = moved(*head);
+        }
+        self.dirty.retain_mut(|(slot, _)| {
+            *slot = moved(*slot);
+            *slot != NIL
+        });
+        self.wide = std::mem::take(&mut self.wide)
+            .into_iter()
+            .filter_map(|(slot, v)| Some((moved(slot), v)).filter(|(s, _)| *s != NIL))
+            .collect();
+        self.slots = slots;
+        self.free = NIL;
+        shrink_mostly_empty(&mut self.dirty);
     }
 
     /// The id of the unicorn of the last accepted record (for callers keeping per-unicorn state
@@ -591,9 +694,14 @@ impl Engine {
         self.buckets.values().map(|b| b.slots.len()).sum()
     }
 
-    /// Unicorns seen by this engine.
+    /// Unicorns tracked: seen and not forgotten.
     pub fn unicorns(&self) -> usize {
         self.names.len()
+    }
+
+    /// One past the highest unicorn id in use: arrays a caller keeps per id need no more.
+    pub fn id_bound(&self) -> usize {
+        self.names.id_bound()
     }
 
     /// Heap bytes of window state (slots, per-unicorn heads, buckets, pending restatements),
@@ -601,6 +709,7 @@ impl Engine {
     pub fn heap_bytes(&self) -> (usize, usize) {
         let state = self.slots.capacity() * size_of::<Slot>()
             + self.heads.capacity() * size_of::<u32>()
+            + self.seen.capacity() * size_of::<Millis>()
             + self.dirty.capacity() * size_of::<(u32, Millis)>()
             + self.wide.capacity() * (size_of::<(u32, Vitals<i64>)>() + 1)
             + self
@@ -718,6 +827,114 @@ mod tests {
         ] {
             assert_eq!(Checkpoint::decode(foreign, 3), None, "{foreign:?}");
         }
+    }
+
+    #[test]
+    fn silent_unicorns_are_forgotten_only_once_their_windows_are_final() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        let mut gone = Forgotten::default();
+        e.push(&rec("a", 10, 1), 0, 0).unwrap();
+        e.push(&rec("b", 10, 2), 1, 0).unwrap();
+        // Long silent, but window [0, 60) s can still change: nothing is forgotten.
+        e.forget_silent(100_000, 30_000, &mut gone);
+        assert!(gone.ids.is_empty());
+        assert_eq!(e.unicorns(), 2);
+
+        // The watermark passes 60 s + 60 s of lateness: window 0 is emitted and final.
+        e.push(&rec("c", 200, 3), 2, 100_000).unwrap();
+        e.advance(100_000, &mut out);
+        assert_eq!(out.len(), 2);
+        e.forget_silent(100_000, 30_000, &mut gone);
+        assert_eq!(gone.ids, [0, 1], "a and b; c still has an open window");
+        assert_eq!(e.unicorns(), 1);
+        // c was heard from just now: kept however long a and b were silent.
+        e.forget_silent(129_999, 30_000, &mut gone);
+        assert!(gone.ids.is_empty());
+
+        // a returns: it is new (its old window is not reopened) and takes the lowest free id.
+        e.push(&rec("a", 201, 9), 3, 130_000).unwrap();
+        assert_eq!(e.last_unicorn(), 0);
+        out.clear();
+        e.flush(&mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.window_start,
+                    s.records,
+                    s.max_health_points,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("c", 180_000, 1, 3), ("a", 180_000, 1, 9)]);
+    }
+
+    #[test]
+    fn a_flood_of_names_gives_its_memory_back() {
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        let heap = |e: &Engine| {
+            let (state, names) = e.heap_bytes();
+            state + names
+        };
+        const FLOOD: u64 = 100_000;
+        for i in 0..FLOOD {
+            e.push(&rec(&format!("flood-{i:06}"), 10, 1), i, 0).unwrap();
+        }
+        let flooded = heap(&e);
+        assert!(flooded > 5 << 20, "{flooded} bytes for {FLOOD} unicorns");
+        // A fleet of ten keeps flying after the flood, its slots numbered past the flood's.
+        for minute in 2..5 {
+            for k in 0..10 {
+                let t = minute * 60 + k;
+                e.push(
+                    &rec(&format!("keep-{k}"), t, k),
+                    FLOOD + t as u64,
+                    t * 1_000,
+                )
+                .unwrap();
+            }
+            e.advance(minute * 60_000, &mut out);
+        }
+        let mut gone = Forgotten::default();
+        e.forget_silent(300_000, 30_000, &mut gone);
+        assert_eq!(gone.ids.len(), FLOOD as usize);
+        assert_eq!(gone.moved.len(), 10, "the fleet moved into the flood's ids");
+        assert_eq!(e.unicorns(), 10);
+        let after = heap(&e);
+        assert!(
+            after < 64 << 10,
+            "{after} bytes left after forgetting the flood"
+        );
+
+        // The survivors' windows came through the renumbering intact: window 180 s (closed,
+        // inside its lateness) takes a late record, window 240 s is still open.
+        out.clear();
+        e.push(&rec("keep-3", 185, 100), FLOOD + 1_000, 300_000)
+            .unwrap();
+        e.flush(&mut out);
+        let mut keep: Vec<_> = out
+            .iter()
+            .map(|s| {
+                let w = s.window_start / 1_000;
+                (
+                    s.name.clone(),
+                    w,
+                    s.records,
+                    s.max_health_points,
+                    s.revision,
+                )
+            })
+            .collect();
+        keep.sort();
+        let mut expected: Vec<_> = (0..10)
+            .map(|k| (format!("keep-{k}"), 240, 1, k, 0))
+            .collect();
+        expected.push(("keep-3".into(), 180, 2, 100, 1));
+        expected.sort();
+        assert_eq!(keep, expected);
     }
 
     #[test]

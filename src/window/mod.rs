@@ -34,10 +34,21 @@
 mod engine;
 mod intern;
 
-pub use engine::{Accepted, Checkpoint, Closings, Engine, EngineStats, TooLate};
+pub use engine::{Accepted, Checkpoint, Closings, Engine, EngineStats, Forgotten, TooLate};
 pub use intern::{Interner, NameId};
 
 use crate::time::Millis;
+
+/// Below this many entries (or bytes) nothing is compacted or shrunk: not worth the copy.
+const SMALL: usize = 4_096;
+
+/// Gives back a vector's spare capacity when it is mostly spare, keeping room to grow: for
+/// state kept per unicorn once many unicorns have been forgotten.
+pub fn shrink_mostly_empty<T>(v: &mut Vec<T>) {
+    if v.capacity() > SMALL && v.capacity() > 4 * v.len() {
+        v.shrink_to(2 * v.len());
+    }
+}
 
 /// Which clock assigns a record to its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +78,10 @@ pub struct WindowConfig {
     /// rejected as `too_early` (applied by the engine task in event time, not by the engine);
     /// `None` for history (files, `aggregate`), which keeps no wall-clock rule.
     pub max_future_ms: Option<Millis>,
+    /// Live sources: a unicorn with no window that can still change and no record for this
+    /// long is forgotten (applied by the engine task with [`Engine::forget_silent`]);
+    /// `None` keeps every name (`aggregate`, which runs once and ends).
+    pub forget_after_ms: Option<Millis>,
 }
 
 impl Default for WindowConfig {
@@ -78,6 +93,7 @@ impl Default for WindowConfig {
             allowed_lateness_ms: 60_000,
             idle_timeout_ms: Some(10_000),
             max_future_ms: None,
+            forget_after_ms: None,
         }
     }
 }
