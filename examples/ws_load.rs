@@ -28,6 +28,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use stampede::time::{format_status_time, now_ms, parse_status_time};
 
+#[path = "support/proc.rs"]
+mod proc;
+use proc::proc_usage;
+
 struct Args {
     url: String,
     clients: usize,
@@ -69,32 +73,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-/// (CPU seconds, resident bytes) of a process, from /proc.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss_kb * 1024)
 }
 
 const PROBE: &[u8] = b"\"Name\":\"~probe\",\"StatusTime\":\"";

@@ -13,6 +13,13 @@ use stampede::config::{Config, ConfigError, DEFAULT_TOML};
 use stampede::produce::{produce, produce_http, produce_kafka, produce_kinesis, Target};
 use stampede::record::RejectReason;
 
+/// jemalloc rather than glibc's malloc: it gives freed memory back to the system. After a
+/// million names were forgotten, glibc kept ~210 MiB of freed memory in its free lists
+/// (`examples/name_flood`: RSS 284 MiB against jemalloc's 114 MiB); `aggregate` runs at the
+/// same speed with either (174.7 vs 177.0 ms for 500,000 records, hyperfine, 15 runs).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
