@@ -370,8 +370,8 @@ fn kafka_output(
         )
     })?;
     let sink = match carries {
-        Carries::Summaries => KafkaSink::new(Some(topic), None),
-        Carries::DeadLetters => KafkaSink::new(None, Some(topic)),
+        Carries::Summaries => KafkaSink::new(Some(topic), None, health.clone()),
+        Carries::DeadLetters => KafkaSink::new(None, Some(topic), health.clone()),
     };
     let rx = outputs.add(carries.name(), carries.interest());
     outputs.run(carries.name(), tokio::spawn(sink.run(rx)), health);

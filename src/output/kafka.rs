@@ -5,7 +5,10 @@
 //!
 //! Every message is kept until the broker acknowledges it; a failed delivery is sent again
 //! (with backoff) rather than dropped, so a barrier is answered only when everything before it
-//! is in the topic.
+//! is in the topic. A failure that needs someone to act (the topic gone, access denied, a
+//! message the broker will never take) marks the output down on `/readyz` with the error, is
+//! logged once a minute and counted as permanent; the output keeps retrying, so it recovers by
+//! itself once the cause is fixed.
 
 use crate::backoff::Backoff;
 use std::collections::VecDeque;
@@ -18,7 +21,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 
-use super::{Barrier, Item};
+use super::{Barrier, Classify, ErrorKind, Health, Item};
 use crate::kafka::{client_config, producer_options, Observed, PRODUCER_DEFAULTS};
 use crate::metrics::METRICS;
 
@@ -76,16 +79,26 @@ pub struct KafkaSink {
     dead_letters: Option<KafkaTopic>,
     in_flight: VecDeque<(Outgoing, DeliveryFuture)>,
     waiting: Vec<Barrier>,
+    health: Health,
+    /// A delivery has failed since the last success.
+    failing: bool,
 }
 
 impl KafkaSink {
-    /// Publishes summaries to `summaries` and dead letters to `dead_letters` (each optional).
-    pub fn new(summaries: Option<KafkaTopic>, dead_letters: Option<KafkaTopic>) -> KafkaSink {
+    /// Publishes summaries to `summaries` and dead letters to `dead_letters` (each optional),
+    /// reporting failures to `health`.
+    pub fn new(
+        summaries: Option<KafkaTopic>,
+        dead_letters: Option<KafkaTopic>,
+        health: Health,
+    ) -> KafkaSink {
         KafkaSink {
             summaries,
             dead_letters,
             in_flight: VecDeque::new(),
             waiting: Vec::new(),
+            health,
+            failing: false,
         }
     }
 
@@ -159,7 +172,7 @@ impl KafkaSink {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.settle_oldest().await;
         }
-        let delivery = enqueue(&out).await;
+        let delivery = enqueue(&out, &self.health).await;
         self.in_flight.push_back((out, delivery));
     }
 
@@ -168,19 +181,35 @@ impl KafkaSink {
         let Some((out, mut delivery)) = self.in_flight.pop_front() else {
             return;
         };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            let failure = match delivery.await {
+            match delivery.await {
                 Ok(Ok(_)) => {
                     METRICS.stream_published.fetch_add(1, Relaxed);
+                    if std::mem::take(&mut self.failing) {
+                        self.health.set(true);
+                    }
                     return;
                 }
-                Ok(Err((e, _))) => e.to_string(),
-                Err(_) => "the producer dropped the message".to_owned(),
-            };
-            METRICS.stream_errors.fetch_add(1, Relaxed);
-            tracing::warn!(topic = %out.topic, error = %failure, "Kafka delivery failed; sending again");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            delivery = enqueue(&out).await;
+                Ok(Err((e, _))) => self.failed(&out, e.kind(), &e),
+                Err(_) => self.failed(
+                    &out,
+                    ErrorKind::Transient,
+                    &"the producer dropped the message",
+                ),
+            }
+            backoff.wait().await;
+            delivery = enqueue(&out, &self.health).await;
+        }
+    }
+
+    /// A delivery failed: counted, reported to `/readyz` when permanent, sent again.
+    fn failed(&mut self, out: &Outgoing, kind: ErrorKind, e: &dyn std::fmt::Display) {
+        self.failing = true;
+        METRICS.stream_errors.fetch_add(1, Relaxed);
+        self.health.failed(kind, e);
+        if kind == ErrorKind::Transient {
+            tracing::warn!(topic = %out.topic, error = %e, "Kafka delivery failed; sending again");
         }
     }
 
@@ -196,7 +225,7 @@ impl KafkaSink {
 }
 
 /// Hands one message to librdkafka, waiting while its queue is full or it refuses.
-async fn enqueue(out: &Outgoing) -> DeliveryFuture {
+async fn enqueue(out: &Outgoing, health: &Health) -> DeliveryFuture {
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(5));
     loop {
         let mut record = FutureRecord::to(&out.topic).payload(&out.payload);
@@ -211,9 +240,65 @@ async fn enqueue(out: &Outgoing) -> DeliveryFuture {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
             Err((e, _)) => {
                 METRICS.stream_errors.fetch_add(1, Relaxed);
-                tracing::error!(topic = %out.topic, error = %e, "cannot queue a message for Kafka; retrying");
+                health.failed(e.kind(), &e);
+                if e.kind() == ErrorKind::Transient {
+                    tracing::warn!(topic = %out.topic, error = %e, "cannot queue a message for Kafka; retrying");
+                }
             }
         }
         backoff.wait().await;
+    }
+}
+
+impl Classify for KafkaError {
+    /// Permanent: the topic is missing, access is denied, or the broker will never take the
+    /// message as it is; everything else (timeouts, leader changes, a broker down) passes.
+    fn kind(&self) -> ErrorKind {
+        use RDKafkaErrorCode as C;
+        match self.rdkafka_error_code() {
+            Some(
+                C::UnknownTopic
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopicId
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::Authentication
+                | C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::MessageSizeTooLarge
+                | C::InvalidRecord
+                | C::PolicyViolation
+                | C::UnsupportedForMessageFormat
+                | C::InvalidRequiredAcks
+                | C::Fatal,
+            ) => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_topic_or_denied_access_is_permanent_and_a_timeout_is_not() {
+        let delivery = |code| KafkaError::MessageProduction(code);
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ] {
+            assert_eq!(delivery(code).kind(), ErrorKind::Permanent, "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::QueueFull,
+        ] {
+            assert_eq!(delivery(code).kind(), ErrorKind::Transient, "{code:?}");
+        }
     }
 }

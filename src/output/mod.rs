@@ -127,7 +127,11 @@ impl ErrorKind {
 #[derive(Debug, Clone)]
 pub struct Health {
     name: &'static str,
+    /// The output's own view, or its client library's connection flag.
     up: Arc<AtomicBool>,
+    /// A permanent error was reported and nothing has succeeded since (kept apart from `up`,
+    /// which a client library may overwrite every second).
+    broken: Arc<AtomicBool>,
     /// When the write under way started (epoch ms); 0 when none is.
     busy_since: Arc<AtomicI64>,
     /// The last error while down.
@@ -147,6 +151,7 @@ impl Health {
     pub fn set(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
         if up {
+            self.broken.store(false, Ordering::Relaxed);
             *self
                 .reason
                 .lock()
@@ -164,7 +169,7 @@ impl Health {
             return;
         }
         let text = error.to_string();
-        self.up.store(false, Ordering::Relaxed);
+        self.broken.store(true, Ordering::Relaxed);
         let now = now_ms();
         let last = self.logged_at.load(Ordering::Relaxed);
         if last == 0 || now.saturating_sub(last) >= LOG_PERMANENT_EVERY_MS {
@@ -211,6 +216,7 @@ impl Health {
     pub fn up(&self) -> bool {
         let since = self.busy_since.load(Ordering::Relaxed);
         self.up.load(Ordering::Relaxed)
+            && !self.broken.load(Ordering::Relaxed)
             && (since == 0 || now_ms().saturating_sub(since) < STALLED_AFTER_MS)
     }
 
@@ -219,6 +225,7 @@ impl Health {
         Health {
             name,
             up: flag,
+            broken: Arc::default(),
             busy_since: Arc::new(AtomicI64::new(0)),
             reason: Arc::default(),
             logged_at: Arc::new(AtomicI64::new(0)),
@@ -561,5 +568,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("broken") && !err.contains("store"), "{err}");
+    }
+
+    /// A client library rewrites its connection flag every second; a permanent error must keep
+    /// the output down regardless, until a write succeeds.
+    #[test]
+    fn a_permanent_error_outlasts_the_connection_flag_until_a_success() {
+        let connected = Arc::new(AtomicBool::new(true));
+        let health = Health::from_flag("test_output", Arc::clone(&connected));
+        health.failed(ErrorKind::Transient, &"timed out");
+        assert!(health.up(), "a transient error is retried, not reported");
+        health.failed(ErrorKind::Permanent, &"topic missing");
+        connected.store(true, Ordering::Relaxed);
+        assert!(!health.up());
+        assert_eq!(health.reason().as_deref(), Some("topic missing"));
+        health.set(true);
+        assert!(health.up());
+        assert_eq!(health.reason(), None);
     }
 }
