@@ -507,6 +507,7 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
             )
         })
         .collect();
+    let posted = std::time::Instant::now();
     let (status, reply) = http_post(&format!("{}/ingest", serve.url), body.join("\n").as_bytes());
     assert_eq!(status, 200, "{reply}");
     let mut ready = Value::Null;
@@ -515,6 +516,11 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
         ready = serde_json::from_str(&body).unwrap();
         status == 503 && ready["checks"]["store"] == false && ready["reasons"]["store"].is_string()
     });
+    // The figure the issue asks for (run with --no-capture to see it).
+    eprintln!(
+        "a permanent store error showed on /readyz {} ms after the record that caused it",
+        posted.elapsed().as_millis()
+    );
     let reason = ready["reasons"]["store"].as_str().unwrap();
     assert!(
         reason.contains(&table) || reason.contains("ResourceNotFound"),
