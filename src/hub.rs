@@ -349,6 +349,9 @@ impl State {
     /// (the end of a flood of names), the clients are resynchronised with a fresh snapshot
     /// instead: cheaper for them and for the hub than a frame per name.
     fn sweep(&mut self) {
+        // Clients that left: their queues' memory goes now, not at the next frame (an idle
+        // fleet sends none).
+        self.clients.retain(|c| !c.tx.is_closed());
         let now = Instant::now();
         let silent: Vec<Arc<str>> = self
             .fleet
