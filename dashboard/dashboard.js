@@ -284,7 +284,7 @@ function select(name) {
   selected = name; dirtyTable = true; dirtyMap = true;
   document.getElementById("detail").hidden = false;
   document.getElementById("detail-name").textContent = name;
-  fetch("/api/summaries?limit=60&name=" + encodeURIComponent(name))
+  api("/api/summaries?limit=60&name=" + encodeURIComponent(name))
     .then(r => r.ok ? r.json() : [])
     .then(list => { list.forEach(addSummary); renderDetail(); })
     .catch(() => {});
@@ -366,15 +366,58 @@ function handle(msg) {
   if (popupFor && fleet.has(popupFor)) renderPopup();
 }
 
+// ---- the read token (web.read_token), asked for once and kept for the tab ----
+const TOKEN_KEY = "stampede.readToken";
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
+function api(path) {
+  return fetch(path, { headers: token ? { Authorization: "Bearer " + token } : {} });
+}
+function hex(text) {
+  return [...new TextEncoder().encode(text)].map(b => b.toString(16).padStart(2, "0")).join("");
+}
+// Resolves once the service lets this tab read (asking for the token while it does not).
+function signIn(message) {
+  const dialog = document.getElementById("signin");
+  const input = document.getElementById("signin-token");
+  const error = document.getElementById("signin-error");
+  error.hidden = !message; error.textContent = message || "";
+  status.textContent = "signed out"; status.className = "reconnecting";
+  return new Promise(resolve => {
+    document.getElementById("signin-form").onsubmit = ev => {
+      ev.preventDefault();
+      token = input.value.trim();
+      sessionStorage.setItem(TOKEN_KEY, token);
+      dialog.close();
+      resolve(start());
+    };
+    if (!dialog.open) dialog.showModal();
+    input.focus();
+  });
+}
+function start() {
+  return api("/api/config").then(r => {
+    if (r.status === 401) {
+      return signIn(token
+        ? "The service refused that token. Check web.read_token in its config (tokens are case-sensitive), or ask whoever runs it."
+        : "");
+    }
+    return r.json().then(c => { tileUrl = c.tile_url || ""; dirtyMap = true; connect(); });
+  }).catch(() => setTimeout(start, 2000));
+}
+
 const status = document.getElementById("status");
 let backoff = 500;
 function connect() {
-  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
-  ws.onopen = () => { status.textContent = "live"; status.className = "live"; backoff = 500; };
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  // A browser's WebSocket cannot send headers: the token rides in the subprotocol list.
+  const ws = new WebSocket(url, token ? ["stampede", "stampede.token." + hex(token)] : ["stampede"]);
+  let opened = false;
+  ws.onopen = () => { opened = true; status.textContent = "live"; status.className = "live"; backoff = 500; };
   ws.onmessage = e => { try { handle(JSON.parse(e.data)); } catch (err) { console.error("bad frame", err); } };
   ws.onclose = () => {
     status.textContent = "reconnecting…"; status.className = "reconnecting";
-    setTimeout(connect, backoff);
+    // Refused before it opened: the token may have changed; start() asks again if so.
+    setTimeout(opened ? connect : start, backoff);
     backoff = Math.min(backoff * 2, 10000);
   };
 }
@@ -397,6 +440,5 @@ window.stampede = {
   view,
 };
 
-fetch("/api/config").then(r => r.json()).then(c => { tileUrl = c.tile_url || ""; dirtyMap = true; }).catch(() => {});
-connect();
+start();
 requestAnimationFrame(frame);

@@ -65,6 +65,15 @@ impl App {
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let window = config.window_config()?;
     let addr = config.listen_addr()?;
+    // First: a bad certificate is a config error, not a half-started service.
+    let tls = if config.web.tls_cert.is_empty() {
+        None
+    } else {
+        Some(crate::web::tls::server_config(
+            std::path::Path::new(&config.web.tls_cert),
+            std::path::Path::new(&config.web.tls_key),
+        )?)
+    };
     let aws = AwsConfig::new();
 
     let hub_stop = CancellationToken::new();
@@ -179,6 +188,14 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
     drop(fanout);
 
+    let guard = Arc::new(crate::web::guard::Guard {
+        loopback: addr.ip().is_loopback(),
+        allowed_hosts: lower(&config.web.allowed_hosts),
+        allowed_origins: lower(&config.web.allowed_origins),
+        token: config.web.token.as_str().into(),
+        read_token: config.web.read_token.as_str().into(),
+        tls: tls.is_some(),
+    });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
@@ -200,11 +217,19 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         )),
     };
     let web_stop = CancellationToken::new();
-    let server = tokio::spawn(std::future::IntoFuture::into_future(
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(web_stop.clone().cancelled_owned()),
-    ));
-    tracing::info!(%local, "listening");
+    let web_stop_for_tls = web_stop.clone();
+    let routes = router(state, guard);
+    let server = match tls {
+        Some(tls) => tokio::spawn(async move {
+            crate::web::tls::serve(listener, tls, routes, web_stop_for_tls).await;
+            Ok(())
+        }),
+        None => tokio::spawn(std::future::IntoFuture::into_future(
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(web_stop.clone().cancelled_owned()),
+        )),
+    };
+    tracing::info!(%local, https = !config.web.tls_cert.is_empty(), "listening");
 
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
@@ -525,4 +550,9 @@ fn kafka_start_error(e: rdkafka::error::KafkaError, what: &str) -> anyhow::Error
         }
         other => anyhow::Error::new(other).context(what.to_owned()),
     }
+}
+
+/// Lower-cased copies (host names and origins compare case-insensitively).
+fn lower(list: &[String]) -> Vec<String> {
+    list.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
 }

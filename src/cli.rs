@@ -259,13 +259,15 @@ impl ProduceArgs {
     pub fn to_options(&self) -> Result<ProduceOptions, UsageError> {
         let target = match self.to.as_str() {
             "-" => Target::Stdout,
-            other if other.starts_with("http://") => {
+            other if other.starts_with("http://") || other.starts_with("https://") => {
                 let uri: hyper::Uri = other
                     .parse()
                     .ok()
                     .filter(|u: &hyper::Uri| u.authority().is_some())
                     .ok_or_else(|| {
-                        usage(format!("--to {other}: expected http://HOST:PORT/ingest"))
+                        usage(format!(
+                            "--to {other}: expected http://HOST:PORT/ingest or https://HOST:PORT/ingest"
+                        ))
                     })?;
                 if !(1..=100_000).contains(&self.batch) {
                     return Err(usage("--batch is 1 to 100000 records"));
@@ -287,15 +289,9 @@ impl ProduceArgs {
                 .map(Target::Kinesis)
                 .map_err(|e| usage(format!("--to {other}: {e}")))?,
             other => {
-                let scheme = other.split("://").next().unwrap_or(other);
-                return Err(usage(match scheme {
-                    "https" => format!(
-                        "--to {other}: https is not supported; use http:// (behind a TLS-terminating proxy if it crosses a network)"
-                    ),
-                    _ => format!(
-                        "--to {other}: expected -, http://HOST:PORT/ingest, kafka://HOST:PORT/TOPIC or kinesis://STREAM"
-                    ),
-                }));
+                return Err(usage(format!(
+                    "--to {other}: expected -, http(s)://HOST:PORT/ingest, kafka://HOST:PORT/TOPIC or kinesis://STREAM"
+                )));
             }
         };
         let names = match (&self.name, self.unicorns) {

@@ -220,6 +220,16 @@ pub struct WebConfig {
     pub max_ws_clients: u64,
     /// A unicorn not heard from for this long leaves the live fleet (a `silent` frame).
     pub silent_after_secs: u64,
+    /// Bearer token for reads (dashboard data, `/ws`, `/api/*`); empty for open reads.
+    pub read_token: String,
+    /// Other origins (`scheme://host[:port]`) whose pages may POST and open `/ws`.
+    pub allowed_origins: Vec<String>,
+    /// Host names served besides loopback ones while bound to loopback (DNS-rebinding guard).
+    pub allowed_hosts: Vec<String>,
+    /// PEM certificate chain: with `tls_key`, serve HTTPS and WSS.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for WebConfig {
@@ -233,6 +243,11 @@ impl Default for WebConfig {
             ws_queue_bytes: 8 << 20,
             max_ws_clients: 10_000,
             silent_after_secs: 30,
+            read_token: String::new(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -285,6 +300,11 @@ ws_queue_frames = 16384         # frames a browser may fall behind before it get
 ws_queue_bytes = 8388608        # ... or bytes of frames; each minute sends one summary frame per unicorn
 max_ws_clients = 10000          # WebSocket clients at once; further upgrades get 503
 silent_after_secs = 30          # a unicorn not heard from this long leaves the live map
+read_token = ""                 # when set, reads (dashboard data, /ws, /api/*) need it too
+allowed_origins = []            # other origins whose browsers may POST and open /ws, e.g. ["https://ops.example"]
+allowed_hosts = []              # Host names accepted besides loopback ones (DNS-rebinding guard)
+tls_cert = ""                   # PEM files: serve HTTPS/WSS when both are set
+tls_key = ""
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.
@@ -456,6 +476,27 @@ impl Config {
                 "must be between 1 and 1000000",
             ));
         }
+        for origin in &self.web.allowed_origins {
+            let ok = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+            });
+            if !ok {
+                return Err(value_error(
+                    "web.allowed_origins",
+                    format!("{origin:?} is not an origin: write scheme://host[:port], e.g. \"https://ops.example\", with no path"),
+                ));
+            }
+        }
+        if self.web.tls_cert.is_empty() != self.web.tls_key.is_empty() {
+            return Err(value_error(
+                if self.web.tls_cert.is_empty() {
+                    "web.tls_cert"
+                } else {
+                    "web.tls_key"
+                },
+                "HTTPS needs both web.tls_cert and web.tls_key (PEM files)",
+            ));
+        }
         if self.store.dead_letter_retention == 0 {
             return Err(value_error(
                 "store.dead_letter_retention",
@@ -608,6 +649,15 @@ fn apply_env(
                 .parse::<bool>()
                 .map(toml::Value::Boolean)
                 .map_err(|_| "expected true or false"),
+            // A list: comma-separated, e.g. STAMPEDE_WEB_ALLOWED_HOSTS=stampede.lan,10.0.0.5.
+            toml::Value::Array(_) => Ok(toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_owned()))
+                    .collect(),
+            )),
             _ => Ok(toml::Value::String(value.clone())),
         }
         .map_err(|m| ConfigError::Env {

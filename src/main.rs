@@ -188,9 +188,14 @@ fn run_service(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let scheme = if config.web.tls_cert.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
     runtime.block_on(async move {
         let app = stampede::app::start(config).await?;
-        let url = format!("http://{}/", app.addr);
+        let url = format!("{scheme}://{}/", app.addr);
         let fleet_stop = tokio_util::sync::CancellationToken::new();
         if let Some(n) = demo_unicorns {
             tokio::spawn(stampede::demo::run_fleet(

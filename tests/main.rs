@@ -13,5 +13,6 @@ mod golden;
 mod kafka;
 mod kinesis;
 mod outputs;
+mod security;
 mod semantics;
 mod service;

@@ -69,9 +69,49 @@ pub enum HttpError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The server's TLS certificate is not trusted.
+    #[error("{uri}: the server's certificate is not trusted ({error}); for a service with a certificate of its own, point SSL_CERT_FILE at the CA that signed it")]
+    Untrusted {
+        /// The endpoint.
+        uri: String,
+        /// What TLS said.
+        error: String,
+    },
+    /// TLS could not be set up.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// A client for `http://` and `https://` endpoints. Servers are verified against the system's
+/// certificate store; `SSL_CERT_FILE` (or `SSL_CERT_DIR`) names another, for a service with a
+/// certificate of its own.
+fn client(connections: usize) -> Result<HttpClient, HttpError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(errors = ?found.errors, "no trusted certificates found: https:// endpoints will fail (set SSL_CERT_FILE)");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build(connector))
+}
 
 /// Runs the producer against an HTTP endpoint until `msgs` are delivered (or forever).
 ///
@@ -109,9 +149,7 @@ async fn run(opts: ProduceOptions, target: super::HttpTarget) -> Result<HttpRepo
             }
         }
     });
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(connections)
-        .build_http();
+    let client = client(connections)?;
     let rx = Arc::new(Mutex::new(rx));
     let report = Arc::new(std::sync::Mutex::new(HttpReport::default()));
     let progress = Arc::new(std::sync::Mutex::new(Progress::new(opts.progress)));
@@ -215,6 +253,13 @@ async fn deliver(
                         uri: target.uri.to_string(),
                         status,
                         body: String::from_utf8_lossy(&reply).into_owned(),
+                    })
+                }
+                // Retrying will not make a certificate trusted.
+                Err(e) if e.contains("certificate") => {
+                    return Err(HttpError::Untrusted {
+                        uri: target.uri.to_string(),
+                        error: e,
                     })
                 }
                 Err(e) => e,

@@ -5,7 +5,9 @@
 //! the hub's frames.
 
 mod api;
+pub mod guard;
 mod ingest;
+pub mod tls;
 mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,26 +53,13 @@ impl WebState {
         if self.token.is_empty() {
             return true;
         }
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        constant_time_eq(given.as_bytes(), self.token.as_bytes())
+        let given = guard::bearer(headers).unwrap_or_default();
+        guard::constant_time_eq(given.as_bytes(), self.token.as_bytes())
     }
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 fn unauthorized() -> Response {
@@ -82,8 +71,8 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// The router.
-pub fn router(state: WebState) -> Router {
+/// The router, behind the [`guard`] checks.
+pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
     // Ingest enforces the body limit itself (to answer 413 with a JSON body); the extractor's own
     // limit is set just above it.
     let limit = state.max_body_bytes.saturating_add(1);
@@ -101,6 +90,7 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .with_state(state)
 }
 

@@ -36,7 +36,9 @@ pub(super) async fn upgrade(State(state): State<WebState>, ws: WebSocketUpgrade)
         )
             .into_response();
     };
-    ws.read_buffer_size(4 * 1024)
+    // The dashboard offers the `stampede` subprotocol (beside its read token, if any): echo it.
+    ws.protocols([super::guard::WS_PROTOCOL])
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)

@@ -38,20 +38,40 @@ pub async fn request(
     body: impl Into<Bytes>,
     token: Option<&str>,
 ) -> (StatusCode, Vec<u8>) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    let (status, _, body) = request_with(addr, method, path, &headers, body).await;
+    (status, body)
+}
+
+/// One HTTP request with `headers` (a `host` among them replaces the default); the status, the
+/// response headers and the body.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, hyper::HeaderMap, Vec<u8>) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let res = client
         .request(req.body(Full::new(body.into())).unwrap())
         .await
         .unwrap();
     let status = res.status();
+    let headers = res.headers().clone();
     let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
-    (status, body)
+    (status, headers, body)
 }
 
 pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
