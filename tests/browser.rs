@@ -137,3 +137,163 @@ async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+type Page = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Serves one page (set through the handle) to every request on 127.0.0.1: a page of another
+/// origin, since another port is another origin.
+async fn serve_page() -> (std::net::SocketAddr, Page) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let page = Page::default();
+    let html = std::sync::Arc::clone(&page);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let html = html.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, page)
+}
+
+/// What a hostile page does: a `text/plain` POST of a record (a "simple request", sent without
+/// a preflight) and a WebSocket to the live feed. It reports in `window.attack`.
+fn attack_page(target: std::net::SocketAddr, name: &str) -> String {
+    let record = line(name, &now_text(0), 1.0, 150, 150).replace('"', "\\\"");
+    format!(
+        r#"<!doctype html><title>cute unicorns</title><script>
+window.attack = {{ post: "pending", ws: "pending" }};
+fetch("http://{target}/ingest", {{ method: "POST", mode: "no-cors",
+  headers: {{ "Content-Type": "text/plain" }}, body: "{record}" }})
+  .then(() => attack.post = "done", () => attack.post = "done");
+const ws = new WebSocket("ws://{target}/ws");
+ws.onopen = () => attack.ws = "open";
+ws.onerror = () => attack.ws = "refused";
+</script>"#
+    )
+}
+
+/// A page from another origin, in a real Chromium, tries to post telemetry and to read the live
+/// feed: both fail and nothing is ingested. The control: the same page from an origin listed in
+/// `web.allowed_origins` gets through, so it is the service that refuses, not the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_another_origin_can_neither_post_nor_open_the_feed() {
+    let browser = Browser::start().await;
+    let dir = temp_dir("browser-attack");
+    let app = start(&dir, |_| {}).await;
+    let (evil, page) = serve_page().await;
+    *page.lock().unwrap() = attack_page(app.addr, "Evil");
+    browser.goto(&format!("http://{evil}/")).await;
+    let done = "return window.attack && window.attack.post !== 'pending' && window.attack.ws !== 'pending' ? window.attack : null";
+    let outcome = browser.until("the attack to finish", done, json!([])).await;
+    assert_eq!(outcome, json!({ "post": "done", "ws": "refused" }));
+    let (_, metrics) =
+        crate::support::service::request(app.addr, hyper::Method::GET, "/metrics", "", None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("stampede_records_in_total 0"),
+        "nothing ingested"
+    );
+    assert_eq!(
+        crate::support::service::get_json(app.addr, "/api/unicorns").await,
+        json!([])
+    );
+    app.stop().await.unwrap();
+
+    // The control: from an origin listed in web.allowed_origins, the same page's record
+    // arrives and its feed opens.
+    let dir2 = temp_dir("browser-allowed");
+    let (friendly, page) = serve_page().await;
+    let origin = format!("http://{friendly}");
+    let app = start(&dir2, |c| c.web.allowed_origins = vec![origin]).await;
+    *page.lock().unwrap() = attack_page(app.addr, "Friend");
+    browser.goto(&format!("http://{friendly}/")).await;
+    let outcome = browser
+        .until("the allowed page to finish", done, json!([]))
+        .await;
+    assert_eq!(outcome, json!({ "post": "done", "ws": "open" }));
+    let fleet = crate::support::service::eventually("Friend ingested", || async {
+        let v = crate::support::service::get_json(app.addr, "/api/unicorns").await;
+        (v.as_array()?.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(fleet[0]["Name"], "Friend");
+    browser.quit().await;
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&dir2).ok();
+}
+
+/// With `web.read_token`, the dashboard asks for the token once: a wrong one is refused with a
+/// message that says what to check, the right one shows the fleet live, and a reload of the tab
+/// keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() {
+    let dir = temp_dir("browser-token");
+    let app = start(&dir, |c| c.web.read_token = "s3cret-R3ad".into()).await;
+    let (status, _) = post_json(
+        app.addr,
+        "/ingest",
+        line("Shadowfax", &now_text(0), 1.0, 150, 150),
+        None,
+    )
+    .await;
+    assert!(status.is_success());
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{}/", app.addr)).await;
+    browser
+        .until(
+            "the sign-in dialog",
+            "return document.getElementById('signin').open",
+            json!([]),
+        )
+        .await;
+    let submit = "document.getElementById('signin-token').value = arguments[0]; document.getElementById('signin-form').requestSubmit(); return true";
+    browser.eval(submit, json!(["wrong"])).await;
+    let error = browser
+        .until(
+            "the wrong token's message",
+            "const e = document.getElementById('signin-error'); return document.getElementById('signin').open && !e.hidden ? e.textContent : null",
+            json!([]),
+        )
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("refused that token")
+            && error.as_str().unwrap().contains("web.read_token"),
+        "{error}"
+    );
+    browser.eval(submit, json!(["s3cret-R3ad"])).await;
+    let live = "const rows = [...document.querySelectorAll('#fleet tbody tr')].map(t => t.dataset.name); return document.getElementById('status').textContent === 'live' && rows.length === 1 ? rows : null";
+    let rows = browser.until("the fleet, live", live, json!([])).await;
+    assert_eq!(rows, json!(["Shadowfax"]));
+    // Kept for the tab: a reload asks nothing.
+    browser
+        .eval(
+            "window.beforeReload = true; location.reload(); return true",
+            json!([]),
+        )
+        .await;
+    let reloaded = format!("if (window.beforeReload) return null; {live}");
+    let rows = browser
+        .until("the fleet after a reload", &reloaded, json!([]))
+        .await;
+    assert_eq!(rows, json!(["Shadowfax"]));
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('signin').open", json!([]))
+            .await,
+        json!(false)
+    );
+    browser.quit().await;
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
