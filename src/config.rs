@@ -304,7 +304,7 @@ read_token = ""                 # when set, reads (dashboard data, /ws, /api/*) 
 allowed_origins = []            # other origins whose browsers may POST and open /ws, e.g. ["https://ops.example"]
 allowed_hosts = []              # Host names accepted besides loopback ones (DNS-rebinding guard)
 tls_cert = ""                   # PEM files: serve HTTPS/WSS when both are set
-tls_key = ""
+tls_key = ""                    # its PEM private key
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.
