@@ -1,5 +1,7 @@
 //! The dashboard in a real headless Chromium: unicorns appear in the table and on the map, a
-//! click on a marker opens a popup with the vitals, and a silent unicorn disappears.
+//! click on a marker opens a popup with the vitals, and a silent unicorn disappears; the read
+//! token's sign-in, over HTTP and over TLS; and a hostile page of another origin that can
+//! neither post telemetry nor open the live feed.
 
 use std::time::Duration;
 
@@ -292,6 +294,62 @@ async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() 
             .eval("return document.getElementById('signin').open", json!([]))
             .await,
         json!(false)
+    );
+    browser.quit().await;
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Over HTTPS and WSS, with a read token: the same dashboard signs in and goes live (the page
+/// picks `wss://` itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_over_tls_with_a_read_token() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let dir = temp_dir("browser-tls");
+    let app = start(&dir, |c| {
+        c.web.read_token = "tls-R3ad".into();
+        c.web.tls_cert = tls.join("cert.pem").display().to_string();
+        c.web.tls_key = tls.join("key.pem").display().to_string();
+    })
+    .await;
+    // Straight into the engine: this test's HTTP client speaks no TLS.
+    let payload = bytes::Bytes::from(line("Shadowfax", &now_text(0), 1.0, 150, 150));
+    let (reply, accepted) = tokio::sync::oneshot::channel();
+    app.ingest
+        .send(stampede::pipeline::Batch {
+            records: vec![0..payload.len()],
+            payload,
+            positions: Vec::new(),
+            reply: Some(reply),
+        })
+        .await
+        .unwrap();
+    assert_eq!(accepted.await.unwrap().accepted, 1);
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("https://localhost:{}/", app.addr.port()))
+        .await;
+    browser
+        .until(
+            "the sign-in dialog",
+            "return document.getElementById('signin').open",
+            json!([]),
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('signin-token').value = 'tls-R3ad'; document.getElementById('signin-form').requestSubmit(); return location.protocol",
+            json!([]),
+        )
+        .await;
+    let live = "const rows = [...document.querySelectorAll('#fleet tbody tr')].map(t => t.dataset.name); return document.getElementById('status').textContent === 'live' && rows.length === 1 ? rows : null";
+    let rows = browser
+        .until("the fleet, live over WSS", live, json!([]))
+        .await;
+    assert_eq!(rows, json!(["Shadowfax"]));
+    assert_eq!(
+        browser.eval("return location.protocol", json!([])).await,
+        "https:"
     );
     browser.quit().await;
     app.stop().await.unwrap();

@@ -90,8 +90,10 @@ impl Browser {
         }
         let profile =
             std::env::temp_dir().join(format!("stampede-chromium-{}-{port}", std::process::id()));
+        // Insecure certificates accepted: the TLS test's CA is not in the browser's store.
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
