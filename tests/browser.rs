@@ -140,6 +140,26 @@ async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Rows of the fleet table once the feed is live and lists exactly one unicorn.
+const FLEET_LIVE: &str = "const rows = [...document.querySelectorAll('#fleet tbody tr')].map(t => t.dataset.name); return document.getElementById('status').textContent === 'live' && rows.length === 1 ? rows : null";
+
+/// Waits for the dashboard's sign-in dialog and submits `token` through it.
+async fn sign_in(browser: &Browser, token: &str) {
+    browser
+        .until(
+            "the sign-in dialog",
+            "return document.getElementById('signin').open",
+            json!([]),
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('signin-token').value = arguments[0]; document.getElementById('signin-form').requestSubmit(); return true",
+            json!([token]),
+        )
+        .await;
+}
+
 type Page = std::sync::Arc<std::sync::Mutex<String>>;
 
 /// Serves one page (set through the handle) to every request on 127.0.0.1: a page of another
@@ -252,15 +272,7 @@ async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() 
     assert!(status.is_success());
     let browser = Browser::start().await;
     browser.goto(&format!("http://{}/", app.addr)).await;
-    browser
-        .until(
-            "the sign-in dialog",
-            "return document.getElementById('signin').open",
-            json!([]),
-        )
-        .await;
-    let submit = "document.getElementById('signin-token').value = arguments[0]; document.getElementById('signin-form').requestSubmit(); return true";
-    browser.eval(submit, json!(["wrong"])).await;
+    sign_in(&browser, "wrong").await;
     let error = browser
         .until(
             "the wrong token's message",
@@ -273,8 +285,8 @@ async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() 
             && error.as_str().unwrap().contains("web.read_token"),
         "{error}"
     );
-    browser.eval(submit, json!(["s3cret-R3ad"])).await;
-    let live = "const rows = [...document.querySelectorAll('#fleet tbody tr')].map(t => t.dataset.name); return document.getElementById('status').textContent === 'live' && rows.length === 1 ? rows : null";
+    sign_in(&browser, "s3cret-R3ad").await;
+    let live = FLEET_LIVE;
     let rows = browser.until("the fleet, live", live, json!([])).await;
     assert_eq!(rows, json!(["Shadowfax"]));
     // Kept for the tab: a reload asks nothing.
@@ -329,20 +341,8 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
     browser
         .goto(&format!("https://localhost:{}/", app.addr.port()))
         .await;
-    browser
-        .until(
-            "the sign-in dialog",
-            "return document.getElementById('signin').open",
-            json!([]),
-        )
-        .await;
-    browser
-        .eval(
-            "document.getElementById('signin-token').value = 'tls-R3ad'; document.getElementById('signin-form').requestSubmit(); return location.protocol",
-            json!([]),
-        )
-        .await;
-    let live = "const rows = [...document.querySelectorAll('#fleet tbody tr')].map(t => t.dataset.name); return document.getElementById('status').textContent === 'live' && rows.length === 1 ? rows : null";
+    sign_in(&browser, "tls-R3ad").await;
+    let live = FLEET_LIVE;
     let rows = browser
         .until("the fleet, live over WSS", live, json!([]))
         .await;
