@@ -329,7 +329,7 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
     let (reply, accepted) = tokio::sync::oneshot::channel();
     app.ingest
         .send(stampede::pipeline::Batch {
-            records: vec![0..payload.len()],
+            records: std::iter::once(0..payload.len()).collect(),
             payload,
             positions: Vec::new(),
             reply: Some(reply),
