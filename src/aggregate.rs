@@ -5,7 +5,9 @@
 //! emitted summaries are reduced to the last revision of each (`StatusTime`, `Name`) and sorted.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
+use crate::alert::{Alerts, Change, Rule};
 use crate::decode::decode;
 use crate::record::{Reject, RejectReason, Summary, MAX_RECORD_BYTES};
 use crate::source::file::LineReader;
@@ -81,6 +83,32 @@ pub fn aggregate<'a>(
     cfg: WindowConfig,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {
+    run(inputs, cfg, None, on_reject)
+}
+
+/// As [`aggregate`], also evaluating `rules` on every accepted record (CONTRACT §7): the alert
+/// state changes, in the order the records caused them (`stampede aggregate --alerts`).
+///
+/// # Errors
+/// As [`aggregate`].
+pub fn aggregate_with_alerts<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    cfg: WindowConfig,
+    rules: Arc<[Rule]>,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+) -> Result<(Vec<Summary>, Vec<Change>, Report), AggregateError> {
+    let mut alerts = Alerts::new(rules);
+    let mut changes = Vec::new();
+    let (summaries, report) = run(inputs, cfg, Some((&mut alerts, &mut changes)), on_reject)?;
+    Ok((summaries, changes, report))
+}
+
+fn run<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    cfg: WindowConfig,
+    mut alerts: Option<(&mut Alerts, &mut Vec<Change>)>,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+) -> Result<(Vec<Summary>, Report), AggregateError> {
     let mut engine = Engine::new(WindowConfig {
         idle_timeout_ms: None,
         ..cfg
@@ -116,9 +144,13 @@ pub fn aggregate<'a>(
                 Err(Reject::new(RejectReason::TooLarge))
             } else {
                 decode(line.bytes).and_then(|record| {
-                    engine
+                    let accepted = engine
                         .push(&record, position, arrival)
-                        .map_err(|_| Reject::new(RejectReason::TooLate))
+                        .map_err(|_| Reject::new(RejectReason::TooLate))?;
+                    if let Some((alerts, changes)) = alerts.as_mut() {
+                        alerts.evaluate(engine.last_unicorn(), &record, changes);
+                    }
+                    Ok(accepted)
                 })
             };
             match outcome {
@@ -165,9 +197,25 @@ pub fn final_summaries(mut emitted: Vec<Summary>) -> Vec<Summary> {
 /// # Errors
 /// Any write error.
 pub fn write_summaries(out: &mut dyn Write, summaries: &[Summary]) -> io::Result<()> {
+    write_ndjson(out, summaries, Summary::write_json)
+}
+
+/// Writes alert state changes as NDJSON.
+///
+/// # Errors
+/// Any write error.
+pub fn write_changes(out: &mut dyn Write, changes: &[Change]) -> io::Result<()> {
+    write_ndjson(out, changes, Change::write_json)
+}
+
+fn write_ndjson<T>(
+    out: &mut dyn Write,
+    items: &[T],
+    write: impl Fn(&T, &mut String),
+) -> io::Result<()> {
     let mut buf = String::with_capacity(1 << 16);
-    for s in summaries {
-        s.write_json(&mut buf);
+    for item in items {
+        write(item, &mut buf);
         buf.push('\n');
         if buf.len() >= 60_000 {
             out.write_all(buf.as_bytes())?;

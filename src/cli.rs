@@ -115,6 +115,14 @@ pub struct AggregateArgs {
     /// Print every rejected line (file, line number, reason) on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Print the alert state changes (firing, resolved) instead of the summaries, one JSON
+    /// object a line, in the order the records caused them.
+    #[arg(long)]
+    pub alerts: bool,
+    /// With --alerts: take the rules from this config file's alerts section (default:
+    /// low-health and low-magic, below 100, resolving at 105).
+    #[arg(long, value_name = "FILE", requires = "alerts")]
+    pub config: Option<PathBuf>,
 }
 
 /// The `[window]` settings as flags.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::alert::{Direction, Field, Rule};
 use crate::time::Millis;
 use crate::window::{TimeMode, WindowConfig};
 
@@ -27,6 +28,73 @@ pub struct Config {
     pub summary_stream: SummaryStreamConfig,
     /// The HTTP and WebSocket server.
     pub web: WebConfig,
+    /// Alert rules (CONTRACT §7).
+    pub alerts: AlertsConfig,
+}
+
+/// The `[alerts]` section: the rules evaluated per record.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Evaluate rules at all.
+    pub enabled: bool,
+    /// How far past the threshold a value must come back before an alert resolves, unless a
+    /// rule says `clear`.
+    #[serde(deserialize_with = "number")]
+    pub hysteresis: f64,
+    /// The rules; empty keeps the two defaults (`low-health`, `low-magic`).
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            hysteresis: 5.0,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[alerts.rules]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The rule's name (in alert ids, mails and filters).
+    pub name: String,
+    /// `HealthPoints`, `MagicPoints` or `Distance`.
+    pub field: String,
+    /// Fires below this (give `below` or `above`).
+    #[serde(default, deserialize_with = "optional_number")]
+    pub below: Option<f64>,
+    /// Fires above this.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub above: Option<f64>,
+    /// Resolves at this level; default the threshold ± `alerts.hysteresis`.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub clear: Option<f64>,
+    /// Event time the condition must hold before the rule fires.
+    #[serde(default)]
+    pub for_secs: u64,
+}
+
+/// A TOML number, whole or not.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Whole(i64),
+    Float(f64),
+}
+
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(match Number::deserialize(d)? {
+        Number::Whole(n) => n as f64,
+        Number::Float(f) => f,
+    })
+}
+
+fn optional_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    number(d).map(Some)
 }
 
 /// Where telemetry comes from (`source.kind`).
@@ -305,6 +373,18 @@ allowed_origins = []            # other origins whose browsers may POST and open
 allowed_hosts = []              # Host names accepted besides loopback ones (DNS-rebinding guard)
 tls_cert = ""                   # PEM files: serve HTTPS/WSS when both are set
 tls_key = ""                    # its PEM private key
+
+[alerts]                        # alert rules, evaluated per record on event time
+enabled = true                  # false: no rule is evaluated
+hysteresis = 5.0                # an alert resolves this far past its threshold (unless a rule says clear)
+# Without [[alerts.rules]] two rules apply: low-health (HealthPoints below 100) and low-magic
+# (MagicPoints below 100). Rules given here replace them:
+# [[alerts.rules]]
+# name = "low-health"           # letters, digits, - and _
+# field = "HealthPoints"        # HealthPoints | MagicPoints | Distance
+# below = 100                   # or above = N
+# clear = 105                   # resolves at or above this; default below + hysteresis
+# for_secs = 0                  # the condition must hold this long (event time) to fire
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.
@@ -405,6 +485,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.window_config()?;
         self.listen_addr()?;
+        self.alert_rules()?;
         if self.source.kind == SourceKind::Kinesis {
             crate::kinesis::check_stream(&self.source.stream)
                 .map_err(|m| value_error("source.stream", m))?;
@@ -574,6 +655,105 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The alert rules: those of `[[alerts.rules]]`, else the two defaults; none when
+    /// `alerts.enabled` is false.
+    ///
+    /// # Errors
+    /// The first rule that cannot work, named by its key (`alerts.rules[1].below`, say).
+    pub fn alert_rules(&self) -> Result<Vec<Rule>, ConfigError> {
+        let a = &self.alerts;
+        if !a.hysteresis.is_finite() || a.hysteresis < 0.0 {
+            return Err(value_error(
+                "alerts.hysteresis",
+                "must be a number, 0 or more",
+            ));
+        }
+        if !a.enabled {
+            return Ok(Vec::new());
+        }
+        if a.rules.is_empty() {
+            return Ok(Rule::defaults(a.hysteresis));
+        }
+        if a.rules.len() > crate::alert::MAX_RULES {
+            return Err(value_error(
+                "alerts.rules",
+                format!("at most {} rules", crate::alert::MAX_RULES),
+            ));
+        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(a.rules.len());
+        for (i, r) in a.rules.iter().enumerate() {
+            let key = |k: &str| format!("alerts.rules[{i}].{k}");
+            let name_ok = !r.name.is_empty()
+                && r.name.len() <= 64
+                && r.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(value_error(
+                    &key("name"),
+                    format!("{:?}: 1 to 64 letters, digits, '-' or '_'", r.name),
+                ));
+            }
+            if rules.iter().any(|other| *other.name == *r.name) {
+                return Err(value_error(
+                    &key("name"),
+                    format!("{:?} is used twice", r.name),
+                ));
+            }
+            let field = Field::parse(&r.field).ok_or_else(|| {
+                value_error(
+                    &key("field"),
+                    format!("{:?}: use HealthPoints, MagicPoints or Distance", r.field),
+                )
+            })?;
+            let (direction, threshold) = match (r.below, r.above) {
+                (Some(t), None) => (Direction::Below, t),
+                (None, Some(t)) => (Direction::Above, t),
+                _ => {
+                    return Err(value_error(
+                        &key("below"),
+                        "give exactly one of below = N or above = N",
+                    ))
+                }
+            };
+            let clear = r.clear.unwrap_or(match direction {
+                Direction::Below => threshold + a.hysteresis,
+                Direction::Above => threshold - a.hysteresis,
+            });
+            let clear_ok = match direction {
+                Direction::Below => clear >= threshold,
+                Direction::Above => clear <= threshold,
+            };
+            if !threshold.is_finite() || !clear.is_finite() || !clear_ok {
+                return Err(value_error(
+                    &key("clear"),
+                    format!(
+                        "{clear} must be on the healthy side of the threshold {threshold} ({} it)",
+                        if direction == Direction::Below {
+                            "at or above"
+                        } else {
+                            "at or below"
+                        }
+                    ),
+                ));
+            }
+            let for_ms = Millis::try_from(r.for_secs)
+                .ok()
+                .filter(|s| *s <= 86_400)
+                .map(|s| s * 1_000)
+                .ok_or_else(|| value_error(&key("for_secs"), "from 0 to 86400 (a day)"))?;
+            rules.push(Rule {
+                name: r.name.as_str().into(),
+                field,
+                direction,
+                threshold,
+                clear,
+                for_ms,
+            });
+        }
+        Ok(rules)
+    }
+
     /// `web.listen` as an address.
     ///
     /// # Errors
@@ -649,6 +829,11 @@ fn apply_env(
                 .parse::<bool>()
                 .map(toml::Value::Boolean)
                 .map_err(|_| "expected true or false"),
+            toml::Value::Float(_) => value
+                .trim()
+                .parse::<f64>()
+                .map(toml::Value::Float)
+                .map_err(|_| "expected a number"),
             // A list: comma-separated, e.g. STAMPEDE_WEB_ALLOWED_HOSTS=stampede.lan,10.0.0.5.
             toml::Value::Array(_) => Ok(toml::Value::Array(
                 value
@@ -690,6 +875,42 @@ mod tests {
         let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
         assert_eq!(parsed, Config::default());
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn alert_rules_default_replace_and_name_their_bad_key() {
+        let rules = Config::default().alert_rules().unwrap();
+        let names: Vec<&str> = rules.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["low-health", "low-magic"]);
+        assert_eq!((rules[0].threshold, rules[0].clear), (100.0, 105.0));
+
+        let load = |text: &str| {
+            let path =
+                std::env::temp_dir().join(format!("stampede-rules-{}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            let c = Config::load(Some(&path), Vec::new());
+            std::fs::remove_file(&path).ok();
+            c
+        };
+        let c = load("[alerts]\nhysteresis = 2\n[[alerts.rules]]\nname = \"speeding\"\nfield = \"Distance\"\nabove = 50.5\nfor_secs = 10\n").unwrap();
+        let rules = c.alert_rules().unwrap();
+        assert_eq!(rules.len(), 1, "given rules replace the defaults");
+        assert_eq!(
+            (rules[0].threshold, rules[0].clear, rules[0].for_ms),
+            (50.5, 48.5, 10_000)
+        );
+        for (text, key) in [
+            ("[[alerts.rules]]\nname = \"x\"\nfield = \"Speed\"\nbelow = 1\n", "alerts.rules[0].field"),
+            ("[[alerts.rules]]\nname = \"x\"\nfield = \"Distance\"\n", "alerts.rules[0].below"),
+            ("[[alerts.rules]]\nname = \"x\"\nfield = \"Distance\"\nbelow = 5\nclear = 4\n", "alerts.rules[0].clear"),
+            ("[[alerts.rules]]\nname = \"a b\"\nfield = \"Distance\"\nbelow = 5\n", "alerts.rules[0].name"),
+            ("[[alerts.rules]]\nname = \"a\"\nfield = \"Distance\"\nbelow = 5\n[[alerts.rules]]\nname = \"a\"\nfield = \"Distance\"\nbelow = 5\n", "alerts.rules[1].name"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let off = load("[alerts]\nenabled = false\n").unwrap();
+        assert!(off.alert_rules().unwrap().is_empty());
     }
 
     #[test]

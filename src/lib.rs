@@ -23,6 +23,7 @@
 //! * [`decode`] — bytes → telemetry, with every validation rule.
 //! * [`window`] — the event-time window engine, one per source partition.
 //! * [`pipeline`] — the engine task of one partition: decode, window, hand results to the outputs.
+//! * [`alert`] — alert rules with hysteresis, evaluated per record beside the window engine.
 //!
 //! Outputs
 //! * [`output`] — the fan-out and every output after the engine: the store (embedded or
@@ -52,6 +53,8 @@ pub mod source;
 pub mod decode;
 pub mod pipeline;
 pub mod window;
+
+pub mod alert;
 
 pub mod hub;
 pub mod output;

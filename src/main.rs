@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use stampede::aggregate::{aggregate, write_summaries, Input, Report};
+use stampede::aggregate::{
+    aggregate, aggregate_with_alerts, write_changes, write_summaries, Input, Report,
+};
 use stampede::cli::{AggregateArgs, Cli, Command, ConsumeArgs, DemoArgs, ProduceArgs, UsageError};
 use stampede::config::{Config, ConfigError, DEFAULT_TOML};
 use stampede::produce::{produce, produce_http, produce_kafka, produce_kinesis, Target};
@@ -72,18 +74,31 @@ fn run_aggregate(args: &AggregateArgs) -> anyhow::Result<()> {
         }
     }
     let verbose = args.verbose;
-    let (summaries, report) = aggregate(inputs, cfg, &mut |r| {
+    let mut on_reject = |r: &stampede::aggregate::Rejected<'_>| {
         if verbose {
             eprintln!("{}:{}: rejected: {}", r.input, r.line, r.reject);
         }
-    })?;
+    };
     let mut stdout = io::stdout().lock();
-    match write_summaries(&mut stdout, &summaries) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        other => other.context("cannot write summaries")?,
+    let written = if args.alerts {
+        let rules = match &args.config {
+            Some(path) => Config::load(Some(path), std::env::vars())?.alert_rules()?,
+            None => Config::default().alert_rules()?,
+        };
+        let (_, changes, report) =
+            aggregate_with_alerts(inputs, cfg, rules.into(), &mut on_reject)?;
+        eprint!("{}", describe(&report));
+        eprintln!("  alert state changes: {}", changes.len());
+        write_changes(&mut stdout, &changes)
+    } else {
+        let (summaries, report) = aggregate(inputs, cfg, &mut on_reject)?;
+        eprint!("{}", describe(&report));
+        write_summaries(&mut stdout, &summaries)
+    };
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write the output"),
     }
-    eprint!("{}", describe(&report));
-    Ok(())
 }
 
 /// The stderr report of an aggregate run: totals, then one line per reject reason seen.

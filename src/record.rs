@@ -140,7 +140,7 @@ mod status_time_text {
 
 /// A finite f64 in Rust's shortest round-trip spelling, which is valid JSON; a whole number
 /// keeps a `.0` so that readers see a float.
-fn write_f64(out: &mut String, v: f64) {
+pub(crate) fn write_f64(out: &mut String, v: f64) {
     if v.is_finite() {
         let start = out.len();
         let _ = write!(out, "{v}");

@@ -32,6 +32,47 @@ pub struct Outcome {
     /// Rejects by contract reason.
     pub rejects: BTreeMap<&'static str, u64>,
     pub accepted: u64,
+    /// Alert state changes of CONTRACT §7 under the two default rules, in order:
+    /// (rule, name, state, value, StatusTime ms).
+    pub alerts: Vec<(String, String, String, i64, i64)>,
+}
+
+/// The two default alert rules, written from CONTRACT §7: below 100 fires, at or above the
+/// clear level (105: 100 + the default hysteresis of 5) resolves, and a record older than the
+/// unicorn's newest is ignored.
+#[derive(Default)]
+struct AlertState {
+    newest: Option<i64>,
+    /// Firing, for low-health and low-magic.
+    firing: [bool; 2],
+}
+
+impl AlertState {
+    fn see(
+        &mut self,
+        (name, t, health, magic): (&str, i64, i64, i64),
+        clear: i64,
+        out: &mut Vec<(String, String, String, i64, i64)>,
+    ) {
+        if self.newest.is_some_and(|n| t < n) {
+            return;
+        }
+        self.newest = Some(t);
+        for (i, (rule, value)) in [("low-health", health), ("low-magic", magic)]
+            .into_iter()
+            .enumerate()
+        {
+            let change = if !self.firing[i] && value < 100 {
+                "firing"
+            } else if self.firing[i] && value >= clear {
+                "resolved"
+            } else {
+                continue;
+            };
+            self.firing[i] = change == "firing";
+            out.push((rule.into(), name.into(), change.into(), value, t));
+        }
+    }
 }
 
 /// The contract's two spellings, by shape: `YYYY-MM-DD?HH:MM:SS`, then an optional fraction,
@@ -181,8 +222,14 @@ pub fn validate(line: &[u8]) -> Result<(String, i64, f64, i64, i64), &'static st
 
 /// Runs the lines (one partition, in order) through the contract's windowing.
 pub fn run<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
+    run_with_clear(lines, 105)
+}
+
+/// As [`run`], the alert rules resolving at `clear` (100 + the hysteresis).
+pub fn run_with_clear<'a>(lines: impl IntoIterator<Item = &'a [u8]>, clear: i64) -> Outcome {
     let mut out = Outcome::default();
     let mut max_event: Option<i64> = None;
+    let mut alerts: BTreeMap<String, AlertState> = BTreeMap::new();
     for line in lines {
         if line
             .iter()
@@ -207,6 +254,11 @@ pub fn run<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
         let late = watermark.is_some_and(|w| end <= w);
         out.accepted += 1;
         max_event = Some(max_event.map_or(t, |m| m.max(t)));
+        alerts.entry(name.clone()).or_default().see(
+            (&name, t, health, magic),
+            clear,
+            &mut out.alerts,
+        );
         let e = out.summaries.entry((start, name)).or_insert(Expected {
             distance: 0.0,
             min_health: i64::MAX,

@@ -1,0 +1,586 @@
+//! Alert rules of CONTRACT §7: a state per (rule, unicorn), evaluated per record on event time,
+//! with hysteresis and an optional hold time, giving one [`Change`] per state change.
+//!
+//! Pure and synchronous, like the window engine beside which it runs: the engine task calls
+//! [`Alerts::evaluate`] for every record the engine accepted, with the unicorn's dense id, and
+//! collects the changes. Per record: one comparison of the record's time with the unicorn's
+//! newest, then per rule a comparison or two; nothing is allocated unless a state changes.
+//!
+//! # Semantics
+//!
+//! * A record older (by `StatusTime`) than the newest already evaluated for its unicorn describes
+//!   the past and changes nothing, so the changes do not depend on transport, batching or replay.
+//! * A rule `below = N` holds on a record whose value is < N (`above`: > N). It fires on the
+//!   record that has held it for `for_secs` of event time (at once when 0): every record since the
+//!   first of the streak must hold it, or the streak starts again.
+//! * A firing rule resolves on the first record whose value is ≥ `clear` (`above`: ≤ `clear`);
+//!   `clear` defaults to the threshold ± `alerts.hysteresis`, so a value hovering at the
+//!   threshold does not flap.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::record::{write_f64, write_json_string, Telemetry};
+use crate::time::{write_status_time, Millis};
+use crate::window::NameId;
+
+/// The field a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `HealthPoints`.
+    HealthPoints,
+    /// `MagicPoints`.
+    MagicPoints,
+    /// `Distance` (metres since the previous record).
+    Distance,
+}
+
+impl Field {
+    /// Its name in records and rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::HealthPoints => "HealthPoints",
+            Field::MagicPoints => "MagicPoints",
+            Field::Distance => "Distance",
+        }
+    }
+
+    /// Parses a rule's `field`.
+    pub fn parse(s: &str) -> Option<Field> {
+        [Field::HealthPoints, Field::MagicPoints, Field::Distance]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+
+    #[inline]
+    fn value(self, r: &Telemetry<'_>) -> Value {
+        match self {
+            Field::HealthPoints => Value::Int(r.health_points),
+            Field::MagicPoints => Value::Int(r.magic_points),
+            Field::Distance => Value::Float(r.distance),
+        }
+    }
+}
+
+/// A field's value as the record had it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// Health and magic points.
+    Int(i64),
+    /// Distance.
+    Float(f64),
+}
+
+impl Value {
+    #[inline]
+    fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Float(v) => v,
+        }
+    }
+
+    fn write_json(self, out: &mut String) {
+        match self {
+            Value::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            // As the record spells it: a float keeps its fraction.
+            Value::Float(v) => write_f64(out, v),
+        }
+    }
+}
+
+/// Writes a threshold as a JSON number: whole ones without a fraction (`100`, not `100.0`).
+fn write_number(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 9e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        write_f64(out, v);
+    }
+}
+
+/// Which side of the threshold is trouble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `below = N`: values < N.
+    Below,
+    /// `above = N`: values > N.
+    Above,
+}
+
+/// One alert rule (CONTRACT §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Its name, e.g. `low-health`.
+    pub name: Arc<str>,
+    /// The field it watches.
+    pub field: Field,
+    /// Below or above.
+    pub direction: Direction,
+    /// The threshold.
+    pub threshold: f64,
+    /// The level at which a firing alert resolves (≥ it for `below`, ≤ for `above`).
+    pub clear: f64,
+    /// How long (event time) the condition must hold before the rule fires.
+    pub for_ms: Millis,
+}
+
+impl Rule {
+    /// The two default rules, `low-health` and `low-magic`: below 100, clearing at 100 +
+    /// `hysteresis`.
+    pub fn defaults(hysteresis: f64) -> Vec<Rule> {
+        [
+            ("low-health", Field::HealthPoints),
+            ("low-magic", Field::MagicPoints),
+        ]
+        .into_iter()
+        .map(|(name, field)| Rule {
+            name: name.into(),
+            field,
+            direction: Direction::Below,
+            threshold: 100.0,
+            clear: 100.0 + hysteresis,
+            for_ms: 0,
+        })
+        .collect()
+    }
+
+    #[inline]
+    fn holds(&self, v: f64) -> bool {
+        match self.direction {
+            Direction::Below => v < self.threshold,
+            Direction::Above => v > self.threshold,
+        }
+    }
+
+    #[inline]
+    fn clears(&self, v: f64) -> bool {
+        match self.direction {
+            Direction::Below => v >= self.clear,
+            Direction::Above => v <= self.clear,
+        }
+    }
+}
+
+/// `firing` or `resolved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The condition held (for `for_secs`).
+    Firing,
+    /// The value crossed the clear level.
+    Resolved,
+}
+
+impl State {
+    /// As in the contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// One state change of one (rule, unicorn).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// The unicorn.
+    pub name: String,
+    /// The new state.
+    pub state: State,
+    /// The field the rule watches.
+    pub field: Field,
+    /// The value on the record that caused the change.
+    pub value: Value,
+    /// The rule's threshold.
+    pub threshold: f64,
+    /// `StatusTime` of the record that caused the change.
+    pub status_time: Millis,
+}
+
+impl Change {
+    /// `Rule/Name/StatusTime`: the same every time the same data is processed.
+    pub fn alert_id(&self) -> String {
+        let mut id = String::with_capacity(self.rule.len() + self.name.len() + 26);
+        self.write_alert_id(&mut id);
+        id
+    }
+
+    fn write_alert_id(&self, out: &mut String) {
+        out.push_str(&self.rule);
+        out.push('/');
+        out.push_str(&self.name);
+        out.push('/');
+        write_status_time(out, self.status_time);
+    }
+
+    /// The change as the JSON object of CONTRACT §7.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"AlertId\":");
+        let mut id = String::new();
+        self.write_alert_id(&mut id);
+        write_json_string(out, &id);
+        out.push_str(",\"Rule\":");
+        write_json_string(out, &self.rule);
+        out.push_str(",\"Name\":");
+        write_json_string(out, &self.name);
+        out.push_str(",\"State\":\"");
+        out.push_str(self.state.as_str());
+        out.push_str("\",\"Field\":\"");
+        out.push_str(self.field.as_str());
+        out.push_str("\",\"Value\":");
+        self.value.write_json(out);
+        out.push_str(",\"Threshold\":");
+        write_number(out, self.threshold);
+        out.push_str(",\"StatusTime\":\"");
+        write_status_time(out, self.status_time);
+        out.push_str("\"}");
+    }
+}
+
+/// No streak under way.
+const NO_STREAK: Millis = Millis::MIN;
+
+/// The state of one (rule, unicorn).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Event time of the first record of the current streak holding the condition.
+    since: Millis,
+    firing: bool,
+}
+
+const FRESH: Slot = Slot {
+    since: NO_STREAK,
+    firing: false,
+};
+
+/// Per unicorn: its newest evaluated time and which rules have state (firing, or a streak under
+/// way), so that the common record — every rule quiet — costs one comparison per rule and no
+/// write to the per-rule slots.
+#[derive(Debug, Clone, Copy)]
+struct Unicorn {
+    /// The newest `StatusTime` evaluated (`Millis::MIN`: none yet).
+    newest: Millis,
+    /// Bit `i`: rule `i`'s slot is not [`FRESH`].
+    active: u64,
+}
+
+/// A rule reduced to what the hot path compares: `sign * value < edge` holds the condition
+/// (sign 1 for `below`, −1 for `above`), `sign * value >= sign * clear` clears it.
+#[derive(Debug, Clone, Copy)]
+struct Test {
+    field: Field,
+    sign: f64,
+    edge: f64,
+}
+
+/// The most rules a partition evaluates (each has one bit of a per-unicorn mask).
+pub const MAX_RULES: usize = 64;
+
+/// The alert state of one partition: per unicorn id, its newest evaluated time and a slot per
+/// rule.
+pub struct Alerts {
+    rules: Arc<[Rule]>,
+    tests: Vec<Test>,
+    unicorns: Vec<Unicorn>,
+    /// `rules.len()` slots per unicorn.
+    slots: Vec<Slot>,
+}
+
+impl Alerts {
+    /// No state yet, for `rules` (at most [`MAX_RULES`]; the config checks it).
+    pub fn new(rules: Arc<[Rule]>) -> Alerts {
+        let tests = rules
+            .iter()
+            .take(MAX_RULES)
+            .map(|r| {
+                let sign = match r.direction {
+                    Direction::Below => 1.0,
+                    Direction::Above => -1.0,
+                };
+                Test {
+                    field: r.field,
+                    sign,
+                    edge: sign * r.threshold,
+                }
+            })
+            .collect();
+        Alerts {
+            rules,
+            tests,
+            unicorns: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Evaluates one accepted record of unicorn `id`, appending any state change to `out`.
+    #[inline]
+    pub fn evaluate(&mut self, id: NameId, record: &Telemetry<'_>, out: &mut Vec<Change>) {
+        let n = self.tests.len();
+        if n == 0 {
+            return;
+        }
+        let idx = id as usize;
+        if idx >= self.unicorns.len() {
+            self.unicorns.resize(
+                idx + 1,
+                Unicorn {
+                    newest: Millis::MIN,
+                    active: 0,
+                },
+            );
+            self.slots.resize((idx + 1) * n, FRESH);
+        }
+        let t = record.status_time;
+        let u = &mut self.unicorns[idx];
+        if t < u.newest {
+            return;
+        }
+        u.newest = t;
+        let values = [
+            record.health_points as f64,
+            record.magic_points as f64,
+            record.distance,
+        ];
+        if u.active == 0 {
+            // The common case: nothing firing or pending, and no rule holds on this record.
+            let quiet = self
+                .tests
+                .iter()
+                .all(|r| r.sign * values[r.field as usize] >= r.edge);
+            if quiet {
+                return;
+            }
+        }
+        self.evaluate_rules(idx, record, out);
+    }
+
+    /// The per-rule state machine of the module docs, for a unicorn with state or a record on
+    /// which some rule holds.
+    fn evaluate_rules(&mut self, idx: usize, record: &Telemetry<'_>, out: &mut Vec<Change>) {
+        let n = self.tests.len();
+        let t = record.status_time;
+        let slots = &mut self.slots[idx * n..(idx + 1) * n];
+        let mut active = 0u64;
+        for (i, (rule, slot)) in self.rules.iter().zip(slots).enumerate() {
+            let value = rule.field.value(record);
+            let v = value.as_f64();
+            let state = if slot.firing {
+                if rule.clears(v) {
+                    *slot = FRESH;
+                    Some(State::Resolved)
+                } else {
+                    None
+                }
+            } else if rule.holds(v) {
+                if slot.since == NO_STREAK {
+                    slot.since = t;
+                }
+                if t.saturating_sub(slot.since) >= rule.for_ms {
+                    slot.firing = true;
+                    Some(State::Firing)
+                } else {
+                    None
+                }
+            } else {
+                *slot = FRESH;
+                None
+            };
+            if slot.firing || slot.since != NO_STREAK {
+                active |= 1 << i;
+            }
+            if let Some(state) = state {
+                out.push(Change {
+                    rule: Arc::clone(&rule.name),
+                    name: record.name.as_ref().to_owned(),
+                    state,
+                    field: rule.field,
+                    value,
+                    threshold: rule.threshold,
+                    status_time: t,
+                });
+            }
+        }
+        self.unicorns[idx].active = active;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn rec(name: &str, secs: i64, health: i64, magic: i64) -> Telemetry<'_> {
+        Telemetry {
+            name: Cow::Borrowed(name),
+            status_time: secs * 1_000,
+            latitude: 0.0,
+            longitude: 0.0,
+            distance: 10.0,
+            health_points: health,
+            magic_points: magic,
+            input_data: None,
+        }
+    }
+
+    /// (name, id, secs, health, magic) in, (rule, name, state, value, secs) out.
+    fn run(
+        rules: Vec<Rule>,
+        records: &[(&str, NameId, i64, i64, i64)],
+    ) -> Vec<(String, String, &'static str, f64, i64)> {
+        let mut alerts = Alerts::new(rules.into());
+        let mut out = Vec::new();
+        for &(name, id, secs, h, m) in records {
+            alerts.evaluate(id, &rec(name, secs, h, m), &mut out);
+        }
+        out.iter()
+            .map(|c| {
+                (
+                    c.rule.to_string(),
+                    c.name.clone(),
+                    c.state.as_str(),
+                    c.value.as_f64(),
+                    c.status_time / 1_000,
+                )
+            })
+            .collect()
+    }
+
+    fn ch(
+        rule: &str,
+        name: &str,
+        state: &'static str,
+        v: f64,
+        secs: i64,
+    ) -> (String, String, &'static str, f64, i64) {
+        (rule.into(), name.into(), state, v, secs)
+    }
+
+    #[test]
+    fn hysteresis_fires_below_100_and_resolves_only_at_105() {
+        // Health 101, 99 (fires), 102 and 104 (inside the band: still firing), 105 (resolves),
+        // 99 (fires again). Magic stays at 150: low-magic never changes.
+        let got = run(
+            Rule::defaults(5.0),
+            &[
+                ("A", 0, 1, 101, 150),
+                ("A", 0, 2, 99, 150),
+                ("A", 0, 3, 98, 150),
+                ("A", 0, 4, 102, 150),
+                ("A", 0, 5, 104, 150),
+                ("A", 0, 6, 105, 150),
+                ("A", 0, 7, 99, 150),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                ch("low-health", "A", "firing", 99.0, 2),
+                ch("low-health", "A", "resolved", 105.0, 6),
+                ch("low-health", "A", "firing", 99.0, 7),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_past_changes_nothing_and_unicorns_are_apart() {
+        let got = run(
+            Rule::defaults(5.0),
+            &[
+                ("A", 0, 10, 99, 99),
+                // Older than A's newest: describes the past, ignored (would resolve both).
+                ("A", 0, 9, 150, 150),
+                ("B", 1, 5, 150, 90),
+                ("A", 0, 10, 150, 99),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                ch("low-health", "A", "firing", 99.0, 10),
+                ch("low-magic", "A", "firing", 99.0, 10),
+                ch("low-magic", "B", "firing", 90.0, 5),
+                // Same time as the newest: evaluated.
+                ch("low-health", "A", "resolved", 150.0, 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn for_secs_needs_every_record_of_the_streak() {
+        let rule = Rule {
+            name: "sustained".into(),
+            field: Field::HealthPoints,
+            direction: Direction::Below,
+            threshold: 100.0,
+            clear: 100.0,
+            for_ms: 3_000,
+        };
+        let got = run(
+            vec![rule],
+            &[
+                ("A", 0, 0, 90, 0),
+                ("A", 0, 2, 90, 0),
+                ("A", 0, 3, 100, 0), // breaks the streak
+                ("A", 0, 4, 90, 0),  // a new one starts here
+                ("A", 0, 6, 90, 0),
+                ("A", 0, 7, 90, 0),  // held 3 s: fires
+                ("A", 0, 8, 100, 0), // clear = 100: resolves
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                ch("sustained", "A", "firing", 90.0, 7),
+                ch("sustained", "A", "resolved", 100.0, 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn above_rules_and_the_json_of_a_change() {
+        let rule = Rule {
+            name: "speeding".into(),
+            field: Field::Distance,
+            direction: Direction::Above,
+            threshold: 50.5,
+            clear: 40.0,
+            for_ms: 0,
+        };
+        let mut alerts = Alerts::new(vec![rule].into());
+        let mut out = Vec::new();
+        let mut r = rec("Shadowfax", 1_521_343_207, 150, 150);
+        r.distance = 60.25;
+        alerts.evaluate(3, &r, &mut out);
+        let mut json = String::new();
+        out[0].write_json(&mut json);
+        assert_eq!(
+            json,
+            r#"{"AlertId":"speeding/Shadowfax/2018-03-18 03:20:07.000","Rule":"speeding","Name":"Shadowfax","State":"firing","Field":"Distance","Value":60.25,"Threshold":50.5,"StatusTime":"2018-03-18 03:20:07.000"}"#
+        );
+        r.distance = 45.0;
+        r.status_time += 1_000;
+        alerts.evaluate(3, &r, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "45 is above the clear level of 40: still firing"
+        );
+        let mut h = String::new();
+        Change {
+            threshold: 100.0,
+            value: Value::Int(99),
+            ..out[0].clone()
+        }
+        .write_json(&mut h);
+        assert!(h.contains(r#""Value":99,"Threshold":100,"#), "{h}");
+    }
+}
