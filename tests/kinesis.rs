@@ -658,3 +658,69 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
         http_get(&format!("{}/readyz", a.url)).0 == 200
     });
 }
+
+/// `PutRecords` refuses some records of a call while writing the others (here: every third,
+/// through the fault proxy). The outputs' `put_all` keeps each partition key's records in
+/// order regardless — one unicorn's summaries must not overtake each other — and sends every
+/// record exactly once. The loose order of the producer is shown reordering the same input, so
+/// the check is one that would catch it.
+#[test]
+fn put_all_keeps_each_keys_order_across_partial_failures() {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    use stampede::produce::{put_all, KeyOrder};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let direct = client(&rt);
+    let proxy = crate::support::faults::FaultProxy::start(&endpoint());
+    let config = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&proxy.url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load(),
+    );
+    let faulty = aws_sdk_kinesis::Client::new(&config);
+    let mut orders = Vec::new();
+    for order in [KeyOrder::Kept, KeyOrder::Loose] {
+        let stream = crate::support::kafka::unique("ordered");
+        create_stream(&rt, &direct, &stream, 1);
+        // Three keys, twenty records each, interleaved: a0 b0 c0 a1 b1 c1 …
+        let mut entries: Vec<PutRecordsRequestEntry> = (0..20)
+            .flat_map(|seq| ["a", "b", "c"].map(move |key| (key, seq)))
+            .map(|(key, seq)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(format!("{key}:{seq:02}")))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let sent = rt
+            .block_on(put_all(&faulty, &stream, &mut entries, order))
+            .unwrap();
+        assert_eq!(sent, 60);
+        let written: Vec<String> = read_all(&rt, &direct, &stream)
+            .into_iter()
+            .map(|d| String::from_utf8(d).unwrap())
+            .collect();
+        let mut sorted = written.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!((written.len(), sorted.len()), (60, 60), "each record once");
+        let in_order = ["a", "b", "c"].iter().all(|key| {
+            let seqs: Vec<&String> = written.iter().filter(|w| w.starts_with(key)).collect();
+            seqs.windows(2).all(|w| w[0] < w[1])
+        });
+        orders.push(in_order);
+    }
+    assert!(
+        proxy
+            .injected()
+            .get("PutRecords records refused")
+            .is_some_and(|n| *n > 0),
+        "the proxy refused records"
+    );
+    assert_eq!(orders, [true, false], "kept, and loose for contrast");
+}

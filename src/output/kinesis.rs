@@ -89,7 +89,8 @@ impl KinesisSink {
     async fn publish(&self, stream: &str, mut entries: Vec<PutRecordsRequestEntry>) {
         let count = entries.len() as u64;
         loop {
-            match crate::produce::put_all(&self.client, stream, &mut entries).await {
+            let order = crate::produce::KeyOrder::Kept;
+            match crate::produce::put_all(&self.client, stream, &mut entries, order).await {
                 Ok(_) => {
                     METRICS
                         .stream_published

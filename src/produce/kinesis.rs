@@ -81,16 +81,30 @@ async fn run(opts: ProduceOptions, stream: &str) -> Result<u64, KinesisProduceEr
                 .map_err(|e| KinesisProduceError::Stream(e.to_string()))?;
             entries.push(entry);
         }
-        sent += put_all(&client, stream, &mut entries).await?;
+        sent += put_all(&client, stream, &mut entries, KeyOrder::Loose).await?;
         progress.show(sent, generator.started, &extra);
     }
     progress.finish(sent, generator.started, &extra);
     Ok(sent)
 }
 
-/// Sends `entries` with one `PutRecords` call, then again for those refused, until all are in;
-/// `entries` is left holding those not yet accepted (empty on success), so that a caller that
-/// tries again never sends an accepted record twice.
+/// How [`put_all`] keeps the order of records that share a partition key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Strictly: a call carries at most one record per key, so a refused record never lets a
+    /// later one of its key in first (outputs: one unicorn's summaries stay in order). Costs a
+    /// call per record of a key that repeats within a batch.
+    Kept,
+    /// As `PutRecords` does: a refused record is sent again after later ones of its key that
+    /// were accepted (the producer: a simulated fleet, whose records may come out of order
+    /// anyway, at full batch size).
+    Loose,
+}
+
+/// Sends `entries` with `PutRecords` calls until all are in, each refused record again (never
+/// an accepted one), in order per partition key as `order` says; `entries` is left holding
+/// those not yet accepted (empty on success), so that a caller that tries again never sends an
+/// accepted record twice.
 ///
 /// # Errors
 /// A minute without progress.
@@ -98,37 +112,52 @@ pub async fn put_all(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     entries: &mut Vec<PutRecordsRequestEntry>,
+    order: KeyOrder,
 ) -> Result<u64, KinesisProduceError> {
     let total = entries.len() as u64;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut progress_at = Instant::now();
     while !entries.is_empty() {
+        let in_call = match order {
+            KeyOrder::Kept => first_of_each_key(entries),
+            KeyOrder::Loose => vec![true; entries.len()],
+        };
+        let call: Vec<PutRecordsRequestEntry> = entries
+            .iter()
+            .zip(&in_call)
+            .filter(|(_, sent)| **sent)
+            .map(|(e, _)| e.clone())
+            .collect();
+        let sent = call.len();
         let result = client
             .put_records()
             .stream_name(stream)
-            .set_records(Some(entries.clone()))
+            .set_records(Some(call))
             .send()
             .await;
         let last = match result {
-            Ok(out) if out.failed_record_count.unwrap_or(0) == 0 => {
-                entries.clear();
-                return Ok(total);
-            }
             Ok(out) => {
+                let refused = out.failed_record_count.unwrap_or(0).max(0) as usize;
                 // Some got in: the stream is taking records, so the rest go again soon.
-                if out.failed_record_count.unwrap_or(0) < entries.len() as i32 {
+                if refused < sent {
                     backoff.reset();
+                    progress_at = Instant::now();
                 }
-                let mut failed = Vec::new();
+                let mut outcomes = out.records.into_iter();
                 let mut reason = String::new();
-                for (entry, r) in std::mem::take(entries).into_iter().zip(out.records) {
-                    if let Some(code) = r.error_code {
+                let mut left = Vec::with_capacity(entries.len() - sent + refused);
+                for (entry, sent) in std::mem::take(entries).into_iter().zip(in_call) {
+                    if !sent {
+                        left.push(entry);
+                    } else if let Some(code) = outcomes.next().and_then(|r| r.error_code) {
                         reason = code;
-                        failed.push(entry);
+                        left.push(entry);
                     }
                 }
-                progress_at = Instant::now();
-                *entries = failed;
+                *entries = left;
+                if refused == 0 {
+                    continue;
+                }
                 reason
             }
             Err(e) => describe(&e),
@@ -143,4 +172,13 @@ pub async fn put_all(
         backoff.wait().await;
     }
     Ok(total)
+}
+
+/// Marks the first entry of each partition key: those go in the next call, the rest wait.
+fn first_of_each_key(entries: &[PutRecordsRequestEntry]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    entries
+        .iter()
+        .map(|e| seen.insert(e.partition_key()))
+        .collect()
 }

@@ -19,7 +19,7 @@ mod kafka;
 mod kinesis;
 pub use http::{produce_http, HttpError, HttpReport};
 pub use kafka::{produce_kafka, KafkaProduceError};
-pub use kinesis::{produce_kinesis, put_all, KinesisProduceError};
+pub use kinesis::{produce_kinesis, put_all, KeyOrder, KinesisProduceError};
 
 /// Records per unicorn per second, or as fast as possible.
 #[derive(Debug, Clone, Copy, PartialEq)]
