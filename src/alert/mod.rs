@@ -268,13 +268,47 @@ struct Unicorn {
     active: u64,
 }
 
-/// A rule reduced to what the hot path compares: `sign * value < edge` holds the condition
-/// (sign 1 for `below`, −1 for `above`), `sign * value >= sign * clear` clears it.
+/// The values on which no rule holds, per field: the intersection of every rule's quiet side,
+/// as inclusive ranges (integers for the integer fields, so the hot path converts nothing).
 #[derive(Debug, Clone, Copy)]
-struct Test {
-    field: Field,
-    sign: f64,
-    edge: f64,
+struct Quiet {
+    health: (i64, i64),
+    magic: (i64, i64),
+    distance: (f64, f64),
+}
+
+impl Quiet {
+    fn of(rules: &[Rule]) -> Quiet {
+        let mut q = Quiet {
+            health: (i64::MIN, i64::MAX),
+            magic: (i64::MIN, i64::MAX),
+            distance: (f64::NEG_INFINITY, f64::INFINITY),
+        };
+        for r in rules {
+            // An integer value is below T exactly when it is below ceil(T) (casts saturate).
+            let int = |range: &mut (i64, i64)| match r.direction {
+                Direction::Below => range.0 = range.0.max(r.threshold.ceil() as i64),
+                Direction::Above => range.1 = range.1.min(r.threshold.floor() as i64),
+            };
+            match r.field {
+                Field::HealthPoints => int(&mut q.health),
+                Field::MagicPoints => int(&mut q.magic),
+                Field::Distance => match r.direction {
+                    Direction::Below => q.distance.0 = q.distance.0.max(r.threshold),
+                    Direction::Above => q.distance.1 = q.distance.1.min(r.threshold),
+                },
+            }
+        }
+        q
+    }
+
+    #[inline]
+    fn contains(&self, r: &Telemetry<'_>) -> bool {
+        (self.health.0..=self.health.1).contains(&r.health_points)
+            && (self.magic.0..=self.magic.1).contains(&r.magic_points)
+            && self.distance.0 <= r.distance
+            && r.distance <= self.distance.1
+    }
 }
 
 /// The most rules a partition evaluates (each has one bit of a per-unicorn mask).
@@ -284,7 +318,7 @@ pub const MAX_RULES: usize = 64;
 /// rule.
 pub struct Alerts {
     rules: Arc<[Rule]>,
-    tests: Vec<Test>,
+    quiet: Quiet,
     unicorns: Vec<Unicorn>,
     /// `rules.len()` slots per unicorn.
     slots: Vec<Slot>,
@@ -293,24 +327,10 @@ pub struct Alerts {
 impl Alerts {
     /// No state yet, for `rules` (at most [`MAX_RULES`]; the config checks it).
     pub fn new(rules: Arc<[Rule]>) -> Alerts {
-        let tests = rules
-            .iter()
-            .take(MAX_RULES)
-            .map(|r| {
-                let sign = match r.direction {
-                    Direction::Below => 1.0,
-                    Direction::Above => -1.0,
-                };
-                Test {
-                    field: r.field,
-                    sign,
-                    edge: sign * r.threshold,
-                }
-            })
-            .collect();
+        let rules: Arc<[Rule]> = rules.iter().take(MAX_RULES).cloned().collect();
         Alerts {
+            quiet: Quiet::of(&rules),
             rules,
-            tests,
             unicorns: Vec::new(),
             slots: Vec::new(),
         }
@@ -324,49 +344,44 @@ impl Alerts {
     /// Evaluates one accepted record of unicorn `id`, appending any state change to `out`.
     #[inline]
     pub fn evaluate(&mut self, id: NameId, record: &Telemetry<'_>, out: &mut Vec<Change>) {
-        let n = self.tests.len();
-        if n == 0 {
-            return;
-        }
         let idx = id as usize;
         if idx >= self.unicorns.len() {
-            self.unicorns.resize(
-                idx + 1,
-                Unicorn {
-                    newest: Millis::MIN,
-                    active: 0,
-                },
-            );
-            self.slots.resize((idx + 1) * n, FRESH);
+            self.grow(idx);
         }
         let t = record.status_time;
-        let u = &mut self.unicorns[idx];
+        let Some(u) = self.unicorns.get_mut(idx) else {
+            return;
+        };
         if t < u.newest {
             return;
         }
         u.newest = t;
-        let values = [
-            record.health_points as f64,
-            record.magic_points as f64,
-            record.distance,
-        ];
-        if u.active == 0 {
-            // The common case: nothing firing or pending, and no rule holds on this record.
-            let quiet = self
-                .tests
-                .iter()
-                .all(|r| r.sign * values[r.field as usize] >= r.edge);
-            if quiet {
-                return;
-            }
+        // The common case: nothing firing or pending, and no rule holds on this record.
+        if u.active == 0 && self.quiet.contains(record) {
+            return;
         }
         self.evaluate_rules(idx, record, out);
     }
 
+    /// Room for unicorn `idx` (ids are dense: this happens once per new unicorn).
+    #[cold]
+    fn grow(&mut self, idx: usize) {
+        self.unicorns.resize(
+            idx + 1,
+            Unicorn {
+                newest: Millis::MIN,
+                active: 0,
+            },
+        );
+        self.slots.resize((idx + 1) * self.rules.len(), FRESH);
+    }
+
     /// The per-rule state machine of the module docs, for a unicorn with state or a record on
-    /// which some rule holds.
+    /// which some rule holds (rare: kept out of line so that the quiet path stays small).
+    #[cold]
+    #[inline(never)]
     fn evaluate_rules(&mut self, idx: usize, record: &Telemetry<'_>, out: &mut Vec<Change>) {
-        let n = self.tests.len();
+        let n = self.rules.len();
         let t = record.status_time;
         let slots = &mut self.slots[idx * n..(idx + 1) * n];
         let mut active = 0u64;
@@ -543,6 +558,37 @@ mod tests {
                 ch("sustained", "A", "resolved", 100.0, 8),
             ]
         );
+    }
+
+    /// The quiet fast path must agree with the rules themselves, fractional thresholds on integer
+    /// fields included.
+    #[test]
+    fn the_quiet_range_is_exactly_where_no_rule_holds() {
+        let rule = |field, direction, threshold| Rule {
+            name: "r".into(),
+            field,
+            direction,
+            threshold,
+            clear: threshold,
+            for_ms: 0,
+        };
+        let rules = vec![
+            rule(Field::HealthPoints, Direction::Below, 99.5),
+            rule(Field::HealthPoints, Direction::Above, 180.0),
+            rule(Field::MagicPoints, Direction::Above, 120.7),
+            rule(Field::Distance, Direction::Above, 50.0),
+        ];
+        let quiet = Quiet::of(&rules);
+        for h in [i64::MIN, 98, 99, 100, 150, 180, 181, i64::MAX] {
+            for m in [-5, 120, 121, 200] {
+                for d in [0.0, 50.0, 50.5] {
+                    let mut r = rec("A", 0, h, m);
+                    r.distance = d;
+                    let holds = rules.iter().any(|x| x.holds(x.field.value(&r).as_f64()));
+                    assert_eq!(quiet.contains(&r), !holds, "{h} {m} {d}");
+                }
+            }
+        }
     }
 
     #[test]
