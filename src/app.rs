@@ -217,13 +217,15 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         )),
     };
     let web_stop = CancellationToken::new();
-    let web_stop_for_tls = web_stop.clone();
     let routes = router(state, guard);
     let server = match tls {
-        Some(tls) => tokio::spawn(async move {
-            crate::web::tls::serve(listener, tls, routes, web_stop_for_tls).await;
-            Ok(())
-        }),
+        Some(tls) => {
+            let stop = web_stop.clone();
+            tokio::spawn(async move {
+                crate::web::tls::serve(listener, tls, routes, stop).await;
+                Ok(())
+            })
+        }
         None => tokio::spawn(std::future::IntoFuture::into_future(
             axum::serve(listener, routes)
                 .with_graceful_shutdown(web_stop.clone().cancelled_owned()),
