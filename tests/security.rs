@@ -315,8 +315,8 @@ fn tls_files() -> (String, String, String) {
 
 /// With a certificate and key, the one port speaks HTTPS and WSS: `stampede produce --to
 /// https://…` delivers (trusting the certificate through `SSL_CERT_FILE`), a WSS client gets
-/// the live feed, and plain HTTP on that port gets no answer. A key that does not load fails at
-/// start, naming the key.
+/// the live feed, and plain HTTP on that port gets no answer. A key that does not load is a
+/// config error at start, naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_and_wss_on_one_port_and_produce_delivers_over_https() {
     let (cert, key, ca) = tls_files();
@@ -327,9 +327,11 @@ async fn https_and_wss_on_one_port_and_produce_delivers_over_https() {
         c.store.path = dir.join("bad");
         c.web.tls_cert = cert.clone();
         c.web.tls_key = cert.clone();
-        stampede::app::start(c).await.err().unwrap().to_string()
+        stampede::app::start(c).await.err().unwrap()
     };
-    assert!(bad.contains("web.tls_key"), "{bad}");
+    // A config error (exit status 2), naming the key.
+    assert!(bad.is::<stampede::config::ConfigError>(), "{bad:#}");
+    assert!(bad.to_string().contains("web.tls_key"), "{bad}");
     let app = start(&dir, |c| {
         c.web.tls_cert = cert.clone();
         c.web.tls_key = key.clone();

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -19,38 +18,54 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ConfigError;
+
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's TLS settings from PEM files.
 ///
 /// # Errors
-/// A file that cannot be read, holds no certificate or key, or a key that does not match; the
-/// message names the config key.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// A file that cannot be read, holds no certificate or key, or a key that does not match: a
+/// config error (exit status 2) naming the key.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let bad = |k: &str, message: String| ConfigError::Value {
+        key: k.into(),
+        message,
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read web.tls_cert {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("web.tls_cert {}: not a PEM certificate", cert.display()))?;
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| bad("web.tls_cert", format!("{}: {e}", cert.display())))?;
     if chain.is_empty() {
-        anyhow::bail!(
-            "web.tls_cert {}: no certificate in it (expected PEM \"BEGIN CERTIFICATE\")",
-            cert.display()
-        );
+        return Err(bad(
+            "web.tls_cert",
+            format!(
+                "{}: no certificate in it (expected PEM \"BEGIN CERTIFICATE\")",
+                cert.display()
+            ),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
-        format!(
-            "web.tls_key {}: cannot read a PEM private key from it",
-            key.display()
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        bad(
+            "web.tls_key",
+            format!(
+                "{}: cannot read a PEM private key from it: {e}",
+                key.display()
+            ),
         )
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(|e| bad("web.tls_cert", format!("TLS protocol versions: {e}")))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("web.tls_cert and web.tls_key do not make a usable pair")?;
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            bad(
+                "web.tls_key",
+                format!("does not make a usable pair with web.tls_cert: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
