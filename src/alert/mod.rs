@@ -1,10 +1,12 @@
 //! Alert rules of CONTRACT §7: a state per (rule, unicorn), evaluated per record on event time,
 //! with hysteresis and an optional hold time, giving one [`Change`] per state change.
 //!
-//! Pure and synchronous, like the window engine beside which it runs: the engine task calls
-//! [`Alerts::evaluate`] for every record the engine accepted, with the unicorn's dense id, and
-//! collects the changes. Per record: one comparison of the record's time with the unicorn's
-//! newest, then per rule a comparison or two; nothing is allocated unless a state changes.
+//! Pure and synchronous, like the window engine beside which it runs: the caller (`stampede
+//! aggregate --alerts` today; the service's engine task is next) calls [`Alerts::evaluate`] for
+//! every record the window engine accepted, with the unicorn's dense id, and collects the
+//! changes. Per record: a comparison of its time with the unicorn's newest, then, for a unicorn
+//! with no alert state, a range check per field; the per-rule state machine runs only when some
+//! rule holds or has state. Nothing is allocated unless a state changes.
 //!
 //! # Semantics
 //!
@@ -258,8 +260,8 @@ const FRESH: Slot = Slot {
 };
 
 /// Per unicorn: its newest evaluated time and which rules have state (firing, or a streak under
-/// way), so that the common record — every rule quiet — costs one comparison per rule and no
-/// write to the per-rule slots.
+/// way), so that the common record — no state, every rule quiet — costs a range check per field
+/// and no write to the per-rule slots.
 #[derive(Debug, Clone, Copy)]
 struct Unicorn {
     /// The newest `StatusTime` evaluated (`Millis::MIN`: none yet).
