@@ -64,6 +64,11 @@ impl App {
 /// be bound; the message says which and why.
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let window = config.window_config()?;
+    if !config.alerts.sns.topic_arn.is_empty() || !config.alerts.smtp.server.is_empty() {
+        tracing::warn!(
+            "alerts.sns / alerts.smtp are set, but this build sends no notifications yet: the settings are accepted and not used"
+        );
+    }
     let addr = config.listen_addr()?;
     // First: a bad certificate is a config error, not a half-started service.
     let tls = if config.web.tls_cert.is_empty() {

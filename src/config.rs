@@ -44,6 +44,14 @@ pub struct AlertsConfig {
     pub hysteresis: f64,
     /// The rules; empty keeps the two defaults (`low-health`, `low-magic`).
     pub rules: Vec<RuleConfig>,
+    /// At most one e-mail per subscriber this often (notifications: not built yet).
+    pub group_interval_secs: u64,
+    /// Built-in e-mail subscriptions at most (not built yet).
+    pub max_subscriptions: u64,
+    /// `[alerts.sns]`: the SNS channel (not built yet).
+    pub sns: AlertsSnsConfig,
+    /// `[alerts.smtp]`: the built-in e-mail channel (not built yet).
+    pub smtp: AlertsSmtpConfig,
 }
 
 impl Default for AlertsConfig {
@@ -52,6 +60,41 @@ impl Default for AlertsConfig {
             enabled: true,
             hysteresis: 5.0,
             rules: Vec::new(),
+            group_interval_secs: 60,
+            max_subscriptions: 1_000,
+            sns: AlertsSnsConfig::default(),
+            smtp: AlertsSmtpConfig::default(),
+        }
+    }
+}
+
+/// `[alerts.sns]` of CONTRACT §7, accepted so that a contract-shaped file loads; the channel
+/// itself is not built yet (the service says so at start when one is set).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSnsConfig {
+    /// The topic every change is published to.
+    pub topic_arn: String,
+}
+
+/// `[alerts.smtp]` of CONTRACT §7 (see [`AlertsSnsConfig`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSmtpConfig {
+    /// `smtp://HOST:PORT` or `smtps://HOST:PORT`.
+    pub server: String,
+    /// The sender.
+    pub from: String,
+    /// The base of the links in mails.
+    pub public_url: String,
+}
+
+impl Default for AlertsSmtpConfig {
+    fn default() -> Self {
+        AlertsSmtpConfig {
+            server: String::new(),
+            from: "Stampede <alerts@localhost>".into(),
+            public_url: String::new(),
         }
     }
 }
@@ -385,6 +428,16 @@ hysteresis = 5.0                # an alert resolves this far past its threshold 
 # below = 100                   # or above = N
 # clear = 105                   # resolves at or above this; default below + hysteresis
 # for_secs = 0                  # the condition must hold this long (event time) to fire
+group_interval_secs = 60        # e-mail: at most one per subscriber this often (notifications: not built yet)
+max_subscriptions = 1000        # built-in e-mail subscriptions at most (not built yet)
+
+[alerts.sns]                    # the SNS channel (not built yet: accepted, and said so at start)
+topic_arn = ""                  # e.g. arn:aws:sns:us-east-1:123456789012:wildrydes-alerts
+
+[alerts.smtp]                   # the built-in e-mail channel (not built yet: accepted, and said so at start)
+server = ""                     # smtp://HOST:PORT (plain) or smtps://HOST:PORT; credentials by env
+from = "Stampede <alerts@localhost>"  # the sender
+public_url = ""                 # base of the links in mails; default http://<web.listen>
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.
@@ -668,6 +721,18 @@ impl Config {
                 "must be a number, 0 or more",
             ));
         }
+        if a.group_interval_secs == 0 {
+            return Err(value_error(
+                "alerts.group_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if a.max_subscriptions == 0 {
+            return Err(value_error(
+                "alerts.max_subscriptions",
+                "must be at least 1",
+            ));
+        }
         if !a.enabled {
             return Ok(Vec::new());
         }
@@ -875,6 +940,39 @@ mod tests {
         let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
         assert_eq!(parsed, Config::default());
         Config::default().validate().unwrap();
+    }
+
+    /// CONTRACT §7's `[alerts]` example, as written there, loads: the channels' keys are
+    /// accepted before the channels exist.
+    #[test]
+    fn the_contracts_alerts_section_loads() {
+        let text = r#"
+[alerts]
+enabled = true
+hysteresis = 5
+group_interval_secs = 60
+max_subscriptions = 1000
+[[alerts.rules]]             # replaces the two defaults when present
+name = "low-health"
+field = "HealthPoints"
+below = 100
+# clear = 105
+# for_secs = 0
+[alerts.sns]
+topic_arn = ""               # e.g. arn:aws:sns:us-east-1:123456789012:wildrydes-alerts
+[alerts.smtp]
+server = ""                  # smtp://HOST:PORT (plain, tests) or smtps://HOST:PORT; credentials by env
+from = "Stampede <alerts@localhost>"
+public_url = ""              # base of the links in mails; default http://<web.listen>
+"#;
+        let path = std::env::temp_dir().join(format!("stampede-c7-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(Some(&path), Vec::new());
+        std::fs::remove_file(&path).ok();
+        let c = c.unwrap();
+        assert_eq!(c.alerts.group_interval_secs, 60);
+        let rules = c.alert_rules().unwrap();
+        assert_eq!((&*rules[0].name, rules[0].clear), ("low-health", 105.0));
     }
 
     #[test]
