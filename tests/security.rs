@@ -103,6 +103,48 @@ async fn a_cross_site_post_is_refused_and_ingests_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Sends raw request bytes; the status code of the answer.
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = vec![0u8; 256];
+    let n = tcp.read(&mut answer).await.unwrap();
+    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// An `Origin` or `Host` that is not readable text (bytes above 0x7f) is never taken for a
+/// missing one: refused like a foreign one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_origin_or_host_headers_are_refused() {
+    let dir = temp_dir("sec-raw");
+    let app = start(&dir, |_| {}).await;
+    let body = record("Raw");
+    let request = |extra: &[u8]| {
+        let mut r = format!(
+            "POST /ingest HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(extra);
+        r.extend_from_slice(b"\r\n");
+        r.extend_from_slice(body.as_bytes());
+        r
+    };
+    let host = format!("host: {}\r\n", app.addr);
+    let mut bad_origin = host.clone().into_bytes();
+    bad_origin.extend_from_slice(b"origin: http://\xffevil.example\r\n");
+    assert_eq!(raw_status(app.addr, &request(&bad_origin)).await, 403);
+    assert_eq!(
+        raw_status(app.addr, &request(b"host: \xffevil.example\r\n")).await,
+        421
+    );
+    assert_eq!(raw_status(app.addr, &request(host.as_bytes())).await, 200);
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A foreign page opening the live feed gets 403 before any WebSocket exists; the dashboard's
 /// own origin and programs without `Origin` open it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

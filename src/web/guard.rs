@@ -53,10 +53,7 @@ pub struct Guard {
 /// The middleware: refuses what the module docs say, passes the rest to the router.
 pub async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_ascii_lowercase);
+    let host = headers.get(header::HOST).map(readable);
     if guard.loopback {
         if let Some(host) = &host {
             let name = host_name(host);
@@ -70,10 +67,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
             }
         }
     }
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_ascii_lowercase);
+    let origin = headers.get(header::ORIGIN).map(readable);
     let allowed_origin = origin
         .as_ref()
         .filter(|o| guard.allowed_origins.iter().any(|a| a == *o))
@@ -134,6 +128,14 @@ impl Guard {
 /// Paths whose `GET` reads fleet data.
 fn guards_reads(path: &str) -> bool {
     path == "/ws" || path.starts_with("/api/")
+}
+
+/// A `Host` or `Origin` value, lower case; one that is not visible ASCII becomes a value no
+/// check accepts (a header that cannot be read is never taken for a missing one).
+fn readable(value: &HeaderValue) -> String {
+    value
+        .to_str()
+        .map_or_else(|_| "(unreadable)".to_owned(), str::to_ascii_lowercase)
 }
 
 /// The bearer token of the `Authorization` header.
