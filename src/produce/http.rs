@@ -256,13 +256,13 @@ async fn deliver(
                     })
                 }
                 // Retrying will not make a certificate trusted.
-                Err(e) if e.contains("certificate") => {
+                Err(e) if e.untrusted => {
                     return Err(HttpError::Untrusted {
                         uri: target.uri.to_string(),
-                        error: e,
+                        error: e.message,
                     })
                 }
-                Err(e) => e,
+                Err(e) => e.message,
             };
             if first_failure.elapsed() >= GIVE_UP_AFTER {
                 return Err(HttpError::Unreachable {
@@ -282,7 +282,7 @@ async fn post(
     client: &HttpClient,
     target: &super::HttpTarget,
     body: Bytes,
-) -> Result<(StatusCode, Bytes), String> {
+) -> Result<(StatusCode, Bytes), Failure> {
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(target.uri.clone())
@@ -290,23 +290,25 @@ async fn post(
     if let Some(token) = &target.token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(|e| Failure::other(&e))?;
     let res = client.request(req).await.map_err(|e| {
-        // The connector's error says why (refused, unreachable); the client's wrapper does not.
-        let mut msg = e.to_string();
+        // The connector's error says why (refused, unreachable, a certificate); the client's
+        // wrapper does not.
+        let mut failure = Failure::other(&e);
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
-            msg = format!("{msg}: {s}");
+            failure.message = format!("{}: {s}", failure.message);
+            failure.untrusted |= is_certificate_error(s);
             source = s.source();
         }
-        msg
+        failure
     })?;
     let status = res.status();
     let body = res
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Failure::other(&e))?
         .to_bytes();
     Ok((status, body))
 }
@@ -330,6 +332,39 @@ fn split(body: &Bytes) -> Option<(Bytes, Bytes)> {
         (None, None) => return None,
     };
     Some((body.slice(..cut + 1), body.slice(cut + 1..)))
+}
+
+/// Why a request got no answer.
+struct Failure {
+    message: String,
+    /// The server's certificate was refused: retrying cannot help.
+    untrusted: bool,
+}
+
+impl Failure {
+    fn other(e: &dyn std::fmt::Display) -> Failure {
+        Failure {
+            message: e.to_string(),
+            untrusted: false,
+        }
+    }
+}
+
+/// Whether `e` is rustls refusing the server's certificate. The connectors hand it over wrapped
+/// in `io::Error`s (two deep), whose `source()` skips what they wrap: unwrapped here.
+fn is_certificate_error(mut e: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(tls, rustls::Error::InvalidCertificate(_));
+        }
+        match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => e = inner,
+            None => return false,
+        }
+    }
 }
 
 #[cfg(test)]
