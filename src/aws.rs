@@ -1,5 +1,5 @@
 //! What the AWS parts (the Kinesis source, outputs and commands, the DynamoDB store and leases)
-//! share: SDK errors in words.
+//! share: SDK errors in words, and waiting for a DynamoDB table to become ACTIVE.
 
 // The SDK crates re-export the same smithy types: these serve DynamoDB errors too.
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -20,5 +20,32 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             }
             text
         }
+    }
+}
+
+/// Waits until DynamoDB says `table` is ACTIVE (after a `CreateTable`, or one under way
+/// elsewhere): true once it is, false if it is not within `within`.
+pub async fn table_active(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let status = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.table)
+            .and_then(|t| t.table_status);
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }

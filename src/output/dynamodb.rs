@@ -422,21 +422,9 @@ pub(super) async fn create_table(
         Err(e) if e.code() == Some("ResourceInUseException") => {}
         Err(e) => return Err(dynamo_error(&format!("cannot create table {table}"), &e)),
     }
-    // Wait until it is ACTIVE.
-    for _ in 0..120 {
-        let status = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .ok()
-            .and_then(|d| d.table)
-            .and_then(|t| t.table_status);
-        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
-            tracing::info!(table, "created a DynamoDB table");
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    if crate::aws::table_active(client, table, Duration::from_secs(60)).await {
+        tracing::info!(table, "created a DynamoDB table");
+        return Ok(());
     }
     Err(DynamoError {
         message: format!("table {table} did not become ACTIVE within a minute"),

@@ -130,23 +130,13 @@ impl Leases {
                 return Err(table_error(&format!("cannot create {table}"), &e));
             }
         }
-        for _ in 0..120 {
-            let active = leases
-                .client
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .ok()
-                .and_then(|d| d.table)
-                .and_then(|t| t.table_status)
-                == Some(aws_sdk_dynamodb::types::TableStatus::Active);
-            if active {
-                return Ok(leases);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let within = std::time::Duration::from_secs(30);
+        if crate::aws::table_active(&leases.client, table, within).await {
+            return Ok(leases);
         }
-        Err(LeaseError::Table(format!("{table} did not become ACTIVE")))
+        Err(LeaseError::Table(format!(
+            "{table} did not become ACTIVE within 30 s"
+        )))
     }
 
     /// Every lease.
