@@ -9,6 +9,7 @@ use serde_json::Value;
 use stampede::aggregate::{aggregate, write_summaries, Input};
 use stampede::window::WindowConfig;
 
+use crate::support::process::stampede_ok;
 use crate::support::reference;
 
 const CASES: &[&str] = &[
@@ -126,16 +127,11 @@ fn golden_alert_changes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let input_path = dir.join("alerts.input.ndjson");
     let expected = ndjson(&read(&dir.join("alerts.expected.ndjson")));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["aggregate", "--alerts"])
-        .arg(&input_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stampede_ok(&[
+        std::ffi::OsStr::new("aggregate"),
+        "--alerts".as_ref(),
+        input_path.as_os_str(),
+    ]);
     assert_eq!(ndjson(&out.stdout), expected, "aggregate --alerts");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("alert state changes: 9"), "{stderr}");
@@ -149,36 +145,24 @@ fn golden_alert_changes() {
 /// equal the reference's, record for record.
 #[test]
 fn alert_changes_of_a_drifting_fleet_match_the_reference() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args([
-            "produce",
-            "--unicorns",
-            "30",
-            "--msgs",
-            "15000",
-            "--rate",
-            "max",
-            "--quiet",
-        ])
-        .args([
-            "--seed",
-            "7",
-            "--start-time",
-            "2018-03-18 03:20:00",
-            "--drift",
-            "-0.1",
-        ])
-        .args([
-            "--faults",
-            "malformed=0.01,out-of-order=0.05,late=0.02,too-late=0.002",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stampede_ok(&[
+        "produce",
+        "--unicorns",
+        "30",
+        "--msgs",
+        "15000",
+        "--rate",
+        "max",
+        "--quiet",
+        "--seed",
+        "7",
+        "--start-time",
+        "2018-03-18 03:20:00",
+        "--drift",
+        "-0.1",
+        "--faults",
+        "malformed=0.01,out-of-order=0.05,late=0.02,too-late=0.002",
+    ]);
     let input = out.stdout;
     let (_, changes, _) = stampede::aggregate::aggregate_with_alerts(
         [Input {

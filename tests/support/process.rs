@@ -194,11 +194,10 @@ pub struct Aggregated {
     pub rejected: Vec<(usize, String)>,
 }
 
-/// Runs `stampede aggregate --verbose FILE`, which must succeed.
-pub fn aggregate_file(file: &std::path::Path) -> Aggregated {
+/// Runs `stampede ARGS…`, which must succeed; its output.
+pub fn stampede_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["aggregate", "--verbose"])
-        .arg(file)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -206,6 +205,16 @@ pub fn aggregate_file(file: &std::path::Path) -> Aggregated {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `stampede aggregate --verbose FILE`, which must succeed.
+pub fn aggregate_file(file: &std::path::Path) -> Aggregated {
+    let out = stampede_ok(&[
+        std::ffi::OsStr::new("aggregate"),
+        "--verbose".as_ref(),
+        file.as_os_str(),
+    ]);
     let summaries = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
