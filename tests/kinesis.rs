@@ -211,26 +211,35 @@ impl Setup {
             got == want
         });
         crate::support::kafka::assert_same(&got, &want);
-        // The summary stream carries the same, highest revision per window.
+        // The summary stream carries the same, highest revision per window. Each output
+        // delivers on its own, so the stream may still be behind the table: await it.
         let mut streamed = crate::support::kafka::Summaries::new();
-        for data in read_all(rt, c, &self.summaries) {
-            keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
-        }
+        wait_until(60, "every window in the summary stream", || {
+            streamed.clear();
+            for data in read_all(rt, c, &self.summaries) {
+                keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
+            }
+            streamed == want
+        });
         crate::support::kafka::assert_same(&streamed, &want);
         // Every rejected record is in the dead-letter stream with its reason (at least once:
         // records re-read after a take-over are dead-lettered again).
-        let dead: std::collections::BTreeSet<(String, Vec<u8>)> = read_all(rt, c, &self.dlq)
-            .into_iter()
-            .map(|d| {
-                let v: Value = serde_json::from_slice(&d).unwrap();
-                (
-                    v["reason"].as_str().unwrap().to_owned(),
-                    v["raw"].as_str().unwrap().as_bytes().to_vec(),
-                )
-            })
-            .collect();
         let rejected: std::collections::BTreeSet<(String, Vec<u8>)> =
             rejected.into_iter().collect();
+        let mut dead = std::collections::BTreeSet::new();
+        wait_until(60, "every rejected record dead-lettered", || {
+            dead = read_all(rt, c, &self.dlq)
+                .into_iter()
+                .map(|d| {
+                    let v: Value = serde_json::from_slice(&d).unwrap();
+                    (
+                        v["reason"].as_str().unwrap().to_owned(),
+                        v["raw"].as_str().unwrap().as_bytes().to_vec(),
+                    )
+                })
+                .collect();
+            dead == rejected
+        });
         assert_eq!(dead, rejected);
     }
 }
