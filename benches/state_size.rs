@@ -97,7 +97,7 @@ fn main() {
     engine.flush(&mut out);
     drop(out);
     let mut forgotten = Forgotten::default();
-    engine.forget_silent(1, 1, &mut forgotten);
+    engine.forget_silent(1, 1, |_| false, &mut forgotten);
     assert_eq!(forgotten.ids.len(), UNICORNS, "all forgotten");
     drop(forgotten);
     let after = LIVE.load(Ordering::Relaxed) - before;

@@ -64,11 +64,7 @@ impl App {
 /// be bound; the message says which and why.
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let window = config.window_config()?;
-    if !config.alerts.sns.topic_arn.is_empty() || !config.alerts.smtp.server.is_empty() {
-        tracing::warn!(
-            "alerts.sns / alerts.smtp are set, but this build sends no notifications yet: the settings are accepted and not used"
-        );
-    }
+    let rules: Arc<[crate::alert::Rule]> = config.alert_rules()?.into();
     let addr = config.listen_addr()?;
     // First: a bad certificate is a config error, not a half-started service.
     let tls = if config.web.tls_cert.is_empty() {
@@ -80,6 +76,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         )?)
     };
     let aws = AwsConfig::new();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
+    let local = listener.local_addr().context("no local address")?;
 
     let hub_stop = CancellationToken::new();
     let settings = HubSettings {
@@ -94,6 +94,15 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let stores = store_output(&config, &aws, &mut outputs).await?;
     summary_stream_output(&config, &aws, &mut outputs).await?;
     dead_letter_output(&config, &aws, &mut outputs).await?;
+    let alerts_web = alert_output(
+        &config,
+        &aws,
+        &stores,
+        rules,
+        &mut outputs,
+        public_url(&config, local, tls.is_some()),
+    )
+    .await?;
     let fanout = outputs.fanout();
     let mut connections: Vec<(&'static str, Health)> = outputs.health();
 
@@ -201,10 +210,6 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         read_token: config.web.read_token.as_str().into(),
         tls: tls.is_some(),
     });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
-    let local = listener.local_addr().context("no local address")?;
     let stopping = Arc::new(AtomicBool::new(false));
     let state = WebState {
         ingest: ingest_tx.clone(),
@@ -220,6 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         ws_slots: Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.web.max_ws_clients).unwrap_or(10_000),
         )),
+        alerts: alerts_web,
     };
     let web_stop = CancellationToken::new();
     let routes = router(state, guard);
@@ -345,7 +351,7 @@ async fn store_output(
         Interest {
             summaries: true,
             dead_letters: true,
-            records: false,
+            ..Interest::default()
         },
     );
     let health = Health::new("store");
@@ -355,6 +361,107 @@ async fn store_output(
         health,
     );
     Ok(stores)
+}
+
+/// The base of the links in alert mails: `alerts.smtp.public_url`, else this service's own
+/// address (its port when `web.listen` asks for any).
+fn public_url(config: &Config, addr: SocketAddr, tls: bool) -> String {
+    if !config.alerts.smtp.public_url.is_empty() {
+        return config.alerts.smtp.public_url.clone();
+    }
+    format!("{}://{addr}", if tls { "https" } else { "http" })
+}
+
+/// Registers the alert output when alerts are on (`rules` not empty), with its channels:
+/// SNS when `alerts.sns.topic_arn` is set, the built-in e-mail when `alerts.smtp.server` is.
+async fn alert_output(
+    config: &Config,
+    aws: &AwsConfig,
+    stores: &Stores,
+    rules: Arc<[crate::alert::Rule]>,
+    outputs: &mut Outputs,
+    public_url: String,
+) -> anyhow::Result<Option<crate::web::alerts::AlertsWeb>> {
+    use crate::alert::notify::{Channel, NotifySettings};
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let a = &config.alerts;
+    let mut channels = Vec::new();
+    if !a.sns.topic_arn.is_empty() {
+        let client = aws_sdk_sns::Client::new(aws_config(aws).await);
+        client
+            .get_topic_attributes()
+            .topic_arn(&a.sns.topic_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "alerts.sns.topic_arn: cannot use topic {:?}: {} (AWS_REGION, AWS_ENDPOINT_URL_SNS)",
+                    a.sns.topic_arn,
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
+                )
+            })?;
+        channels.push(Channel::Sns(crate::alert::sns::SnsChannel::new(
+            client,
+            &a.sns.topic_arn,
+        )));
+    }
+    let mut smtp = None;
+    if !a.smtp.server.is_empty() {
+        // A bad server or sender is a config error.
+        let url = public_url.clone();
+        let mailer = crate::alert::smtp::Mailer::new(&a.smtp.server, &a.smtp.from, &url).map_err(
+            |message| crate::config::ConfigError::Invalid {
+                origin: String::new(),
+                message,
+            },
+        )?;
+        let db = match stores {
+            Stores::Embedded(store) => store.database(),
+            // Subscriptions are few and local to this service's store directory.
+            Stores::DynamoDb { .. } => {
+                let dir = config.store.path.clone();
+                let store = tokio::task::spawn_blocking(move || Store::open(&dir, 1))
+                    .await
+                    .context("store open panicked")??;
+                store.database()
+            }
+        };
+        let max = usize::try_from(a.max_subscriptions).unwrap_or(usize::MAX);
+        let subs = crate::alert::subscriptions::Subscriptions::open(db, max)
+            .context("cannot read the alert subscriptions (store.path)")?;
+        let second = crate::alert::smtp::Mailer::new(&a.smtp.server, &a.smtp.from, &url).map_err(
+            |message| crate::config::ConfigError::Invalid {
+                origin: String::new(),
+                message,
+            },
+        )?;
+        channels.push(Channel::Smtp(Box::new(
+            crate::alert::smtp::SmtpChannel::new(mailer, subs.clone()),
+        )));
+        smtp = Some((subs, Arc::new(second)));
+        tracing::info!(server = %a.smtp.server, links = %url, "alert e-mail through SMTP");
+    }
+    outputs.evaluate_alerts(Arc::clone(&rules));
+    let rx = outputs.add(
+        "alerts",
+        Interest {
+            alerts: true,
+            ..Interest::default()
+        },
+    );
+    let health = Health::new("alerts");
+    let settings = NotifySettings {
+        group_interval: std::time::Duration::from_secs(a.group_interval_secs),
+        channels,
+    };
+    outputs.run(
+        "alerts",
+        crate::alert::notify::spawn(settings, rx, health.clone(), outputs.give_up()),
+        health,
+    );
+    Ok(Some(crate::web::alerts::AlertsWeb { rules, smtp }))
 }
 
 /// What a stream output carries.
@@ -377,7 +484,7 @@ impl Carries {
         Interest {
             summaries: matches!(self, Carries::Summaries),
             dead_letters: matches!(self, Carries::DeadLetters),
-            records: false,
+            ..Interest::default()
         }
     }
 }

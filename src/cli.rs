@@ -45,6 +45,49 @@ pub enum Command {
     /// service (--to http://HOST:PORT/ingest) or written to a Kafka topic
     /// (--to kafka://HOST:PORT/TOPIC).
     Produce(ProduceArgs),
+    /// Subscribe an e-mail address to alert notifications.
+    ///
+    /// With [alerts.sns] in the configuration: an SNS e-mail subscription to the topic, the
+    /// filter as a FilterPolicy (SNS mails a confirmation link). Otherwise: the built-in
+    /// subscriptions of a running service (web.listen or --url, admin token from web.token),
+    /// which mails the confirmation link itself.
+    Subscribe(SubscribeArgs),
+    /// Remove an e-mail address's alert subscription (SNS or built-in, as for subscribe).
+    Unsubscribe(UnsubscribeArgs),
+}
+
+/// `stampede subscribe`.
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// The address to notify.
+    #[arg(long, value_name = "ADDR")]
+    pub email: String,
+    /// Only this unicorn's alerts (repeat for several; none: every unicorn).
+    #[arg(long = "name", value_name = "UNICORN")]
+    pub names: Vec<String>,
+    /// Only this rule's alerts (repeat for several; none: every rule).
+    #[arg(long = "rule", value_name = "RULE")]
+    pub rules: Vec<String>,
+    /// The service's configuration, as for `serve`.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The running service (built-in subscriptions), e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+/// `stampede unsubscribe`.
+#[derive(Debug, Args)]
+pub struct UnsubscribeArgs {
+    /// The address.
+    #[arg(long, value_name = "ADDR")]
+    pub email: String,
+    /// The service's configuration, as for `serve`.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The running service (built-in subscriptions).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 /// `stampede consume`.

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{Change, State as AlertState};
 use crate::metrics::METRICS;
 use crate::record::{write_json_string, Summary, Telemetry};
 use crate::time::{now_ms, write_status_time, Millis};
@@ -87,7 +88,38 @@ pub enum HubInput {
     Subscribe(oneshot::Sender<Subscription>),
     /// `GET /api/unicorns`: the live fleet as a JSON array.
     Unicorns(oneshot::Sender<Bytes>),
+    /// Alert state changes of a partition, in order; `notified: false` for the firing alerts
+    /// a partition resumed from its checkpoint (shown, not news).
+    Alerts {
+        /// The partition they come from.
+        partition: Arc<str>,
+        /// The changes.
+        changes: Arc<[Change]>,
+        /// Whether these are changes (`true`) or restored state.
+        notified: bool,
+    },
+    /// A partition left this instance: its firing alerts are the next owner's to show.
+    Released(Arc<str>),
+    /// `GET /api/alerts`: firing now or the recent changes, as a JSON array.
+    AlertList(AlertQuery, oneshot::Sender<Bytes>),
 }
+
+/// What `GET /api/alerts` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    /// Every recent change (`state=all`) rather than the firing alerts.
+    pub all: bool,
+    /// Only this unicorn's.
+    pub name: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// Firing alerts by (rule, unicorn), with the partition that owns each.
+type Firing = HashMap<(Arc<str>, String), (Arc<str>, Change)>;
+
+/// Changes the hub remembers for `GET /api/alerts?state=all`, newest kept.
+pub const RECENT_ALERTS: usize = 10_000;
 
 /// One client's view: the fleet as of subscribing, then every frame since.
 pub struct Subscription {
@@ -148,6 +180,14 @@ impl Hub {
         rx.await.ok()
     }
 
+    /// Firing alerts or recent changes (see [`AlertQuery`]) as a JSON array; `None` once the
+    /// hub has stopped.
+    pub async fn alerts(&self, query: AlertQuery) -> Option<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(HubInput::AlertList(query, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// The live fleet as a JSON array; `None` once the hub has stopped.
     pub async fn unicorns(&self) -> Option<Bytes> {
         let (tx, rx) = oneshot::channel();
@@ -175,6 +215,10 @@ struct State {
     /// Names with a record not yet sent in a telemetry frame.
     pending: Vec<Arc<str>>,
     snapshot: Option<Frame>,
+    /// Firing alerts by (rule, unicorn), with the partition that owns them.
+    firing: Firing,
+    /// The latest changes, oldest first, at most [`RECENT_ALERTS`].
+    recent: std::collections::VecDeque<Change>,
 }
 
 async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: CancellationToken) {
@@ -186,6 +230,8 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
         silent_after: settings.silent_after,
         pending: Vec::new(),
         snapshot: None,
+        firing: HashMap::new(),
+        recent: std::collections::VecDeque::new(),
     };
     // A telemetry frame goes out as soon as there is news, but at most once per FRAME_EVERY.
     let mut last_frame = Instant::now()
@@ -293,7 +339,7 @@ impl State {
             HubInput::Subscribe(reply) => {
                 let frame = self
                     .snapshot
-                    .get_or_insert_with(|| snapshot(&self.fleet))
+                    .get_or_insert_with(|| snapshot(&self.fleet, &self.firing))
                     .clone();
                 let (tx, frames) = mpsc::channel(self.queue);
                 let queued = Arc::new(AtomicUsize::new(0));
@@ -319,7 +365,88 @@ impl State {
                 out.push(']');
                 let _ = reply.send(Bytes::from(out));
             }
+            HubInput::Alerts {
+                partition,
+                changes,
+                notified,
+            } => self.take_alerts(&partition, &changes, notified),
+            HubInput::Released(partition) => {
+                let before = self.firing.len();
+                self.firing.retain(|_, (p, _)| *p != partition);
+                if self.firing.len() != before {
+                    // The clients' lists of firing alerts are out of date: a fresh snapshot.
+                    self.snapshot = None;
+                    for client in self.clients.drain(..) {
+                        client.lagged.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            HubInput::AlertList(query, reply) => {
+                let _ = reply.send(self.alert_list(&query));
+            }
         }
+    }
+
+    /// Keeps the firing list and the recent changes, and tells every client.
+    fn take_alerts(&mut self, partition: &Arc<str>, changes: &[Change], notified: bool) {
+        for change in changes {
+            let key = (Arc::clone(&change.rule), change.name.clone());
+            match change.state {
+                AlertState::Firing => {
+                    self.firing
+                        .insert(key, (Arc::clone(partition), change.clone()));
+                }
+                AlertState::Resolved => {
+                    self.firing.remove(&key);
+                }
+            }
+            if notified {
+                if self.recent.len() == RECENT_ALERTS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(change.clone());
+            }
+            let mut frame = String::with_capacity(256);
+            frame.push_str("{\"type\":\"alert\",\"alert\":");
+            change.write_json(&mut frame);
+            frame.push('}');
+            self.broadcast(Frame::from(frame));
+        }
+        self.snapshot = None;
+    }
+
+    /// `GET /api/alerts`: newest first.
+    fn alert_list(&self, q: &AlertQuery) -> Bytes {
+        let wanted = |c: &&Change| q.name.as_deref().is_none_or(|n| c.name == n);
+        let mut list: Vec<&Change> = if q.all {
+            self.recent
+                .iter()
+                .rev()
+                .filter(wanted)
+                .take(q.limit)
+                .collect()
+        } else {
+            let mut firing: Vec<&Change> = self
+                .firing
+                .values()
+                .map(|(_, c)| c)
+                .filter(wanted)
+                .collect();
+            firing.sort_by(|a, b| {
+                (b.status_time, &a.rule, &a.name).cmp(&(a.status_time, &b.rule, &b.name))
+            });
+            firing.truncate(q.limit);
+            firing
+        };
+        let mut out = String::from("[");
+        for (i, c) in list.drain(..).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            c.write_json(&mut out);
+        }
+        out.push(']');
+        Bytes::from(out)
     }
 
     /// One telemetry frame with the latest record of every unicorn heard since the last one.
@@ -392,7 +519,7 @@ fn sorted(fleet: &HashMap<Arc<str>, Unicorn>) -> Vec<&Unicorn> {
     v
 }
 
-fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>) -> Frame {
+fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, firing: &Firing) -> Frame {
     let unicorns = sorted(fleet);
     let mut out = String::with_capacity(64 + unicorns.len() * 500);
     out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");
@@ -410,6 +537,15 @@ fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>) -> Frame {
         }
         first = false;
         s.write_json(&mut out);
+    }
+    out.push_str("],\"alerts\":[");
+    let mut alerts: Vec<&Change> = firing.values().map(|(_, c)| c).collect();
+    alerts.sort_by(|a, b| (&a.name, &a.rule).cmp(&(&b.name, &b.rule)));
+    for (i, c) in alerts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        c.write_json(&mut out);
     }
     out.push_str("]}");
     Frame::from(out)
@@ -487,7 +623,7 @@ mod tests {
         let fresh = hub.subscribe().await.unwrap();
         assert_eq!(
             fresh.snapshot.as_str(),
-            r#"{"type":"snapshot","unicorns":[],"summaries":[]}"#
+            r#"{"type":"snapshot","unicorns":[],"summaries":[],"alerts":[]}"#
         );
         stop.cancel();
     }

@@ -30,6 +30,24 @@ fn main() -> ExitCode {
         Command::Consume(args) => run_consume(&args),
         Command::Serve(args) => run_service(args.config.as_deref(), None),
         Command::Demo(args) => run_demo(&args),
+        Command::Subscribe(args) => Config::load(args.config.as_deref(), std::env::vars())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                let action = stampede::alert::manage::Action::Subscribe {
+                    email: &args.email,
+                    names: &args.names,
+                    rules: &args.rules,
+                };
+                stampede::alert::manage::run(&config, args.url.as_deref(), &action)
+            })
+            .map(|said| println!("{said}")),
+        Command::Unsubscribe(args) => Config::load(args.config.as_deref(), std::env::vars())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                let action = stampede::alert::manage::Action::Unsubscribe { email: &args.email };
+                stampede::alert::manage::run(&config, args.url.as_deref(), &action)
+            })
+            .map(|said| println!("{said}")),
         Command::PrintConfig => {
             print!("{DEFAULT_TOML}");
             Ok(())

@@ -63,7 +63,20 @@ pub struct Metrics {
     partitions: Mutex<Vec<(String, String, Weak<PartitionGauges>)>>,
     /// Error counters of each output, by name.
     outputs: Mutex<Vec<(&'static str, Arc<OutputErrors>)>>,
+    /// Alert state changes by (rule, state); rules are at most 64.
+    alert_changes: Mutex<Vec<(String, &'static str, u64)>>,
+    /// Notifications (mails, publishes) sent and failed, by channel: `[sns, smtp]`.
+    pub notifications_sent: [AtomicU64; 2],
+    /// See `notifications_sent`.
+    pub notifications_failed: [AtomicU64; 2],
+    /// Alert changes received by the alert output and not yet notified.
+    pub alerts_pending: AtomicI64,
+    /// Built-in e-mail subscriptions: `[pending, confirmed]`.
+    pub subscriptions: [AtomicI64; 2],
 }
+
+/// The channels of `stampede_notifications_total`, in the order of its arrays.
+pub const CHANNELS: [&str; 2] = ["sns", "smtp"];
 
 /// Errors of one output's service, by kind (`stampede_output_errors_total{output,kind}`).
 #[derive(Debug, Default)]
@@ -126,6 +139,11 @@ pub static METRICS: Metrics = Metrics {
     hub_dropped: ZERO,
     partitions: Mutex::new(Vec::new()),
     outputs: Mutex::new(Vec::new()),
+    alert_changes: Mutex::new(Vec::new()),
+    notifications_sent: [ZERO; 2],
+    notifications_failed: [ZERO; 2],
+    alerts_pending: AtomicI64::new(0),
+    subscriptions: [AtomicI64::new(0), AtomicI64::new(0)],
 };
 
 impl Metrics {
@@ -199,6 +217,71 @@ impl Metrics {
                 s,
                 "stampede_unicorns{{source=\"{source}\",partition=\"{p}\"}} {}",
                 g.unicorns.load(Relaxed)
+            );
+        }
+    }
+
+    /// Counts one alert state change of `rule` to `state`.
+    pub fn alert_change(&self, rule: &str, state: &'static str) {
+        let mut all = self
+            .alert_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match all.iter_mut().find(|(r, s, _)| r == rule && *s == state) {
+            Some((_, _, n)) => *n += 1,
+            None => all.push((rule.to_owned(), state, 1)),
+        }
+    }
+
+    /// Counts `n` notifications of `channel` (`sns`, `smtp`) sent (`ok`) or failed.
+    pub fn notification(&self, channel: &str, ok: bool, n: u64) {
+        if let Some(i) = CHANNELS.iter().position(|c| *c == channel) {
+            let counters = if ok {
+                &self.notifications_sent
+            } else {
+                &self.notifications_failed
+            };
+            counters[i].fetch_add(n, Relaxed);
+        }
+    }
+
+    fn render_alerts(&self, s: &mut String) {
+        let _ = writeln!(s, "# HELP stampede_alert_changes_total Alert state changes, by rule and state.\n# TYPE stampede_alert_changes_total counter");
+        for (rule, state, n) in self
+            .alert_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                s,
+                "stampede_alert_changes_total{{rule=\"{}\",state=\"{state}\"}} {n}",
+                escape(rule)
+            );
+        }
+        let _ = writeln!(s, "# HELP stampede_notifications_total Alert notifications (mails, SNS publishes), by channel and outcome.\n# TYPE stampede_notifications_total counter");
+        for (i, channel) in CHANNELS.iter().enumerate() {
+            for (outcome, v) in [
+                ("sent", &self.notifications_sent[i]),
+                ("failed", &self.notifications_failed[i]),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "stampede_notifications_total{{channel=\"{channel}\",outcome=\"{outcome}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(s, "# HELP stampede_alerts_pending Alert changes waiting to be notified.\n# TYPE stampede_alerts_pending gauge\nstampede_alerts_pending {}", self.alerts_pending.load(Relaxed));
+        let _ = writeln!(s, "# HELP stampede_subscriptions Built-in e-mail subscriptions, by state.\n# TYPE stampede_subscriptions gauge");
+        for (state, v) in [
+            ("pending", &self.subscriptions[0]),
+            ("confirmed", &self.subscriptions[1]),
+        ] {
+            let _ = writeln!(
+                s,
+                "stampede_subscriptions{{state=\"{state}\"}} {}",
+                v.load(Relaxed)
             );
         }
     }
@@ -334,6 +417,7 @@ impl Metrics {
             );
         }
         self.render_partitions(&mut s);
+        self.render_alerts(&mut s);
         let _ = writeln!(s, "# HELP stampede_window_emit_latency_seconds Wall time from a window's end to its first emission.\n# TYPE stampede_window_emit_latency_seconds histogram");
         let mut cumulative = 0;
         for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {

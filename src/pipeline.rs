@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{Alerts, Change};
 use crate::decode::decode;
 use crate::hub::LiveRecord;
 use crate::metrics::{PartitionGauges, METRICS};
@@ -126,6 +127,13 @@ struct Partition {
     /// When silent unicorns were last looked for.
     last_forget: Millis,
     forgotten: Forgotten,
+    /// The partition's name, shared with the hub's alert list.
+    shared_name: std::sync::Arc<str>,
+    alerts: Option<Alerts>,
+    changes: Vec<Change>,
+    /// After a resume: records up to this position are accounted for in the checkpoint's alert
+    /// state (only their time is noted).
+    alerts_through: Option<u64>,
 }
 
 /// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
@@ -138,15 +146,28 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let now = now_ms();
-    let engine = match spec.durable.as_ref().and_then(|d| d.resume.as_ref()) {
+    let resume = spec.durable.as_ref().and_then(|d| d.resume.as_ref());
+    let engine = match resume {
         Some(checkpoint) => Engine::resume(spec.window, checkpoint, now),
         None => Engine::new(spec.window),
     };
+    // Alert rules are evaluated when alerts are on (the fan-out then has an alert output).
+    let mut alerts = out.alert_rules().map(Alerts::new);
+    let mut alerts_through = None;
+    if let (Some(alerts), Some(checkpoint)) = (alerts.as_mut(), resume) {
+        alerts_through = checkpoint.last_position;
+        if let Some(text) = &checkpoint.alerts {
+            if let Err(e) = alerts.restore(text) {
+                tracing::error!(partition = %spec.name, error = %e, "starting without alert state: changes before this may be notified again");
+            }
+        }
+    }
     let gauges = METRICS.partition(spec.source, &spec.name);
     let mut p = Partition {
         gauges,
         engine,
         source: spec.source,
+        shared_name: spec.name.as_str().into(),
         name: spec.name,
         next_position: 0,
         live: Vec::new(),
@@ -158,7 +179,16 @@ pub async fn run(
         committed: None,
         last_forget: now,
         forgotten: Forgotten::default(),
+        alerts,
+        changes: Vec::new(),
+        alerts_through,
     };
+    if let Some(alerts) = &p.alerts {
+        let firing = alerts.firing(|id| p.engine.name(id));
+        if !firing.is_empty() {
+            p.out.partition_alerts(&p.shared_name, Some(firing)).await;
+        }
+    }
     let mut tick = interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut input_ended = false;
@@ -183,6 +213,9 @@ pub async fn run(
         // Hand-off: what is queued is re-read by the next owner, open windows are its to emit.
         rx.close();
         p.request_commit(now_ms(), true).await;
+        if p.alerts.is_some() {
+            p.out.partition_alerts(&p.shared_name, None).await;
+        }
         tracing::info!(partition = %p.name, stats = ?p.engine.stats(), "partition handed off");
         return;
     }
@@ -241,6 +274,16 @@ impl Partition {
                     .map_err(|_| Reject::new(RejectReason::TooLate))?;
                 let id = self.engine.last_unicorn();
                 remember(&mut self.live, &mut self.live_dirty, id, &record);
+                if let Some(alerts) = &mut self.alerts {
+                    if self
+                        .alerts_through
+                        .is_some_and(|through| position <= through)
+                    {
+                        alerts.observe(id, &record);
+                    } else {
+                        alerts.evaluate(id, &record, &mut self.changes);
+                    }
+                }
                 Ok(accepted)
             });
             match result {
@@ -285,6 +328,11 @@ impl Partition {
         if let Some(kept) = kept.filter(|k| !k.ranges.is_empty()) {
             self.out.records(kept).await;
         }
+        if !self.changes.is_empty() {
+            let changes = std::mem::take(&mut self.changes);
+            let covered = self.durable.is_some();
+            self.out.alerts(&self.shared_name, changes, covered).await;
+        }
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
         self.flush_live();
@@ -320,7 +368,9 @@ impl Partition {
             // Live records are flushed after every batch and tick: none is pending here.
             debug_assert!(self.live_dirty.is_empty());
             let gone = &mut self.forgotten;
-            self.engine.forget_silent(now, after, gone);
+            let alerts = &self.alerts;
+            let keep = |id| alerts.as_ref().is_some_and(|a| a.has_state(id));
+            self.engine.forget_silent(now, after, keep, gone);
             for &id in &gone.ids {
                 let idx = id as usize;
                 if let Some(live) = self.live.get_mut(idx) {
@@ -340,6 +390,9 @@ impl Partition {
                 }
             }
             let bound = self.engine.id_bound();
+            if let Some(alerts) = &mut self.alerts {
+                alerts.forget(gone, bound);
+            }
             self.live.truncate(bound);
             self.names.truncate(bound);
             shrink_mostly_empty(&mut self.live);
@@ -371,7 +424,11 @@ impl Partition {
         let Some(durable) = &self.durable else {
             return;
         };
-        let checkpoint = self.engine.checkpoint();
+        let mut checkpoint = self.engine.checkpoint();
+        if let Some(alerts) = &self.alerts {
+            let engine = &self.engine;
+            checkpoint.alerts = alerts.checkpoint(|id| engine.name(id));
+        }
         let unchanged = self
             .committed
             .as_ref()
@@ -379,7 +436,7 @@ impl Partition {
         if checkpoint.resume_position().is_none() || (unchanged && !handing_off) {
             return;
         }
-        let stored = self.out.barrier().await;
+        let stored = self.out.barrier(handing_off).await;
         let request = CommitRequest {
             slot: durable.slot,
             checkpoint: checkpoint.clone(),

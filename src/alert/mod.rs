@@ -2,9 +2,9 @@
 //! with hysteresis and an optional hold time, giving one [`Change`] per state change.
 //!
 //! Pure and synchronous, like the window engine beside which it runs: the caller (`stampede
-//! aggregate --alerts` today; the service's engine task is next) calls [`Alerts::evaluate`] for
-//! every record the window engine accepted, with the unicorn's dense id, and collects the
-//! changes. Per record: a comparison of its time with the unicorn's newest, then, for a unicorn
+//! aggregate --alerts`, or the service's engine task of each partition) calls
+//! [`Alerts::evaluate`] for every record the window engine accepted, with the unicorn's dense
+//! id, and collects the changes. Per record: a comparison of its time with the unicorn's newest, then, for a unicorn
 //! with no alert state, a range check per field; the per-rule state machine runs only when some
 //! rule holds or has state. Nothing is allocated unless a state changes.
 //!
@@ -18,6 +18,21 @@
 //! * A firing rule resolves on the first record whose value is ≥ `clear` (`above`: ≤ `clear`);
 //!   `clear` defaults to the threshold ± `alerts.hysteresis`, so a value hovering at the
 //!   threshold does not flap.
+//!
+//! # Checkpoints
+//!
+//! The state travels with the partition's checkpoint ([`Alerts::checkpoint`], as of the
+//! checkpoint's last position), so that the next owner knows what already changed. Only the
+//! unicorns with state (firing, or a streak under way) are written; a resumed partition re-reads
+//! the records of the windows still open, and for those up to the checkpoint's last position it
+//! only [`Alerts::observe`]s their time (a later record older than a time before those is in a
+//! final window: the window engine rejects it as too late, so it is never evaluated).
+
+pub mod manage;
+pub mod notify;
+pub mod smtp;
+pub mod sns;
+pub mod subscriptions;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -62,6 +77,44 @@ impl Field {
             Field::Distance => Value::Float(r.distance),
         }
     }
+
+    /// A value kept in a checkpoint, as the field's type.
+    fn stored(self, v: f32) -> Value {
+        match self {
+            Field::HealthPoints | Field::MagicPoints => Value::Int(v as i64),
+            Field::Distance => Value::Float(f64::from(v)),
+        }
+    }
+}
+
+/// Appends `s` with every byte outside `[A-Za-z0-9._-]` as `%XX`, so that names keep clear of
+/// the separators of checkpoint text.
+fn percent_encode(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// The inverse of [`percent_encode`]; `None` for anything it does not write.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A field's value as the record had it.
@@ -82,7 +135,8 @@ impl Value {
         }
     }
 
-    fn write_json(self, out: &mut String) {
+    /// As JSON (and as a mail shows it).
+    pub fn write_json(self, out: &mut String) {
         match self {
             Value::Int(v) => {
                 let _ = write!(out, "{v}");
@@ -91,6 +145,13 @@ impl Value {
             Value::Float(v) => write_f64(out, v),
         }
     }
+}
+
+/// A threshold as text: whole ones without a fraction.
+pub fn number_text(v: f64) -> String {
+    let mut s = String::new();
+    write_number(&mut s, v);
+    s
 }
 
 /// Writes a threshold as a JSON number: whole ones without a fraction (`100`, not `100.0`).
@@ -199,6 +260,10 @@ pub struct Change {
     pub value: Value,
     /// The rule's threshold.
     pub threshold: f64,
+    /// Which side of the threshold is trouble.
+    pub direction: Direction,
+    /// The level at which the rule clears.
+    pub clear: f64,
     /// `StatusTime` of the record that caused the change.
     pub status_time: Millis,
 }
@@ -247,15 +312,20 @@ impl Change {
 const NO_STREAK: Millis = Millis::MIN;
 
 /// The state of one (rule, unicorn).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Slot {
-    /// Event time of the first record of the current streak holding the condition.
+    /// Event time of the first record of the current streak holding the condition; once firing,
+    /// the time it fired.
     since: Millis,
+    /// Once firing, the value that fired it (for the firing list after a restart; `f32` keeps
+    /// the slot at 16 bytes).
+    value: f32,
     firing: bool,
 }
 
 const FRESH: Slot = Slot {
     since: NO_STREAK,
+    value: 0.0,
     firing: false,
 };
 
@@ -324,6 +394,18 @@ pub struct Alerts {
     unicorns: Vec<Unicorn>,
     /// `rules.len()` slots per unicorn.
     slots: Vec<Slot>,
+    /// State read from a checkpoint for unicorns not seen since, by name: taken up by a
+    /// unicorn's first record (looked up only while not empty).
+    restored: std::collections::HashMap<String, Restored>,
+}
+
+/// A unicorn's state from a checkpoint, waiting for its first record.
+#[derive(Debug, Clone, PartialEq)]
+struct Restored {
+    newest: Millis,
+    /// One slot per rule of this configuration (rules the checkpoint named that no longer exist
+    /// are dropped; new ones start fresh).
+    slots: Vec<Slot>,
 }
 
 impl Alerts {
@@ -335,6 +417,7 @@ impl Alerts {
             rules,
             unicorns: Vec::new(),
             slots: Vec::new(),
+            restored: std::collections::HashMap::new(),
         }
     }
 
@@ -351,6 +434,9 @@ impl Alerts {
             self.grow(idx);
         }
         let t = record.status_time;
+        if !self.restored.is_empty() && self.unicorns[idx].newest == Millis::MIN {
+            self.take_restored(idx, &record.name);
+        }
         let Some(u) = self.unicorns.get_mut(idx) else {
             return;
         };
@@ -363,6 +449,199 @@ impl Alerts {
             return;
         }
         self.evaluate_rules(idx, record, out);
+    }
+
+    /// A record re-read after a resume that the checkpoint already accounts for: its time is
+    /// noted (see the module docs), its values change nothing.
+    #[inline]
+    pub fn observe(&mut self, id: NameId, record: &Telemetry<'_>) {
+        let idx = id as usize;
+        if idx >= self.unicorns.len() {
+            self.grow(idx);
+        }
+        if !self.restored.is_empty() && self.unicorns[idx].newest == Millis::MIN {
+            self.take_restored(idx, &record.name);
+        }
+        let u = &mut self.unicorns[idx];
+        u.newest = u.newest.max(record.status_time);
+    }
+
+    /// Whether unicorn `id` has state (firing, or a streak under way): such a unicorn is not
+    /// forgotten while silent, or it would fire again, unresolved, when it comes back.
+    pub fn has_state(&self, id: NameId) -> bool {
+        self.unicorns
+            .get(id as usize)
+            .is_some_and(|u| u.active != 0)
+    }
+
+    /// Follows the window engine's forgetting: forgotten ids lose their state, moved ids take
+    /// theirs along, and the arrays are cut to `bound` ids.
+    pub fn forget(&mut self, forgotten: &crate::window::Forgotten, bound: usize) {
+        let n = self.rules.len();
+        for &id in &forgotten.ids {
+            let idx = id as usize;
+            if let Some(u) = self.unicorns.get_mut(idx) {
+                *u = Unicorn {
+                    newest: Millis::MIN,
+                    active: 0,
+                };
+                self.slots[idx * n..(idx + 1) * n].fill(FRESH);
+            }
+        }
+        for &(old, new) in &forgotten.moved {
+            let (old, new) = (old as usize, new as usize);
+            if old < self.unicorns.len() && new < self.unicorns.len() {
+                self.unicorns.swap(old, new);
+                for i in 0..n {
+                    self.slots.swap(old * n + i, new * n + i);
+                }
+            }
+        }
+        self.unicorns.truncate(bound);
+        self.slots.truncate(bound * n);
+        crate::window::shrink_mostly_empty(&mut self.unicorns);
+        crate::window::shrink_mostly_empty(&mut self.slots);
+    }
+
+    /// The unicorns with state, as text for a checkpoint (`None` when there is none): entries
+    /// `NAME@NEWEST` then `:RULE=SINCE/VALUE/f` (firing) or `:RULE=SINCE/-/p` (a streak under
+    /// way) per rule with state, separated by `;`, names percent-encoded. `name` gives the name
+    /// of an id.
+    pub fn checkpoint<'n>(&self, name: impl Fn(NameId) -> &'n str) -> Option<String> {
+        let n = self.rules.len();
+        let mut out = String::new();
+        let entry = |out: &mut String, name: &str, newest: Millis, slots: &[Slot]| {
+            if !out.is_empty() {
+                out.push(';');
+            }
+            percent_encode(out, name);
+            let _ = write!(out, "@{newest}");
+            for (rule, slot) in self.rules.iter().zip(slots) {
+                if *slot == FRESH {
+                    continue;
+                }
+                out.push(':');
+                percent_encode(out, &rule.name);
+                if slot.firing {
+                    let _ = write!(out, "={}/{}/f", slot.since, slot.value);
+                } else {
+                    let _ = write!(out, "={}/-/p", slot.since);
+                }
+            }
+        };
+        for (idx, u) in self.unicorns.iter().enumerate() {
+            if u.active != 0 {
+                entry(
+                    &mut out,
+                    name(idx as NameId),
+                    u.newest,
+                    &self.slots[idx * n..(idx + 1) * n],
+                );
+            }
+        }
+        for (name, r) in &self.restored {
+            entry(&mut out, name, r.newest, &r.slots);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Takes up the state [`Alerts::checkpoint`] wrote (on a fresh `Alerts`, before any
+    /// record). Rules are matched by name.
+    ///
+    /// # Errors
+    /// The text is not what `checkpoint` writes (the caller starts without alert state and
+    /// says so).
+    pub fn restore(&mut self, text: &str) -> Result<(), String> {
+        let bad = || format!("unreadable alert state in the checkpoint: {text:.80}");
+        for entry in text.split(';').filter(|e| !e.is_empty()) {
+            let mut parts = entry.split(':');
+            let head = parts.next().ok_or_else(bad)?;
+            let (name, newest) = head.rsplit_once('@').ok_or_else(bad)?;
+            let name = percent_decode(name).ok_or_else(bad)?;
+            let newest: Millis = newest.parse().map_err(|_| bad())?;
+            let mut slots = vec![FRESH; self.rules.len()];
+            for part in parts {
+                let (rule, state) = part.split_once('=').ok_or_else(bad)?;
+                let rule = percent_decode(rule).ok_or_else(bad)?;
+                let mut fields = state.split('/');
+                let since: Millis = fields.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                let value = fields.next().ok_or_else(bad)?;
+                let firing = match fields.next() {
+                    Some("f") => true,
+                    Some("p") => false,
+                    _ => return Err(bad()),
+                };
+                let value: f32 = if firing {
+                    value.parse().map_err(|_| bad())?
+                } else {
+                    0.0
+                };
+                if let Some(i) = self.rules.iter().position(|r| *r.name == *rule) {
+                    slots[i] = Slot {
+                        since,
+                        value,
+                        firing,
+                    };
+                }
+            }
+            if slots.iter().any(|s| *s != FRESH) {
+                self.restored.insert(name, Restored { newest, slots });
+            }
+        }
+        Ok(())
+    }
+
+    /// The firing alerts the state holds, as the changes that fired them (with the value kept
+    /// in the state): the firing list of a partition resumed from a checkpoint.
+    pub fn firing<'n>(&self, name: impl Fn(NameId) -> &'n str) -> Vec<Change> {
+        let n = self.rules.len();
+        let mut out = Vec::new();
+        let mut push = |name: &str, slots: &[Slot]| {
+            for (rule, slot) in self.rules.iter().zip(slots) {
+                if slot.firing {
+                    out.push(Change {
+                        rule: Arc::clone(&rule.name),
+                        name: name.to_owned(),
+                        state: State::Firing,
+                        field: rule.field,
+                        value: rule.field.stored(slot.value),
+                        threshold: rule.threshold,
+                        direction: rule.direction,
+                        clear: rule.clear,
+                        status_time: slot.since,
+                    });
+                }
+            }
+        };
+        for (idx, u) in self.unicorns.iter().enumerate() {
+            if u.active != 0 {
+                push(name(idx as NameId), &self.slots[idx * n..(idx + 1) * n]);
+            }
+        }
+        for (name, r) in &self.restored {
+            push(name, &r.slots);
+        }
+        out
+    }
+
+    /// Unicorn `idx`, seen for the first time, takes up its restored state if it has one.
+    #[cold]
+    fn take_restored(&mut self, idx: usize, name: &str) {
+        let Some(r) = self.restored.remove(name) else {
+            return;
+        };
+        let n = self.rules.len();
+        let mut active = 0u64;
+        for (i, slot) in r.slots.iter().enumerate() {
+            if *slot != FRESH {
+                active |= 1 << i;
+            }
+        }
+        self.slots[idx * n..(idx + 1) * n].copy_from_slice(&r.slots);
+        self.unicorns[idx] = Unicorn {
+            newest: r.newest,
+            active,
+        };
     }
 
     /// Room for unicorn `idx` (ids are dense: this happens once per new unicorn).
@@ -403,6 +682,8 @@ impl Alerts {
                 }
                 if t.saturating_sub(slot.since) >= rule.for_ms {
                     slot.firing = true;
+                    slot.since = t;
+                    slot.value = v as f32;
                     Some(State::Firing)
                 } else {
                     None
@@ -422,6 +703,8 @@ impl Alerts {
                     field: rule.field,
                     value,
                     threshold: rule.threshold,
+                    direction: rule.direction,
+                    clear: rule.clear,
                     status_time: t,
                 });
             }
@@ -479,6 +762,95 @@ mod tests {
         secs: i64,
     ) -> (String, String, &'static str, f64, i64) {
         (rule.into(), name.into(), state, v, secs)
+    }
+
+    /// A partition resumed from a checkpoint taken after any record, re-reading some records
+    /// before it (observed only) and then the rest, makes exactly the changes the uninterrupted
+    /// run makes after that record: none twice, none lost.
+    #[test]
+    fn state_resumed_from_a_checkpoint_continues_exactly() {
+        let rule = Rule {
+            name: "held low".into(),
+            field: Field::HealthPoints,
+            direction: Direction::Below,
+            threshold: 100.0,
+            clear: 105.0,
+            for_ms: 2_000,
+        };
+        let rules: Vec<Rule> = Rule::defaults(5.0).into_iter().chain([rule]).collect();
+        // Three unicorns (one with a name that needs escaping), vitals crossing back and forth,
+        // an out-of-order record among them.
+        let names = ["A", "B b;@:=/%", "C"];
+        let mut records = Vec::new();
+        for t in 0..60i64 {
+            for (i, name) in names.iter().enumerate() {
+                let h = 100 + ((t * 7 + i as i64 * 13) % 23) - 11;
+                let m = 100 + ((t * 5 + i as i64 * 3) % 17) - 8;
+                let secs = if t == 30 && i == 1 { 25 } else { t };
+                records.push((*name, i as NameId, secs, h, m));
+            }
+        }
+        let all = run(rules.clone(), &records);
+        assert!(all.len() > 20, "the data crosses often: {}", all.len());
+        for cut in [1, 17, 50, 91, 140, records.len() - 1] {
+            let mut first = Alerts::new(rules.clone().into());
+            let mut out = Vec::new();
+            for &(name, id, secs, h, m) in &records[..cut] {
+                first.evaluate(id, &rec(name, secs, h, m), &mut out);
+            }
+            let before = out.len();
+            let text = first
+                .checkpoint(|id| names[id as usize])
+                .unwrap_or_default();
+            assert!(!text.contains(' '), "{text}");
+            // The next owner numbers unicorns its own way.
+            let mut next = Alerts::new(rules.clone().into());
+            next.restore(&text).unwrap();
+            let renumber = |id: NameId| (2 - id) as NameId;
+            let replay_from = cut.saturating_sub(7);
+            for &(name, id, secs, h, m) in &records[replay_from..cut] {
+                next.observe(renumber(id), &rec(name, secs, h, m));
+            }
+            let mut after = Vec::new();
+            for &(name, id, secs, h, m) in &records[cut..] {
+                next.evaluate(renumber(id), &rec(name, secs, h, m), &mut after);
+            }
+            let got: Vec<_> = after
+                .iter()
+                .map(|c| {
+                    (
+                        c.rule.to_string(),
+                        c.name.clone(),
+                        c.state.as_str(),
+                        c.value.as_f64(),
+                        c.status_time / 1_000,
+                    )
+                })
+                .collect();
+            assert_eq!(got, all[before..], "cut after {cut} records");
+        }
+    }
+
+    #[test]
+    fn restored_firing_alerts_are_listed_and_unreadable_state_is_an_error() {
+        let mut a = Alerts::new(Rule::defaults(5.0).into());
+        let mut out = Vec::new();
+        a.evaluate(0, &rec("Shadowfax", 7, 99, 150), &mut out);
+        let text = a.checkpoint(|_| "Shadowfax").unwrap();
+        let mut b = Alerts::new(Rule::defaults(5.0).into());
+        b.restore(&text).unwrap();
+        let firing = b.firing(|_| "?");
+        assert_eq!(firing.len(), 1);
+        assert_eq!(firing[0].alert_id(), out[0].alert_id());
+        assert_eq!(firing[0].value, Value::Int(99));
+        for bad in ["x", "A@1:low-health=1/2/q", "A@x", "A@1:low-health=1/x/f"] {
+            assert!(
+                Alerts::new(Rule::defaults(5.0).into())
+                    .restore(bad)
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

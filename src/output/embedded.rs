@@ -95,6 +95,11 @@ impl Store {
         })
     }
 
+    /// The database, for other tables kept in the same file (alert subscriptions).
+    pub fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
+    }
+
     /// Upserts summaries (a lower `Revision` never replaces a higher one) and appends dead
     /// letters, in one transaction.
     ///

@@ -154,7 +154,7 @@ impl KafkaSink {
                         .await;
                     }
                 }
-                Item::Records(_) => {}
+                Item::Records(_) | Item::Alerts { .. } => {}
                 Item::Barrier(barrier) => {
                     self.waiting.push(barrier);
                     // Wait only when nothing else is queued: barriers close together share it.

@@ -79,7 +79,7 @@ impl KinesisSink {
                 }
                 // Everything before it has been awaited.
                 Item::Barrier(barrier) => barrier.done(),
-                Item::Records(_) => {}
+                Item::Records(_) | Item::Alerts { .. } => {}
             }
         }
     }

@@ -47,6 +47,13 @@ pub enum Item {
     DeadLetters(Arc<[DeadLetter]>),
     /// The bytes of accepted records as received.
     Records(Arc<Records>),
+    /// Alert state changes (CONTRACT §7), in the order the partition's records caused them.
+    Alerts {
+        /// The changes.
+        changes: Arc<[crate::alert::Change]>,
+        /// From a re-readable partition: a barrier will follow them (see `alert::notify`).
+        covered: bool,
+    },
     /// To answer once everything received before it is durable.
     Barrier(Barrier),
 }
@@ -69,12 +76,17 @@ pub struct Records {
 /// A request to say when everything received before it is durable. Dropping it unanswered means
 /// the output gave up: the checkpoint behind it is not committed.
 #[derive(Debug)]
-pub struct Barrier(oneshot::Sender<()>);
+pub struct Barrier {
+    tx: oneshot::Sender<()>,
+    /// The partition is handing off or ending: an output holding items back (the alert
+    /// notifier grouping changes) sends them now rather than at its next round.
+    pub last: bool,
+}
 
 impl Barrier {
     /// Everything received before this barrier is durable.
     pub fn done(self) {
-        let _ = self.0.send(());
+        let _ = self.tx.send(());
     }
 }
 
@@ -87,6 +99,8 @@ pub struct Interest {
     pub dead_letters: bool,
     /// Raw accepted records.
     pub records: bool,
+    /// Alert state changes.
+    pub alerts: bool,
 }
 
 /// A write that has not finished after this long makes its output unhealthy (a store that
@@ -248,9 +262,15 @@ pub struct Fanout {
     durable: Arc<[Registered]>,
     live: Option<mpsc::Sender<HubInput>>,
     records: bool,
+    alert_rules: Option<Arc<[crate::alert::Rule]>>,
 }
 
 impl Fanout {
+    /// The alert rules the engines evaluate, when alerts are on.
+    pub fn alert_rules(&self) -> Option<Arc<[crate::alert::Rule]>> {
+        self.alert_rules.clone()
+    }
+
     /// Whether some output keeps raw records (else the engine does not collect them).
     pub fn wants_records(&self) -> bool {
         self.records
@@ -282,6 +302,55 @@ impl Fanout {
         .await;
     }
 
+    /// Sends the alert state changes of partition `partition` to every output that wants them
+    /// and to the live hub (waiting for room: changes are few, and the dashboard's list of firing
+    /// alerts must not miss one).
+    pub async fn alerts(
+        &self,
+        partition: &Arc<str>,
+        changes: Vec<crate::alert::Change>,
+        covered: bool,
+    ) {
+        let shared: Arc<[crate::alert::Change]> = changes.into();
+        if let Some(live) = &self.live {
+            let _ = live
+                .send(HubInput::Alerts {
+                    partition: Arc::clone(partition),
+                    changes: Arc::clone(&shared),
+                    notified: true,
+                })
+                .await;
+        }
+        self.send(
+            |w| w.alerts,
+            || Item::Alerts {
+                changes: Arc::clone(&shared),
+                covered,
+            },
+        )
+        .await;
+    }
+
+    /// Tells the live hub what a partition resumed from its checkpoint holds as firing (shown,
+    /// not notified again) or, with `None`, that the partition left this instance.
+    pub async fn partition_alerts(
+        &self,
+        partition: &Arc<str>,
+        firing: Option<Vec<crate::alert::Change>>,
+    ) {
+        if let Some(live) = &self.live {
+            let input = match firing {
+                Some(changes) => HubInput::Alerts {
+                    partition: Arc::clone(partition),
+                    changes: changes.into(),
+                    notified: false,
+                },
+                None => HubInput::Released(Arc::clone(partition)),
+            };
+            let _ = live.send(input).await;
+        }
+    }
+
     /// Sends accepted raw records to every output that wants them.
     pub async fn records(&self, records: Records) {
         let shared = Arc::new(records);
@@ -299,12 +368,18 @@ impl Fanout {
     }
 
     /// Sends a barrier to every durable output; each receiver resolves once that output has
-    /// made everything before it durable, or closes if the output gave up.
-    pub async fn barrier(&self) -> Vec<oneshot::Receiver<()>> {
+    /// made everything before it durable, or closes if the output gave up. `last`: the
+    /// partition's last one before it hands off or ends (see [`Barrier::last`]).
+    pub async fn barrier(&self, last: bool) -> Vec<oneshot::Receiver<()>> {
         let mut answers = Vec::with_capacity(self.durable.len());
         for output in self.durable.iter() {
             let (tx, rx) = oneshot::channel();
-            if output.tx.send(Item::Barrier(Barrier(tx))).await.is_err() {
+            if output
+                .tx
+                .send(Item::Barrier(Barrier { tx, last }))
+                .await
+                .is_err()
+            {
                 tracing::error!(
                     output = output.name,
                     "output gone: checkpoint not committed"
@@ -337,6 +412,7 @@ pub struct Outputs {
     health: Vec<(&'static str, Health)>,
     live: Option<mpsc::Sender<HubInput>>,
     give_up: tokio_util::sync::CancellationToken,
+    alert_rules: Option<Arc<[crate::alert::Rule]>>,
 }
 
 impl Outputs {
@@ -348,7 +424,13 @@ impl Outputs {
             health: Vec::new(),
             live,
             give_up: tokio_util::sync::CancellationToken::new(),
+            alert_rules: None,
         }
+    }
+
+    /// Alerts are on: every engine evaluates `rules` and sends its changes through the fan-out.
+    pub fn evaluate_alerts(&mut self, rules: Arc<[crate::alert::Rule]>) {
+        self.alert_rules = Some(rules);
     }
 
     /// Fires when shutdown passes its deadline: an output that retries in a loop of its own (on
@@ -382,6 +464,7 @@ impl Outputs {
             durable: self.registered.clone().into(),
             live: self.live.clone(),
             records: self.registered.iter().any(|r| r.wants.records),
+            alert_rules: self.alert_rules.clone(),
         }
     }
 
@@ -469,7 +552,7 @@ mod tests {
             Interest {
                 summaries: true,
                 dead_letters: true,
-                records: false,
+                ..Interest::default()
             },
         );
         let mut dlq = outputs.add(
@@ -483,7 +566,7 @@ mod tests {
         assert!(!fanout.wants_records());
         fanout.summaries(vec![summary("a")]).await;
         fanout.dead_letters(vec![dead()]).await;
-        let answers = fanout.barrier().await;
+        let answers = fanout.barrier(false).await;
         assert_eq!(answers.len(), 2, "one barrier per durable output");
 
         let kinds = |rx: &mut mpsc::Receiver<Item>| {
@@ -494,6 +577,7 @@ mod tests {
                     Item::Summaries(s) => format!("summaries:{}", s[0].name),
                     Item::DeadLetters(d) => format!("dead:{}", d[0].position),
                     Item::Records(_) => "records".to_owned(),
+                    Item::Alerts { .. } => "alerts".to_owned(),
                     Item::Barrier(b) => {
                         barrier = Some(b);
                         "barrier".to_owned()

@@ -136,7 +136,7 @@ fn run(
         let mut take = |item| match item {
             Item::Summaries(s) => summaries.extend_from_slice(&s),
             Item::DeadLetters(d) => dead.extend_from_slice(&d),
-            Item::Records(_) => {}
+            Item::Records(_) | Item::Alerts { .. } => {}
             Item::Barrier(b) => barriers.push(b),
         };
         take(first);

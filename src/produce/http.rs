@@ -82,7 +82,7 @@ pub enum HttpError {
     Tls(String),
 }
 
-type HttpClient = Client<
+pub(crate) type HttpClient = Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
@@ -90,7 +90,7 @@ type HttpClient = Client<
 /// A client for `http://` and `https://` endpoints. Servers are verified against the system's
 /// certificate store; `SSL_CERT_FILE` (or `SSL_CERT_DIR`) names another, for a service with a
 /// certificate of its own.
-fn client(connections: usize) -> Result<HttpClient, HttpError> {
+pub(crate) fn client(connections: usize) -> Result<HttpClient, HttpError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);

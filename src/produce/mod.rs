@@ -14,7 +14,7 @@ use stampede_producers::{Fleet, FleetConfig, Malformation, Reading};
 
 use crate::record::Telemetry;
 
-mod http;
+pub(crate) mod http;
 mod kafka;
 mod kinesis;
 pub use http::{produce_http, HttpError, HttpReport};

@@ -352,6 +352,7 @@ mod tests {
             low_water: Some(u64::from(slot)),
             last_position: None,
             closings: Vec::new(),
+            alerts: None,
         };
         let r = CommitRequest {
             slot,

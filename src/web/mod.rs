@@ -4,6 +4,7 @@
 //! body into records and hands them to the engine task; the API reads the store; `/ws` relays
 //! the hub's frames.
 
+pub mod alerts;
 mod api;
 pub mod guard;
 mod ingest;
@@ -45,6 +46,8 @@ pub struct WebState {
     /// What `/readyz` reports, by name: the source's connection and each output's health
     /// (`store`, `summary_stream`, `dead_letter_stream`).
     pub connections: Arc<[(&'static str, crate::output::Health)]>,
+    /// Alert rules and the built-in subscriptions, when alerts are on.
+    pub alerts: Option<alerts::AlertsWeb>,
 }
 
 impl WebState {
@@ -86,6 +89,23 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
         .route("/api/summaries", get(api::summaries))
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/config", get(api::dashboard_config))
+        .route("/api/alerts", get(alerts::list))
+        .route(
+            "/api/subscriptions",
+            get(alerts::list_subscriptions).post(alerts::subscribe),
+        )
+        .route(
+            "/api/subscriptions/{email}",
+            axum::routing::delete(alerts::delete_subscription),
+        )
+        .route(
+            "/subscriptions/confirm",
+            get(alerts::confirm_page).post(alerts::confirm),
+        )
+        .route(
+            "/subscriptions/unsubscribe",
+            get(alerts::unsubscribe_page).post(alerts::unsubscribe),
+        )
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

@@ -103,6 +103,9 @@ pub struct Checkpoint {
     /// was late exactly when its position is after that one, so a resumed engine restores each
     /// window's `Revision` as it was.
     pub closings: Closings,
+    /// The alert state as of `last_position` (`alert::Alerts::checkpoint`'s text, which has no
+    /// spaces), when there is any: the engine itself neither writes nor reads it.
+    pub alerts: Option<String>,
 }
 
 /// Window ends passed by the watermark, with the position at the time, oldest first; at most
@@ -136,6 +139,10 @@ impl Checkpoint {
                 }
             }
         }
+        if let Some(alerts) = &self.alerts {
+            s.push_str(" alerts=");
+            s.push_str(alerts);
+        }
         s
     }
 
@@ -152,6 +159,7 @@ impl Checkpoint {
             low_water: Some(position),
             last_position: None,
             closings: Closings::new(),
+            alerts: None,
         };
         let mut seen_watermark = false;
         for word in words {
@@ -171,6 +179,7 @@ impl Checkpoint {
                         checkpoint.closings.push((end.parse().ok()?, at));
                     }
                 }
+                ("alerts", v) => checkpoint.alerts = Some(v.to_owned()),
                 _ => {}
             }
         }
@@ -574,13 +583,25 @@ impl Engine {
     /// unicorns left, per-unicorn arrays are cut to them, and slots are renumbered densely when
     /// most of them are free. Whoever keeps state per id must follow `forgotten`.
     ///
-    /// Scans every unicorn: call it about once a second, not per batch.
-    pub fn forget_silent(&mut self, now: Millis, after: Millis, forgotten: &mut Forgotten) {
+    /// Scans every unicorn: call it about once a second, not per batch. A unicorn for which
+    /// `keep` holds (state kept beside the engine that must not be lost, such as a firing alert)
+    /// is not forgotten.
+    pub fn forget_silent(
+        &mut self,
+        now: Millis,
+        after: Millis,
+        keep: impl Fn(NameId) -> bool,
+        forgotten: &mut Forgotten,
+    ) {
         forgotten.ids.clear();
         forgotten.moved.clear();
         for (id, (&head, &seen)) in self.heads.iter().zip(&self.seen).enumerate() {
             let id = id as NameId;
-            if head == NIL && now.saturating_sub(seen) >= after && self.names.contains(id) {
+            if head == NIL
+                && now.saturating_sub(seen) >= after
+                && self.names.contains(id)
+                && !keep(id)
+            {
                 forgotten.ids.push(id);
             }
         }
@@ -679,6 +700,7 @@ impl Engine {
         Checkpoint {
             watermark: self.watermark,
             closings: self.closings.clone(),
+            alerts: None,
             low_water: self.low_water(),
             last_position: self.last_position,
         }
@@ -798,12 +820,14 @@ mod tests {
                 low_water: Some(17),
                 last_position: Some(40),
                 closings: Closings::new(),
+                alerts: Some("Shadowfax@5:low-health=5/99/f".into()),
             },
             Checkpoint {
                 watermark: Millis::MIN,
                 low_water: Some(0),
                 last_position: None,
                 closings: Closings::new(),
+                alerts: None,
             },
         ];
         for c in cases {
@@ -815,6 +839,7 @@ mod tests {
             low_water: None,
             last_position: Some(9),
             closings: Closings::new(),
+            alerts: None,
         };
         assert_eq!(past_all.resume_position(), Some(10));
         let back = Checkpoint::decode(&past_all.encode(), 10).unwrap();
@@ -837,7 +862,7 @@ mod tests {
         e.push(&rec("a", 10, 1), 0, 0).unwrap();
         e.push(&rec("b", 10, 2), 1, 0).unwrap();
         // Long silent, but window [0, 60) s can still change: nothing is forgotten.
-        e.forget_silent(100_000, 30_000, &mut gone);
+        e.forget_silent(100_000, 30_000, |_| false, &mut gone);
         assert!(gone.ids.is_empty());
         assert_eq!(e.unicorns(), 2);
 
@@ -845,11 +870,11 @@ mod tests {
         e.push(&rec("c", 200, 3), 2, 100_000).unwrap();
         e.advance(100_000, &mut out);
         assert_eq!(out.len(), 2);
-        e.forget_silent(100_000, 30_000, &mut gone);
+        e.forget_silent(100_000, 30_000, |_| false, &mut gone);
         assert_eq!(gone.ids, [0, 1], "a and b; c still has an open window");
         assert_eq!(e.unicorns(), 1);
         // c was heard from just now: kept however long a and b were silent.
-        e.forget_silent(129_999, 30_000, &mut gone);
+        e.forget_silent(129_999, 30_000, |_| false, &mut gone);
         assert!(gone.ids.is_empty());
 
         // a returns: it is new (its old window is not reopened) and takes the lowest free id.
@@ -899,7 +924,7 @@ mod tests {
             e.advance(minute * 60_000, &mut out);
         }
         let mut gone = Forgotten::default();
-        e.forget_silent(300_000, 30_000, &mut gone);
+        e.forget_silent(300_000, 30_000, |_| false, &mut gone);
         assert_eq!(gone.ids.len(), FLOOD as usize);
         assert_eq!(gone.moved.len(), 10, "the fleet moved into the flood's ids");
         assert_eq!(e.unicorns(), 10);

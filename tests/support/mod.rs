@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod kafka;
 pub mod kinesis;
+pub mod mail;
 pub mod process;
 pub mod reference;
 pub mod service;

@@ -250,6 +250,7 @@ mod tests {
             low_water: Some(7),
             last_position: Some(9),
             closings: vec![(60_000, Some(3)), (120_000, None)],
+            alerts: Some("Bucephalus@120000:low-magic=61000/-/p".into()),
         };
         assert_eq!(
             parse(&format!("7 {}", c.encode())),

@@ -54,6 +54,24 @@ use crate::source::durable::{BatchBuilder, Commits, Feeder, Partition, Ready, Re
 use crate::window::{Checkpoint, WindowConfig};
 use checkpoints::Checkpoints;
 
+/// Brokers refuse offset metadata past `offset.metadata.max.bytes` (4,096 by default).
+const MAX_OFFSET_METADATA: usize = 4_000;
+
+/// The checkpoint as offset metadata: the whole text, or without its alert state when that
+/// makes it too long for a broker (the checkpoint topic keeps it whole; the metadata is only the
+/// fallback for a group whose checkpoint records are gone).
+fn offset_metadata(checkpoint: &Checkpoint) -> String {
+    let text = checkpoint.encode();
+    if text.len() <= MAX_OFFSET_METADATA {
+        return text;
+    }
+    Checkpoint {
+        alerts: None,
+        ..checkpoint.clone()
+    }
+    .encode()
+}
+
 /// How long a hand-off may wait for the engine and the outputs before giving the partition up
 /// without its last commit (the next owner then re-reads a little more).
 const HANDOFF_WAIT: Duration = Duration::from_secs(15);
@@ -472,7 +490,7 @@ fn commit_ready(
             .is_ok()
         {
             if let Some(mut elem) = tpl.find_partition(topic, *partition) {
-                elem.set_metadata(r.checkpoint.encode());
+                elem.set_metadata(offset_metadata(&r.checkpoint));
             }
             entries.push((*partition, position, r.checkpoint.clone()));
         }

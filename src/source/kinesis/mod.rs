@@ -731,6 +731,7 @@ impl ShardReader {
                 .iter()
                 .map(|(end, at)| (*end, at.and_then(|q| q.checked_sub(p))))
                 .collect(),
+            alerts: c.alerts.clone(),
         };
         self.counter = self
             .leases

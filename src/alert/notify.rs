@@ -1,0 +1,359 @@
+//! The alert output: logs every state change and sends notifications through the configured
+//! channels ([`super::sns`], [`super::smtp`]), grouped and paced, with the exactly-once
+//! discipline of CONTRACT §7.
+//!
+//! # Exactly one notification per change
+//!
+//! The engine task of a partition evaluates the rules and sends its changes down the fan-out,
+//! followed (at most once a second) by the barrier of a checkpoint that carries the alert state
+//! as of its last record. Here, changes from a re-readable partition (Kafka, Kinesis) wait until
+//! a barrier has come after them: they are then *ready*, and go out at the next round. The
+//! barrier is answered only once the round that sent them is over, so the source commits a
+//! checkpoint only after every change before it was notified, and the checkpoint's alert state
+//! tells the next owner (after a SIGKILL, or when the partition moves) which changes were
+//! notified: it re-reads the records after it and makes exactly the changes that were not.
+//!
+//! What is left is the time between a round's last send and the commit of the checkpoint that
+//! covers it (the commit itself: milliseconds). A crash inside it sends those changes again;
+//! the SMTP `Message-ID` and the SNS `AlertId` attribute derive from the alert ids, so that a
+//! receiver can tell. Changes of an HTTP or file partition (no checkpoints) are ready at once.
+//!
+//! # Grouping and pacing
+//!
+//! A round sends everything ready, at once when the last round is longer than
+//! `alerts.group_interval_secs` ago, else when that interval has passed: a thousand unicorns
+//! crossing together make one mail per subscriber, not a thousand. A partition that hands off
+//! (its last barrier) gets its round at once, so that the next owner is not kept waiting.
+//! Channels pace themselves within a round (SNS: at most 10 publishes a second).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Change, State};
+use crate::backoff::Backoff;
+use crate::metrics::METRICS;
+use crate::output::{Barrier, ErrorKind, Health, Item};
+
+/// A way of telling people.
+pub enum Channel {
+    /// An Amazon SNS topic.
+    Sns(super::sns::SnsChannel),
+    /// The built-in e-mail subscriptions.
+    Smtp(Box<super::smtp::SmtpChannel>),
+}
+
+/// Why a channel could not send.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// Whether retrying can help.
+    pub kind: ErrorKind,
+    /// In words.
+    pub message: String,
+}
+
+impl Channel {
+    /// The metric label and log name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Channel::Sns(_) => "sns",
+            Channel::Smtp(_) => "smtp",
+        }
+    }
+
+    /// Sends one round. A channel that fails part-way remembers what it has sent, so that a
+    /// retry of the same round sends only the rest.
+    async fn send(&mut self, round: &Round) -> Result<(), SendError> {
+        match self {
+            Channel::Sns(c) => c.send(round).await,
+            Channel::Smtp(c) => c.send(round).await,
+        }
+    }
+}
+
+/// The changes of one round, with a number that channels use to resume a failed round.
+#[derive(Debug)]
+pub struct Round {
+    /// Counts rounds from 1 in this process.
+    pub number: u64,
+    /// The changes, in the order they were made.
+    pub changes: Vec<Change>,
+}
+
+/// The alert output's settings.
+pub struct NotifySettings {
+    /// At most one round this often.
+    pub group_interval: Duration,
+    /// The channels (none: changes are only logged).
+    pub channels: Vec<Channel>,
+}
+
+/// Starts the alert output on its channel `rx`.
+pub fn spawn(
+    settings: NotifySettings,
+    rx: mpsc::Receiver<Item>,
+    health: Health,
+    give_up: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(run(settings, rx, health, give_up))
+}
+
+struct Notifier {
+    settings: NotifySettings,
+    /// Changes received that no barrier has followed yet.
+    waiting: Vec<Change>,
+    /// Changes to send in the next round.
+    ready: Vec<Change>,
+    /// Barriers to answer once the next round is over (only while `ready` is not empty).
+    barriers: Vec<Barrier>,
+    last_round: Option<Instant>,
+    rounds: u64,
+    /// A hand-off asked for a round now.
+    hurry: bool,
+    health: Health,
+    give_up: CancellationToken,
+}
+
+async fn run(
+    settings: NotifySettings,
+    mut rx: mpsc::Receiver<Item>,
+    health: Health,
+    give_up: CancellationToken,
+) {
+    let mut n = Notifier {
+        settings,
+        waiting: Vec::new(),
+        ready: Vec::new(),
+        barriers: Vec::new(),
+        last_round: None,
+        rounds: 0,
+        hurry: false,
+        health,
+        give_up,
+    };
+    loop {
+        let due = n.due();
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => n.take(item),
+                None => break,
+            },
+            () = tokio::time::sleep_until(due), if !n.ready.is_empty() => {
+                n.round().await;
+            }
+        }
+        if n.hurry && !n.ready.is_empty() {
+            n.round().await;
+        }
+        METRICS
+            .alerts_pending
+            .store((n.waiting.len() + n.ready.len()) as i64, Relaxed);
+    }
+    // Shutdown: what was received still goes out.
+    n.ready.append(&mut n.waiting);
+    if !n.ready.is_empty() {
+        n.round().await;
+    }
+    METRICS.alerts_pending.store(0, Relaxed);
+}
+
+impl Notifier {
+    /// When the next round may go.
+    fn due(&self) -> Instant {
+        match self.last_round {
+            Some(at) => at + self.settings.group_interval,
+            None => Instant::now(),
+        }
+    }
+
+    fn take(&mut self, item: Item) {
+        match item {
+            Item::Alerts { changes, covered } => {
+                for c in changes.iter() {
+                    log(c);
+                    METRICS.alert_change(&c.rule, c.state.as_str());
+                }
+                if covered {
+                    self.waiting.extend(changes.iter().cloned());
+                } else {
+                    self.ready.extend(changes.iter().cloned());
+                }
+            }
+            Item::Barrier(barrier) => {
+                self.ready.append(&mut self.waiting);
+                if self.ready.is_empty() {
+                    // Nothing to notify before it (and so no barrier waiting either).
+                    barrier.done();
+                } else {
+                    self.hurry |= barrier.last;
+                    self.barriers.push(barrier);
+                }
+            }
+            Item::Summaries(_) | Item::DeadLetters(_) | Item::Records(_) => {}
+        }
+    }
+
+    /// Sends everything ready through every channel, retrying until each has it (or shutdown
+    /// gives up), then answers the barriers that waited for it.
+    async fn round(&mut self) {
+        self.rounds += 1;
+        let round = Round {
+            number: self.rounds,
+            changes: std::mem::take(&mut self.ready),
+        };
+        let started = Instant::now();
+        for channel in &mut self.settings.channels {
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+            loop {
+                self.health.busy(true);
+                let sent = channel.send(&round).await;
+                self.health.busy(false);
+                match sent {
+                    Ok(()) => {
+                        self.health.set(true);
+                        break;
+                    }
+                    Err(e) => {
+                        self.health.failed(e.kind, &e);
+                        if e.kind == ErrorKind::Transient {
+                            tracing::warn!(channel = channel.name(), error = %e, retry_in = ?backoff.peek(), "alert notification failed; retrying");
+                            self.health.down(&e);
+                        }
+                        if self.give_up.is_cancelled() {
+                            tracing::error!(channel = channel.name(), changes = round.changes.len(), "stopping with alert notifications unsent: the next start re-reads and sends them");
+                            // Dropped unanswered: the checkpoints behind them are not committed.
+                            self.barriers.clear();
+                            return;
+                        }
+                        tokio::select! {
+                            () = backoff.wait() => {}
+                            () = self.give_up.cancelled() => {}
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(changes = round.changes.len(), took = ?started.elapsed(), "alert round sent");
+        self.last_round = Some(Instant::now());
+        self.hurry = false;
+        for barrier in self.barriers.drain(..) {
+            barrier.done();
+        }
+    }
+}
+
+/// Every change goes to the log, channels or not.
+fn log(c: &Change) {
+    let mut value = String::new();
+    c.value.write_json(&mut value);
+    let mut at = String::new();
+    crate::time::write_status_time(&mut at, c.status_time);
+    match c.state {
+        State::Firing => {
+            tracing::warn!(rule = %c.rule, name = %c.name, field = c.field.as_str(), value = %value, threshold = c.threshold, status_time = %at, "alert firing");
+        }
+        State::Resolved => {
+            tracing::info!(rule = %c.rule, name = %c.name, field = c.field.as_str(), value = %value, threshold = c.threshold, status_time = %at, "alert resolved");
+        }
+    }
+}
+
+/// `FIRING low-health: Shadowfax HealthPoints 99 < 100`, under 100 characters (SNS's limit for
+/// a subject), for one change; for several, a count by state and the first names.
+pub fn subject(changes: &[Change]) -> String {
+    let mut s = String::new();
+    match changes {
+        [c] => {
+            let mut value = String::new();
+            c.value.write_json(&mut value);
+            let op = match (c.state, c.direction) {
+                (State::Firing, super::Direction::Below) => "<",
+                (State::Firing, super::Direction::Above) => ">",
+                (State::Resolved, super::Direction::Below) => ">=",
+                (State::Resolved, super::Direction::Above) => "<=",
+            };
+            let level = match c.state {
+                State::Firing => c.threshold,
+                State::Resolved => c.clear,
+            };
+            let _ = write!(
+                s,
+                "{} {}: {} {} {value} {op} {}",
+                c.state.as_str().to_uppercase(),
+                c.rule,
+                c.name,
+                c.field.as_str(),
+                super::number_text(level)
+            );
+        }
+        _ => {
+            let firing = changes.iter().filter(|c| c.state == State::Firing).count();
+            let resolved = changes.len() - firing;
+            let _ = write!(s, "{firing} firing, {resolved} resolved:");
+            for c in changes {
+                if s.len() + c.name.len() + 2 > 90 {
+                    s.push_str(" ...");
+                    break;
+                }
+                let _ = write!(s, " {}", c.name);
+            }
+        }
+    }
+    truncate(&mut s, 99);
+    s
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The readable text of a group of changes: one paragraph per change.
+pub fn text(changes: &[Change], dashboard: &str) -> String {
+    let mut out = String::new();
+    for c in changes {
+        let mut value = String::new();
+        c.value.write_json(&mut value);
+        let mut at = String::new();
+        crate::time::write_status_time(&mut at, c.status_time);
+        let _ = match c.state {
+            State::Firing => writeln!(
+                out,
+                "FIRING  {rule}: {name}'s {field} is {value}, {side} the threshold of {t}.\n        Since {at} (event time).",
+                rule = c.rule,
+                name = c.name,
+                field = c.field.as_str(),
+                side = match c.direction {
+                    super::Direction::Below => "below",
+                    super::Direction::Above => "above",
+                },
+                t = super::number_text(c.threshold),
+            ),
+            State::Resolved => writeln!(
+                out,
+                "RESOLVED {rule}: {name}'s {field} is back at {value} (threshold {t}).\n        At {at} (event time).",
+                rule = c.rule,
+                name = c.name,
+                field = c.field.as_str(),
+                t = super::number_text(c.threshold),
+            ),
+        };
+        let _ = writeln!(out, "        Alert id: {}\n", c.alert_id());
+    }
+    if !dashboard.is_empty() {
+        let _ = writeln!(out, "The fleet, live: {dashboard}");
+    }
+    out
+}

@@ -1,0 +1,404 @@
+//! Alerts end to end (CONTRACT §7) against the real SMTP server and SNS emulator the test script
+//! starts: subscriptions confirmed through the links in their mails, one mail per change per
+//! subscriber, grouping, the unsubscribe links, the API's refusals, SNS attributes and filters,
+//! and exactly-once notification across a SIGKILL.
+//!
+//! The expected changes are derived by hand from the records each test sends (the default
+//! rules: below 100 fires, 105 resolves), not from the program.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::support::mail::{await_mails, mails_to, smtp_server, Mail};
+use crate::support::service::{line, request, request_with, start, temp_dir};
+
+const T: &str = "2026-01-01 00:00:";
+
+fn at(secs: u32) -> String {
+    format!("{T}{secs:02}.000")
+}
+
+fn unique_address(who: &str) -> String {
+    format!("{who}-{}@example.com", crate::support::kafka::unique("m"))
+}
+
+async fn ingest(addr: std::net::SocketAddr, lines: &[String]) {
+    let body = lines.join("\n");
+    let (status, body) = request(addr, Method::POST, "/ingest", body, None).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["rejected"], 0, "{v}");
+}
+
+/// The path (and query) of a link in a mail, to request it from the service.
+fn path_of(link: &str) -> String {
+    let rest = link.split_once("://").unwrap().1;
+    format!("/{}", rest.split_once('/').unwrap().1)
+}
+
+async fn subscribe(addr: std::net::SocketAddr, body: Value) -> (StatusCode, Value) {
+    let (status, body) = request(
+        addr,
+        Method::POST,
+        "/api/subscriptions",
+        body.to_string(),
+        None,
+    )
+    .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Follows the confirmation link of `email`'s mail as a person would: the page (a GET changes
+/// nothing), then its button (a POST).
+async fn confirm_by_mail(addr: std::net::SocketAddr, email: &str) {
+    let mails = await_mails(email, 30, "the confirmation mail", |m| !m.is_empty());
+    let link = mails[0].link("/subscriptions/confirm");
+    let (status, page) = request(addr, Method::GET, &path_of(&link), Bytes::new(), None).await;
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    assert_eq!(
+        state_of(addr, email).await,
+        "pending",
+        "a GET confirms nobody"
+    );
+    let (status, page) = request(addr, Method::POST, &path_of(&link), Bytes::new(), None).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&page));
+    assert_eq!(state_of(addr, email).await, "confirmed");
+}
+
+async fn state_of(addr: std::net::SocketAddr, email: &str) -> String {
+    let (_, body) = request(addr, Method::GET, "/api/subscriptions", Bytes::new(), None).await;
+    let list: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    list.iter()
+        .find(|s| s["email"] == email)
+        .map_or("absent".into(), |s| s["state"].as_str().unwrap().to_owned())
+}
+
+/// The alert ids of the alert mails (not the confirmation) among `mails`, each with how many
+/// mails carried it.
+fn alert_ids(mails: &[Mail]) -> BTreeMap<String, usize> {
+    let mut ids = BTreeMap::new();
+    for m in mails {
+        for id in m.alert_ids() {
+            *ids.entry(id).or_default() += 1;
+        }
+    }
+    ids
+}
+
+fn once(ids: &[String]) -> BTreeMap<String, usize> {
+    ids.iter().map(|i| (i.clone(), 1)).collect()
+}
+
+fn id(rule: &str, name: &str, secs: u32) -> String {
+    format!("{rule}/{name}/{}", at(secs))
+}
+
+fn smtp_config(config: &mut stampede::config::Config, group_secs: u64) {
+    config.alerts.smtp.server = format!("smtp://{}", smtp_server());
+    config.alerts.group_interval_secs = group_secs;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_after_unsubscribing()
+{
+    let dir = temp_dir("alerts-smtp");
+    let app = start(&dir, |c| smtp_config(c, 1)).await;
+    let addr = app.addr;
+    let all = unique_address("all");
+    let health = unique_address("health");
+    let only_b = unique_address("b");
+    let never = unique_address("never");
+    for (email, names, rules) in [
+        (&all, vec![], vec![]),
+        (&health, vec![], vec!["low-health"]),
+        (&only_b, vec!["B"], vec![]),
+        (&never, vec![], vec![]),
+    ] {
+        let (status, v) = subscribe(
+            addr,
+            serde_json::json!({"email": email, "names": names, "rules": rules}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["state"], "pending");
+    }
+    for email in [&all, &health, &only_b] {
+        confirm_by_mail(addr, email).await;
+    }
+    // Hand-derived: A's health falls to 99 at :01 (fires), stays inside the band at 103, is
+    // back at 105 at :03 (resolves); B's magic falls to 90 at :01 and is back at 106 at :03.
+    ingest(
+        addr,
+        &[
+            line("A", &at(0), 1.0, 150, 150),
+            line("B", &at(0), 1.0, 150, 150),
+            line("A", &at(1), 1.0, 99, 150),
+            line("B", &at(1), 1.0, 150, 90),
+        ],
+    )
+    .await;
+    ingest(
+        addr,
+        &[
+            line("A", &at(2), 1.0, 103, 150),
+            line("A", &at(3), 1.0, 105, 150),
+            line("B", &at(3), 1.0, 150, 106),
+        ],
+    )
+    .await;
+    let a_fire = id("low-health", "A", 1);
+    let a_res = id("low-health", "A", 3);
+    let b_fire = id("low-magic", "B", 1);
+    let b_res = id("low-magic", "B", 3);
+    let want_all = once(&[a_fire.clone(), a_res.clone(), b_fire.clone(), b_res.clone()]);
+    let got = await_mails(&all, 30, "every change mailed", |m| alert_ids(m).len() == 4);
+    assert_eq!(alert_ids(&got), want_all);
+    let got = await_mails(&health, 30, "the health changes", |m| {
+        alert_ids(m).len() == 2
+    });
+    assert_eq!(alert_ids(&got), once(&[a_fire.clone(), a_res.clone()]));
+    let got = await_mails(&only_b, 30, "B's changes", |m| alert_ids(m).len() == 2);
+    assert_eq!(alert_ids(&got), once(&[b_fire.clone(), b_res.clone()]));
+    // Everything is sent: nothing pending, and no alert mail to the one who never confirmed.
+    crate::support::process::wait_until(10, "nothing pending", || {
+        crate::support::process::metric(&format!("http://{addr}"), "stampede_alerts_pending") == 0
+    });
+    let unconfirmed = mails_to(&never);
+    assert_eq!(unconfirmed.len(), 1, "only the confirmation");
+    assert!(unconfirmed[0].alert_ids().is_empty());
+
+    // A readable mail with its unsubscribe headers.
+    let mail = mails_to(&health)
+        .into_iter()
+        .find(|m| m.alert_ids().contains(&a_fire))
+        .unwrap();
+    assert!(mail.header("subject").contains("low-health"), "{mail:?}");
+    assert!(
+        mail.body.contains("A's HealthPoints is 99"),
+        "{}",
+        mail.body
+    );
+    assert!(
+        mail.body.contains("below the threshold of 100"),
+        "{}",
+        mail.body
+    );
+    assert_eq!(
+        mail.header("list-unsubscribe-post"),
+        "List-Unsubscribe=One-Click"
+    );
+    let unsubscribe = mail
+        .header("list-unsubscribe")
+        .trim_matches(['<', '>'])
+        .to_owned();
+    assert!(
+        unsubscribe.contains("/subscriptions/unsubscribe?token="),
+        "{unsubscribe}"
+    );
+    assert!(
+        mail.header("message-id").ends_with("@stampede>"),
+        "{mail:?}"
+    );
+
+    // The unsubscribe link: its page changes nothing, its button does.
+    let (status, _) = request(
+        addr,
+        Method::GET,
+        &path_of(&unsubscribe),
+        Bytes::new(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state_of(addr, &health).await, "confirmed");
+    let (status, _) = request(
+        addr,
+        Method::POST,
+        &path_of(&unsubscribe),
+        Bytes::new(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state_of(addr, &health).await, "absent");
+    // RFC 8058 one-click, as a mail provider sends it.
+    let b_mail = &mails_to(&only_b)[1];
+    let one_click = b_mail
+        .header("list-unsubscribe")
+        .trim_matches(['<', '>'])
+        .to_owned();
+    let (status, _, _) = request_with(
+        addr,
+        Method::POST,
+        &path_of(&one_click),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state_of(addr, &only_b).await, "absent");
+
+    // A fires again at :05: only the subscriber left gets it.
+    ingest(
+        addr,
+        &[
+            line("A", &at(5), 1.0, 90, 150),
+            line("B", &at(5), 1.0, 150, 90),
+        ],
+    )
+    .await;
+    let a_again = id("low-health", "A", 5);
+    let b_again = id("low-magic", "B", 5);
+    let got = await_mails(&all, 30, "the new changes", |m| alert_ids(m).len() == 6);
+    assert!(
+        alert_ids(&got).values().all(|n| *n == 1),
+        "{:?}",
+        alert_ids(&got)
+    );
+    assert!(alert_ids(&got).contains_key(&a_again) && alert_ids(&got).contains_key(&b_again));
+    crate::support::process::wait_until(10, "nothing pending", || {
+        crate::support::process::metric(&format!("http://{addr}"), "stampede_alerts_pending") == 0
+    });
+    assert!(!alert_ids(&mails_to(&health)).contains_key(&a_again));
+    assert!(!alert_ids(&mails_to(&only_b)).contains_key(&b_again));
+
+    // The API lists the firing alerts and the changes.
+    let (_, body) = request(addr, Method::GET, "/api/alerts", Bytes::new(), None).await;
+    let firing: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    let firing: BTreeSet<&str> = firing
+        .iter()
+        .map(|a| a["AlertId"].as_str().unwrap())
+        .collect();
+    assert_eq!(firing, BTreeSet::from([a_again.as_str(), b_again.as_str()]));
+    let (_, body) = request(
+        addr,
+        Method::GET,
+        "/api/alerts?state=all&name=A",
+        Bytes::new(),
+        None,
+    )
+    .await;
+    let changes: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    let changes: Vec<&str> = changes
+        .iter()
+        .map(|a| a["AlertId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changes,
+        [a_again.as_str(), a_res.as_str(), a_fire.as_str()],
+        "newest first"
+    );
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_subscription_requests_get_clear_reasons() {
+    let dir = temp_dir("alerts-bad-subscriptions");
+    let app = start(&dir, |c| {
+        smtp_config(c, 60);
+        c.alerts.max_subscriptions = 1;
+        c.web.token = "s3cret".into();
+    })
+    .await;
+    let addr = app.addr;
+    let post = |body: &'static str, token: Option<&'static str>| async move {
+        let (status, body) = request(addr, Method::POST, "/api/subscriptions", body, token).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let ok = format!(r#"{{"email":"{}"}}"#, unique_address("first"));
+    let ok: &'static str = Box::leak(ok.into_boxed_str());
+    let (status, _) = post(ok, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "admin: needs the token");
+    for (body, status, reason) in [
+        (
+            r#"{"email":"not an address"}"#,
+            400,
+            "not an e-mail address",
+        ),
+        (
+            r#"{"email":"ops@example.com","rules":["nope"]}"#,
+            400,
+            "no rule is named",
+        ),
+        (r#"{"mail":"ops@example.com"}"#, 400, "unknown field `mail`"),
+        (r#"{"email":"ops@example.com","names":[""]}"#, 400, "names"),
+    ] {
+        let (got, text) = post(body, Some("s3cret")).await;
+        assert_eq!(got.as_u16(), status, "{body}: {text}");
+        assert!(text.contains(reason), "{body}: {text}");
+    }
+    let (status, text) = post(ok, Some("s3cret")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let (status, text) = post(r#"{"email":"second@example.com"}"#, Some("s3cret")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("alerts.max_subscriptions"), "{text}");
+    let (status, _) = request(
+        addr,
+        Method::DELETE,
+        "/api/subscriptions/nobody@example.com",
+        Bytes::new(),
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A forged link changes nothing.
+    let (status, _) = request(
+        addr,
+        Method::POST,
+        "/subscriptions/confirm?token=forged",
+        Bytes::new(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A thousand unicorns crossing in the same minute, arriving over several requests: the first
+/// round goes at once, the rest waits for the group interval; each subscriber gets at most one
+/// mail per interval, and every change exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval() {
+    let dir = temp_dir("alerts-storm");
+    let interval_secs = 3;
+    let app = start(&dir, |c| smtp_config(c, interval_secs)).await;
+    let addr = app.addr;
+    let ops = unique_address("storm");
+    let (status, _) = subscribe(addr, serde_json::json!({"email": ops})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    confirm_by_mail(addr, &ops).await;
+    let started = std::time::Instant::now();
+    let mut want = Vec::new();
+    for batch in 0..10 {
+        let lines: Vec<String> = (0..100)
+            .map(|i| {
+                let name = format!("u{:04}", batch * 100 + i);
+                want.push(id("low-health", &name, 7));
+                line(&name, &at(7), 1.0, 42, 150)
+            })
+            .collect();
+        ingest(addr, &lines).await;
+    }
+    let mails = await_mails(&ops, 60, "a thousand changes mailed", |m| {
+        alert_ids(m).len() == 1_000
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let alert_mails: Vec<&Mail> = mails.iter().filter(|m| !m.alert_ids().is_empty()).collect();
+    assert_eq!(alert_ids(&mails), once(&want), "each change once");
+    let allowed = 1 + (elapsed / interval_secs as f64).floor() as usize;
+    assert!(
+        alert_mails.len() <= allowed,
+        "{} mails in {elapsed:.1} s with a {interval_secs} s interval",
+        alert_mails.len()
+    );
+    assert!(alert_mails[0].header("subject").len() < 100);
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
