@@ -854,27 +854,43 @@ fn apply_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
-    let mut sections: Vec<&String> = defaults.keys().collect();
+    // Every table, nested ones too ([alerts.smtp] is ALERTS_SMTP), as its variable prefix and
+    // its path.
+    let mut sections: Vec<(String, Vec<String>, &toml::Table)> = Vec::new();
+    for (name, value) in &defaults {
+        if let Some(t) = value.as_table() {
+            sections.push((name.clone(), vec![name.clone()], t));
+            for (inner, v) in t {
+                if let Some(nested) = v.as_table() {
+                    sections.push((
+                        format!("{name}_{inner}"),
+                        vec![name.clone(), inner.clone()],
+                        nested,
+                    ));
+                }
+            }
+        }
+    }
     // Longest first, so that SUMMARY_STREAM wins over a shorter prefix.
-    sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    sections.sort_by_key(|(prefix, _, _)| std::cmp::Reverse(prefix.len()));
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("STAMPEDE_") else {
             continue;
         };
         let lower = rest.to_ascii_lowercase();
-        let found = sections.iter().find_map(|section| {
-            let key = lower.strip_prefix(section.as_str())?.strip_prefix('_')?;
-            let default = defaults.get(section.as_str())?.as_table()?.get(key)?;
-            Some((section.to_string(), key.to_owned(), default))
+        let found = sections.iter().find_map(|(prefix, path, table)| {
+            let key = lower.strip_prefix(prefix.as_str())?.strip_prefix('_')?;
+            let default = table.get(key).filter(|v| !v.is_table())?;
+            Some((path.clone(), key.to_owned(), default))
         });
-        let Some((section, key, default)) = found else {
+        let Some((path, key, default)) = found else {
             // Every other STAMPEDE_ variable names a setting, so a typo or a section this build
             // does not have (STAMPEDE_ARCHIVE_KIND) is refused rather than silently ignored.
             let word = lower.split('_').next().unwrap_or("");
             if NOT_CONFIG.contains(&word) {
                 continue;
             }
-            let message = if sections.iter().any(|s| lower.starts_with(s.as_str())) {
+            let message = if sections.iter().any(|(s, _, _)| lower.starts_with(s.as_str())) {
                 "names no configuration key (see stampede print-config)".to_owned()
             } else {
                 format!(
@@ -914,12 +930,17 @@ fn apply_env(
             var: var.clone(),
             message: format!("{m}, got {value:?}"),
         })?;
-        let entry = table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let Some(t) = entry.as_table_mut() {
-            t.insert(key, typed);
+        let mut at = &mut *table;
+        for part in path {
+            let entry = at
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry.as_table_mut() {
+                Some(t) => at = t,
+                None => return Ok(()),
+            }
         }
+        at.insert(key, typed);
     }
     Ok(())
 }
@@ -1020,6 +1041,8 @@ public_url = ""              # base of the links in mails; default http://<web.l
                 ("STAMPEDE_WINDOW_SIZE_SECS", "30"),
                 ("STAMPEDE_SUMMARY_STREAM_TOPIC", "x"),
                 ("STAMPEDE_STORE_CREATE_TABLES", "true"),
+                ("STAMPEDE_ALERTS_SMTP_SERVER", "smtp://127.0.0.1:8025"),
+                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "5"),
                 ("PATH", "/bin"),
             ]),
         )
@@ -1028,6 +1051,9 @@ public_url = ""              # base of the links in mails; default http://<web.l
         assert_eq!(c.window.size_secs, 30);
         assert_eq!(c.summary_stream.topic, "x");
         assert!(c.store.create_tables);
+        // A nested section's keys: [alerts.smtp] server.
+        assert_eq!(c.alerts.smtp.server, "smtp://127.0.0.1:8025");
+        assert_eq!(c.alerts.group_interval_secs, 5);
     }
 
     #[test]
@@ -1037,6 +1063,8 @@ public_url = ""              # base of the links in mails; default http://<web.l
         assert!(e(&[("STAMPEDE_WEB_LISTEN", "everywhere")]).contains("web.listen"));
         assert!(e(&[("STAMPEDE_WINDOW_SIZE_SECS", "0")]).contains("window.size_secs"));
         assert!(e(&[("STAMPEDE_WEB_COLOUR", "red")]).contains("STAMPEDE_WEB_COLOUR"));
+        assert!(e(&[("STAMPEDE_ALERTS_SMTP_PORT", "25")]).contains("names no configuration key"));
+        assert!(e(&[("STAMPEDE_ALERTS_SMTP", "x")]).contains("names no configuration key"));
         // A section this build does not have is refused, not ignored; tool variables pass.
         let archive = e(&[("STAMPEDE_ARCHIVE_KIND", "dir")]);
         assert!(archive.contains("STAMPEDE_ARCHIVE_KIND") && archive.contains("[archive]"));
