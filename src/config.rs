@@ -890,7 +890,10 @@ fn apply_env(
             if NOT_CONFIG.contains(&word) {
                 continue;
             }
-            let message = if sections.iter().any(|(s, _, _)| lower.starts_with(s.as_str())) {
+            let message = if sections
+                .iter()
+                .any(|(s, _, _)| lower.starts_with(s.as_str()))
+            {
                 "names no configuration key (see stampede print-config)".to_owned()
             } else {
                 format!(

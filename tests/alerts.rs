@@ -402,3 +402,103 @@ async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval()
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Kafka, SIGKILL and restart: the changes mailed before the kill are not mailed again (the
+/// checkpoint carries the alert state, though the records of the open window are re-read), and
+/// those made but not yet mailed when it died, or made while it was down, are mailed once after.
+#[test]
+fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
+    use crate::support::kafka::{broker, create_topic, send_to_partition, unique, ServeConfig};
+    use crate::support::process::{metric, start_service_with, wait_until};
+    let brokers = broker();
+    let dir = temp_dir("alerts-kafka-kill");
+    let topic = unique("alerts-telemetry");
+    let summaries = unique("alerts-summary");
+    let dead = unique("alerts-dlq");
+    create_topic(&brokers, &topic, 2);
+    create_topic(&brokers, &summaries, 1);
+    create_topic(&brokers, &dead, 1);
+    let config = ServeConfig {
+        brokers: &brokers,
+        topic: &topic,
+        group: &unique("alerts-group"),
+        summaries: &summaries,
+        dead_letters: &dead,
+        idle_secs: 3_600,
+    }
+    .write(&dir);
+    let store = dir.join("store");
+    let smtp = format!("smtp://{}", smtp_server());
+    let serve = || {
+        start_service_with(
+            &["serve", "--config", config.to_str().unwrap()],
+            &store,
+            &[
+                ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
+                // Long: what is not sent at once waits, and is pending when the kill comes.
+                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "30"),
+            ],
+        )
+    };
+    let first = serve();
+    wait_until(60, "partitions assigned", || {
+        metric(&first.url, "stampede_source_partitions") == 2
+    });
+    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
+    let ops = unique_address("kill");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        confirm_by_mail(addr, &ops).await;
+    });
+    let send = |p: i32, l: String| send_to_partition(&brokers, &topic, p, &l);
+    // A on partition 0, C too; B on partition 1. All in the first minute: the window stays
+    // open, so a restart re-reads every record.
+    send(0, line("A", &at(0), 1.0, 150, 150));
+    send(1, line("B", &at(0), 1.0, 150, 150));
+    send(0, line("A", &at(1), 1.0, 99, 150));
+    send(1, line("B", &at(1), 1.0, 150, 90));
+    let a_fire = id("low-health", "A", 1);
+    let b_fire = id("low-magic", "B", 1);
+    await_mails(&ops, 30, "the first changes", |m| alert_ids(m).len() == 2);
+    let commits = metric(&first.url, "stampede_source_commits_total");
+    wait_until(30, "the checkpoints after them committed", || {
+        metric(&first.url, "stampede_source_commits_total") >= commits + 2
+    });
+    // A resolves; the round that would mail it is 30 s away when the kill comes.
+    send(0, line("A", &at(10), 1.0, 105, 150));
+    wait_until(30, "A's resolution made", || {
+        metric(&first.url, "stampede_alerts_pending") == 1
+    });
+    first.kill();
+    // While it is down: B resolves, C fires.
+    send(1, line("B", &at(12), 1.0, 150, 110));
+    send(0, line("C", &at(12), 1.0, 50, 150));
+    let second = serve();
+    let want = once(&[
+        a_fire,
+        b_fire,
+        id("low-health", "A", 10),
+        id("low-magic", "B", 12),
+        id("low-health", "C", 12),
+    ]);
+    let mails = await_mails(&ops, 60, "every change mailed", |m| {
+        alert_ids(m).len() == want.len()
+    });
+    wait_until(30, "nothing pending", || {
+        metric(&second.url, "stampede_alerts_pending") == 0
+            && metric(&second.url, "stampede_records_in_total") >= 7
+    });
+    assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
+    assert!(
+        metric(&second.url, "stampede_records_in_total") >= 7,
+        "the restart re-read the open window's records"
+    );
+    drop(mails);
+    drop(second);
+    std::fs::remove_dir_all(&dir).ok();
+}
