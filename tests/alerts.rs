@@ -502,3 +502,217 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     drop(second);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SNS through moto: every change published with the attributes of CONTRACT §7 (one message
+/// per change while few; a pile grouped into at most ten, `String.Array`), at most ten a
+/// second, and a subscriber's filter policy on `Name` gets only its unicorn's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_select() {
+    use crate::support::sns::{aws_env, client, published, Published, Receiver};
+    let sns = client().await;
+    let topic = sns
+        .create_topic()
+        .name(crate::support::kafka::unique("wildrydes-alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_owned();
+    let only_a = Receiver::start().await;
+    let everything = Receiver::start().await;
+    for (r, policy) in [(&only_a, Some(r#"{"Name":["A"]}"#)), (&everything, None)] {
+        let mut s = sns
+            .subscribe()
+            .topic_arn(&topic)
+            .protocol("http")
+            .endpoint(&r.url);
+        if let Some(p) = policy {
+            s = s.attributes("FilterPolicy", p);
+        }
+        s.send().await.unwrap();
+    }
+    let dir = temp_dir("alerts-sns");
+    let mut env = aws_env();
+    env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
+    env.push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = crate::support::process::start_service_with(&["serve"], &dir, &env);
+    let addr: std::net::SocketAddr = serve.url.trim_start_matches("http://").parse().unwrap();
+    // Three changes: A fires (:01), B fires (:01), A resolves (:03).
+    ingest(
+        addr,
+        &[
+            line("A", &at(1), 1.0, 99, 150),
+            line("B", &at(1), 1.0, 150, 90),
+        ],
+    )
+    .await;
+    ingest(addr, &[line("A", &at(3), 1.0, 106, 150)]).await;
+    crate::support::process::wait_until(30, "three publishes", || published(&topic).len() == 3);
+    let p = published(&topic);
+    assert_eq!(p[0].subject, "FIRING low-health: A HealthPoints 99 < 100");
+    assert_eq!(
+        p[2].subject,
+        "RESOLVED low-health: A HealthPoints 106 >= 105"
+    );
+    let attr = |m: &Published, name: &str| {
+        (
+            m.attributes[name]["Type"].as_str().unwrap_or("").to_owned(),
+            m.attributes[name]["Value"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        )
+    };
+    let s = |v: &str| ("String".to_owned(), v.to_owned());
+    assert_eq!(attr(&p[0], "AlertId"), s(&id("low-health", "A", 1)));
+    assert_eq!(attr(&p[0], "Rule"), s("low-health"));
+    assert_eq!(attr(&p[0], "Name"), s("A"));
+    assert_eq!(attr(&p[0], "State"), s("firing"));
+    assert_eq!(attr(&p[0], "Value"), ("Number".to_owned(), "99".to_owned()));
+    assert_eq!(attr(&p[1], "AlertId"), s(&id("low-magic", "B", 1)));
+    assert_eq!(attr(&p[2], "State"), s("resolved"));
+    assert!(
+        p[0].message.contains("A's HealthPoints is 99"),
+        "{}",
+        p[0].message
+    );
+
+    // A pile: 25 unicorns at once (A among them) make one round of at most ten messages.
+    let mut lines = vec![line("A", &at(20), 1.0, 50, 150)];
+    let mut want = vec![id("low-health", "A", 20)];
+    for i in 0..24 {
+        let name = format!("p{i:02}");
+        lines.push(line(&name, &at(20), 1.0, 50, 150));
+        want.push(id("low-health", &name, 20));
+    }
+    ingest(addr, &lines).await;
+    // A group's ids are a String.Array; a message of one change has its id as a String.
+    let ids = |m: &Published| -> Vec<String> {
+        let (kind, value) = attr(m, "AlertId");
+        if kind == "String.Array" {
+            serde_json::from_str(&value).unwrap()
+        } else {
+            vec![value]
+        }
+    };
+    crate::support::process::wait_until(30, "the pile published", || {
+        published(&topic)[3..]
+            .iter()
+            .map(|m| ids(m).len())
+            .sum::<usize>()
+            == 25
+    });
+    let pile = published(&topic)[3..].to_vec();
+    assert!(pile.len() <= 10, "{} messages", pile.len());
+    for m in &pile {
+        assert_eq!(m.attributes["AlertId"]["Type"], "String.Array");
+        assert_eq!(m.attributes["Name"]["Type"], "String.Array");
+        assert!(m.attributes.get("Value").is_none());
+        assert!(m.subject.len() < 100, "{}", m.subject);
+    }
+    let in_order: Vec<String> = pile.iter().flat_map(ids).collect();
+    assert_eq!(in_order, want, "every change once, in order");
+    // Paced: at most ten a second reach a subscriber.
+    crate::support::process::wait_until(30, "every message delivered", || {
+        everything.notifications().len() == 3 + pile.len()
+    });
+    let times: Vec<std::time::Instant> =
+        everything.notifications().iter().map(|(t, _)| *t).collect();
+    let span = times[times.len() - 1].duration_since(times[3]);
+    assert!(
+        span.as_secs_f64() >= (pile.len() - 1) as f64 / 10.0 * 0.9,
+        "{} messages in {span:?}",
+        pile.len()
+    );
+    // The filter policy: A's messages only (its two changes, and the group holding A).
+    let to_a = only_a.notifications();
+    let subjects: Vec<&str> = to_a
+        .iter()
+        .map(|(_, v)| v["Subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(to_a.len(), 3, "{subjects:?}");
+    assert!(subjects[0].contains(": A "), "{subjects:?}");
+    assert!(subjects[2].contains(" A "), "{subjects:?}");
+    drop(serve);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `stampede subscribe --email` with `[alerts.sns]`: an e-mail subscription to the topic with
+/// the filter as its `FilterPolicy`; `unsubscribe` removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy() {
+    use crate::support::sns::{aws_env, client};
+    let sns = client().await;
+    let topic = sns
+        .create_topic()
+        .name(crate::support::kafka::unique("wildrydes-alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_owned();
+    let mut env = aws_env();
+    env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "subscribe",
+        "--email",
+        "ops@example.com",
+        "--name",
+        "Shadowfax",
+        "--rule",
+        "low-health",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subs = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .unwrap();
+    let s = &subs.subscriptions()[0];
+    assert_eq!(
+        (s.protocol(), s.endpoint()),
+        (Some("email"), Some("ops@example.com"))
+    );
+    let attrs = sns
+        .get_subscription_attributes()
+        .subscription_arn(s.subscription_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let policy: Value = serde_json::from_str(&attrs.attributes().unwrap()["FilterPolicy"]).unwrap();
+    assert_eq!(
+        policy,
+        serde_json::json!({"Name": ["Shadowfax"], "Rule": ["low-health"]})
+    );
+    let bad = run(&["subscribe", "--email", "ops@example.com", "--rule", "nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rule nope"));
+    let out = run(&["unsubscribe", "--email", "ops@example.com"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subs = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .unwrap();
+    assert!(subs.subscriptions().is_empty());
+}

@@ -75,14 +75,21 @@ impl SnsChannel {
 }
 
 /// The messages of a round: one per change, or [`MAX_PER_ROUND`] groups of consecutive
-/// changes.
+/// changes, as even as can be (a group of one is a message of one change).
 pub fn groups(changes: &[Change]) -> Vec<&[Change]> {
-    if changes.len() <= MAX_PER_ROUND {
-        return changes.chunks(1).collect();
+    let n = changes.len().min(MAX_PER_ROUND);
+    if n == 0 {
+        return Vec::new();
     }
-    changes
-        .chunks(changes.len().div_ceil(MAX_PER_ROUND))
-        .collect()
+    let (base, extra) = (changes.len() / n, changes.len() % n);
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    for i in 0..n {
+        let len = base + usize::from(i < extra);
+        out.push(&changes[start..start + len]);
+        start += len;
+    }
+    out
 }
 
 fn string(v: impl Into<String>) -> MessageAttributeValue {
@@ -250,6 +257,13 @@ mod tests {
         };
         let few: Vec<Change> = (0..3).map(change).collect();
         assert_eq!(groups(&few).len(), 3);
+        let sizes = |n: usize| {
+            let v: Vec<Change> = (0..n).map(change).collect();
+            groups(&v).iter().map(|g| g.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(25), [3, 3, 3, 3, 3, 2, 2, 2, 2, 2]);
+        assert_eq!(sizes(11), [2, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(sizes(0), Vec::<usize>::new());
         assert!(attributes(groups(&few)[0]).contains_key("Value"));
         let many: Vec<Change> = (0..1_000).map(change).collect();
         let g = groups(&many);

@@ -9,6 +9,7 @@ pub mod mail;
 pub mod process;
 pub mod reference;
 pub mod service;
+pub mod sns;
 pub mod webdriver;
 
 use stampede_producers::Rng;

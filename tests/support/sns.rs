@@ -1,0 +1,110 @@
+//! SNS for the tests: moto in server mode, started by `scripts/components/moto`, at
+//! `STAMPEDE_TEST_SNS`. What the service published is read back from moto's own record of it
+//! (`/moto-api/data.json`); filter policies are checked through an HTTP subscriber, which moto
+//! delivers to only when the policy matches. Fails loudly when moto is not there.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::Value;
+
+pub fn endpoint() -> String {
+    std::env::var("STAMPEDE_TEST_SNS").unwrap_or_else(|_| {
+        panic!("no SNS emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_SNS=http://HOST:PORT (scripts/components/moto)")
+    })
+}
+
+/// What the service needs to reach moto.
+pub fn aws_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_SNS", endpoint()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+    ]
+}
+
+pub async fn client() -> aws_sdk_sns::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sns::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await;
+    aws_sdk_sns::Client::new(&config)
+}
+
+/// One message published to a topic, as moto recorded it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub message: String,
+    pub subject: String,
+    /// Name → (type, value).
+    pub attributes: Value,
+}
+
+/// Every message published to `topic_arn` so far, in order.
+pub fn published(topic_arn: &str) -> Vec<Published> {
+    let (status, body) =
+        crate::support::process::http_get(&format!("{}/moto-api/data.json", endpoint()));
+    assert_eq!(status, 200, "{body}");
+    let data: Value = serde_json::from_str(&body).unwrap();
+    let topics = data["sns"]["Topic"].as_array().cloned().unwrap_or_default();
+    let topic = topics
+        .iter()
+        .find(|t| t["arn"] == topic_arn)
+        .unwrap_or_else(|| panic!("topic {topic_arn} not in moto's data"));
+    topic["sent_notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| Published {
+            message: n[1].as_str().unwrap_or("").to_owned(),
+            subject: n[2].as_str().unwrap_or("").to_owned(),
+            attributes: n[3].clone(),
+        })
+        .collect()
+}
+
+/// An HTTP endpoint moto delivers notifications to: every body it got, with when.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: Arc<Mutex<Vec<(Instant, Value)>>>,
+    pub url: String,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        use axum::routing::post;
+        let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+        let keep = Arc::clone(&got);
+        let app = axum::Router::new().route(
+            "/",
+            post(move |body: String| {
+                let keep = Arc::clone(&keep);
+                async move {
+                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+                    keep.lock().unwrap().push((Instant::now(), v));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { got, url }
+    }
+
+    /// The notifications (not the subscription confirmation) received so far.
+    pub fn notifications(&self) -> Vec<(Instant, Value)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v["Type"] == "Notification")
+            .cloned()
+            .collect()
+    }
+}
