@@ -146,6 +146,11 @@ function draw() {
   for (const [name, u] of fleet) {
     const p = toScreen(u.record.Latitude, u.record.Longitude);
     if (p.x < -20 || p.y < -20 || p.x > w + 20 || p.y > h + 20) continue;
+    if (firingNames.has(name)) {
+      // A firing alert: a red halo around the marker.
+      ctx.beginPath(); ctx.arc(p.x, p.y, 12, 0, 2 * Math.PI);
+      ctx.strokeStyle = "rgba(192,57,43,.85)"; ctx.lineWidth = 3; ctx.stroke();
+    }
     ctx.beginPath(); ctx.arc(p.x, p.y, name === selected ? 8 : 6, 0, 2 * Math.PI);
     ctx.fillStyle = colour(u); ctx.fill(); ctx.strokeStyle = "#fff"; ctx.lineWidth = 2; ctx.stroke();
     if (labels) { ctx.fillStyle = "#1d2433"; ctx.fillText(name, p.x + 9, p.y + 4); }
@@ -267,7 +272,8 @@ function renderTable() {
   tbody.innerHTML = rows.slice(0, MAX_ROWS).map(([name, u]) => {
     const r = u.record;
     const ago = Math.max(0, Math.round((now - u.seen) / 1000));
-    return '<tr data-name="' + esc(name) + '"' + (name === selected ? ' class="selected"' : "") + "><td>" + esc(name) +
+    const cls = [name === selected ? "selected" : "", firingNames.has(name) ? "alerting" : ""].filter(Boolean).join(" ");
+    return '<tr data-name="' + esc(name) + '"' + (cls ? ' class="' + cls + '"' : "") + "><td>" + esc(name) +
       "</td><td>" + ago + " s ago</td><td" + (r.HealthPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.HealthPoints +
       "</td><td" + (r.MagicPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.MagicPoints +
       "</td><td>" + (r.Distance * MPH).toFixed(1) + "</td><td>" + (u.minute === undefined ? "–" : u.minute.toFixed(0)) + "</td></tr>";
@@ -331,6 +337,53 @@ function renderDetail() {
   g.fillText(maxD.toFixed(0) + " m", W - pad - 30, pad - 6);
 }
 
+// ---- alerts ----
+// Firing alerts by AlertId's rule and name; the unicorns they concern; the latest changes.
+const firing = new Map();
+const firingNames = new Map();
+const recentChanges = [];
+const MAX_CHANGES = 50;
+function alertKey(a) { return a.Rule + "/" + a.Name; }
+function setFiring(list) {
+  firing.clear();
+  list.forEach(a => firing.set(alertKey(a), a));
+  countFiring();
+}
+function countFiring() {
+  firingNames.clear();
+  for (const a of firing.values()) firingNames.set(a.Name, (firingNames.get(a.Name) || 0) + 1);
+}
+function takeAlert(a) {
+  if (a.State === "firing") firing.set(alertKey(a), a); else firing.delete(alertKey(a));
+  countFiring();
+  if (!recentChanges.some(c => c.AlertId === a.AlertId)) {
+    recentChanges.unshift(a);
+    if (recentChanges.length > MAX_CHANGES) recentChanges.pop();
+  }
+  dirtyAlerts = true;
+}
+function describeAlert(a) {
+  const side = a.State === "firing" ? (a.Value < a.Threshold ? " < " : " > ") : " back at ";
+  return a.Name + ": " + a.Rule + " (" + a.Field + " " + a.Value + (a.State === "firing" ? side + a.Threshold : "") + ")";
+}
+let dirtyAlerts = true;
+function renderAlerts() {
+  const list = [...firing.values()].sort((x, y) => x.Name.localeCompare(y.Name, undefined, { numeric: true }) || x.Rule.localeCompare(y.Rule));
+  const badge = document.getElementById("alert-count");
+  badge.textContent = list.length + " firing";
+  badge.classList.toggle("firing", list.length > 0);
+  document.getElementById("firing").innerHTML = list.length
+    ? list.map(a => '<li data-alert-id="' + esc(a.AlertId) + '" data-name="' + esc(a.Name) + '" title="since ' + esc(a.StatusTime) + '">' + esc(describeAlert(a)) + "</li>").join("")
+    : '<li class="none">Nothing firing.</li>';
+  document.getElementById("changes").innerHTML = recentChanges.length
+    ? recentChanges.map(a => '<li class="' + a.State + '" data-alert-id="' + esc(a.AlertId) + '" data-name="' + esc(a.Name) + '">' + esc(a.StatusTime.slice(11, 19)) + " " + esc(a.State) + " — " + esc(describeAlert(a)) + "</li>").join("")
+    : '<li class="none">No changes yet.</li>';
+}
+document.getElementById("alerts").addEventListener("click", e => {
+  const li = e.target.closest("li[data-name]");
+  if (li) { select(li.dataset.name); openPopup(li.dataset.name); }
+});
+
 // ---- the live feed ----
 function upsert(r) {
   const now = Date.now();
@@ -356,8 +409,11 @@ function handle(msg) {
         upsert(r);
       }
       msg.summaries.forEach(addSummary);
+      setFiring(msg.alerts || []);
+      dirtyAlerts = true;
       break;
     }
+    case "alert": takeAlert(msg.alert); break;
     case "telemetry": msg.records.forEach(upsert); received += msg.records.length; break;
     case "summary": addSummary(msg.summary); if (msg.summary.Name === selected) renderDetail(); break;
     case "silent": remove(msg.name); break;
@@ -429,13 +485,17 @@ setInterval(() => {
   rate = received; received = 0; dirtyTable = true;
   document.getElementById("rate").textContent = rate;
 }, 1000);
-setInterval(() => { if (dirtyTable) { dirtyTable = false; renderTable(); } }, 500);
+setInterval(() => {
+  if (dirtyTable) { dirtyTable = false; renderTable(); }
+  if (dirtyAlerts) { dirtyAlerts = false; renderAlerts(); }
+}, 500);
 function frame() { if (dirtyMap) { dirtyMap = false; draw(); } requestAnimationFrame(frame); }
 window.addEventListener("resize", () => { dirtyMap = true; });
 
 // For tests and curious users: the map's view of the fleet.
 window.stampede = {
   unicorns: () => [...fleet.keys()],
+  firing: () => [...firing.values()].map(a => a.AlertId),
   screenPosition: name => { const u = fleet.get(name); return u ? toScreen(u.record.Latitude, u.record.Longitude) : null; },
   view,
 };

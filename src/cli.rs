@@ -144,6 +144,16 @@ pub struct DemoArgs {
     /// Simulated unicorns.
     #[arg(long, default_value_t = 12, value_name = "N")]
     pub unicorns: u32,
+    /// Vitals points a second that every fourth unicorn loses (then regains 2.5 times as
+    /// fast): at 0.4 its alerts fire after about two minutes and resolve a minute later.
+    #[arg(long, default_value_t = 0.4, value_name = "POINTS")]
+    pub drift: f64,
+    /// Mail the alerts through this SMTP server (smtp://HOST:PORT or smtps://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// With --smtp: subscribe this address (a confirmation mail comes first).
+    #[arg(long, value_name = "ADDR", requires = "smtp")]
+    pub email: Option<String>,
 }
 
 /// `stampede aggregate`.

@@ -208,14 +208,20 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
     if args.unicorns == 0 || args.unicorns > 100_000 {
         return Err(UsageError("--unicorns must be between 1 and 100000".into()).into());
     }
-    run_service(args.config.as_deref(), Some(args.unicorns as usize))
+    if !(0.01..=50.0).contains(&args.drift) {
+        return Err(
+            UsageError("--drift must be between 0.01 and 50 points a second".into()).into(),
+        );
+    }
+    run_service(args.config.as_deref(), Some(args))
 }
 
-fn run_service(
-    config: Option<&std::path::Path>,
-    demo_unicorns: Option<usize>,
-) -> anyhow::Result<()> {
-    let config = Config::load(config, std::env::vars())?;
+fn run_service(config: Option<&std::path::Path>, demo: Option<&DemoArgs>) -> anyhow::Result<()> {
+    let mut config = Config::load(config, std::env::vars())?;
+    if let Some(smtp) = demo.and_then(|d| d.smtp.as_ref()) {
+        config.alerts.smtp.server = smtp.clone();
+    }
+    let web = config.clone();
     init_tracing("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -230,13 +236,27 @@ fn run_service(
         let app = stampede::app::start(config).await?;
         let url = format!("{scheme}://{}/", app.addr);
         let fleet_stop = tokio_util::sync::CancellationToken::new();
-        if let Some(n) = demo_unicorns {
+        if let Some(demo) = demo {
+            let n = demo.unicorns as usize;
             tokio::spawn(stampede::demo::run_fleet(
                 app.ingest.clone(),
                 n,
+                demo.drift,
                 fleet_stop.clone(),
             ));
             println!("Stampede demo: {n} simulated unicorns. Dashboard: {url}  (Ctrl-C to stop)");
+            if let Some(email) = &demo.email {
+                let action = stampede::alert::manage::Action::Subscribe {
+                    email,
+                    names: &[],
+                    rules: &[],
+                };
+                let base = url.trim_end_matches('/');
+                match stampede::alert::manage::run_async(&web, Some(base), &action).await {
+                    Ok(said) => println!("Alert mails: {said}"),
+                    Err(e) => eprintln!("stampede: alert mails to {email}: {e:#}"),
+                }
+            }
         } else {
             println!("Stampede serving on {url}  (Ctrl-C to stop)");
         }

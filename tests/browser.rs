@@ -355,3 +355,57 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `stampede demo` as a new user runs it: a drifting unicorn's alerts fire (listed in the
+/// alerts panel, marked in the fleet table) and resolve (in the recent changes), in the real
+/// browser. `--drift 5` makes the demo's two minutes a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_alerts_firing_and_resolving() {
+    let dir = temp_dir("browser-demo-alerts");
+    let demo =
+        crate::support::process::start_service(&["demo", "--unicorns", "4", "--drift", "5"], &dir);
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", demo.url)).await;
+    // The fourth unicorn (index 3) drifts; its name is the fleet's fourth.
+    let firing = browser
+        .until(
+            "an alert firing in the panel and marked in the table",
+            "const f = [...document.querySelectorAll('#firing li[data-alert-id]')].map(l => l.dataset.name); const marked = [...document.querySelectorAll('#fleet tbody tr.alerting')].map(t => t.dataset.name); return f.length && marked.length && f.every(n => marked.includes(n)) ? {firing: f, badge: document.getElementById('alert-count').textContent} : null;",
+            json!([]),
+        )
+        .await;
+    let name = firing["firing"][0].as_str().unwrap().to_owned();
+    assert!(
+        firing["badge"].as_str().unwrap().ends_with("firing"),
+        "{firing}"
+    );
+    let resolved = browser
+        .until(
+            "the alert resolving",
+            "const n = arguments[0]; const changes = [...document.querySelectorAll('#changes li[data-alert-id]')].filter(l => l.dataset.name === n).map(l => l.className); return changes.includes('resolved') && ![...document.querySelectorAll('#firing li[data-alert-id]')].some(l => l.dataset.name === n) ? changes : null;",
+            json!([name]),
+        )
+        .await;
+    assert!(
+        resolved.as_array().unwrap().iter().any(|c| c == "firing"),
+        "{resolved}"
+    );
+    // The API agrees with the page.
+    let all = crate::support::process::http_get_json(&format!(
+        "{}/api/alerts?state=all&name={name}",
+        demo.url
+    ));
+    let states: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["State"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"firing") && states.contains(&"resolved"),
+        "{all}"
+    );
+    browser.quit().await;
+    assert!(crate::support::process::interrupt(demo).success());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -213,6 +213,14 @@ impl Fleet {
         self.cfg.start_ms + self.tick * self.cfg.step_ms
     }
 
+    /// Changes unicorn `i`'s vitals drift (points per second, both vitals), e.g. to let a
+    /// unicorn that fell low recover.
+    pub fn set_drift(&mut self, i: usize, per_sec: f64) {
+        if let Some(u) = self.unicorns.get_mut(i) {
+            u.drift = per_sec;
+        }
+    }
+
     /// Readings generated so far (held-back ones included).
     pub fn produced(&self) -> u64 {
         self.produced

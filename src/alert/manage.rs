@@ -35,13 +35,23 @@ pub fn run(config: &Config, url: Option<&str>, action: &Action<'_>) -> anyhow::R
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        if config.alerts.sns.topic_arn.is_empty() {
-            built_in(config, url, action).await
-        } else {
-            sns(config, action).await
-        }
-    })
+    runtime.block_on(run_async(config, url, action))
+}
+
+/// As [`run`], in a Tokio runtime.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_async(
+    config: &Config,
+    url: Option<&str>,
+    action: &Action<'_>,
+) -> anyhow::Result<String> {
+    if config.alerts.sns.topic_arn.is_empty() {
+        built_in(config, url, action).await
+    } else {
+        sns(config, action).await
+    }
 }
 
 async fn sns(config: &Config, action: &Action<'_>) -> anyhow::Result<String> {
