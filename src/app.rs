@@ -417,20 +417,24 @@ async fn alert_output(
                 message,
             },
         )?;
-        let db = match stores {
-            Stores::Embedded(store) => store.database(),
-            // Subscriptions are few and local to this service's store directory.
-            Stores::DynamoDb { .. } => {
-                let dir = config.store.path.clone();
-                let store = tokio::task::spawn_blocking(move || Store::open(&dir, 1))
-                    .await
-                    .context("store open panicked")??;
-                store.database()
-            }
-        };
         let max = usize::try_from(a.max_subscriptions).unwrap_or(usize::MAX);
-        let subs = crate::alert::subscriptions::Subscriptions::open(db, max)
-            .context("cannot read the alert subscriptions (store.path)")?;
+        let subs = match stores {
+            Stores::Embedded(store) => {
+                crate::alert::subscriptions::Subscriptions::embedded(store.database(), max)
+                    .await
+                    .context("cannot read the alert subscriptions (store.path)")?
+            }
+            Stores::DynamoDb { .. } => crate::alert::subscriptions::Subscriptions::dynamodb(
+                aws_config(aws).await,
+                &config.store.subscription_table,
+                config.store.create_tables,
+                max,
+            )
+            .await
+            .context(
+                "store.subscription_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)",
+            )?,
+        };
         let second = crate::alert::smtp::Mailer::new(&a.smtp.server, &a.smtp.from, &url).map_err(
             |message| crate::config::ConfigError::Invalid {
                 origin: String::new(),

@@ -44,13 +44,13 @@ pub struct AlertsConfig {
     pub hysteresis: f64,
     /// The rules; empty keeps the two defaults (`low-health`, `low-magic`).
     pub rules: Vec<RuleConfig>,
-    /// At most one e-mail per subscriber this often (notifications: not built yet).
+    /// At most one round of notifications (one e-mail per subscriber) this often.
     pub group_interval_secs: u64,
-    /// Built-in e-mail subscriptions at most (not built yet).
+    /// Built-in e-mail subscriptions at most.
     pub max_subscriptions: u64,
-    /// `[alerts.sns]`: the SNS channel (not built yet).
+    /// `[alerts.sns]`: the SNS channel.
     pub sns: AlertsSnsConfig,
-    /// `[alerts.smtp]`: the built-in e-mail channel (not built yet).
+    /// `[alerts.smtp]`: the built-in e-mail channel.
     pub smtp: AlertsSmtpConfig,
 }
 
@@ -68,8 +68,7 @@ impl Default for AlertsConfig {
     }
 }
 
-/// `[alerts.sns]` of CONTRACT §7, accepted so that a contract-shaped file loads; the channel
-/// itself is not built yet (the service says so at start when one is set).
+/// `[alerts.sns]` of CONTRACT §7: the SNS channel.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsSnsConfig {
@@ -269,6 +268,8 @@ pub struct StoreConfig {
     pub create_tables: bool,
     /// DynamoDB table of dead letters (a DynamoDB store keeps nothing local).
     pub dead_letter_table: String,
+    /// DynamoDB table of the built-in alert e-mail subscriptions.
+    pub subscription_table: String,
     /// How many dead letters the embedded store keeps (the oldest go first).
     pub dead_letter_retention: u64,
 }
@@ -281,6 +282,7 @@ impl Default for StoreConfig {
             table: "UnicornSensorData".into(),
             create_tables: false,
             dead_letter_table: "stampede-dead-letters".into(),
+            subscription_table: "stampede-subscriptions".into(),
             dead_letter_retention: 100_000,
         }
     }
@@ -394,6 +396,7 @@ path = "./stampede-data"        # embedded: directory of the database
 table = "UnicornSensorData"     # dynamodb: summary table
 create_tables = false           # create missing DynamoDB tables: summary, dead-letter and kinesis lease tables
 dead_letter_table = "stampede-dead-letters"  # dynamodb: rejected records (partition key Day S, sort key Id S)
+subscription_table = "stampede-subscriptions"  # dynamodb: alert e-mail subscriptions (partition key List S, sort key Email S)
 dead_letter_retention = 100000  # embedded: dead letters kept; the oldest go first
 
 [summary_stream]                # optional: publish summaries to a stream
@@ -428,14 +431,14 @@ hysteresis = 5.0                # an alert resolves this far past its threshold 
 # below = 100                   # or above = N
 # clear = 105                   # resolves at or above this; default below + hysteresis
 # for_secs = 0                  # the condition must hold this long (event time) to fire
-group_interval_secs = 60        # e-mail: at most one per subscriber this often (notifications: not built yet)
-max_subscriptions = 1000        # built-in e-mail subscriptions at most (not built yet)
+group_interval_secs = 60        # changes that pile up go out together: at most one mail (or SNS round) this often, the first at once
+max_subscriptions = 1000        # built-in e-mail subscriptions at most
 
-[alerts.sns]                    # the SNS channel (not built yet: accepted, and said so at start)
+[alerts.sns]                    # publish every change to an SNS topic (AWS_REGION, AWS_ENDPOINT_URL_SNS)
 topic_arn = ""                  # e.g. arn:aws:sns:us-east-1:123456789012:wildrydes-alerts
 
-[alerts.smtp]                   # the built-in e-mail channel (not built yet: accepted, and said so at start)
-server = ""                     # smtp://HOST:PORT (plain) or smtps://HOST:PORT; credentials by env
+[alerts.smtp]                   # built-in e-mail subscriptions (stampede subscribe, /api/subscriptions)
+server = ""                     # smtp://HOST:PORT (plain) or smtps://HOST:PORT; STAMPEDE_SMTP_USER / STAMPEDE_SMTP_PASSWORD
 from = "Stampede <alerts@localhost>"  # the sender
 public_url = ""                 # base of the links in mails; default http://<web.listen>
 "#;
@@ -565,6 +568,15 @@ impl Config {
             return Err(value_error(
                 "store.dead_letter_table",
                 "the DynamoDB store needs a table for dead letters",
+            ));
+        }
+        if self.store.kind == StoreKind::DynamoDb
+            && !self.alerts.smtp.server.is_empty()
+            && self.store.subscription_table.is_empty()
+        {
+            return Err(value_error(
+                "store.subscription_table",
+                "alert e-mail subscriptions in a DynamoDB store need a table",
             ));
         }
         if self.summary_stream.kind == StreamKind::Kinesis {
@@ -839,8 +851,11 @@ impl Config {
 /// Applies `STAMPEDE_<SECTION>_<KEY>` variables to `table`, typed like the default value.
 /// `STAMPEDE_<WORD>_…` variables that are not settings: the log filter, and those of the test,
 /// benchmark and component scripts (which pass their environment on to the service).
-const NOT_CONFIG: [&str; 7] = [
+const NOT_CONFIG: [&str; 8] = [
     "log",
+    // STAMPEDE_SMTP_USER and STAMPEDE_SMTP_PASSWORD: the mail server's credentials, kept out of
+    // config files.
+    "smtp",
     "test",
     "bench",
     "components",

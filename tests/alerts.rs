@@ -17,11 +17,11 @@ use crate::support::service::{line, request, request_with, start, temp_dir};
 
 const T: &str = "2026-01-01 00:00:";
 
-fn at(secs: u32) -> String {
+pub(crate) fn at(secs: u32) -> String {
     format!("{T}{secs:02}.000")
 }
 
-fn unique_address(who: &str) -> String {
+pub(crate) fn unique_address(who: &str) -> String {
     format!("{who}-{}@example.com", crate::support::kafka::unique("m"))
 }
 
@@ -39,7 +39,7 @@ fn path_of(link: &str) -> String {
     format!("/{}", rest.split_once('/').unwrap().1)
 }
 
-async fn subscribe(addr: std::net::SocketAddr, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn subscribe(addr: std::net::SocketAddr, body: Value) -> (StatusCode, Value) {
     let (status, body) = request(
         addr,
         Method::POST,
@@ -53,7 +53,7 @@ async fn subscribe(addr: std::net::SocketAddr, body: Value) -> (StatusCode, Valu
 
 /// Follows the confirmation link of `email`'s mail as a person would: the page (a GET changes
 /// nothing), then its button (a POST).
-async fn confirm_by_mail(addr: std::net::SocketAddr, email: &str) {
+pub(crate) async fn confirm_by_mail(addr: std::net::SocketAddr, email: &str) {
     let mails = await_mails(email, 30, "the confirmation mail", |m| !m.is_empty());
     let link = mails[0].link("/subscriptions/confirm");
     let (status, page) = request(addr, Method::GET, &path_of(&link), Bytes::new(), None).await;
@@ -80,7 +80,7 @@ async fn state_of(addr: std::net::SocketAddr, email: &str) -> String {
 
 /// The alert ids of the alert mails (not the confirmation) among `mails`, each with how many
 /// mails carried it.
-fn alert_ids(mails: &[Mail]) -> BTreeMap<String, usize> {
+pub(crate) fn alert_ids(mails: &[Mail]) -> BTreeMap<String, usize> {
     let mut ids = BTreeMap::new();
     for m in mails {
         for id in m.alert_ids() {
@@ -90,11 +90,11 @@ fn alert_ids(mails: &[Mail]) -> BTreeMap<String, usize> {
     ids
 }
 
-fn once(ids: &[String]) -> BTreeMap<String, usize> {
+pub(crate) fn once(ids: &[String]) -> BTreeMap<String, usize> {
     ids.iter().map(|i| (i.clone(), 1)).collect()
 }
 
-fn id(rule: &str, name: &str, secs: u32) -> String {
+pub(crate) fn id(rule: &str, name: &str, secs: u32) -> String {
     format!("{rule}/{name}/{}", at(secs))
 }
 

@@ -733,3 +733,95 @@ fn put_all_keeps_each_keys_order_across_partial_failures() {
     );
     assert_eq!(orders, [true, false], "kept, and loose for contrast");
 }
+
+/// Two instances share two shards and a DynamoDB store (and so the built-in subscriptions);
+/// one is SIGKILLed with resolutions waiting for their round. The survivor takes its shard
+/// over, resumes its alert state from the lease's checkpoint and mails exactly what the dead
+/// one had not: every change reaches the subscriber once.
+#[test]
+fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
+    use crate::alerts::{alert_ids, at, confirm_by_mail, id, once, subscribe, unique_address};
+    use crate::support::mail::{await_mails, mails_to, smtp_server};
+    use crate::support::service::line;
+    let mut t = Setup::with_shards("kinesis-alerts", 2);
+    let subscriptions = crate::support::kafka::unique("stampede-subscriptions");
+    t.env
+        .push(("STAMPEDE_STORE_SUBSCRIPTION_TABLE", subscriptions));
+    t.env.push((
+        "STAMPEDE_ALERTS_SMTP_SERVER",
+        format!("smtp://{}", smtp_server()),
+    ));
+    // Long: the resolutions below are still waiting for their round when the kill comes.
+    t.env
+        .push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "30".into()));
+    let a = t.serve("a");
+    wait_until(60, "the first instance owning both shards", || {
+        metric(&a.url, "stampede_source_partitions") == 2
+    });
+    let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
+    let ops = unique_address("shards");
+    t.rt.block_on(async {
+        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+        assert_eq!(status.as_u16(), 202, "{v}");
+        confirm_by_mail(addr, &ops).await;
+    });
+    let b = t.serve("b");
+    wait_until(60, "one shard each", || {
+        metric(&b.url, "stampede_source_partitions") == 1
+            && metric(&a.url, "stampede_source_partitions") == 1
+    });
+    let names: Vec<String> = (0..8).map(|i| format!("U{i}")).collect();
+    let put = |lines: Vec<(String, String)>| {
+        for (name, l) in lines {
+            t.rt.block_on(
+                t.c.put_record()
+                    .stream_name(&t.telemetry)
+                    .partition_key(name)
+                    .data(aws_sdk_kinesis::primitives::Blob::new(l))
+                    .send(),
+            )
+            .unwrap();
+        }
+    };
+    let commits = (
+        metric(&a.url, "stampede_source_commits_total"),
+        metric(&b.url, "stampede_source_commits_total"),
+    );
+    put(names
+        .iter()
+        .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
+        .collect());
+    let fired: Vec<String> = names.iter().map(|n| id("low-health", n, 1)).collect();
+    await_mails(&ops, 60, "every unicorn's alert firing", |m| {
+        alert_ids(m).len() == fired.len()
+    });
+    // The checkpoints behind those records commit once their changes are mailed.
+    wait_until(30, "both instances checkpointing after them", || {
+        metric(&a.url, "stampede_source_commits_total") > commits.0
+            && metric(&b.url, "stampede_source_commits_total") > commits.1
+    });
+    // Every unicorn recovers; the mails wait for the next round, 30 s away.
+    put(names
+        .iter()
+        .map(|n| (n.clone(), line(n, &at(10), 1.0, 106, 150)))
+        .collect());
+    wait_until(30, "the first instance's resolutions made", || {
+        metric(&a.url, "stampede_alerts_pending") > 0
+    });
+    a.kill();
+    wait_until(60, "the survivor taking the dead instance's shard", || {
+        metric(&b.url, "stampede_source_partitions") == 2
+    });
+    let resolved: Vec<String> = names.iter().map(|n| id("low-health", n, 10)).collect();
+    let want = once(&[fired, resolved].concat());
+    let mails = await_mails(&ops, 90, "every change mailed", |m| {
+        alert_ids(m).len() == want.len()
+    });
+    wait_until(30, "nothing pending", || {
+        metric(&b.url, "stampede_alerts_pending") == 0
+    });
+    assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
+    drop(mails);
+    drop(b);
+    std::fs::remove_dir_all(&t.dir).ok();
+}

@@ -205,6 +205,10 @@ impl SmtpChannel {
     pub(super) async fn send(&mut self, round: &Round) -> Result<(), SendError> {
         if self.progress.0 != round.number {
             self.progress = (round.number, HashSet::new());
+            // Instances sharing a DynamoDB store share the subscriptions: read them again.
+            if let Err(e) = self.subscriptions.refresh().await {
+                tracing::warn!(error = %e, "cannot read the subscriptions again; mailing those known");
+            }
         }
         let mailer = Mailer {
             transport: self.transport.clone(),

@@ -1,12 +1,18 @@
-//! The built-in e-mail subscriptions of CONTRACT §7, kept in the embedded store (redb table
-//! `subscriptions`) and mirrored in memory (there are at most `alerts.max_subscriptions`).
+//! The built-in e-mail subscriptions of CONTRACT §7, kept in the store — the embedded one
+//! (redb table `subscriptions`) or DynamoDB (`store.subscription_table`, partition key `List`,
+//! always `subscriptions`, sort key `Email`: one small partition, read whole) — and mirrored in
+//! memory (there are at most `alerts.max_subscriptions`). Instances that share a DynamoDB store
+//! share them: each reads the table again before every round of mails and when a link's token is
+//! not one it knows.
 //!
 //! Their lifecycle is SNS's: created `pending` with a secret token and a confirmation mail,
 //! `confirmed` by following the link in it (a page whose button POSTs), removed by the
 //! unsubscribe link every alert mail carries. The token is the only credential the links need.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +21,8 @@ use crate::time::{now_ms, Millis};
 
 /// E-mail address → subscription JSON.
 const SUBSCRIPTIONS: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
+/// The DynamoDB partition every subscription is in.
+const LIST: &str = "subscriptions";
 
 /// Longest address accepted (RFC 5321's path limit).
 pub const MAX_EMAIL: usize = 254;
@@ -59,7 +67,7 @@ impl Subscription {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Refused {
-    /// 400, 404 or 409.
+    /// 400, 409 or 500.
     pub status: u16,
     /// In words.
     pub reason: String,
@@ -72,41 +80,71 @@ fn refused(status: u16, reason: impl Into<String>) -> Refused {
     }
 }
 
+/// Where subscriptions are kept.
+#[derive(Clone)]
+enum Backend {
+    Embedded(Arc<Database>),
+    DynamoDb {
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+    },
+}
+
 /// The subscriptions of this service.
 #[derive(Clone)]
 pub struct Subscriptions {
-    db: Arc<Database>,
+    backend: Backend,
     all: Arc<Mutex<Vec<Subscription>>>,
     max: usize,
 }
 
 impl Subscriptions {
-    /// Reads the subscriptions kept in `db`; at most `max` may exist.
+    /// The subscriptions kept in the embedded store's database `db`; at most `max` may exist.
     ///
     /// # Errors
     /// The table cannot be read.
-    pub fn open(db: Arc<Database>, max: usize) -> anyhow::Result<Subscriptions> {
-        let w = db.begin_write()?;
-        w.open_table(SUBSCRIPTIONS)?;
-        w.commit()?;
-        let r = db.begin_read()?;
-        let table = r.open_table(SUBSCRIPTIONS)?;
-        let mut all = Vec::new();
-        for entry in table.iter()? {
-            let (_, v) = entry?;
-            match serde_json::from_str::<Subscription>(v.value()) {
-                Ok(s) => all.push(s),
-                Err(e) => {
-                    tracing::error!(error = %e, "an unreadable subscription in the store: skipped")
-                }
-            }
-        }
+    pub async fn embedded(db: Arc<Database>, max: usize) -> anyhow::Result<Subscriptions> {
+        let open = Arc::clone(&db);
+        tokio::task::spawn_blocking(move || {
+            let w = open.begin_write()?;
+            w.open_table(SUBSCRIPTIONS)?;
+            w.commit()?;
+            anyhow::Ok(())
+        })
+        .await??;
+        Subscriptions::start(Backend::Embedded(db), max).await
+    }
+
+    /// The subscriptions kept in DynamoDB table `table` (created when missing if `create`).
+    ///
+    /// # Errors
+    /// The table is missing (and may not be created), or cannot be read.
+    pub async fn dynamodb(
+        config: &aws_config::SdkConfig,
+        table: &str,
+        create: bool,
+        max: usize,
+    ) -> anyhow::Result<Subscriptions> {
+        let client = crate::output::dynamodb::client(config);
+        let keys = (
+            ("List", ScalarAttributeType::S),
+            ("Email", ScalarAttributeType::S),
+        );
+        crate::output::dynamodb::ensure_table(&client, table, keys, create).await?;
+        let backend = Backend::DynamoDb {
+            client,
+            table: table.to_owned(),
+        };
+        Subscriptions::start(backend, max).await
+    }
+
+    async fn start(backend: Backend, max: usize) -> anyhow::Result<Subscriptions> {
         let s = Subscriptions {
-            db,
-            all: Arc::new(Mutex::new(all)),
+            backend,
+            all: Arc::default(),
             max,
         };
-        s.count();
+        s.refresh().await?;
         Ok(s)
     }
 
@@ -117,11 +155,63 @@ impl Subscriptions {
     fn count(&self) {
         let all = self.lock();
         let confirmed = all.iter().filter(|s| s.confirmed).count();
-        METRICS.subscriptions[0].store(
-            (all.len() - confirmed) as i64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        METRICS.subscriptions[1].store(confirmed as i64, std::sync::atomic::Ordering::Relaxed);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        METRICS.subscriptions[0].store((all.len() - confirmed) as i64, relaxed);
+        METRICS.subscriptions[1].store(confirmed as i64, relaxed);
+    }
+
+    /// Reads every subscription from the store again (another instance sharing it may have
+    /// changed them).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let all = match &self.backend {
+            Backend::Embedded(db) => {
+                let db = Arc::clone(db);
+                tokio::task::spawn_blocking(move || {
+                    let r = db.begin_read()?;
+                    let table = r.open_table(SUBSCRIPTIONS)?;
+                    let mut all = Vec::new();
+                    for entry in table.iter()? {
+                        let (_, v) = entry?;
+                        all.extend(parse(v.value()));
+                    }
+                    anyhow::Ok(all)
+                })
+                .await??
+            }
+            Backend::DynamoDb { client, table } => {
+                let mut all = Vec::new();
+                let mut start = None;
+                loop {
+                    let page = client
+                        .query()
+                        .table_name(table)
+                        .key_condition_expression("#l = :l")
+                        .expression_attribute_names("#l", "List")
+                        .expression_attribute_values(":l", AttributeValue::S(LIST.into()))
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{table}: {}", crate::aws::describe(&e)))?;
+                    for item in page.items() {
+                        if let Some(Ok(json)) = item.get("Subscription").map(AttributeValue::as_s) {
+                            all.extend(parse(json));
+                        }
+                    }
+                    start = page.last_evaluated_key;
+                    if start.is_none() {
+                        break;
+                    }
+                }
+                all
+            }
+        };
+        *self.lock() = all;
+        self.count();
+        Ok(())
     }
 
     /// Every subscription, by address.
@@ -140,8 +230,7 @@ impl Subscriptions {
             .collect()
     }
 
-    /// The subscription whose links carry `token`.
-    pub fn by_token(&self, token: &str) -> Option<Subscription> {
+    fn known_token(&self, token: &str) -> Option<Subscription> {
         if token.is_empty() {
             return None;
         }
@@ -151,6 +240,21 @@ impl Subscriptions {
             .cloned()
     }
 
+    /// The subscription whose links carry `token` (the store is read again when it is not
+    /// one this instance knows).
+    pub async fn by_token(&self, token: &str) -> Option<Subscription> {
+        if let Some(s) = self.known_token(token) {
+            return Some(s);
+        }
+        if token.is_empty() || !matches!(self.backend, Backend::DynamoDb { .. }) {
+            return None;
+        }
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "cannot read the subscriptions");
+        }
+        self.known_token(token)
+    }
+
     /// Creates a pending subscription (or renews a pending one's filter and token), checking
     /// the address, the filter against `rules` and the limit. Returns it, to mail its
     /// confirmation.
@@ -158,7 +262,7 @@ impl Subscriptions {
     /// # Errors
     /// [`Refused`]: 400 for a bad address, rule or filter, 409 when the address is already
     /// confirmed or the limit is reached; 500 when the store fails.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         email: &str,
         names: Vec<String>,
@@ -192,23 +296,34 @@ impl Subscriptions {
                 ),
             ));
         }
-        let mut all = self.lock();
-        let existing = all.iter().position(|s| s.email.eq_ignore_ascii_case(email));
-        if let Some(i) = existing {
-            if all[i].confirmed {
-                return Err(refused(
-                    409,
-                    format!("{email} is already subscribed (DELETE it first to change its filter)"),
-                ));
+        if matches!(self.backend, Backend::DynamoDb { .. }) {
+            self.refresh()
+                .await
+                .map_err(|e| refused(500, e.to_string()))?;
+        }
+        {
+            let all = self.lock();
+            match all.iter().find(|s| s.email.eq_ignore_ascii_case(email)) {
+                Some(s) if s.confirmed => {
+                    return Err(refused(
+                        409,
+                        format!(
+                            "{email} is already subscribed (DELETE it first to change its filter)"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None if all.len() >= self.max => {
+                    return Err(refused(
+                        409,
+                        format!(
+                            "the limit of {} subscriptions (alerts.max_subscriptions) is reached",
+                            self.max
+                        ),
+                    ))
+                }
+                None => {}
             }
-        } else if all.len() >= self.max {
-            return Err(refused(
-                409,
-                format!(
-                    "the limit of {} subscriptions (alerts.max_subscriptions) is reached",
-                    self.max
-                ),
-            ));
         }
         let token = new_token().map_err(|e| refused(500, e))?;
         let s = Subscription {
@@ -219,13 +334,21 @@ impl Subscriptions {
             token,
             created: now_ms(),
         };
-        self.put(&s).map_err(|e| refused(500, e.to_string()))?;
-        match existing {
-            Some(i) => all[i] = s.clone(),
-            None => all.push(s.clone()),
+        // Pending ones of another spelling of the address go (one subscription per address).
+        let old: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|x| x.email.eq_ignore_ascii_case(email) && x.email != email)
+            .map(|x| x.email.clone())
+            .collect();
+        for o in old {
+            self.delete(&o)
+                .await
+                .map_err(|e| refused(500, e.to_string()))?;
         }
-        drop(all);
-        self.count();
+        self.put(&s)
+            .await
+            .map_err(|e| refused(500, e.to_string()))?;
         Ok(s)
     }
 
@@ -233,16 +356,12 @@ impl Subscriptions {
     ///
     /// # Errors
     /// The store failed.
-    pub fn confirm(&self, token: &str) -> anyhow::Result<Option<Subscription>> {
-        let Some(mut s) = self.by_token(token) else {
+    pub async fn confirm(&self, token: &str) -> anyhow::Result<Option<Subscription>> {
+        let Some(mut s) = self.by_token(token).await else {
             return Ok(None);
         };
         s.confirmed = true;
-        self.put(&s)?;
-        if let Some(x) = self.lock().iter_mut().find(|x| x.email == s.email) {
-            *x = s.clone();
-        }
-        self.count();
+        self.put(&s).await?;
         Ok(Some(s))
     }
 
@@ -250,36 +369,106 @@ impl Subscriptions {
     ///
     /// # Errors
     /// The store failed.
-    pub fn remove(&self, email: &str) -> anyhow::Result<bool> {
-        let Some(s) = self
+    pub async fn remove(&self, email: &str) -> anyhow::Result<bool> {
+        if matches!(self.backend, Backend::DynamoDb { .. }) {
+            self.refresh().await?;
+        }
+        let found = self
             .lock()
             .iter()
             .find(|s| s.email.eq_ignore_ascii_case(email.trim()))
-            .cloned()
-        else {
-            return Ok(false);
-        };
-        let w = self.db.begin_write()?;
-        {
-            let mut t = w.open_table(SUBSCRIPTIONS)?;
-            t.remove(s.email.as_str())?;
+            .map(|s| s.email.clone());
+        match found {
+            Some(email) => {
+                self.delete(&email).await?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        w.commit()?;
-        self.lock().retain(|x| x.email != s.email);
-        self.count();
-        Ok(true)
     }
 
-    fn put(&self, s: &Subscription) -> anyhow::Result<()> {
+    async fn put(&self, s: &Subscription) -> anyhow::Result<()> {
         let json = serde_json::to_string(s)?;
-        let w = self.db.begin_write()?;
-        {
-            let mut t = w.open_table(SUBSCRIPTIONS)?;
-            t.insert(s.email.as_str(), json.as_str())?;
+        match &self.backend {
+            Backend::Embedded(db) => {
+                let (db, email, json) = (Arc::clone(db), s.email.clone(), json.clone());
+                tokio::task::spawn_blocking(move || {
+                    let w = db.begin_write()?;
+                    {
+                        let mut t = w.open_table(SUBSCRIPTIONS)?;
+                        t.insert(email.as_str(), json.as_str())?;
+                    }
+                    w.commit()?;
+                    anyhow::Ok(())
+                })
+                .await??;
+            }
+            Backend::DynamoDb { client, table } => {
+                let item = HashMap::from([
+                    ("List".to_owned(), AttributeValue::S(LIST.into())),
+                    ("Email".to_owned(), AttributeValue::S(s.email.clone())),
+                    ("State".to_owned(), AttributeValue::S(s.state().into())),
+                    ("Subscription".to_owned(), AttributeValue::S(json)),
+                ]);
+                client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{table}: {}", crate::aws::describe(&e)))?;
+            }
         }
-        w.commit()?;
+        {
+            let mut all = self.lock();
+            match all.iter_mut().find(|x| x.email == s.email) {
+                Some(x) => *x = s.clone(),
+                None => all.push(s.clone()),
+            }
+        }
+        self.count();
         Ok(())
     }
+
+    async fn delete(&self, email: &str) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Embedded(db) => {
+                let (db, email) = (Arc::clone(db), email.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let w = db.begin_write()?;
+                    {
+                        let mut t = w.open_table(SUBSCRIPTIONS)?;
+                        t.remove(email.as_str())?;
+                    }
+                    w.commit()?;
+                    anyhow::Ok(())
+                })
+                .await??;
+            }
+            Backend::DynamoDb { client, table } => {
+                client
+                    .delete_item()
+                    .table_name(table)
+                    .key("List", AttributeValue::S(LIST.into()))
+                    .key("Email", AttributeValue::S(email.to_owned()))
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{table}: {}", crate::aws::describe(&e)))?;
+            }
+        }
+        self.lock().retain(|x| x.email != email);
+        self.count();
+        Ok(())
+    }
+}
+
+/// A stored subscription; one that cannot be read is logged and skipped.
+fn parse(json: &str) -> Option<Subscription> {
+    serde_json::from_str(json)
+        .map_err(
+            |e| tracing::error!(error = %e, "an unreadable subscription in the store: skipped"),
+        )
+        .ok()
 }
 
 /// A plausible single address: `local@domain`, no spaces, no display name, not too long.
@@ -349,41 +538,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_lifecycle_is_kept_in_the_store() {
+    #[tokio::test]
+    async fn the_lifecycle_is_kept_in_the_store() {
         let dir = std::env::temp_dir().join(format!("stampede-subs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = crate::output::embedded::Store::open(&dir, 10).unwrap();
         let rules = super::super::Rule::defaults(5.0);
-        let subs = Subscriptions::open(store.database(), 2).unwrap();
+        let subs = Subscriptions::embedded(store.database(), 2).await.unwrap();
         let s = subs
             .subscribe("ops@example.com", vec![], vec!["low-health".into()], &rules)
+            .await
             .unwrap();
         assert_eq!(s.state(), "pending");
         let unknown = subs
             .subscribe("x@example.com", vec![], vec!["nope".into()], &rules)
+            .await
             .unwrap_err();
         assert!(
             unknown.reason.contains("low-health, low-magic"),
             "{unknown}"
         );
-        assert_eq!(subs.confirm("wrong").unwrap(), None);
-        assert!(subs.confirm(&s.token).unwrap().unwrap().confirmed);
+        assert_eq!(subs.confirm("wrong").await.unwrap(), None);
+        assert!(subs.confirm(&s.token).await.unwrap().unwrap().confirmed);
         let again = subs
             .subscribe("OPS@example.com", vec![], vec![], &rules)
+            .await
             .unwrap_err();
         assert_eq!(again.status, 409);
         subs.subscribe("b@example.com", vec![], vec![], &rules)
+            .await
             .unwrap();
         let full = subs
             .subscribe("c@example.com", vec![], vec![], &rules)
+            .await
             .unwrap_err();
         assert!(full.reason.contains("alerts.max_subscriptions"), "{full}");
         drop(subs);
         // Read back from the database.
-        let subs = Subscriptions::open(store.database(), 2).unwrap();
+        let subs = Subscriptions::embedded(store.database(), 2).await.unwrap();
         assert_eq!(subs.confirmed().len(), 1);
-        assert!(subs.remove("ops@example.com").unwrap());
+        assert!(subs.remove("ops@example.com").await.unwrap());
         assert_eq!(subs.list().len(), 1);
         drop((subs, store));
         let _ = std::fs::remove_dir_all(&dir);

@@ -329,7 +329,7 @@ impl DynamoStore {
 }
 
 /// A DynamoDB client by the SDK's conventions, whose calls give up after [`ATTEMPT_TIMEOUT`].
-pub(super) fn client(config: &aws_config::SdkConfig) -> Client {
+pub(crate) fn client(config: &aws_config::SdkConfig) -> Client {
     Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(config)
             .timeout_config(
@@ -346,7 +346,7 @@ pub(super) fn client(config: &aws_config::SdkConfig) -> Client {
 ///
 /// # Errors
 /// The table is missing and may not be created, or DynamoDB cannot be reached.
-pub(super) async fn ensure_table(
+pub(crate) async fn ensure_table(
     client: &Client,
     table: &str,
     keys: ((&str, ScalarAttributeType), (&str, ScalarAttributeType)),

@@ -113,7 +113,10 @@ pub(super) async fn subscribe(
             )
         }
     };
-    let s = match subs.subscribe(&req.email, req.names, req.rules, rules) {
+    let s = match subs
+        .subscribe(&req.email, req.names, req.rules, rules)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             return error(
@@ -174,7 +177,7 @@ pub(super) async fn delete_subscription(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    match subs.remove(&email) {
+    match subs.remove(&email).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(
             StatusCode::NOT_FOUND,
@@ -237,7 +240,7 @@ pub(super) async fn confirm_page(
     let Ok((subs, _, _)) = smtp(&state) else {
         return unknown_link();
     };
-    match subs.by_token(&q.token) {
+    match subs.by_token(&q.token).await {
         Some(s) if s.confirmed => page(
             StatusCode::OK,
             "Subscribed",
@@ -264,7 +267,7 @@ pub(super) async fn confirm(
     let Ok((subs, _, _)) = smtp(&state) else {
         return unknown_link();
     };
-    match subs.confirm(&q.token) {
+    match subs.confirm(&q.token).await {
         Ok(Some(s)) => {
             tracing::info!(email = %s.email, "subscription confirmed");
             page(StatusCode::OK, "Subscribed", &format!("{} will get the alerts it asked for. Every alert mail has a link to stop them.", s.email), None)
@@ -286,7 +289,7 @@ pub(super) async fn unsubscribe_page(
     let Ok((subs, _, _)) = smtp(&state) else {
         return unknown_link();
     };
-    match subs.by_token(&q.token) {
+    match subs.by_token(&q.token).await {
         Some(s) => page(
             StatusCode::OK,
             "Unsubscribe",
@@ -307,10 +310,10 @@ pub(super) async fn unsubscribe(
     let Ok((subs, _, _)) = smtp(&state) else {
         return unknown_link();
     };
-    let Some(s) = subs.by_token(&q.token) else {
+    let Some(s) = subs.by_token(&q.token).await else {
         return unknown_link();
     };
-    match subs.remove(&s.email) {
+    match subs.remove(&s.email).await {
         Ok(_) => {
             tracing::info!(email = %s.email, "unsubscribed through the mail's link");
             page(

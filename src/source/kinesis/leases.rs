@@ -27,7 +27,8 @@ pub struct Lease {
     pub owner: String,
     /// Bumped by every renewal, take-over and checkpoint.
     pub counter: u64,
-    /// Sequence number to read after (`None`: from the start of the shard), or [`SHARD_END`].
+    /// Sequence number to read after (`None` or `-`: from the start of the shard; `-` with a
+    /// checkpoint), or [`SHARD_END`].
     pub sequence: Option<String>,
     /// The engine's checkpoint text, positions counted from the record after `sequence`.
     pub engine: Option<String>,

@@ -57,6 +57,10 @@ use leases::{Lease, LeaseError, Leases, SHARD_END};
 
 /// A lease whose counter has not moved for this long (as observed here) is expired.
 pub const LEASE_MS: u64 = 10_000;
+/// The sequence of a checkpoint taken before the shard's first record was consumed: a new
+/// owner reads the shard from its start, with the checkpoint's engine and alert state.
+const FROM_START: &str = "-";
+
 /// How often the coordinator looks at the leases.
 const COORDINATE_EVERY: Duration = Duration::from_secs(2);
 /// How often the shard list is refreshed.
@@ -296,6 +300,8 @@ impl Coordinator {
         let handoff = CancellationToken::new();
         let slot = self.next_slot;
         self.next_slot += 1;
+        // A checkpoint at the start of the shard reads it from its first record.
+        let start_after = lease.sequence.clone().filter(|s| s != FROM_START);
         // A child of a split starts with its parent's tail, from the parent's checkpoint.
         let tail = inherit.and_then(|parent| {
             let range = *self.ranges.get(&lease.shard)?;
@@ -312,7 +318,7 @@ impl Coordinator {
             None => (
                 lease.shard.clone(),
                 None,
-                lease.sequence.clone(),
+                start_after.clone(),
                 lease.engine.as_ref().filter(|_| lease.sequence.is_some()),
             ),
         };
@@ -326,8 +332,8 @@ impl Coordinator {
             stream: self.stream.clone(),
             shard: lease.shard.clone(),
             counter,
-            start_after: lease.sequence.clone(),
-            committed: lease.sequence.clone(),
+            start_after: start_after.clone(),
+            committed: start_after,
             reading,
             tail_range,
             after,
@@ -709,9 +715,12 @@ impl ShardReader {
             return Ok(false);
         }
         let sequence = if p == self.base {
-            // The start point of this run (none at the start of the shard: nothing to write).
+            // The start point of this run; at the start of the shard, a checkpoint "from the
+            // first record" (its alert state says what was notified), once the parent's tail is
+            // no longer being read.
             match &self.start_after {
                 Some(s) => s.clone(),
+                None if self.tail_range.is_none() => FROM_START.to_owned(),
                 None => return Ok(false),
             }
         } else {
@@ -744,7 +753,7 @@ impl ShardReader {
             )
             .await?;
         METRICS.source_commits.fetch_add(1, Ordering::Relaxed);
-        self.committed = Some(sequence);
+        self.committed = Some(sequence).filter(|s| s != FROM_START);
         // Positions before p - 1 are never needed again.
         while self.sequences.front().is_some_and(|(pos, _)| *pos + 1 < p) {
             self.sequences.pop_front();
