@@ -54,8 +54,21 @@ pub(crate) async fn subscribe(addr: std::net::SocketAddr, body: Value) -> (Statu
 /// Follows the confirmation link of `email`'s mail as a person would: the page (a GET changes
 /// nothing), then its button (a POST).
 pub(crate) async fn confirm_by_mail(addr: std::net::SocketAddr, email: &str) {
-    let mails = await_mails(email, 30, "the confirmation mail", |m| !m.is_empty());
-    let link = mails[0].link("/subscriptions/confirm");
+    confirm_nth_by_mail(addr, email, 0).await;
+}
+
+/// As [`confirm_by_mail`], with the `n`th confirmation mail `email` got (from a second service).
+pub(crate) async fn confirm_nth_by_mail(addr: std::net::SocketAddr, email: &str, n: usize) {
+    let confirmations = |m: &[Mail]| -> Vec<Mail> {
+        m.iter()
+            .filter(|m| m.header("subject").starts_with("Confirm"))
+            .cloned()
+            .collect()
+    };
+    let mails = await_mails(email, 30, "the confirmation mail", |m| {
+        confirmations(m).len() > n
+    });
+    let link = confirmations(&mails)[n].link("/subscriptions/confirm");
     let (status, page) = request(addr, Method::GET, &path_of(&link), Bytes::new(), None).await;
     let page = String::from_utf8_lossy(&page);
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -715,4 +728,114 @@ async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy
         .await
         .unwrap();
     assert!(subs.subscriptions().is_empty());
+}
+
+/// Kafka, a second instance joining: the partition that moves is handed off with the changes
+/// waiting for their round mailed first (the hand-off's round), and its alert state goes with
+/// it, so every change reaches the subscriber once — whichever instance made it. (Each
+/// instance has its own embedded store, so the address subscribes to both.)
+#[test]
+fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() {
+    use crate::support::kafka::{broker, create_topic, send_to_partition, unique, ServeConfig};
+    use crate::support::process::{metric, start_service_with, wait_until};
+    let brokers = broker();
+    let dir = temp_dir("alerts-kafka-move");
+    let topic = unique("alerts-move-telemetry");
+    let summaries = unique("alerts-move-summary");
+    let dead = unique("alerts-move-dlq");
+    create_topic(&brokers, &topic, 2);
+    create_topic(&brokers, &summaries, 1);
+    create_topic(&brokers, &dead, 1);
+    let config = ServeConfig {
+        brokers: &brokers,
+        topic: &topic,
+        group: &unique("alerts-move-group"),
+        summaries: &summaries,
+        dead_letters: &dead,
+        idle_secs: 3_600,
+    }
+    .write(&dir);
+    let smtp = format!("smtp://{}", smtp_server());
+    let serve = |name: &str| {
+        start_service_with(
+            &["serve", "--config", config.to_str().unwrap()],
+            &dir.join(name),
+            &[
+                ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
+                // Long: only a hand-off sends what waits before the test ends.
+                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "600"),
+            ],
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ops = unique_address("move");
+    let subscribe_at = |url: &str, nth: usize| {
+        let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+        rt.block_on(async {
+            let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+            confirm_nth_by_mail(addr, &ops, nth).await;
+        });
+    };
+    let a = serve("a");
+    wait_until(60, "the first instance owning both partitions", || {
+        metric(&a.url, "stampede_source_partitions") == 2
+    });
+    subscribe_at(&a.url, 0);
+    let send = |p: i32, l: String| send_to_partition(&brokers, &topic, p, &l);
+    send(0, line("U0", &at(1), 1.0, 99, 150));
+    send(1, line("U1", &at(1), 1.0, 99, 150));
+    // The first round goes at once (U0's change, maybe U1's); the rest waits for the next,
+    // ten minutes away.
+    await_mails(&ops, 30, "the first round", |m| !alert_ids(m).is_empty());
+    send(0, line("U0", &at(5), 1.0, 106, 150));
+    send(1, line("U1", &at(5), 1.0, 106, 150));
+    wait_until(30, "the recoveries made and waiting", || {
+        let mailed = alert_ids(&mails_to(&ops)).len() as u64;
+        metric(&a.url, "stampede_alerts_pending") + mailed == 4
+    });
+    let b = serve("b");
+    wait_until(60, "one partition each", || {
+        metric(&a.url, "stampede_source_partitions") == 1
+            && metric(&b.url, "stampede_source_partitions") == 1
+    });
+    subscribe_at(&b.url, 1);
+    // The hand-off mailed what was waiting.
+    await_mails(&ops, 30, "the recoveries, mailed at the hand-off", |m| {
+        alert_ids(m).len() == 4
+    });
+    // Both fire again, each on whichever instance owns its partition now; the first instance
+    // stops (SIGTERM), handing its partition off again with its change mailed.
+    send(0, line("U0", &at(9), 1.0, 90, 150));
+    send(1, line("U1", &at(9), 1.0, 90, 150));
+    wait_until(30, "both changes made", || {
+        metric(&a.url, "stampede_alerts_pending") + metric(&b.url, "stampede_alerts_pending") >= 1
+            && metric(&a.url, "stampede_records_in_total")
+                + metric(&b.url, "stampede_records_in_total")
+                >= 6
+    });
+    assert!(crate::support::process::signal(a, "-TERM").success());
+    wait_until(60, "the second instance owning both", || {
+        metric(&b.url, "stampede_source_partitions") == 2
+    });
+    let want = once(&[
+        id("low-health", "U0", 1),
+        id("low-health", "U1", 1),
+        id("low-health", "U0", 5),
+        id("low-health", "U1", 5),
+        id("low-health", "U0", 9),
+        id("low-health", "U1", 9),
+    ]);
+    await_mails(&ops, 60, "every change mailed", |m| {
+        alert_ids(m).len() == want.len()
+    });
+    wait_until(30, "nothing pending", || {
+        metric(&b.url, "stampede_alerts_pending") == 0
+    });
+    assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
+    drop(b);
+    std::fs::remove_dir_all(&dir).ok();
 }
