@@ -91,18 +91,7 @@ pub(crate) type HttpClient = Client<
 /// certificate store; `SSL_CERT_FILE` (or `SSL_CERT_DIR`) names another, for a service with a
 /// certificate of its own.
 pub(crate) fn client(connections: usize) -> Result<HttpClient, HttpError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!(errors = ?found.errors, "no trusted certificates found: https:// endpoints will fail (set SSL_CERT_FILE)");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::web::tls::client_config().map_err(HttpError::Tls)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
