@@ -384,7 +384,11 @@ impl Quiet {
 }
 
 /// The most rules a partition evaluates (each has one bit of a per-unicorn mask).
-pub const MAX_RULES: usize = 64;
+pub const MAX_RULES: usize = 63;
+
+/// The last bit of the mask: a unicorn not seen since a resume whose checkpoint may hold state
+/// for it (its first record takes the slow path, which looks for it).
+const UNSEEN: u64 = 1 << 63;
 
 /// The alert state of one partition: per unicorn id, its newest evaluated time and a slot per
 /// rule.
@@ -434,9 +438,6 @@ impl Alerts {
             self.grow(idx);
         }
         let t = record.status_time;
-        if !self.restored.is_empty() && self.unicorns[idx].newest == Millis::MIN {
-            self.take_restored(idx, &record.name);
-        }
         let Some(u) = self.unicorns.get_mut(idx) else {
             return;
         };
@@ -459,7 +460,8 @@ impl Alerts {
         if idx >= self.unicorns.len() {
             self.grow(idx);
         }
-        if !self.restored.is_empty() && self.unicorns[idx].newest == Millis::MIN {
+        if self.unicorns[idx].active & UNSEEN != 0 {
+            self.unicorns[idx].active &= !UNSEEN;
             self.take_restored(idx, &record.name);
         }
         let u = &mut self.unicorns[idx];
@@ -471,20 +473,18 @@ impl Alerts {
     pub fn has_state(&self, id: NameId) -> bool {
         self.unicorns
             .get(id as usize)
-            .is_some_and(|u| u.active != 0)
+            .is_some_and(|u| u.active & !UNSEEN != 0)
     }
 
     /// Follows the window engine's forgetting: forgotten ids lose their state, moved ids take
     /// theirs along, and the arrays are cut to `bound` ids.
     pub fn forget(&mut self, forgotten: &crate::window::Forgotten, bound: usize) {
         let n = self.rules.len();
+        let fresh = self.fresh_unicorn();
         for &id in &forgotten.ids {
             let idx = id as usize;
             if let Some(u) = self.unicorns.get_mut(idx) {
-                *u = Unicorn {
-                    newest: Millis::MIN,
-                    active: 0,
-                };
+                *u = fresh;
                 self.slots[idx * n..(idx + 1) * n].fill(FRESH);
             }
         }
@@ -530,7 +530,7 @@ impl Alerts {
             }
         };
         for (idx, u) in self.unicorns.iter().enumerate() {
-            if u.active != 0 {
+            if u.active & !UNSEEN != 0 {
                 entry(
                     &mut out,
                     name(idx as NameId),
@@ -614,7 +614,7 @@ impl Alerts {
             }
         };
         for (idx, u) in self.unicorns.iter().enumerate() {
-            if u.active != 0 {
+            if u.active & !UNSEEN != 0 {
                 push(name(idx as NameId), &self.slots[idx * n..(idx + 1) * n]);
             }
         }
@@ -624,12 +624,11 @@ impl Alerts {
         out
     }
 
-    /// Unicorn `idx`, seen for the first time, takes up its restored state if it has one.
+    /// Unicorn `idx`, seen for the first time since a resume, takes up its restored state if
+    /// it has one; the newest time evaluated before, if so.
     #[cold]
-    fn take_restored(&mut self, idx: usize, name: &str) {
-        let Some(r) = self.restored.remove(name) else {
-            return;
-        };
+    fn take_restored(&mut self, idx: usize, name: &str) -> Option<Millis> {
+        let r = self.restored.remove(name)?;
         let n = self.rules.len();
         let mut active = 0u64;
         for (i, slot) in r.slots.iter().enumerate() {
@@ -642,18 +641,22 @@ impl Alerts {
             newest: r.newest,
             active,
         };
+        Some(r.newest)
+    }
+
+    /// A unicorn with no state yet (marked [`UNSEEN`] while restored state waits for names).
+    fn fresh_unicorn(&self) -> Unicorn {
+        Unicorn {
+            newest: Millis::MIN,
+            active: if self.restored.is_empty() { 0 } else { UNSEEN },
+        }
     }
 
     /// Room for unicorn `idx` (ids are dense: this happens once per new unicorn).
     #[cold]
     fn grow(&mut self, idx: usize) {
-        self.unicorns.resize(
-            idx + 1,
-            Unicorn {
-                newest: Millis::MIN,
-                active: 0,
-            },
-        );
+        let fresh = self.fresh_unicorn();
+        self.unicorns.resize(idx + 1, fresh);
         self.slots.resize((idx + 1) * self.rules.len(), FRESH);
     }
 
@@ -664,6 +667,20 @@ impl Alerts {
     fn evaluate_rules(&mut self, idx: usize, record: &Telemetry<'_>, out: &mut Vec<Change>) {
         let n = self.rules.len();
         let t = record.status_time;
+        if self.unicorns[idx].active & UNSEEN != 0 {
+            // The first record since a resume: the unicorn's state from the checkpoint, if any.
+            self.unicorns[idx].active &= !UNSEEN;
+            if let Some(newest) = self.take_restored(idx, &record.name) {
+                if t < newest {
+                    // Older than what the last owner evaluated: the past, changing nothing.
+                    return;
+                }
+                self.unicorns[idx].newest = t;
+            }
+            if self.unicorns[idx].active == 0 && self.quiet.contains(record) {
+                return;
+            }
+        }
         let slots = &mut self.slots[idx * n..(idx + 1) * n];
         let mut active = 0u64;
         for (i, (rule, slot)) in self.rules.iter().zip(slots).enumerate() {
