@@ -421,38 +421,10 @@ async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval()
 /// those made but not yet mailed when it died, or made while it was down, are mailed once after.
 #[test]
 fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
-    use crate::support::kafka::{broker, create_topic, send_to_partition, unique, ServeConfig};
-    use crate::support::process::{metric, start_service_with, wait_until};
-    let brokers = broker();
-    let dir = temp_dir("alerts-kafka-kill");
-    let topic = unique("alerts-telemetry");
-    let summaries = unique("alerts-summary");
-    let dead = unique("alerts-dlq");
-    create_topic(&brokers, &topic, 2);
-    create_topic(&brokers, &summaries, 1);
-    create_topic(&brokers, &dead, 1);
-    let config = ServeConfig {
-        brokers: &brokers,
-        topic: &topic,
-        group: &unique("alerts-group"),
-        summaries: &summaries,
-        dead_letters: &dead,
-        idle_secs: 3_600,
-    }
-    .write(&dir);
-    let store = dir.join("store");
-    let smtp = format!("smtp://{}", smtp_server());
-    let serve = || {
-        start_service_with(
-            &["serve", "--config", config.to_str().unwrap()],
-            &store,
-            &[
-                ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
-                // Long: what is not sent at once waits, and is pending when the kill comes.
-                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "30"),
-            ],
-        )
-    };
+    use crate::support::process::{metric, wait_until};
+    // Long: what is not sent at once waits, and is pending when the kill comes.
+    let k = KafkaAlerts::new("alerts-kill", "30");
+    let serve = || k.serve("store");
     let first = serve();
     wait_until(60, "partitions assigned", || {
         metric(&first.url, "stampede_source_partitions") == 2
@@ -468,7 +440,7 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
         assert_eq!(status, StatusCode::ACCEPTED, "{v}");
         confirm_by_mail(addr, &ops).await;
     });
-    let send = |p: i32, l: String| send_to_partition(&brokers, &topic, p, &l);
+    let send = |p: i32, l: String| k.send(p, l);
     // A on partition 0, C too; B on partition 1. All in the first minute: the window stays
     // open, so a restart re-reads every record.
     let commits = metric(&first.url, "stampede_source_commits_total");
@@ -514,7 +486,7 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     );
     drop(mails);
     drop(second);
-    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&k.dir).ok();
 }
 
 /// SNS through moto: every change published with the attributes of CONTRACT §7 (one message
@@ -524,15 +496,7 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
 async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_select() {
     use crate::support::sns::{aws_env, client, published, Published, Receiver};
     let sns = client().await;
-    let topic = sns
-        .create_topic()
-        .name(crate::support::kafka::unique("wildrydes-alerts"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn()
-        .unwrap()
-        .to_owned();
+    let topic = crate::support::sns::create_topic(&sns).await;
     let only_a = Receiver::start().await;
     let everything = Receiver::start().await;
     for (r, policy) in [(&only_a, Some(r#"{"Name":["A"]}"#)), (&everything, None)] {
@@ -659,15 +623,7 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
 async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy() {
     use crate::support::sns::{aws_env, client};
     let sns = client().await;
-    let topic = sns
-        .create_topic()
-        .name(crate::support::kafka::unique("wildrydes-alerts"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn()
-        .unwrap()
-        .to_owned();
+    let topic = crate::support::sns::create_topic(&sns).await;
     let mut env = aws_env();
     env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
     let run = |args: &[&str]| {
@@ -737,37 +693,10 @@ async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy
 /// instance has its own embedded store, so the address subscribes to both.)
 #[test]
 fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() {
-    use crate::support::kafka::{broker, create_topic, send_to_partition, unique, ServeConfig};
-    use crate::support::process::{metric, start_service_with, wait_until};
-    let brokers = broker();
-    let dir = temp_dir("alerts-kafka-move");
-    let topic = unique("alerts-move-telemetry");
-    let summaries = unique("alerts-move-summary");
-    let dead = unique("alerts-move-dlq");
-    create_topic(&brokers, &topic, 2);
-    create_topic(&brokers, &summaries, 1);
-    create_topic(&brokers, &dead, 1);
-    let config = ServeConfig {
-        brokers: &brokers,
-        topic: &topic,
-        group: &unique("alerts-move-group"),
-        summaries: &summaries,
-        dead_letters: &dead,
-        idle_secs: 3_600,
-    }
-    .write(&dir);
-    let smtp = format!("smtp://{}", smtp_server());
-    let serve = |name: &str| {
-        start_service_with(
-            &["serve", "--config", config.to_str().unwrap()],
-            &dir.join(name),
-            &[
-                ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
-                // Long: only a hand-off sends what waits before the test ends.
-                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "600"),
-            ],
-        )
-    };
+    use crate::support::process::{metric, wait_until};
+    // Long: only a hand-off sends what waits before the test ends.
+    let k = KafkaAlerts::new("alerts-move", "600");
+    let serve = |store: &str| k.serve(store);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -786,7 +715,7 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
         metric(&a.url, "stampede_source_partitions") == 2
     });
     subscribe_at(&a.url, 0);
-    let send = |p: i32, l: String| send_to_partition(&brokers, &topic, p, &l);
+    let send = |p: i32, l: String| k.send(p, l);
     send(0, line("U0", &at(1), 1.0, 99, 150));
     send(1, line("U1", &at(1), 1.0, 99, 150));
     // The first round goes at once (U0's change, maybe U1's); the rest waits for the next,
@@ -838,5 +767,62 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
     });
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
     drop(b);
-    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&k.dir).ok();
+}
+
+/// A Kafka-fed service mailing through the test SMTP server: a two-partition telemetry topic,
+/// its config in `dir`, and how to start an instance (store under `dir/<store>`) with
+/// `alerts.group_interval_secs` of `group_secs`.
+struct KafkaAlerts {
+    brokers: String,
+    topic: String,
+    config: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    group_secs: &'static str,
+}
+
+impl KafkaAlerts {
+    fn new(name: &str, group_secs: &'static str) -> KafkaAlerts {
+        use crate::support::kafka::{broker, create_topic, unique, ServeConfig};
+        let brokers = broker();
+        let dir = temp_dir(name);
+        let topic = unique(&format!("{name}-telemetry"));
+        let summaries = unique(&format!("{name}-summary"));
+        let dead = unique(&format!("{name}-dlq"));
+        create_topic(&brokers, &topic, 2);
+        create_topic(&brokers, &summaries, 1);
+        create_topic(&brokers, &dead, 1);
+        let config = ServeConfig {
+            brokers: &brokers,
+            topic: &topic,
+            group: &unique(&format!("{name}-group")),
+            summaries: &summaries,
+            dead_letters: &dead,
+            idle_secs: 3_600,
+        }
+        .write(&dir);
+        KafkaAlerts {
+            brokers,
+            topic,
+            config,
+            dir,
+            group_secs,
+        }
+    }
+
+    fn serve(&self, store: &str) -> crate::support::process::Running {
+        let smtp = format!("smtp://{}", smtp_server());
+        crate::support::process::start_service_with(
+            &["serve", "--config", self.config.to_str().unwrap()],
+            &self.dir.join(store),
+            &[
+                ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
+                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", self.group_secs),
+            ],
+        )
+    }
+
+    fn send(&self, partition: i32, line: String) {
+        crate::support::kafka::send_to_partition(&self.brokers, &self.topic, partition, &line);
+    }
 }

@@ -233,101 +233,109 @@ fn unknown_link() -> Response {
     )
 }
 
+/// What a link of a mail does.
+#[derive(Clone, Copy)]
+enum Link {
+    Confirm,
+    Unsubscribe,
+}
+
+impl Link {
+    fn path(self) -> &'static str {
+        match self {
+            Link::Confirm => "/subscriptions/confirm",
+            Link::Unsubscribe => "/subscriptions/unsubscribe",
+        }
+    }
+}
+
+/// The page a link opens: what the button would do, and the button. A `GET` changes nothing.
+async fn link_page(state: &WebState, token: &str, link: Link) -> Response {
+    let Ok((subs, _, _)) = smtp(state) else {
+        return unknown_link();
+    };
+    let Some(s) = subs.by_token(token).await else {
+        return unknown_link();
+    };
+    let (title, question, label) = match link {
+        Link::Confirm if s.confirmed => {
+            let text = format!("{} already gets these alerts.", s.email);
+            return page(StatusCode::OK, "Subscribed", &text, None);
+        }
+        Link::Confirm => (
+            "Confirm your subscription",
+            format!("Send the Wild Rydes fleet's alerts to {}?", s.email),
+            "Confirm",
+        ),
+        Link::Unsubscribe => (
+            "Unsubscribe",
+            format!("Stop sending the fleet's alerts to {}?", s.email),
+            "Unsubscribe",
+        ),
+    };
+    let action = format!("{}?token={token}", link.path());
+    page(StatusCode::OK, title, &question, Some((&action, label)))
+}
+
+/// The button of a link's page (or RFC 8058's one-click `POST`): does what it says.
+async fn link_action(state: &WebState, token: &str, link: Link) -> Response {
+    let Ok((subs, _, _)) = smtp(state) else {
+        return unknown_link();
+    };
+    let Some(s) = subs.by_token(token).await else {
+        return unknown_link();
+    };
+    let done = match link {
+        Link::Confirm => subs.confirm(token).await.map(|_| ()),
+        Link::Unsubscribe => subs.remove(&s.email).await.map(|_| ()),
+    };
+    match (done, link) {
+        (Ok(()), Link::Confirm) => {
+            tracing::info!(email = %s.email, "subscription confirmed");
+            let text = format!(
+                "{} will get the alerts it asked for. Every alert mail has a link to stop them.",
+                s.email
+            );
+            page(StatusCode::OK, "Subscribed", &text, None)
+        }
+        (Ok(()), Link::Unsubscribe) => {
+            tracing::info!(email = %s.email, "unsubscribed through the mail's link");
+            let text = format!("{} gets no more alerts.", s.email);
+            page(StatusCode::OK, "Unsubscribed", &text, None)
+        }
+        (Err(e), _) => page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Nothing changed",
+            &format!("The store failed: {e}. Try again."),
+            None,
+        ),
+    }
+}
+
 pub(super) async fn confirm_page(
     State(state): State<WebState>,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let Ok((subs, _, _)) = smtp(&state) else {
-        return unknown_link();
-    };
-    match subs.by_token(&q.token).await {
-        Some(s) if s.confirmed => page(
-            StatusCode::OK,
-            "Subscribed",
-            &format!("{} already gets these alerts.", s.email),
-            None,
-        ),
-        Some(s) => page(
-            StatusCode::OK,
-            "Confirm your subscription",
-            &format!("Send the Wild Rydes fleet's alerts to {}?", s.email),
-            Some((
-                &format!("/subscriptions/confirm?token={}", q.token),
-                "Confirm",
-            )),
-        ),
-        None => unknown_link(),
-    }
+    link_page(&state, &q.token, Link::Confirm).await
 }
 
 pub(super) async fn confirm(
     State(state): State<WebState>,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let Ok((subs, _, _)) = smtp(&state) else {
-        return unknown_link();
-    };
-    match subs.confirm(&q.token).await {
-        Ok(Some(s)) => {
-            tracing::info!(email = %s.email, "subscription confirmed");
-            page(StatusCode::OK, "Subscribed", &format!("{} will get the alerts it asked for. Every alert mail has a link to stop them.", s.email), None)
-        }
-        Ok(None) => unknown_link(),
-        Err(e) => page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Not confirmed",
-            &format!("The store failed: {e}. Try again."),
-            None,
-        ),
-    }
+    link_action(&state, &q.token, Link::Confirm).await
 }
 
 pub(super) async fn unsubscribe_page(
     State(state): State<WebState>,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let Ok((subs, _, _)) = smtp(&state) else {
-        return unknown_link();
-    };
-    match subs.by_token(&q.token).await {
-        Some(s) => page(
-            StatusCode::OK,
-            "Unsubscribe",
-            &format!("Stop sending the fleet's alerts to {}?", s.email),
-            Some((
-                &format!("/subscriptions/unsubscribe?token={}", q.token),
-                "Unsubscribe",
-            )),
-        ),
-        None => unknown_link(),
-    }
+    link_page(&state, &q.token, Link::Unsubscribe).await
 }
 
 pub(super) async fn unsubscribe(
     State(state): State<WebState>,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let Ok((subs, _, _)) = smtp(&state) else {
-        return unknown_link();
-    };
-    let Some(s) = subs.by_token(&q.token).await else {
-        return unknown_link();
-    };
-    match subs.remove(&s.email).await {
-        Ok(_) => {
-            tracing::info!(email = %s.email, "unsubscribed through the mail's link");
-            page(
-                StatusCode::OK,
-                "Unsubscribed",
-                &format!("{} gets no more alerts.", s.email),
-                None,
-            )
-        }
-        Err(e) => page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Still subscribed",
-            &format!("The store failed: {e}. Try again."),
-            None,
-        ),
-    }
+    link_action(&state, &q.token, Link::Unsubscribe).await
 }

@@ -36,6 +36,18 @@ pub async fn client() -> aws_sdk_sns::Client {
     aws_sdk_sns::Client::new(&config)
 }
 
+/// A new topic, `wildrydes-alerts-…`; its ARN.
+pub async fn create_topic(sns: &aws_sdk_sns::Client) -> String {
+    sns.create_topic()
+        .name(crate::support::kafka::unique("wildrydes-alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_owned()
+}
+
 /// One message published to a topic, as moto recorded it.
 #[derive(Debug, Clone)]
 pub struct Published {
