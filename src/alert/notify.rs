@@ -296,11 +296,17 @@ pub fn subject(changes: &[Change]) -> String {
             let firing = changes.iter().filter(|c| c.state == State::Firing).count();
             let resolved = changes.len() - firing;
             let _ = write!(s, "{firing} firing, {resolved} resolved:");
+            // Each unicorn once, in the order of its first change.
+            let mut named: Vec<&str> = Vec::new();
             for c in changes {
+                if named.contains(&c.name.as_str()) {
+                    continue;
+                }
                 if s.len() + c.name.len() + 2 > 90 {
                     s.push_str(" ...");
                     break;
                 }
+                named.push(&c.name);
                 let _ = write!(s, " {}", c.name);
             }
         }
@@ -356,4 +362,49 @@ pub fn text(changes: &[Change], dashboard: &str) -> String {
         let _ = writeln!(out, "The fleet, live: {dashboard}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Direction, Field, Value};
+
+    fn change(name: &str, state: State, value: i64) -> Change {
+        Change {
+            rule: "low-health".into(),
+            name: name.into(),
+            state,
+            field: Field::HealthPoints,
+            value: Value::Int(value),
+            threshold: 100.0,
+            direction: Direction::Below,
+            clear: 105.0,
+            status_time: 0,
+        }
+    }
+
+    #[test]
+    fn subjects_say_what_changed_in_under_100_characters() {
+        assert_eq!(
+            subject(&[change("Shadowfax", State::Firing, 99)]),
+            "FIRING low-health: Shadowfax HealthPoints 99 < 100"
+        );
+        assert_eq!(
+            subject(&[change("Shadowfax", State::Resolved, 106)]),
+            "RESOLVED low-health: Shadowfax HealthPoints 106 >= 105"
+        );
+        let flapping = [
+            change("Pegasus", State::Firing, 99),
+            change("Pegasus", State::Resolved, 105),
+            change("Arion", State::Firing, 90),
+        ];
+        assert_eq!(subject(&flapping), "2 firing, 1 resolved: Pegasus Arion");
+        let many: Vec<Change> = (0..100)
+            .map(|i| change(&format!("unicorn-{i}"), State::Firing, 1))
+            .collect();
+        let s = subject(&many);
+        assert!(s.len() < 100 && s.ends_with(" ..."), "{s}");
+        let long = change(&"🦄".repeat(40), State::Firing, 1);
+        assert!(subject(&[long]).len() < 100);
+    }
 }
