@@ -379,6 +379,20 @@ function renderAlerts() {
     ? recentChanges.map(a => '<li class="' + a.State + '" data-alert-id="' + esc(a.AlertId) + '" data-name="' + esc(a.Name) + '">' + esc(a.StatusTime.slice(11, 19)) + " " + esc(a.State) + " — " + esc(describeAlert(a)) + "</li>").join("")
     : '<li class="none">No changes yet.</li>';
 }
+// The changes before this page was opened (the live feed brings the later ones).
+function loadRecentAlerts() {
+  api("/api/alerts?state=all&limit=" + MAX_CHANGES)
+    .then(r => r.ok ? r.json() : [])
+    .then(list => {
+      for (const a of list) {
+        if (!recentChanges.some(c => c.AlertId === a.AlertId)) recentChanges.push(a);
+      }
+      recentChanges.sort((x, y) => x.StatusTime < y.StatusTime ? 1 : x.StatusTime > y.StatusTime ? -1 : 0);
+      recentChanges.length = Math.min(recentChanges.length, MAX_CHANGES);
+      dirtyAlerts = true;
+    })
+    .catch(() => {});
+}
 document.getElementById("alerts").addEventListener("click", e => {
   const li = e.target.closest("li[data-name]");
   if (li) { select(li.dataset.name); openPopup(li.dataset.name); }
@@ -457,7 +471,7 @@ function start() {
         ? "The service refused that token. Check web.read_token in its config (tokens are case-sensitive), or ask whoever runs it."
         : "");
     }
-    return r.json().then(c => { tileUrl = c.tile_url || ""; dirtyMap = true; connect(); });
+    return r.json().then(c => { tileUrl = c.tile_url || ""; dirtyMap = true; connect(); loadRecentAlerts(); });
   }).catch(() => setTimeout(start, 2000));
 }
 

@@ -310,6 +310,56 @@ async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_a
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `stampede subscribe` and `unsubscribe` without `[alerts.sns]`: the running service's
+/// built-in subscriptions, through its API with the admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stampede_subscribe_uses_the_running_services_subscriptions() {
+    let dir = temp_dir("alerts-cli");
+    let app = start(&dir, |c| {
+        smtp_config(c, 60);
+        c.web.token = "s3cret".into();
+    })
+    .await;
+    let url = format!("http://{}", app.addr);
+    let email = unique_address("cli");
+    let run = |args: &[&str], token: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+            .args(args)
+            .args(["--url", url.as_str()])
+            .env("STAMPEDE_WEB_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["subscribe", "--email", &email], "wrong");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("401"), "{err}");
+    let (code, out, err) = run(
+        &["subscribe", "--email", &email, "--rule", "low-magic"],
+        "s3cret",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("confirmation mail"), "{out}");
+    let mails = await_mails(&email, 30, "the confirmation mail", |m| !m.is_empty());
+    let link = path_of(&mails[0].link("/subscriptions/confirm"));
+    let (status, _) = request(app.addr, Method::POST, &link, Bytes::new(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (code, _, err) = run(&["subscribe", "--email", &email], "s3cret");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already subscribed"), "{err}");
+    let (code, _, err) = run(&["unsubscribe", "--email", &email], "s3cret");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["unsubscribe", "--email", &email], "s3cret");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no subscription"), "{err}");
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_subscription_requests_get_clear_reasons() {
     let dir = temp_dir("alerts-bad-subscriptions");

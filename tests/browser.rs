@@ -390,6 +390,15 @@ async fn the_demo_shows_alerts_firing_and_resolving() {
         resolved.as_array().unwrap().iter().any(|c| c == "firing"),
         "{resolved}"
     );
+    // A page opened later lists the changes made before it (from the API).
+    browser.goto(&format!("{}/", demo.url)).await;
+    browser
+        .until(
+            "the earlier changes after a reload",
+            "const n = arguments[0]; const c = [...document.querySelectorAll('#changes li[data-alert-id]')].filter(l => l.dataset.name === n).map(l => l.className); return c.includes('resolved') && c.includes('firing') ? c : null;",
+            json!([name]),
+        )
+        .await;
     // The API agrees with the page.
     let all = crate::support::process::http_get_json(&format!(
         "{}/api/alerts?state=all&name={name}",
