@@ -434,12 +434,11 @@ impl Alerts {
     #[inline]
     pub fn evaluate(&mut self, id: NameId, record: &Telemetry<'_>, out: &mut Vec<Change>) {
         let idx = id as usize;
-        if idx >= self.unicorns.len() {
-            self.grow(idx);
-        }
         let t = record.status_time;
         let Some(u) = self.unicorns.get_mut(idx) else {
-            return;
+            // A new unicorn (ids are dense): room for it, then the same again.
+            self.grow(idx);
+            return self.evaluate(id, record, out);
         };
         if t < u.newest {
             return;
