@@ -25,6 +25,14 @@
 //! crossing together make one mail per subscriber, not a thousand. A partition that hands off
 //! (its last barrier) gets its round at once, so that the next owner is not kept waiting.
 //! Channels pace themselves within a round (SNS: at most 10 publishes a second).
+//!
+//! # A channel that fails
+//!
+//! A round that a channel fails is retried with backoff, from that channel on (each channel
+//! remembers whom it reached), and the output is down on `/readyz` meanwhile. Changes go on
+//! being taken, so summaries and the dashboard are not held up by a mail server, until
+//! [`MAX_HELD`] changes are held: then the engines wait. The barriers behind unsent changes
+//! stay unanswered, so nothing is committed past them: a crash meanwhile loses nothing.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -104,6 +112,11 @@ pub fn spawn(
     tokio::spawn(run(settings, rx, health, give_up))
 }
 
+/// Changes held (received, not yet notified) before the alert output stops taking more and
+/// the engines wait: while a channel is down, the pipeline goes on (summaries, the dashboard)
+/// until this many pile up.
+pub const MAX_HELD: usize = 100_000;
+
 struct Notifier {
     settings: NotifySettings,
     /// Changes received that no barrier has followed yet.
@@ -112,12 +125,23 @@ struct Notifier {
     ready: Vec<Change>,
     /// Barriers to answer once the next round is over (only while `ready` is not empty).
     barriers: Vec<Barrier>,
+    /// The round being sent (retried while a channel fails), with the barriers it answers.
+    in_flight: Option<InFlight>,
     last_round: Option<Instant>,
     rounds: u64,
     /// A hand-off asked for a round now.
     hurry: bool,
     health: Health,
     give_up: CancellationToken,
+}
+
+/// A round under way: which channel it has reached, and when to try again after a failure.
+struct InFlight {
+    round: Round,
+    barriers: Vec<Barrier>,
+    channel: usize,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
 }
 
 async fn run(
@@ -131,6 +155,7 @@ async fn run(
         waiting: Vec::new(),
         ready: Vec::new(),
         barriers: Vec::new(),
+        in_flight: None,
         last_round: None,
         rounds: 0,
         hurry: false,
@@ -139,26 +164,44 @@ async fn run(
     };
     loop {
         let due = n.due();
+        let retry_at = n.in_flight.as_ref().and_then(|f| f.retry_at);
+        let may_start = n.in_flight.is_none() && !n.ready.is_empty();
+        // Past MAX_HELD the engines wait — unless nothing could be sent without more (changes
+        // that still wait for their barrier).
+        let may_take = n.held() < MAX_HELD || (n.in_flight.is_none() && n.ready.is_empty());
         tokio::select! {
-            item = rx.recv() => match item {
+            item = rx.recv(), if may_take => match item {
                 Some(item) => n.take(item),
                 None => break,
             },
-            () = tokio::time::sleep_until(due), if !n.ready.is_empty() => {
-                n.round().await;
+            () = tokio::time::sleep_until(due), if may_start => n.start_round(),
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+        }
+        n.go_on().await;
+        METRICS.alerts_pending.store(n.held() as i64, Relaxed);
+    }
+    // Shutdown: what was received still goes out (until shutdown gives up).
+    n.ready.append(&mut n.waiting);
+    loop {
+        if n.in_flight.is_none() {
+            if n.ready.is_empty() {
+                break;
+            }
+            n.start_round();
+        }
+        n.attempt().await;
+        if let Some(f) = &n.in_flight {
+            if n.give_up.is_cancelled() {
+                tracing::error!(changes = f.round.changes.len() + n.ready.len(), "stopping with alert notifications unsent: the next start re-reads and sends them");
+                // Barriers dropped unanswered: the checkpoints behind them are not committed.
+                break;
+            }
+            let at = f.retry_at.unwrap_or_else(Instant::now);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = n.give_up.cancelled() => {}
             }
         }
-        if n.hurry && !n.ready.is_empty() {
-            n.round().await;
-        }
-        METRICS
-            .alerts_pending
-            .store((n.waiting.len() + n.ready.len()) as i64, Relaxed);
-    }
-    // Shutdown: what was received still goes out.
-    n.ready.append(&mut n.waiting);
-    if !n.ready.is_empty() {
-        n.round().await;
     }
     METRICS.alerts_pending.store(0, Relaxed);
 }
@@ -170,6 +213,13 @@ impl Notifier {
             Some(at) => at + self.settings.group_interval,
             None => Instant::now(),
         }
+    }
+
+    /// Changes received and not yet notified.
+    fn held(&self) -> usize {
+        self.waiting.len()
+            + self.ready.len()
+            + self.in_flight.as_ref().map_or(0, |f| f.round.changes.len())
     }
 
     fn take(&mut self, item: Item) {
@@ -187,64 +237,93 @@ impl Notifier {
             }
             Item::Barrier(barrier) => {
                 self.ready.append(&mut self.waiting);
-                if self.ready.is_empty() {
-                    // Nothing to notify before it (and so no barrier waiting either).
-                    barrier.done();
-                } else {
-                    self.hurry |= barrier.last;
+                self.hurry |= barrier.last && !self.ready.is_empty();
+                if !self.ready.is_empty() {
                     self.barriers.push(barrier);
+                } else if let Some(f) = &mut self.in_flight {
+                    // What came before it is all in the round under way.
+                    f.barriers.push(barrier);
+                } else {
+                    // Nothing to notify before it.
+                    barrier.done();
                 }
             }
             Item::Summaries(_) | Item::DeadLetters(_) | Item::Records(_) => {}
         }
     }
 
-    /// Sends everything ready through every channel, retrying until each has it (or shutdown
-    /// gives up), then answers the barriers that waited for it.
-    async fn round(&mut self) {
+    /// Sends what may go now: the round under way when its retry is due, and, after a
+    /// hand-off's last barrier, the next one at once.
+    async fn go_on(&mut self) {
+        loop {
+            if self.in_flight.is_none() && self.hurry && !self.ready.is_empty() {
+                self.start_round();
+            }
+            let due = self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.retry_at.is_none_or(|at| at <= Instant::now()));
+            if !due {
+                return;
+            }
+            self.attempt().await;
+            if self.in_flight.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Makes everything ready the round under way, with the barriers that wait for it.
+    fn start_round(&mut self) {
         self.rounds += 1;
-        let round = Round {
-            number: self.rounds,
-            changes: std::mem::take(&mut self.ready),
+        self.hurry = false;
+        self.in_flight = Some(InFlight {
+            round: Round {
+                number: self.rounds,
+                changes: std::mem::take(&mut self.ready),
+            },
+            barriers: std::mem::take(&mut self.barriers),
+            channel: 0,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            retry_at: None,
+        });
+    }
+
+    /// Sends the round under way through the channels it has not reached yet. When one fails,
+    /// the round waits for its retry (changes go on being taken meanwhile); when all have it,
+    /// the barriers that waited for it are answered.
+    async fn attempt(&mut self) {
+        let Some(f) = &mut self.in_flight else {
+            return;
         };
         let started = Instant::now();
-        for channel in &mut self.settings.channels {
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-            loop {
-                self.health.busy(true);
-                let sent = channel.send(&round).await;
-                self.health.busy(false);
-                match sent {
-                    Ok(()) => {
-                        self.health.set(true);
-                        break;
+        while let Some(channel) = self.settings.channels.get_mut(f.channel) {
+            self.health.busy(true);
+            let sent = channel.send(&f.round).await;
+            self.health.busy(false);
+            match sent {
+                Ok(()) => {
+                    self.health.set(true);
+                    f.channel += 1;
+                    f.backoff.reset();
+                }
+                Err(e) => {
+                    self.health.failed(e.kind, &e);
+                    if e.kind == ErrorKind::Transient {
+                        tracing::warn!(channel = channel.name(), error = %e, retry_in = ?f.backoff.peek(), "alert notification failed; retrying");
+                        self.health.down(&e);
                     }
-                    Err(e) => {
-                        self.health.failed(e.kind, &e);
-                        if e.kind == ErrorKind::Transient {
-                            tracing::warn!(channel = channel.name(), error = %e, retry_in = ?backoff.peek(), "alert notification failed; retrying");
-                            self.health.down(&e);
-                        }
-                        if self.give_up.is_cancelled() {
-                            tracing::error!(channel = channel.name(), changes = round.changes.len(), "stopping with alert notifications unsent: the next start re-reads and sends them");
-                            // Dropped unanswered: the checkpoints behind them are not committed.
-                            self.barriers.clear();
-                            return;
-                        }
-                        tokio::select! {
-                            () = backoff.wait() => {}
-                            () = self.give_up.cancelled() => {}
-                        }
-                    }
+                    f.retry_at = Some(Instant::now() + f.backoff.next_wait());
+                    return;
                 }
             }
         }
-        tracing::debug!(changes = round.changes.len(), took = ?started.elapsed(), "alert round sent");
-        self.last_round = Some(Instant::now());
-        self.hurry = false;
-        for barrier in self.barriers.drain(..) {
+        tracing::debug!(changes = f.round.changes.len(), took = ?started.elapsed(), "alert round sent");
+        for barrier in f.barriers.drain(..) {
             barrier.done();
         }
+        self.in_flight = None;
+        self.last_round = Some(Instant::now());
     }
 }
 
