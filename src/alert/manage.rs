@@ -120,7 +120,11 @@ async fn built_in(
         ),
         Action::Unsubscribe { email } => (
             Method::DELETE,
-            format!("{base}/api/subscriptions/{}", percent(email)),
+            {
+                let mut segment = String::new();
+                crate::alert::percent_encode(&mut segment, email);
+                format!("{base}/api/subscriptions/{segment}")
+            },
             String::new(),
         ),
     };
@@ -157,17 +161,4 @@ async fn built_in(
         Action::Subscribe { email, .. } => format!("{email}: {said}"),
         Action::Unsubscribe { email } => format!("unsubscribed {email}"),
     })
-}
-
-/// An address as a path segment.
-fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

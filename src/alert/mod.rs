@@ -89,7 +89,7 @@ impl Field {
 
 /// Appends `s` with every byte outside `[A-Za-z0-9._-]` as `%XX`, so that names keep clear of
 /// the separators of checkpoint text.
-fn percent_encode(out: &mut String, s: &str) {
+pub(crate) fn percent_encode(out: &mut String, s: &str) {
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
             out.push(b as char);

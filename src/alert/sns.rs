@@ -154,11 +154,10 @@ where
         }
         _ => ErrorKind::Transient,
     };
-    let message = match e.message() {
-        Some(m) => format!("SNS {code}: {m}"),
-        None => format!("SNS: {}", aws_sdk_sns::error::DisplayErrorContext(e)),
-    };
-    SendError { kind, message }
+    SendError {
+        kind,
+        message: format!("SNS: {}", crate::aws::describe(e)),
+    }
 }
 
 /// `stampede subscribe` with `[alerts.sns]`: an e-mail subscription to the topic, filtered by
