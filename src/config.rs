@@ -579,6 +579,7 @@ impl Config {
                 "alert e-mail subscriptions in a DynamoDB store need a table",
             ));
         }
+        self.check_mail_links()?;
         if self.summary_stream.kind == StreamKind::Kinesis {
             crate::kinesis::check_stream(&self.summary_stream.stream)
                 .map_err(|m| value_error("summary_stream.stream", m))?;
@@ -829,6 +830,35 @@ impl Config {
             });
         }
         Ok(rules)
+    }
+
+    /// The links in alert mails must reach this service: `alerts.smtp.public_url` is an
+    /// `http(s)://` URL, and is needed when `web.listen` names no host a mail reader could
+    /// reach (`0.0.0.0`, `[::]`).
+    fn check_mail_links(&self) -> Result<(), ConfigError> {
+        let smtp = &self.alerts.smtp;
+        if smtp.server.is_empty() {
+            return Ok(());
+        }
+        if smtp.public_url.is_empty() {
+            if self.listen_addr()?.ip().is_unspecified() {
+                return Err(value_error(
+                    "alerts.smtp.public_url",
+                    format!(
+                        "needed with web.listen = {:?}: the links in mails would point at no host; set the URL people reach this service at, e.g. https://stampede.example.com",
+                        self.web.listen
+                    ),
+                ));
+            }
+        } else if !(smtp.public_url.starts_with("http://")
+            || smtp.public_url.starts_with("https://"))
+        {
+            return Err(value_error(
+                "alerts.smtp.public_url",
+                format!("{:?} is not an http:// or https:// URL", smtp.public_url),
+            ));
+        }
+        Ok(())
     }
 
     /// `web.listen` as an address.
@@ -1082,6 +1112,16 @@ public_url = ""              # base of the links in mails; default http://<web.l
         assert!(e(&[("STAMPEDE_WINDOW_SIZE_SECS", "0")]).contains("window.size_secs"));
         assert!(e(&[("STAMPEDE_WEB_COLOUR", "red")]).contains("STAMPEDE_WEB_COLOUR"));
         assert!(e(&[("STAMPEDE_ALERTS_SMTP_PORT", "25")]).contains("names no configuration key"));
+        let everywhere = [
+            ("STAMPEDE_ALERTS_SMTP_SERVER", "smtp://127.0.0.1:25"),
+            ("STAMPEDE_WEB_LISTEN", "0.0.0.0:8080"),
+        ];
+        assert!(e(&everywhere).contains("alerts.smtp.public_url: needed with web.listen"));
+        assert!(e(&[
+            ("STAMPEDE_ALERTS_SMTP_SERVER", "smtp://127.0.0.1:25"),
+            ("STAMPEDE_ALERTS_SMTP_PUBLIC_URL", "stampede.example.com"),
+        ])
+        .contains("not an http:// or https:// URL"));
         assert!(e(&[("STAMPEDE_ALERTS_SMTP", "x")]).contains("names no configuration key"));
         // A section this build does not have is refused, not ignored; tool variables pass.
         let archive = e(&[("STAMPEDE_ARCHIVE_KIND", "dir")]);
