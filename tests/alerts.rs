@@ -398,6 +398,10 @@ async fn bad_subscription_requests_get_clear_reasons() {
     }
     let (status, text) = post(ok, Some("s3cret")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    // Asking again at once mails no second confirmation.
+    let (status, text) = post(ok, Some("s3cret")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert!(text.contains("less than a minute ago"), "{text}");
     let (status, text) = post(r#"{"email":"second@example.com"}"#, Some("s3cret")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{text}");
     assert!(text.contains("alerts.max_subscriptions"), "{text}");

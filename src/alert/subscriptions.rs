@@ -28,6 +28,11 @@ const LIST: &str = "subscriptions";
 pub const MAX_EMAIL: usize = 254;
 /// Names or rules in one filter, at most.
 pub const MAX_FILTER: usize = 100;
+/// A pending subscription's link works this long (SNS's confirmation tokens: three days);
+/// after it, the subscription neither counts toward the limit nor can be confirmed.
+pub const PENDING_FOR_MS: Millis = 3 * 86_400_000;
+/// Another confirmation mail to the same pending address no sooner than this.
+pub const RESEND_AFTER_MS: Millis = 60_000;
 
 /// One subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +52,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Pending for longer than [`PENDING_FOR_MS`]: as good as absent.
+    fn expired(&self, now: Millis) -> bool {
+        !self.confirmed && now.saturating_sub(self.created) > PENDING_FOR_MS
+    }
+
     /// `pending` or `confirmed`.
     pub fn state(&self) -> &'static str {
         if self.confirmed {
@@ -67,7 +77,7 @@ impl Subscription {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Refused {
-    /// 400, 409 or 500.
+    /// 400, 409, 429 or 500.
     pub status: u16,
     /// In words.
     pub reason: String,
@@ -234,9 +244,11 @@ impl Subscriptions {
         if token.is_empty() {
             return None;
         }
+        let now = now_ms();
         self.lock()
             .iter()
             .find(|s| crate::web::guard::constant_time_eq(s.token.as_bytes(), token.as_bytes()))
+            .filter(|s| !s.expired(now))
             .cloned()
     }
 
@@ -261,7 +273,8 @@ impl Subscriptions {
     ///
     /// # Errors
     /// [`Refused`]: 400 for a bad address, rule or filter, 409 when the address is already
-    /// confirmed or the limit is reached; 500 when the store fails.
+    /// confirmed or the limit is reached, 429 when its confirmation went less than a minute
+    /// ago; 500 when the store fails.
     pub async fn subscribe(
         &self,
         email: &str,
@@ -303,6 +316,8 @@ impl Subscriptions {
         }
         {
             let all = self.lock();
+            let now = now_ms();
+            let live = all.iter().filter(|s| !s.expired(now)).count();
             match all.iter().find(|s| s.email.eq_ignore_ascii_case(email)) {
                 Some(s) if s.confirmed => {
                     return Err(refused(
@@ -312,8 +327,17 @@ impl Subscriptions {
                         ),
                     ))
                 }
+                // Not a way to flood someone's mailbox with confirmations.
+                Some(s) if now.saturating_sub(s.created) < RESEND_AFTER_MS => {
+                    return Err(refused(
+                        429,
+                        format!(
+                            "a confirmation mail went to {email} less than a minute ago: follow its link, or ask again in a minute"
+                        ),
+                    ))
+                }
                 Some(_) => {}
-                None if all.len() >= self.max => {
+                None if live >= self.max => {
                     return Err(refused(
                         409,
                         format!(

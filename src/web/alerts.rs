@@ -127,9 +127,13 @@ pub(super) async fn subscribe(
     };
     if let Err(e) = mailer.confirmation(&s).await {
         tracing::warn!(error = %e, "confirmation mail not sent");
+        // Nothing half done: the same request may simply be sent again.
+        if let Err(e) = subs.remove(&s.email).await {
+            tracing::warn!(error = %e, "a pending subscription whose mail failed is left in the store");
+        }
         return error(
             StatusCode::BAD_GATEWAY,
-            format!("the subscription is pending, but its confirmation mail could not be sent ({e}); POST again to retry"),
+            format!("the confirmation mail could not be sent ({e}); nothing was subscribed, POST again to retry"),
         );
     }
     tracing::info!(email = %s.email, "subscription pending; confirmation mail sent");
