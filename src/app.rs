@@ -18,8 +18,9 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::archive::target::Target;
 use crate::backoff::Backoff;
-use crate::config::{Config, SourceKind, StoreKind, StreamKind};
+use crate::config::{ArchiveKind, Config, SourceKind, StoreKind, StreamKind};
 use crate::hub::{Hub, HubSettings};
 use crate::kafka::Observed;
 use crate::kinesis::ShardsError;
@@ -103,6 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         public_url(&config, local, tls.is_some()),
     )
     .await?;
+    let archive = archive_output(&config, &aws, &mut outputs).await?;
     let fanout = outputs.fanout();
     let mut connections: Vec<(&'static str, Health)> = outputs.health();
 
@@ -226,6 +228,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             usize::try_from(config.web.max_ws_clients).unwrap_or(10_000),
         )),
         alerts: alerts_web,
+        query: crate::web::query::QueryWeb::new(archive, crate::web::query::LIMITS),
     };
     let web_stop = CancellationToken::new();
     let routes = router(state, guard);
@@ -361,6 +364,62 @@ async fn store_output(
         health,
     );
     Ok(stores)
+}
+
+/// The archive output (CONTRACT §8), when `archive.kind` is not `none`; returns where it writes
+/// (for queries). Fails at start when the directory cannot be made or the bucket reached.
+async fn archive_output(
+    config: &Config,
+    aws: &AwsConfig,
+    outputs: &mut Outputs,
+) -> anyhow::Result<Option<Target>> {
+    let section = &config.archive;
+    let (target, key) = match section.kind {
+        ArchiveKind::None => return Ok(None),
+        ArchiveKind::Dir => (
+            Target::Dir(std::path::PathBuf::from(&section.path)),
+            "archive.path",
+        ),
+        ArchiveKind::S3 => {
+            let store = crate::archive::target::s3_store(aws_config(aws).await, &section.bucket)
+                .context(
+                    "cannot make an S3 client (archive.bucket; AWS_REGION, AWS_ENDPOINT_URL_S3)",
+                )?;
+            let target = Target::S3 {
+                store,
+                bucket: section.bucket.clone(),
+                prefix: section.prefix.clone(),
+            };
+            (target, "archive.bucket")
+        }
+    };
+    target
+        .prepare()
+        .await
+        .with_context(|| format!("cannot write the archive at {} ({key})", target.describe()))?;
+    let rx = outputs.add(
+        "archive",
+        Interest {
+            records: true,
+            ..Interest::default()
+        },
+    );
+    let health = Health::new("archive");
+    let settings = crate::archive::output::Settings {
+        layout: section.layout,
+        format: section.format,
+        buffer_bytes: usize::try_from(section.buffer_bytes).unwrap_or(usize::MAX),
+        buffer_age: std::time::Duration::from_secs(section.buffer_secs),
+    };
+    let output = crate::archive::output::ArchiveOutput::new(
+        target.clone(),
+        settings,
+        health.clone(),
+        outputs.give_up(),
+    );
+    outputs.run("archive", tokio::spawn(output.run(rx)), health);
+    tracing::info!(target = %target.describe(), layout = ?section.layout, format = ?section.format, "archive: on");
+    Ok(Some(target))
 }
 
 /// The base of the links in alert mails: `alerts.smtp.public_url`, else this service's own

@@ -54,6 +54,43 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Remove an e-mail address's alert subscription (SNS or built-in, as for subscribe).
     Unsubscribe(UnsubscribeArgs),
+    /// Ad-hoc SQL over the archive (table wildrydes) and the stored summaries (table summaries).
+    ///
+    /// wildrydes has the workshop's Athena columns: name, statustime (a timestamp), latitude,
+    /// longitude, distance, healthpoints, magicpoints; summaries has name, statustime (window
+    /// start), windowend, distance, minmagicpoints, maxmagicpoints, minhealthpoints,
+    /// maxhealthpoints, records, revision. Unquoted names are case-insensitive, as in Athena.
+    /// Only queries run: nothing can be created, changed or written. The workshop's queries are
+    /// in queries/*.sql.
+    ///
+    /// Example: stampede query "SELECT name, SUM(distance) AS TotalDistance FROM wildrydes
+    /// GROUP BY name"
+    Query(QueryArgs),
+}
+
+/// `stampede query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL to run (or --file).
+    #[arg(
+        value_name = "SQL",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub sql: Option<String>,
+    /// Read the SQL from this file, e.g. queries/total-distance.sql.
+    #[arg(long, short, value_name = "FILE.sql")]
+    pub file: Option<PathBuf>,
+    /// The archive: a directory, or s3://BUCKET/PREFIX (AWS_REGION, AWS_ENDPOINT_URL_S3).
+    /// Default: [archive] of the configuration, else ./stampede-archive.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub archive: Option<String>,
+    /// How to print the rows: an aligned table, CSV, or JSON (one object per row).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::query::Format,
+    /// The service's configuration (its [archive] and [store]), as for serve.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `stampede subscribe`.

@@ -30,6 +30,80 @@ pub struct Config {
     pub web: WebConfig,
     /// Alert rules (CONTRACT §7).
     pub alerts: AlertsConfig,
+    /// The raw archive (CONTRACT §8).
+    pub archive: ArchiveConfig,
+}
+
+/// Where the raw archive goes (`archive.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    /// No archive.
+    #[default]
+    None,
+    /// A directory (`archive.path`).
+    Dir,
+    /// An S3 bucket (`archive.bucket`, `archive.prefix`).
+    S3,
+}
+
+/// How archive objects are laid out under hourly prefixes (`archive.layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveLayout {
+    /// `YYYY/MM/DD/HH/wildrydes-1-…`, as Firehose writes.
+    #[default]
+    Firehose,
+    /// `dt=YYYY-MM-DD/hour=HH/…`, partitions Athena, Spark and DataFusion prune on.
+    Hive,
+}
+
+/// What archive objects hold (`archive.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveFormat {
+    /// The records' bytes as received, one per line.
+    #[default]
+    Ndjson,
+    /// Typed columns, zstd.
+    Parquet,
+}
+
+/// `[archive]` of CONTRACT §8.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// none, dir or s3.
+    pub kind: ArchiveKind,
+    /// dir: the directory.
+    pub path: String,
+    /// s3: the bucket.
+    pub bucket: String,
+    /// s3: the key prefix.
+    pub prefix: String,
+    /// firehose or hive.
+    pub layout: ArchiveLayout,
+    /// ndjson or parquet.
+    pub format: ArchiveFormat,
+    /// An object is written once it holds this many bytes...
+    pub buffer_bytes: u64,
+    /// ... or its first record has waited this long.
+    pub buffer_secs: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            kind: ArchiveKind::None,
+            path: "./stampede-archive".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            layout: ArchiveLayout::Firehose,
+            format: ArchiveFormat::Ndjson,
+            buffer_bytes: 5 << 20,
+            buffer_secs: 60,
+        }
+    }
 }
 
 /// The `[alerts]` section: the rules evaluated per record.
@@ -441,6 +515,16 @@ topic_arn = ""                  # e.g. arn:aws:sns:us-east-1:123456789012:wildry
 server = ""                     # smtp://HOST:PORT (plain) or smtps://HOST:PORT; STAMPEDE_SMTP_USER / STAMPEDE_SMTP_PASSWORD
 from = "Stampede <alerts@localhost>"  # the sender
 public_url = ""                 # base of the links in mails; default http://<web.listen>
+
+[archive]                       # every accepted record, kept for SQL (stampede query) and other tools
+kind = "none"                   # none | dir | s3 (AWS_REGION, AWS_ENDPOINT_URL_S3)
+path = "./stampede-archive"     # dir: the directory
+bucket = ""                     # s3: the bucket
+prefix = ""                     # s3: key prefix, e.g. "wildrydes/"
+layout = "firehose"             # firehose (YYYY/MM/DD/HH/wildrydes-1-...) | hive (dt=YYYY-MM-DD/hour=HH/...)
+format = "ndjson"               # ndjson (the records' bytes as received) | parquet (typed columns, zstd)
+buffer_bytes = 5242880          # an object is written at this size...
+buffer_secs = 60                # ... or when its oldest record has waited this long
 "#;
 
 /// A configuration that cannot work: exit 2 with this message.
@@ -580,6 +664,7 @@ impl Config {
             ));
         }
         self.check_mail_links()?;
+        self.check_archive()?;
         if self.summary_stream.kind == StreamKind::Kinesis {
             crate::kinesis::check_stream(&self.summary_stream.stream)
                 .map_err(|m| value_error("summary_stream.stream", m))?;
@@ -835,6 +920,43 @@ impl Config {
     /// The links in alert mails must reach this service: `alerts.smtp.public_url` is an
     /// `http(s)://` URL, and is needed when `web.listen` names no host a mail reader could
     /// reach (`0.0.0.0`, `[::]`).
+    fn check_archive(&self) -> Result<(), ConfigError> {
+        let archive = &self.archive;
+        match archive.kind {
+            ArchiveKind::None => return Ok(()),
+            ArchiveKind::Dir if archive.path.trim().is_empty() => {
+                return Err(value_error(
+                    "archive.path",
+                    "the directory archive needs a path",
+                ))
+            }
+            ArchiveKind::S3 => {
+                crate::archive::check_bucket(&archive.bucket)
+                    .map_err(|m| value_error("archive.bucket", m))?;
+                if archive.prefix.starts_with('/') {
+                    return Err(value_error(
+                        "archive.prefix",
+                        "an S3 key prefix does not start with /",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if !((64 << 10)..=(1 << 30)).contains(&archive.buffer_bytes) {
+            return Err(value_error(
+                "archive.buffer_bytes",
+                "must be between 65536 (64 KiB) and 1073741824 (1 GiB)",
+            ));
+        }
+        if !(1..=900).contains(&archive.buffer_secs) {
+            return Err(value_error(
+                "archive.buffer_secs",
+                "must be between 1 and 900 (Firehose's limits)",
+            ));
+        }
+        Ok(())
+    }
+
     fn check_mail_links(&self) -> Result<(), ConfigError> {
         let smtp = &self.alerts.smtp;
         if smtp.server.is_empty() {
@@ -1124,8 +1246,14 @@ public_url = ""              # base of the links in mails; default http://<web.l
         .contains("not an http:// or https:// URL"));
         assert!(e(&[("STAMPEDE_ALERTS_SMTP", "x")]).contains("names no configuration key"));
         // A section this build does not have is refused, not ignored; tool variables pass.
-        let archive = e(&[("STAMPEDE_ARCHIVE_KIND", "dir")]);
-        assert!(archive.contains("STAMPEDE_ARCHIVE_KIND") && archive.contains("[archive]"));
+        let lake = e(&[("STAMPEDE_LAKE_KIND", "dir")]);
+        assert!(lake.contains("STAMPEDE_LAKE_KIND") && lake.contains("[lake]"));
+        assert!(e(&[("STAMPEDE_ARCHIVE_KIND", "s3")]).contains("archive.bucket"));
+        assert!(e(&[
+            ("STAMPEDE_ARCHIVE_KIND", "dir"),
+            ("STAMPEDE_ARCHIVE_BUFFER_SECS", "0")
+        ])
+        .contains("archive.buffer_secs"));
         assert!(Config::load(
             None,
             [

@@ -73,6 +73,7 @@ pub async fn run_fleet(
                 payload,
                 records,
                 positions: Vec::new(),
+                sequences: Vec::new(),
                 reply: None,
             })
             .await

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! source ──► decode ──► window (pipeline) ──► output::Fanout ──► store | summary stream |
-//!                                                                dead-letter stream | hub ──► web
+//!                                                                dead-letter stream | archive |
+//!                                                                alerts | hub ──► web
 //! ```
 //!
 //! Records and time
@@ -29,6 +30,8 @@
 //! * [`output`] — the fan-out and every output after the engine: the store (embedded or
 //!   DynamoDB), the summary and dead-letter streams (Kafka or Kinesis).
 //! * [`hub`] — live fleet state and WebSocket fan-out (the output never waited for).
+//! * [`archive`] — the raw archive (directory or S3, NDJSON or Parquet, exactly once) and
+//!   [`query`], ad-hoc SQL over it and the store (DataFusion).
 //!
 //! Web
 //! * [`web`] — HTTP ingest, API, `/ws`, metrics and the dashboard.
@@ -55,6 +58,8 @@ pub mod pipeline;
 pub mod window;
 
 pub mod alert;
+pub mod archive;
+pub mod query;
 
 pub mod hub;
 pub mod output;

@@ -23,6 +23,9 @@ use stampede::record::RejectReason;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Two rustls providers are built (aws-lc-rs for ours and the AWS SDK's, ring for the S3
+    // client's); a library asking for the process default gets ours.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Aggregate(args) => run_aggregate(&args),
@@ -48,6 +51,9 @@ fn main() -> ExitCode {
                 stampede::alert::manage::run(&config, args.url.as_deref(), &action)
             })
             .map(|said| println!("{said}")),
+        Command::Query(args) => Config::load(args.config.as_deref(), std::env::vars())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| stampede::query::command(&config, &args)),
         Command::PrintConfig => {
             print!("{DEFAULT_TOML}");
             Ok(())

@@ -73,6 +73,16 @@ pub struct Metrics {
     pub alerts_pending: AtomicI64,
     /// Built-in e-mail subscriptions: `[pending, confirmed]`.
     pub subscriptions: [AtomicI64; 2],
+    /// Archive objects written.
+    pub archive_objects: AtomicU64,
+    /// Records in the archive objects written.
+    pub archive_records: AtomicU64,
+    /// Bytes of the archive objects written.
+    pub archive_bytes: AtomicU64,
+    /// Objects a replay found already written (after a crash or a move).
+    pub archive_found: AtomicU64,
+    /// Bytes of records buffered for the archive.
+    pub archive_buffered: AtomicI64,
 }
 
 /// The channels of `stampede_notifications_total`, in the order of its arrays.
@@ -144,6 +154,11 @@ pub static METRICS: Metrics = Metrics {
     notifications_failed: [ZERO; 2],
     alerts_pending: AtomicI64::new(0),
     subscriptions: [AtomicI64::new(0), AtomicI64::new(0)],
+    archive_objects: ZERO,
+    archive_records: ZERO,
+    archive_bytes: ZERO,
+    archive_found: ZERO,
+    archive_buffered: AtomicI64::new(0),
 };
 
 impl Metrics {
@@ -272,6 +287,15 @@ impl Metrics {
                 );
             }
         }
+        for (name, help, v) in [
+            ("stampede_archive_objects_total", "Archive objects written.", &self.archive_objects),
+            ("stampede_archive_records_total", "Records in the archive objects written.", &self.archive_records),
+            ("stampede_archive_bytes_total", "Bytes of the archive objects written.", &self.archive_bytes),
+            ("stampede_archive_found_total", "Archive objects a replay found already written (after a crash or a partition move), whose records it did not write again.", &self.archive_found),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        let _ = writeln!(s, "# HELP stampede_archive_buffered_bytes Bytes of records waiting to be written to the archive.\n# TYPE stampede_archive_buffered_bytes gauge\nstampede_archive_buffered_bytes {}", self.archive_buffered.load(Relaxed));
         let _ = writeln!(s, "# HELP stampede_alerts_pending Alert changes waiting to be notified.\n# TYPE stampede_alerts_pending gauge\nstampede_alerts_pending {}", self.alerts_pending.load(Relaxed));
         let _ = writeln!(s, "# HELP stampede_subscriptions Built-in e-mail subscriptions, by state.\n# TYPE stampede_subscriptions gauge");
         for (state, v) in [

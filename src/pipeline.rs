@@ -55,6 +55,9 @@ pub struct Batch {
     /// The source position of each record (Kafka offsets), increasing; empty when the source
     /// has none (HTTP, file) and the partition numbers its records itself.
     pub positions: Vec<u64>,
+    /// Kinesis: each record's sequence number, the one name of a record that is the same for
+    /// every reader (positions count from a checkpoint); empty for other sources.
+    pub sequences: Vec<String>,
     /// Where to report the outcome (HTTP ingest waits for it).
     pub reply: Option<oneshot::Sender<Outcome>>,
 }
@@ -101,7 +104,7 @@ pub struct CommitRequest {
     pub checkpoint: Checkpoint,
     /// One per durable output: each resolves once what was sent before it is durable there; a
     /// closed one (the output gave up) means the checkpoint must not be committed.
-    pub stored: Vec<oneshot::Receiver<()>>,
+    pub stored: Vec<crate::output::Answered>,
 }
 
 /// The latest record of one unicorn, kept beside the engine until the next live flush.
@@ -131,9 +134,9 @@ struct Partition {
     shared_name: std::sync::Arc<str>,
     alerts: Option<Alerts>,
     changes: Vec<Change>,
-    /// After a resume: records up to this position are accounted for in the checkpoint's alert
-    /// state (only their time is noted).
-    alerts_through: Option<u64>,
+    /// After a resume: records up to this position are accounted for by the checkpoint (its
+    /// alert state; the archive holds them): they are re-read only for their windows.
+    resumed_through: Option<u64>,
 }
 
 /// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
@@ -153,9 +156,8 @@ pub async fn run(
     };
     // Alert rules are evaluated when alerts are on (the fan-out then has an alert output).
     let mut alerts = out.alert_rules().map(Alerts::new);
-    let mut alerts_through = None;
+    let resumed_through = resume.and_then(|c| c.last_position);
     if let (Some(alerts), Some(checkpoint)) = (alerts.as_mut(), resume) {
-        alerts_through = checkpoint.last_position;
         if let Some(text) = &checkpoint.alerts {
             if let Err(e) = alerts.restore(text) {
                 tracing::error!(partition = %spec.name, error = %e, "starting without alert state: changes before this may be notified again");
@@ -181,7 +183,7 @@ pub async fn run(
         forgotten: Forgotten::default(),
         alerts,
         changes: Vec::new(),
-        alerts_through,
+        resumed_through,
     };
     if let Some(alerts) = &p.alerts {
         let firing = alerts.firing(|id| p.engine.name(id));
@@ -234,7 +236,7 @@ pub async fn run(
 }
 
 impl Partition {
-    async fn process(&mut self, batch: Batch) {
+    async fn process(&mut self, mut batch: Batch) {
         let now = now_ms();
         let mut outcome = Outcome::default();
         let mut dead = Vec::new();
@@ -255,6 +257,8 @@ impl Partition {
             payload: batch.payload.clone(),
             ranges: Vec::with_capacity(batch.records.len()),
             positions: Vec::with_capacity(batch.records.len()),
+            times: Vec::with_capacity(batch.records.len()),
+            sequences: Vec::new(),
         });
         for (index, range) in batch.records.iter().enumerate() {
             let position = batch
@@ -276,7 +280,7 @@ impl Partition {
                 remember(&mut self.live, &mut self.live_dirty, id, &record);
                 if let Some(alerts) = &mut self.alerts {
                     if self
-                        .alerts_through
+                        .resumed_through
                         .is_some_and(|through| position <= through)
                     {
                         alerts.observe(id, &record);
@@ -284,15 +288,20 @@ impl Partition {
                         alerts.evaluate(id, &record, &mut self.changes);
                     }
                 }
-                Ok(accepted)
+                Ok((accepted, record.status_time))
             });
             match result {
-                Ok(accepted) => {
+                Ok((accepted, status_time)) => {
                     outcome.accepted += 1;
                     late += u64::from(accepted == Accepted::Late);
-                    if let Some(kept) = &mut kept {
+                    let resumed = self.resumed_through.is_some_and(|t| position <= t);
+                    if let Some(kept) = kept.as_mut().filter(|_| !resumed) {
                         kept.ranges.push(range.clone());
                         kept.positions.push(position);
+                        kept.times.push(status_time);
+                        if let Some(sequence) = batch.sequences.get_mut(index) {
+                            kept.sequences.push(std::mem::take(sequence));
+                        }
                     }
                 }
                 Err(reject) => {
@@ -436,7 +445,7 @@ impl Partition {
         if checkpoint.resume_position().is_none() || (unchanged && !handing_off) {
             return;
         }
-        let stored = self.out.barrier(handing_off).await;
+        let stored = self.out.barrier(&self.shared_name, handing_off).await;
         let request = CommitRequest {
             slot: durable.slot,
             checkpoint: checkpoint.clone(),

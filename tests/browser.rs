@@ -332,6 +332,7 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
             records: std::iter::once(0..payload.len()).collect(),
             payload,
             positions: Vec::new(),
+            sequences: Vec::new(),
             reply: Some(reply),
         })
         .await

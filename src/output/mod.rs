@@ -71,22 +71,48 @@ pub struct Records {
     pub ranges: Vec<Range<usize>>,
     /// The source position of each accepted record.
     pub positions: Vec<u64>,
+    /// The `StatusTime` of each accepted record (epoch ms).
+    pub times: Vec<Millis>,
+    /// Kinesis: the sequence number of each accepted record; empty for other sources.
+    pub sequences: Vec<String>,
 }
 
 /// A request to say when everything received before it is durable. Dropping it unanswered means
 /// the output gave up: the checkpoint behind it is not committed.
 #[derive(Debug)]
 pub struct Barrier {
-    tx: oneshot::Sender<()>,
+    tx: oneshot::Sender<Answer>,
+    /// The partition whose checkpoint waits for it.
+    pub partition: Arc<str>,
     /// The partition is handing off or ending: an output holding items back (the alert
     /// notifier grouping changes) sends them now rather than at its next round.
     pub last: bool,
 }
 
+/// How an output answers a [`Barrier`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Everything received before the barrier is durable: its checkpoint may be committed.
+    Durable,
+    /// Not a point this output can resume from (the archive: the barrier fell inside an object
+    /// it wrote whole); a later barrier of the partition will be. Its checkpoint is skipped,
+    /// quietly.
+    Skip,
+}
+
+/// What a source holds for one output's answer to one barrier.
+pub type Answered = oneshot::Receiver<Answer>;
+
 impl Barrier {
     /// Everything received before this barrier is durable.
     pub fn done(self) {
-        let _ = self.tx.send(());
+        let _ = self.tx.send(Answer::Durable);
+    }
+
+    /// The checkpoint behind this barrier must not be committed, though nothing failed (see
+    /// [`Answer::Skip`]).
+    pub fn skip(self) {
+        let _ = self.tx.send(Answer::Skip);
     }
 }
 
@@ -367,16 +393,21 @@ impl Fanout {
         }
     }
 
-    /// Sends a barrier to every durable output; each receiver resolves once that output has
-    /// made everything before it durable, or closes if the output gave up. `last`: the
+    /// Sends a barrier of `partition` to every durable output; each receiver resolves once that
+    /// output has made everything before it durable, or closes if the output gave up. `last`: the
     /// partition's last one before it hands off or ends (see [`Barrier::last`]).
-    pub async fn barrier(&self, last: bool) -> Vec<oneshot::Receiver<()>> {
+    pub async fn barrier(&self, partition: &Arc<str>, last: bool) -> Vec<Answered> {
         let mut answers = Vec::with_capacity(self.durable.len());
         for output in self.durable.iter() {
             let (tx, rx) = oneshot::channel();
+            let partition = Arc::clone(partition);
             if output
                 .tx
-                .send(Item::Barrier(Barrier { tx, last }))
+                .send(Item::Barrier(Barrier {
+                    tx,
+                    partition,
+                    last,
+                }))
                 .await
                 .is_err()
             {
@@ -566,7 +597,7 @@ mod tests {
         assert!(!fanout.wants_records());
         fanout.summaries(vec![summary("a")]).await;
         fanout.dead_letters(vec![dead()]).await;
-        let answers = fanout.barrier(false).await;
+        let answers = fanout.barrier(&"0".into(), false).await;
         assert_eq!(answers.len(), 2, "one barrier per durable output");
 
         let kinds = |rx: &mut mpsc::Receiver<Item>| {
@@ -597,7 +628,7 @@ mod tests {
         let (first, second) = (answers.next().unwrap(), answers.next().unwrap());
         store_barrier.unwrap().done();
         drop(dlq_barrier);
-        assert!(first.await.is_ok());
+        assert_eq!(first.await, Ok(Answer::Durable));
         assert!(second.await.is_err(), "a dropped barrier is not an answer");
     }
 
@@ -627,6 +658,8 @@ mod tests {
                 payload: Bytes::from_static(b"ab"),
                 ranges: vec![0..1, 1..2],
                 positions: vec![7, 8],
+                times: vec![0, 0],
+                sequences: Vec::new(),
             })
             .await;
         assert!(matches!(archive.try_recv(), Ok(Item::Records(r)) if r.positions == [7, 8]));

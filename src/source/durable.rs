@@ -20,7 +20,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::output::Fanout;
+use crate::output::{Answer, Fanout};
 use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec};
 use crate::window::{Checkpoint, WindowConfig};
 
@@ -206,7 +206,7 @@ impl Commits {
 
     /// Without waiting: per slot, its newest checkpoint whose barriers have all returned.
     /// Checkpoints an output gave up on (a barrier dropped unanswered: what came before it may
-    /// not be stored) are dropped; they are never committed.
+    /// not be stored) or skipped ([`Answer::Skip`]) are dropped; they are never committed.
     pub fn ready(&mut self) -> Vec<Ready> {
         self.collect();
         let mut ready: Vec<Ready> = Vec::new();
@@ -214,8 +214,13 @@ impl Commits {
         self.pending.retain_mut(|(seq, request)| {
             let mut done = true;
             let mut failed = false;
+            let mut skipped = false;
             request.stored.retain_mut(|rx| match rx.try_recv() {
-                Ok(()) => false,
+                Ok(Answer::Durable) => false,
+                Ok(Answer::Skip) => {
+                    skipped = true;
+                    false
+                }
                 Err(TryRecvError::Empty) => {
                     done = false;
                     true
@@ -227,6 +232,10 @@ impl Commits {
             });
             if failed {
                 abandoned += 1;
+                return false;
+            }
+            if skipped {
+                // Not a point some output can resume from; a later checkpoint will be.
                 return false;
             }
             if done {
@@ -279,8 +288,15 @@ impl Commits {
             while i < request.stored.len() {
                 match tokio::time::timeout_at(deadline, &mut request.stored[i]).await {
                     // Answered: nothing left to wait for on this output.
-                    Ok(Ok(())) => {
+                    Ok(Ok(Answer::Durable)) => {
                         request.stored.remove(i);
+                    }
+                    // Skipped: kept as such for `ready` to drop.
+                    Ok(Ok(Answer::Skip)) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let _ = tx.send(Answer::Skip);
+                        request.stored[i] = rx;
+                        i += 1;
                     }
                     // Closed (`ready` drops the request) or out of time (it stays pending).
                     _ => i += 1,
@@ -295,6 +311,7 @@ pub struct BatchBuilder {
     payload: BytesMut,
     records: Vec<Range<usize>>,
     positions: Vec<u64>,
+    sequences: Vec<String>,
 }
 
 impl Default for BatchBuilder {
@@ -303,6 +320,7 @@ impl Default for BatchBuilder {
             payload: BytesMut::with_capacity(64 << 10),
             records: Vec::with_capacity(BATCH_RECORDS),
             positions: Vec::with_capacity(BATCH_RECORDS),
+            sequences: Vec::new(),
         }
     }
 }
@@ -314,6 +332,12 @@ impl BatchBuilder {
         self.payload.extend_from_slice(bytes);
         self.records.push(start..self.payload.len());
         self.positions.push(position);
+    }
+
+    /// Appends one Kinesis record at `position` with its sequence number.
+    pub fn push_sequenced(&mut self, bytes: &[u8], position: u64, sequence: String) {
+        self.push(bytes, position);
+        self.sequences.push(sequence);
     }
 
     /// Whether it holds a full batch.
@@ -335,6 +359,7 @@ impl BatchBuilder {
             payload: self.payload.split().freeze(),
             records: std::mem::replace(&mut self.records, Vec::with_capacity(BATCH_RECORDS)),
             positions: std::mem::replace(&mut self.positions, Vec::with_capacity(BATCH_RECORDS)),
+            sequences: std::mem::take(&mut self.sequences),
             reply: None,
         })
     }
@@ -345,7 +370,7 @@ mod tests {
     use super::*;
     use tokio::sync::oneshot;
 
-    fn request(slot: u32, barriers: usize) -> (CommitRequest, Vec<oneshot::Sender<()>>) {
+    fn request(slot: u32, barriers: usize) -> (CommitRequest, Vec<oneshot::Sender<Answer>>) {
         let (senders, stored) = (0..barriers).map(|_| oneshot::channel()).unzip();
         let checkpoint = Checkpoint {
             watermark: 0,
@@ -380,20 +405,37 @@ mod tests {
         assert!(commits.ready().is_empty());
         // Slot 1: both of its requests answered by both outputs; slot 2: one output only.
         for tx in a1_tx.drain(..).chain(a2_tx.drain(..)) {
-            tx.send(()).unwrap();
+            tx.send(Answer::Durable).unwrap();
         }
-        b1_tx.remove(0).send(()).unwrap();
+        b1_tx.remove(0).send(Answer::Durable).unwrap();
         // Slot 3: the output ended without answering: dropped, never ready.
         drop(c1_tx);
         assert_eq!(slots(&commits.ready()), [(1, 1)]);
         // A barrier answered earlier is remembered: slot 2 completes with its second output.
-        b1_tx.remove(0).send(()).unwrap();
+        b1_tx.remove(0).send(Answer::Durable).unwrap();
         assert_eq!(slots(&commits.ready()), [(1, 1), (2, 2)]);
         // Committing slot 1's newest drops its older one too; an uncommitted one stays ready.
         commits.done(1, 1);
         assert_eq!(slots(&commits.ready()), [(2, 2)]);
         commits.forget(2);
         assert!(commits.ready().is_empty());
+    }
+
+    #[test]
+    fn a_skipped_checkpoint_is_dropped_and_a_later_one_commits() {
+        let (mut commits, tx) = Commits::new();
+        let (a1, mut a1_tx) = request(1, 2);
+        let (a2, mut a2_tx) = request(1, 2);
+        tx.send(a1).unwrap();
+        tx.send(a2).unwrap();
+        // The archive skips the first (inside an object); the store answers both.
+        a1_tx.remove(0).send(Answer::Durable).unwrap();
+        a1_tx.remove(0).send(Answer::Skip).unwrap();
+        assert!(commits.ready().is_empty());
+        for tx in a2_tx.drain(..) {
+            tx.send(Answer::Durable).unwrap();
+        }
+        assert_eq!(slots(&commits.ready()), [(1, 1)]);
     }
 
     #[tokio::test]
@@ -406,7 +448,7 @@ mod tests {
         let answer = a_tx.remove(0);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            answer.send(()).unwrap();
+            answer.send(Answer::Durable).unwrap();
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         commits.settle(1, deadline).await;

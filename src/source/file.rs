@@ -160,6 +160,7 @@ pub fn read_into(
                 payload: bytes::Bytes::from(std::mem::take(&mut payload)),
                 records: std::mem::take(&mut records),
                 positions: Vec::new(),
+                sequences: Vec::new(),
                 reply: None,
             };
             if tx.blocking_send(b).is_err() {

@@ -57,6 +57,7 @@ pub(super) async fn ingest(
         payload,
         records,
         positions: Vec::new(),
+        sequences: Vec::new(),
         reply: Some(reply),
     };
     if state.ingest.send(batch).await.is_err() {

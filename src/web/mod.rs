@@ -8,6 +8,7 @@ pub mod alerts;
 mod api;
 pub mod guard;
 mod ingest;
+pub mod query;
 pub mod tls;
 mod ws;
 
@@ -48,6 +49,8 @@ pub struct WebState {
     pub connections: Arc<[(&'static str, crate::output::Health)]>,
     /// Alert rules and the built-in subscriptions, when alerts are on.
     pub alerts: Option<alerts::AlertsWeb>,
+    /// SQL over the archive and the store.
+    pub query: query::QueryWeb,
 }
 
 impl WebState {
@@ -90,6 +93,8 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/config", get(api::dashboard_config))
         .route("/api/alerts", get(alerts::list))
+        .route("/api/query", post(query::query))
+        .route("/api/trip", get(query::trip))
         .route(
             "/api/subscriptions",
             get(alerts::list_subscriptions).post(alerts::subscribe),

@@ -594,23 +594,25 @@ impl ShardReader {
             let empty = page.records.is_empty();
             if !empty {
                 let mut batch = BatchBuilder::default();
-                // Records are consumed: their sequence numbers move into the map, uncopied.
+                // Records are consumed: their sequence numbers go into the map and, for outputs
+                // that name records (the archive), with the batch.
                 for r in page.records {
                     let position = self.next_position;
                     self.next_position += 1;
+                    let sequence = r.sequence_number;
                     if let Some((low, high)) = self.tail_range {
                         // A parent's record: ours only if its key hashes into our range. Every
                         // record keeps its position, as the parent's checkpoint counts them.
                         let hash =
                             crate::kinesis::hash_key(r.partition_key.as_deref().unwrap_or(""));
-                        self.after = Some(r.sequence_number);
+                        self.after = Some(sequence.clone());
                         if hash < low || hash > high {
                             continue;
                         }
                     } else {
-                        self.sequences.push_back((position, r.sequence_number));
+                        self.sequences.push_back((position, sequence.clone()));
                     }
-                    batch.push(r.data.as_ref(), position);
+                    batch.push_sequenced(r.data.as_ref(), position, sequence);
                 }
                 if self.tail_range.is_none() {
                     if let Some(last) = self.sequences.back() {

@@ -1,0 +1,143 @@
+//! The archive's Parquet objects: the typed columns of CONTRACT §1, zstd-compressed, one row
+//! group per object. Column names are the record's own (`Name`, `StatusTime`, …); `StatusTime`
+//! is a timestamp in milliseconds (UTC, as the producer's strings are read).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+/// The schema of every Parquet object.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("Name", DataType::Utf8, false),
+        Field::new(
+            "StatusTime",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("Latitude", DataType::Float64, false),
+        Field::new("Longitude", DataType::Float64, false),
+        Field::new("Distance", DataType::Float64, false),
+        Field::new("HealthPoints", DataType::Int64, false),
+        Field::new("MagicPoints", DataType::Int64, false),
+        Field::new("InputData", DataType::Utf8, true),
+    ]))
+}
+
+/// Encodes accepted records — `lines`, record `i` ending (after its newline) at `ends[i]` — as
+/// one Parquet object.
+///
+/// # Errors
+/// A line no longer decodes (it was accepted, so this is a bug), or the writer failed.
+pub fn encode(lines: &[u8], ends: &[u32]) -> Result<Vec<u8>, String> {
+    let n = ends.len();
+    let mut name = StringBuilder::with_capacity(n, n * 16);
+    let mut time = TimestampMillisecondBuilder::with_capacity(n);
+    let mut lat = Float64Builder::with_capacity(n);
+    let mut lon = Float64Builder::with_capacity(n);
+    let mut dist = Float64Builder::with_capacity(n);
+    let mut health = Int64Builder::with_capacity(n);
+    let mut magic = Int64Builder::with_capacity(n);
+    let mut input = StringBuilder::new();
+    let mut start = 0usize;
+    for &end in ends {
+        let end = end as usize;
+        let line = lines.get(start..end).ok_or("record bounds out of range")?;
+        start = end;
+        let r = crate::decode::decode(line)
+            .map_err(|e| format!("an archived record no longer decodes: {e:?}"))?;
+        name.append_value(&r.name);
+        time.append_value(r.status_time);
+        lat.append_value(r.latitude);
+        lon.append_value(r.longitude);
+        dist.append_value(r.distance);
+        health.append_value(r.health_points);
+        magic.append_value(r.magic_points);
+        input.append_option(r.input_data.as_deref());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(name.finish()),
+        Arc::new(time.finish()),
+        Arc::new(lat.finish()),
+        Arc::new(lon.finish()),
+        Arc::new(dist.finish()),
+        Arc::new(health.finish()),
+        Arc::new(magic.finish()),
+        Arc::new(input.finish()),
+    ];
+    let batch = RecordBatch::try_new(schema(), columns).map_err(|e| e.to_string())?;
+    let level = ZstdLevel::try_new(3).map_err(|e| e.to_string())?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(n.max(1)))
+        .build();
+    let mut out = Vec::with_capacity(lines.len() / 4);
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema(), Some(props)).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// How many records an object holds: lines of NDJSON, or the rows a Parquet footer counts.
+///
+/// # Errors
+/// Parquet that does not parse.
+pub fn count_records(bytes: Bytes, parquet: bool) -> Result<u64, String> {
+    if !parquet {
+        return Ok(memchr::memchr_iter(b'\n', &bytes).count() as u64);
+    }
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes)
+        .map_err(|e| format!("not a Parquet object: {e}"))?;
+    let rows = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .num_rows();
+    u64::try_from(rows).map_err(|_| "a negative row count".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn records_round_trip_through_parquet_typed() {
+        let lines = concat!(
+            r#"{"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:00.250","Latitude":40.75,"Longitude":-73.98,"Distance":17,"HealthPoints":150,"MagicPoints":90}"#,
+            "\n",
+            r#"{"MagicPoints":-3,"HealthPoints":99,"Distance":0.5,"Longitude":1.5,"Latitude":-2.25,"StatusTime":"2018-03-18T04:20:01+01:00","Name":"Rocinante","InputData":"x"}"#,
+            "\n"
+        );
+        let first = lines.find('\n').unwrap() as u32 + 1;
+        let ends = [first, lines.len() as u32];
+        let bytes = Bytes::from(encode(lines.as_bytes(), &ends).unwrap());
+        assert_eq!(count_records(bytes.clone(), true).unwrap(), 2);
+        assert_eq!(count_records(Bytes::from(lines), false).unwrap(), 2);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let b = &batches[0];
+        assert_eq!(b.num_rows(), 2);
+        let names = b.column(0).as_string::<i32>();
+        assert_eq!((names.value(0), names.value(1)), ("Shadowfax", "Rocinante"));
+        let times = b.column(1).as_primitive::<TimestampMillisecondType>();
+        // 2018-03-18 03:20:00.250 UTC, and 04:20:01+01:00 = 03:20:01 UTC.
+        assert_eq!(times.value(0), 1_521_343_200_250);
+        assert_eq!(times.value(1), 1_521_343_201_000);
+        assert_eq!(b.column(4).as_primitive::<Float64Type>().value(0), 17.0);
+        assert_eq!(b.column(6).as_primitive::<Int64Type>().value(1), -3);
+        assert!(b.column(7).is_null(0));
+    }
+}

@@ -1,0 +1,149 @@
+//! The raw archive (CONTRACT §8): every accepted telemetry record, kept in a directory or an S3
+//! bucket under hourly prefixes, as NDJSON (the bytes as received) or Parquet — the workshop's
+//! Firehose delivery, exactly once. [`output`] is the output of the fan-out that writes it,
+//! [`target`] where objects go, [`columns`] the Parquet encoding; `query` reads it back.
+//!
+//! # Exactly once
+//!
+//! With a Kafka or Kinesis source every accepted record is in the archive once, whatever
+//! crashes, restarts and partition moves happen. Three rules give it:
+//!
+//! 1. **Names are deterministic.** An object is named by its partition and the source's own id
+//!    of its first record (the Kafka offset, the Kinesis sequence number), hashed into the
+//!    Firehose-style name's UUID, under the hour of its first record's `StatusTime` — never the
+//!    local clock. An object is written only if no object has that name (`If-None-Match: *` on
+//!    S3, a hard link that refuses to replace on a directory), and is never visible half
+//!    written.
+//! 2. **Checkpoints fall between objects.** A partition's objects are written when one of its
+//!    barriers arrives with the buffer due (size or age) or last, and hold exactly the records
+//!    before that barrier; only such a barrier, or one arriving with nothing buffered, is
+//!    answered [`Answer::Durable`](crate::output::Answer); every other one is answered
+//!    `Skip`, so its checkpoint is never committed. A committed checkpoint therefore never cuts
+//!    an object in two.
+//! 3. **A replay meets its own objects.** A resumed partition archives nothing up to its
+//!    checkpoint's last record (`pipeline`). After it, it buffers the same records in the same
+//!    order per hour as the run that crashed, so its first object in an hour has the same name
+//!    as that run's: the write finds it there, counts the records it holds, and drops as many
+//!    of its own (carrying the rest of the count over to records still to come). Until the
+//!    replay has passed every object found, its barriers are skipped too.
+//!
+//! A partition whose buffer is due but which sends no barrier (a quiet one, whose checkpoint
+//! does not change) writes anyway after a grace period and skips the barriers it held: nothing
+//! is lost, the next checkpoint commits. HTTP ingest and the file source keep no checkpoints:
+//! their objects are named by the run, written at size or age and when the service stops; a
+//! crash loses what was buffered (at most `buffer_secs`), as it loses open windows.
+
+pub mod columns;
+pub mod output;
+pub mod target;
+
+/// Checks an S3 bucket name (the rules S3 enforces for new buckets).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_bucket(bucket: &str) -> Result<(), String> {
+    let ok_chars = bucket
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ends_ok = bucket
+        .bytes()
+        .next()
+        .zip(bucket.bytes().last())
+        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
+    if (3..=63).contains(&bucket.len()) && ok_chars && ends_ok {
+        Ok(())
+    } else if bucket.is_empty() {
+        Err("the S3 archive needs a bucket".into())
+    } else {
+        Err(format!(
+            "{bucket:?} is not an S3 bucket name: 3 to 63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// The Firehose-style UUID of the object whose first record is `id` in `partition` of `source`:
+/// an RFC 9562 version 8 UUID from the MD5 of the three, the same on every replay.
+pub fn object_uuid(source: &str, partition: &str, id: &str) -> String {
+    let mut input = Vec::with_capacity(source.len() + partition.len() + id.len() + 2);
+    input.extend_from_slice(source.as_bytes());
+    input.push(0);
+    input.extend_from_slice(partition.as_bytes());
+    input.push(0);
+    input.extend_from_slice(id.as_bytes());
+    let mut b = md5::compute(&input).0;
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The key of an object (below the archive's root or prefix) whose first record has `StatusTime`
+/// `first` and whose UUID is `uuid`.
+pub fn object_key(
+    layout: crate::config::ArchiveLayout,
+    format: crate::config::ArchiveFormat,
+    first: crate::time::Millis,
+    uuid: &str,
+) -> String {
+    // "YYYY-MM-DD HH:MM:SS.mmm"
+    let t = crate::time::format_status_time(first);
+    let (y, mo, d, h, mi, s) = (
+        &t[0..4],
+        &t[5..7],
+        &t[8..10],
+        &t[11..13],
+        &t[14..16],
+        &t[17..19],
+    );
+    let dir = match layout {
+        crate::config::ArchiveLayout::Firehose => format!("{y}/{mo}/{d}/{h}"),
+        crate::config::ArchiveLayout::Hive => format!("dt={y}-{mo}-{d}/hour={h}"),
+    };
+    let ext = match format {
+        crate::config::ArchiveFormat::Ndjson => "",
+        crate::config::ArchiveFormat::Parquet => ".parquet",
+    };
+    format!("{dir}/wildrydes-1-{y}-{mo}-{d}-{h}-{mi}-{s}-{uuid}{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ArchiveFormat, ArchiveLayout};
+
+    #[test]
+    fn keys_follow_firehose_and_hive_and_depend_only_on_the_first_record() {
+        let t = crate::time::parse_status_time(b"2017-09-21 16:50:17.250").unwrap();
+        let uuid = object_uuid("kafka", "wildrydes/0", "42");
+        assert_eq!(uuid, object_uuid("kafka", "wildrydes/0", "42"));
+        assert_ne!(uuid, object_uuid("kafka", "wildrydes/1", "42"));
+        assert_ne!(uuid, object_uuid("kafka", "wildrydes/0", "43"));
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "8", "version 8: {uuid}");
+        assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"), "{uuid}");
+        assert_eq!(
+            object_key(ArchiveLayout::Firehose, ArchiveFormat::Ndjson, t, &uuid),
+            format!("2017/09/21/16/wildrydes-1-2017-09-21-16-50-17-{uuid}")
+        );
+        assert_eq!(
+            object_key(ArchiveLayout::Hive, ArchiveFormat::Parquet, t, &uuid),
+            format!("dt=2017-09-21/hour=16/wildrydes-1-2017-09-21-16-50-17-{uuid}.parquet")
+        );
+    }
+
+    #[test]
+    fn bucket_names_are_checked() {
+        assert!(check_bucket("wildrydes-data-me").is_ok());
+        assert!(check_bucket("").unwrap_err().contains("needs a bucket"));
+        assert!(check_bucket("Wild").is_err());
+        assert!(check_bucket("ab").is_err());
+        assert!(check_bucket("-ab").is_err());
+    }
+}

@@ -1,0 +1,473 @@
+//! The archive output: buffers each partition's accepted records per hour of `StatusTime`, and
+//! writes them as objects at size or age, answering barriers as the module docs of
+//! [`archive`](super) say (that is what makes it exactly once).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::target::Target;
+use crate::backoff::Backoff;
+use crate::config::{ArchiveFormat, ArchiveLayout};
+use crate::metrics::METRICS;
+use crate::output::{Barrier, Classify, ErrorKind, Health, Item, Records};
+use crate::time::Millis;
+
+const MS_PER_HOUR: Millis = 3_600_000;
+
+/// A due buffer of a checkpointing partition waits this long past its age for a barrier to
+/// write at; then it is written anyway (a quiet partition may send none for a while).
+const BARRIER_GRACE: Duration = Duration::from_secs(5);
+
+/// A checkpointing partition's buffer is written at this multiple of `buffer_bytes` even between
+/// barriers, so that memory stays bounded if barriers stop coming.
+const HARD_LIMIT_FACTOR: usize = 4;
+
+/// How the archive writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Prefix scheme.
+    pub layout: ArchiveLayout,
+    /// Object format.
+    pub format: ArchiveFormat,
+    /// An object is due at this many bytes of records...
+    pub buffer_bytes: usize,
+    /// ... or when its oldest record has waited this long.
+    pub buffer_age: Duration,
+}
+
+/// The archive output; [`ArchiveOutput::run`] is its task.
+pub struct ArchiveOutput {
+    target: Target,
+    settings: Settings,
+    health: Health,
+    give_up: CancellationToken,
+    /// Names the objects of sources without stable positions (HTTP, file) apart from those of
+    /// earlier runs.
+    run: String,
+    parts: HashMap<Arc<str>, Part>,
+}
+
+/// One partition's buffered records and held barriers.
+struct Part {
+    source: &'static str,
+    /// It sends barriers (Kafka, Kinesis): objects are written at barriers.
+    durable: bool,
+    hours: Vec<Hour>,
+    bytes: usize,
+    /// When the oldest buffered record arrived.
+    since: Option<Instant>,
+    /// Barriers that arrived while records were buffered and the buffer was not due.
+    held: Vec<Barrier>,
+    /// Per hour, records still to drop: they are in an object a replay found already written.
+    skip: Vec<(i64, u64)>,
+}
+
+/// The records of one partition and one hour, as one object will hold them.
+#[derive(Default)]
+struct Hour {
+    hour: i64,
+    /// The records, each followed by a newline.
+    lines: Vec<u8>,
+    /// Where each record's line ends (after its newline).
+    ends: Vec<u32>,
+    /// Each record's `StatusTime`.
+    times: Vec<Millis>,
+    positions: Vec<u64>,
+    /// Kinesis sequence numbers, else empty.
+    sequences: Vec<String>,
+}
+
+impl Hour {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Drops the first `n` records.
+    fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        if n == 0 {
+            return;
+        }
+        let cut = self.ends[n - 1];
+        self.lines.drain(..cut as usize);
+        self.ends.drain(..n);
+        for end in &mut self.ends {
+            *end -= cut;
+        }
+        self.times.drain(..n);
+        self.positions.drain(..n);
+        if !self.sequences.is_empty() {
+            self.sequences.drain(..n);
+        }
+    }
+}
+
+/// The writer gave up (shutdown past its deadline): what it held is re-read from the last commit.
+struct GaveUp;
+
+impl Part {
+    fn new(source: &'static str) -> Part {
+        Part {
+            source,
+            durable: matches!(source, "kafka" | "kinesis"),
+            hours: Vec::new(),
+            bytes: 0,
+            since: None,
+            held: Vec::new(),
+            skip: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hours.iter().all(|h| h.ends.is_empty())
+    }
+
+    fn replaying(&self) -> bool {
+        self.skip.iter().any(|(_, n)| *n > 0)
+    }
+
+    fn due(&self, settings: &Settings, now: Instant) -> bool {
+        self.bytes >= settings.buffer_bytes
+            || self
+                .since
+                .is_some_and(|s| now.duration_since(s) >= settings.buffer_age)
+    }
+
+    /// Takes in the records of `r` not yet archived.
+    fn take(&mut self, r: &Records) {
+        let hourly = r.times.iter().map(|t| t.div_euclid(MS_PER_HOUR));
+        for (i, (range, hour)) in r.ranges.iter().zip(hourly).enumerate() {
+            if let Some((_, n)) = self.skip.iter_mut().find(|(h, n)| *h == hour && *n > 0) {
+                *n -= 1;
+                continue;
+            }
+            let Some(bytes) = r.payload.get(range.clone()) else {
+                continue;
+            };
+            let at = match self.hours.iter().rposition(|h| h.hour == hour) {
+                Some(at) => at,
+                None => {
+                    self.hours.push(Hour {
+                        hour,
+                        ..Hour::default()
+                    });
+                    self.hours.len() - 1
+                }
+            };
+            let h = &mut self.hours[at];
+            // Accepted records hold no newline (payloads are split at them); CR is trimmed.
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            h.lines.extend_from_slice(bytes);
+            h.lines.push(b'\n');
+            h.ends
+                .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
+            h.times.push(r.times[i]);
+            h.positions.push(r.positions.get(i).copied().unwrap_or(0));
+            if let Some(sequence) = r.sequences.get(i) {
+                h.sequences.push(sequence.clone());
+            }
+            self.bytes += bytes.len() + 1;
+            METRICS
+                .archive_buffered
+                .fetch_add(bytes.len() as i64 + 1, Relaxed);
+        }
+        if self.bytes > 0 && self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+}
+
+impl ArchiveOutput {
+    /// An archive writing to `target`; `give_up` fires when shutdown passes its deadline.
+    pub fn new(
+        target: Target,
+        settings: Settings,
+        health: Health,
+        give_up: CancellationToken,
+    ) -> ArchiveOutput {
+        ArchiveOutput {
+            target,
+            settings,
+            health,
+            give_up,
+            run: format!("{}.{}", crate::time::now_ms(), std::process::id()),
+            parts: HashMap::new(),
+        }
+    }
+
+    /// Runs until its input closes (then writes whatever is buffered) or it gives up.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => self.take(item).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.tick().await,
+            };
+            if result.is_err() {
+                return;
+            }
+        }
+        let names: Vec<Arc<str>> = self.parts.keys().cloned().collect();
+        for name in names {
+            if self.write_part(&name, None).await.is_err() {
+                return;
+            }
+        }
+        tracing::info!(target = %self.target.describe(), "archive: everything written");
+    }
+
+    async fn take(&mut self, item: Item) -> Result<(), GaveUp> {
+        match item {
+            Item::Records(r) => {
+                let part = self
+                    .parts
+                    .entry(Arc::clone(&r.partition))
+                    .or_insert_with(|| Part::new(r.source));
+                part.take(&r);
+                let limit = if part.durable {
+                    self.settings.buffer_bytes * HARD_LIMIT_FACTOR
+                } else {
+                    self.settings.buffer_bytes
+                };
+                if part.bytes >= limit {
+                    self.write_part(&r.partition, None).await?;
+                }
+            }
+            Item::Barrier(barrier) => self.barrier(barrier).await?,
+            Item::Summaries(_) | Item::DeadLetters(_) | Item::Alerts { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn barrier(&mut self, barrier: Barrier) -> Result<(), GaveUp> {
+        let name = Arc::clone(&barrier.partition);
+        let Some(part) = self.parts.get_mut(&name) else {
+            // Nothing was ever buffered for it here.
+            barrier.done();
+            return Ok(());
+        };
+        part.durable = true;
+        if part.is_empty() {
+            if part.replaying() {
+                barrier.skip();
+            } else {
+                barrier.done();
+            }
+        } else if barrier.last || part.due(&self.settings, Instant::now()) {
+            self.write_part(&name, Some(barrier)).await?;
+        } else {
+            part.held.push(barrier);
+            return Ok(());
+        }
+        if let Some(part) = self.parts.get(&name) {
+            if part.is_empty() && part.held.is_empty() && !part.replaying() {
+                // A hand-off or a quiet partition: nothing left to keep.
+                self.parts.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> Result<(), GaveUp> {
+        let now = Instant::now();
+        let settings = self.settings;
+        let due: Vec<Arc<str>> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| {
+                p.since.is_some_and(|s| {
+                    let age = now.duration_since(s);
+                    if p.durable {
+                        age >= settings.buffer_age + BARRIER_GRACE
+                    } else {
+                        age >= settings.buffer_age
+                    }
+                })
+            })
+            .map(|(name, _)| Arc::clone(name))
+            .collect();
+        for name in due {
+            self.write_part(&name, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every hour of partition `name`; then answers `at` (the barrier the objects end
+    /// at), or with none, skips the barriers held.
+    async fn write_part(&mut self, name: &Arc<str>, at: Option<Barrier>) -> Result<(), GaveUp> {
+        let Some(mut part) = self.parts.remove(name) else {
+            return Ok(());
+        };
+        let hours = std::mem::take(&mut part.hours);
+        for mut hour in hours {
+            self.write_hour(name, &mut part, &mut hour).await?;
+        }
+        METRICS
+            .archive_buffered
+            .fetch_sub(i64::try_from(part.bytes).unwrap_or(i64::MAX), Relaxed);
+        part.bytes = 0;
+        part.since = None;
+        // The held barriers fell inside the objects just written: never commit points.
+        for held in part.held.drain(..) {
+            held.skip();
+        }
+        if let Some(barrier) = at {
+            if part.replaying() {
+                barrier.skip();
+            } else {
+                barrier.done();
+            }
+        }
+        part.skip.retain(|(_, n)| *n > 0);
+        self.parts.insert(Arc::clone(name), part);
+        Ok(())
+    }
+
+    /// Writes one hour's records as one object, or — when a replay finds objects already
+    /// written from the same first record — skips the records they hold.
+    async fn write_hour(
+        &mut self,
+        partition: &str,
+        part: &mut Part,
+        hour: &mut Hour,
+    ) -> Result<(), GaveUp> {
+        let parquet = self.settings.format == ArchiveFormat::Parquet;
+        while hour.len() > 0 {
+            let id = match hour.sequences.first() {
+                Some(sequence) => sequence.clone(),
+                None if part.durable => hour.positions[0].to_string(),
+                None => format!("{}-{}", self.run, hour.positions[0]),
+            };
+            let uuid = super::object_uuid(part.source, partition, &id);
+            let key = super::object_key(
+                self.settings.layout,
+                self.settings.format,
+                hour.times[0],
+                &uuid,
+            );
+            let body = if parquet {
+                let (lines, ends) = (
+                    std::mem::take(&mut hour.lines),
+                    std::mem::take(&mut hour.ends),
+                );
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let out = super::columns::encode(&lines, &ends);
+                    (out, lines, ends)
+                })
+                .await;
+                match encoded {
+                    Ok((out, lines, ends)) => {
+                        hour.lines = lines;
+                        hour.ends = ends;
+                        match out {
+                            Ok(bytes) => Bytes::from(bytes),
+                            Err(e) => {
+                                // Accepted records always decode: a bug. Keep them as NDJSON.
+                                tracing::error!(error = %e, "archive: cannot encode Parquet; this object is NDJSON");
+                                Bytes::copy_from_slice(&hour.lines)
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "archive: the Parquet encoder failed");
+                        return Err(GaveUp);
+                    }
+                }
+            } else {
+                Bytes::copy_from_slice(&hour.lines)
+            };
+            let size = body.len();
+            let written = self
+                .retry(&key, || self.target.put_new(&key, body.clone()))
+                .await?;
+            if written {
+                METRICS.archive_objects.fetch_add(1, Relaxed);
+                METRICS
+                    .archive_records
+                    .fetch_add(hour.len() as u64, Relaxed);
+                METRICS.archive_bytes.fetch_add(size as u64, Relaxed);
+                tracing::debug!(%key, records = hour.len(), bytes = size, "archive: object written");
+                return Ok(());
+            }
+            // Written before, by a run that did not commit after it: its records are ours.
+            let existing = self.retry(&key, || self.target.get(&key)).await?;
+            let held = match super::columns::count_records(existing, parquet) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(%key, error = %e, "archive: an object in the way cannot be read; writing nothing more for this hour until it is removed");
+                    return Err(GaveUp);
+                }
+            };
+            METRICS.archive_found.fetch_add(1, Relaxed);
+            tracing::info!(%key, records = held, "archive: object already written by an earlier run; not writing its records again");
+            let have = hour.len() as u64;
+            if held >= have {
+                hour.drop_front(hour.len());
+                let rest = held - have;
+                if rest > 0 {
+                    match part.skip.iter_mut().find(|(h, _)| *h == hour.hour) {
+                        Some((_, n)) => *n += rest,
+                        None => part.skip.push((hour.hour, rest)),
+                    }
+                }
+            } else {
+                hour.drop_front(usize::try_from(held).unwrap_or(usize::MAX));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `attempt` until it succeeds, backing off and reporting health, or until shutdown
+    /// gives up on it.
+    async fn retry<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, GaveUp>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, super::target::TargetError>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut failures = 0u32;
+        loop {
+            self.health.busy(true);
+            let result = attempt().await;
+            self.health.busy(false);
+            match result {
+                Ok(v) => {
+                    if failures > 0 {
+                        tracing::info!(target = %self.target.describe(), "archive: writing again");
+                    }
+                    self.health.set(true);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    failures += 1;
+                    let kind = e.kind();
+                    self.health
+                        .failed(kind, &format_args!("{}: {e}", self.target.describe()));
+                    if kind == ErrorKind::Transient {
+                        tracing::warn!(%key, error = %e, attempt = failures, "archive: write failed; retrying");
+                        if failures >= 3 {
+                            self.health.down(&e);
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_wait()) => {}
+                        () = self.give_up.cancelled() => {
+                            tracing::error!(target = %self.target.describe(), "archive: giving up; what it held is re-read from the last commit");
+                            return Err(GaveUp);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,829 @@
+//! Ad-hoc SQL (CONTRACT §8) over the archive and the store, with DataFusion: `stampede query`
+//! and `POST /api/query`.
+//!
+//! Two tables, as Athena would show them:
+//! * `wildrydes` — the archive: its NDJSON objects and its Parquet objects (`.parquet`), in any
+//!   layout, found by listing the archive (files and directories whose names start with `.` or
+//!   `_` are skipped: staging, markers). A view gives the workshop's lower-case columns
+//!   (`name`, `statustime` timestamp, `latitude`, …), so `Name`, `name` and `NAME` all work,
+//!   as in Athena (DataFusion folds unquoted names to lower case).
+//! * `summaries` — the stored summaries (read from the store only when the query names it).
+//!
+//! Queries are read-only: DDL, DML (`COPY … TO` writes files) and `SET` are refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+use crate::archive::target::{Target, STAGING};
+use crate::record::Summary;
+
+/// A query that could not run, in words.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The SQL is wrong, or names what does not exist.
+    #[error("{0}")]
+    Sql(String),
+    /// The archive or the store could not be read.
+    #[error("{0}")]
+    Source(String),
+    /// It ran past its time limit.
+    #[error("the query ran longer than {} s and was stopped", .0.as_secs())]
+    Timeout(Duration),
+}
+
+fn sql_error(e: datafusion::error::DataFusionError) -> QueryError {
+    // DataFusion's messages start with the kind ("Error during planning: …"): keep them whole,
+    // they say what to fix.
+    QueryError::Sql(e.to_string())
+}
+
+/// What the tables are read from.
+#[derive(Clone, Default)]
+pub struct Tables {
+    /// The archive, if any.
+    pub archive: Option<Target>,
+    /// The stored summaries, when the query names `summaries`.
+    pub summaries: Option<Vec<Summary>>,
+}
+
+/// Whether `sql` names the `summaries` table (so that the store is read only then).
+pub fn wants_summaries(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("summaries")
+}
+
+/// The archive's objects: NDJSON ones and Parquet ones, as URLs DataFusion reads.
+async fn archive_files(target: &Target) -> Result<(Vec<String>, Vec<String>), QueryError> {
+    let mut json = Vec::new();
+    let mut parquet = Vec::new();
+    let mut sort = |url: String| {
+        if url.ends_with(".parquet") {
+            parquet.push(url);
+        } else {
+            json.push(url);
+        }
+    };
+    match target {
+        Target::Dir(root) => {
+            let root = root.clone();
+            let files = tokio::task::spawn_blocking(move || walk(&root))
+                .await
+                .map_err(|e| QueryError::Source(e.to_string()))??;
+            files.into_iter().for_each(&mut sort);
+        }
+        Target::S3 {
+            store,
+            bucket,
+            prefix,
+        } => {
+            use futures_util::TryStreamExt;
+            let at = object_store::path::Path::from(prefix.trim_end_matches('/'));
+            let listed: Vec<object_store::ObjectMeta> = store
+                .list((!prefix.is_empty()).then_some(&at))
+                .try_collect()
+                .await
+                .map_err(|e| {
+                    QueryError::Source(format!("cannot list s3://{bucket}/{prefix}: {e}"))
+                })?;
+            for meta in listed {
+                let key = meta.location.as_ref();
+                if !key.split('/').any(hidden) {
+                    sort(format!("s3://{bucket}/{key}"));
+                }
+            }
+        }
+    }
+    json.sort();
+    parquet.sort();
+    Ok((json, parquet))
+}
+
+/// Names that readers of a data lake skip: staging (`.stampede-tmp`), markers (`_SUCCESS`).
+fn hidden(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// Every file under `root`, skipping hidden names, as absolute paths.
+fn walk(root: &std::path::Path) -> Result<Vec<String>, QueryError> {
+    let root = std::fs::canonicalize(root).map_err(|e| {
+        QueryError::Source(format!("cannot read the archive {}: {e}", root.display()))
+    })?;
+    let mut out = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| QueryError::Source(format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if hidden(name) || name == STAGING {
+                continue;
+            }
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(path),
+                Ok(t) if t.is_file() => out.push(path.display().to_string()),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The raw NDJSON schema: the record's keys, `StatusTime` as text (cast in the view).
+fn ndjson_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("Name", DataType::Utf8, true),
+        Field::new("StatusTime", DataType::Utf8, true),
+        Field::new("Latitude", DataType::Float64, true),
+        Field::new("Longitude", DataType::Float64, true),
+        Field::new("Distance", DataType::Float64, true),
+        Field::new("HealthPoints", DataType::Int64, true),
+        Field::new("MagicPoints", DataType::Int64, true),
+    ]))
+}
+
+/// The columns of `wildrydes`, as Athena shows them.
+fn wildrydes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, true),
+        Field::new(
+            "statustime",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("latitude", DataType::Float64, true),
+        Field::new("longitude", DataType::Float64, true),
+        Field::new("distance", DataType::Float64, true),
+        Field::new("healthpoints", DataType::Int64, true),
+        Field::new("magicpoints", DataType::Int64, true),
+    ]))
+}
+
+fn summaries_table(summaries: &[Summary]) -> Result<MemTable, QueryError> {
+    let ts = || DataType::Timestamp(TimeUnit::Millisecond, None);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("statustime", ts(), false),
+        Field::new("windowend", ts(), false),
+        Field::new("distance", DataType::Float64, false),
+        Field::new("minmagicpoints", DataType::Int64, false),
+        Field::new("maxmagicpoints", DataType::Int64, false),
+        Field::new("minhealthpoints", DataType::Int64, false),
+        Field::new("maxhealthpoints", DataType::Int64, false),
+        Field::new("records", DataType::Int64, false),
+        Field::new("revision", DataType::Int64, false),
+    ]));
+    let int = |f: &dyn Fn(&Summary) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(summaries.iter().map(f)))
+    };
+    let whole = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            summaries.iter().map(|s| s.name.as_str()),
+        )),
+        Arc::new(TimestampMillisecondArray::from_iter_values(
+            summaries.iter().map(|s| s.window_start),
+        )),
+        Arc::new(TimestampMillisecondArray::from_iter_values(
+            summaries.iter().map(|s| s.window_end),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            summaries.iter().map(|s| s.distance),
+        )),
+        int(&|s| s.min_magic_points),
+        int(&|s| s.max_magic_points),
+        int(&|s| s.min_health_points),
+        int(&|s| s.max_health_points),
+        int(&|s| whole(s.records)),
+        int(&|s| whole(s.revision)),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+        .map_err(|e| QueryError::Source(e.to_string()))?;
+    MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| QueryError::Source(e.to_string()))
+}
+
+/// How much a query may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Threads of parallelism.
+    pub partitions: usize,
+    /// Memory for sorts, joins and aggregations; past it the query fails (it does not spill).
+    pub memory_bytes: Option<usize>,
+}
+
+/// A session with the two tables registered.
+///
+/// # Errors
+/// The archive cannot be listed, or a table cannot be registered.
+pub async fn context(tables: &Tables, limits: Limits) -> Result<SessionContext, QueryError> {
+    let config = SessionConfig::new()
+        .with_target_partitions(limits.partitions.max(1))
+        .with_information_schema(true);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(bytes) = limits.memory_bytes {
+        runtime = runtime.with_memory_limit(bytes, 1.0);
+    }
+    let runtime = runtime.build_arc().map_err(sql_error)?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let (json, parquet) = match &tables.archive {
+        Some(target) => archive_files(target).await?,
+        None => (Vec::new(), Vec::new()),
+    };
+    if let Some(Target::S3 { store, bucket, .. }) = &tables.archive {
+        let url = url::Url::parse(&format!("s3://{bucket}"))
+            .map_err(|e| QueryError::Source(e.to_string()))?;
+        ctx.register_object_store(&url, Arc::clone(store));
+    }
+    let mut parts = Vec::new();
+    if !json.is_empty() {
+        let format = JsonFormat::default();
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+        register_files(&ctx, "wildrydes_ndjson", &json, options, ndjson_schema()).await?;
+        parts.push("SELECT \"Name\" AS name, CAST(\"StatusTime\" AS TIMESTAMP) AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM wildrydes_ndjson");
+    }
+    if !parquet.is_empty() {
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        register_files(
+            &ctx,
+            "wildrydes_parquet",
+            &parquet,
+            options,
+            crate::archive::columns::schema(),
+        )
+        .await?;
+        parts.push("SELECT \"Name\" AS name, CAST(\"StatusTime\" AS TIMESTAMP) AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM wildrydes_parquet");
+    }
+    if parts.is_empty() {
+        let empty = MemTable::try_new(wildrydes_schema(), vec![vec![]]).map_err(sql_error)?;
+        ctx.register_table("wildrydes", Arc::new(empty))
+            .map_err(sql_error)?;
+    } else {
+        let view = format!("CREATE VIEW wildrydes AS {}", parts.join(" UNION ALL "));
+        ctx.sql(&view).await.map_err(sql_error)?;
+    }
+    let summaries = summaries_table(tables.summaries.as_deref().unwrap_or_default())?;
+    ctx.register_table("summaries", Arc::new(summaries))
+        .map_err(sql_error)?;
+    Ok(ctx)
+}
+
+async fn register_files(
+    ctx: &SessionContext,
+    name: &str,
+    files: &[String],
+    options: ListingOptions,
+    schema: SchemaRef,
+) -> Result<(), QueryError> {
+    let urls = files
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql_error)?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config).map_err(sql_error)?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+/// A query's result.
+#[derive(Debug)]
+pub struct Answer {
+    /// Column names and types.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// More rows were found than the limit allowed; they are not here.
+    pub truncated: bool,
+}
+
+impl Answer {
+    /// How many rows it holds.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs one read-only statement, keeping at most `max_rows` rows.
+///
+/// # Errors
+/// The SQL is wrong or not a query, or reading failed.
+pub async fn run(
+    ctx: &SessionContext,
+    sql: &str,
+    max_rows: Option<usize>,
+) -> Result<Answer, QueryError> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let mut df = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(sql_error)?;
+    if let Some(max) = max_rows {
+        df = df
+            .limit(0, Some(max.saturating_add(1)))
+            .map_err(sql_error)?;
+    }
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.collect().await.map_err(sql_error)?;
+    let mut truncated = false;
+    if let Some(max) = max_rows {
+        let mut kept = 0usize;
+        batches.retain_mut(|b| {
+            if kept >= max {
+                truncated = true;
+                return false;
+            }
+            if kept + b.num_rows() > max {
+                *b = b.slice(0, max - kept);
+                truncated = true;
+            }
+            kept += b.num_rows();
+            true
+        });
+    }
+    Ok(Answer {
+        schema,
+        batches,
+        truncated,
+    })
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns with a header.
+    Table,
+    /// RFC 4180, with a header.
+    Csv,
+    /// One JSON object per row (NDJSON).
+    Json,
+}
+
+/// Timestamps in the workshop's format; nulls empty.
+fn format_options() -> FormatOptions<'static> {
+    FormatOptions::default()
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.3f"))
+        .with_null("")
+}
+
+/// Every cell as text, column by column: (header, cells, numeric).
+fn text_columns(answer: &Answer) -> Vec<(String, Vec<Option<String>>, bool)> {
+    let options = format_options();
+    let mut out: Vec<(String, Vec<Option<String>>, bool)> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), Vec::new(), f.data_type().is_numeric()))
+        .collect();
+    for batch in &answer.batches {
+        for (i, column) in batch.columns().iter().enumerate() {
+            let Some((_, cells, _)) = out.get_mut(i) else {
+                continue;
+            };
+            match ArrayFormatter::try_new(column.as_ref(), &options) {
+                Ok(f) => {
+                    for row in 0..column.len() {
+                        cells.push((!column.is_null(row)).then(|| f.value(row).to_string()));
+                    }
+                }
+                Err(e) => cells.extend((0..column.len()).map(|_| Some(format!("<{e}>")))),
+            }
+        }
+    }
+    out
+}
+
+/// The answer as text in `format`.
+pub fn render(answer: &Answer, format: Format) -> String {
+    let columns = text_columns(answer);
+    let rows = answer.rows();
+    let mut out = String::new();
+    match format {
+        Format::Table => {
+            let widths: Vec<usize> = columns
+                .iter()
+                .map(|(h, cells, _)| {
+                    cells
+                        .iter()
+                        .map(|c| c.as_deref().unwrap_or("").chars().count())
+                        .chain([h.chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |out: &mut String, cells: Vec<(&str, bool)>| {
+                let parts: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|((c, right), w)| {
+                        if *right {
+                            format!("{c:>w$}")
+                        } else {
+                            format!("{c:<w$}")
+                        }
+                    })
+                    .collect();
+                out.push_str(parts.join(" | ").trim_end());
+                out.push('\n');
+            };
+            line(
+                &mut out,
+                columns
+                    .iter()
+                    .map(|(h, _, numeric)| (h.as_str(), *numeric))
+                    .collect(),
+            );
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&rule.join("-+-"));
+            out.push('\n');
+            for row in 0..rows {
+                line(
+                    &mut out,
+                    columns
+                        .iter()
+                        .map(|(_, cells, numeric)| {
+                            (
+                                cells.get(row).and_then(|c| c.as_deref()).unwrap_or(""),
+                                *numeric,
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Format::Csv => {
+            let csv = |s: &str| {
+                if s.contains([',', '"', '\n', '\r']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_owned()
+                }
+            };
+            let header: Vec<String> = columns.iter().map(|(h, _, _)| csv(h)).collect();
+            out.push_str(&header.join(","));
+            out.push_str("\r\n");
+            for row in 0..rows {
+                let cells: Vec<String> = columns
+                    .iter()
+                    .map(|(_, cells, _)| {
+                        csv(cells.get(row).and_then(|c| c.as_deref()).unwrap_or(""))
+                    })
+                    .collect();
+                out.push_str(&cells.join(","));
+                out.push_str("\r\n");
+            }
+        }
+        Format::Json => {
+            for row in json_rows(answer) {
+                out.push_str(&row);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Each row's values, columns in order: numbers as numbers, booleans as booleans, nulls as
+/// null, everything else (timestamps in the workshop's format) as text.
+pub fn row_values(answer: &Answer) -> Vec<Vec<serde_json::Value>> {
+    use serde_json::Value;
+    let columns = text_columns(answer);
+    let types: Vec<&DataType> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type())
+        .collect();
+    (0..answer.rows())
+        .map(|row| {
+            columns
+                .iter()
+                .zip(&types)
+                .map(
+                    |((_, cells, numeric), t)| match cells.get(row).and_then(|c| c.as_deref()) {
+                        None => Value::Null,
+                        Some(text) if *numeric => text
+                            .parse::<serde_json::Number>()
+                            .map_or_else(|_| Value::String(text.to_owned()), Value::Number),
+                        Some(text) if **t == DataType::Boolean => Value::Bool(text == "true"),
+                        Some(text) => Value::String(text.to_owned()),
+                    },
+                )
+                .collect()
+        })
+        .collect()
+}
+
+/// Each row as a JSON object, columns in order (see [`row_values`]).
+pub fn json_rows(answer: &Answer) -> Vec<String> {
+    let keys: Vec<String> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::Value::String(f.name().clone()).to_string())
+        .collect();
+    row_values(answer)
+        .into_iter()
+        .map(|values| {
+            let mut line = String::from("{");
+            for (i, (key, value)) in keys.iter().zip(values).enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                line.push_str(key);
+                line.push(':');
+                line.push_str(&value.to_string());
+            }
+            line.push('}');
+            line
+        })
+        .collect()
+}
+
+/// Runs `sql` on a thread and runtime of its own, with one thread of parallelism, a memory
+/// limit, at most `max_rows` rows and within `timeout`: what `POST /api/query` does, so that a
+/// heavy query takes one core and never the pipeline's runtime.
+///
+/// # Errors
+/// As [`run`], or [`QueryError::Timeout`].
+pub async fn run_isolated(
+    tables: Tables,
+    sql: String,
+    max_rows: usize,
+    timeout: Duration,
+    memory_bytes: usize,
+) -> Result<Answer, QueryError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("stampede-query".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(QueryError::Source(e.to_string())));
+                    return;
+                }
+            };
+            let answer = runtime.block_on(async {
+                let limits = Limits {
+                    partitions: 1,
+                    memory_bytes: Some(memory_bytes),
+                };
+                let work = async {
+                    let ctx = context(&tables, limits).await?;
+                    run(&ctx, &sql, Some(max_rows)).await
+                };
+                tokio::time::timeout(timeout, work)
+                    .await
+                    .unwrap_or(Err(QueryError::Timeout(timeout)))
+            });
+            let _ = tx.send(answer);
+        })
+        .map_err(|e| QueryError::Source(format!("cannot start a query thread: {e}")))?;
+    rx.await
+        .unwrap_or_else(|_| Err(QueryError::Source("the query thread failed".into())))
+}
+
+/// The archive `stampede query` reads: `--archive` (a directory or `s3://BUCKET/PREFIX`), else
+/// the configuration's `[archive]`, else `./stampede-archive` if it exists.
+async fn archive_target(
+    config: &crate::config::Config,
+    flag: Option<&str>,
+) -> anyhow::Result<Option<Target>> {
+    use crate::config::ArchiveKind;
+    match flag {
+        Some(url) if url.starts_with("s3://") => {
+            let rest = &url["s3://".len()..];
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            crate::archive::check_bucket(bucket)
+                .map_err(|m| crate::cli::UsageError(format!("--archive {url}: {m}")))?;
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}/")
+            };
+            Ok(Some(s3_target(bucket, &prefix).await?))
+        }
+        Some(dir) => {
+            if !std::path::Path::new(dir).is_dir() {
+                return Err(
+                    crate::cli::UsageError(format!("--archive {dir}: no such directory")).into(),
+                );
+            }
+            Ok(Some(Target::Dir(dir.into())))
+        }
+        None => match config.archive.kind {
+            ArchiveKind::Dir => Ok(Some(Target::Dir(config.archive.path.clone().into()))),
+            ArchiveKind::S3 => Ok(Some(
+                s3_target(&config.archive.bucket, &config.archive.prefix).await?,
+            )),
+            ArchiveKind::None => {
+                let default = crate::config::ArchiveConfig::default().path;
+                if std::path::Path::new(&default).is_dir() {
+                    Ok(Some(Target::Dir(default.into())))
+                } else {
+                    eprintln!("stampede: note: no archive (archive.kind is \"none\" and {default} does not exist): wildrydes is empty; see --archive");
+                    Ok(None)
+                }
+            }
+        },
+    }
+}
+
+/// An S3 archive with the AWS SDK's settings.
+async fn s3_target(bucket: &str, prefix: &str) -> anyhow::Result<Target> {
+    use anyhow::Context as _;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = crate::archive::target::s3_store(&aws, bucket)
+        .context("cannot make an S3 client (AWS_REGION, AWS_ENDPOINT_URL_S3)")?;
+    Ok(Target::S3 {
+        store,
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+    })
+}
+
+/// Every stored summary, from the store the configuration names.
+async fn load_summaries(config: &crate::config::Config) -> anyhow::Result<Vec<Summary>> {
+    use crate::config::StoreKind;
+    let all = crate::record::SummaryQuery {
+        name: None,
+        from: None,
+        to: None,
+        limit: usize::MAX,
+    };
+    match config.store.kind {
+        StoreKind::Embedded => {
+            let dir = std::path::PathBuf::from(&config.store.path);
+            if !dir.join("stampede.redb").exists() {
+                eprintln!(
+                    "stampede: note: no store at {} (store.path): summaries is empty",
+                    dir.display()
+                );
+                return Ok(Vec::new());
+            }
+            let retention = config.store.dead_letter_retention;
+            tokio::task::spawn_blocking(move || {
+                let store = crate::output::embedded::Store::open(&dir, retention).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}; a running service answers the same SQL at POST /api/query"
+                    )
+                })?;
+                store.summaries(&all).map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .await?
+        }
+        StoreKind::DynamoDb => {
+            let store = crate::output::dynamodb::DynamoStore::open(&config.store.table, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("store.table: {e}"))?;
+            store
+                .summaries(&all)
+                .await
+                .map_err(|e| anyhow::anyhow!("store.table: {e}"))
+        }
+    }
+}
+
+/// `stampede query`: runs the SQL of `args` over the archive and the store `config` names,
+/// on every core, and prints the rows; the row count and time go to stderr.
+///
+/// # Errors
+/// The SQL is wrong (a usage error), or the archive or store cannot be read.
+pub fn command(config: &crate::config::Config, args: &crate::cli::QueryArgs) -> anyhow::Result<()> {
+    let sql = match (&args.sql, &args.file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| crate::cli::UsageError(format!("--file {}: {e}", path.display())))?,
+        (None, None) => {
+            return Err(crate::cli::UsageError("give the SQL, or --file FILE.sql".into()).into())
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let archive = archive_target(config, args.archive.as_deref()).await?;
+        let summaries = if wants_summaries(&sql) {
+            Some(load_summaries(config).await?)
+        } else {
+            None
+        };
+        let limits = Limits {
+            partitions: std::thread::available_parallelism().map_or(1, usize::from),
+            memory_bytes: None,
+        };
+        let tables = Tables { archive, summaries };
+        let ctx = context(&tables, limits).await?;
+        let answer = match run(&ctx, &sql, None).await {
+            Ok(a) => a,
+            Err(QueryError::Sql(m)) => return Err(crate::cli::UsageError(m).into()),
+            Err(e) => return Err(e.into()),
+        };
+        let text = render(&answer, args.format);
+        let mut out = std::io::stdout().lock();
+        match std::io::Write::write_all(&mut out, text.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+        eprintln!(
+            "({} row{}, {:.3} s)",
+            answer.rows(),
+            if answer.rows() == 1 { "" } else { "s" },
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_archive_is_an_empty_table_and_writes_are_refused() {
+        let ctx = context(
+            &Tables::default(),
+            Limits {
+                partitions: 1,
+                memory_bytes: None,
+            },
+        )
+        .await
+        .unwrap();
+        let answer = run(
+            &ctx,
+            "SELECT Name, SUM(Distance) AS TotalDistance FROM wildrydes GROUP BY Name",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.rows(), 0);
+        let names: Vec<&String> = answer.schema.fields().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["name", "totaldistance"]);
+        for sql in [
+            "COPY (SELECT 1) TO '/tmp/x.csv'",
+            "CREATE TABLE t AS SELECT 1",
+            "SET datafusion.execution.batch_size = 1",
+        ] {
+            assert!(run(&ctx, sql, None).await.is_err(), "{sql} must be refused");
+        }
+    }
+
+    #[test]
+    fn tables_align_csv_quotes_and_json_keeps_types() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![Some("a,b"), None])),
+                Arc::new(Int64Array::from(vec![Some(5), Some(123)])),
+            ],
+        )
+        .unwrap();
+        let answer = Answer {
+            schema,
+            batches: vec![batch],
+            truncated: false,
+        };
+        assert_eq!(
+            render(&answer, Format::Table),
+            "name |   n\n-----+----\na,b  |   5\n     | 123\n"
+        );
+        assert_eq!(
+            render(&answer, Format::Csv),
+            "name,n\r\n\"a,b\",5\r\n,123\r\n"
+        );
+        assert_eq!(
+            render(&answer, Format::Json),
+            "{\"name\":\"a,b\",\"n\":5}\n{\"name\":null,\"n\":123}\n"
+        );
+    }
+}
