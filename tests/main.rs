@@ -6,6 +6,7 @@
 mod support;
 
 mod alerts;
+mod archive;
 mod browser;
 mod cli;
 mod decode_fuzz;

@@ -104,6 +104,20 @@ pub enum Answer {
 pub type Answered = oneshot::Receiver<Answer>;
 
 impl Barrier {
+    /// A barrier of `partition` and the receiver of its answer (the fan-out makes one per
+    /// output; tests of an output make their own).
+    pub fn new(partition: Arc<str>, last: bool) -> (Barrier, Answered) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Barrier {
+                tx,
+                partition,
+                last,
+            },
+            rx,
+        )
+    }
+
     /// Everything received before this barrier is durable.
     pub fn done(self) {
         let _ = self.tx.send(Answer::Durable);
@@ -399,18 +413,8 @@ impl Fanout {
     pub async fn barrier(&self, partition: &Arc<str>, last: bool) -> Vec<Answered> {
         let mut answers = Vec::with_capacity(self.durable.len());
         for output in self.durable.iter() {
-            let (tx, rx) = oneshot::channel();
-            let partition = Arc::clone(partition);
-            if output
-                .tx
-                .send(Item::Barrier(Barrier {
-                    tx,
-                    partition,
-                    last,
-                }))
-                .await
-                .is_err()
-            {
+            let (barrier, rx) = Barrier::new(Arc::clone(partition), last);
+            if output.tx.send(Item::Barrier(barrier)).await.is_err() {
                 tracing::error!(
                     output = output.name,
                     "output gone: checkpoint not committed"
