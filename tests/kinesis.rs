@@ -836,3 +836,86 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     drop(b);
     std::fs::remove_dir_all(&t.dir).ok();
 }
+
+/// Two instances archive to S3 (moto) in the Hive layout; one is SIGKILLed mid-stream and the
+/// other takes its shards over: every accepted record is in the bucket exactly once.
+#[test]
+fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
+    use crate::archive::{accepted, assert_exactly_once};
+    let mut t = Setup::new("kinesis-archive");
+    let bucket = crate::support::kafka::unique("lake");
+    t.rt.block_on(crate::support::s3::create_bucket(&bucket));
+    for (k, v) in crate::support::s3::aws_env() {
+        if k == "AWS_ENDPOINT_URL_S3" {
+            t.env.push((k, v));
+        }
+    }
+    for (k, v) in [
+        ("STAMPEDE_ARCHIVE_KIND", "s3"),
+        ("STAMPEDE_ARCHIVE_BUCKET", bucket.as_str()),
+        ("STAMPEDE_ARCHIVE_PREFIX", "lake/"),
+        ("STAMPEDE_ARCHIVE_LAYOUT", "hive"),
+        ("STAMPEDE_ARCHIVE_BUFFER_BYTES", "65536"),
+        ("STAMPEDE_ARCHIVE_BUFFER_SECS", "2"),
+    ] {
+        t.env.push((k, v.to_owned()));
+    }
+    let produce = |start: &str, seed: u64| {
+        produce_with(
+            &t.telemetry,
+            (40, 10_000),
+            start,
+            seed,
+            "malformed=0.02",
+            &aws_env(),
+        );
+    };
+    produce("2026-01-01 00:00:00", 71);
+    let a = t.serve("a");
+    wait_until(60, "the first instance owning every shard", || {
+        metric(&a.url, "stampede_source_partitions") == 4
+    });
+    let b = t.serve("b");
+    wait_until(
+        60,
+        "both instances sharing the shards, objects written",
+        || {
+            metric(&b.url, "stampede_source_partitions") == 2
+                && metric(&a.url, "stampede_archive_objects_total") > 0
+                && metric(&a.url, "stampede_source_commits_total") > 0
+        },
+    );
+    a.kill();
+    produce("2026-01-01 00:04:10", 72);
+    wait_until(60, "the survivor taking the dead instance's shards", || {
+        metric(&b.url, "stampede_source_partitions") == 4
+    });
+    let want = accepted(read_shards(&t.rt, &t.c, &t.telemetry).into_iter().flatten());
+    let total: u32 = want.values().sum();
+    assert!(total > 19_000, "{total}");
+    let lines = |objects: &[(String, bytes::Bytes)]| {
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, body) in objects {
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                *counts.entry(line.to_vec()).or_insert(0u32) += 1;
+            }
+        }
+        counts
+    };
+    wait_until(90, "every accepted record in the bucket", || {
+        let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
+        lines(&objects).values().sum::<u32>() >= total
+    });
+    let found = metric(&b.url, "stampede_archive_found_total");
+    assert!(signal(b, "-TERM").success());
+    let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
+    for (key, _) in &objects {
+        assert!(
+            key.starts_with("lake/dt=2026-01-01/hour=00/wildrydes-1-2026-01-01-00-"),
+            "{key}"
+        );
+    }
+    assert_exactly_once(&lines(&objects), &want);
+    eprintln!("archive on S3: {total} records exactly once in {} objects; the survivor found {found} already written", objects.len());
+    std::fs::remove_dir_all(&t.dir).ok();
+}

@@ -8,6 +8,7 @@ pub mod kinesis;
 pub mod mail;
 pub mod process;
 pub mod reference;
+pub mod s3;
 pub mod service;
 pub mod sns;
 pub mod webdriver;
