@@ -141,6 +141,7 @@ function draw() {
     u.trail.forEach(([lat, lon], i) => { const p = toScreen(lat, lon); i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y); });
     ctx.stroke();
   }
+  if (trip && trip.points.length) drawTrip();
   const labels = fleet.size <= 60;
   ctx.font = "11px system-ui, sans-serif";
   for (const [name, u] of fleet) {
@@ -285,8 +286,72 @@ tbody.addEventListener("click", e => {
   if (tr && tr.dataset.name) { select(tr.dataset.name); openPopup(tr.dataset.name); }
 });
 
+// ---- a trip from the archive (GET /api/trip) ----
+// {name, points: [[longitude, latitude, "StatusTime"], …]} of the last trip shown, or null.
+let trip = null;
+const tripStatus = document.getElementById("trip-status");
+// A datetime-local input's value for `d` in this browser's time zone.
+function localInput(d) { return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19); }
+function drawTrip() {
+  ctx.save();
+  ctx.lineWidth = 3; ctx.strokeStyle = "rgba(43,108,176,.9)"; ctx.setLineDash([8, 4]);
+  ctx.beginPath();
+  trip.points.forEach(([lon, lat], i) => { const p = toScreen(lat, lon); i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y); });
+  ctx.stroke(); ctx.setLineDash([]);
+  const [first, last] = [trip.points[0], trip.points[trip.points.length - 1]];
+  const a = toScreen(first[1], first[0]), b = toScreen(last[1], last[0]);
+  ctx.fillStyle = "#1f9d55"; ctx.beginPath(); ctx.arc(a.x, a.y, 6, 0, 2 * Math.PI); ctx.fill();
+  ctx.fillStyle = "#2b6cb0"; ctx.fillRect(b.x - 5, b.y - 5, 10, 10);
+  ctx.restore();
+}
+function fitTrip() {
+  let s = 90, n = -90, wv = 180, e = -180;
+  for (const [lon, lat] of trip.points) { s = Math.min(s, lat); n = Math.max(n, lat); wv = Math.min(wv, lon); e = Math.max(e, lon); }
+  view.lat = (s + n) / 2; view.lon = (wv + e) / 2;
+  for (view.zoom = 18; view.zoom > 2; view.zoom -= 0.25) {
+    const p = toScreen(n, wv), q = toScreen(s, e);
+    if (p.x > 30 && p.y > 30 && q.x < canvas.clientWidth - 30 && q.y < canvas.clientHeight - 30) break;
+  }
+}
+function showTrip(ev) {
+  if (ev) ev.preventDefault();
+  if (!selected) return;
+  const name = selected;
+  let q = "name=" + encodeURIComponent(name);
+  for (const [key, id] of [["from", "trip-from"], ["to", "trip-to"]]) {
+    const v = document.getElementById(id).value;
+    if (v) q += "&" + key + "=" + encodeURIComponent(new Date(v).toISOString());
+  }
+  tripStatus.textContent = "Loading " + name + "'s trip…";
+  api("/api/trip?" + q).then(r => r.json().then(body => ({ ok: r.ok, body }))).then(({ ok, body }) => {
+    if (!ok) { tripStatus.textContent = body.error || "The trip could not be loaded."; return; }
+    trip = body;
+    document.getElementById("trip-clear").hidden = false;
+    const n = body.points.length;
+    if (!n) {
+      tripStatus.textContent = "No archived positions of " + name + " in that range (the newest minute may not be written yet).";
+    } else {
+      tripStatus.textContent = n + " positions, " + body.points[0][2].slice(0, 19) + " to " + body.points[n - 1][2].slice(0, 19) + " UTC" +
+        (body.truncated ? " (the first " + n + " only: narrow the range)" : "") + ".";
+      fitTrip();
+    }
+    dirtyMap = true;
+  }).catch(() => { tripStatus.textContent = "The service could not be reached."; });
+}
+document.getElementById("trip").addEventListener("submit", showTrip);
+document.getElementById("trip-clear").onclick = () => {
+  trip = null; tripStatus.textContent = ""; document.getElementById("trip-clear").hidden = true; dirtyMap = true;
+};
+
 // ---- per-unicorn summaries ----
 function select(name) {
+  if (name !== selected) {
+    // A new unicorn: its trip range defaults to the last hour.
+    const now = new Date();
+    document.getElementById("trip-from").value = localInput(new Date(now.getTime() - 3600000));
+    document.getElementById("trip-to").value = localInput(now);
+    if (trip && trip.name !== name) tripStatus.textContent = "";
+  }
   selected = name; dirtyTable = true; dirtyMap = true;
   document.getElementById("detail").hidden = false;
   document.getElementById("detail-name").textContent = name;
@@ -511,6 +576,7 @@ window.stampede = {
   unicorns: () => [...fleet.keys()],
   firing: () => [...firing.values()].map(a => a.AlertId),
   screenPosition: name => { const u = fleet.get(name); return u ? toScreen(u.record.Latitude, u.record.Longitude) : null; },
+  trip: () => trip,
   view,
 };
 

@@ -82,13 +82,13 @@ pub struct QueryArgs {
     #[arg(long, short, value_name = "FILE.sql")]
     pub file: Option<PathBuf>,
     /// The archive: a directory, or s3://BUCKET/PREFIX (AWS_REGION, AWS_ENDPOINT_URL_S3).
-    /// Default: [archive] of the configuration, else ./stampede-archive.
+    /// Default: the configuration's archive section, else ./stampede-archive.
     #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub archive: Option<String>,
     /// How to print the rows: an aligned table, CSV, or JSON (one object per row).
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::query::Format,
-    /// The service's configuration (its [archive] and [store]), as for serve.
+    /// The service's configuration (its archive and store sections), as for serve.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -191,6 +191,11 @@ pub struct DemoArgs {
     /// With --smtp: subscribe this address (a confirmation mail comes first).
     #[arg(long, value_name = "ADDR", requires = "smtp")]
     pub email: Option<String>,
+    /// Keep every record in an NDJSON archive in this directory (Firehose's layout, written
+    /// every 60 s or 5 MiB; default ./stampede-archive), for `stampede query` and the
+    /// dashboard's trips.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "./stampede-archive")]
+    pub archive: Option<PathBuf>,
 }
 
 /// `stampede aggregate`.

@@ -227,6 +227,10 @@ fn run_service(config: Option<&std::path::Path>, demo: Option<&DemoArgs>) -> any
     if let Some(smtp) = demo.and_then(|d| d.smtp.as_ref()) {
         config.alerts.smtp.server = smtp.clone();
     }
+    if let Some(dir) = demo.and_then(|d| d.archive.as_ref()) {
+        config.archive.kind = stampede::config::ArchiveKind::Dir;
+        config.archive.path = dir.display().to_string();
+    }
     let web = config.clone();
     init_tracing("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -419,3 +419,73 @@ async fn the_demo_shows_alerts_firing_and_resolving() {
     assert!(crate::support::process::interrupt(demo).success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A unicorn's trip from the archive, in the real browser: `stampede demo --archive`, select a
+/// unicorn, "Show trip": its archived positions are drawn, oldest first (aws-serverless-workshops
+/// issue 81 asked for this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_a_unicorns_trip_from_the_archive() {
+    let dir = temp_dir("browser-trip");
+    let archive = dir.join("archive");
+    let demo = crate::support::process::start_service_with(
+        &[
+            "demo",
+            "--unicorns",
+            "3",
+            "--archive",
+            archive.to_str().unwrap(),
+        ],
+        &dir,
+        &[("STAMPEDE_ARCHIVE_BUFFER_SECS", "1")],
+    );
+    crate::support::process::wait_until(30, "records archived", || {
+        crate::support::process::metric(&demo.url, "stampede_archive_records_total") >= 9
+    });
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", demo.url)).await;
+    let name = browser
+        .until(
+            "a unicorn in the table, selected",
+            "const tr = document.querySelector('#fleet tbody tr[data-name]'); if (!tr) return null; tr.click(); return tr.dataset.name;",
+            json!([]),
+        )
+        .await;
+    let name = name.as_str().unwrap().to_owned();
+    browser
+        .eval(
+            "document.getElementById('trip-show').click(); return true;",
+            json!([]),
+        )
+        .await;
+    let trip = browser
+        .until(
+            "the trip drawn",
+            "const t = window.stampede.trip(); const s = document.getElementById('trip-status').textContent; return t && t.points.length >= 2 && s.includes('positions') ? {name: t.name, points: t.points, status: s} : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(trip["name"], name.as_str());
+    let times: Vec<&str> = trip["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[2].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+    // The service's own answer is what the page drew.
+    let api = crate::support::process::http_get_json(&format!(
+        "{}/api/trip?name={name}&to={}",
+        demo.url,
+        times.last().unwrap().replace(' ', "%20")
+    ));
+    assert_eq!(
+        api["points"].as_array().unwrap()[..times.len()],
+        trip["points"].as_array().unwrap()[..]
+    );
+    browser.quit().await;
+    assert!(crate::support::process::interrupt(demo).success());
+    std::fs::remove_dir_all(&dir).ok();
+}

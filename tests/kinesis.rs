@@ -894,7 +894,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     let total: u32 = want.values().sum();
     assert!(total > 19_000, "{total}");
     let lines = |objects: &[(String, bytes::Bytes)]| {
-        let mut counts = std::collections::BTreeMap::new();
+        let mut counts = BTreeMap::new();
         for (_, body) in objects {
             for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 *counts.entry(line.to_vec()).or_insert(0u32) += 1;
