@@ -916,6 +916,27 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
         );
     }
     assert_exactly_once(&lines(&objects), &want);
+    // SQL over the bucket: every record, once.
+    let out = stampede_with(
+        &[
+            "query",
+            "--archive",
+            &format!("s3://{bucket}/lake/"),
+            "--format",
+            "csv",
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT name) AS unicorns FROM wildrydes",
+        ],
+        &crate::support::s3::aws_env(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n,unicorns\r\n{total},40\r\n")
+    );
     eprintln!("archive on S3: {total} records exactly once in {} objects; the survivor found {found} already written", objects.len());
     std::fs::remove_dir_all(&t.dir).ok();
 }
