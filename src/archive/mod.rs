@@ -14,12 +14,15 @@
 //!    local clock. An object is written only if no object has that name (`If-None-Match: *` on
 //!    S3, a hard link that refuses to replace on a directory), and is never visible half
 //!    written.
-//! 2. **Checkpoints fall between objects.** A partition's objects are written when one of its
-//!    barriers arrives with the buffer due (size or age) or last, and hold exactly the records
-//!    before that barrier; only such a barrier, or one arriving with nothing buffered, is
-//!    answered [`Answer::Durable`](crate::output::Answer); every other one is answered
-//!    `Skip`, so its checkpoint is never committed. A committed checkpoint therefore never cuts
-//!    an object in two.
+//! 2. **Checkpoints fall between objects.** A partition's objects always end at one of its
+//!    barriers: when a barrier arrives with the buffer due (size or age) or last, the objects
+//!    hold everything before it; when the buffer comes due between barriers, they hold the
+//!    records before the newest barrier held back (the rest stays buffered). Only that barrier,
+//!    or one arriving with nothing buffered, is answered
+//!    [`Answer::Durable`](crate::output::Answer); the barriers held before it fell inside the
+//!    objects and are answered `Skip`, so their checkpoints are never committed. A committed
+//!    checkpoint therefore never cuts an object in two, and a busy partition still commits once
+//!    per object.
 //! 3. **A replay meets its own objects.** A resumed partition archives nothing up to its
 //!    checkpoint's last record (`pipeline`). After it, it buffers the same records in the same
 //!    order per hour as the run that crashed, so its first object in an hour has the same name
@@ -27,9 +30,9 @@
 //!    of its own (carrying the rest of the count over to records still to come). Until the
 //!    replay has passed every object found, its barriers are skipped too.
 //!
-//! A partition whose buffer is due but which sends no barrier (a quiet one, whose checkpoint
-//! does not change) writes anyway after a grace period and skips the barriers it held: nothing
-//! is lost, the next checkpoint commits. HTTP ingest and the file source keep no checkpoints:
+//! A partition whose buffer is due with no barrier held (a quiet one, whose checkpoint does not
+//! change) writes anyway after a grace period; one whose buffer reaches four times
+//! `buffer_bytes` with none held, too: nothing is lost, the next checkpoint commits. HTTP ingest and the file source keep no checkpoints:
 //! their objects are named by the run, written at size or age and when the service stops; a
 //! crash loses what was buffered (at most `buffer_secs`), as it loses open windows.
 

@@ -20,12 +20,12 @@ use crate::time::Millis;
 
 const MS_PER_HOUR: Millis = 3_600_000;
 
-/// A due buffer of a checkpointing partition waits this long past its age for a barrier to
-/// write at; then it is written anyway (a quiet partition may send none for a while).
+/// A due buffer of a checkpointing partition with no barrier held waits this long past its age
+/// for one to write at; then it is written anyway (a quiet partition may send none for a while).
 const BARRIER_GRACE: Duration = Duration::from_secs(5);
 
-/// A checkpointing partition's buffer is written at this multiple of `buffer_bytes` even between
-/// barriers, so that memory stays bounded if barriers stop coming.
+/// A checkpointing partition's buffer is written whole at this multiple of `buffer_bytes` even
+/// with no barrier to end its objects at, so that memory stays bounded if barriers stop coming.
 const HARD_LIMIT_FACTOR: usize = 4;
 
 /// How the archive writes.
@@ -62,8 +62,9 @@ struct Part {
     bytes: usize,
     /// When the oldest buffered record arrived.
     since: Option<Instant>,
-    /// Barriers that arrived while records were buffered and the buffer was not due.
-    held: Vec<Barrier>,
+    /// Barriers that arrived while records were buffered and the buffer was not due, oldest
+    /// first, each with how many records each hour held when it came.
+    held: Vec<Held>,
     /// Per hour, records still to drop: they are in an object a replay found already written.
     skip: Vec<(i64, u64)>,
 }
@@ -88,6 +89,28 @@ impl Hour {
         self.ends.len()
     }
 
+    /// Splits off and returns the records from the `n`th on.
+    fn split_off(&mut self, n: usize) -> Hour {
+        let n = n.min(self.len());
+        let cut = if n == 0 { 0 } else { self.ends[n - 1] };
+        let mut rest = Hour {
+            hour: self.hour,
+            lines: self.lines.split_off(cut as usize),
+            ends: self.ends.split_off(n),
+            times: self.times.split_off(n),
+            positions: self.positions.split_off(n),
+            sequences: if self.sequences.is_empty() {
+                Vec::new()
+            } else {
+                self.sequences.split_off(n)
+            },
+        };
+        for end in &mut rest.ends {
+            *end -= cut;
+        }
+        rest
+    }
+
     /// Drops the first `n` records.
     fn drop_front(&mut self, n: usize) {
         let n = n.min(self.len());
@@ -106,6 +129,22 @@ impl Hour {
             self.sequences.drain(..n);
         }
     }
+}
+
+/// A barrier waiting for the records before it to be written.
+struct Held {
+    barrier: Barrier,
+    /// (hour, records buffered for it) when the barrier came: objects cut there end at it.
+    marks: Vec<(i64, usize)>,
+}
+
+/// Which of a partition's buffered records a write takes.
+#[derive(Debug)]
+enum Cut {
+    /// All of them; then the barrier given (if any) is the one they end at.
+    All(Option<Barrier>),
+    /// Those before the newest barrier held, which they end at.
+    AtHeld,
 }
 
 /// The writer gave up (shutdown past its deadline): what it held is re-read from the last commit.
@@ -219,7 +258,7 @@ impl ArchiveOutput {
         }
         let names: Vec<Arc<str>> = self.parts.keys().cloned().collect();
         for name in names {
-            if self.write_part(&name, None).await.is_err() {
+            if self.write_part(&name, Cut::All(None)).await.is_err() {
                 return;
             }
         }
@@ -234,13 +273,16 @@ impl ArchiveOutput {
                     .entry(Arc::clone(&r.partition))
                     .or_insert_with(|| Part::new(r.source));
                 part.take(&r);
-                let limit = if part.durable {
-                    self.settings.buffer_bytes * HARD_LIMIT_FACTOR
-                } else {
-                    self.settings.buffer_bytes
-                };
-                if part.bytes >= limit {
-                    self.write_part(&r.partition, None).await?;
+                let (bytes, held) = (part.bytes, !part.held.is_empty());
+                if !part.durable {
+                    if bytes >= self.settings.buffer_bytes {
+                        self.write_part(&r.partition, Cut::All(None)).await?;
+                    }
+                } else if bytes >= self.settings.buffer_bytes && held {
+                    // Busy: the objects end at the newest barrier held, which commits.
+                    self.write_part(&r.partition, Cut::AtHeld).await?;
+                } else if bytes >= self.settings.buffer_bytes * HARD_LIMIT_FACTOR {
+                    self.write_part(&r.partition, Cut::All(None)).await?;
                 }
             }
             Item::Barrier(barrier) => self.barrier(barrier).await?,
@@ -264,9 +306,10 @@ impl ArchiveOutput {
                 barrier.done();
             }
         } else if barrier.last || part.due(&self.settings, Instant::now()) {
-            self.write_part(&name, Some(barrier)).await?;
+            self.write_part(&name, Cut::All(Some(barrier))).await?;
         } else {
-            part.held.push(barrier);
+            let marks = part.hours.iter().map(|h| (h.hour, h.len())).collect();
+            part.held.push(Held { barrier, marks });
             return Ok(());
         }
         if let Some(part) = self.parts.get(&name) {
@@ -281,45 +324,70 @@ impl ArchiveOutput {
     async fn tick(&mut self) -> Result<(), GaveUp> {
         let now = Instant::now();
         let settings = self.settings;
-        let due: Vec<Arc<str>> = self
+        let due: Vec<(Arc<str>, Cut)> = self
             .parts
             .iter()
-            .filter(|(_, p)| {
-                p.since.is_some_and(|s| {
-                    let age = now.duration_since(s);
-                    if p.durable {
-                        age >= settings.buffer_age + BARRIER_GRACE
-                    } else {
-                        age >= settings.buffer_age
-                    }
-                })
+            .filter_map(|(name, p)| {
+                let age = now.duration_since(p.since?);
+                let cut = if !p.durable {
+                    (age >= settings.buffer_age).then_some(Cut::All(None))
+                } else if !p.held.is_empty() {
+                    (age >= settings.buffer_age).then_some(Cut::AtHeld)
+                } else {
+                    (age >= settings.buffer_age + BARRIER_GRACE).then_some(Cut::All(None))
+                };
+                Some((Arc::clone(name), cut?))
             })
-            .map(|(name, _)| Arc::clone(name))
             .collect();
-        for name in due {
-            self.write_part(&name, None).await?;
+        for (name, cut) in due {
+            self.write_part(&name, cut).await?;
         }
         Ok(())
     }
 
-    /// Writes every hour of partition `name`; then answers `at` (the barrier the objects end
-    /// at), or with none, skips the barriers held.
-    async fn write_part(&mut self, name: &Arc<str>, at: Option<Barrier>) -> Result<(), GaveUp> {
+    /// Writes partition `name`'s records as `cut` says, and answers its barriers: the one its
+    /// objects end at is durable (unless a replay is still passing objects found), those held
+    /// before it fell inside the objects and are skipped.
+    async fn write_part(&mut self, name: &Arc<str>, cut: Cut) -> Result<(), GaveUp> {
         let Some(mut part) = self.parts.remove(name) else {
             return Ok(());
         };
-        let hours = std::mem::take(&mut part.hours);
+        let mut hours = std::mem::take(&mut part.hours);
+        let mut at = None;
+        let mut kept = Vec::new();
+        match cut {
+            Cut::All(barrier) => at = barrier,
+            Cut::AtHeld => {
+                if let Some(newest) = part.held.pop() {
+                    for hour in &mut hours {
+                        let n = newest
+                            .marks
+                            .iter()
+                            .find(|(h, _)| *h == hour.hour)
+                            .map_or(0, |(_, n)| *n);
+                        let rest = hour.split_off(n);
+                        if rest.len() > 0 {
+                            kept.push(rest);
+                        }
+                    }
+                    at = Some(newest.barrier);
+                }
+            }
+        }
         for mut hour in hours {
             self.write_hour(name, &mut part, &mut hour).await?;
         }
+        let left: usize = kept.iter().map(|h| h.lines.len()).sum();
+        let written = part.bytes - left;
         METRICS
             .archive_buffered
-            .fetch_sub(i64::try_from(part.bytes).unwrap_or(i64::MAX), Relaxed);
-        part.bytes = 0;
-        part.since = None;
-        // The held barriers fell inside the objects just written: never commit points.
+            .fetch_sub(i64::try_from(written).unwrap_or(i64::MAX), Relaxed);
+        part.bytes = left;
+        part.since = (left > 0).then(Instant::now);
+        part.hours = kept;
+        // The held barriers before the one the objects end at fell inside them.
         for held in part.held.drain(..) {
-            held.skip();
+            held.barrier.skip();
         }
         if let Some(barrier) = at {
             if part.replaying() {
@@ -582,6 +650,52 @@ mod tests {
         counts
     }
 
+    async fn take(a: &mut ArchiveOutput, from: u64, to: u64) {
+        let item = Item::Records(Arc::new(records(from, to)));
+        assert!(a.take(item).await.is_ok());
+    }
+
+    /// A busy partition whose buffer fills between barriers still commits: its objects end at
+    /// the newest barrier held, which is answered durable; what came after it stays buffered.
+    #[tokio::test]
+    async fn a_busy_partition_cuts_its_objects_at_the_newest_barrier_held() {
+        let root =
+            std::env::temp_dir().join(format!("stampede-archive-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut a = archive(&root);
+        // ~190 bytes a record: 10 records are under the 4 KiB of an object, 30 over it.
+        take(&mut a, 0, 10).await;
+        let (first, mut first_rx) = Barrier::new("t/0".into(), false);
+        assert!(a.take(Item::Barrier(first)).await.is_ok());
+        let (second, mut second_rx) = Barrier::new("t/0".into(), false);
+        take(&mut a, 10, 12).await;
+        assert!(a.take(Item::Barrier(second)).await.is_ok());
+        assert!(
+            first_rx.try_recv().is_err() && second_rx.try_recv().is_err(),
+            "held"
+        );
+        take(&mut a, 12, 40).await;
+        assert_eq!(first_rx.try_recv(), Ok(Answer::Skip), "inside the objects");
+        assert_eq!(
+            second_rx.try_recv(),
+            Ok(Answer::Durable),
+            "the objects end at it"
+        );
+        let want: BTreeMap<String, u32> = (0..12).map(|i| (line(i).0, 1)).collect();
+        assert_eq!(archived(&root), want);
+        let part = &a.parts["t/0"];
+        assert_eq!(
+            part.hours.iter().map(Hour::len).sum::<usize>(),
+            28,
+            "the rest is buffered"
+        );
+        assert_eq!(
+            part.bytes,
+            part.hours.iter().map(|h| h.lines.len()).sum::<usize>()
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A run writes objects past its last commit and dies; the next run replays from that commit
     /// in batches of another size: each record is archived once, and only objects' edges are
     /// commit points.
@@ -592,7 +706,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let mut first = archive(&root);
         first.target.prepare().await.unwrap();
-        let answers = feed(&mut first, 0, 400, 20, false).await;
+        let answers = feed(&mut first, 0, 400, 10, false).await;
         let durable: Vec<u64> = answers
             .iter()
             .filter(|(_, a)| *a == Some(Answer::Durable))
