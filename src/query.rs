@@ -96,7 +96,8 @@ async fn archive_files(target: &Target) -> Result<(Vec<String>, Vec<String>), Qu
                 .try_collect()
                 .await
                 .map_err(|e| {
-                    QueryError::Source(format!("cannot list s3://{bucket}/{prefix}: {e}"))
+                    let why = crate::archive::target::describe(&e);
+                    QueryError::Source(format!("cannot list s3://{bucket}/{prefix}: {why}"))
                 })?;
             for meta in listed {
                 let key = meta.location.as_ref();

@@ -45,23 +45,56 @@ pub enum Target {
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// The file system refused.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// Where.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// S3 refused.
-    #[error("{0}")]
-    S3(#[from] object_store::Error),
+    #[error("{}", describe(.0))]
+    S3(object_store::Error),
+}
+
+impl From<object_store::Error> for TargetError {
+    fn from(e: object_store::Error) -> Self {
+        TargetError::S3(e)
+    }
+}
+
+/// An S3 error in words: the service's `Code: Message` when its XML body says them (the client
+/// repeats the whole body, twice), else the client's first line.
+pub fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(
+            text[start..end]
+                .trim_start_matches("<![CDATA[")
+                .trim_end_matches("]]>")
+                .to_owned(),
+        )
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect(),
+    }
 }
 
 impl Classify for TargetError {
     fn kind(&self) -> ErrorKind {
         use std::io::ErrorKind as Io;
         match self {
-            TargetError::Io { source, .. } => match source.kind() {
+            TargetError::Io { error, .. } => match error.kind() {
                 Io::PermissionDenied | Io::ReadOnlyFilesystem | Io::StorageFull => {
                     ErrorKind::Permanent
                 }
@@ -79,10 +112,10 @@ impl Classify for TargetError {
     }
 }
 
-fn io(path: &Path, source: std::io::Error) -> TargetError {
+fn io(path: &Path, error: std::io::Error) -> TargetError {
     TargetError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -108,7 +141,7 @@ impl Target {
                     .await
                     .map_err(|e| TargetError::Io {
                         path: "archive writer".into(),
-                        source: std::io::Error::other(e),
+                        error: std::io::Error::other(e),
                     })?
             }
             Target::S3 { store, prefix, .. } => {

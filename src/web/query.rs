@@ -41,6 +41,9 @@ pub const LIMITS: QueryLimits = QueryLimits {
 /// Points of a trip returned at most.
 pub const MAX_TRIP_POINTS: usize = 20_000;
 
+/// Stored summaries a query on the service reads into memory at most (about 200 MB).
+pub const MAX_SUMMARIES: usize = 1_000_000;
+
 /// What the query handlers need.
 #[derive(Clone)]
 pub struct QueryWeb {
@@ -88,9 +91,15 @@ async fn answer(
             name: None,
             from: None,
             to: None,
-            limit: usize::MAX,
+            limit: MAX_SUMMARIES + 1,
         };
         match state.stores.summaries(all).await {
+            Ok(s) if s.len() > MAX_SUMMARIES => {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the store holds more than {MAX_SUMMARIES} summaries, more than a query on the service reads; run it with stampede query on a stopped service (or a DynamoDB store)"),
+                ))
+            }
             Ok(s) => Some(s),
             Err(e) => {
                 return Err(error(
