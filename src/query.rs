@@ -217,6 +217,14 @@ fn summaries_table(summaries: &[Summary]) -> Result<MemTable, QueryError> {
     MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| QueryError::Source(e.to_string()))
 }
 
+/// The records of `table` (the record's own keys) as Athena shows them: lower-case columns,
+/// `statustime` a timestamp.
+fn athena_columns(table: &str) -> String {
+    format!(
+        "SELECT \"Name\" AS name, CAST(\"StatusTime\" AS TIMESTAMP) AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM {table}"
+    )
+}
+
 /// How much a query may use.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -254,7 +262,7 @@ pub async fn context(tables: &Tables, limits: Limits) -> Result<SessionContext, 
         let format = JsonFormat::default();
         let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
         register_files(&ctx, "wildrydes_ndjson", &json, options, ndjson_schema()).await?;
-        parts.push("SELECT \"Name\" AS name, CAST(\"StatusTime\" AS TIMESTAMP) AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM wildrydes_ndjson");
+        parts.push(athena_columns("wildrydes_ndjson"));
     }
     if !parquet.is_empty() {
         let options =
@@ -267,7 +275,7 @@ pub async fn context(tables: &Tables, limits: Limits) -> Result<SessionContext, 
             crate::archive::columns::schema(),
         )
         .await?;
-        parts.push("SELECT \"Name\" AS name, CAST(\"StatusTime\" AS TIMESTAMP) AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM wildrydes_parquet");
+        parts.push(athena_columns("wildrydes_parquet"));
     }
     if parts.is_empty() {
         let empty = MemTable::try_new(wildrydes_schema(), vec![vec![]]).map_err(sql_error)?;
