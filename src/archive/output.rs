@@ -1,6 +1,11 @@
 //! The archive output: buffers each partition's accepted records per hour of `StatusTime`, and
 //! writes them as objects at size or age, answering barriers as the module docs of
 //! [`archive`](super) say (that is what makes it exactly once).
+//!
+//! Writing never holds up the intake: a partition's objects are written by a task of their own
+//! while its next records are buffered, and the barrier they end at is answered by that task
+//! once they are durable. A partition has at most one such write under way (the next waits for
+//! it), so its objects are written in order and a replay's skips carry from one to the next.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::target::Target;
@@ -43,6 +49,13 @@ pub struct Settings {
 
 /// The archive output; [`ArchiveOutput::run`] is its task.
 pub struct ArchiveOutput {
+    writer: Arc<Writer>,
+    settings: Settings,
+    parts: HashMap<Arc<str>, Part>,
+}
+
+/// What the write tasks share.
+struct Writer {
     target: Target,
     settings: Settings,
     health: Health,
@@ -50,10 +63,9 @@ pub struct ArchiveOutput {
     /// Names the objects of sources without stable positions (HTTP, file) apart from those of
     /// earlier runs.
     run: String,
-    parts: HashMap<Arc<str>, Part>,
 }
 
-/// One partition's buffered records and held barriers.
+/// One partition's buffered records, held barriers and write under way.
 struct Part {
     source: &'static str,
     /// It sends barriers (Kafka, Kinesis): objects are written at barriers.
@@ -65,9 +77,35 @@ struct Part {
     /// Barriers that arrived while records were buffered and the buffer was not due, oldest
     /// first, each with how many records each hour held when it came.
     held: Vec<Held>,
-    /// Per hour, records still to drop: they are in an object a replay found already written.
+    /// Per hour, records still to drop: they are in an object a replay found already written
+    /// (applied when the next objects are written).
     skip: Vec<(i64, u64)>,
+    /// The write under way; it hands back the skips left after it.
+    writing: Option<JoinHandle<Result<Skips, GaveUp>>>,
 }
+
+/// Per hour, records still to skip (a replay found them written).
+type Skips = Vec<(i64, u64)>;
+
+/// A barrier waiting for the records before it to be written.
+struct Held {
+    barrier: Barrier,
+    /// (hour, records buffered for it) when the barrier came: objects cut there end at it.
+    marks: Vec<(i64, usize)>,
+}
+
+/// Which of a partition's buffered records a write takes.
+#[derive(Debug)]
+enum Cut {
+    /// All of them; then the barrier given (if any) is the one they end at.
+    All(Option<Barrier>),
+    /// Those before the newest barrier held, which they end at.
+    AtHeld,
+}
+
+/// The writer gave up (shutdown past its deadline): what it held is re-read from the last commit.
+#[derive(Debug)]
+struct GaveUp;
 
 /// The records of one partition and one hour, as one object will hold them.
 #[derive(Default)]
@@ -131,24 +169,27 @@ impl Hour {
     }
 }
 
-/// A barrier waiting for the records before it to be written.
-struct Held {
-    barrier: Barrier,
-    /// (hour, records buffered for it) when the barrier came: objects cut there end at it.
-    marks: Vec<(i64, usize)>,
+/// Adds `more` to the records of `hour` still to skip, and drops as many as it holds.
+fn skip_front(skip: &mut Vec<(i64, u64)>, hour: &mut Hour, more: u64) {
+    let i = match skip.iter().position(|(h, _)| *h == hour.hour) {
+        Some(i) => i,
+        None => {
+            skip.push((hour.hour, 0));
+            skip.len() - 1
+        }
+    };
+    let entry = &mut skip[i].1;
+    *entry += more;
+    let n = usize::try_from(*entry)
+        .unwrap_or(usize::MAX)
+        .min(hour.len());
+    hour.drop_front(n);
+    *entry -= n as u64;
 }
 
-/// Which of a partition's buffered records a write takes.
-#[derive(Debug)]
-enum Cut {
-    /// All of them; then the barrier given (if any) is the one they end at.
-    All(Option<Barrier>),
-    /// Those before the newest barrier held, which they end at.
-    AtHeld,
+fn replaying(skip: &[(i64, u64)]) -> bool {
+    skip.iter().any(|(_, n)| *n > 0)
 }
-
-/// The writer gave up (shutdown past its deadline): what it held is re-read from the last commit.
-struct GaveUp;
 
 impl Part {
     fn new(source: &'static str) -> Part {
@@ -160,15 +201,12 @@ impl Part {
             since: None,
             held: Vec::new(),
             skip: Vec::new(),
+            writing: None,
         }
     }
 
     fn is_empty(&self) -> bool {
         self.hours.iter().all(|h| h.ends.is_empty())
-    }
-
-    fn replaying(&self) -> bool {
-        self.skip.iter().any(|(_, n)| *n > 0)
     }
 
     fn due(&self, settings: &Settings, now: Instant) -> bool {
@@ -178,14 +216,19 @@ impl Part {
                 .is_some_and(|s| now.duration_since(s) >= settings.buffer_age)
     }
 
-    /// Takes in the records of `r` not yet archived.
+    /// Waits for the write under way, if any; its skips are the partition's again.
+    async fn settle(&mut self) -> Result<(), GaveUp> {
+        if let Some(writing) = self.writing.take() {
+            self.skip = writing.await.map_err(|_| GaveUp)??;
+        }
+        Ok(())
+    }
+
+    /// Takes in the accepted records of `r`.
     fn take(&mut self, r: &Records) {
+        let before = self.bytes;
         let hourly = r.times.iter().map(|t| t.div_euclid(MS_PER_HOUR));
         for (i, (range, hour)) in r.ranges.iter().zip(hourly).enumerate() {
-            if let Some((_, n)) = self.skip.iter_mut().find(|(h, n)| *h == hour && *n > 0) {
-                *n -= 1;
-                continue;
-            }
             let Some(bytes) = r.payload.get(range.clone()) else {
                 continue;
             };
@@ -212,10 +255,10 @@ impl Part {
                 h.sequences.push(sequence.clone());
             }
             self.bytes += bytes.len() + 1;
-            METRICS
-                .archive_buffered
-                .fetch_add(bytes.len() as i64 + 1, Relaxed);
         }
+        METRICS
+            .archive_buffered
+            .fetch_add(i64::try_from(self.bytes - before).unwrap_or(0), Relaxed);
         if self.bytes > 0 && self.since.is_none() {
             self.since = Some(Instant::now());
         }
@@ -231,11 +274,14 @@ impl ArchiveOutput {
         give_up: CancellationToken,
     ) -> ArchiveOutput {
         ArchiveOutput {
-            target,
+            writer: Arc::new(Writer {
+                target,
+                settings,
+                health,
+                give_up,
+                run: format!("{}.{}", crate::time::now_ms(), std::process::id()),
+            }),
             settings,
-            health,
-            give_up,
-            run: format!("{}.{}", crate::time::now_ms(), std::process::id()),
             parts: HashMap::new(),
         }
     }
@@ -256,13 +302,21 @@ impl ArchiveOutput {
                 return;
             }
         }
+        if self.finish().await.is_ok() {
+            tracing::info!(target = %self.writer.target.describe(), "archive: everything written");
+        }
+    }
+
+    /// Writes what every partition holds and waits for every write.
+    async fn finish(&mut self) -> Result<(), GaveUp> {
         let names: Vec<Arc<str>> = self.parts.keys().cloned().collect();
         for name in names {
-            if self.write_part(&name, Cut::All(None)).await.is_err() {
-                return;
+            self.write_part(&name, Cut::All(None)).await?;
+            if let Some(part) = self.parts.get_mut(&name) {
+                part.settle().await?;
             }
         }
-        tracing::info!(target = %self.target.describe(), "archive: everything written");
+        Ok(())
     }
 
     async fn take(&mut self, item: Item) -> Result<(), GaveUp> {
@@ -300,23 +354,22 @@ impl ArchiveOutput {
         };
         part.durable = true;
         if part.is_empty() {
-            if part.replaying() {
+            // What came before it is in the write under way, if any.
+            part.settle().await?;
+            if replaying(&part.skip) {
                 barrier.skip();
             } else {
                 barrier.done();
+                if part.held.is_empty() {
+                    // A hand-off or a quiet partition: nothing left to keep.
+                    self.parts.remove(&name);
+                }
             }
         } else if barrier.last || part.due(&self.settings, Instant::now()) {
             self.write_part(&name, Cut::All(Some(barrier))).await?;
         } else {
             let marks = part.hours.iter().map(|h| (h.hour, h.len())).collect();
             part.held.push(Held { barrier, marks });
-            return Ok(());
-        }
-        if let Some(part) = self.parts.get(&name) {
-            if part.is_empty() && part.held.is_empty() && !part.replaying() {
-                // A hand-off or a quiet partition: nothing left to keep.
-                self.parts.remove(&name);
-            }
         }
         Ok(())
     }
@@ -345,13 +398,15 @@ impl ArchiveOutput {
         Ok(())
     }
 
-    /// Writes partition `name`'s records as `cut` says, and answers its barriers: the one its
-    /// objects end at is durable (unless a replay is still passing objects found), those held
-    /// before it fell inside the objects and are skipped.
+    /// Starts writing partition `name`'s records as `cut` says (once its write under way is
+    /// done). The barrier the objects end at is answered by the write, once they are durable:
+    /// durable, unless a replay is still passing objects found; those held before it fell
+    /// inside the objects and are skipped now.
     async fn write_part(&mut self, name: &Arc<str>, cut: Cut) -> Result<(), GaveUp> {
-        let Some(mut part) = self.parts.remove(name) else {
+        let Some(part) = self.parts.get_mut(name) else {
             return Ok(());
         };
+        part.settle().await?;
         let mut hours = std::mem::take(&mut part.hours);
         let mut at = None;
         let mut kept = Vec::new();
@@ -374,49 +429,67 @@ impl ArchiveOutput {
                 }
             }
         }
-        for mut hour in hours {
-            self.write_hour(name, &mut part, &mut hour).await?;
-        }
-        let left: usize = kept.iter().map(|h| h.lines.len()).sum();
-        let written = part.bytes - left;
-        METRICS
-            .archive_buffered
-            .fetch_sub(i64::try_from(written).unwrap_or(i64::MAX), Relaxed);
-        part.bytes = left;
-        part.since = (left > 0).then(Instant::now);
-        part.hours = kept;
-        // The held barriers before the one the objects end at fell inside them.
         for held in part.held.drain(..) {
             held.barrier.skip();
         }
-        if let Some(barrier) = at {
-            if part.replaying() {
-                barrier.skip();
-            } else {
-                barrier.done();
+        let left: usize = kept.iter().map(|h| h.lines.len()).sum();
+        METRICS.archive_buffered.fetch_sub(
+            i64::try_from(part.bytes - left).unwrap_or(i64::MAX),
+            Relaxed,
+        );
+        part.bytes = left;
+        part.since = (left > 0).then(Instant::now);
+        part.hours = kept;
+        hours.retain(|h| h.len() > 0);
+        let writer = Arc::clone(&self.writer);
+        let (source, partition, skip) = (
+            part.source,
+            Arc::clone(name),
+            std::mem::take(&mut part.skip),
+        );
+        let durable = part.durable;
+        part.writing = Some(tokio::spawn(async move {
+            let mut skip = skip;
+            for mut hour in hours {
+                writer
+                    .write_hour(source, durable, &partition, &mut skip, &mut hour)
+                    .await?;
             }
-        }
-        part.skip.retain(|(_, n)| *n > 0);
-        self.parts.insert(Arc::clone(name), part);
+            skip.retain(|(_, n)| *n > 0);
+            if let Some(barrier) = at {
+                if replaying(&skip) {
+                    barrier.skip();
+                } else {
+                    barrier.done();
+                }
+            }
+            Ok(skip)
+        }));
         Ok(())
     }
+}
 
+impl Writer {
     /// Writes one hour's records as one object, or — when a replay finds objects already
-    /// written from the same first record — skips the records they hold.
+    /// written from the same first record — skips the records they hold. Records a replay
+    /// found before (`skip`) are dropped first.
     async fn write_hour(
-        &mut self,
+        &self,
+        source: &'static str,
+        durable: bool,
         partition: &str,
-        part: &mut Part,
+        skip: &mut Vec<(i64, u64)>,
         hour: &mut Hour,
     ) -> Result<(), GaveUp> {
         let parquet = self.settings.format == ArchiveFormat::Parquet;
+        skip_front(skip, hour, 0);
         while hour.len() > 0 {
             let id = match hour.sequences.first() {
                 Some(sequence) => sequence.clone(),
-                None if part.durable => hour.positions[0].to_string(),
+                None if durable => hour.positions[0].to_string(),
                 None => format!("{}-{}", self.run, hour.positions[0]),
             };
-            let uuid = super::object_uuid(part.source, partition, &id);
+            let uuid = super::object_uuid(source, partition, &id);
             let key = super::object_key(
                 self.settings.layout,
                 self.settings.format,
@@ -478,23 +551,10 @@ impl ArchiveOutput {
             };
             METRICS.archive_found.fetch_add(1, Relaxed);
             tracing::info!(%key, records = held, "archive: object already written by an earlier run; not writing its records again");
-            let have = hour.len() as u64;
-            if held >= have {
-                hour.drop_front(hour.len());
-                let rest = held - have;
-                if rest > 0 {
-                    match part.skip.iter_mut().find(|(h, _)| *h == hour.hour) {
-                        Some((_, n)) => *n += rest,
-                        None => part.skip.push((hour.hour, rest)),
-                    }
-                }
-            } else {
-                hour.drop_front(usize::try_from(held).unwrap_or(usize::MAX));
-            }
+            skip_front(skip, hour, held);
         }
         Ok(())
     }
-
     /// Runs `attempt` until it succeeds, backing off and reporting health, or until shutdown
     /// gives up on it.
     async fn retry<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, GaveUp>
@@ -622,10 +682,18 @@ mod tests {
             answers.push((end - 1, rx));
             at = end;
         }
+        settle(a).await;
         answers
             .into_iter()
             .map(|(p, mut rx)| (p, rx.try_recv().ok()))
             .collect()
+    }
+
+    /// Waits for every write under way.
+    async fn settle(a: &mut ArchiveOutput) {
+        for part in a.parts.values_mut() {
+            assert!(part.settle().await.is_ok());
+        }
     }
 
     /// Every line of every object under `root`, counted.
@@ -675,6 +743,7 @@ mod tests {
             "held"
         );
         take(&mut a, 12, 40).await;
+        settle(&mut a).await;
         assert_eq!(first_rx.try_recv(), Ok(Answer::Skip), "inside the objects");
         assert_eq!(
             second_rx.try_recv(),
@@ -705,7 +774,7 @@ mod tests {
             std::env::temp_dir().join(format!("stampede-archive-replay-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let mut first = archive(&root);
-        first.target.prepare().await.unwrap();
+        first.writer.target.prepare().await.unwrap();
         let answers = feed(&mut first, 0, 400, 10, false).await;
         let durable: Vec<u64> = answers
             .iter()
