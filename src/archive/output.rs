@@ -525,7 +525,8 @@ impl Writer {
                     }
                 }
             } else {
-                Bytes::copy_from_slice(&hour.lines)
+                // The buffer itself, uncopied; a conflict (rare) takes it back.
+                Bytes::from(std::mem::take(&mut hour.lines))
             };
             let size = body.len();
             let written = self
@@ -541,6 +542,9 @@ impl Writer {
                 return Ok(());
             }
             // Written before, by a run that did not commit after it: its records are ours.
+            if !parquet {
+                hour.lines = body.to_vec();
+            }
             let existing = self.retry(&key, || self.target.get(&key)).await?;
             let held = match super::columns::count_records(existing, parquet) {
                 Ok(n) => n,
