@@ -520,7 +520,7 @@ public_url = ""                 # base of the links in mails; default http://<we
 kind = "none"                   # none | dir | s3 (AWS_REGION, AWS_ENDPOINT_URL_S3)
 path = "./stampede-archive"     # dir: the directory
 bucket = ""                     # s3: the bucket
-prefix = ""                     # s3: key prefix, e.g. "wildrydes/"
+prefix = ""                     # s3: key prefix, a folder ending in /, e.g. "wildrydes/"
 layout = "firehose"             # firehose (YYYY/MM/DD/HH/wildrydes-1-...) | hive (dt=YYYY-MM-DD/hour=HH/...)
 format = "ndjson"               # ndjson (the records' bytes as received) | parquet (typed columns, zstd)
 buffer_bytes = 5242880          # an object is written at this size...
@@ -933,10 +933,15 @@ impl Config {
             ArchiveKind::S3 => {
                 crate::archive::check_bucket(&archive.bucket)
                     .map_err(|m| value_error("archive.bucket", m))?;
-                if archive.prefix.starts_with('/') {
+                if archive.prefix.starts_with('/')
+                    || !(archive.prefix.is_empty() || archive.prefix.ends_with('/'))
+                {
                     return Err(value_error(
                         "archive.prefix",
-                        "an S3 key prefix does not start with /",
+                        format!(
+                            "{:?} is not a key prefix: empty, or a folder ending in / that does not start with one, e.g. \"wildrydes/\"",
+                            archive.prefix
+                        ),
                     ));
                 }
             }
@@ -1249,6 +1254,15 @@ public_url = ""              # base of the links in mails; default http://<web.l
         let lake = e(&[("STAMPEDE_LAKE_KIND", "dir")]);
         assert!(lake.contains("STAMPEDE_LAKE_KIND") && lake.contains("[lake]"));
         assert!(e(&[("STAMPEDE_ARCHIVE_KIND", "s3")]).contains("archive.bucket"));
+        let s3 = |prefix| {
+            e(&[
+                ("STAMPEDE_ARCHIVE_KIND", "s3"),
+                ("STAMPEDE_ARCHIVE_BUCKET", "lake"),
+                ("STAMPEDE_ARCHIVE_PREFIX", prefix),
+            ])
+        };
+        assert!(s3("wildrydes").contains("archive.prefix"));
+        assert!(s3("/wildrydes/").contains("archive.prefix"));
         assert!(e(&[
             ("STAMPEDE_ARCHIVE_KIND", "dir"),
             ("STAMPEDE_ARCHIVE_BUFFER_SECS", "0")
