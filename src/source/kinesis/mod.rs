@@ -413,6 +413,8 @@ impl ShardReader {
         handoff: CancellationToken,
     ) {
         let (mut commits, commit_tx) = Commits::new();
+        // Sequence numbers go with the records only to an output that names records by them.
+        let named = outputs.wants_records();
         let engine = Partition::start(
             ("kinesis", self.shard.clone(), window),
             slot,
@@ -420,7 +422,7 @@ impl ShardReader {
             commit_tx,
             outputs,
         );
-        let end = self.read(&engine, &mut commits, &handoff).await;
+        let end = self.read(&engine, &mut commits, &handoff, named).await;
         if let Stop::Lost = end {
             tracing::warn!(shard = %self.shard, "kinesis lease lost: stopping without a checkpoint");
             engine.abort();
@@ -537,6 +539,7 @@ impl ShardReader {
         engine: &Partition,
         commits: &mut Commits,
         handoff: &CancellationToken,
+        named: bool,
     ) -> Stop {
         let mut iterator: Option<String> = None;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -594,25 +597,32 @@ impl ShardReader {
             let empty = page.records.is_empty();
             if !empty {
                 let mut batch = BatchBuilder::default();
-                // Records are consumed: their sequence numbers go into the map and, for outputs
-                // that name records (the archive), with the batch.
+                // Records are consumed: their sequence numbers move into the map, uncopied, and
+                // are copied for the batch only for an output that names records by them (the
+                // archive).
                 for r in page.records {
                     let position = self.next_position;
                     self.next_position += 1;
                     let sequence = r.sequence_number;
+                    let for_batch = named.then(|| sequence.clone());
                     if let Some((low, high)) = self.tail_range {
                         // A parent's record: ours only if its key hashes into our range. Every
                         // record keeps its position, as the parent's checkpoint counts them.
                         let hash =
                             crate::kinesis::hash_key(r.partition_key.as_deref().unwrap_or(""));
-                        self.after = Some(sequence.clone());
+                        self.after = Some(sequence);
                         if hash < low || hash > high {
                             continue;
                         }
                     } else {
-                        self.sequences.push_back((position, sequence.clone()));
+                        self.sequences.push_back((position, sequence));
                     }
-                    batch.push_sequenced(r.data.as_ref(), position, sequence);
+                    match for_batch {
+                        Some(sequence) => {
+                            batch.push_sequenced(r.data.as_ref(), position, sequence);
+                        }
+                        None => batch.push(r.data.as_ref(), position),
+                    }
                 }
                 if self.tail_range.is_none() {
                     if let Some(last) = self.sequences.back() {
