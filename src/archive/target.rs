@@ -25,6 +25,9 @@ use crate::output::{Classify, ErrorKind};
 /// The hidden directory a directory archive stages files in.
 pub const STAGING: &str = ".stampede-tmp";
 
+/// A staged file this old was left by a run that stopped while writing it.
+const STALE_STAGED: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// An archive's destination.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -198,8 +201,19 @@ impl Target {
                     .await
                     .map_err(|e| io(&staging, e))?;
                 // Files staged by a run that did not finish them: never linked, never visible.
+                // Only old ones: another instance on this host may be writing into the same
+                // archive now (a write takes seconds).
                 while let Ok(Some(entry)) = entries.next_entry().await {
-                    let _ = tokio::fs::remove_file(entry.path()).await;
+                    let stale = entry
+                        .metadata()
+                        .await
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_STAGED);
+                    if stale {
+                        let _ = tokio::fs::remove_file(entry.path()).await;
+                    }
                 }
                 Ok(())
             }
