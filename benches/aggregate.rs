@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
                 reader: Box::new(Cursor::new(file.as_slice())),
             };
             let (summaries, _) =
-                aggregate([input], WindowConfig::default(), &mut |_| {}).expect("in memory");
+                aggregate([input], WindowConfig::default(), 1, &mut |_| {}).expect("in memory");
             let mut out = Vec::with_capacity(2 << 20);
             write_summaries(&mut out, &summaries).expect("in memory");
             black_box(out.len())

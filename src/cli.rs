@@ -218,6 +218,10 @@ pub struct AggregateArgs {
     /// low-health and low-magic, below 100, resolving at 105).
     #[arg(long, value_name = "FILE", requires = "alerts")]
     pub config: Option<PathBuf>,
+    /// Threads that decode (default: one per core). The window engine stays on one thread and
+    /// takes the records in input order, so the output is the same for any number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// The `[window]` settings as flags.

@@ -98,6 +98,9 @@ fn run_aggregate(args: &AggregateArgs) -> anyhow::Result<()> {
         }
     }
     let verbose = args.verbose;
+    let threads = args
+        .threads
+        .map_or_else(stampede::aggregate::default_threads, usize::from);
     let mut on_reject = |r: &stampede::aggregate::Rejected<'_>| {
         if verbose {
             eprintln!("{}:{}: rejected: {}", r.input, r.line, r.reject);
@@ -110,12 +113,12 @@ fn run_aggregate(args: &AggregateArgs) -> anyhow::Result<()> {
             None => Config::default().alert_rules()?,
         };
         let (_, changes, report) =
-            aggregate_with_alerts(inputs, cfg, rules.into(), &mut on_reject)?;
+            aggregate_with_alerts(inputs, cfg, threads, rules.into(), &mut on_reject)?;
         eprint!("{}", describe(&report));
         eprintln!("  alert state changes: {}", changes.len());
         write_changes(&mut stdout, &changes)
     } else {
-        let (summaries, report) = aggregate(inputs, cfg, &mut on_reject)?;
+        let (summaries, report) = aggregate(inputs, cfg, threads, &mut on_reject)?;
         eprint!("{}", describe(&report));
         write_summaries(&mut stdout, &summaries)
     };

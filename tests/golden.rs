@@ -53,6 +53,7 @@ fn golden_cases() {
                 reader: Box::new(std::io::Cursor::new(input.clone())),
             }],
             WindowConfig::default(),
+            1,
             &mut |r| *rejects.entry(r.reject.reason.to_string()).or_default() += 1,
         )
         .unwrap();
@@ -170,6 +171,7 @@ fn alert_changes_of_a_drifting_fleet_match_the_reference() {
             reader: Box::new(std::io::Cursor::new(input.clone())),
         }],
         WindowConfig::default(),
+        2,
         stampede::alert::Rule::defaults(0.0).into(),
         &mut |_| {},
     )
@@ -189,4 +191,103 @@ fn alert_changes_of_a_drifting_fleet_match_the_reference() {
     );
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
+}
+
+/// `stampede aggregate` decodes on several threads and answers byte for byte as with one: the
+/// summaries, the alert changes, and every rejected line with its number, on each golden input
+/// and on a faulty fleet many read chunks long (with lines too large to read, blank lines, CRLF
+/// and no final newline), read as two inputs.
+#[test]
+fn aggregate_answers_the_same_on_one_thread_and_on_several() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = crate::support::service::temp_dir("threads");
+    let out = stampede_ok(&[
+        "produce",
+        "--unicorns",
+        "300",
+        "--msgs",
+        "60000",
+        "--rate",
+        "max",
+        "--quiet",
+        "--seed",
+        "11",
+        "--start-time",
+        "2018-03-18 03:20:00",
+        "--drift",
+        "-0.1",
+        "--faults",
+        "malformed=0.01,out-of-order=0.05,late=0.02,too-late=0.002",
+    ]);
+    let mut lines: Vec<Vec<u8>> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert!(lines.len() > 60_000);
+    // Oversized lines (one many MiB long), a blank one and CRLF endings, at known line numbers.
+    let oversized = [1_000, 20_000, 45_000];
+    lines[oversized[0]] = vec![b'x'; 64 * 1024 + 1];
+    lines[oversized[1]] = vec![b'y'; 5 << 20];
+    lines[oversized[2]] = vec![b' '; 100 * 1024];
+    lines[30_000] = b"   ".to_vec();
+    for line in &mut lines[50_000..50_500] {
+        line.push(b'\r');
+    }
+    let (first, second) = lines.split_at(40_000);
+    let fleet1 = dir.join("fleet-1.ndjson");
+    let fleet2 = dir.join("fleet-2.ndjson");
+    std::fs::write(&fleet1, [first.join(&b'\n'), b"\n".to_vec()].concat()).unwrap();
+    // No final newline.
+    std::fs::write(&fleet2, second.join(&b'\n').trim_ascii_end()).unwrap();
+
+    let mut runs: Vec<Vec<std::ffi::OsString>> = CASES
+        .iter()
+        .map(|case| vec![golden.join(format!("{case}.input.ndjson")).into()])
+        .collect();
+    runs.push(vec![fleet1.clone().into(), fleet2.clone().into()]);
+    runs.push(vec![
+        "--alerts".into(),
+        fleet1.clone().into(),
+        fleet2.into(),
+    ]);
+    for files in runs {
+        let with = |threads: &str| {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "aggregate".into(),
+                "--verbose".into(),
+                "--threads".into(),
+                threads.into(),
+            ];
+            args.extend(files.iter().cloned());
+            stampede_ok(&args)
+        };
+        let one = with("1");
+        assert!(!one.stdout.is_empty(), "{files:?}: some output");
+        for threads in ["2", "3"] {
+            let several = with(threads);
+            assert!(
+                one.stdout == several.stdout,
+                "{files:?}: the output differs with {threads} threads"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&one.stderr),
+                String::from_utf8_lossy(&several.stderr),
+                "{files:?}: rejects and counts with {threads} threads"
+            );
+        }
+        if files.contains(&fleet1.clone().into()) {
+            let stderr = String::from_utf8_lossy(&one.stderr);
+            for line in oversized {
+                let at = format!("fleet-1.ndjson:{}: rejected: too_large", line + 1);
+                let at = if line >= 40_000 {
+                    format!("fleet-2.ndjson:{}: rejected: too_large", line - 40_000 + 1)
+                } else {
+                    at
+                };
+                assert!(stderr.contains(&at), "{files:?}: {at} in\n{stderr:.2000}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,6 +27,7 @@ fn run_aggregate(lines: &[Vec<u8>]) -> (Vec<u8>, BTreeMap<String, u64>) {
             reader: Box::new(std::io::Cursor::new(text)),
         }],
         WindowConfig::default(),
+        1,
         &mut |r| *rejects.entry(r.reject.reason.to_string()).or_default() += 1,
     )
     .unwrap();

@@ -8,11 +8,16 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use crate::alert::{Alerts, Change, Rule};
-use crate::decode::decode;
-use crate::record::{Reject, RejectReason, Summary, MAX_RECORD_BYTES};
-use crate::source::file::LineReader;
+use crate::record::{Reject, RejectReason, Summary};
 use crate::time::Millis;
 use crate::window::{Accepted, Engine, TimeMode, WindowConfig};
+
+mod chunks;
+
+/// The decoding threads `stampede aggregate` uses by default: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
 
 /// How often (in records) the engine is asked to emit and evict.
 const ADVANCE_EVERY: u64 = 4_096;
@@ -74,16 +79,20 @@ pub struct AggregateError {
 
 /// Runs `inputs` through decode and one window engine, flushes at the end, and returns the final
 /// summary of every window ordered by (`StatusTime`, `Name`), with the counts. `on_reject` sees
-/// every rejected line.
+/// every rejected line, in input order.
+///
+/// Lines are decoded on `threads` threads (inline for 0 or 1) and fed to the engine in input
+/// order, so the answer is the same for any number of threads.
 ///
 /// # Errors
 /// The first input that cannot be read; what was read before is lost with it.
 pub fn aggregate<'a>(
     inputs: impl IntoIterator<Item = Input<'a>>,
     cfg: WindowConfig,
+    threads: usize,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {
-    run(inputs, cfg, None, on_reject)
+    run(inputs, cfg, threads, None, on_reject)
 }
 
 /// As [`aggregate`], also evaluating `rules` on every accepted record (CONTRACT §7): the alert
@@ -94,18 +103,26 @@ pub fn aggregate<'a>(
 pub fn aggregate_with_alerts<'a>(
     inputs: impl IntoIterator<Item = Input<'a>>,
     cfg: WindowConfig,
+    threads: usize,
     rules: Arc<[Rule]>,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Vec<Change>, Report), AggregateError> {
     let mut alerts = Alerts::new(rules);
     let mut changes = Vec::new();
-    let (summaries, report) = run(inputs, cfg, Some((&mut alerts, &mut changes)), on_reject)?;
+    let (summaries, report) = run(
+        inputs,
+        cfg,
+        threads,
+        Some((&mut alerts, &mut changes)),
+        on_reject,
+    )?;
     Ok((summaries, changes, report))
 }
 
 fn run<'a>(
     inputs: impl IntoIterator<Item = Input<'a>>,
     cfg: WindowConfig,
+    threads: usize,
     mut alerts: Option<(&mut Alerts, &mut Vec<Change>)>,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {
@@ -113,46 +130,37 @@ fn run<'a>(
         idle_timeout_ms: None,
         ..cfg
     });
-    let mut report = Report::default();
+    let (labels, readers): (Vec<String>, Vec<_>) =
+        inputs.into_iter().map(|i| (i.label, i.reader)).unzip();
+    let mut report = Report {
+        inputs: labels.len(),
+        ..Report::default()
+    };
     let mut emitted = Vec::new();
     let mut position: u64 = 0;
     let mut arrival = wall_clock(cfg.time);
-    for input in inputs {
-        report.inputs += 1;
-        let mut lines = LineReader::new(input.reader);
-        loop {
-            let line = match lines.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) => break,
-                Err(source) => {
-                    return Err(AggregateError {
-                        input: input.label,
-                        source,
-                    })
-                }
-            };
-            if !line.too_large && crate::decode::is_blank(line.bytes) {
-                continue;
-            }
+    // Lines of the current input before the chunk at hand.
+    let (mut input, mut lines_before) = (0, 0);
+    let mut consume = |chunk: chunks::Decoded| {
+        if chunk.input() != input {
+            (input, lines_before) = (chunk.input(), 0);
+        }
+        for line in chunk.records() {
             report.records += 1;
             position += 1;
             if position.is_multiple_of(ADVANCE_EVERY) {
                 arrival = wall_clock(cfg.time);
                 engine.advance(arrival, &mut emitted);
             }
-            let outcome = if line.too_large {
-                Err(Reject::new(RejectReason::TooLarge))
-            } else {
-                decode(line.bytes).and_then(|record| {
-                    let accepted = engine
-                        .push(&record, position, arrival)
-                        .map_err(|_| Reject::new(RejectReason::TooLate))?;
-                    if let Some((alerts, changes)) = alerts.as_mut() {
-                        alerts.evaluate(engine.last_unicorn(), &record, changes);
-                    }
-                    Ok(accepted)
-                })
-            };
+            let outcome = line.outcome.and_then(|record| {
+                let accepted = engine
+                    .push(&record, position, arrival)
+                    .map_err(|_| Reject::new(RejectReason::TooLate))?;
+                if let Some((alerts, changes)) = alerts.as_mut() {
+                    alerts.evaluate(engine.last_unicorn(), &record, changes);
+                }
+                Ok(accepted)
+            });
             match outcome {
                 Ok(accepted) => {
                     report.accepted += 1;
@@ -161,15 +169,22 @@ fn run<'a>(
                 Err(reject) => {
                     report.rejected[reject.reason.index()] += 1;
                     on_reject(&Rejected {
-                        input: &input.label,
-                        line: line.number,
+                        input: &labels[line.input],
+                        line: lines_before + line.line,
                         reject,
-                        raw: &line.bytes[..line.bytes.len().min(MAX_RECORD_BYTES)],
+                        raw: line.raw,
                     });
                 }
             }
         }
-    }
+        lines_before += chunk.lines();
+    };
+    chunks::decode_in_order(chunks::Chunker::new(readers), threads, &mut consume).map_err(
+        |failed| AggregateError {
+            input: labels[failed.input].clone(),
+            source: failed.error,
+        },
+    )?;
     engine.flush(&mut emitted);
     let finals = final_summaries(emitted);
     report.summaries = finals.len();
@@ -244,7 +259,7 @@ mod tests {
             label: "t".into(),
             reader: Box::new(io::Cursor::new(text.as_bytes().to_vec())),
         };
-        let (s, r) = aggregate([input], WindowConfig::default(), &mut |r| {
+        let (s, r) = aggregate([input], WindowConfig::default(), 1, &mut |r| {
             rejects.push((r.line, r.reject.reason))
         })
         .unwrap();

@@ -1,0 +1,515 @@
+//! The batch path's input, cut into chunks of whole lines and decoded on every core.
+//!
+//! The calling thread reads each input in [`CHUNK_BYTES`] pieces, cut after the last newline (a
+//! memrchr per MiB, no per-line work), and hands them out; decoding threads split the lines and
+//! decode them; the calling thread takes the decoded chunks back in the order they were read and
+//! feeds the one window engine. The engine therefore sees exactly the sequence a serial read
+//! gives, so the output is the same byte for byte whatever the number of threads. With one
+//! thread the same chunks are decoded inline: one code path, so the comparison is honest.
+//!
+//! A decoded record keeps its strings as ranges into its chunk's bytes (only a name with JSON
+//! escapes is owned, as in the decoder), so a chunk of ~5,000 records costs a handful of
+//! allocations, not one per record.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::sync::{mpsc, Arc, Mutex};
+
+use crate::decode::{decode, is_blank};
+use crate::record::{Reject, RejectReason, Telemetry, MAX_RECORD_BYTES};
+
+/// Bytes read per chunk: about 5,000 records, so handing one over costs nothing beside decoding
+/// it, and small enough that every thread has work from the first milliseconds.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Chunks read ahead per decoding thread: enough that no thread waits for the reader, few enough
+/// that memory stays at a few MiB.
+const AHEAD_PER_THREAD: usize = 4;
+
+/// Whole lines of one input, read in order.
+pub struct Chunk {
+    /// Index of the input it came from.
+    input: usize,
+    /// Lines, each ended by `\n` but possibly the last (an input's end, or see `oversized`).
+    bytes: Vec<u8>,
+    /// The text after the last `\n` is the first [`MAX_RECORD_BYTES`] of a line too large to
+    /// read; the rest of that line was skipped.
+    oversized: bool,
+}
+
+/// Cuts inputs into [`Chunk`]s. Lines longer than [`MAX_RECORD_BYTES`] are never held whole:
+/// their first bytes travel as the chunk's oversized tail, the rest is skipped.
+pub struct Chunker<R> {
+    inputs: std::vec::IntoIter<(usize, R)>,
+    current: Option<(usize, R)>,
+    /// The unfinished line after the last chunk's last newline.
+    carry: Vec<u8>,
+    /// Discarding the tail of an oversized line, up to its newline.
+    skipping: bool,
+}
+
+/// An input failed to read.
+pub struct ReadFailed {
+    /// Index of the input.
+    pub input: usize,
+    /// Why.
+    pub error: io::Error,
+}
+
+impl<R: Read> Chunker<R> {
+    /// Reads `inputs` in order.
+    pub fn new(inputs: Vec<R>) -> Self {
+        let mut inputs = inputs
+            .into_iter()
+            .enumerate()
+            .collect::<Vec<_>>()
+            .into_iter();
+        let current = inputs.next();
+        Chunker {
+            inputs,
+            current,
+            carry: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// The next chunk, or `None` after the last input.
+    ///
+    /// # Errors
+    /// A read error of an input (interrupted reads are retried).
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ReadFailed> {
+        loop {
+            let Some((input, reader)) = self.current.as_mut() else {
+                return Ok(None);
+            };
+            let input = *input;
+            let mut buf = std::mem::take(&mut self.carry);
+            let want = CHUNK_BYTES.saturating_sub(buf.len()).max(1);
+            let read = reader
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(|error| ReadFailed { input, error })?;
+            // `take` stops at `want`; fewer bytes means the input is exhausted.
+            let eof = read < want;
+            if self.skipping {
+                match memchr::memchr(b'\n', &buf) {
+                    Some(nl) => {
+                        buf.drain(..=nl);
+                        self.skipping = false;
+                    }
+                    None => buf.clear(),
+                }
+            }
+            if eof {
+                self.current = self.inputs.next();
+                self.skipping = false;
+                if buf.is_empty() {
+                    continue;
+                }
+                return Ok(Some(Chunk {
+                    input,
+                    bytes: buf,
+                    oversized: false,
+                }));
+            }
+            let whole = memchr::memrchr(b'\n', &buf).map_or(0, |nl| nl + 1);
+            if buf.len() - whole > MAX_RECORD_BYTES {
+                // The line after the last newline is already too large: keep its head only.
+                buf.truncate(whole + MAX_RECORD_BYTES);
+                self.skipping = true;
+                return Ok(Some(Chunk {
+                    input,
+                    bytes: buf,
+                    oversized: true,
+                }));
+            }
+            self.carry = buf[whole..].to_vec();
+            buf.truncate(whole);
+            if !buf.is_empty() {
+                return Ok(Some(Chunk {
+                    input,
+                    bytes: buf,
+                    oversized: false,
+                }));
+            }
+        }
+    }
+}
+
+/// A string of a decoded record: where it is in the chunk, or owned (it had JSON escapes).
+enum Text {
+    At(Range<usize>),
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn of(s: Cow<'_, str>, bytes: &[u8]) -> Text {
+        if let Cow::Borrowed(b) = &s {
+            let start = (b.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+            if start <= bytes.len() && b.len() <= bytes.len() - start {
+                return Text::At(start..start + b.len());
+            }
+        }
+        Text::Owned(s.into_owned().into_boxed_str())
+    }
+
+    fn get<'a>(&'a self, bytes: &'a [u8]) -> Cow<'a, str> {
+        match self {
+            Text::At(r) => {
+                // The range was cut from a `&str` borrowed from these very bytes.
+                Cow::Borrowed(std::str::from_utf8(&bytes[r.clone()]).unwrap_or_default())
+            }
+            Text::Owned(s) => Cow::Borrowed(&**s),
+        }
+    }
+}
+
+/// A record decoded, its strings pointing into its chunk.
+struct Fields {
+    name: Text,
+    status_time: crate::time::Millis,
+    latitude: f64,
+    longitude: f64,
+    distance: f64,
+    health_points: i64,
+    magic_points: i64,
+    input_data: Option<Text>,
+}
+
+/// One non-blank line of a chunk.
+struct Item {
+    /// 1-based line number within the chunk.
+    line: u64,
+    /// The line's bytes within the chunk (at most [`MAX_RECORD_BYTES`] of an oversized one).
+    raw: Range<usize>,
+    outcome: Result<Fields, Reject>,
+}
+
+/// A chunk with its lines decoded.
+pub struct Decoded {
+    input: usize,
+    bytes: Vec<u8>,
+    /// Lines in the chunk, blank ones included (line numbers continue across chunks).
+    lines: u64,
+    items: Vec<Item>,
+}
+
+/// One line of a decoded chunk, as the engine takes it.
+pub struct Line<'a> {
+    /// Index of the input.
+    pub input: usize,
+    /// 1-based line number within the chunk.
+    pub line: u64,
+    /// The line's bytes, cut at [`MAX_RECORD_BYTES`].
+    pub raw: &'a [u8],
+    /// The record, or why it was rejected.
+    pub outcome: Result<Telemetry<'a>, Reject>,
+}
+
+impl Decoded {
+    /// Lines in the chunk, blank ones included.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Index of the input the chunk came from.
+    pub fn input(&self) -> usize {
+        self.input
+    }
+
+    /// The non-blank lines, in order.
+    pub fn records(&self) -> impl Iterator<Item = Line<'_>> {
+        let bytes = &self.bytes[..];
+        self.items.iter().map(move |item| Line {
+            input: self.input,
+            line: item.line,
+            raw: &bytes[item.raw.clone()],
+            outcome: match &item.outcome {
+                Ok(f) => Ok(Telemetry {
+                    name: f.name.get(bytes),
+                    status_time: f.status_time,
+                    latitude: f.latitude,
+                    longitude: f.longitude,
+                    distance: f.distance,
+                    health_points: f.health_points,
+                    magic_points: f.magic_points,
+                    input_data: f.input_data.as_ref().map(|t| t.get(bytes)),
+                }),
+                Err(reject) => Err(*reject),
+            },
+        })
+    }
+}
+
+/// Splits and decodes one chunk.
+pub fn decode_chunk(chunk: Chunk) -> Decoded {
+    let bytes = chunk.bytes;
+    let mut items = Vec::with_capacity(bytes.len() / 160 + 1);
+    let mut lines = 0;
+    let mut start = 0;
+    let last = bytes.len();
+    let mut push = |start: usize, end: usize, forced_large: bool, lines: u64| {
+        let line = &bytes[start..end];
+        if forced_large || line.len() > MAX_RECORD_BYTES {
+            items.push(Item {
+                line: lines,
+                raw: start..start + line.len().min(MAX_RECORD_BYTES),
+                outcome: Err(Reject::new(RejectReason::TooLarge)),
+            });
+        } else if !is_blank(line) {
+            let outcome = decode(line).map(|t| Fields {
+                name: Text::of(t.name, &bytes),
+                status_time: t.status_time,
+                latitude: t.latitude,
+                longitude: t.longitude,
+                distance: t.distance,
+                health_points: t.health_points,
+                magic_points: t.magic_points,
+                input_data: t.input_data.map(|d| Text::of(d, &bytes)),
+            });
+            items.push(Item {
+                line: lines,
+                raw: start..end,
+                outcome,
+            });
+        }
+    };
+    for nl in memchr::memchr_iter(b'\n', &bytes) {
+        lines += 1;
+        push(start, nl, false, lines);
+        start = nl + 1;
+    }
+    if start < last {
+        lines += 1;
+        push(start, last, chunk.oversized, lines);
+    }
+    Decoded {
+        input: chunk.input,
+        bytes,
+        lines,
+        items,
+    }
+}
+
+/// Reads every chunk of `chunker`, decodes them on `threads` threads (inline for one), and
+/// hands them to `consume` in the order they were read.
+///
+/// # Errors
+/// The first read error; chunks read before it have been consumed.
+pub fn decode_in_order<R: Read>(
+    mut chunker: Chunker<R>,
+    threads: usize,
+    consume: &mut dyn FnMut(Decoded),
+) -> Result<(), ReadFailed> {
+    if threads <= 1 {
+        while let Some(chunk) = chunker.next_chunk()? {
+            consume(decode_chunk(chunk));
+        }
+        return Ok(());
+    }
+    let ahead = threads * AHEAD_PER_THREAD;
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Chunk)>(ahead);
+        let (done_tx, done_rx) = mpsc::sync_channel::<(usize, Decoded)>(ahead);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for _ in 0..threads {
+            let (jobs, done) = (Arc::clone(&job_rx), done_tx.clone());
+            scope.spawn(move || loop {
+                // The lock is held only to take the next chunk (once per MiB).
+                let job = match jobs.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((seq, chunk)) = job else { return };
+                if done.send((seq, decode_chunk(chunk))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        // Chunks sent and not yet consumed never exceed `ahead`, so neither channel blocks a
+        // decoding thread for long, and `done` always has room.
+        let (mut sent, mut next) = (0usize, 0usize);
+        let mut early: BTreeMap<usize, Decoded> = BTreeMap::new();
+        let mut reading = true;
+        loop {
+            while reading && sent - next < ahead {
+                match chunker.next_chunk()? {
+                    Some(chunk) => {
+                        if job_tx.send((sent, chunk)).is_err() {
+                            // A decoding thread died (it panicked): the scope reports it.
+                            reading = false;
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    None => reading = false,
+                }
+            }
+            if next == sent {
+                return Ok(());
+            }
+            let decoded = match early.remove(&next) {
+                Some(d) => d,
+                None => loop {
+                    match done_rx.recv() {
+                        Ok((seq, d)) if seq == next => break d,
+                        Ok((seq, d)) => {
+                            early.insert(seq, d);
+                        }
+                        // Every decoding thread is gone: one panicked, and the scope says so.
+                        Err(_) => return Ok(()),
+                    }
+                },
+            };
+            next += 1;
+            consume(decoded);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out at most `step` bytes a call, to move chunk borders around.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn record(i: usize) -> Vec<u8> {
+        format!(
+            r#"{{"Name":"u{}","StatusTime":"2018-03-18 03:20:{:02}","Latitude":1,"Longitude":2,"Distance":1.5,"HealthPoints":150,"MagicPoints":150}}"#,
+            i % 7,
+            i % 60
+        )
+        .into_bytes()
+    }
+
+    /// (line number, first bytes, too large) of every non-blank line, by a plain split.
+    fn expected(inputs: &[Vec<u8>]) -> Vec<(usize, usize, Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        for (input, data) in inputs.iter().enumerate() {
+            let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            if data.ends_with(b"\n") {
+                lines.pop();
+            }
+            for (i, line) in lines.into_iter().enumerate() {
+                let large = line.len() > MAX_RECORD_BYTES;
+                if large || !is_blank(line) {
+                    let head = line[..line.len().min(MAX_RECORD_BYTES)].to_vec();
+                    out.push((input, i + 1, head, large));
+                }
+            }
+        }
+        out
+    }
+
+    fn chunked(
+        inputs: &[Vec<u8>],
+        step: usize,
+        threads: usize,
+    ) -> Vec<(usize, usize, Vec<u8>, bool)> {
+        let readers: Vec<Trickle> = inputs
+            .iter()
+            .map(|data| Trickle {
+                data: data.clone(),
+                at: 0,
+                step,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let (mut input, mut before) = (0, 0u64);
+        decode_in_order(Chunker::new(readers), threads, &mut |chunk| {
+            if chunk.input() != input {
+                (input, before) = (chunk.input(), 0);
+            }
+            for line in chunk.records() {
+                let large = matches!(&line.outcome, Err(r) if r.reason == RejectReason::TooLarge);
+                let number = usize::try_from(before + line.line).unwrap();
+                out.push((line.input, number, line.raw.to_vec(), large));
+            }
+            before += chunk.lines();
+        })
+        .map_err(|f| f.error)
+        .unwrap();
+        out
+    }
+
+    /// Lines of every kind, with oversized ones (one just past the limit, one several chunks
+    /// long) and blank ones, in two inputs, the second without a final newline.
+    fn inputs() -> Vec<Vec<u8>> {
+        let mut a = Vec::new();
+        for i in 0..30_000 {
+            match i {
+                100 => a.extend(vec![b'x'; MAX_RECORD_BYTES + 1]),
+                7_000 => a.extend(vec![b' '; MAX_RECORD_BYTES + 5]),
+                9_000 => a.extend(vec![b'y'; 3 * CHUNK_BYTES + 17]),
+                9_001 => a.extend_from_slice(b"  \r"),
+                9_002 => a.extend(vec![b'z'; MAX_RECORD_BYTES]),
+                _ => a.extend(record(i)),
+            }
+            a.push(b'\n');
+        }
+        let mut b = Vec::new();
+        for i in 0..9_000 {
+            b.extend(record(i));
+            b.extend_from_slice(b"\r\n");
+        }
+        b.extend(vec![b'w'; MAX_RECORD_BYTES + 3]);
+        vec![a, Vec::new(), b"\n\n".to_vec(), b]
+    }
+
+    #[test]
+    fn chunks_hold_every_line_once_in_order_with_its_number() {
+        let inputs = inputs();
+        let want = expected(&inputs);
+        assert!(
+            want.iter().filter(|l| l.3).count() >= 4,
+            "oversized lines in the test"
+        );
+        for (step, threads) in [(usize::MAX, 1), (4_093, 1), (usize::MAX, 2), (65_537, 3)] {
+            let got = chunked(&inputs, step, threads);
+            assert_eq!(got.len(), want.len(), "step {step}, threads {threads}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    (g.0, g.1, g.3),
+                    (w.0, w.1, w.3),
+                    "step {step}, threads {threads}"
+                );
+                assert!(g.2 == w.2, "line {} of input {}: bytes", w.1, w.0);
+            }
+        }
+    }
+
+    #[test]
+    fn records_keep_their_fields_and_escaped_names() {
+        let line = br#"{"Name":"Sh\u0061dowfax","StatusTime":"2018-03-18 03:20:00","Latitude":1.25,"Longitude":-2,"Distance":3.5,"HealthPoints":150,"MagicPoints":120,"InputData":"x"}"#;
+        let plain = br#"{"Name":"Rocinante","StatusTime":"2018-03-18 03:20:01","Latitude":0,"Longitude":0,"Distance":0,"HealthPoints":1,"MagicPoints":2}"#;
+        let mut bytes = line.to_vec();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(plain);
+        let decoded = decode_chunk(Chunk {
+            input: 0,
+            bytes,
+            oversized: false,
+        });
+        let got: Vec<Telemetry<'_>> = decoded.records().map(|l| l.outcome.unwrap()).collect();
+        assert_eq!(got[0], decode(line).unwrap());
+        assert_eq!(got[1], decode(plain).unwrap());
+        assert!(matches!(got[1].name, Cow::Borrowed("Rocinante")));
+    }
+}
