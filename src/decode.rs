@@ -67,6 +67,83 @@ pub fn array_elements(payload: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
     Some(out)
 }
 
+/// A decoded record whose strings are ranges into the buffer it was decoded from (or owned,
+/// where JSON escapes had to be undone): it travels to another thread beside that buffer (a
+/// chunk, a request's `Bytes`) and is read back there as a [`Telemetry`] without decoding again
+/// and without an allocation per record.
+#[derive(Debug, Clone)]
+pub struct Detached {
+    name: Span,
+    status_time: crate::time::Millis,
+    latitude: f64,
+    longitude: f64,
+    distance: f64,
+    health_points: i64,
+    magic_points: i64,
+    input_data: Option<Span>,
+}
+
+/// A string of a [`Detached`] record.
+#[derive(Debug, Clone)]
+enum Span {
+    At(std::ops::Range<usize>),
+    Owned(Box<str>),
+}
+
+impl Span {
+    fn new(s: Cow<'_, str>, base: &[u8]) -> Span {
+        if let Cow::Borrowed(b) = &s {
+            let start = (b.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+            if start <= base.len() && b.len() <= base.len() - start {
+                return Span::At(start..start + b.len());
+            }
+        }
+        Span::Owned(s.into_owned().into_boxed_str())
+    }
+
+    fn get<'a>(&'a self, base: &'a [u8]) -> Cow<'a, str> {
+        match self {
+            // The range was cut from a `&str` borrowed from these very bytes, so it is UTF-8.
+            Span::At(r) => Cow::Borrowed(
+                base.get(r.clone())
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .unwrap_or_default(),
+            ),
+            Span::Owned(s) => Cow::Borrowed(&**s),
+        }
+    }
+}
+
+impl Detached {
+    /// `record`, decoded from bytes within `base`, with its borrowed strings as ranges of `base`.
+    pub fn new(record: Telemetry<'_>, base: &[u8]) -> Self {
+        Detached {
+            name: Span::new(record.name, base),
+            status_time: record.status_time,
+            latitude: record.latitude,
+            longitude: record.longitude,
+            distance: record.distance,
+            health_points: record.health_points,
+            magic_points: record.magic_points,
+            input_data: record.input_data.map(|d| Span::new(d, base)),
+        }
+    }
+
+    /// The record again, borrowing from `base`: the same bytes it was decoded from.
+    pub fn telemetry<'a>(&'a self, base: &'a [u8]) -> Telemetry<'a> {
+        Telemetry {
+            name: self.name.get(base),
+            status_time: self.status_time,
+            latitude: self.latitude,
+            longitude: self.longitude,
+            distance: self.distance,
+            health_points: self.health_points,
+            magic_points: self.magic_points,
+            input_data: self.input_data.as_ref().map(|t| t.get(base)),
+        }
+    }
+}
+
 /// Decodes one record.
 ///
 /// # Errors

@@ -75,6 +75,7 @@ pub async fn run_fleet(
                 positions: Vec::new(),
                 sequences: Vec::new(),
                 reply: None,
+                decoded: Vec::new(),
             })
             .await
             .is_err()

@@ -27,7 +27,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alerts, Change};
-use crate::decode::decode;
+use crate::decode::{decode, Detached};
 use crate::hub::LiveRecord;
 use crate::metrics::{PartitionGauges, METRICS};
 use crate::output::{Fanout, Records};
@@ -60,6 +60,10 @@ pub struct Batch {
     pub sequences: Vec<String>,
     /// Where to report the outcome (HTTP ingest waits for it).
     pub reply: Option<oneshot::Sender<Outcome>>,
+    /// Each record already decoded by the sender (HTTP ingest decodes on the request's own
+    /// thread, so that requests decode in parallel and the partition only windows), its strings
+    /// ranges of `payload`; empty when the partition is to decode.
+    pub decoded: Vec<Result<Detached, Reject>>,
 }
 
 /// What became of a batch.
@@ -268,7 +272,12 @@ impl Partition {
                 .unwrap_or(self.next_position);
             self.next_position = position + 1;
             let raw = batch.payload.get(range.clone()).unwrap_or_default();
-            let result = decode(raw).and_then(|record| {
+            let decoded = match batch.decoded.get(index) {
+                Some(Ok(record)) => Ok(record.telemetry(&batch.payload)),
+                Some(Err(reject)) => Err(*reject),
+                None => decode(raw),
+            };
+            let result = decoded.and_then(|record| {
                 if record.status_time > max_future {
                     return Err(Reject::field(RejectReason::TooEarly, Field::StatusTime));
                 }

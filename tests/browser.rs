@@ -334,6 +334,7 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
             positions: Vec::new(),
             sequences: Vec::new(),
             reply: Some(reply),
+            decoded: Vec::new(),
         })
         .await
         .unwrap();

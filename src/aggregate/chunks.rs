@@ -11,13 +11,12 @@
 //! escapes is owned, as in the decoder), so a chunk of ~5,000 records costs a handful of
 //! allocations, not one per record.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex};
 
-use crate::decode::{decode, is_blank};
+use crate::decode::{decode, is_blank, Detached};
 use crate::record::{Reject, RejectReason, Telemetry, MAX_RECORD_BYTES};
 
 /// Bytes read per chunk: about 5,000 records, so handing one over costs nothing beside decoding
@@ -138,53 +137,13 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-/// A string of a decoded record: where it is in the chunk, or owned (it had JSON escapes).
-enum Text {
-    At(Range<usize>),
-    Owned(Box<str>),
-}
-
-impl Text {
-    fn of(s: Cow<'_, str>, bytes: &[u8]) -> Text {
-        if let Cow::Borrowed(b) = &s {
-            let start = (b.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
-            if start <= bytes.len() && b.len() <= bytes.len() - start {
-                return Text::At(start..start + b.len());
-            }
-        }
-        Text::Owned(s.into_owned().into_boxed_str())
-    }
-
-    fn get<'a>(&'a self, bytes: &'a [u8]) -> Cow<'a, str> {
-        match self {
-            Text::At(r) => {
-                // The range was cut from a `&str` borrowed from these very bytes.
-                Cow::Borrowed(std::str::from_utf8(&bytes[r.clone()]).unwrap_or_default())
-            }
-            Text::Owned(s) => Cow::Borrowed(&**s),
-        }
-    }
-}
-
-/// A record decoded, its strings pointing into its chunk.
-struct Fields {
-    name: Text,
-    status_time: crate::time::Millis,
-    latitude: f64,
-    longitude: f64,
-    distance: f64,
-    health_points: i64,
-    magic_points: i64,
-    input_data: Option<Text>,
-}
-
 /// One non-blank line of a chunk.
 struct Item {
     /// 1-based line number within the chunk.
     line: u64,
     /// The line's bytes within the chunk (at most [`MAX_RECORD_BYTES`] of an oversized one).
     raw: Range<usize>,
-    outcome: Result<Fields, Reject>,
+    outcome: Result<Detached, Reject>,
 }
 
 /// A chunk with its lines decoded.
@@ -227,16 +186,7 @@ impl Decoded {
             line: item.line,
             raw: &bytes[item.raw.clone()],
             outcome: match &item.outcome {
-                Ok(f) => Ok(Telemetry {
-                    name: f.name.get(bytes),
-                    status_time: f.status_time,
-                    latitude: f.latitude,
-                    longitude: f.longitude,
-                    distance: f.distance,
-                    health_points: f.health_points,
-                    magic_points: f.magic_points,
-                    input_data: f.input_data.as_ref().map(|t| t.get(bytes)),
-                }),
+                Ok(record) => Ok(record.telemetry(bytes)),
                 Err(reject) => Err(*reject),
             },
         })
@@ -259,16 +209,7 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
                 outcome: Err(Reject::new(RejectReason::TooLarge)),
             });
         } else if !is_blank(line) {
-            let outcome = decode(line).map(|t| Fields {
-                name: Text::of(t.name, &bytes),
-                status_time: t.status_time,
-                latitude: t.latitude,
-                longitude: t.longitude,
-                distance: t.distance,
-                health_points: t.health_points,
-                magic_points: t.magic_points,
-                input_data: t.input_data.map(|d| Text::of(d, &bytes)),
-            });
+            let outcome = decode(line).map(|t| Detached::new(t, &bytes));
             items.push(Item {
                 line: lines,
                 raw: start..end,
@@ -373,6 +314,7 @@ pub fn decode_in_order<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     /// A reader that hands out at most `step` bytes a call, to move chunk borders around.
     struct Trickle {

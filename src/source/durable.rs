@@ -54,7 +54,7 @@ impl Feeder {
     /// engine has stopped.
     pub fn offer(&self, batch: Batch) -> Result<(), Refused> {
         self.tx.try_send(batch).map_err(|e| match e {
-            TrySendError::Full(batch) => Refused::Full(batch),
+            TrySendError::Full(batch) => Refused::Full(Box::new(batch)),
             TrySendError::Closed(_) => Refused::Gone,
         })
     }
@@ -62,8 +62,9 @@ impl Feeder {
 
 /// Why an offered batch was handed back.
 pub enum Refused {
-    /// The engine is busy (an output is slow): offer it again later.
-    Full(Batch),
+    /// The engine is busy (an output is slow): offer it again later. (Boxed: this is the rare
+    /// path, and it keeps `Result<(), Refused>` small on the common one.)
+    Full(Box<Batch>),
     /// The engine has stopped (handed off): the records are the next owner's.
     Gone,
 }
@@ -361,6 +362,7 @@ impl BatchBuilder {
             positions: std::mem::replace(&mut self.positions, Vec::with_capacity(BATCH_RECORDS)),
             sequences: std::mem::take(&mut self.sequences),
             reply: None,
+            decoded: Vec::new(),
         })
     }
 }

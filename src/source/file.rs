@@ -162,6 +162,7 @@ pub fn read_into(
                 positions: Vec::new(),
                 sequences: Vec::new(),
                 reply: None,
+                decoded: Vec::new(),
             };
             if tx.blocking_send(b).is_err() {
                 return Ok(total);

@@ -1,6 +1,6 @@
 //! `POST /ingest`: NDJSON or a JSON array of telemetry records, answered with what became of
-//! each. The body is cut into records here (in the connection's task, in parallel); decoding and
-//! windowing happen in the engine task, which replies once per request.
+//! each. The body is cut into records and decoded here (in the connection's task, so requests
+//! decode in parallel); windowing happens in the engine task, which replies once per request.
 
 use std::ops::Range;
 
@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::{unauthorized, WebState};
-use crate::decode::{array_elements, split_record_ranges};
+use crate::decode::{array_elements, decode, split_record_ranges, Detached};
 use crate::pipeline::Batch;
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -51,6 +51,15 @@ pub(super) async fn ingest(
         },
         _ => split_record_ranges(&payload),
     };
+    // Decoded here, on the request's own thread: requests decode in parallel on every core,
+    // and the partition's one task only windows.
+    let decoded = records
+        .iter()
+        .map(|r| {
+            let raw = payload.get(r.clone()).unwrap_or_default();
+            decode(raw).map(|record| Detached::new(record, &payload))
+        })
+        .collect();
     let (reply, outcome) = oneshot::channel();
     let count = records.len();
     let batch = Batch {
@@ -59,6 +68,7 @@ pub(super) async fn ingest(
         positions: Vec::new(),
         sequences: Vec::new(),
         reply: Some(reply),
+        decoded,
     };
     if state.ingest.send(batch).await.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");

@@ -552,7 +552,7 @@ impl Filling {
             match self.feeder.offer(batch) {
                 Ok(()) => {}
                 Err(Refused::Full(batch)) => {
-                    self.blocked = Some(batch);
+                    self.blocked = Some(*batch);
                     if !self.paused {
                         pause(consumer, partition, true);
                         self.paused = true;
