@@ -8,8 +8,62 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::record::RejectReason;
 
-/// Upper bounds (ms) of the emit-latency histogram buckets.
-const LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 1_000, 5_000, 60_000];
+/// Upper bounds (ms) of the latency histograms' buckets.
+const LATENCY_BUCKETS_MS: [u64; 12] =
+    [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 60_000];
+
+/// A latency histogram with the [`LATENCY_BUCKETS_MS`] buckets.
+pub struct Latency {
+    /// Counts per bucket, the last one past every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Sum of the latencies, ms.
+    sum_ms: AtomicU64,
+}
+
+impl Latency {
+    const fn new() -> Self {
+        Latency {
+            buckets: [ZERO; LATENCY_BUCKETS_MS.len() + 1],
+            sum_ms: ZERO,
+        }
+    }
+
+    /// Counts one latency of `ms` milliseconds.
+    pub fn observe(&self, ms: u64) {
+        self.observe_n(ms, 1);
+    }
+
+    /// Counts `n` latencies of `ms` milliseconds each.
+    pub fn observe_n(&self, ms: u64, n: u64) {
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[i].fetch_add(n, Relaxed);
+        self.sum_ms.fetch_add(ms * n, Relaxed);
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *b as f64 / 1_000.0
+            );
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_MS.len()].load(Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            s,
+            "{name}_sum {}",
+            self.sum_ms.load(Relaxed) as f64 / 1_000.0
+        );
+        let _ = writeln!(s, "{name}_count {cumulative}");
+    }
+}
 
 /// The service's counters and gauges.
 pub struct Metrics {
@@ -23,10 +77,10 @@ pub struct Metrics {
     pub summaries: AtomicU64,
     /// Restatements emitted.
     pub restated: AtomicU64,
-    /// Window emit latency: wall time of emission minus window end, histogram counts.
-    pub emit_latency: [AtomicU64; 11],
-    /// Sum of emit latencies, ms.
-    pub emit_latency_sum_ms: AtomicU64,
+    /// Window emit latency: wall time of emission minus window end.
+    pub emit_latency: Latency,
+    /// Window store latency: from a window's first emission (its close) to its summary stored.
+    pub store_latency: Latency,
     /// Items waiting for the store output.
     pub queue_store: AtomicI64,
     /// Items waiting for the hub.
@@ -129,8 +183,8 @@ pub static METRICS: Metrics = Metrics {
     late: ZERO,
     summaries: ZERO,
     restated: ZERO,
-    emit_latency: [ZERO; 11],
-    emit_latency_sum_ms: ZERO,
+    emit_latency: Latency::new(),
+    store_latency: Latency::new(),
     queue_store: AtomicI64::new(0),
     queue_hub: AtomicI64::new(0),
     ws_clients: AtomicI64::new(0),
@@ -310,16 +364,6 @@ impl Metrics {
         }
     }
 
-    /// Records one window emission `latency_ms` after its end.
-    pub fn observe_emit_latency(&self, latency_ms: u64) {
-        let i = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|&b| latency_ms <= b)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
-        self.emit_latency[i].fetch_add(1, Relaxed);
-        self.emit_latency_sum_ms.fetch_add(latency_ms, Relaxed);
-    }
-
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
@@ -442,27 +486,16 @@ impl Metrics {
         }
         self.render_partitions(&mut s);
         self.render_alerts(&mut s);
-        let _ = writeln!(s, "# HELP stampede_window_emit_latency_seconds Wall time from a window's end to its first emission.\n# TYPE stampede_window_emit_latency_seconds histogram");
-        let mut cumulative = 0;
-        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            cumulative += self.emit_latency[i].load(Relaxed);
-            let _ = writeln!(
-                s,
-                "stampede_window_emit_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *b as f64 / 1_000.0
-            );
-        }
-        cumulative += self.emit_latency[LATENCY_BUCKETS_MS.len()].load(Relaxed);
-        let _ = writeln!(
-            s,
-            "stampede_window_emit_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        self.emit_latency.render(
+            &mut s,
+            "stampede_window_emit_latency_seconds",
+            "Wall time from a window's end to its first emission.",
         );
-        let _ = writeln!(
-            s,
-            "stampede_window_emit_latency_seconds_sum {}",
-            self.emit_latency_sum_ms.load(Relaxed) as f64 / 1_000.0
+        self.store_latency.render(
+            &mut s,
+            "stampede_window_store_latency_seconds",
+            "Wall time from a window's close (its first emission) to its summary being stored.",
         );
-        let _ = writeln!(s, "stampede_window_emit_latency_seconds_count {cumulative}");
         s
     }
 }

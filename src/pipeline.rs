@@ -476,7 +476,9 @@ impl Partition {
         for s in &summaries {
             if s.revision == 0 {
                 METRICS.summaries.fetch_add(1, Relaxed);
-                METRICS.observe_emit_latency(now.saturating_sub(s.window_end).max(0) as u64);
+                METRICS
+                    .emit_latency
+                    .observe(now.saturating_sub(s.window_end).max(0) as u64);
             } else {
                 METRICS.restated.fetch_add(1, Relaxed);
             }

@@ -135,6 +135,15 @@ async fn ingest_gives_summaries_over_the_api_and_the_websocket() {
     let metrics =
         String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
     assert!(metrics.contains("stampede_records_late_total"), "{metrics}");
+    // The stored minute counted once in the closed → stored latency (the restatement not).
+    eventually("the closed → stored latency counted", || async {
+        let metrics =
+            String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
+        metrics
+            .contains("stampede_window_store_latency_seconds_count 1\n")
+            .then_some(())
+    })
+    .await;
     app.stop().await.unwrap();
     // Closing the WebSocket on shutdown.
     let end = tokio::time::timeout(Duration::from_secs(10), async {

@@ -248,7 +248,7 @@ impl Notifier {
                     barrier.done();
                 }
             }
-            Item::Summaries(_) | Item::DeadLetters(_) | Item::Records(_) => {}
+            Item::Summaries(..) | Item::DeadLetters(_) | Item::Records(_) => {}
         }
     }
 

@@ -340,7 +340,7 @@ impl ArchiveOutput {
                 }
             }
             Item::Barrier(barrier) => self.barrier(barrier).await?,
-            Item::Summaries(_) | Item::DeadLetters(_) | Item::Alerts { .. } => {}
+            Item::Summaries(..) | Item::DeadLetters(_) | Item::Alerts { .. } => {}
         }
         Ok(())
     }

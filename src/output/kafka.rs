@@ -106,7 +106,7 @@ impl KafkaSink {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
         while let Some(item) = rx.recv().await {
             match item {
-                Item::Summaries(summaries) => {
+                Item::Summaries(summaries, _) => {
                     let Some(topic) = self.summaries.clone() else {
                         continue;
                     };

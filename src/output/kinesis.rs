@@ -45,7 +45,7 @@ impl KinesisSink {
     pub async fn run(self, mut rx: mpsc::Receiver<Item>) {
         while let Some(item) = rx.recv().await {
             match item {
-                Item::Summaries(summaries) => {
+                Item::Summaries(summaries, _) => {
                     let Some(stream) = &self.summaries else {
                         continue;
                     };

@@ -41,8 +41,9 @@ pub const OUTPUT_QUEUE: usize = 256;
 /// What a durable output receives, in the order each partition produced it.
 #[derive(Debug)]
 pub enum Item {
-    /// Summaries emitted (first emissions and restatements), shared by every output.
-    Summaries(Arc<[Summary]>),
+    /// Summaries emitted (first emissions and restatements), shared by every output, and when
+    /// they were emitted (wall clock, ms: for the window-closed → stored latency).
+    Summaries(Arc<[Summary]>, Millis),
     /// Rejected records.
     DeadLetters(Arc<[DeadLetter]>),
     /// The bytes of accepted records as received.
@@ -328,7 +329,8 @@ impl Fanout {
                 METRICS.hub_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.send(|w| w.summaries, || Item::Summaries(Arc::clone(&shared)))
+        let at = now_ms();
+        self.send(|w| w.summaries, || Item::Summaries(Arc::clone(&shared), at))
             .await;
     }
 
@@ -609,7 +611,7 @@ mod tests {
             let mut barrier = None;
             while let Ok(item) = rx.try_recv() {
                 kinds.push(match item {
-                    Item::Summaries(s) => format!("summaries:{}", s[0].name),
+                    Item::Summaries(s, _) => format!("summaries:{}", s[0].name),
                     Item::DeadLetters(d) => format!("dead:{}", d[0].position),
                     Item::Records(_) => "records".to_owned(),
                     Item::Alerts { .. } => "alerts".to_owned(),

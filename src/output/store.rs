@@ -21,6 +21,7 @@ use super::embedded::Store;
 use super::{Classify, ErrorKind, Health, Item};
 use crate::metrics::METRICS;
 use crate::record::{DeadLetter, DeadLetterView, Summary, SummaryQuery};
+use crate::time::Millis;
 use tokio_util::sync::CancellationToken;
 
 /// Where the store output writes.
@@ -132,9 +133,14 @@ fn run(
     let mut summaries: Vec<Summary> = Vec::new();
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut barriers = Vec::new();
+    // (when emitted, how many first summaries): for the window-closed → stored latency.
+    let mut closed: Vec<(Millis, u64)> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut take = |item| match item {
-            Item::Summaries(s) => summaries.extend_from_slice(&s),
+            Item::Summaries(s, at) => {
+                closed.push((at, s.iter().filter(|s| s.revision == 0).count() as u64));
+                summaries.extend_from_slice(&s);
+            }
             Item::DeadLetters(d) => dead.extend_from_slice(&d),
             Item::Records(_) | Item::Alerts { .. } => {}
             Item::Barrier(b) => barriers.push(b),
@@ -176,6 +182,15 @@ fn run(
         };
         health.busy(false);
         METRICS.store_writes.fetch_add(written as u64, Relaxed);
+        if written > 0 {
+            let now = crate::time::now_ms();
+            for (at, n) in closed.drain(..) {
+                METRICS
+                    .store_latency
+                    .observe_n(now.saturating_sub(at).max(0) as u64, n);
+            }
+        }
+        closed.clear();
         summaries.clear();
         dead.clear();
         for barrier in barriers.drain(..) {
