@@ -1,6 +1,8 @@
 // Stampede live dashboard: one WebSocket (/ws), a canvas map in Web Mercator, a fleet table and
-// per-unicorn summaries. No framework, no build step, nothing fetched from the internet (tiles
-// only when the server is configured with a tile URL).
+// per-unicorn summaries. No framework, no build step. The only thing fetched from elsewhere is
+// the map's raster tiles (web.tile_url, OpenStreetMap's by default; "" for none); beneath them,
+// and wherever they do not load, the map draws the Natural Earth land outline the binary serves
+// and a grid, so it is never blank offline.
 "use strict";
 
 const HQ = { lat: 40.749167, lon: -73.985184 };
@@ -53,17 +55,74 @@ function metresPerPixel() {
 
 // ---- drawing ----
 const tiles = new Map();
+const tileStats = { loaded: 0, failed: 0 };
 function tile(z, x, y) {
   const key = z + "/" + x + "/" + y;
   let img = tiles.get(key);
   if (!img) {
     img = new Image();
-    img.onload = () => { dirtyMap = true; };
+    img.onload = () => { tileStats.loaded++; dirtyMap = true; };
+    // A tile that does not load leaves the outline and grid beneath it showing; it is not
+    // asked for again until it leaves the cache.
+    img.onerror = () => { tileStats.failed++; };
     img.src = tileUrl.replace("{z}", z).replace("{x}", x).replace("{y}", y);
     tiles.set(key, img);
     if (tiles.size > 500) tiles.delete(tiles.keys().next().value);
   }
   return img.complete && img.naturalWidth ? img : null;
+}
+
+// ---- the land outline (Natural Earth via npm world-atlas, served by the binary) ----
+// Decoded once from TopoJSON into one Path2D in zoom-0 world pixels; drawn with a transform, so
+// a frame costs one fill and one stroke. The 1:110M outline is fetched at once, the 1:50M one
+// the first time the map is zoomed in past OUTLINE_DETAIL_ZOOM.
+const OUTLINE_DETAIL_ZOOM = 4;
+const outlines = { coarse: null, fine: null, fineAsked: false };
+function topoPath(topo) {
+  const [sx, sy] = topo.transform.scale, [tx, ty] = topo.transform.translate;
+  const arcs = topo.arcs.map(arc => {
+    let x = 0, y = 0;
+    return arc.map(([dx, dy]) => {
+      x += dx; y += dy;
+      // Mercator has no poles: clamp to the latitudes a square world map shows.
+      const p = worldPx(Math.max(-85.05, Math.min(85.05, y * sy + ty)), x * sx + tx, 0);
+      return [p.x, p.y];
+    });
+  });
+  const path = new Path2D();
+  for (const g of Object.values(topo.objects)[0].geometries) {
+    const polygons = g.type === "Polygon" ? [g.arcs] : g.type === "MultiPolygon" ? g.arcs : [];
+    for (const polygon of polygons) for (const ring of polygon) {
+      let first = true;
+      for (const i of ring) {
+        const arc = i < 0 ? arcs[~i].slice().reverse() : arcs[i];
+        for (const [x, y] of arc) { if (first) { path.moveTo(x, y); first = false; } else path.lineTo(x, y); }
+      }
+      path.closePath();
+    }
+  }
+  return path;
+}
+function loadOutline(which, url) {
+  fetch(url).then(r => r.json()).then(topo => { outlines[which] = topoPath(topo); dirtyMap = true; })
+    .catch(err => console.error("land outline", url, err));
+}
+function drawOutline(w, h) {
+  if (view.zoom >= OUTLINE_DETAIL_ZOOM && !outlines.fineAsked) {
+    outlines.fineAsked = true;
+    loadOutline("fine", "/map/land-50m.json");
+  }
+  const path = view.zoom >= OUTLINE_DETAIL_ZOOM && outlines.fine ? outlines.fine : outlines.coarse;
+  ctx.fillStyle = "#dce8f3"; ctx.fillRect(0, 0, w, h);
+  if (!path) return;
+  const k = Math.pow(2, view.zoom);
+  const c = worldPx(view.lat, view.lon, view.zoom);
+  const dpr = window.devicePixelRatio || 1;
+  ctx.save();
+  ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * (w / 2 - c.x), dpr * (h / 2 - c.y));
+  ctx.fillStyle = "#f6f3ea"; ctx.fill(path);
+  ctx.strokeStyle = "#a9b8c9"; ctx.lineWidth = 1 / k; ctx.stroke(path);
+  ctx.restore();
 }
 
 function niceStep(raw) {
@@ -107,7 +166,7 @@ function drawScale(w, h) {
   const mpp = metresPerPixel();
   const metres = niceStep(mpp * 120);
   const px = metres / mpp;
-  const x = w - px - 20, y = h - 20;
+  const x = w - px - 20, y = h - 28; // above the attribution
   ctx.strokeStyle = "#1d2433"; ctx.lineWidth = 2;
   ctx.beginPath(); ctx.moveTo(x, y - 5); ctx.lineTo(x, y); ctx.lineTo(x + px, y); ctx.lineTo(x + px, y - 5); ctx.stroke();
   ctx.fillStyle = "#1d2433"; ctx.font = "11px system-ui, sans-serif";
@@ -127,7 +186,9 @@ function draw() {
   }
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
-  if (tileUrl) drawTiles(w, h); else drawGrid(w, h);
+  drawOutline(w, h);
+  drawGrid(w, h);
+  if (tileUrl) drawTiles(w, h);
   drawScale(w, h);
   // HQ: the 50 m circle of the workshop's map, never smaller than 6 px.
   const hq = toScreen(HQ.lat, HQ.lon);
@@ -536,8 +597,27 @@ function start() {
         ? "The service refused that token. Check web.read_token in its config (tokens are case-sensitive), or ask whoever runs it."
         : "");
     }
-    return r.json().then(c => { tileUrl = c.tile_url || ""; dirtyMap = true; connect(); loadRecentAlerts(); });
+    return r.json().then(c => {
+      tileUrl = c.tile_url || "";
+      showAttribution(tileUrl ? c.tile_attribution || "" : "", c.tile_attribution_url || "");
+      dirtyMap = true; connect(); loadRecentAlerts();
+    });
   }).catch(() => setTimeout(start, 2000));
+}
+
+// The credit the tiles' licence asks for, as text (a link when configured), and Natural Earth's.
+function showAttribution(text, url) {
+  const box = document.getElementById("attribution");
+  box.replaceChildren();
+  if (text) {
+    const credit = document.createElement(/^https?:\/\//.test(url) ? "a" : "span");
+    credit.textContent = text;
+    if (credit.tagName === "A") { credit.href = url; credit.target = "_blank"; credit.rel = "noopener noreferrer"; }
+    box.append(credit, " · ");
+  }
+  const ne = document.createElement("a");
+  ne.textContent = "Natural Earth"; ne.href = "https://www.naturalearthdata.com/"; ne.target = "_blank"; ne.rel = "noopener noreferrer";
+  box.append(ne);
 }
 
 const status = document.getElementById("status");
@@ -578,7 +658,16 @@ window.stampede = {
   screenPosition: name => { const u = fleet.get(name); return u ? toScreen(u.record.Latitude, u.record.Longitude) : null; },
   trip: () => trip,
   view,
+  tiles: () => ({ ...tileStats }),
+  outline: () => ({ coarse: !!outlines.coarse, fine: !!outlines.fine }),
+  // The colour of the map at a place, as [r, g, b, a] (what a user sees there).
+  pixelAt: (lat, lon) => {
+    const p = toScreen(lat, lon), dpr = window.devicePixelRatio || 1;
+    return [...ctx.getImageData(Math.round(p.x * dpr), Math.round(p.y * dpr), 1, 1).data];
+  },
+  redraw: () => { draw(); },
 };
 
+loadOutline("coarse", "/map/land-110m.json");
 start();
 requestAnimationFrame(frame);

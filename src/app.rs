@@ -220,9 +220,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         token: config.web.token.as_str().into(),
         max_body_bytes: usize::try_from(config.web.max_body_bytes).unwrap_or(usize::MAX),
         stopping: Arc::clone(&stopping),
-        dashboard_config: serde_json::json!({ "tile_url": config.web.tile_url })
-            .to_string()
-            .into(),
+        dashboard_config: serde_json::json!({
+            "tile_url": config.web.tile_url,
+            "tile_attribution": config.web.tile_attribution,
+            "tile_attribution_url": config.web.tile_attribution_url,
+        })
+        .to_string()
+        .into(),
         connections: connections.into(),
         ws_slots: Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.web.max_ws_clients).unwrap_or(10_000),

@@ -397,8 +397,14 @@ pub struct WebConfig {
     pub token: String,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
-    /// Raster tile URL template for the dashboard map (`{z}/{x}/{y}`); empty draws a grid.
+    /// Raster tile URL template for the dashboard map (`{z}/{x}/{y}`), by default
+    /// OpenStreetMap's standard tiles; empty draws no tiles. Where tiles do not load (offline),
+    /// the map shows the embedded Natural Earth land outline and a grid.
     pub tile_url: String,
+    /// The credit the tiles' licence asks for, shown on the map (plain text).
+    pub tile_attribution: String,
+    /// Where the credit links to; empty for no link.
+    pub tile_attribution_url: String,
     /// Frames a WebSocket client may fall behind before it is resynchronised with a snapshot.
     pub ws_queue_frames: u64,
     /// Bytes of frames a WebSocket client may fall behind before it is resynchronised.
@@ -419,13 +425,18 @@ pub struct WebConfig {
     pub tls_key: String,
 }
 
+/// OpenStreetMap's standard raster tiles: the map's default.
+pub const OSM_TILES: &str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
+
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             listen: "127.0.0.1:8080".into(),
             token: String::new(),
             max_body_bytes: 8 * 1024 * 1024,
-            tile_url: String::new(),
+            tile_url: OSM_TILES.into(),
+            tile_attribution: "© OpenStreetMap contributors".into(),
+            tile_attribution_url: "https://www.openstreetmap.org/copyright".into(),
             ws_queue_frames: 16_384,
             ws_queue_bytes: 8 << 20,
             max_ws_clients: 10_000,
@@ -483,7 +494,9 @@ stream = "wildrydes-summary"    # kinesis
 listen = "127.0.0.1:8080"       # address:port; 127.0.0.1 keeps it on this machine
 token = ""                      # when set, /ingest and admin endpoints need "Authorization: Bearer <token>"
 max_body_bytes = 8388608        # largest request body (413 above)
-tile_url = ""                   # raster tiles for the map, e.g. "https://tile.example/{z}/{x}/{y}.png"; empty: a grid
+tile_url = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"  # raster tiles for the map; "" for none (offline: land outline and grid)
+tile_attribution = "© OpenStreetMap contributors"           # the credit the tiles' licence asks for, shown on the map
+tile_attribution_url = "https://www.openstreetmap.org/copyright"  # where the credit links to; "" for no link
 ws_queue_frames = 16384         # frames a browser may fall behind before it gets a fresh snapshot instead
 ws_queue_bytes = 8388608        # ... or bytes of frames; each minute sends one summary frame per unicorn
 max_ws_clients = 10000          # WebSocket clients at once; further upgrades get 503
@@ -716,6 +729,32 @@ impl Config {
                 return Err(value_error(
                     "web.allowed_origins",
                     format!("{origin:?} is not an origin: write scheme://host[:port], e.g. \"https://ops.example\", with no path"),
+                ));
+            }
+        }
+        if !self.web.tile_url.is_empty() {
+            let web_url = |s: &str| s.starts_with("https://") || s.starts_with("http://");
+            if !web_url(&self.web.tile_url)
+                || !["{z}", "{x}", "{y}"]
+                    .iter()
+                    .all(|p| self.web.tile_url.contains(p))
+            {
+                return Err(value_error(
+                    "web.tile_url",
+                    format!("{:?} is not a tile URL template: write http(s)://host/…{{z}}/{{x}}/{{y}}…, e.g. {OSM_TILES:?}, or \"\" for no tiles", self.web.tile_url),
+                ));
+            }
+            if self.web.tile_attribution.trim().is_empty() {
+                return Err(value_error(
+                    "web.tile_attribution",
+                    "tiles need the credit their licence asks for, e.g. \"© OpenStreetMap contributors\"",
+                ));
+            }
+            if !self.web.tile_attribution_url.is_empty() && !web_url(&self.web.tile_attribution_url)
+            {
+                return Err(value_error(
+                    "web.tile_attribution_url",
+                    "must be an http(s):// URL, or \"\" for no link",
                 ));
             }
         }
@@ -1129,6 +1168,43 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn tile_settings_are_checked_naming_the_key() {
+        let key_of = |tweak: &dyn Fn(&mut WebConfig)| {
+            let mut c = Config::default();
+            tweak(&mut c.web);
+            match c.validate() {
+                Err(ConfigError::Value { key, .. }) => Some(key),
+                _ => None,
+            }
+        };
+        assert_eq!(key_of(&|w| w.tile_url = String::new()), None, "no tiles");
+        assert_eq!(
+            key_of(&|w| w.tile_url = "https://tiles.example/{z}/{x}.png".into()),
+            Some("web.tile_url".into())
+        );
+        assert_eq!(
+            key_of(&|w| w.tile_url = "javascript:alert(1)//{z}/{x}/{y}".into()),
+            Some("web.tile_url".into())
+        );
+        assert_eq!(
+            key_of(&|w| w.tile_attribution = " ".into()),
+            Some("web.tile_attribution".into())
+        );
+        assert_eq!(
+            key_of(&|w| w.tile_attribution_url = "javascript:alert(1)".into()),
+            Some("web.tile_attribution_url".into())
+        );
+        assert_eq!(
+            key_of(&|w| {
+                w.tile_url = String::new();
+                w.tile_attribution = String::new();
+            }),
+            None,
+            "no credit is needed without tiles"
+        );
     }
 
     #[test]

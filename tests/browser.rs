@@ -490,3 +490,153 @@ async fn the_dashboard_draws_a_unicorns_trip_from_the_archive() {
     assert!(crate::support::process::interrupt(demo).success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A tile server on 127.0.0.1 that answers every path with a plain SVG tile (and lets any page
+/// use it) and keeps the paths it was asked for.
+async fn serve_tiles() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let paths = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let paths = std::sync::Arc::clone(&paths);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = tcp.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                if let Some(path) = head.split_whitespace().nth(1) {
+                    paths.lock().unwrap().push(path.to_owned());
+                }
+                let svg = r##"<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256"><rect width="256" height="256" fill="#808000"/></svg>"##;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: image/svg+xml\r\naccess-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{svg}",
+                    svg.len()
+                );
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The map is never blank: with tiles that do not load (offline), the embedded Natural Earth
+/// outline shows land and sea where they are, and zoomed in the finer outline comes; tiles that
+/// load are asked for by the configured template at the view's tile coordinates; the tiles'
+/// credit is on the map, a link only when a URL is configured. By default the tiles are
+/// OpenStreetMap's, credited with a link to its copyright page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_shows_land_offline_and_tiles_with_their_credit() {
+    let defaults = stampede::config::Config::default();
+    assert_eq!(
+        defaults.web.tile_url,
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    );
+    assert_eq!(
+        defaults.web.tile_attribution,
+        "© OpenStreetMap contributors"
+    );
+    assert_eq!(
+        defaults.web.tile_attribution_url,
+        "https://www.openstreetmap.org/copyright"
+    );
+    let browser = Browser::start().await;
+
+    // Offline: nothing listens where the tiles are.
+    let dir = temp_dir("browser-map-offline");
+    let app = start(&dir, |c| {
+        c.web.tile_url = "http://127.0.0.1:9/{z}/{x}/{y}.png".into();
+    })
+    .await;
+    browser.goto(&format!("http://{}/", app.addr)).await;
+    browser
+        .until(
+            "the land outline, and a tile that failed",
+            "const s = window.stampede; return s && s.outline().coarse && s.tiles().failed > 0 ? true : null",
+            json!([]),
+        )
+        .await;
+    // Zoomed out over Africa and the Atlantic: land is land-coloured, sea sea-coloured.
+    let colours = browser
+        .eval(
+            "const s = window.stampede; Object.assign(s.view, { lat: 5, lon: 0, zoom: 2 }); s.redraw(); return [s.pixelAt(12.3, 21.7), s.pixelAt(-3.7, -27.3)]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        colours,
+        json!([[246, 243, 234, 255], [220, 232, 243, 255]]),
+        "Chad is land and the mid-Atlantic is sea"
+    );
+    let credit = browser
+        .eval(
+            "const a = document.querySelector('#attribution a'); return [document.getElementById('attribution').textContent, a && a.href]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        credit,
+        json!([
+            "© OpenStreetMap contributors · Natural Earth",
+            "https://www.openstreetmap.org/copyright"
+        ])
+    );
+    // Zoomed in, the 1:50M outline is fetched and drawn.
+    browser
+        .eval(
+            "const s = window.stampede; Object.assign(s.view, { lat: 40.75, lon: -73.98, zoom: 6 }); s.redraw(); return true",
+            json!([]),
+        )
+        .await;
+    browser
+        .until(
+            "the finer outline",
+            "return window.stampede.outline().fine ? true : null",
+            json!([]),
+        )
+        .await;
+    app.stop().await.unwrap();
+
+    // Tiles that load, from a tile server of our own, credited without a link.
+    let (tiles, seen) = serve_tiles().await;
+    let dir2 = temp_dir("browser-map-tiles");
+    let app = start(&dir2, |c| {
+        c.web.tile_url = format!("http://{tiles}/t/{{z}}/{{x}}/{{y}}.svg");
+        c.web.tile_attribution = "Tiles: ours".into();
+        c.web.tile_attribution_url = String::new();
+    })
+    .await;
+    browser.goto(&format!("http://{}/", app.addr)).await;
+    browser
+        .until(
+            "a tile loaded",
+            "return window.stampede.tiles().loaded > 0 ? true : null",
+            json!([]),
+        )
+        .await;
+    // The tile holding Wild Rydes HQ at the map's first zoom, 13 (Web Mercator tile numbers).
+    let (lat, lon, z) = (40.749167_f64.to_radians(), -73.985184_f64, 13);
+    let n = f64::from(1u32 << z);
+    let x = ((lon + 180.0) / 360.0 * n).floor();
+    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor();
+    let hq_tile = format!("/t/{z}/{x}/{y}.svg");
+    assert!(
+        seen.lock().unwrap().contains(&hq_tile),
+        "{hq_tile} among {:?}",
+        seen.lock().unwrap()
+    );
+    let credit = browser
+        .eval(
+            "return [document.getElementById('attribution').textContent, document.querySelectorAll('#attribution a').length]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(credit, json!(["Tiles: ours · Natural Earth", 1]));
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&dir2).ok();
+}

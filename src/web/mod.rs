@@ -86,6 +86,8 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
         .route("/", get(dashboard_html))
         .route("/dashboard.js", get(dashboard_js))
         .route("/dashboard.css", get(dashboard_css))
+        .route("/map/land-110m.json", get(|| land(LAND_110M)))
+        .route("/map/land-50m.json", get(|| land(LAND_50M)))
         .route("/ingest", post(ingest::ingest))
         .route("/ws", get(ws::upgrade))
         .route("/api/unicorns", get(api::unicorns))
@@ -122,6 +124,22 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
 const INDEX_HTML: &str = include_str!("../../dashboard/index.html");
 const DASHBOARD_JS: &str = include_str!("../../dashboard/dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("../../dashboard/dashboard.css");
+
+/// Natural Earth land outlines (npm `world-atlas`, see `dashboard/world-atlas-NOTICE.md`), so
+/// that the map is never blank, tiles or not.
+const LAND_110M: &[u8] = include_bytes!("../../dashboard/land-110m.json");
+const LAND_50M: &[u8] = include_bytes!("../../dashboard/land-50m.json");
+
+async fn land(topojson: &'static [u8]) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            // The same bytes for the life of the binary.
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        topojson,
+    )
+}
 
 async fn dashboard_html() -> impl IntoResponse {
     (
