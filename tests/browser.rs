@@ -585,6 +585,30 @@ async fn the_map_shows_land_offline_and_tiles_with_their_credit() {
             "https://www.openstreetmap.org/copyright"
         ])
     );
+    // A big fleet in view is drawn as clusters whose counts add up to it; zoomed in on a
+    // street, the few in view are markers again.
+    let drawn = browser
+        .eval(
+            r#"const s = window.stampede, records = [];
+for (let i = 0; i < 5000; i++) records.push({ Name: "c" + i, StatusTime: "2026-12-01 00:00:00.000",
+  LastSeen: "2026-12-01 00:00:00.000", Latitude: 40.70 + (i % 100) * 0.001, Longitude: -74.0 + Math.floor(i / 100) * 0.001,
+  Distance: 1, HealthPoints: 150, MagicPoints: 150 });
+s.take({ type: "telemetry", records });
+Object.assign(s.view, { lat: 40.75, lon: -73.975, zoom: 12 }); s.redraw();
+const city = s.drawStats();
+Object.assign(s.view, { lat: 40.7005, lon: -73.9995, zoom: 18 }); s.redraw();
+return [city, s.drawStats()];"#,
+            json!([]),
+        )
+        .await;
+    assert_eq!(drawn[0]["inView"], 5000);
+    assert!(drawn[0]["clusters"].as_u64().unwrap() > 1, "{drawn}");
+    assert!(
+        drawn[0]["clustered"] == 5000,
+        "every unicorn in a cluster: {drawn}"
+    );
+    assert!(drawn[1]["inView"].as_u64().unwrap() < 100, "{drawn}");
+    assert_eq!(drawn[1]["clusters"], 0, "{drawn}");
     // Zoomed in, the 1:50M outline is fetched and drawn.
     browser
         .eval(
