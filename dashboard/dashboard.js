@@ -199,6 +199,7 @@ function draw() {
   }
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
+  sendView();
   drawOutline(w, h);
   drawGrid(w, h);
   if (tileUrl) drawTiles(w, h);
@@ -233,7 +234,9 @@ function drawFleet(w, h) {
   }
   const n = xs.length;
   drawStats.inView = n; drawStats.clusters = 0; drawStats.clustered = 0;
-  if (n > CLUSTER_ABOVE) {
+  if (density && !fleet.size) {
+    drawDensity();
+  } else if (n > CLUSTER_ABOVE) {
     drawClusters(xs, ys, us, names, w, h);
   } else {
     if (n <= TRAILS_UP_TO) {
@@ -285,22 +288,32 @@ function drawClusters(xs, ys, us, names, w, h) {
     count[cell]++; sx[cell] += xs[i]; sy[cell] += ys[i];
     if (colour(us[i]) !== "#2b6cb0" || firingNames.has(names[i])) alarm[cell] = 1;
   }
+  const circles = [];
+  for (let cell = 0; cell < count.length; cell++) {
+    if (count[cell]) circles.push({ x: sx[cell] / count[cell], y: sy[cell] / count[cell], n: count[cell], red: alarm[cell] });
+  }
+  drawCounts(circles);
+}
+// The server's counts per cell, when the view holds more unicorns than it sends records of.
+function drawDensity() {
+  drawCounts(density.cells.map(([lat, lon, n]) => ({ ...toScreen(lat, lon), n, red: 0 })));
+}
+// Circles sized by their count, with the count on them.
+function drawCounts(circles) {
   ctx.font = "bold 11px system-ui, sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "middle";
   for (const red of [0, 1]) {
     ctx.beginPath();
-    for (let cell = 0; cell < count.length; cell++) {
-      if (!count[cell] || alarm[cell] !== red) continue;
-      const x = sx[cell] / count[cell], y = sy[cell] / count[cell], r = 8 + 3 * Math.log10(count[cell]);
-      ctx.moveTo(x + r, y); ctx.arc(x, y, r, 0, 2 * Math.PI);
+    for (const c of circles) {
+      if (c.red !== red) continue;
+      const r = 8 + 3 * Math.log10(c.n);
+      ctx.moveTo(c.x + r, c.y); ctx.arc(c.x, c.y, r, 0, 2 * Math.PI);
     }
     ctx.fillStyle = red ? "rgba(192,57,43,.85)" : "rgba(43,108,176,.85)"; ctx.fill();
   }
   ctx.fillStyle = "#fff";
-  for (let cell = 0; cell < count.length; cell++) {
-    if (!count[cell]) continue;
-    const n = count[cell];
+  for (const { x, y, n } of circles) {
     drawStats.clusters++; drawStats.clustered += n;
-    ctx.fillText(n >= 10000 ? Math.round(n / 1000) + "k" : n >= 1000 ? (n / 1000).toFixed(1) + "k" : String(n), sx[cell] / n, sy[cell] / n);
+    ctx.fillText(n >= 10000 ? Math.round(n / 1000) + "k" : n >= 1000 ? (n / 1000).toFixed(1) + "k" : String(n), x, y);
   }
   ctx.textAlign = "start"; ctx.textBaseline = "alphabetic";
 }
@@ -366,8 +379,9 @@ function clickAt(e) {
 document.getElementById("home").onclick = () => { view.lat = HQ.lat; view.lon = HQ.lon; view.zoom = 13; dirtyMap = true; };
 document.getElementById("fit").onclick = fitFleet;
 function fitFleet() {
-  if (!fleet.size) return;
-  let s = 90, n = -90, wv = 180, e = -180;
+  if (!fleet.size && !fleetBounds) return;
+  // The whole fleet's extent as the service last said (the page holds only what is in view).
+  let [s, wv, n, e] = fleetBounds || [90, 180, -90, -180];
   for (const u of fleet.values()) {
     s = Math.min(s, u.record.Latitude); n = Math.max(n, u.record.Latitude);
     wv = Math.min(wv, u.record.Longitude); e = Math.max(e, u.record.Longitude);
@@ -428,7 +442,7 @@ function renderTable() {
       "</td><td" + (r.MagicPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.MagicPoints +
       "</td><td>" + (r.Distance * MPH).toFixed(1) + "</td><td>" + (u.minute === undefined ? "–" : u.minute.toFixed(0)) + "</td></tr>";
   }).join("") + (hidden ? '<tr class="more"><td colspan="6">… and ' + hidden + " more: filter by name to narrow</td></tr>" : "");
-  document.getElementById("count").textContent = fleet.size;
+  document.getElementById("count").textContent = fleetTotal === null ? fleet.size : fleetTotal;
 }
 tbody.addEventListener("click", e => {
   const tr = e.target.closest("tr");
@@ -631,7 +645,17 @@ function remove(name) {
 }
 function handle(msg) {
   switch (msg.type) {
+    case "density":
+      density = msg; fleetTotal = msg.total; fleetBounds = msg.bounds || fleetBounds;
+      fleet.clear();
+      break;
     case "snapshot": {
+      if (msg.view) {
+        density = null; fleetTotal = msg.total; fleetBounds = msg.bounds || null;
+        // The first view is empty but the fleet is not: show where it is.
+        if (!fittedOnce && !msg.unicorns.length && msg.total > 0 && fleetBounds) { fittedOnce = true; setTimeout(fitFleet, 0); }
+        if (msg.unicorns.length) fittedOnce = true;
+      }
       const keep = new Map(fleet);
       fleet.clear();
       for (const r of msg.unicorns) {
@@ -711,14 +735,46 @@ function showAttribution(text, url) {
   box.append(ne);
 }
 
+// ---- the view subscription ----
+// The page subscribes to what the map shows (/ws?view=S,W,N,E, then a viewport message when
+// it moves): the service sends records of the unicorns in view only, and counts per cell
+// ("density") while they are more than it sends records of, so the page costs the same with a
+// thousand unicorns or a million.
+let socket = null, viewSent = "", viewTimer = 0;
+let density = null;            // the latest counts, while the view holds too many for records
+let fleetTotal = null;         // the whole fleet's size, as the service last said
+let fleetBounds = null;        // [south, west, north, east] of the whole fleet
+let fittedOnce = false;
+function viewBounds() {
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  const tl = fromScreen(0, 0), br = fromScreen(w, h);
+  let west = tl.lon, east = br.lon;
+  if (east - west >= 360) { west = -180; east = 180; }
+  else { west = ((west + 540) % 360) - 180; east = ((east + 540) % 360) - 180; }
+  const lat = v => Math.max(-90, Math.min(90, v));
+  return [lat(br.lat), west, lat(tl.lat), east].map(v => +v.toFixed(5));
+}
+// Says where the map is, 150 ms after it stops moving (and only if it moved).
+function sendView() {
+  clearTimeout(viewTimer);
+  viewTimer = setTimeout(() => {
+    const b = viewBounds(), key = b.join(",");
+    if (!socket || socket.readyState !== WebSocket.OPEN || key === viewSent) return;
+    viewSent = key;
+    socket.send(JSON.stringify({ type: "viewport", south: b[0], west: b[1], north: b[2], east: b[3] }));
+  }, 150);
+}
+
 const status = document.getElementById("status");
 let backoff = 500;
 function connect() {
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  viewSent = viewBounds().join(",");
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws?view=" + viewSent;
   // A browser's WebSocket cannot send headers: the token rides in the subprotocol list.
   const ws = new WebSocket(url, token ? ["stampede", "stampede.token." + hex(token)] : ["stampede"]);
+  socket = ws;
   let opened = false;
-  ws.onopen = () => { opened = true; status.textContent = "live"; status.className = "live"; backoff = 500; };
+  ws.onopen = () => { opened = true; status.textContent = "live"; status.className = "live"; backoff = 500; sendView(); };
   ws.onmessage = e => { try { handle(JSON.parse(e.data)); } catch (err) { console.error("bad frame", err); } };
   ws.onclose = () => {
     status.textContent = "reconnecting…"; status.className = "reconnecting";
@@ -764,6 +820,8 @@ window.stampede = {
   drawStats: () => ({ ...drawStats }),
   // Feeds a frame as if it came over the WebSocket (load measurements).
   take: msg => handle(msg),
+  density: () => density,
+  total: () => fleetTotal,
   renderTable: () => renderTable(),
 };
 

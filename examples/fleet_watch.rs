@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! cargo run --release --example fleet_watch -- --url http://127.0.0.1:18090 --server-pid PID \
-//!     [--producer-pid PID] [--seconds 60] [--clients 1] [--token T]
+//!     [--producer-pid PID] [--seconds 60] [--clients 1] [--token T] [--view S,W,N,E]
 //! ```
+//!
+//! `--view` subscribes the clients to part of the map, as the dashboard does (`/ws?view=`).
 //!
 //! Freshness is measured on every record of every telemetry frame each client receives: now −
 //! its `StatusTime` (the producer stamps a record with the second it is due, so this covers the
@@ -40,6 +42,7 @@ struct Args {
     seconds: u64,
     clients: usize,
     token: Option<String>,
+    view: Option<String>,
 }
 
 fn args() -> Args {
@@ -50,6 +53,7 @@ fn args() -> Args {
         seconds: 60,
         clients: 1,
         token: None,
+        view: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +65,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = val().parse().expect("--seconds N"),
             "--clients" => a.clients = val().parse().expect("--clients N"),
             "--token" => a.token = Some(val()),
+            "--view" => a.view = Some(val()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -158,7 +163,10 @@ fn quantile(hist: &[u64], q: f64) -> String {
 async fn main() {
     let a = args();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let ws_url = a.url.replacen("http://", "ws://", 1) + "/ws";
+    let mut ws_url = a.url.replacen("http://", "ws://", 1) + "/ws";
+    if let Some(view) = &a.view {
+        ws_url = format!("{ws_url}?view={view}");
+    }
     let mut sockets = Vec::with_capacity(a.clients);
     for _ in 0..a.clients {
         let mut req = ws_url.as_str().into_client_request().expect("ws url");
@@ -168,7 +176,11 @@ async fn main() {
                 format!("Bearer {token}").parse().expect("token"),
             );
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        // No size limits: a snapshot of a big fleet is one message of tens of megabytes.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
             .await
             .expect("connect /ws");
         sockets.push(ws);

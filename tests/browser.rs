@@ -664,3 +664,118 @@ return [city, s.drawStats()];"#,
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&dir2).ok();
 }
+
+/// A record of `name` at a place, stamped now.
+fn placed(name: &str, lat: f64, lon: f64) -> String {
+    line(name, &now_text(0), 10.0, 150, 150)
+        .replace("40.75", &lat.to_string())
+        .replace("-73.98", &lon.to_string())
+}
+
+/// The dashboard subscribes to its view: it holds the unicorns the map shows and no others,
+/// gets the others when the map moves to them, and where more are in view than the service
+/// sends records of, it gets and draws counts per cell instead. The count in the header is the
+/// whole fleet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_gets_only_what_its_map_shows() {
+    let dir = temp_dir("browser-view");
+    let app = start(&dir, |c| c.web.tile_url = String::new()).await;
+    let addr = app.addr;
+    let body = [
+        placed("Shadowfax", 40.752, -73.985),
+        placed("Bucephalus", 40.746, -73.99),
+        placed("Londoner", 51.5, -0.12),
+    ]
+    .join("\n");
+    let (status, _) = post_json(addr, "/ingest", body, None).await;
+    assert!(status.is_success());
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let held = browser
+        .until(
+            "the two unicorns at HQ, live",
+            "const u = window.stampede && window.stampede.unicorns().sort(); return document.getElementById('status').textContent === 'live' && u.length === 2 ? u : null",
+            json!([]),
+        )
+        .await;
+    assert_eq!(held, json!(["Bucephalus", "Shadowfax"]), "not the Londoner");
+    // The header counts the whole fleet.
+    browser
+        .until(
+            "the whole fleet's size in the header",
+            "return document.getElementById('count').textContent === '3' ? true : null",
+            json!([]),
+        )
+        .await;
+
+    // The map moves to London: the page now holds the Londoner only.
+    browser
+        .eval(
+            "Object.assign(window.stampede.view, { lat: 51.5, lon: -0.12, zoom: 12 }); window.stampede.redraw(); return true",
+            json!([]),
+        )
+        .await;
+    let held = browser
+        .until(
+            "the Londoner alone",
+            "const u = window.stampede.unicorns(); return u.length === 1 && u[0] === 'Londoner' ? u : null",
+            json!([]),
+        )
+        .await;
+    assert_eq!(held, json!(["Londoner"]));
+
+    // A crowd in London, more than the service sends records of: counts, drawn as clusters.
+    let crowd: Vec<String> = (0..=stampede::hub::view::MAX_IN_VIEW)
+        .map(|i| {
+            placed(
+                &format!("c{i}"),
+                51.45 + (i % 100) as f64 * 0.001,
+                -0.2 + (i / 100) as f64 * 0.002,
+            )
+        })
+        .collect();
+    let (status, reply) = post_json(addr, "/ingest", crowd.join("\n"), None).await;
+    assert!(status.is_success(), "{reply}");
+    let counted = browser
+        .until(
+            "counts for the crowded view",
+            "const d = window.stampede.density(); return d && d.total > 5000 ? d.cells.reduce((a, c) => a + c[2], 0) : null",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        counted.as_u64(),
+        Some(stampede::hub::view::MAX_IN_VIEW as u64 + 2),
+        "the crowd and the Londoner, counted"
+    );
+    let drawn = browser
+        .eval(
+            "window.stampede.redraw(); return [window.stampede.unicorns().length, window.stampede.drawStats()]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(drawn[0], 0, "no records held: {drawn}");
+    assert_eq!(
+        drawn[1]["clustered"].as_u64(),
+        Some(stampede::hub::view::MAX_IN_VIEW as u64 + 2),
+        "{drawn}"
+    );
+
+    // Back home, few in view: records again.
+    browser
+        .eval(
+            "Object.assign(window.stampede.view, { lat: 40.749167, lon: -73.985184, zoom: 13 }); window.stampede.redraw(); return true",
+            json!([]),
+        )
+        .await;
+    browser
+        .until(
+            "the two at HQ again, as records",
+            "const u = window.stampede.unicorns(); return u.length === 2 && !window.stampede.density() ? true : null",
+            json!([]),
+        )
+        .await;
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

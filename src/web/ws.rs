@@ -1,5 +1,10 @@
 //! `GET /ws`: the live feed of CONTRACT §5 — a snapshot first, then the hub's frames.
 //!
+//! `GET /ws?view=SOUTH,WEST,NORTH,EAST` subscribes to part of the map instead, and the client
+//! may move it with `{"type":"viewport","south":…,"west":…,"north":…,"east":…}` messages: it
+//! gets records of the unicorns in view only, or counts per cell when they are too many (see
+//! `hub::view`).
+//!
 //! Each client task owns its queue from the hub (shared frames, bounded in count and bytes). A
 //! client that falls behind is resynchronised with a fresh snapshot; one that accepts nothing
 //! for 20 s is disconnected. Read buffers are small: an idle client costs a few kilobytes.
@@ -8,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -16,12 +21,31 @@ use std::sync::Arc;
 use super::WebState;
 use futures_util::SinkExt;
 
+use crate::hub::view::View;
 use crate::hub::{Frame, Hub, Subscription};
 use crate::metrics::METRICS;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(super) async fn upgrade(State(state): State<WebState>, ws: WebSocketUpgrade) -> Response {
+/// A client's views are taken at most this often (each costs the hub a look-up and a snapshot of
+/// up to `MAX_IN_VIEW` records); the dashboard sends one 150 ms after the map stops moving.
+const VIEW_EVERY: Duration = Duration::from_millis(100);
+
+pub(super) async fn upgrade(
+    State(state): State<WebState>,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let view = match query.as_deref().map(view_parameter) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(view))) => Some(view),
+        Some(Err(())) => {
+            let body = serde_json::json!({
+                "error": "view must be SOUTH,WEST,NORTH,EAST in degrees (south ≤ north, longitudes −180 to 180)"
+            });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
     // A slot per client, held for as long as it is connected: past the cap, 503 before the
     // upgrade, so a crowd of browsers costs a refused request each, not memory.
     let Ok(slot) = Arc::clone(&state.ws_slots).try_acquire_owned() else {
@@ -43,9 +67,20 @@ pub(super) async fn upgrade(State(state): State<WebState>, ws: WebSocketUpgrade)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move {
-            client(socket, state.hub).await;
+            client(socket, state.hub, view).await;
             drop(slot);
         })
+}
+
+/// The `view` parameter of the query, if there is one.
+fn view_parameter(query: &str) -> Result<Option<View>, ()> {
+    let Some(value) = query.split('&').find_map(|p| p.strip_prefix("view=")) else {
+        return Ok(None);
+    };
+    // Commas may come percent-encoded.
+    View::parse_query(&value.replace("%2C", ",").replace("%2c", ","))
+        .map(Some)
+        .ok_or(())
 }
 
 /// Counts a connected client for as long as it lives.
@@ -104,9 +139,10 @@ async fn send_queued(socket: &mut WebSocket, sub: &mut Subscription, first: Fram
     }
 }
 
-async fn client(mut socket: WebSocket, hub: Hub) {
+async fn client(mut socket: WebSocket, hub: Hub, mut view: Option<View>) {
     let _connected = Connected::new();
-    let Some(mut sub) = hub.subscribe().await else {
+    let mut last_view: Option<tokio::time::Instant> = None;
+    let Some(mut sub) = hub.subscribe(view).await else {
         return;
     };
     if !send(&mut socket, sub.snapshot.clone()).await {
@@ -118,7 +154,7 @@ async fn client(mut socket: WebSocket, hub: Hub) {
                 if sub.lagged.load(Relaxed) {
                     // Fell behind: what is queued is stale; start again from a snapshot.
                     METRICS.ws_resyncs.fetch_add(1, Relaxed);
-                    let Some(fresh) = hub.subscribe().await else { break };
+                    let Some(fresh) = hub.subscribe(view).await else { break };
                     sub = fresh;
                     if !send(&mut socket, sub.snapshot.clone()).await {
                         return;
@@ -142,7 +178,19 @@ async fn client(mut socket: WebSocket, hub: Hub) {
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                // Pings are answered by the protocol layer; clients have nothing else to say.
+                // A new view (messages are at most 64 KiB); anything else is ignored. Pings are
+                // answered by the protocol layer.
+                Some(Ok(Message::Text(text))) => {
+                    let now = tokio::time::Instant::now();
+                    let too_soon = last_view.is_some_and(|t| now.duration_since(t) < VIEW_EVERY);
+                    if let Some(moved) = View::from_message(text.as_str()).filter(|_| !too_soon) {
+                        last_view = Some(now);
+                        view = Some(moved);
+                        if !hub.set_view(sub.id, moved).await {
+                            break;
+                        }
+                    }
+                }
                 Some(Ok(_)) => {}
             },
         }

@@ -10,8 +10,12 @@
 //! holds at most its queue's bound. (A broadcast ring would not do: a minute's close sends one
 //! summary frame per unicorn in a burst, and a ring big enough for that would hold hundreds of
 //! large telemetry frames.)
+//!
+//! A client may subscribe to a view (part of the map, [`view`]): it then gets records only of
+//! the unicorns in it, and counts per cell when they are too many.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+
+pub mod view;
+
+use view::{Index, View, MAX_IN_VIEW};
 
 use crate::alert::{Change, State as AlertState};
 use crate::metrics::METRICS;
@@ -84,8 +92,16 @@ pub enum HubInput {
     Telemetry(Vec<LiveRecord>),
     /// Emitted summaries (first emissions and restatements).
     Summaries(Arc<[Summary]>),
-    /// A (re)connecting client: its snapshot and its queue, taken at the same instant.
-    Subscribe(oneshot::Sender<Subscription>),
+    /// A (re)connecting client, of the whole fleet or of a view: its snapshot and its queue,
+    /// taken at the same instant.
+    Subscribe(oneshot::Sender<Subscription>, Option<View>),
+    /// A client's new view: a snapshot of it follows in its queue.
+    View {
+        /// [`Subscription::id`].
+        id: u64,
+        /// What it shows now.
+        view: View,
+    },
     /// `GET /api/unicorns`: the live fleet as a JSON array.
     Unicorns(oneshot::Sender<Bytes>),
     /// Alert state changes of a partition, in order; `notified: false` for the firing alerts
@@ -123,6 +139,8 @@ pub const RECENT_ALERTS: usize = 10_000;
 
 /// One client's view: the fleet as of subscribing, then every frame since.
 pub struct Subscription {
+    /// Names the client to the hub ([`Hub::set_view`]).
+    pub id: u64,
     /// The snapshot frame.
     pub snapshot: Frame,
     /// Frames after the snapshot.
@@ -134,9 +152,18 @@ pub struct Subscription {
 }
 
 struct Client {
+    id: u64,
     tx: mpsc::Sender<Frame>,
     queued: Arc<AtomicUsize>,
     lagged: Arc<AtomicBool>,
+    /// `None`: the whole fleet.
+    view: Option<ClientView>,
+}
+
+struct ClientView {
+    view: View,
+    /// At most [`MAX_IN_VIEW`] in view at the last look: records; otherwise counts.
+    records: bool,
 }
 
 /// How the hub treats clients and silent unicorns.
@@ -173,11 +200,18 @@ impl Hub {
         self.tx.clone()
     }
 
-    /// A snapshot and the frames after it; `None` once the hub has stopped.
-    pub async fn subscribe(&self) -> Option<Subscription> {
+    /// A snapshot and the frames after it, of the whole fleet or of `view`; `None` once the
+    /// hub has stopped.
+    pub async fn subscribe(&self, view: Option<View>) -> Option<Subscription> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(HubInput::Subscribe(tx)).await.ok()?;
+        self.tx.send(HubInput::Subscribe(tx, view)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Client `id` shows `view` now: a snapshot of it follows in its queue. `false` once the
+    /// hub has stopped.
+    pub async fn set_view(&self, id: u64, view: View) -> bool {
+        self.tx.send(HubInput::View { id, view }).await.is_ok()
     }
 
     /// Firing alerts or recent changes (see [`AlertQuery`]) as a JSON array; `None` once the
@@ -219,6 +253,9 @@ struct State {
     firing: Firing,
     /// The latest changes, oldest first, at most [`RECENT_ALERTS`].
     recent: std::collections::VecDeque<Change>,
+    /// Where the fleet was at the last sweep, while some client has a view.
+    index: Option<Index>,
+    next_id: u64,
 }
 
 async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: CancellationToken) {
@@ -232,6 +269,8 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
         snapshot: None,
         firing: HashMap::new(),
         recent: std::collections::VecDeque::new(),
+        index: None,
+        next_id: 0,
     };
     // A telemetry frame goes out as soon as there is news, but at most once per FRAME_EVERY.
     let mut last_frame = Instant::now()
@@ -265,25 +304,14 @@ impl State {
     /// Queues `frame` for every client, never waiting: a client without room is dropped from
     /// the fan-out and flagged to resubscribe.
     fn broadcast(&mut self, frame: Frame) {
-        let len = frame.as_str().len();
+        self.send_where(&frame, |_| true);
+    }
+
+    /// Queues `frame` for the clients `wanted` picks, as [`State::broadcast`].
+    fn send_where(&mut self, frame: &Frame, wanted: impl Fn(&Client) -> bool) {
         let max = self.queue_bytes;
-        self.clients.retain(|c| {
-            if c.queued.load(Ordering::Relaxed) + len > max {
-                c.lagged.store(true, Ordering::Relaxed);
-                return false;
-            }
-            match c.tx.try_send(frame.clone()) {
-                Ok(()) => {
-                    c.queued.fetch_add(len, Ordering::Relaxed);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.lagged.store(true, Ordering::Relaxed);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        self.clients
+            .retain(|c| !wanted(c) || offer(c, frame.clone(), max));
     }
 
     fn take(&mut self, input: HubInput) {
@@ -324,7 +352,17 @@ impl State {
                     frame.push_str("{\"type\":\"summary\",\"summary\":");
                     s.write_json(&mut frame);
                     frame.push('}');
-                    self.broadcast(Frame::from(frame));
+                    // Clients of a view get the summaries of the unicorns in it.
+                    let at = self
+                        .fleet
+                        .get(s.name.as_str())
+                        .map(|u| (u.record.latitude, u.record.longitude));
+                    self.send_where(&Frame::from(frame), |c| match &c.view {
+                        None => true,
+                        Some(v) => {
+                            v.records && at.is_some_and(|(lat, lon)| v.view.contains(lat, lon))
+                        }
+                    });
                     if let Some(u) = self.fleet.get_mut(s.name.as_str()) {
                         let newer = u.summary.as_ref().is_none_or(|old| {
                             (s.window_start, s.revision) >= (old.window_start, old.revision)
@@ -336,23 +374,62 @@ impl State {
                 }
                 self.snapshot = None;
             }
-            HubInput::Subscribe(reply) => {
-                let frame = self
-                    .snapshot
-                    .get_or_insert_with(|| snapshot(&self.fleet, &self.firing))
-                    .clone();
+            HubInput::Subscribe(reply, view) => {
+                let (frame, view) = match view {
+                    None => (
+                        self.snapshot
+                            .get_or_insert_with(|| snapshot(&self.fleet, &self.firing))
+                            .clone(),
+                        None,
+                    ),
+                    Some(view) => {
+                        let (frame, records) = self.view_snapshot(&view);
+                        (frame, Some(ClientView { view, records }))
+                    }
+                };
+                let id = self.next_id;
+                self.next_id += 1;
                 let (tx, frames) = mpsc::channel(self.queue);
                 let queued = Arc::new(AtomicUsize::new(0));
                 let lagged = Arc::new(AtomicBool::new(false));
                 let sub = Subscription {
+                    id,
                     snapshot: frame,
                     frames,
                     queued: Arc::clone(&queued),
                     lagged: Arc::clone(&lagged),
                 };
                 if reply.send(sub).is_ok() {
-                    self.clients.push(Client { tx, queued, lagged });
+                    let client = Client {
+                        id,
+                        tx,
+                        queued,
+                        lagged,
+                        view,
+                    };
+                    let keep = match &client.view {
+                        Some(v) if !v.records => {
+                            offer(&client, self.density_frame(&v.view), self.queue_bytes)
+                        }
+                        _ => true,
+                    };
+                    if keep {
+                        self.clients.push(client);
+                    }
                 }
+            }
+            HubInput::View { id, view } => {
+                let (frame, records) = self.view_snapshot(&view);
+                let density = (!records).then(|| self.density_frame(&view));
+                let max = self.queue_bytes;
+                self.clients.retain_mut(|c| {
+                    if c.id != id {
+                        return true;
+                    }
+                    c.view = Some(ClientView { view, records });
+                    offer(c, frame.clone(), max)
+                        && density.as_ref().is_none_or(|d| offer(c, d.clone(), max))
+                });
             }
             HubInput::Unicorns(reply) => {
                 let mut out = String::from("[");
@@ -449,26 +526,139 @@ impl State {
         Bytes::from(out)
     }
 
-    /// One telemetry frame with the latest record of every unicorn heard since the last one.
+    /// One telemetry frame with the latest record of every unicorn heard since the last one,
+    /// for the clients of the whole fleet; for each client of a view, one with those in it.
+    /// Each record is serialised once.
     fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let mut out = String::with_capacity(64 + self.pending.len() * 220);
-        out.push_str("{\"type\":\"telemetry\",\"records\":[");
-        let mut first = true;
+        let mut buf = String::with_capacity(self.pending.len() * 220);
+        // (start, end) in `buf`, latitude, longitude.
+        let mut parts: Vec<(usize, usize, f64, f64)> = Vec::with_capacity(self.pending.len());
         for name in self.pending.drain(..) {
             if let Some(u) = self.fleet.get_mut(&name) {
                 u.pending = false;
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                u.record.write_json(&mut out, u.seen_ms);
+                let start = buf.len();
+                u.record.write_json(&mut buf, u.seen_ms);
+                parts.push((start, buf.len(), u.record.latitude, u.record.longitude));
             }
         }
+        let frame = |wanted: &dyn Fn(f64, f64) -> bool| -> Option<Frame> {
+            let mut out = String::new();
+            for &(start, end, _, _) in parts.iter().filter(|p| wanted(p.2, p.3)) {
+                out.push_str(if out.is_empty() {
+                    "{\"type\":\"telemetry\",\"records\":["
+                } else {
+                    ","
+                });
+                out.push_str(&buf[start..end]);
+            }
+            (!out.is_empty()).then(|| {
+                out.push_str("]}");
+                Frame::from(out)
+            })
+        };
+        if self.clients.iter().any(|c| c.view.is_none()) {
+            if let Some(all) = frame(&|_, _| true) {
+                self.send_where(&all, |c| c.view.is_none());
+            }
+        }
+        let max = self.queue_bytes;
+        self.clients.retain(|c| match &c.view {
+            Some(v) if v.records => {
+                frame(&|lat, lon| v.view.contains(lat, lon)).is_none_or(|f| offer(c, f, max))
+            }
+            _ => true,
+        });
+    }
+
+    /// The unicorns in `view`, up to one more than `limit` (so the caller knows it is past
+    /// it), found through the index (built now if there is none).
+    fn in_view(&mut self, view: &View, limit: usize) -> Vec<&Unicorn> {
+        in_view(&self.fleet, &mut self.index, view, limit)
+    }
+
+    /// A snapshot of `view`: its unicorns while they are at most [`MAX_IN_VIEW`] (`true`),
+    /// none otherwise (`false`: counts follow), the fleet's size and every firing alert.
+    fn view_snapshot(&mut self, view: &View) -> (Frame, bool) {
+        let total = self.fleet.len();
+        let mut inside = in_view(&self.fleet, &mut self.index, view, MAX_IN_VIEW);
+        let records = inside.len() <= MAX_IN_VIEW;
+        if !records {
+            inside.clear();
+        }
+        inside.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let mut out = String::with_capacity(128 + inside.len() * 500);
+        let _ = write!(
+            out,
+            "{{\"type\":\"snapshot\",\"view\":true,\"total\":{total},"
+        );
+        write_bounds(&mut out, self.index.as_ref());
+        out.push_str("\"unicorns\":[");
+        write_unicorns(&mut out, &inside, &self.firing);
+        (Frame::from(out), records)
+    }
+
+    /// `{"type":"density"}`: the fleet's size and the counts per cell in `view`.
+    fn density_frame(&mut self, view: &View) -> Frame {
+        let total = self.fleet.len();
+        if self.index.is_none() {
+            self.in_view(view, 0);
+        }
+        let (step, cells) = self
+            .index
+            .as_ref()
+            .map(|i| i.density(view))
+            .unwrap_or_default();
+        let mut out = String::with_capacity(128 + cells.len() * 32);
+        let _ = write!(
+            out,
+            "{{\"type\":\"density\",\"total\":{total},\"cell\":{step},"
+        );
+        write_bounds(&mut out, self.index.as_ref());
+        out.push_str("\"cells\":[");
+        for (i, (lat, lon, n)) in cells.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(out, "{sep}[{lat:.5},{lon:.5},{n}]");
+        }
         out.push_str("]}");
-        self.broadcast(Frame::from(out));
+        Frame::from(out)
+    }
+
+    /// Once a second while some client has a view: the index again, and each such client's
+    /// mode: counts for those past [`MAX_IN_VIEW`], a snapshot for those that came under it.
+    fn refresh_views(&mut self) {
+        if self.clients.iter().all(|c| c.view.is_none()) {
+            self.index = None;
+            return;
+        }
+        self.index = None;
+        let views: Vec<(u64, View, bool)> = self
+            .clients
+            .iter()
+            .filter_map(|c| c.view.as_ref().map(|v| (c.id, v.view, v.records)))
+            .collect();
+        for (id, view, was_records) in views {
+            let records = self.in_view(&view, MAX_IN_VIEW).len() <= MAX_IN_VIEW;
+            let frame = if !records {
+                Some(self.density_frame(&view))
+            } else if !was_records {
+                Some(self.view_snapshot(&view).0)
+            } else {
+                None
+            };
+            let max = self.queue_bytes;
+            self.clients.retain_mut(|c| {
+                if c.id != id {
+                    return true;
+                }
+                if let Some(v) = c.view.as_mut() {
+                    v.records = records;
+                }
+                frame.clone().is_none_or(|f| offer(c, f, max))
+            });
+        }
     }
 
     /// Drops unicorns silent for `silent_after`, telling the clients, and gives back the
@@ -479,6 +669,7 @@ impl State {
         // Clients that left: their queues' memory goes now, not at the next frame (an idle
         // fleet sends none).
         self.clients.retain(|c| !c.tx.is_closed());
+        self.refresh_views();
         let now = Instant::now();
         let silent: Vec<Arc<str>> = self
             .fleet
@@ -513,6 +704,61 @@ impl State {
     }
 }
 
+/// `"bounds":[south,west,north,east],` of the indexed fleet, when there is one.
+fn write_bounds(out: &mut String, index: Option<&Index>) {
+    if let Some([s, w, n, e]) = index.and_then(Index::bounds) {
+        let _ = write!(out, "\"bounds\":[{s:.5},{w:.5},{n:.5},{e:.5}],");
+    }
+}
+
+/// [`State::in_view`], with the borrows apart.
+fn in_view<'a>(
+    fleet: &'a HashMap<Arc<str>, Unicorn>,
+    index: &mut Option<Index>,
+    view: &View,
+    limit: usize,
+) -> Vec<&'a Unicorn> {
+    let index = index.get_or_insert_with(|| {
+        Index::build(
+            fleet
+                .iter()
+                .map(|(n, u)| (n, u.record.latitude, u.record.longitude)),
+        )
+    });
+    let mut inside = Vec::new();
+    for name in index.candidates(view) {
+        if let Some(u) = fleet.get(name) {
+            if view.contains(u.record.latitude, u.record.longitude) {
+                inside.push(u);
+                if inside.len() > limit {
+                    break;
+                }
+            }
+        }
+    }
+    inside
+}
+
+/// Queues `frame` for `c` if it has room; `false` (and flagged to resubscribe) if not, or gone.
+fn offer(c: &Client, frame: Frame, max_bytes: usize) -> bool {
+    let len = frame.as_str().len();
+    if c.queued.load(Ordering::Relaxed) + len > max_bytes {
+        c.lagged.store(true, Ordering::Relaxed);
+        return false;
+    }
+    match c.tx.try_send(frame) {
+        Ok(()) => {
+            c.queued.fetch_add(len, Ordering::Relaxed);
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            c.lagged.store(true, Ordering::Relaxed);
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 fn sorted(fleet: &HashMap<Arc<str>, Unicorn>) -> Vec<&Unicorn> {
     let mut v: Vec<&Unicorn> = fleet.values().collect();
     v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
@@ -523,11 +769,18 @@ fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, firing: &Firing) -> Frame {
     let unicorns = sorted(fleet);
     let mut out = String::with_capacity(64 + unicorns.len() * 500);
     out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");
+    write_unicorns(&mut out, &unicorns, firing);
+    Frame::from(out)
+}
+
+/// The rest of a snapshot after `"unicorns":[`: their records, their summaries, every firing
+/// alert.
+fn write_unicorns(out: &mut String, unicorns: &[&Unicorn], firing: &Firing) {
     for (i, u) in unicorns.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        u.record.write_json(&mut out, u.seen_ms);
+        u.record.write_json(out, u.seen_ms);
     }
     out.push_str("],\"summaries\":[");
     let mut first = true;
@@ -536,7 +789,7 @@ fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, firing: &Firing) -> Frame {
             out.push(',');
         }
         first = false;
-        s.write_json(&mut out);
+        s.write_json(out);
     }
     out.push_str("],\"alerts\":[");
     let mut alerts: Vec<&Change> = firing.values().map(|(_, c)| c).collect();
@@ -545,10 +798,9 @@ fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, firing: &Firing) -> Frame {
         if i > 0 {
             out.push(',');
         }
-        c.write_json(&mut out);
+        c.write_json(out);
     }
     out.push_str("]}");
-    Frame::from(out)
 }
 
 #[cfg(test)]
@@ -586,7 +838,7 @@ mod tests {
         let (hub, stop) = start();
         let few: Vec<LiveRecord> = ["Arion", "Bucephalus"].map(live).into();
         hub.input().send(HubInput::Telemetry(few)).await.unwrap();
-        let mut sub = hub.subscribe().await.unwrap();
+        let mut sub = hub.subscribe(None).await.unwrap();
         tokio::time::sleep(Duration::from_secs(32)).await;
         let mut silent = Vec::new();
         while silent.len() < 2 {
@@ -620,11 +872,144 @@ mod tests {
             "the flood's telemetry, no silent frames: {frames}"
         );
         assert!(sub.lagged.load(Ordering::Relaxed), "told to resubscribe");
-        let fresh = hub.subscribe().await.unwrap();
+        let fresh = hub.subscribe(None).await.unwrap();
         assert_eq!(
             fresh.snapshot.as_str(),
             r#"{"type":"snapshot","unicorns":[],"summaries":[],"alerts":[]}"#
         );
+        stop.cancel();
+    }
+
+    fn at(name: &str, lat: f64, lon: f64) -> LiveRecord {
+        LiveRecord {
+            latitude: lat,
+            longitude: lon,
+            ..live(name)
+        }
+    }
+
+    fn frame_text(f: &Frame) -> serde_json::Value {
+        serde_json::from_str(f.as_str()).unwrap()
+    }
+
+    fn names(v: &serde_json::Value, key: &str) -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A client of a view gets the records and summaries of the unicorns in it only, and a
+    /// snapshot when it moves; past MAX_IN_VIEW it gets counts per cell instead; a client of the
+    /// whole fleet still gets everything.
+    #[tokio::test(start_paused = true)]
+    async fn a_view_gets_what_is_in_it_and_counts_when_too_many() {
+        let (hub, stop) = start();
+        let input = hub.input();
+        let fleet = vec![
+            at("Manhattan", 40.75, -73.98),
+            at("Brooklyn", 40.68, -73.95),
+            at("London", 51.5, -0.12),
+        ];
+        input.send(HubInput::Telemetry(fleet)).await.unwrap();
+        let nyc = View::parse_query("40.6,-74.1,40.9,-73.8").unwrap();
+        let mut viewer = hub.subscribe(Some(nyc)).await.unwrap();
+        let mut everyone = hub.subscribe(None).await.unwrap();
+        let snap = frame_text(&viewer.snapshot);
+        assert_eq!(names(&snap, "unicorns"), ["Brooklyn", "Manhattan"]);
+        assert_eq!(
+            (snap["view"].clone(), snap["total"].clone()),
+            (true.into(), 3.into())
+        );
+        assert_eq!(names(&frame_text(&everyone.snapshot), "unicorns").len(), 3);
+
+        // London and Manhattan report; the viewer hears of Manhattan only.
+        let moved = vec![at("London", 51.51, -0.12), at("Manhattan", 40.76, -73.98)];
+        input.send(HubInput::Telemetry(moved)).await.unwrap();
+        // (The first frame also carries what was pending before they subscribed.)
+        let got = names(&frame_text(&viewer.frames.recv().await.unwrap()), "records");
+        assert!(got.contains(&"Manhattan".to_owned()), "{got:?}");
+        assert!(!got.contains(&"London".to_owned()), "{got:?}");
+        let all = names(
+            &frame_text(&everyone.frames.recv().await.unwrap()),
+            "records",
+        );
+        assert!(
+            all.contains(&"London".to_owned()) && all.contains(&"Manhattan".to_owned()),
+            "{all:?}"
+        );
+        // Summaries likewise.
+        let summary = |name: &str| Summary {
+            name: name.into(),
+            window_start: 0,
+            window_end: 60_000,
+            distance: 1.0,
+            min_magic_points: 1,
+            max_magic_points: 1,
+            min_health_points: 1,
+            max_health_points: 1,
+            records: 1,
+            revision: 0,
+        };
+        let sums: Arc<[Summary]> = vec![summary("London"), summary("Brooklyn")].into();
+        input.send(HubInput::Summaries(sums)).await.unwrap();
+        // London's came first, and is not the viewer's.
+        let got = loop {
+            let f = frame_text(&viewer.frames.recv().await.unwrap());
+            if f["type"] == "summary" {
+                break f;
+            }
+        };
+        assert_eq!(got["summary"]["Name"], "Brooklyn");
+
+        // Moving to London: a snapshot of London.
+        let london = View::parse_query("51.3,-0.5,51.7,0.3").unwrap();
+        assert!(hub.set_view(viewer.id, london).await);
+        let snap = loop {
+            let f = frame_text(&viewer.frames.recv().await.unwrap());
+            if f["type"] == "snapshot" {
+                break f;
+            }
+        };
+        assert_eq!(names(&snap, "unicorns"), ["London"]);
+
+        // A crowd in London, past MAX_IN_VIEW: counts per cell, no records.
+        let crowd: Vec<LiveRecord> = (0..=MAX_IN_VIEW)
+            .map(|i| {
+                at(
+                    &format!("c{i}"),
+                    51.4 + (i % 100) as f64 * 0.001,
+                    -0.2 + (i / 100) as f64 * 0.001,
+                )
+            })
+            .collect();
+        input.send(HubInput::Telemetry(crowd)).await.unwrap();
+        // The sweep finds the view too full: counts, which add up to what is in it.
+        let density = loop {
+            let f = frame_text(&viewer.frames.recv().await.unwrap());
+            if f["type"] == "density" {
+                break f;
+            }
+        };
+        let counted: u64 = density["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[2].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, MAX_IN_VIEW as u64 + 2, "the crowd and London");
+        assert_eq!(density["total"], MAX_IN_VIEW + 4);
+        // Records of the crowd no longer come to the viewer.
+        input
+            .send(HubInput::Telemetry(vec![at("c1", 51.41, -0.19)]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(f) = viewer.frames.try_recv() {
+            assert_ne!(frame_text(&f)["type"], "telemetry", "{f}");
+        }
         stop.cancel();
     }
 }
