@@ -310,6 +310,10 @@ pub struct ProduceArgs {
         allow_negative_numbers = true
     )]
     pub drift: f64,
+    /// Start the fleet spread evenly over a disc of this radius around HQ (kilometres) instead
+    /// of all at HQ: a fleet across a city or a country, for load runs.
+    #[arg(long, default_value_t = 0.0, value_name = "KM")]
+    pub spread_km: f64,
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,
@@ -455,6 +459,12 @@ impl ProduceArgs {
             Rate::PerSecond(r) => ((1_000.0 / r).round() as i64).max(1),
             Rate::Max => 1_000,
         };
+        if !self.spread_km.is_finite() || !(0.0..=20_000.0).contains(&self.spread_km) {
+            return Err(usage(
+                "--spread-km is a radius in kilometres, between 0 and 20000",
+            ));
+        }
+        fleet.spread_km = self.spread_km;
         fleet.drift_per_sec = vec![self.drift; fleet.names.len()];
         fleet.error_every_5th = self.error == YesNo::Yes;
         fleet.faults = faults;

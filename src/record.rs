@@ -305,6 +305,25 @@ impl fmt::Display for Reject {
 }
 
 #[cfg(test)]
+impl Summary {
+    /// A first summary of `name` for the minute from 0, for unit tests.
+    pub(crate) fn sample(name: &str) -> Summary {
+        Summary {
+            name: name.into(),
+            window_start: 0,
+            window_end: 60_000,
+            distance: 1.0,
+            min_magic_points: 1,
+            max_magic_points: 1,
+            min_health_points: 1,
+            max_health_points: 1,
+            records: 1,
+            revision: 0,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

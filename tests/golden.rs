@@ -114,6 +114,29 @@ fn reference_alerts(input: &[u8], clear: i64) -> Vec<Value> {
         .collect()
 }
 
+/// A drifting fleet with every fault the producer writes (malformed, out-of-order, late and
+/// too-late records), from `stampede produce`.
+fn faulty_fleet(unicorns: &str, msgs: &str, seed: &str) -> std::process::Output {
+    stampede_ok(&[
+        "produce",
+        "--unicorns",
+        unicorns,
+        "--msgs",
+        msgs,
+        "--rate",
+        "max",
+        "--quiet",
+        "--seed",
+        seed,
+        "--start-time",
+        "2018-03-18 03:20:00",
+        "--drift",
+        "-0.1",
+        "--faults",
+        "malformed=0.01,out-of-order=0.05,late=0.02,too-late=0.002",
+    ])
+}
+
 fn ndjson(bytes: &[u8]) -> Vec<Value> {
     serde_json::Deserializer::from_slice(bytes)
         .into_iter()
@@ -146,24 +169,7 @@ fn golden_alert_changes() {
 /// equal the reference's, record for record.
 #[test]
 fn alert_changes_of_a_drifting_fleet_match_the_reference() {
-    let out = stampede_ok(&[
-        "produce",
-        "--unicorns",
-        "30",
-        "--msgs",
-        "15000",
-        "--rate",
-        "max",
-        "--quiet",
-        "--seed",
-        "7",
-        "--start-time",
-        "2018-03-18 03:20:00",
-        "--drift",
-        "-0.1",
-        "--faults",
-        "malformed=0.01,out-of-order=0.05,late=0.02,too-late=0.002",
-    ]);
+    let out = faulty_fleet("30", "15000", "7");
     let input = out.stdout;
     let (_, changes, _) = stampede::aggregate::aggregate_with_alerts(
         [Input {
@@ -201,24 +207,7 @@ fn alert_changes_of_a_drifting_fleet_match_the_reference() {
 fn aggregate_answers_the_same_on_one_thread_and_on_several() {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let dir = crate::support::service::temp_dir("threads");
-    let out = stampede_ok(&[
-        "produce",
-        "--unicorns",
-        "300",
-        "--msgs",
-        "60000",
-        "--rate",
-        "max",
-        "--quiet",
-        "--seed",
-        "11",
-        "--start-time",
-        "2018-03-18 03:20:00",
-        "--drift",
-        "-0.1",
-        "--faults",
-        "malformed=0.01,out-of-order=0.05,late=0.02,too-late=0.002",
-    ]);
+    let out = faulty_fleet("300", "60000", "11");
     let mut lines: Vec<Vec<u8>> = out
         .stdout
         .split(|&b| b == b'\n')

@@ -85,6 +85,9 @@ pub struct FleetConfig {
     pub error_every_5th: bool,
     /// Fault injection.
     pub faults: FaultRates,
+    /// Start the unicorns spread evenly over a disc of this radius around HQ, kilometres, instead
+    /// of all at HQ (a fleet across a city or a country, for load runs); 0 for the workshop's.
+    pub spread_km: f64,
 }
 
 impl FleetConfig {
@@ -98,6 +101,7 @@ impl FleetConfig {
             drift_per_sec: Vec::new(),
             error_every_5th: false,
             faults: FaultRates::default(),
+            spread_km: 0.0,
         }
     }
 }
@@ -179,7 +183,8 @@ impl Fleet {
     pub fn new(cfg: FleetConfig) -> Self {
         let mut rng = Rng::new(cfg.seed);
         let phase_range = cfg.step_ms.clamp(1, 1_000);
-        let unicorns = (0..cfg.names.len())
+        let spread_m = cfg.spread_km * 1_000.0;
+        let mut unicorns: Vec<Unicorn> = (0..cfg.names.len())
             .map(|i| Unicorn {
                 lat: HQ.0,
                 lon: HQ.1,
@@ -191,6 +196,17 @@ impl Fleet {
                 drift_acc: 0.0,
             })
             .collect();
+        if spread_m > 0.0 {
+            // Evenly over the disc (the square root spreads the radius by area). Drawn only
+            // with a spread, so that the workshop's fleet is the same for a seed as before.
+            for u in &mut unicorns {
+                let r = spread_m * rng.next_f64().sqrt();
+                let angle = rng.next_f64() * std::f64::consts::TAU;
+                u.lat = (HQ.0 + r * angle.cos() / 111_320.0).clamp(-85.0, 85.0);
+                u.lon = HQ.1 + r * angle.sin() / (111_320.0 * u.lat.to_radians().cos());
+                u.lon = (u.lon + 540.0).rem_euclid(360.0) - 180.0;
+            }
+        }
         Fleet {
             cfg,
             rng,
@@ -342,6 +358,30 @@ mod tests {
 
     fn fleet(n: usize, seed: u64) -> Fleet {
         Fleet::new(FleetConfig::new((0..n).map(fleet_name).collect(), seed, 0))
+    }
+
+    /// `--spread-km`: the fleet starts within the radius, about half of it within the inner
+    /// 71 % (half the disc's area); without it every unicorn starts at HQ.
+    #[test]
+    fn a_spread_fleet_starts_evenly_over_its_disc() {
+        let names: Vec<String> = (0..10_000).map(fleet_name).collect();
+        let mut cfg = FleetConfig::new(names, 5, 0);
+        cfg.spread_km = 10.0;
+        let mut f = Fleet::new(cfg);
+        let first: Vec<Reading> = (0..10_000).filter_map(|_| f.poll()).collect();
+        assert_eq!(first.len(), 10_000);
+        let km = |r: &Reading| {
+            let dy = (r.latitude - HQ.0) * 111.32;
+            let dx = (r.longitude - HQ.1) * 111.32 * HQ.0.to_radians().cos();
+            dx.hypot(dy)
+        };
+        // A record's first move is tens of metres at most.
+        assert!(first.iter().all(|r| km(r) < 10.1));
+        let inner = first.iter().filter(|r| km(r) < 10.0 / 2f64.sqrt()).count();
+        assert!((4_700..5_300).contains(&inner), "{inner} in the inner half");
+        let mut at_hq = Fleet::new(FleetConfig::new(vec!["a".into()], 5, 0));
+        let r = at_hq.poll().unwrap();
+        assert!(km(&r) < 0.1, "the workshop's fleet starts at HQ");
     }
 
     #[test]

@@ -941,19 +941,8 @@ mod tests {
             "{all:?}"
         );
         // Summaries likewise.
-        let summary = |name: &str| Summary {
-            name: name.into(),
-            window_start: 0,
-            window_end: 60_000,
-            distance: 1.0,
-            min_magic_points: 1,
-            max_magic_points: 1,
-            min_health_points: 1,
-            max_health_points: 1,
-            records: 1,
-            revision: 0,
-        };
-        let sums: Arc<[Summary]> = vec![summary("London"), summary("Brooklyn")].into();
+        let sums: Arc<[Summary]> =
+            vec![Summary::sample("London"), Summary::sample("Brooklyn")].into();
         input.send(HubInput::Summaries(sums)).await.unwrap();
         // London's came first, and is not the viewer's.
         let got = loop {

@@ -554,18 +554,7 @@ mod tests {
     use super::*;
 
     fn summary(name: &str) -> Summary {
-        Summary {
-            name: name.into(),
-            window_start: 0,
-            window_end: 60_000,
-            distance: 1.0,
-            min_magic_points: 1,
-            max_magic_points: 1,
-            min_health_points: 1,
-            max_health_points: 1,
-            records: 1,
-            revision: 0,
-        }
+        Summary::sample(name)
     }
 
     fn dead() -> DeadLetter {
