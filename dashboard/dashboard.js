@@ -646,11 +646,13 @@ function remove(name) {
 function handle(msg) {
   switch (msg.type) {
     case "density":
+      answered = msg.area || null;
       density = msg; fleetTotal = msg.total; fleetBounds = msg.bounds || fleetBounds;
       fleet.clear();
       break;
     case "snapshot": {
       if (msg.view) {
+        answered = msg.area || null;
         density = null; fleetTotal = msg.total; fleetBounds = msg.bounds || null;
         // The first view is empty but the fleet is not: show where it is.
         if (!fittedOnce && !msg.unicorns.length && msg.total > 0 && fleetBounds) { fittedOnce = true; setTimeout(fitFleet, 0); }
@@ -745,6 +747,7 @@ let density = null;            // the latest counts, while the view holds too ma
 let fleetTotal = null;         // the whole fleet's size, as the service last said
 let fleetBounds = null;        // [south, west, north, east] of the whole fleet
 let fittedOnce = false;
+let answered = null;           // the view the latest snapshot or counts answer: [s, w, n, e]
 function viewBounds() {
   const w = canvas.clientWidth, h = canvas.clientHeight;
   const tl = fromScreen(0, 0), br = fromScreen(w, h);
@@ -822,6 +825,8 @@ window.stampede = {
   take: msg => handle(msg),
   density: () => density,
   total: () => fleetTotal,
+  // Whether what the page holds answers the view it last said (load measurements, tests).
+  viewAnswered: () => !!answered && viewBounds().every((v, i) => Math.abs(v - answered[i]) < 1e-4),
   renderTable: () => renderTable(),
 };
 

@@ -594,6 +594,7 @@ impl State {
             out,
             "{{\"type\":\"snapshot\",\"view\":true,\"total\":{total},"
         );
+        write_area(&mut out, view);
         write_bounds(&mut out, self.index.as_ref());
         out.push_str("\"unicorns\":[");
         write_unicorns(&mut out, &inside, &self.firing);
@@ -616,6 +617,7 @@ impl State {
             out,
             "{{\"type\":\"density\",\"total\":{total},\"cell\":{step},"
         );
+        write_area(&mut out, view);
         write_bounds(&mut out, self.index.as_ref());
         out.push_str("\"cells\":[");
         for (i, (lat, lon, n)) in cells.iter().enumerate() {
@@ -702,6 +704,15 @@ impl State {
         }
         crate::window::shrink_mostly_empty(&mut self.pending);
     }
+}
+
+/// `"area":[south,west,north,east],`: the view a frame answers.
+fn write_area(out: &mut String, v: &View) {
+    let _ = write!(
+        out,
+        "\"area\":[{},{},{},{}],",
+        v.south, v.west, v.north, v.east
+    );
 }
 
 /// `"bounds":[south,west,north,east],` of the indexed fleet, when there is one.
