@@ -12,7 +12,7 @@ use crate::record::RejectReason;
 const LATENCY_BUCKETS_MS: [u64; 12] =
     [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 60_000];
 
-/// A latency histogram with the [`LATENCY_BUCKETS_MS`] buckets.
+/// A latency histogram (buckets from 1 ms to 60 s).
 pub struct Latency {
     /// Counts per bucket, the last one past every bound.
     buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
