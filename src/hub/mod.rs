@@ -528,20 +528,31 @@ impl State {
 
     /// One telemetry frame with the latest record of every unicorn heard since the last one,
     /// for the clients of the whole fleet; for each client of a view, one with those in it.
-    /// Each record is serialised once.
+    /// A record is serialised once, and only if some client will get it (with no clients, or
+    /// only clients of small views, most of a big fleet's records are not).
     fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let mut buf = String::with_capacity(self.pending.len() * 220);
+        let whole_fleet = self.clients.iter().any(|c| c.view.is_none());
+        let views: Vec<&View> = self
+            .clients
+            .iter()
+            .filter_map(|c| c.view.as_ref().filter(|v| v.records).map(|v| &v.view))
+            .collect();
+        let mut buf = String::new();
         // (start, end) in `buf`, latitude, longitude.
-        let mut parts: Vec<(usize, usize, f64, f64)> = Vec::with_capacity(self.pending.len());
+        let mut parts: Vec<(usize, usize, f64, f64)> = Vec::new();
         for name in self.pending.drain(..) {
-            if let Some(u) = self.fleet.get_mut(&name) {
-                u.pending = false;
+            let Some(u) = self.fleet.get_mut(&name) else {
+                continue;
+            };
+            u.pending = false;
+            let (lat, lon) = (u.record.latitude, u.record.longitude);
+            if whole_fleet || views.iter().any(|v| v.contains(lat, lon)) {
                 let start = buf.len();
                 u.record.write_json(&mut buf, u.seen_ms);
-                parts.push((start, buf.len(), u.record.latitude, u.record.longitude));
+                parts.push((start, buf.len(), lat, lon));
             }
         }
         let frame = |wanted: &dyn Fn(f64, f64) -> bool| -> Option<Frame> {
@@ -573,12 +584,6 @@ impl State {
         });
     }
 
-    /// The unicorns in `view`, up to one more than `limit` (so the caller knows it is past
-    /// it), found through the index (built now if there is none).
-    fn in_view(&mut self, view: &View, limit: usize) -> Vec<&Unicorn> {
-        in_view(&self.fleet, &mut self.index, view, limit)
-    }
-
     /// A snapshot of `view`: its unicorns while they are at most [`MAX_IN_VIEW`] (`true`),
     /// none otherwise (`false`: counts follow), the fleet's size and every firing alert.
     fn view_snapshot(&mut self, view: &View) -> (Frame, bool) {
@@ -604,14 +609,7 @@ impl State {
     /// `{"type":"density"}`: the fleet's size and the counts per cell in `view`.
     fn density_frame(&mut self, view: &View) -> Frame {
         let total = self.fleet.len();
-        if self.index.is_none() {
-            self.in_view(view, 0);
-        }
-        let (step, cells) = self
-            .index
-            .as_ref()
-            .map(|i| i.density(view))
-            .unwrap_or_default();
+        let (step, cells) = index_of(&self.fleet, &mut self.index).density(view);
         let mut out = String::with_capacity(128 + cells.len() * 32);
         let _ = write!(
             out,
@@ -631,18 +629,19 @@ impl State {
     /// Once a second while some client has a view: the index again, and each such client's
     /// mode: counts for those past [`MAX_IN_VIEW`], a snapshot for those that came under it.
     fn refresh_views(&mut self) {
+        // Built again below from where the fleet is now, or dropped when no client needs it.
+        self.index = None;
         if self.clients.iter().all(|c| c.view.is_none()) {
-            self.index = None;
             return;
         }
-        self.index = None;
         let views: Vec<(u64, View, bool)> = self
             .clients
             .iter()
             .filter_map(|c| c.view.as_ref().map(|v| (c.id, v.view, v.records)))
             .collect();
         for (id, view, was_records) in views {
-            let records = self.in_view(&view, MAX_IN_VIEW).len() <= MAX_IN_VIEW;
+            let records =
+                in_view(&self.fleet, &mut self.index, &view, MAX_IN_VIEW).len() <= MAX_IN_VIEW;
             let frame = if !records {
                 Some(self.density_frame(&view))
             } else if !was_records {
@@ -722,20 +721,26 @@ fn write_bounds(out: &mut String, index: Option<&Index>) {
     }
 }
 
-/// [`State::in_view`], with the borrows apart.
+/// The fleet's index, built now if there is none.
+fn index_of<'a>(fleet: &HashMap<Arc<str>, Unicorn>, index: &'a mut Option<Index>) -> &'a Index {
+    index.get_or_insert_with(|| {
+        Index::build(
+            fleet
+                .iter()
+                .map(|(n, u)| (n, u.record.latitude, u.record.longitude)),
+        )
+    })
+}
+
+/// The unicorns in `view`, up to one more than `limit` (so the caller knows it is past it),
+/// found through the index.
 fn in_view<'a>(
     fleet: &'a HashMap<Arc<str>, Unicorn>,
     index: &mut Option<Index>,
     view: &View,
     limit: usize,
 ) -> Vec<&'a Unicorn> {
-    let index = index.get_or_insert_with(|| {
-        Index::build(
-            fleet
-                .iter()
-                .map(|(n, u)| (n, u.record.latitude, u.record.longitude)),
-        )
-    });
+    let index = index_of(fleet, index);
     let mut inside = Vec::new();
     for name in index.candidates(view) {
         if let Some(u) = fleet.get(name) {
