@@ -77,6 +77,9 @@ function tile(z, x, y) {
 // a frame costs one fill and one stroke. The 1:110M outline is fetched at once, the 1:50M one
 // the first time the map is zoomed in past OUTLINE_DETAIL_ZOOM.
 const OUTLINE_DETAIL_ZOOM = 4;
+// Natural Earth's scales are for world-to-regional maps: closer in, its coast is kilometres off
+// (a fleet would seem to swim in a river), so past this zoom the map is plain land and grid.
+const OUTLINE_MAX_ZOOM = 9;
 const outlines = { coarse: null, fine: null, fineAsked: false };
 function topoPath(topo) {
   const [sx, sy] = topo.transform.scale, [tx, ty] = topo.transform.translate;
@@ -122,6 +125,7 @@ function drawOutline(w, h) {
     loadOutline("fine", "/map/land-50m.json");
   }
   const path = view.zoom >= OUTLINE_DETAIL_ZOOM && outlines.fine ? outlines.fine : outlines.coarse;
+  if (view.zoom > OUTLINE_MAX_ZOOM) { ctx.fillStyle = "#f6f3ea"; ctx.fillRect(0, 0, w, h); return; }
   ctx.fillStyle = "#dce8f3"; ctx.fillRect(0, 0, w, h);
   if (!path) return;
   const k = Math.pow(2, view.zoom);

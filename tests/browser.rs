@@ -623,6 +623,14 @@ return [city, s.drawStats()];"#,
             json!([]),
         )
         .await;
+    // At street level the 1:50M coast would be kilometres off: plain land there, not sea.
+    let street = browser
+        .eval(
+            "const s = window.stampede; Object.assign(s.view, { lat: 40.75, lon: -74.0, zoom: 13 }); s.redraw(); return s.pixelAt(40.7337, -74.0263)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(street, json!([246, 243, 234, 255]), "plain land at zoom 13");
     app.stop().await.unwrap();
 
     // Tiles that load, from a tile server of our own, credited without a link.
