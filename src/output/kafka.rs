@@ -188,6 +188,8 @@ impl KafkaSink {
                     METRICS.stream_published.fetch_add(1, Relaxed);
                     if std::mem::take(&mut self.failing) {
                         self.health.set(true);
+                    } else {
+                        self.health.wrote();
                     }
                     return;
                 }

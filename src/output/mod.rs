@@ -214,6 +214,16 @@ impl Health {
         }
     }
 
+    /// A write succeeded, which proves the service reachable: up again if a client library's
+    /// connection flag said otherwise (its first statistics come a second after start, and may
+    /// predate the first connection). Cheap enough for every write; a reported error is cleared
+    /// only by [`Health::set`].
+    pub fn wrote(&self) {
+        if !self.up.load(Ordering::Relaxed) {
+            self.up.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// An error from the output's service: counted by kind in
     /// `stampede_output_errors_total{output,kind}`. A permanent one marks the output down with
     /// the error as the reason `/readyz` gives, and is logged at most once a minute; a
@@ -697,5 +707,19 @@ mod tests {
         health.set(true);
         assert!(health.up());
         assert_eq!(health.reason(), None);
+    }
+
+    /// The flag starts down until the library's first statistics; a write that succeeds before
+    /// them proves the output up, but does not clear a permanent error.
+    #[test]
+    fn a_successful_write_raises_the_connection_flag_but_not_a_permanent_error() {
+        let connected = Arc::new(AtomicBool::new(false));
+        let health = Health::from_flag("test_output", Arc::clone(&connected));
+        assert!(!health.up());
+        health.wrote();
+        assert!(health.up() && connected.load(Ordering::Relaxed));
+        health.failed(ErrorKind::Permanent, &"access denied");
+        health.wrote();
+        assert!(!health.up());
     }
 }
