@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         queue_frames: usize::try_from(config.web.ws_queue_frames).unwrap_or(16_384),
         queue_bytes: usize::try_from(config.web.ws_queue_bytes).unwrap_or(8 << 20),
         silent_after: std::time::Duration::from_secs(config.web.silent_after_secs),
+        table_budget: crate::hub::TABLE_BUDGET,
     };
     let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
 

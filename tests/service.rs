@@ -740,3 +740,168 @@ async fn websocket_clients_past_the_cap_get_503_with_a_reason() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `GET /api/unicorns` with paging parameters: the status, `X-Total-Count` and the names.
+async fn table_page(addr: std::net::SocketAddr, query: &str) -> (usize, Vec<Value>) {
+    let path = format!("/api/unicorns?{query}");
+    let (status, headers, body) =
+        crate::support::service::request_with(addr, Method::GET, &path, &[], "").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let total = headers["x-total-count"].to_str().unwrap().parse().unwrap();
+    (total, serde_json::from_slice(&body).unwrap())
+}
+
+fn names_of(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["Name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The fleet table pages, sorts and searches on the server. The expected pages are built here
+/// from how the fleet was made: u1…u250 (natural order is numeric order) after three named ones
+/// whose case differs (natural order folds case), health `(37·i) mod 101` (ties between i and
+/// i+101 go by name), one closed minute each for the u's and none for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_table_pages_sorts_and_searches_on_the_server() {
+    let dir = temp_dir("table");
+    let app = start(&dir, |_| {}).await;
+    let addr = app.addr;
+    // (name, health, minute distance), in natural order of names.
+    let mut fleet: Vec<(String, i64, Option<f64>)> = vec![
+        ("Dowager".into(), 500, None),
+        ("Shadowfax".into(), 500, None),
+        ("SHADOWMERE".into(), 7, None),
+    ];
+    fleet.extend((1..=250u8).map(|i| {
+        (
+            format!("u{i}"),
+            (37 * i64::from(i)) % 101,
+            Some(f64::from(i)),
+        )
+    }));
+    let mut body = String::new();
+    // The u's first: the others' later time then closes the u's minute.
+    for (name, health, minute) in fleet.iter().rev() {
+        let time = if minute.is_some() {
+            "2018-03-18 03:20:30"
+        } else {
+            "2018-03-18 03:21:20"
+        };
+        body.push_str(&line(name, time, minute.unwrap_or(0.5), *health, 100));
+        body.push('\n');
+    }
+    let (status, reply) = post_json(addr, "/ingest", body, None).await;
+    assert_eq!(
+        (status, reply["accepted"].as_u64()),
+        (StatusCode::OK, Some(253)),
+        "{reply}"
+    );
+    // Every u has its minute once the hub has the summaries.
+    eventually("every closed minute in the table", || async {
+        let (_, rows) = table_page(addr, "sort=minute&limit=1000").await;
+        (rows
+            .iter()
+            .filter(|r| r["MinuteDistance"].is_number())
+            .count()
+            == 250)
+            .then_some(())
+    })
+    .await;
+    let all: Vec<String> = fleet.iter().map(|f| f.0.clone()).collect();
+
+    // Without parameters: every unicorn (the contract's list), in natural order.
+    let (status, headers, body) =
+        crate::support::service::request_with(addr, Method::GET, "/api/unicorns", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-total-count"], "253");
+    assert_eq!(
+        names_of(&serde_json::from_slice::<Vec<Value>>(&body).unwrap()),
+        all
+    );
+
+    // By name, page by page.
+    assert_eq!(table_page(addr, "limit=5").await.1.len(), 5);
+    let (total, rows) = table_page(addr, "limit=5").await;
+    assert_eq!((total, names_of(&rows)), (253, all[..5].to_vec()));
+    let (total, rows) = table_page(addr, "offset=250&limit=10").await;
+    assert_eq!((total, names_of(&rows)), (253, all[250..].to_vec()));
+    let (total, rows) = table_page(addr, "order=desc&limit=2").await;
+    assert_eq!(
+        (total, names_of(&rows)),
+        (253, vec!["u250".into(), "u249".into()])
+    );
+    let (total, rows) = table_page(addr, "offset=900").await;
+    assert_eq!((total, rows.len()), (253, 0));
+
+    // A search, ASCII case ignored.
+    let (total, rows) = table_page(addr, "q=shadow").await;
+    assert_eq!(
+        (total, names_of(&rows)),
+        (2, vec!["Shadowfax".into(), "SHADOWMERE".into()])
+    );
+    let with_u2: Vec<String> = all.iter().filter(|n| n.contains("u2")).cloned().collect();
+    let (total, rows) = table_page(addr, "q=U2&offset=1&limit=3").await;
+    assert_eq!(
+        (total, names_of(&rows)),
+        (with_u2.len(), with_u2[1..4].to_vec())
+    );
+
+    // By health: largest first by default, ties by name; and the other way.
+    let mut by_health: Vec<(i64, usize)> =
+        fleet.iter().enumerate().map(|(k, f)| (f.1, k)).collect();
+    by_health.sort_by_key(|&(h, k)| (-h, k));
+    let want: Vec<String> = by_health.iter().map(|&(_, k)| all[k].clone()).collect();
+    let (total, rows) = table_page(addr, "sort=health&limit=20").await;
+    assert_eq!((total, names_of(&rows)), (253, want[..20].to_vec()));
+    assert_eq!(rows[0]["HealthPoints"], 500);
+    by_health.sort_by_key(|&(h, k)| (h, k));
+    let want: Vec<String> = by_health.iter().map(|&(_, k)| all[k].clone()).collect();
+    let (_, rows) = table_page(addr, "sort=health&order=asc&offset=240&limit=20").await;
+    assert_eq!(names_of(&rows), want[240..].to_vec());
+    let (total, rows) = table_page(addr, "sort=health&q=shadow").await;
+    assert_eq!(
+        (total, names_of(&rows)),
+        (2, vec!["Shadowfax".into(), "SHADOWMERE".into()])
+    );
+
+    // By the last minute's distance: those without a closed minute last, either way.
+    let (_, rows) = table_page(addr, "sort=minute&limit=1000").await;
+    let mut want: Vec<String> = (1..=250).rev().map(|i| format!("u{i}")).collect();
+    want.extend(all[..3].iter().cloned());
+    assert_eq!(names_of(&rows), want);
+    assert_eq!(rows[0]["MinuteDistance"], 250.0);
+    let (_, rows) = table_page(addr, "sort=minute&order=asc&limit=2").await;
+    assert_eq!(names_of(&rows), vec!["u1".to_owned(), "u2".to_owned()]);
+
+    // Bad parameters: 400 naming the parameter.
+    let long = "x".repeat(65);
+    for (query, key) in [
+        ("sort=colour", "sort"),
+        ("order=up", "order"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("offset=-1", "offset"),
+        (&*format!("q={long}"), "q"),
+    ] {
+        let (status, body) = request(
+            addr,
+            Method::GET,
+            &format!("/api/unicorns?{query}"),
+            "",
+            None,
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            v["error"].as_str().unwrap().starts_with(key),
+            "{query}: {v}"
+        );
+    }
+    app.stop().await.unwrap();
+}

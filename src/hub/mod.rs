@@ -26,13 +26,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+pub mod table;
 pub mod view;
 
+use table::{ByName, Names, TableQuery};
 use view::{Index, View, MAX_IN_VIEW};
 
 use crate::alert::{Change, State as AlertState};
 use crate::metrics::METRICS;
-use crate::record::{write_json_string, Summary, Telemetry};
+use crate::record::{write_f64, write_json_string, Summary, Telemetry};
 use crate::time::{now_ms, write_status_time, Millis};
 
 const FRAME_EVERY: Duration = Duration::from_millis(100);
@@ -102,8 +104,11 @@ pub enum HubInput {
         /// What it shows now.
         view: View,
     },
-    /// `GET /api/unicorns`: the live fleet as a JSON array.
-    Unicorns(oneshot::Sender<Bytes>),
+    /// `GET /api/unicorns`: the live fleet, or a page of it, as a JSON array.
+    Unicorns(
+        Option<TableQuery>,
+        oneshot::Sender<Result<UnicornList, TableBusy>>,
+    ),
     /// Alert state changes of a partition, in order; `notified: false` for the firing alerts
     /// a partition resumed from its checkpoint (shown, not news).
     Alerts {
@@ -119,6 +124,23 @@ pub enum HubInput {
     /// `GET /api/alerts`: firing now or the recent changes, as a JSON array.
     AlertList(AlertQuery, oneshot::Sender<Bytes>),
 }
+
+/// `GET /api/unicorns`' answer.
+pub struct UnicornList {
+    /// Unicorns matching the search (all of them without one).
+    pub total: usize,
+    /// The JSON array of the page's (or every) unicorn.
+    pub body: Bytes,
+}
+
+/// `GET /api/unicorns` has had its share of the hub this second ([`HubSettings::table_budget`]).
+#[derive(Debug)]
+pub struct TableBusy;
+
+/// The hub's time per second that `GET /api/unicorns` may take: a page of a million-strong
+/// fleet costs up to ~50 ms, during which no frame goes out, so a crowd of tables asking at once
+/// is told to come back rather than stall the live feed.
+pub const TABLE_BUDGET: Duration = Duration::from_millis(250);
 
 /// What `GET /api/alerts` asks for.
 #[derive(Debug, Clone, Default)]
@@ -175,6 +197,8 @@ pub struct HubSettings {
     pub queue_bytes: usize,
     /// A unicorn not heard from this long leaves the live fleet.
     pub silent_after: Duration,
+    /// The hub's time per second `GET /api/unicorns` may take ([`TABLE_BUDGET`]).
+    pub table_budget: Duration,
 }
 
 /// A handle to the running hub.
@@ -222,10 +246,15 @@ impl Hub {
         rx.await.ok()
     }
 
-    /// The live fleet as a JSON array; `None` once the hub has stopped.
-    pub async fn unicorns(&self) -> Option<Bytes> {
+    /// The live fleet in natural order of names, or the page `query` asks for, as a JSON
+    /// array, unless tables have had their budget this second; `None` once the hub
+    /// has stopped.
+    pub async fn unicorns(
+        &self,
+        query: Option<TableQuery>,
+    ) -> Option<Result<UnicornList, TableBusy>> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(HubInput::Unicorns(tx)).await.ok()?;
+        self.tx.send(HubInput::Unicorns(query, tx)).await.ok()?;
         rx.await.ok()
     }
 }
@@ -235,13 +264,37 @@ struct Unicorn {
     /// Wall time the hub last heard of it.
     seen: Instant,
     seen_ms: Millis,
-    summary: Option<Summary>,
+    /// Boxed: most of a big fleet's table scans read the record only, and a summary is as big
+    /// as the rest of the entry.
+    summary: Option<Box<Summary>>,
     /// Listed in `State::pending`.
     pending: bool,
 }
 
+impl Unicorn {
+    /// Its row of `GET /api/unicorns`: the record, `LastSeen`, and the distance of its latest
+    /// summarised minute as `MinuteDistance` once there is one.
+    fn write_row(&self, out: &mut String) {
+        self.record.write_json(out, self.seen_ms);
+        if let Some(s) = &self.summary {
+            out.pop();
+            out.push_str(",\"MinuteDistance\":");
+            write_f64(out, s.distance);
+            out.push('}');
+        }
+    }
+}
+
 struct State {
     fleet: HashMap<Arc<str>, Unicorn>,
+    /// The fleet's names in natural order (the table's pages).
+    names: Names,
+    /// Summaries of unicorns the hub has no record of yet (an engine sends a batch's summaries
+    /// at once and its records conflated, a moment later), this sweep's and the last's.
+    early: [HashMap<String, Box<Summary>>; 2],
+    /// Time spent on `GET /api/unicorns` since the last sweep.
+    table_spent: Duration,
+    table_budget: Duration,
     clients: Vec<Client>,
     queue: usize,
     queue_bytes: usize,
@@ -261,6 +314,10 @@ struct State {
 async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: CancellationToken) {
     let mut state = State {
         fleet: HashMap::new(),
+        names: Names::new(),
+        early: [HashMap::new(), HashMap::new()],
+        table_spent: Duration::ZERO,
+        table_budget: settings.table_budget,
         clients: Vec::new(),
         queue: settings.queue_frames.max(1),
         queue_bytes: settings.queue_bytes,
@@ -331,13 +388,17 @@ impl State {
                         }
                         None => {
                             self.pending.push(Arc::clone(&record.name));
+                            self.names.insert(ByName(Arc::clone(&record.name)));
+                            let summary = self.early.iter_mut().find_map(|e| {
+                                (!e.is_empty()).then(|| e.remove(&*record.name)).flatten()
+                            });
                             self.fleet.insert(
                                 Arc::clone(&record.name),
                                 Unicorn {
                                     record,
                                     seen: now,
                                     seen_ms: wall,
-                                    summary: None,
+                                    summary,
                                     pending: true,
                                 },
                             );
@@ -363,13 +424,17 @@ impl State {
                             v.records && at.is_some_and(|(lat, lon)| v.view.contains(lat, lon))
                         }
                     });
-                    if let Some(u) = self.fleet.get_mut(s.name.as_str()) {
-                        let newer = u.summary.as_ref().is_none_or(|old| {
+                    let newer = |old: Option<&Summary>| {
+                        old.is_none_or(|old| {
                             (s.window_start, s.revision) >= (old.window_start, old.revision)
-                        });
-                        if newer {
-                            u.summary = Some(s.clone());
+                        })
+                    };
+                    if let Some(u) = self.fleet.get_mut(s.name.as_str()) {
+                        if newer(u.summary.as_deref()) {
+                            u.summary = Some(Box::new(s.clone()));
                         }
+                    } else if newer(self.early[0].get(&s.name).map(AsRef::as_ref)) {
+                        self.early[0].insert(s.name.clone(), Box::new(s.clone()));
                     }
                 }
                 self.snapshot = None;
@@ -378,7 +443,7 @@ impl State {
                 let (frame, view) = match view {
                     None => (
                         self.snapshot
-                            .get_or_insert_with(|| snapshot(&self.fleet, &self.firing))
+                            .get_or_insert_with(|| snapshot(&self.fleet, &self.names, &self.firing))
                             .clone(),
                         None,
                     ),
@@ -431,16 +496,34 @@ impl State {
                         && density.as_ref().is_none_or(|d| offer(c, d.clone(), max))
                 });
             }
-            HubInput::Unicorns(reply) => {
-                let mut out = String::from("[");
-                for (i, u) in sorted(&self.fleet).into_iter().enumerate() {
+            HubInput::Unicorns(query, reply) => {
+                if self.table_spent >= self.table_budget {
+                    let _ = reply.send(Err(TableBusy));
+                    return;
+                }
+                // Real time, not the runtime's (which tests may pause).
+                let began = std::time::Instant::now();
+                let page = match &query {
+                    Some(q) => table::page(&self.fleet, &self.names, q),
+                    None => table::Page {
+                        total: self.fleet.len(),
+                        rows: sorted(&self.fleet, &self.names),
+                    },
+                };
+                let mut out = String::with_capacity(2 + page.rows.len() * 300);
+                out.push('[');
+                for (i, u) in page.rows.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    u.record.write_json(&mut out, u.seen_ms);
+                    u.write_row(&mut out);
                 }
                 out.push(']');
-                let _ = reply.send(Bytes::from(out));
+                let _ = reply.send(Ok(UnicornList {
+                    total: page.total,
+                    body: Bytes::from(out),
+                }));
+                self.table_spent += began.elapsed();
             }
             HubInput::Alerts {
                 partition,
@@ -593,7 +676,7 @@ impl State {
         if !records {
             inside.clear();
         }
-        inside.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        inside.sort_by(|a, b| table::natural(&a.record.name, &b.record.name));
         let mut out = String::with_capacity(128 + inside.len() * 500);
         let _ = write!(
             out,
@@ -670,6 +753,8 @@ impl State {
         // Clients that left: their queues' memory goes now, not at the next frame (an idle
         // fleet sends none).
         self.clients.retain(|c| !c.tx.is_closed());
+        self.early[1] = std::mem::take(&mut self.early[0]);
+        self.table_spent = Duration::ZERO;
         self.refresh_views();
         let now = Instant::now();
         let silent: Vec<Arc<str>> = self
@@ -683,6 +768,7 @@ impl State {
         }
         for name in &silent {
             self.fleet.remove(name);
+            self.names.remove(&ByName(Arc::clone(name)));
         }
         self.pending.retain(|n| self.fleet.contains_key(n));
         self.snapshot = None;
@@ -775,14 +861,13 @@ fn offer(c: &Client, frame: Frame, max_bytes: usize) -> bool {
     }
 }
 
-fn sorted(fleet: &HashMap<Arc<str>, Unicorn>) -> Vec<&Unicorn> {
-    let mut v: Vec<&Unicorn> = fleet.values().collect();
-    v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-    v
+/// Every unicorn, in natural order of names.
+fn sorted<'a>(fleet: &'a HashMap<Arc<str>, Unicorn>, names: &Names) -> Vec<&'a Unicorn> {
+    names.iter().filter_map(|n| fleet.get(&n.0)).collect()
 }
 
-fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, firing: &Firing) -> Frame {
-    let unicorns = sorted(fleet);
+fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, names: &Names, firing: &Firing) -> Frame {
+    let unicorns = sorted(fleet, names);
     let mut out = String::with_capacity(64 + unicorns.len() * 500);
     out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");
     write_unicorns(&mut out, &unicorns, firing);
@@ -800,7 +885,7 @@ fn write_unicorns(out: &mut String, unicorns: &[&Unicorn], firing: &Firing) {
     }
     out.push_str("],\"summaries\":[");
     let mut first = true;
-    for s in unicorns.iter().filter_map(|u| u.summary.as_ref()) {
+    for s in unicorns.iter().filter_map(|u| u.summary.as_deref()) {
         if !first {
             out.push(',');
         }
@@ -837,14 +922,40 @@ mod tests {
     }
 
     fn start() -> (Hub, CancellationToken) {
+        start_with_table_budget(TABLE_BUDGET)
+    }
+
+    fn start_with_table_budget(table_budget: Duration) -> (Hub, CancellationToken) {
         let stop = CancellationToken::new();
         let settings = HubSettings {
             queue_frames: 16_384,
             queue_bytes: 64 << 20,
             silent_after: Duration::from_secs(30),
+            table_budget,
         };
         let (hub, _task) = Hub::start(settings, stop.clone());
         (hub, stop)
+    }
+
+    /// Tables that have had the hub's budget this second are told to come back, and answered
+    /// again after the next sweep.
+    #[tokio::test(start_paused = true)]
+    async fn tables_past_their_budget_are_told_to_come_back_the_next_second() {
+        let (hub, stop) = start_with_table_budget(Duration::from_nanos(1));
+        hub.input()
+            .send(HubInput::Telemetry(vec![live("Arion")]))
+            .await
+            .unwrap();
+        let first = hub.unicorns(None).await.unwrap().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(
+            (first.total, &rows[0]["Name"]),
+            (1, &serde_json::json!("Arion"))
+        );
+        assert!(hub.unicorns(None).await.unwrap().is_err(), "over budget");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(hub.unicorns(None).await.unwrap().is_ok(), "a new second");
+        stop.cancel();
     }
 
     /// A few unicorns falling silent get a frame each; a flood of them resynchronises the

@@ -2,15 +2,17 @@
 //! the counters. Store reads run on the blocking pool.
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{unauthorized, WebState};
+use crate::hub::table::{self, SortKey, TableQuery};
+use crate::hub::TableBusy;
 use crate::metrics::METRICS;
-use crate::record::SummaryQuery;
+use crate::record::{SummaryQuery, MAX_NAME_BYTES};
 use crate::time::parse_status_time;
 
 fn bad_request(message: String) -> Response {
@@ -29,9 +31,95 @@ fn json_bytes(body: bytes::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-pub(super) async fn unicorns(State(state): State<WebState>) -> Response {
-    match state.hub.unicorns().await {
-        Some(body) => json_bytes(body),
+#[derive(Deserialize)]
+pub(super) struct UnicornParams {
+    q: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    offset: Option<String>,
+    limit: Option<String>,
+}
+
+impl UnicornParams {
+    /// The page asked for; `None` (the whole fleet) when no parameter is given.
+    fn page(self) -> Result<Option<TableQuery>, String> {
+        if self.q.is_none()
+            && self.sort.is_none()
+            && self.order.is_none()
+            && self.offset.is_none()
+            && self.limit.is_none()
+        {
+            return Ok(None);
+        }
+        let search = self.q.unwrap_or_default();
+        if search.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "q: at most {MAX_NAME_BYTES} bytes (a name is no longer)"
+            ));
+        }
+        let sort = match self.sort.as_deref() {
+            None => SortKey::Name,
+            Some(s) => SortKey::parse(s)
+                .ok_or_else(|| format!("sort={s:?}: expected one of {}", SortKey::NAMES))?,
+        };
+        // Names A to Z, values largest first, unless asked otherwise.
+        let descending = match self.order.as_deref() {
+            None => sort != SortKey::Name,
+            Some("asc") => false,
+            Some("desc") => true,
+            Some(o) => return Err(format!("order={o:?}: expected asc or desc")),
+        };
+        let number = |key: &str, v: Option<String>, default: usize| match v {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .map_err(|_| format!("{key}={v:?}: expected a whole number")),
+        };
+        let offset = number("offset", self.offset, 0)?;
+        let limit = number("limit", self.limit, table::DEFAULT_LIMIT)?;
+        if !(1..=table::MAX_LIMIT).contains(&limit) {
+            return Err(format!("limit={limit}: expected 1 to {}", table::MAX_LIMIT));
+        }
+        Ok(Some(TableQuery {
+            search,
+            sort,
+            descending,
+            offset,
+            limit,
+        }))
+    }
+}
+
+/// The live fleet, or a page of it; `X-Total-Count` says how many match (all, without a
+/// search), so that a table can say "101–200 of 12,345".
+pub(super) async fn unicorns(
+    State(state): State<WebState>,
+    Query(params): Query<UnicornParams>,
+) -> Response {
+    let query = match params.page() {
+        Ok(query) => query,
+        Err(e) => return bad_request(e),
+    };
+    match state.hub.unicorns(query).await {
+        Some(Err(TableBusy)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({
+                "error": "the fleet table has had its share of the service this second; try again in a second"
+            })),
+        )
+            .into_response(),
+        Some(Ok(list)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (HeaderName::from_static("x-total-count"), list.total.into()),
+            ],
+            list.body,
+        )
+            .into_response(),
         None => unavailable("shutting down".into()),
     }
 }

@@ -225,6 +225,11 @@ fn with_cors(mut res: Response, origin: Option<&str>) -> Response {
         let h = res.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        // The fleet table's page count (`GET /api/unicorns`).
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-total-count"),
+        );
     }
     res
 }
