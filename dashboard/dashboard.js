@@ -10,12 +10,13 @@ const SILENT_MS = 30000;
 const TRAIL_POINTS = 240;
 const MPH = 2.23694;
 const LOW_VITALS = 100;
-const MAX_ROWS = 300;
+const PAGE_ROWS = 100;
 
 const fleet = new Map(); // name -> {record, seen (ms, browser clock), trail: [[lat, lon]], minute}
 const summaries = new Map(); // name -> Map(StatusTime -> summary)
 let selected = null;
 let popupFor = null;
+let popupWanted = null; // a unicorn picked in the table, off the map until its record comes
 let sortKey = "name", sortAsc = true;
 let tileUrl = "";
 let dirtyMap = true, dirtyTable = true;
@@ -400,57 +401,94 @@ function fitFleet() {
 }
 
 // ---- fleet table ----
+// Paged, sorted and searched by the service (GET /api/unicorns?q=&sort=&order=&offset=&limit=),
+// which holds the whole fleet: the page holds only what its map shows, and a table of a million
+// rows would not fit in it anyway. A page is asked for again every second (less often when the
+// answer is slow), and shows the fresher record of a unicorn the map holds.
 const tbody = document.querySelector("#fleet tbody");
 const filter = document.getElementById("filter");
-filter.addEventListener("input", () => { dirtyTable = true; });
+const table = { rows: [], total: null, offset: 0, error: "" };
+let tableTimer = 0, tableAsked = 0, filterTimer = 0;
+filter.addEventListener("input", () => {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => { table.offset = 0; loadTable(); }, 200);
+});
 document.querySelectorAll("#fleet th").forEach(th => th.addEventListener("click", () => {
   const k = th.dataset.key;
   sortAsc = sortKey === k ? !sortAsc : k === "name";
-  sortKey = k; dirtyTable = true;
+  sortKey = k; table.offset = 0; loadTable();
 }));
-function rowValue(name, u, key) {
-  const r = u.record;
-  switch (key) {
-    case "name": return name;
-    case "seen": return u.seen;
-    case "health": return r.HealthPoints;
-    case "magic": return r.MagicPoints;
-    case "speed": return r.Distance;
-    case "minute": return u.minute === undefined ? -1 : u.minute;
-  }
+document.getElementById("page-prev").onclick = () => { table.offset = Math.max(0, table.offset - PAGE_ROWS); loadTable(); };
+document.getElementById("page-next").onclick = () => { table.offset += PAGE_ROWS; loadTable(); };
+// Asks for the page now; the answer to an older question is dropped.
+function loadTable() {
+  clearTimeout(tableTimer);
+  const asked = ++tableAsked, t0 = performance.now();
+  const q = "?q=" + encodeURIComponent(filter.value.trim()) + "&sort=" + sortKey + "&order=" + (sortAsc ? "asc" : "desc") +
+    "&offset=" + table.offset + "&limit=" + PAGE_ROWS;
+  const again = () => { if (asked === tableAsked) tableTimer = setTimeout(loadTable, Math.max(1000, 4 * (performance.now() - t0))); };
+  api("/api/unicorns" + q).then(r => {
+    // Busy (many tables of a big fleet at once): keep this page, ask again shortly.
+    if (r.status === 503) return null;
+    if (!r.ok) return r.json().then(b => { throw new Error(b.error || r.statusText); }, () => { throw new Error(r.statusText); });
+    return r.json().then(rows => ({ rows, total: +r.headers.get("X-Total-Count") }));
+  }).then(answer => {
+    if (asked !== tableAsked) return;
+    if (answer === null) { again(); return; }
+    const { rows, total } = answer;
+    // Past the end (the fleet shrank, or the search narrowed it): the last page instead.
+    if (!rows.length && total > 0 && table.offset > 0) { table.offset = Math.floor((total - 1) / PAGE_ROWS) * PAGE_ROWS; loadTable(); return; }
+    table.rows = rows; table.total = total; table.error = "";
+    renderTable(); again();
+  }).catch(e => {
+    if (asked !== tableAsked) return;
+    table.error = "The fleet table could not be loaded: " + e.message;
+    renderTable(); again();
+  });
 }
-// Names in natural order ("u2" before "u10"); a Collator compares ~10× faster than localeCompare
-// with options, which matters when the fleet is 100,000 strong.
+function rowOf(r) {
+  const u = fleet.get(r.Name);
+  if (u) return { name: r.Name, record: u.record, seen: u.seen, minute: u.minute !== undefined ? u.minute : r.MinuteDistance };
+  const seen = Date.parse(String(r.LastSeen).replace(" ", "T") + "Z");
+  return { name: r.Name, record: r, seen: isNaN(seen) ? Date.now() : seen, minute: r.MinuteDistance };
+}
+// Names in natural order ("u2" before "u10"), as the service sorts them.
 const byName = new Intl.Collator(undefined, { numeric: true });
 function renderTable() {
-  const f = filter.value.trim().toLowerCase();
-  const rows = [...fleet].filter(([name]) => !f || name.toLowerCase().includes(f));
-  rows.sort((a, b) => {
-    const x = rowValue(a[0], a[1], sortKey), y = rowValue(b[0], b[1], sortKey);
-    const c = typeof x === "string" ? byName.compare(x, y) : x - y;
-    return sortAsc ? c : -c;
-  });
   document.querySelectorAll("#fleet th").forEach(th => {
     th.classList.toggle("sorted", th.dataset.key === sortKey);
     th.classList.toggle("asc", th.dataset.key === sortKey && sortAsc);
   });
   const now = Date.now();
-  // The DOM holds at most MAX_ROWS rows, so a big fleet does not stall the page.
-  const hidden = Math.max(0, rows.length - MAX_ROWS);
-  tbody.innerHTML = rows.slice(0, MAX_ROWS).map(([name, u]) => {
-    const r = u.record;
-    const ago = Math.max(0, Math.round((now - u.seen) / 1000));
+  tbody.innerHTML = table.rows.map(rowOf).map(({ name, record: r, seen, minute }) => {
+    const ago = Math.max(0, Math.round((now - seen) / 1000));
     const cls = [name === selected ? "selected" : "", firingNames.has(name) ? "alerting" : ""].filter(Boolean).join(" ");
     return '<tr data-name="' + esc(name) + '"' + (cls ? ' class="' + cls + '"' : "") + "><td>" + esc(name) +
       "</td><td>" + ago + " s ago</td><td" + (r.HealthPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.HealthPoints +
       "</td><td" + (r.MagicPoints < LOW_VITALS ? ' class="low"' : "") + ">" + r.MagicPoints +
-      "</td><td>" + (r.Distance * MPH).toFixed(1) + "</td><td>" + (u.minute === undefined ? "–" : u.minute.toFixed(0)) + "</td></tr>";
-  }).join("") + (hidden ? '<tr class="more"><td colspan="6">… and ' + hidden + " more: filter by name to narrow</td></tr>" : "");
-  document.getElementById("count").textContent = fleetTotal === null ? fleet.size : fleetTotal;
+      "</td><td>" + (r.Distance * MPH).toFixed(1) + "</td><td>" + (minute === undefined ? "–" : minute.toFixed(0)) + "</td></tr>";
+  }).join("");
+  const info = document.getElementById("page-info");
+  const n = table.total || 0, fmt = v => v.toLocaleString("en-US");
+  info.textContent = table.error || (table.total === null ? "loading…" : n === 0
+    ? (filter.value.trim() ? "no name contains “" + filter.value.trim() + "”" : "no unicorns yet")
+    : fmt(table.offset + 1) + "–" + fmt(table.offset + table.rows.length) + " of " + fmt(n) + (filter.value.trim() ? " matching" : ""));
+  document.getElementById("page-prev").disabled = table.offset === 0;
+  document.getElementById("page-next").disabled = table.offset + table.rows.length >= n;
+  document.getElementById("count").textContent = fleetTotal === null ? (table.total === null ? fleet.size : table.total) : fleetTotal;
 }
 tbody.addEventListener("click", e => {
   const tr = e.target.closest("tr");
-  if (tr && tr.dataset.name) { select(tr.dataset.name); openPopup(tr.dataset.name); }
+  if (!tr || !tr.dataset.name) return;
+  const name = tr.dataset.name;
+  select(name);
+  if (fleet.has(name)) { openPopup(name); return; }
+  // Not on the map's view: go there; its popup opens when its record arrives.
+  const row = table.rows.find(r => r.Name === name);
+  if (row) {
+    view.lat = row.Latitude; view.lon = row.Longitude; view.zoom = Math.max(view.zoom, 15);
+    popupWanted = name; dirtyMap = true; sendView();
+  }
 });
 
 // ---- a trip from the archive (GET /api/trip) ----
@@ -677,9 +715,10 @@ function handle(msg) {
     case "alert": takeAlert(msg.alert); break;
     case "telemetry": msg.records.forEach(upsert); received += msg.records.length; break;
     case "summary": addSummary(msg.summary); if (msg.summary.Name === selected) renderDetail(); break;
-    case "silent": remove(msg.name); break;
+    case "silent": remove(msg.name); table.rows = table.rows.filter(r => r.Name !== msg.name); break;
   }
   dirtyMap = true; dirtyTable = true;
+  if (popupWanted && fleet.has(popupWanted)) { openPopup(popupWanted); popupWanted = null; }
   if (popupFor && fleet.has(popupFor)) renderPopup();
 }
 
@@ -721,7 +760,7 @@ function start() {
     return r.json().then(c => {
       tileUrl = c.tile_url || "";
       showAttribution(tileUrl ? c.tile_attribution || "" : "", c.tile_attribution_url || "");
-      dirtyMap = true; connect(); loadRecentAlerts();
+      dirtyMap = true; connect(); loadRecentAlerts(); loadTable();
     });
   }).catch(() => setTimeout(start, 2000));
 }

@@ -787,3 +787,132 @@ async fn the_dashboard_gets_only_what_its_map_shows() {
     app.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The fleet table is the service's, not the page's: it lists the whole fleet a page at a
+/// time (the map at HQ holds ten unicorns, the table pages through 250), searches and sorts
+/// on the service, and a row of a unicorn off the map takes the map there and opens its popup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_table_pages_through_the_whole_fleet_on_the_service() {
+    let dir = temp_dir("browser-table");
+    let app = start(&dir, |c| c.web.tile_url = String::new()).await;
+    let addr = app.addr;
+    // u1…u10 at HQ, u11…u250 in London; names in natural order are in number order.
+    let body: Vec<String> = (1..=250)
+        .map(|i| {
+            let (lat, lon) = if i <= 10 {
+                (40.749 + f64::from(i) * 0.0002, -73.985)
+            } else {
+                (
+                    51.45 + f64::from(i % 50) * 0.002,
+                    -0.2 + f64::from(i / 50) * 0.004,
+                )
+            };
+            placed(&format!("u{i}"), lat, lon)
+        })
+        .collect();
+    let (status, reply) = post_json(addr, "/ingest", body.join("\n"), None).await;
+    assert!(status.is_success(), "{reply}");
+    let names =
+        |from: u32, to: u32| json!((from..=to).map(|i| format!("u{i}")).collect::<Vec<_>>());
+    const ROWS: &str =
+        "return [...document.querySelectorAll('#fleet tbody tr')].map(t => t.dataset.name)";
+    let rows_and_info = format!(
+        "const r = (() => {{ {ROWS} }})(); const info = document.getElementById('page-info').textContent; return r.length && info.includes(arguments[0]) ? {{rows: r, info}} : null"
+    );
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let first = browser
+        .until("the first page", &rows_and_info, json!(["of 250"]))
+        .await;
+    assert_eq!(first["rows"], names(1, 100));
+    assert_eq!(first["info"], "1–100 of 250");
+    let held = browser
+        .eval("return window.stampede.unicorns().length", json!([]))
+        .await;
+    assert_eq!(held, 10, "the map holds only those in its view");
+
+    // The last page.
+    browser
+        .eval(
+            "document.getElementById('page-next').click(); return true",
+            json!([]),
+        )
+        .await;
+    browser
+        .until("the second page", &rows_and_info, json!(["101–200"]))
+        .await;
+    browser
+        .eval(
+            "document.getElementById('page-next').click(); return true",
+            json!([]),
+        )
+        .await;
+    let last = browser
+        .until("the last page", &rows_and_info, json!(["201–250"]))
+        .await;
+    assert_eq!(last["rows"], names(201, 250));
+    let next_disabled = browser
+        .eval(
+            "return document.getElementById('page-next').disabled",
+            json!([]),
+        )
+        .await;
+    assert_eq!(next_disabled, true);
+
+    // A search starts again from its first page; the count says how many match.
+    browser
+        .eval(
+            "const f = document.getElementById('filter'); f.value = 'U24'; f.dispatchEvent(new Event('input')); return true",
+            json!([]),
+        )
+        .await;
+    let found = browser
+        .until(
+            "the search's page",
+            &rows_and_info,
+            json!(["of 11 matching"]),
+        )
+        .await;
+    assert_eq!(
+        found["rows"],
+        json!([
+            "u24", "u240", "u241", "u242", "u243", "u244", "u245", "u246", "u247", "u248", "u249"
+        ])
+    );
+
+    // Sorted by name the other way round.
+    browser
+        .eval(
+            "const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); document.querySelector('#fleet th[data-key=name]').click(); return true",
+            json!([]),
+        )
+        .await;
+    let reversed = browser
+        .until(
+            "names from the end",
+            &format!("const r = (() => {{ {ROWS} }})(); return r[0] === 'u250' ? r : null"),
+            json!([]),
+        )
+        .await;
+    assert_eq!(reversed.as_array().unwrap().len(), 100);
+    assert_eq!(reversed[99], "u151");
+
+    // A row of a unicorn in London: the map goes there and its popup opens.
+    browser
+        .eval(
+            "document.querySelector('#fleet tbody tr[data-name=u250]').click(); return true",
+            json!([]),
+        )
+        .await;
+    let popup = browser
+        .until(
+            "u250's popup, in London",
+            "const p = document.getElementById('popup'); return !p.hidden && window.stampede.view.lat > 51 ? p.innerText : null",
+            json!([]),
+        )
+        .await;
+    assert!(popup.as_str().unwrap().contains("u250"), "{popup}");
+    app.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
