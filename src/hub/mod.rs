@@ -30,7 +30,7 @@ pub mod table;
 pub mod view;
 
 use table::{ByName, Names, TableQuery};
-use view::{Index, View, MAX_IN_VIEW};
+use view::{Grid, Place, View, MAX_IN_VIEW};
 
 use crate::alert::{Change, State as AlertState};
 use crate::metrics::METRICS;
@@ -269,7 +269,13 @@ struct Unicorn {
     summary: Option<Box<Summary>>,
     /// Listed in `State::pending`.
     pending: bool,
+    /// Where it is in `State::grid`.
+    place: Place,
 }
+
+/// The live fleet by name. Hashed with foldhash (seeded per process: names come from
+/// outside): a record of a big fleet costs the hub a look-up here, and SipHash was a third of it.
+type Fleet = HashMap<Arc<str>, Unicorn, foldhash::fast::RandomState>;
 
 impl Unicorn {
     /// Its row of `GET /api/unicorns`: the record, `LastSeen`, and the distance of its latest
@@ -286,7 +292,7 @@ impl Unicorn {
 }
 
 struct State {
-    fleet: HashMap<Arc<str>, Unicorn>,
+    fleet: Fleet,
     /// The fleet's names in natural order (the table's pages).
     names: Names,
     /// Summaries of unicorns the hub has no record of yet (an engine sends a batch's summaries
@@ -306,14 +312,14 @@ struct State {
     firing: Firing,
     /// The latest changes, oldest first, at most [`RECENT_ALERTS`].
     recent: std::collections::VecDeque<Change>,
-    /// Where the fleet was at the last sweep, while some client has a view.
-    index: Option<Index>,
+    /// Where every unicorn is, by cell (views).
+    grid: Grid,
     next_id: u64,
 }
 
 async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: CancellationToken) {
     let mut state = State {
-        fleet: HashMap::new(),
+        fleet: Fleet::default(),
         names: Names::new(),
         early: [HashMap::new(), HashMap::new()],
         table_spent: Duration::ZERO,
@@ -326,7 +332,7 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
         snapshot: None,
         firing: HashMap::new(),
         recent: std::collections::VecDeque::new(),
-        index: None,
+        grid: Grid::default(),
         next_id: 0,
     };
     // A telemetry frame goes out as soon as there is news, but at most once per FRAME_EVERY.
@@ -378,12 +384,17 @@ impl State {
                 for record in records {
                     match self.fleet.get_mut(&record.name) {
                         Some(u) => {
+                            let (lat, lon) = (record.latitude, record.longitude);
                             u.record = record;
                             u.seen = now;
                             u.seen_ms = wall;
                             if !u.pending {
                                 u.pending = true;
                                 self.pending.push(Arc::clone(&u.record.name));
+                            }
+                            if !Grid::holds(u.place, lat, lon) {
+                                let (name, from) = (Arc::clone(&u.record.name), u.place);
+                                self.move_to(&name, from, lat, lon);
                             }
                         }
                         None => {
@@ -392,6 +403,9 @@ impl State {
                             let summary = self.early.iter_mut().find_map(|e| {
                                 (!e.is_empty()).then(|| e.remove(&*record.name)).flatten()
                             });
+                            let place =
+                                self.grid
+                                    .insert(&record.name, record.latitude, record.longitude);
                             self.fleet.insert(
                                 Arc::clone(&record.name),
                                 Unicorn {
@@ -400,6 +414,7 @@ impl State {
                                     seen_ms: wall,
                                     summary,
                                     pending: true,
+                                    place,
                                 },
                             );
                         }
@@ -547,6 +562,25 @@ impl State {
         }
     }
 
+    /// Moves `name` from `from` to its new cell in the grid.
+    fn move_to(&mut self, name: &Arc<str>, from: Place, lat: f64, lon: f64) {
+        self.leave_grid(from);
+        let place = self.grid.insert(name, lat, lon);
+        if let Some(u) = self.fleet.get_mut(name) {
+            u.place = place;
+        }
+    }
+
+    /// Takes whoever is at `place` out of the grid, noting the new place of the name that
+    /// fills the gap.
+    fn leave_grid(&mut self, place: Place) {
+        if let Some((moved, to)) = self.grid.remove(place) {
+            if let Some(u) = self.fleet.get_mut(&moved) {
+                u.place = to;
+            }
+        }
+    }
+
     /// Keeps the firing list and the recent changes, and tells every client.
     fn take_alerts(&mut self, partition: &Arc<str>, changes: &[Change], notified: bool) {
         for change in changes {
@@ -671,11 +705,12 @@ impl State {
     /// none otherwise (`false`: counts follow), the fleet's size and every firing alert.
     fn view_snapshot(&mut self, view: &View) -> (Frame, bool) {
         let total = self.fleet.len();
-        let mut inside = in_view(&self.fleet, &mut self.index, view, MAX_IN_VIEW);
-        let records = inside.len() <= MAX_IN_VIEW;
-        if !records {
-            inside.clear();
-        }
+        let records = self.grid.count_in(view) <= MAX_IN_VIEW;
+        let mut inside = if records {
+            in_view(&self.fleet, &self.grid, view)
+        } else {
+            Vec::new()
+        };
         inside.sort_by(|a, b| table::natural(&a.record.name, &b.record.name));
         let mut out = String::with_capacity(128 + inside.len() * 500);
         let _ = write!(
@@ -683,7 +718,7 @@ impl State {
             "{{\"type\":\"snapshot\",\"view\":true,\"total\":{total},"
         );
         write_area(&mut out, view);
-        write_bounds(&mut out, self.index.as_ref());
+        write_bounds(&mut out, &self.grid);
         out.push_str("\"unicorns\":[");
         write_unicorns(&mut out, &inside, &self.firing);
         (Frame::from(out), records)
@@ -692,14 +727,14 @@ impl State {
     /// `{"type":"density"}`: the fleet's size and the counts per cell in `view`.
     fn density_frame(&mut self, view: &View) -> Frame {
         let total = self.fleet.len();
-        let (step, cells) = index_of(&self.fleet, &mut self.index).density(view);
+        let (step, cells) = self.grid.density(view);
         let mut out = String::with_capacity(128 + cells.len() * 32);
         let _ = write!(
             out,
             "{{\"type\":\"density\",\"total\":{total},\"cell\":{step},"
         );
         write_area(&mut out, view);
-        write_bounds(&mut out, self.index.as_ref());
+        write_bounds(&mut out, &self.grid);
         out.push_str("\"cells\":[");
         for (i, (lat, lon, n)) in cells.iter().enumerate() {
             let sep = if i > 0 { "," } else { "" };
@@ -709,11 +744,10 @@ impl State {
         Frame::from(out)
     }
 
-    /// Once a second while some client has a view: the index again, and each such client's
-    /// mode: counts for those past [`MAX_IN_VIEW`], a snapshot for those that came under it.
+    /// Once a second: the grid's bounds, and each client of a view's mode: counts for those
+    /// past [`MAX_IN_VIEW`], a snapshot for those that came under it.
     fn refresh_views(&mut self) {
-        // Built again below from where the fleet is now, or dropped when no client needs it.
-        self.index = None;
+        self.grid.refresh();
         if self.clients.iter().all(|c| c.view.is_none()) {
             return;
         }
@@ -723,8 +757,7 @@ impl State {
             .filter_map(|c| c.view.as_ref().map(|v| (c.id, v.view, v.records)))
             .collect();
         for (id, view, was_records) in views {
-            let records =
-                in_view(&self.fleet, &mut self.index, &view, MAX_IN_VIEW).len() <= MAX_IN_VIEW;
+            let records = self.grid.count_in(&view) <= MAX_IN_VIEW;
             let frame = if !records {
                 Some(self.density_frame(&view))
             } else if !was_records {
@@ -767,7 +800,9 @@ impl State {
             return;
         }
         for name in &silent {
-            self.fleet.remove(name);
+            if let Some(u) = self.fleet.remove(name) {
+                self.leave_grid(u.place);
+            }
             self.names.remove(&ByName(Arc::clone(name)));
         }
         self.pending.retain(|n| self.fleet.contains_key(n));
@@ -800,45 +835,19 @@ fn write_area(out: &mut String, v: &View) {
     );
 }
 
-/// `"bounds":[south,west,north,east],` of the indexed fleet, when there is one.
-fn write_bounds(out: &mut String, index: Option<&Index>) {
-    if let Some([s, w, n, e]) = index.and_then(Index::bounds) {
+/// `"bounds":[south,west,north,east],` of the fleet, when there is one.
+fn write_bounds(out: &mut String, grid: &Grid) {
+    if let Some([s, w, n, e]) = grid.bounds() {
         let _ = write!(out, "\"bounds\":[{s:.5},{w:.5},{n:.5},{e:.5}],");
     }
 }
 
-/// The fleet's index, built now if there is none.
-fn index_of<'a>(fleet: &HashMap<Arc<str>, Unicorn>, index: &'a mut Option<Index>) -> &'a Index {
-    index.get_or_insert_with(|| {
-        Index::build(
-            fleet
-                .iter()
-                .map(|(n, u)| (n, u.record.latitude, u.record.longitude)),
-        )
-    })
-}
-
-/// The unicorns in `view`, up to one more than `limit` (so the caller knows it is past it),
-/// found through the index.
-fn in_view<'a>(
-    fleet: &'a HashMap<Arc<str>, Unicorn>,
-    index: &mut Option<Index>,
-    view: &View,
-    limit: usize,
-) -> Vec<&'a Unicorn> {
-    let index = index_of(fleet, index);
-    let mut inside = Vec::new();
-    for name in index.candidates(view) {
-        if let Some(u) = fleet.get(name) {
-            if view.contains(u.record.latitude, u.record.longitude) {
-                inside.push(u);
-                if inside.len() > limit {
-                    break;
-                }
-            }
-        }
-    }
-    inside
+/// The unicorns in `view`, found through the grid.
+fn in_view<'a>(fleet: &'a Fleet, grid: &Grid, view: &View) -> Vec<&'a Unicorn> {
+    grid.candidates(view)
+        .filter_map(|name| fleet.get(name))
+        .filter(|u| view.contains(u.record.latitude, u.record.longitude))
+        .collect()
 }
 
 /// Queues `frame` for `c` if it has room; `false` (and flagged to resubscribe) if not, or gone.
@@ -862,11 +871,11 @@ fn offer(c: &Client, frame: Frame, max_bytes: usize) -> bool {
 }
 
 /// Every unicorn, in natural order of names.
-fn sorted<'a>(fleet: &'a HashMap<Arc<str>, Unicorn>, names: &Names) -> Vec<&'a Unicorn> {
+fn sorted<'a>(fleet: &'a Fleet, names: &Names) -> Vec<&'a Unicorn> {
     names.iter().filter_map(|n| fleet.get(&n.0)).collect()
 }
 
-fn snapshot(fleet: &HashMap<Arc<str>, Unicorn>, names: &Names, firing: &Firing) -> Frame {
+fn snapshot(fleet: &Fleet, names: &Names, firing: &Firing) -> Frame {
     let unicorns = sorted(fleet, names);
     let mut out = String::with_capacity(64 + unicorns.len() * 500);
     out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");
@@ -1026,6 +1035,47 @@ mod tests {
             .iter()
             .map(|r| r["Name"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// Views are answered from where unicorns are now: one that flies into another cell is
+    /// found there, and no longer where it was.
+    #[tokio::test]
+    async fn a_unicorn_that_flies_elsewhere_is_found_where_it_is_now() {
+        let (hub, stop) = start();
+        let input = hub.input();
+        let fleet = vec![at("Pegasus", 42.36, -71.06), at("Brooklyn", 40.68, -73.95)];
+        input.send(HubInput::Telemetry(fleet)).await.unwrap();
+        let nyc = View::parse_query("40.6,-74.1,40.9,-73.8").unwrap();
+        let boston = View::parse_query("42.2,-71.2,42.5,-70.9").unwrap();
+        let in_view = |view| {
+            let hub = hub.clone();
+            async move {
+                let sub = hub.subscribe(Some(view)).await.unwrap();
+                names(&frame_text(&sub.snapshot), "unicorns")
+            }
+        };
+        assert_eq!(in_view(nyc).await, ["Brooklyn"]);
+        assert_eq!(in_view(boston).await, ["Pegasus"]);
+        // Pegasus flies to Manhattan, Brooklyn a few metres (the same cell).
+        let moved = vec![
+            at("Pegasus", 40.75, -73.98),
+            at("Brooklyn", 40.68001, -73.95),
+        ];
+        input.send(HubInput::Telemetry(moved)).await.unwrap();
+        assert_eq!(in_view(nyc).await, ["Brooklyn", "Pegasus"]);
+        assert!(in_view(boston).await.is_empty());
+        // Back and forth across many cells, with others moving around it.
+        for k in 0..50 {
+            let lat = 40.0 + f64::from(k) * 0.05;
+            let crowd = (0..20)
+                .map(|i| at(&format!("c{i}"), lat + f64::from(i) * 0.02, -73.9))
+                .chain([at("Pegasus", lat, -73.98)])
+                .collect();
+            input.send(HubInput::Telemetry(crowd)).await.unwrap();
+        }
+        let last = View::parse_query("42.4,-74.0,42.5,-73.92").unwrap();
+        assert_eq!(in_view(last).await, ["Pegasus"]);
+        stop.cancel();
     }
 
     /// A client of a view gets the records and summaries of the unicorns in it only, and a

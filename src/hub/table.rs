@@ -9,10 +9,10 @@
 //! rest. A search is a case-insensitive substring of the name.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::Unicorn;
+use super::{Fleet, Unicorn};
 
 /// Rows in one page at most.
 pub const MAX_LIMIT: usize = 1_000;
@@ -170,11 +170,7 @@ fn matches(name: &str, needle: &[u8]) -> bool {
 /// The page `q` asks for. By name: one walk of `names` (from the end when descending). By a
 /// value: the matching unicorns' values gathered in one pass, the page's rows selected
 /// without sorting the others, then sorted; ties go by name.
-pub(super) fn page<'a>(
-    fleet: &'a HashMap<Arc<str>, Unicorn>,
-    names: &Names,
-    q: &TableQuery,
-) -> Page<'a> {
+pub(super) fn page<'a>(fleet: &'a Fleet, names: &Names, q: &TableQuery) -> Page<'a> {
     let needle = q.search.to_ascii_lowercase().into_bytes();
     let end = q.offset.saturating_add(q.limit);
     if q.sort == SortKey::Name {
@@ -349,6 +345,7 @@ mod tests {
             seen_ms: 0,
             summary: None,
             pending: false,
+            place: super::super::view::Place::default(),
         }
     }
 
@@ -356,7 +353,7 @@ mod tests {
     /// then name.
     #[test]
     fn pages_by_a_value_are_slices_of_the_full_order_even_across_ties() {
-        let fleet: HashMap<Arc<str>, Unicorn> = (0..500)
+        let fleet: Fleet = (0..500)
             .map(|i| {
                 let name = format!("u{i}");
                 (Arc::from(name.as_str()), unicorn(&name, (i * 7) % 5))

@@ -2,12 +2,14 @@
 //! full records only for the unicorns there while they are at most [`MAX_IN_VIEW`], and counts
 //! per cell otherwise, so a browser's cost stays flat from a thousand unicorns to a million.
 //!
-//! The hub keeps an [`Index`] of where every unicorn was at the last sweep (once a second, and
-//! only while some client has a view): cells of [`CELL_DEG`] degrees, so "who is in this view"
-//! and "how many" visit the cells the view covers, not the fleet.
+//! The hub keeps a [`Grid`] of where every unicorn is, cells of [`CELL_DEG`] degrees, kept
+//! as records arrive, so "who is in this view" and "how many" visit the cells the view covers,
+//! not the fleet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::fast::RandomState;
 
 /// Records a view may hold before it gets counts per cell instead.
 pub const MAX_IN_VIEW: usize = 5_000;
@@ -102,41 +104,96 @@ fn cell_of(lat: f64, lon: f64) -> Cell {
     )
 }
 
-/// Where every unicorn was when the index was built, by cell.
+/// Where a unicorn is in the [`Grid`]: its cell, and its slot among the cell's names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Place {
+    cell: Cell,
+    slot: u32,
+}
+
+/// Every live unicorn by cell, kept as records arrive: a record that stays in its cell (nearly
+/// all: a cell is a kilometre, a unicorn flies 30 m a second) costs a comparison; one that
+/// crosses into another moves its name, in constant time. So "who is in this view" and "how
+/// many" visit the cells the view covers, never the fleet, and nothing is rebuilt.
 #[derive(Default)]
-pub struct Index {
-    cells: HashMap<Cell, Vec<Arc<str>>>,
-    /// Unicorns indexed.
+pub struct Grid {
+    cells: HashMap<Cell, Vec<Arc<str>>, RandomState>,
     len: usize,
-    /// South, west, north, east of them all, if any.
+    /// South, west, north, east of the occupied cells, as of the last [`Grid::refresh`].
     bounds: Option<[f64; 4]>,
 }
 
-impl Index {
-    /// Indexes `(name, latitude, longitude)` of every unicorn.
-    pub fn build<'a>(positions: impl Iterator<Item = (&'a Arc<str>, f64, f64)>) -> Index {
-        let mut cells: HashMap<Cell, Vec<Arc<str>>> = HashMap::new();
-        let mut len = 0;
-        let mut bounds: Option<[f64; 4]> = None;
-        for (name, lat, lon) in positions {
-            cells
-                .entry(cell_of(lat, lon))
-                .or_default()
-                .push(Arc::clone(name));
-            len += 1;
-            let b = bounds.get_or_insert([lat, lon, lat, lon]);
-            *b = [b[0].min(lat), b[1].min(lon), b[2].max(lat), b[3].max(lon)];
+impl Grid {
+    /// Puts `name` at a position; where it went.
+    pub fn insert(&mut self, name: &Arc<str>, lat: f64, lon: f64) -> Place {
+        let cell = cell_of(lat, lon);
+        let names = self.cells.entry(cell).or_default();
+        names.push(Arc::clone(name));
+        self.len += 1;
+        Place {
+            cell,
+            slot: u32::try_from(names.len() - 1).unwrap_or(u32::MAX),
         }
-        Index { cells, len, bounds }
     }
 
-    /// South, west, north, east of every unicorn indexed (for a "fit the fleet" button of a
-    /// client that holds only its view), if any.
+    /// Takes out the name at `place`. The cell's last name fills the gap: when that happens, it
+    /// is returned with its new slot, for the caller to note.
+    pub fn remove(&mut self, place: Place) -> Option<(Arc<str>, Place)> {
+        let names = self.cells.get_mut(&place.cell)?;
+        let slot = place.slot as usize;
+        if slot >= names.len() {
+            return None;
+        }
+        names.swap_remove(slot);
+        self.len -= 1;
+        if names.is_empty() {
+            self.cells.remove(&place.cell);
+            return None;
+        }
+        names.get(slot).map(|moved| (Arc::clone(moved), place))
+    }
+
+    /// Whether a position is still in `place`'s cell (so nothing needs to move).
+    pub fn holds(place: Place, lat: f64, lon: f64) -> bool {
+        place.cell == cell_of(lat, lon)
+    }
+
+    /// Once a second: the bounds of the fleet again, and memory back from a grid that shrank.
+    pub fn refresh(&mut self) {
+        let mut bounds: Option<[f64; 4]> = None;
+        for &(r, c) in self.cells.keys() {
+            let (s, w) = (f64::from(r) * CELL_DEG, f64::from(c) * CELL_DEG);
+            let (n, e) = (s + CELL_DEG, w + CELL_DEG);
+            let b = bounds.get_or_insert([s, w, n, e]);
+            *b = [b[0].min(s), b[1].min(w), b[2].max(n), b[3].max(e)];
+        }
+        self.bounds = bounds.map(|b| {
+            [
+                b[0].max(-90.0),
+                b[1].max(-180.0),
+                b[2].min(90.0),
+                b[3].min(180.0),
+            ]
+        });
+        if self.cells.capacity() > 4 * self.cells.len().max(1_024) {
+            self.cells.shrink_to(2 * self.cells.len());
+        }
+    }
+
+    /// South, west, north, east of every unicorn (to the nearest cell, as of the last
+    /// [`Grid::refresh`]; for a "fit the fleet" button of a client that holds only its view),
+    /// if any.
     pub fn bounds(&self) -> Option<[f64; 4]> {
         self.bounds
     }
 
-    /// Unicorns indexed.
+    /// The name at `place` (tests check places stay true).
+    #[cfg(test)]
+    fn at(&self, place: Place) -> Option<&Arc<str>> {
+        self.cells.get(&place.cell)?.get(place.slot as usize)
+    }
+
+    /// Unicorns in the grid.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -182,15 +239,21 @@ impl Index {
         }
     }
 
-    /// The unicorns indexed in cells the view overlaps (a superset of those in it: the caller
-    /// checks positions).
+    /// The unicorns in cells the view overlaps (a superset of those in it: the caller checks
+    /// positions).
     pub fn candidates<'a>(&'a self, view: &View) -> impl Iterator<Item = &'a Arc<str>> {
         self.cells_in(view).into_iter().flat_map(|(_, v)| v.iter())
     }
 
+    /// How many unicorns are in cells the view overlaps: at least those in it, and more by at
+    /// most a cell's width around its edge. Whether a view gets records or counts goes by this.
+    pub fn count_in(&self, view: &View) -> usize {
+        self.cells_in(view).iter().map(|(_, v)| v.len()).sum()
+    }
+
     /// Counts per cell in the view, cells sized so that the longer side has at most 48:
     /// (cell size in degrees, `[latitude, longitude, count]` per occupied cell, at the
-    /// count-weighted middle of its members' index cells).
+    /// count-weighted middle of its members' grid cells).
     pub fn density(&self, view: &View) -> (f64, Vec<(f64, f64, u64)>) {
         let (lat_span, lon_span) = view.spans();
         let step = nice_step(lat_span.max(lon_span) / DENSITY_CELLS).max(CELL_DEG);
@@ -263,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn the_index_finds_who_is_in_a_view_and_counts_cells() {
+    fn the_grid_finds_who_is_in_a_view_and_counts_cells_as_unicorns_move_and_leave() {
         let names: Vec<Arc<str>> = (0..1_000).map(|i| Arc::from(format!("u{i}"))).collect();
         // 1,000 unicorns on a 0.1° grid around New York, and one on each side of the antimeridian.
         let mut at: Vec<(f64, f64)> = (0..1_000)
@@ -276,8 +339,37 @@ mod tests {
             .collect();
         at[998] = (0.0, 179.995);
         at[999] = (0.0, -179.995);
-        let index = Index::build(names.iter().zip(&at).map(|(n, (a, o))| (n, *a, *o)));
-        assert_eq!(index.len(), 1_000);
+        let mut grid = Grid::default();
+        let mut places: Vec<Option<Place>> = names
+            .iter()
+            .zip(&at)
+            .map(|(n, (a, o))| Some(grid.insert(n, *a, *o)))
+            .collect();
+        // As the hub does: a removal may move another name into the gap.
+        let take_out = |grid: &mut Grid, places: &mut Vec<Option<Place>>, i: usize| {
+            let place = places[i].take().unwrap();
+            assert_eq!(grid.at(place).map(|n| &**n), Some(&*names[i]));
+            if let Some((moved, to)) = grid.remove(place) {
+                places[moved[1..].parse::<usize>().unwrap()] = Some(to);
+            }
+        };
+        // Every third flies 0.3° north-east (into another cell); every seventh leaves.
+        for i in (0..998).step_by(3) {
+            take_out(&mut grid, &mut places, i);
+            at[i] = (at[i].0 + 0.3, at[i].1 + 0.3);
+            places[i] = Some(grid.insert(&names[i], at[i].0, at[i].1));
+        }
+        for i in (0..998).step_by(7) {
+            take_out(&mut grid, &mut places, i);
+        }
+        let alive = |i: usize| places[i].is_some();
+        assert_eq!(grid.len(), (0..1_000).filter(|&i| alive(i)).count());
+        grid.refresh();
+        let b = grid.bounds().unwrap();
+        assert!(
+            b[0] <= 0.0 && b[1] <= -179.99 && b[2] >= 42.25 && b[3] >= 179.99,
+            "{b:?}"
+        );
         for view in [
             View {
                 south: 40.2,
@@ -298,13 +390,11 @@ mod tests {
                 east: 180.0,
             },
         ] {
-            let want: Vec<&str> = names
-                .iter()
-                .zip(&at)
-                .filter(|(_, (a, o))| view.contains(*a, *o))
-                .map(|(n, _)| &**n)
+            let mut want: Vec<&str> = (0..1_000)
+                .filter(|&i| alive(i) && view.contains(at[i].0, at[i].1))
+                .map(|i| &*names[i])
                 .collect();
-            let mut got: Vec<&str> = index
+            let mut got: Vec<&str> = grid
                 .candidates(&view)
                 .filter(|n| {
                     let i: usize = n[1..].parse().unwrap();
@@ -313,16 +403,13 @@ mod tests {
                 .map(|n| &**n)
                 .collect();
             got.sort_unstable();
-            let mut want = want;
             want.sort_unstable();
             assert_eq!(got, want, "{view:?}");
-            let (step, cells) = index.density(&view);
+            assert!(grid.count_in(&view) >= want.len(), "{view:?}");
+            let (step, cells) = grid.density(&view);
             assert!(step >= CELL_DEG);
             let counted: u64 = cells.iter().map(|c| c.2).sum();
-            assert!(
-                counted as usize >= want.len(),
-                "{view:?}: counts cover the view"
-            );
+            assert_eq!(counted as usize, grid.count_in(&view), "{view:?}");
         }
         let world = View {
             south: -90.0,
@@ -330,8 +417,15 @@ mod tests {
             north: 90.0,
             east: 180.0,
         };
-        let (step, cells) = index.density(&world);
+        let (step, cells) = grid.density(&world);
         assert_eq!(step, 10.0);
-        assert_eq!(cells.iter().map(|c| c.2).sum::<u64>(), 1_000);
+        assert_eq!(cells.iter().map(|c| c.2).sum::<u64>() as usize, grid.len());
+        // Every place still names its unicorn: all of them leave, and the grid is empty.
+        for i in 0..1_000 {
+            if places[i].is_some() {
+                take_out(&mut grid, &mut places, i);
+            }
+        }
+        assert!(grid.is_empty() && grid.cells.is_empty());
     }
 }
