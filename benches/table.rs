@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, Criterion};
 use stampede::hub::table::{SortKey, TableQuery};
-use stampede::hub::{Hub, HubInput, HubSettings, LiveRecord};
+use stampede::hub::{Hub, HubInput, HubSettings, LiveKey, LiveRecord};
 use stampede_producers::fleet_name;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +48,7 @@ fn bench(c: &mut Criterion) {
                 health_points: (i % 151) as i64,
                 magic_points: (i % 149) as i64,
                 input_data: None,
+                key: LiveKey::NONE,
             });
             if batch.len() == 10_000 {
                 let sent = input.send(HubInput::Telemetry(std::mem::take(&mut batch)));

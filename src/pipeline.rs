@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alerts, Change};
 use crate::decode::{decode, Detached};
-use crate::hub::LiveRecord;
+use crate::hub::{LiveKey, LiveRecord};
 use crate::metrics::{PartitionGauges, METRICS};
 use crate::output::{Fanout, Records};
 use crate::record::{DeadLetter, Field, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
@@ -126,6 +126,8 @@ struct Partition {
     live_dirty: Vec<NameId>,
     /// One shared copy of each unicorn's name for the live records.
     names: Vec<Option<std::sync::Arc<str>>>,
+    /// This engine's number in the live records' keys ([`LiveKey`]).
+    live_source: u32,
     emitted: Vec<Summary>,
     out: Fanout,
     durable: Option<Durable>,
@@ -179,6 +181,7 @@ pub async fn run(
         live: Vec::new(),
         live_dirty: Vec::new(),
         names: Vec::new(),
+        live_source: LiveKey::next_source(),
         emitted: Vec::new(),
         out,
         durable: spec.durable,
@@ -504,6 +507,10 @@ impl Partition {
                 let name = self.names[idx].get_or_insert_with(|| self.engine.name(id).into());
                 let mut record = slot.record.clone();
                 record.name = std::sync::Arc::clone(name);
+                record.key = LiveKey {
+                    source: self.live_source,
+                    id,
+                };
                 records.push(record);
             }
         }
@@ -533,6 +540,7 @@ fn remember(
             health_points: 0,
             magic_points: 0,
             input_data: None,
+            key: LiveKey::NONE,
         },
         dirty: false,
     });

@@ -26,9 +26,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+mod fleet;
 pub mod table;
 pub mod view;
 
+pub use fleet::LiveKey;
+
+use fleet::Fleet;
 use table::{ByName, Names, TableQuery};
 use view::{Grid, Place, View, MAX_IN_VIEW};
 
@@ -66,6 +70,8 @@ pub struct LiveRecord {
     pub magic_points: i64,
     /// Carried through (shared while it does not change).
     pub input_data: Option<Arc<str>>,
+    /// Its engine and its id there: how the hub finds it fast ([`LiveKey::NONE`]: by name).
+    pub key: LiveKey,
 }
 
 impl LiveRecord {
@@ -273,10 +279,6 @@ struct Unicorn {
     place: Place,
 }
 
-/// The live fleet by name. Hashed with foldhash (seeded per process: names come from
-/// outside): a record of a big fleet costs the hub a look-up here, and SipHash was a third of it.
-type Fleet = HashMap<Arc<str>, Unicorn, foldhash::fast::RandomState>;
-
 impl Unicorn {
     /// Its row of `GET /api/unicorns`: the record, `LastSeen`, and the distance of its latest
     /// summarised minute as `MinuteDistance` once there is one.
@@ -305,8 +307,8 @@ struct State {
     queue: usize,
     queue_bytes: usize,
     silent_after: Duration,
-    /// Names with a record not yet sent in a telemetry frame.
-    pending: Vec<Arc<str>>,
+    /// Unicorns with a record not yet sent in a telemetry frame.
+    pending: Vec<(LiveKey, Arc<str>)>,
     snapshot: Option<Frame>,
     /// Firing alerts by (rule, unicorn), with the partition that owns them.
     firing: Firing,
@@ -382,7 +384,8 @@ impl State {
             HubInput::Telemetry(records) => {
                 let (now, wall) = (Instant::now(), now_ms());
                 for record in records {
-                    match self.fleet.get_mut(&record.name) {
+                    let key = record.key;
+                    match self.fleet.find(key, &record.name) {
                         Some(u) => {
                             let (lat, lon) = (record.latitude, record.longitude);
                             u.record = record;
@@ -390,7 +393,7 @@ impl State {
                             u.seen_ms = wall;
                             if !u.pending {
                                 u.pending = true;
-                                self.pending.push(Arc::clone(&u.record.name));
+                                self.pending.push((key, Arc::clone(&u.record.name)));
                             }
                             if !Grid::holds(u.place, lat, lon) {
                                 let (name, from) = (Arc::clone(&u.record.name), u.place);
@@ -398,7 +401,7 @@ impl State {
                             }
                         }
                         None => {
-                            self.pending.push(Arc::clone(&record.name));
+                            self.pending.push((key, Arc::clone(&record.name)));
                             self.names.insert(ByName(Arc::clone(&record.name)));
                             let summary = self.early.iter_mut().find_map(|e| {
                                 (!e.is_empty()).then(|| e.remove(&*record.name)).flatten()
@@ -407,7 +410,7 @@ impl State {
                                 self.grid
                                     .insert(&record.name, record.latitude, record.longitude);
                             self.fleet.insert(
-                                Arc::clone(&record.name),
+                                key,
                                 Unicorn {
                                     record,
                                     seen: now,
@@ -660,8 +663,8 @@ impl State {
         let mut buf = String::new();
         // (start, end) in `buf`, latitude, longitude.
         let mut parts: Vec<(usize, usize, f64, f64)> = Vec::new();
-        for name in self.pending.drain(..) {
-            let Some(u) = self.fleet.get_mut(&name) else {
+        for (key, name) in self.pending.drain(..) {
+            let Some(u) = self.fleet.find(key, &name) else {
                 continue;
             };
             u.pending = false;
@@ -789,12 +792,13 @@ impl State {
         self.early[1] = std::mem::take(&mut self.early[0]);
         self.table_spent = Duration::ZERO;
         self.refresh_views();
+        self.fleet.tidy();
         let now = Instant::now();
         let silent: Vec<Arc<str>> = self
             .fleet
             .iter()
-            .filter(|(_, u)| now.duration_since(u.seen) >= self.silent_after)
-            .map(|(name, _)| Arc::clone(name))
+            .filter(|u| now.duration_since(u.seen) >= self.silent_after)
+            .map(|u| Arc::clone(&u.record.name))
             .collect();
         if silent.is_empty() {
             return;
@@ -805,7 +809,7 @@ impl State {
             }
             self.names.remove(&ByName(Arc::clone(name)));
         }
-        self.pending.retain(|n| self.fleet.contains_key(n));
+        self.pending.retain(|(_, n)| self.fleet.contains(n));
         self.snapshot = None;
         if silent.len() > MAX_SILENT_FRAMES {
             for client in self.clients.drain(..) {
@@ -818,9 +822,6 @@ impl State {
                 frame.push('}');
                 self.broadcast(Frame::from(frame));
             }
-        }
-        if self.fleet.capacity() > 4 * self.fleet.len().max(1_024) {
-            self.fleet.shrink_to(2 * self.fleet.len());
         }
         crate::window::shrink_mostly_empty(&mut self.pending);
     }
@@ -927,6 +928,7 @@ mod tests {
             health_points: 150,
             magic_points: 150,
             input_data: None,
+            key: LiveKey::NONE,
         }
     }
 

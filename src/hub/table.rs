@@ -204,8 +204,8 @@ pub(super) fn page<'a>(fleet: &'a Fleet, names: &Names, q: &TableQuery) -> Page<
     let descending = q.descending;
     let mut keyed: Vec<(u64, &'a Unicorn)> = fleet
         .iter()
-        .filter(|(name, _)| matches(name, &needle))
-        .map(|(_, u)| (ordered_bits(q.sort.value(u), descending), u))
+        .filter(|u| matches(&u.record.name, &needle))
+        .map(|u| (ordered_bits(q.sort.value(u), descending), u))
         .collect();
     let total = keyed.len();
     if end < keyed.len() {
@@ -252,6 +252,7 @@ fn ordered_bits(v: f64, descending: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::LiveKey;
 
     #[test]
     fn natural_order_reads_numbers_as_numbers_and_keeps_every_name_apart() {
@@ -340,6 +341,7 @@ mod tests {
                 health_points: health,
                 magic_points: 0,
                 input_data: None,
+                key: LiveKey::NONE,
             },
             seen: tokio::time::Instant::now(),
             seen_ms: 0,
@@ -353,13 +355,14 @@ mod tests {
     /// then name.
     #[test]
     fn pages_by_a_value_are_slices_of_the_full_order_even_across_ties() {
-        let fleet: Fleet = (0..500)
-            .map(|i| {
-                let name = format!("u{i}");
-                (Arc::from(name.as_str()), unicorn(&name, (i * 7) % 5))
-            })
+        let mut fleet = Fleet::default();
+        for i in 0..500 {
+            fleet.insert(LiveKey::NONE, unicorn(&format!("u{i}"), (i * 7) % 5));
+        }
+        let names: Names = fleet
+            .iter()
+            .map(|u| ByName(Arc::clone(&u.record.name)))
             .collect();
-        let names: Names = fleet.keys().map(|n| ByName(Arc::clone(n))).collect();
         for descending in [false, true] {
             let mut all: Vec<(i64, usize)> = (0..500).map(|i| ((i * 7) % 5, i as usize)).collect();
             all.sort_by_key(|&(h, i)| (if descending { -h } else { h }, i));
