@@ -43,6 +43,9 @@ use crate::time::{now_ms, write_status_time, Millis};
 
 const FRAME_EVERY: Duration = Duration::from_millis(100);
 
+/// Summaries taken in at a time between frames ([`State::take_summaries`]).
+const SUMMARIES_AT_ONCE: usize = 10_000;
+
 /// More unicorns than this falling silent in one sweep resynchronise the clients instead of
 /// sending a frame per name.
 const MAX_SILENT_FRAMES: usize = 1_000;
@@ -307,6 +310,8 @@ struct State {
     queue: usize,
     queue_bytes: usize,
     silent_after: Duration,
+    /// Summaries not taken in yet, and how far into each batch ([`State::take_summaries`]).
+    summaries_due: std::collections::VecDeque<(Arc<[Summary]>, usize)>,
     /// Unicorns with a record not yet sent in a telemetry frame.
     pending: Vec<(LiveKey, Arc<str>)>,
     snapshot: Option<Frame>,
@@ -330,6 +335,7 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
         queue: settings.queue_frames.max(1),
         queue_bytes: settings.queue_bytes,
         silent_after: settings.silent_after,
+        summaries_due: std::collections::VecDeque::new(),
         pending: Vec::new(),
         snapshot: None,
         firing: HashMap::new(),
@@ -355,12 +361,16 @@ async fn run(mut rx: mpsc::Receiver<HubInput>, settings: HubSettings, stop: Canc
                 state.flush();
                 last_frame = Instant::now();
             }
+            () = std::future::ready(()), if !state.summaries_due.is_empty() => {
+                state.take_summaries(SUMMARIES_AT_ONCE);
+            }
             _ = sweep.tick() => state.sweep(),
         }
     }
     while let Ok(input) = rx.try_recv() {
         state.take(input);
     }
+    state.take_summaries(usize::MAX);
     state.flush();
     // Dropping the clients' senders ends their queues: they send what is left, then close.
 }
@@ -425,38 +435,7 @@ impl State {
                 }
                 self.snapshot = None;
             }
-            HubInput::Summaries(summaries) => {
-                for s in summaries.iter() {
-                    let mut frame = String::with_capacity(320);
-                    frame.push_str("{\"type\":\"summary\",\"summary\":");
-                    s.write_json(&mut frame);
-                    frame.push('}');
-                    // Clients of a view get the summaries of the unicorns in it.
-                    let at = self
-                        .fleet
-                        .get(s.name.as_str())
-                        .map(|u| (u.record.latitude, u.record.longitude));
-                    self.send_where(&Frame::from(frame), |c| match &c.view {
-                        None => true,
-                        Some(v) => {
-                            v.records && at.is_some_and(|(lat, lon)| v.view.contains(lat, lon))
-                        }
-                    });
-                    let newer = |old: Option<&Summary>| {
-                        old.is_none_or(|old| {
-                            (s.window_start, s.revision) >= (old.window_start, old.revision)
-                        })
-                    };
-                    if let Some(u) = self.fleet.get_mut(s.name.as_str()) {
-                        if newer(u.summary.as_deref()) {
-                            u.summary = Some(Box::new(s.clone()));
-                        }
-                    } else if newer(self.early[0].get(&s.name).map(AsRef::as_ref)) {
-                        self.early[0].insert(s.name.clone(), Box::new(s.clone()));
-                    }
-                }
-                self.snapshot = None;
-            }
+            HubInput::Summaries(summaries) => self.summaries_due.push_back((summaries, 0)),
             HubInput::Subscribe(reply, view) => {
                 let (frame, view) = match view {
                     None => (
@@ -563,6 +542,62 @@ impl State {
                 let _ = reply.send(self.alert_list(&query));
             }
         }
+    }
+
+    /// Takes in at most `limit` of the summaries due, oldest first. A minute's close brings
+    /// every unicorn's summary at once — a million, for a fleet of a million — and taking them
+    /// in slices lets telemetry frames go out between them.
+    fn take_summaries(&mut self, limit: usize) {
+        let mut left = limit;
+        while left > 0 {
+            let Some((batch, from)) = self.summaries_due.front_mut() else {
+                break;
+            };
+            let batch = Arc::clone(batch);
+            let start = *from;
+            let end = batch.len().min(start.saturating_add(left));
+            *from = end;
+            if end == batch.len() {
+                self.summaries_due.pop_front();
+            }
+            left -= end - start;
+            for s in &batch[start..end] {
+                let newer = |old: Option<&Summary>| {
+                    old.is_none_or(|old| {
+                        (s.window_start, s.revision) >= (old.window_start, old.revision)
+                    })
+                };
+                // Clients of a view get the summaries of the unicorns in it.
+                let at = match self.fleet.get_mut(s.name.as_str()) {
+                    Some(u) => {
+                        if newer(u.summary.as_deref()) {
+                            u.summary = Some(Box::new(s.clone()));
+                        }
+                        Some((u.record.latitude, u.record.longitude))
+                    }
+                    None => {
+                        if newer(self.early[0].get(&s.name).map(AsRef::as_ref)) {
+                            self.early[0].insert(s.name.clone(), Box::new(s.clone()));
+                        }
+                        None
+                    }
+                };
+                let wanted = |c: &Client| match &c.view {
+                    None => true,
+                    Some(v) => v.records && at.is_some_and(|(lat, lon)| v.view.contains(lat, lon)),
+                };
+                // A minute's close brings every unicorn's summary at once: only those some
+                // client gets are written out.
+                if self.clients.iter().any(wanted) {
+                    let mut frame = String::with_capacity(320);
+                    frame.push_str("{\"type\":\"summary\",\"summary\":");
+                    s.write_json(&mut frame);
+                    frame.push('}');
+                    self.send_where(&Frame::from(frame), wanted);
+                }
+            }
+        }
+        self.snapshot = None;
     }
 
     /// Moves `name` from `from` to its new cell in the grid.
@@ -1037,6 +1072,41 @@ mod tests {
             .iter()
             .map(|r| r["Name"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// A minute's close of a big fleet is taken in slices: every summary still reaches a client
+    /// of the whole fleet, in order, and the table has each unicorn's.
+    #[tokio::test]
+    async fn a_burst_of_summaries_is_taken_in_slices_and_loses_none() {
+        let (hub, stop) = start();
+        // Two slices, within a client's queue (16,384 frames here).
+        let n = SUMMARIES_AT_ONCE + 5_000;
+        let fleet: Vec<LiveRecord> = (0..n).map(|i| live(&format!("u{i}"))).collect();
+        hub.input().send(HubInput::Telemetry(fleet)).await.unwrap();
+        let mut everyone = hub.subscribe(None).await.unwrap();
+        let burst: Arc<[Summary]> = (0..n)
+            .map(|i| Summary::sample(&format!("u{i}")))
+            .collect();
+        hub.input().send(HubInput::Summaries(burst)).await.unwrap();
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let f = frame_text(&everyone.frames.recv().await.unwrap());
+            if f["type"] == "summary" {
+                got.push(f["summary"]["Name"].as_str().unwrap().to_owned());
+            }
+        }
+        let want: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        assert_eq!(got, want);
+        let page = hub.unicorns(None).await.unwrap().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
+        let with_minute = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["MinuteDistance"].is_number())
+            .count();
+        assert_eq!(with_minute, n);
+        stop.cancel();
     }
 
     /// Views are answered from where unicorns are now: one that flies into another cell is
