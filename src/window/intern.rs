@@ -34,7 +34,16 @@ pub struct Interner {
     free: BTreeSet<NameId>,
     /// Arena bytes of forgotten names.
     dead_bytes: usize,
+    /// The id after the last one looked up: see [`Interner::intern`].
+    next: NameId,
+    /// Wrong guesses in a row (guessing pauses past [`GUESS_MISSES`]).
+    misses: u32,
 }
+
+/// Wrong guesses in a row after which an interner stops guessing the next id, and how many
+/// names later it tries again ([`GUESS_RETRY`]).
+const GUESS_MISSES: u32 = 16;
+const GUESS_RETRY: u32 = 256;
 
 /// The span of a freed id.
 const FREE: u64 = u64::MAX;
@@ -51,7 +60,36 @@ fn span_of(arena: &str, span: u64) -> &str {
 impl Interner {
     /// The id of `name`, assigning the next one on first sight. Names must be ≤ 127 bytes
     /// (decoding guarantees ≤ 64).
+    ///
+    /// Fleets report in turn — a gateway cycling through its devices, `stampede produce` —
+    /// so a name is usually the one after the last, in the order names were first seen: the
+    /// id after the last is checked first, by comparing its name (read in order, so cached),
+    /// which spares a probe into a table that a million names put out of every cache (two
+    /// misses: measured, 29% of the server's CPU at a million unicorns). Names that come in
+    /// no order pay a wrong guess now and then: after [`GUESS_MISSES`] in a row, guessing
+    /// pauses for [`GUESS_RETRY`] names.
     pub fn intern(&mut self, name: &str) -> NameId {
+        if self.misses < GUESS_MISSES {
+            let guess = self.next;
+            if let Some(&span) = self.spans.get(guess as usize) {
+                if span != FREE && span_of(&self.arena, span) == name {
+                    self.next = guess.wrapping_add(1);
+                    self.misses = 0;
+                    return guess;
+                }
+            }
+        }
+        self.misses += 1;
+        if self.misses >= GUESS_RETRY {
+            self.misses = 0;
+        }
+        let id = self.look_up(name);
+        self.next = id.wrapping_add(1);
+        id
+    }
+
+    /// The id of `name` through the table, assigning the next one on first sight.
+    fn look_up(&mut self, name: &str) -> NameId {
         let Interner {
             arena,
             spans,
@@ -225,6 +263,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn same_name_same_id() {
@@ -239,6 +278,50 @@ mod tests {
         assert_eq!(i.name(c), "Felaróf 🦄");
         assert_eq!(i.name(99), "");
         assert_eq!(i.len(), 3);
+    }
+
+    /// Guessing the next id never changes an answer: in turn, in turn with gaps and strays,
+    /// in no order, after forgetting, every name gets the id it first got.
+    #[test]
+    fn guessing_the_next_id_gives_the_same_ids_in_any_order() {
+        let mut i = Interner::default();
+        let mut first: HashMap<String, NameId> = HashMap::new();
+        fn check(i: &mut Interner, first: &mut HashMap<String, NameId>, name: String) {
+            let id = i.intern(&name);
+            let want = *first.entry(name.clone()).or_insert(id);
+            assert_eq!(id, want, "{name}");
+        }
+        let names: Vec<String> = (0..2_000).map(|n| format!("u{n}")).collect();
+        for _ in 0..3 {
+            for n in &names {
+                check(&mut i, &mut first, n.clone());
+            }
+        }
+        // In turn, with every seventh missing and a stranger every hundredth.
+        for (k, n) in names.iter().enumerate() {
+            if k % 7 != 0 {
+                check(&mut i, &mut first, n.clone());
+            }
+            if k % 100 == 0 {
+                check(&mut i, &mut first, format!("stray-{k}"));
+            }
+        }
+        // No order at all.
+        let mut x: u64 = 42;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            check(&mut i, &mut first, names[(x >> 33) as usize % names.len()].clone());
+        }
+        // A forgotten name's id goes to a newcomer; the next in turn is still itself.
+        i.forget(10);
+        first.remove("u10");
+        let newcomer = i.intern("newcomer");
+        assert_eq!(newcomer, 10);
+        first.insert("newcomer".into(), 10);
+        for n in &names[5..15] {
+            check(&mut i, &mut first, n.clone());
+        }
+        assert_eq!(i.intern("newcomer"), 10);
     }
 
     #[test]
