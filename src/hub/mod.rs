@@ -1084,9 +1084,7 @@ mod tests {
         let fleet: Vec<LiveRecord> = (0..n).map(|i| live(&format!("u{i}"))).collect();
         hub.input().send(HubInput::Telemetry(fleet)).await.unwrap();
         let mut everyone = hub.subscribe(None).await.unwrap();
-        let burst: Arc<[Summary]> = (0..n)
-            .map(|i| Summary::sample(&format!("u{i}")))
-            .collect();
+        let burst: Arc<[Summary]> = (0..n).map(|i| Summary::sample(&format!("u{i}"))).collect();
         hub.input().send(HubInput::Summaries(burst)).await.unwrap();
         let mut got = Vec::with_capacity(n);
         while got.len() < n {

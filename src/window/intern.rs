@@ -310,7 +310,11 @@ mod tests {
         let mut x: u64 = 42;
         for _ in 0..10_000 {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            check(&mut i, &mut first, names[(x >> 33) as usize % names.len()].clone());
+            check(
+                &mut i,
+                &mut first,
+                names[(x >> 33) as usize % names.len()].clone(),
+            );
         }
         // A forgotten name's id goes to a newcomer; the next in turn is still itself.
         i.forget(10);
