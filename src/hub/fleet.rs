@@ -209,27 +209,9 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::LiveRecord;
 
     fn unicorn(name: &Arc<str>) -> Unicorn {
-        Unicorn {
-            record: LiveRecord {
-                name: Arc::clone(name),
-                status_time: 0,
-                latitude: 0.0,
-                longitude: 0.0,
-                distance: 0.0,
-                health_points: 100,
-                magic_points: 0,
-                input_data: None,
-                key: LiveKey::NONE,
-            },
-            seen: tokio::time::Instant::now(),
-            seen_ms: 0,
-            summary: None,
-            pending: false,
-            place: super::super::view::Place::default(),
-        }
+        Unicorn::sample(name, 100)
     }
 
     /// Keys find unicorns fast while they hold, and never find the wrong one when they do not:

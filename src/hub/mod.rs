@@ -142,6 +142,31 @@ pub struct UnicornList {
     pub body: Bytes,
 }
 
+#[cfg(test)]
+impl Unicorn {
+    /// A unicorn named `name` with health `health`, at 0°, 0° (tests of the fleet and table).
+    fn sample(name: &Arc<str>, health: i64) -> Unicorn {
+        Unicorn {
+            record: LiveRecord {
+                name: Arc::clone(name),
+                status_time: 0,
+                latitude: 0.0,
+                longitude: 0.0,
+                distance: 0.0,
+                health_points: health,
+                magic_points: 0,
+                input_data: None,
+                key: LiveKey::NONE,
+            },
+            seen: Instant::now(),
+            seen_ms: 0,
+            summary: None,
+            pending: false,
+            place: Place::default(),
+        }
+    }
+}
+
 /// `GET /api/unicorns` has had its share of the hub this second ([`HubSettings::table_budget`]).
 #[derive(Debug)]
 pub struct TableBusy;

@@ -331,24 +331,7 @@ mod tests {
     }
 
     fn unicorn(name: &str, health: i64) -> Unicorn {
-        Unicorn {
-            record: super::super::LiveRecord {
-                name: name.into(),
-                status_time: 0,
-                latitude: 0.0,
-                longitude: 0.0,
-                distance: 0.0,
-                health_points: health,
-                magic_points: 0,
-                input_data: None,
-                key: LiveKey::NONE,
-            },
-            seen: tokio::time::Instant::now(),
-            seen_ms: 0,
-            summary: None,
-            pending: false,
-            place: super::super::view::Place::default(),
-        }
+        Unicorn::sample(&Arc::from(name), health)
     }
 
     /// Every page of a fleet full of ties is the slice of the whole fleet sorted by value,

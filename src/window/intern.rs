@@ -66,8 +66,8 @@ impl Interner {
     /// id after the last is checked first, by comparing its name (read in order, so cached),
     /// which spares a probe into a table that a million names put out of every cache (two
     /// misses: measured, 29% of the server's CPU at a million unicorns). Names that come in
-    /// no order pay a wrong guess now and then: after [`GUESS_MISSES`] in a row, guessing
-    /// pauses for [`GUESS_RETRY`] names.
+    /// no order pay a wrong guess now and then: after `GUESS_MISSES` in a row, guessing
+    /// pauses for `GUESS_RETRY` names.
     pub fn intern(&mut self, name: &str) -> NameId {
         if self.misses < GUESS_MISSES {
             let guess = self.next;
