@@ -140,12 +140,26 @@ impl ClientContext for Observed {
         }
     }
 
+    /// Up once some connection (bootstrap or learnt) is up; down only while none is and some
+    /// is failing or retrying. Brokers not needed yet (`INIT`) or mid-handshake say nothing: a
+    /// producer's first statistics often show its only connection up being the bootstrap one,
+    /// and those may be read after its first delivery already raised the flag.
     fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP");
-        self.connected.store(up, Ordering::Relaxed);
+        let brokers = statistics.brokers.values();
+        let mut failing = false;
+        for b in brokers {
+            match b.state.as_str() {
+                "UP" | "UPDATE" => {
+                    self.connected.store(true, Ordering::Relaxed);
+                    return;
+                }
+                "DOWN" | "TRY_CONNECT" | "CONNECT" => failing = true,
+                _ => {}
+            }
+        }
+        if failing {
+            self.connected.store(false, Ordering::Relaxed);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
