@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::io::Cursor;
 
 use criterion::{criterion_main, Criterion, Throughput};
-use stampede::aggregate::{aggregate, write_summaries, Input};
+use stampede::commands::aggregate::{aggregate, write_summaries, Input};
 use stampede::decode::decode;
 use stampede::window::WindowConfig;
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use stampede::produce::render;
+use stampede::commands::produce::render;
 use stampede_producers::{fleet_name, Fleet, FleetConfig};
 
 /// Unicorns in the benchmark fleet.

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use stampede::output::dynamodb::DynamoStore;
+use stampede::output::store::dynamodb::DynamoStore;
 use stampede::record::Summary;
 
 #[tokio::main]

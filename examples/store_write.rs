@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use stampede::output::embedded::Store;
+use stampede::output::store::embedded::Store;
 use stampede::record::Summary;
 
 fn main() {

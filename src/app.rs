@@ -1,9 +1,11 @@
 //! Assembly: builds every part from the config, wires the channels, and runs the ordered
-//! shutdown. The only module that knows every other; `main` and the tests both call [`start`].
+//! shutdown. The only module that knows every other; the `serve` and `demo` commands and the
+//! tests all call [`start`].
 //!
-//! Outputs are registered here and nowhere else: the store (embedded or DynamoDB), the summary
-//! stream (Kafka or Kinesis, whatever the source), the dead-letter stream (on the source's own
-//! transport) and the live hub; the engines see them only through one `output::Fanout`.
+//! Each part builds itself from its settings (`build()` beside it); this file only says which
+//! parts the config asks for and in what order: the hub, the outputs (the store, the summary
+//! stream, the dead-letter stream on the source's own transport, alerts, the archive), the
+//! sources, then the web server. The engines see the outputs only through one `output::Fanout`.
 //!
 //! Shutdown (DESIGN decision 7): stop the sources (ingest answers 503), let the engines drain
 //! their queues and flush every open window, let every output finish what it was sent, let the
@@ -18,23 +20,15 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::target::Target;
-use crate::backoff::Backoff;
-use crate::config::{ArchiveKind, Config, SourceKind, StoreKind, StreamKind};
+use crate::clients::aws::Aws;
+use crate::config::{ArchiveKind, Config, ConfigError, SourceKind, StoreKind, StreamKind};
 use crate::hub::{Hub, HubSettings};
-use crate::kafka::Observed;
-use crate::kinesis::ShardsError;
-use crate::output::dead_letter_table::DeadLetterTable;
-use crate::output::dynamodb::DynamoStore;
-use crate::output::embedded::Store;
-use crate::output::kafka::{KafkaSink, KafkaTopic};
-use crate::output::kinesis::KinesisSink;
-use crate::output::store::{Backend, Stores};
-use crate::output::{Health, Interest, Outputs};
-use crate::pipeline::{self, Batch, PartitionSpec};
-use crate::source::kafka::{KafkaSource, KafkaSourceConfig};
+use crate::output::stream::Carries;
+use crate::output::{archive, notify, store, stream, Health, Outputs};
+use crate::pipeline::{Batch, Steps};
+use crate::setting::BadSetting;
+use crate::source::{self, Sources};
 use crate::web::{router, WebState};
-use crate::window::WindowConfig;
 
 /// A running service.
 pub struct App {
@@ -64,8 +58,20 @@ impl App {
 /// The store cannot be opened, a configured stream or table is missing, or the address cannot
 /// be bound; the message says which and why.
 pub async fn start(config: Config) -> anyhow::Result<App> {
-    let window = config.window_config()?;
-    let rules: Arc<[crate::alert::Rule]> = config.alert_rules()?.into();
+    // A setting a part refused is a config error like any other (exit status 2).
+    assemble(config)
+        .await
+        .map_err(|e| match e.downcast::<BadSetting>() {
+            Ok(bad) => ConfigError::from(bad).into(),
+            Err(e) => e,
+        })
+}
+
+async fn assemble(config: Config) -> anyhow::Result<App> {
+    let steps = Steps {
+        window: config.window_config()?,
+        rules: config.alert_rules()?.into(),
+    };
     let addr = config.listen_addr()?;
     // First: a bad certificate is a config error, not a half-started service.
     let tls = if config.web.tls_cert.is_empty() {
@@ -76,7 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             std::path::Path::new(&config.web.tls_key),
         )?)
     };
-    let aws = AwsConfig::new();
+    let aws = Aws::new();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
@@ -93,117 +99,46 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
 
     // Every output, registered once: the engines see only the fan-out.
     let mut outputs = Outputs::new(Some(hub.input()));
-    let stores = store_output(&config, &aws, &mut outputs).await?;
-    summary_stream_output(&config, &aws, &mut outputs).await?;
-    dead_letter_output(&config, &aws, &mut outputs).await?;
-    let alerts_web = alert_output(
-        &config,
-        &aws,
-        &stores,
-        rules,
-        &mut outputs,
-        public_url(&config, local, tls.is_some()),
-    )
-    .await?;
-    let archive = archive_output(&config, &aws, &mut outputs).await?;
+    let stores = store::build(store_settings(&config), &aws, &mut outputs).await?;
+    if let Some(settings) = summary_stream_settings(&config) {
+        stream::build(Carries::Summaries, settings, &aws, &mut outputs).await?;
+    }
+    if let Some(settings) = dead_letter_stream_settings(&config) {
+        stream::build(Carries::DeadLetters, settings, &aws, &mut outputs).await?;
+    }
+    let alerts_web = if steps.rules.is_empty() {
+        None
+    } else {
+        let settings = notify_settings(&config, local, tls.is_some());
+        let mail = notify::build(settings, &aws, &stores, &mut outputs).await?;
+        Some(crate::web::alerts::AlertsWeb {
+            rules: Arc::clone(&steps.rules),
+            smtp: mail,
+        })
+    };
+    let archive = match archive_place(&config) {
+        Some(place) => {
+            let settings = archive_settings(&config);
+            Some(archive::build(place, settings, &aws, &mut outputs).await?)
+        }
+        None => None,
+    };
     let fanout = outputs.fanout();
     let mut connections: Vec<(&'static str, Health)> = outputs.health();
 
-    let (ingest_tx, ingest_rx) = mpsc::channel::<Batch>(64);
     let source_stop = CancellationToken::new();
-    let engine = tokio::spawn(pipeline::run(
-        PartitionSpec {
-            window,
-            source: "http",
-            name: "0".into(),
-            durable: None,
-        },
-        ingest_rx,
-        fanout.clone(),
-        source_stop.clone(),
-    ));
-
-    let kafka_source = if config.source.kind == SourceKind::Kafka {
-        let source = KafkaSource::start(
-            KafkaSourceConfig {
-                brokers: config.source.brokers.clone(),
-                topic: config.source.topic.clone(),
-                group: config.source.group.clone(),
-                options: config.source.kafka_options.clone(),
-                checkpoint_topic: config.source.checkpoint_topic.clone(),
-                window,
-            },
-            fanout.clone(),
-            source_stop.clone(),
-        )
-        .map_err(|e| kafka_start_error(e, "cannot start the Kafka source (source.brokers)"))?;
-        connections.push((
-            "source",
-            Health::from_flag("source", Arc::clone(&source.connected)),
-        ));
-        Some(source)
-    } else {
-        None
-    };
-
-    let kinesis_source = if config.source.kind == SourceKind::Kinesis {
-        let aws = aws_config(&aws).await;
-        let client = aws_sdk_kinesis::Client::new(aws);
-        require_stream(&client, "source.stream", &config.source.stream).await?;
-        let source = crate::source::kinesis::KinesisSource::start(
-            aws,
-            crate::source::kinesis::KinesisSourceConfig {
-                stream: config.source.stream.clone(),
-                lease_table: config.source.lease_table.clone(),
-                create_tables: config.store.create_tables,
-                window,
-            },
-            fanout.clone(),
-            source_stop.clone(),
-        )
-        .await
-        .context("cannot start the Kinesis source (source.lease_table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
-        connections.push((
-            "source",
-            Health::from_flag("source", Arc::clone(&source.connected)),
-        ));
-        Some(source)
-    } else {
-        None
-    };
-
-    // The file source is a partition of its own; it flushes its windows when the file ends.
-    let file_partition = if config.source.kind == SourceKind::File {
-        let path = std::path::PathBuf::from(&config.source.path);
-        let (tx, rx) = mpsc::channel::<Batch>(8);
-        let task = tokio::spawn(pipeline::run(
-            PartitionSpec {
-                // A file is history: no wall-clock rule.
-                window: WindowConfig {
-                    max_future_ms: None,
-                    ..window
-                },
-                source: "file",
-                name: config.source.path.clone(),
-                durable: None,
-            },
-            rx,
-            fanout.clone(),
-            source_stop.clone(),
-        ));
-        tokio::task::spawn_blocking(move || {
-            match crate::source::file::read_into(&path, 1_000, &tx) {
-                Ok(n) => {
-                    tracing::info!(path = %path.display(), records = n, "file source read to the end")
-                }
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "file source failed"),
-            }
-        });
-        Some(task)
-    } else {
-        None
-    };
+    let sources = Sources::start(
+        source_settings(&config),
+        &steps,
+        &fanout,
+        &source_stop,
+        &aws,
+    )
+    .await?;
     drop(fanout);
+    if let Some(health) = &sources.health {
+        connections.push(("source", health.clone()));
+    }
 
     let guard = Arc::new(crate::web::guard::Guard {
         loopback: addr.ip().is_loopback(),
@@ -214,8 +149,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         tls: tls.is_some(),
     });
     let stopping = Arc::new(AtomicBool::new(false));
+    let ingest = sources.ingest.clone();
     let state = WebState {
-        ingest: ingest_tx.clone(),
+        ingest: sources.ingest.clone(),
         hub,
         stores,
         token: config.web.token.as_str().into(),
@@ -260,21 +196,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         stopping.store(true, Ordering::Relaxed);
         source_stop.cancel();
         // Each step runs even when one before it failed; the error names every failed step.
-        let mut failed: Vec<String> = Vec::new();
-        if engine.await.is_err() {
-            failed.push("http partition".into());
-        }
-        if let Some(source) = kafka_source {
-            source.stopped().await;
-        }
-        if let Some(source) = kinesis_source {
-            source.stopped().await;
-        }
-        if let Some(task) = file_partition {
-            if task.await.is_err() {
-                failed.push("file partition".into());
-            }
-        }
+        let mut failed: Vec<String> = sources.stopped().await;
         tracing::info!("stopping: windows flushed; outputs");
         if let Err(e) = outputs.close(crate::output::CLOSE_DEADLINE).await {
             failed.push(e.to_string());
@@ -298,332 +220,43 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     });
     Ok(App {
         addr: local,
-        ingest: ingest_tx,
+        ingest,
         cancel,
         done,
     })
 }
 
-/// The AWS settings (region, credential chain, endpoints), resolved once for every AWS part and
-/// only if one is configured.
-type AwsConfig = tokio::sync::OnceCell<aws_config::SdkConfig>;
-
-async fn aws_config(cell: &AwsConfig) -> &aws_config::SdkConfig {
-    cell.get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
-        .await
-}
-
-/// The store output: summaries and dead letters into the embedded store, or into DynamoDB (the
-/// summary and dead-letter tables; then nothing is kept on this host). Returns what the API
-/// reads them back from.
-async fn store_output(
-    config: &Config,
-    aws: &AwsConfig,
-    outputs: &mut Outputs,
-) -> anyhow::Result<Stores> {
-    let (backend, stores) = if config.store.kind == StoreKind::DynamoDb {
-        let aws = aws_config(aws).await;
-        let summaries = open_dynamo(aws, &config.store.table, config.store.create_tables).await?;
-        let dead_letters = DeadLetterTable::open(
-            aws,
-            &config.store.dead_letter_table,
-            config.store.create_tables,
-        )
-        .await
-        .context("store.dead_letter_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
-        let backend = Backend::DynamoDb {
-            runtime: tokio::runtime::Handle::current(),
-            summaries: summaries.clone(),
-            dead_letters: dead_letters.clone(),
-        };
-        (
-            backend,
-            Stores::DynamoDb {
-                summaries,
-                dead_letters,
-            },
-        )
-    } else {
-        let store_dir = config.store.path.clone();
-        let retention = config.store.dead_letter_retention;
-        let embedded = tokio::task::spawn_blocking(move || Store::open(&store_dir, retention))
-            .await
-            .context("store open panicked")??;
-        (
-            Backend::Embedded(embedded.clone()),
-            Stores::Embedded(embedded),
-        )
-    };
-    let rx = outputs.add(
-        "store",
-        Interest {
-            summaries: true,
-            dead_letters: true,
-            ..Interest::default()
+/// `[store]` as the store output's settings.
+fn store_settings(config: &Config) -> store::Settings {
+    let s = &config.store;
+    match s.kind {
+        StoreKind::DynamoDb => store::Settings::DynamoDb {
+            table: s.table.clone(),
+            dead_letter_table: s.dead_letter_table.clone(),
+            create_tables: s.create_tables,
         },
-    );
-    let health = Health::new("store");
-    outputs.run(
-        "store",
-        crate::output::store::spawn(backend, rx, health.clone(), outputs.give_up()),
-        health,
-    );
-    Ok(stores)
-}
-
-/// The archive output (CONTRACT §8), when `archive.kind` is not `none`; returns where it writes
-/// (for queries). Fails at start when the directory cannot be made or the bucket reached.
-async fn archive_output(
-    config: &Config,
-    aws: &AwsConfig,
-    outputs: &mut Outputs,
-) -> anyhow::Result<Option<Target>> {
-    let section = &config.archive;
-    let (target, key) = match section.kind {
-        ArchiveKind::None => return Ok(None),
-        ArchiveKind::Dir => (
-            Target::Dir(std::path::PathBuf::from(&section.path)),
-            "archive.path",
-        ),
-        ArchiveKind::S3 => {
-            let store = crate::archive::target::s3_store(aws_config(aws).await, &section.bucket)
-                .context(
-                    "cannot make an S3 client (archive.bucket; AWS_REGION, AWS_ENDPOINT_URL_S3)",
-                )?;
-            let target = Target::S3 {
-                store,
-                bucket: section.bucket.clone(),
-                prefix: section.prefix.clone(),
-            };
-            (target, "archive.bucket")
-        }
-    };
-    target
-        .prepare()
-        .await
-        .with_context(|| format!("cannot write the archive at {} ({key})", target.describe()))?;
-    let rx = outputs.add(
-        "archive",
-        Interest {
-            records: true,
-            ..Interest::default()
+        StoreKind::Embedded => store::Settings::Embedded {
+            path: s.path.clone(),
+            dead_letter_retention: s.dead_letter_retention,
         },
-    );
-    let health = Health::new("archive");
-    let settings = crate::archive::output::Settings {
-        layout: section.layout,
-        format: section.format,
-        buffer_bytes: usize::try_from(section.buffer_bytes).unwrap_or(usize::MAX),
-        buffer_age: std::time::Duration::from_secs(section.buffer_secs),
-    };
-    let output = crate::archive::output::ArchiveOutput::new(
-        target.clone(),
-        settings,
-        health.clone(),
-        outputs.give_up(),
-    );
-    outputs.run("archive", tokio::spawn(output.run(rx)), health);
-    tracing::info!(target = %target.describe(), layout = ?section.layout, format = ?section.format, "archive: on");
-    Ok(Some(target))
-}
-
-/// The base of the links in alert mails: `alerts.smtp.public_url`, else this service's own
-/// address (its port when `web.listen` asks for any).
-fn public_url(config: &Config, addr: SocketAddr, tls: bool) -> String {
-    if !config.alerts.smtp.public_url.is_empty() {
-        return config.alerts.smtp.public_url.clone();
-    }
-    format!("{}://{addr}", if tls { "https" } else { "http" })
-}
-
-/// Registers the alert output when alerts are on (`rules` not empty), with its channels:
-/// SNS when `alerts.sns.topic_arn` is set, the built-in e-mail when `alerts.smtp.server` is.
-async fn alert_output(
-    config: &Config,
-    aws: &AwsConfig,
-    stores: &Stores,
-    rules: Arc<[crate::alert::Rule]>,
-    outputs: &mut Outputs,
-    public_url: String,
-) -> anyhow::Result<Option<crate::web::alerts::AlertsWeb>> {
-    use crate::alert::notify::{Channel, NotifySettings};
-    if rules.is_empty() {
-        return Ok(None);
-    }
-    let a = &config.alerts;
-    let mut channels = Vec::new();
-    if !a.sns.topic_arn.is_empty() {
-        let client = aws_sdk_sns::Client::new(aws_config(aws).await);
-        client
-            .get_topic_attributes()
-            .topic_arn(&a.sns.topic_arn)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "alerts.sns.topic_arn: cannot use topic {:?}: {} (AWS_REGION, AWS_ENDPOINT_URL_SNS)",
-                    a.sns.topic_arn,
-                    aws_sdk_sns::error::DisplayErrorContext(&e)
-                )
-            })?;
-        channels.push(Channel::Sns(crate::alert::sns::SnsChannel::new(
-            client,
-            &a.sns.topic_arn,
-        )));
-    }
-    let mut smtp = None;
-    if !a.smtp.server.is_empty() {
-        // A bad server or sender is a config error.
-        let url = public_url.clone();
-        let mailer = crate::alert::smtp::Mailer::new(&a.smtp.server, &a.smtp.from, &url).map_err(
-            |message| crate::config::ConfigError::Invalid {
-                origin: String::new(),
-                message,
-            },
-        )?;
-        let max = usize::try_from(a.max_subscriptions).unwrap_or(usize::MAX);
-        let subs = match stores {
-            Stores::Embedded(store) => {
-                crate::alert::subscriptions::Subscriptions::embedded(store.database(), max)
-                    .await
-                    .context("cannot read the alert subscriptions (store.path)")?
-            }
-            Stores::DynamoDb { .. } => crate::alert::subscriptions::Subscriptions::dynamodb(
-                aws_config(aws).await,
-                &config.store.subscription_table,
-                config.store.create_tables,
-                max,
-            )
-            .await
-            .context(
-                "store.subscription_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)",
-            )?,
-        };
-        let second = crate::alert::smtp::Mailer::new(&a.smtp.server, &a.smtp.from, &url).map_err(
-            |message| crate::config::ConfigError::Invalid {
-                origin: String::new(),
-                message,
-            },
-        )?;
-        channels.push(Channel::Smtp(Box::new(
-            crate::alert::smtp::SmtpChannel::new(mailer, subs.clone()),
-        )));
-        smtp = Some((subs, Arc::new(second)));
-        tracing::info!(server = %a.smtp.server, links = %url, "alert e-mail through SMTP");
-    }
-    outputs.evaluate_alerts(Arc::clone(&rules));
-    let rx = outputs.add(
-        "alerts",
-        Interest {
-            alerts: true,
-            ..Interest::default()
-        },
-    );
-    let health = Health::new("alerts");
-    let settings = NotifySettings {
-        group_interval: std::time::Duration::from_secs(a.group_interval_secs),
-        channels,
-    };
-    outputs.run(
-        "alerts",
-        crate::alert::notify::spawn(settings, rx, health.clone(), outputs.give_up()),
-        health,
-    );
-    Ok(Some(crate::web::alerts::AlertsWeb { rules, smtp }))
-}
-
-/// What a stream output carries.
-#[derive(Clone, Copy)]
-enum Carries {
-    Summaries,
-    DeadLetters,
-}
-
-impl Carries {
-    /// Its output's name (logs, `/readyz`).
-    fn name(self) -> &'static str {
-        match self {
-            Carries::Summaries => "summary_stream",
-            Carries::DeadLetters => "dead_letter_stream",
-        }
-    }
-
-    fn interest(self) -> Interest {
-        Interest {
-            summaries: matches!(self, Carries::Summaries),
-            dead_letters: matches!(self, Carries::DeadLetters),
-            ..Interest::default()
-        }
     }
 }
 
-/// Registers a Kafka output carrying `carries` to `topic` on `brokers` (named by `key`).
-fn kafka_output(
-    outputs: &mut Outputs,
-    carries: Carries,
-    (brokers, key): (&str, &str),
-    options: &toml::Table,
-    topic: &str,
-) -> anyhow::Result<()> {
-    let observed = Observed::default();
-    let health = Health::from_flag(carries.name(), Arc::clone(&observed.connected));
-    let topic = KafkaTopic::new(brokers, options, topic, observed).map_err(|e| {
-        kafka_start_error(
-            e,
-            &format!(
-                "cannot create the Kafka producer of the {} ({key})",
-                carries.name()
-            ),
-        )
-    })?;
-    let sink = match carries {
-        Carries::Summaries => KafkaSink::new(Some(topic), None, health.clone()),
-        Carries::DeadLetters => KafkaSink::new(None, Some(topic), health.clone()),
-    };
-    let rx = outputs.add(carries.name(), carries.interest());
-    outputs.run(carries.name(), tokio::spawn(sink.run(rx)), health);
-    Ok(())
-}
-
-/// Registers a Kinesis output carrying `carries` to `stream`.
-fn kinesis_output(
-    outputs: &mut Outputs,
-    carries: Carries,
-    client: aws_sdk_kinesis::Client,
-    stream: &str,
-) {
-    let health = Health::new(carries.name());
-    let sink = match carries {
-        Carries::Summaries => KinesisSink::new(client, Some(stream), None, health.clone()),
-        Carries::DeadLetters => KinesisSink::new(client, None, Some(stream), health.clone()),
-    };
-    let rx = outputs.add(carries.name(), carries.interest());
-    outputs.run(carries.name(), tokio::spawn(sink.run(rx)), health);
-}
-
-/// The summary stream, when `[summary_stream]` names one: Kafka or Kinesis, whatever the source.
-async fn summary_stream_output(
-    config: &Config,
-    aws: &AwsConfig,
-    outputs: &mut Outputs,
-) -> anyhow::Result<()> {
-    match config.summary_stream.kind {
-        StreamKind::Kafka => kafka_output(
-            outputs,
-            Carries::Summaries,
-            (config.summary_brokers(), "summary_stream.brokers"),
-            &config.source.kafka_options,
-            &config.summary_stream.topic,
-        )?,
-        StreamKind::Kinesis => {
-            let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
-            let stream = &config.summary_stream.stream;
-            require_stream(&client, "summary_stream.stream", stream).await?;
-            kinesis_output(outputs, Carries::Summaries, client, stream);
-        }
-        StreamKind::None => {}
+/// `[summary_stream]`, when it names one: Kafka or Kinesis, whatever the source.
+fn summary_stream_settings(config: &Config) -> Option<stream::Settings<'_>> {
+    let s = &config.summary_stream;
+    match s.kind {
+        StreamKind::Kafka => Some(stream::Settings::Kafka {
+            brokers: (config.summary_brokers(), "summary_stream.brokers"),
+            options: &config.source.kafka_options,
+            topic: &s.topic,
+        }),
+        StreamKind::Kinesis => Some(stream::Settings::Kinesis {
+            stream: (&s.stream, "summary_stream.stream"),
+            optional: false,
+        }),
+        StreamKind::None => None,
     }
-    Ok(())
 }
 
 /// The dead-letter stream of a stream source, on the source's own transport, when
@@ -631,106 +264,91 @@ async fn summary_stream_output(
 /// missing Kinesis stream stops the start when it was configured, and is skipped with a warning
 /// when it is only the default (the user never asked for one, and dead letters are kept in the
 /// store anyway).
-async fn dead_letter_output(
-    config: &Config,
-    aws: &AwsConfig,
-    outputs: &mut Outputs,
-) -> anyhow::Result<()> {
+fn dead_letter_stream_settings(config: &Config) -> Option<stream::Settings<'_>> {
     let name = config.source.dead_letters.as_str();
     if name.is_empty() {
-        return Ok(());
+        return None;
     }
     match config.source.kind {
-        SourceKind::Kafka => kafka_output(
-            outputs,
-            Carries::DeadLetters,
-            (&config.source.brokers, "source.brokers"),
-            &config.source.kafka_options,
-            name,
-        )?,
-        SourceKind::Kinesis => {
-            let client = aws_sdk_kinesis::Client::new(aws_config(aws).await);
-            if !kinesis_stream_exists(&client, "source.dead_letters", name).await {
-                if name == crate::config::DEFAULT_DEAD_LETTERS {
-                    tracing::warn!(stream = name, "the default dead-letter stream does not exist: dead letters are kept in the store only (create the stream, or set source.dead_letters = \"\" to silence this)");
-                    return Ok(());
-                }
-                anyhow::bail!(
-                    "source.dead_letters: {}",
-                    ShardsError::Missing(name.to_owned())
-                );
-            }
-            kinesis_output(outputs, Carries::DeadLetters, client, name);
-        }
-        SourceKind::Http | SourceKind::File => {}
+        SourceKind::Kafka => Some(stream::Settings::Kafka {
+            brokers: (&config.source.brokers, "source.brokers"),
+            options: &config.source.kafka_options,
+            topic: name,
+        }),
+        SourceKind::Kinesis => Some(stream::Settings::Kinesis {
+            stream: (name, "source.dead_letters"),
+            optional: name == crate::config::DEFAULT_DEAD_LETTERS,
+        }),
+        SourceKind::Http | SourceKind::File => None,
     }
-    Ok(())
 }
 
-/// A Kinesis stream the config names (by `key`) must exist: a missing one stops the start.
-async fn require_stream(
-    client: &aws_sdk_kinesis::Client,
-    key: &str,
-    stream: &str,
-) -> anyhow::Result<()> {
-    if kinesis_stream_exists(client, key, stream).await {
-        Ok(())
+/// `[alerts]` as the alert output's settings. The links in mails start at
+/// `alerts.smtp.public_url`, else at this service's own address (its port when `web.listen`
+/// asks for any).
+fn notify_settings(config: &Config, addr: SocketAddr, tls: bool) -> notify::Settings {
+    let a = &config.alerts;
+    let public_url = if a.smtp.public_url.is_empty() {
+        format!("{}://{addr}", if tls { "https" } else { "http" })
     } else {
-        anyhow::bail!("{key}: {}", ShardsError::Missing(stream.to_owned()))
+        a.smtp.public_url.clone()
+    };
+    notify::Settings {
+        sns_topic: a.sns.topic_arn.clone(),
+        smtp: (!a.smtp.server.is_empty()).then(|| notify::SmtpSettings {
+            server: a.smtp.server.clone(),
+            from: a.smtp.from.clone(),
+            public_url,
+            max_subscriptions: usize::try_from(a.max_subscriptions).unwrap_or(usize::MAX),
+            subscription_table: config.store.subscription_table.clone(),
+            create_tables: config.store.create_tables,
+        }),
+        group_interval: std::time::Duration::from_secs(a.group_interval_secs),
     }
 }
 
-/// Whether a Kinesis stream exists. An unreachable Kinesis counts as "exists" with a warning,
-/// as the parts that use it retry.
-async fn kinesis_stream_exists(client: &aws_sdk_kinesis::Client, key: &str, stream: &str) -> bool {
-    match crate::kinesis::list_shards(client, stream).await {
-        Ok(_) => true,
-        Err(ShardsError::Missing(_)) => false,
-        Err(e) => {
-            tracing::warn!(key, error = %e, "Kinesis not reachable yet; retrying");
-            true
-        }
+/// Where `[archive]` writes, unless `archive.kind` is `none`.
+fn archive_place(config: &Config) -> Option<archive::Place> {
+    let a = &config.archive;
+    match a.kind {
+        ArchiveKind::None => None,
+        ArchiveKind::Dir => Some(archive::Place::Dir(a.path.clone().into())),
+        ArchiveKind::S3 => Some(archive::Place::S3 {
+            bucket: a.bucket.clone(),
+            prefix: a.prefix.clone(),
+        }),
     }
 }
 
-/// The DynamoDB summary table, retried for a minute while DynamoDB cannot be reached; a missing
-/// table (without `create_tables`) fails at once, naming it.
-async fn open_dynamo(
-    aws: &aws_config::SdkConfig,
-    table: &str,
-    create: bool,
-) -> anyhow::Result<DynamoStore> {
-    let mut wait = Backoff::new(
-        std::time::Duration::from_millis(500),
-        std::time::Duration::from_secs(10),
-    );
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        match DynamoStore::with_config(aws, table, create).await {
-            Ok(store) => return Ok(store),
-            Err(e) if e.permanent || tokio::time::Instant::now() > deadline => {
-                return Err(e).context("store.kind = \"dynamodb\" (store.table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "DynamoDB not reachable; retrying");
-                wait.wait().await;
-            }
-        }
+/// `[archive]` as the archive output's settings.
+fn archive_settings(config: &Config) -> archive::output::Settings {
+    let a = &config.archive;
+    archive::output::Settings {
+        layout: a.layout,
+        format: a.format,
+        buffer_bytes: usize::try_from(a.buffer_bytes).unwrap_or(usize::MAX),
+        buffer_age: std::time::Duration::from_secs(a.buffer_secs),
     }
 }
 
-/// Why a Kafka client could not be built, as an error for the user: a setting librdkafka refuses
-/// is bad config naming its `[source.kafka_options]` key (exit 2); anything else says `what`.
-fn kafka_start_error(e: rdkafka::error::KafkaError, what: &str) -> anyhow::Error {
-    match e {
-        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
-            crate::config::ConfigError::Value {
-                key: format!("source.kafka_options.\"{key}\""),
-                message: description,
-            }
-            .into()
-        }
-        other => anyhow::Error::new(other).context(what.to_owned()),
+/// `[source]` as the sources' settings.
+fn source_settings(config: &Config) -> source::Settings {
+    let s = &config.source;
+    match s.kind {
+        SourceKind::Http => source::Settings::Http,
+        SourceKind::File => source::Settings::File(s.path.clone().into()),
+        SourceKind::Kafka => source::Settings::Kafka(source::kafka::KafkaSourceConfig {
+            brokers: s.brokers.clone(),
+            topic: s.topic.clone(),
+            group: s.group.clone(),
+            options: s.kafka_options.clone(),
+            checkpoint_topic: s.checkpoint_topic.clone(),
+        }),
+        SourceKind::Kinesis => source::Settings::Kinesis(source::kinesis::KinesisSourceConfig {
+            stream: s.stream.clone(),
+            lease_table: s.lease_table.clone(),
+            create_tables: config.store.create_tables,
+        }),
     }
 }
 

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::alert::{Direction, Field, Rule};
+use crate::output::archive::{ArchiveFormat, ArchiveLayout};
+pub use crate::record::SourceKind;
 use crate::time::Millis;
 use crate::window::{TimeMode, WindowConfig};
 
@@ -45,28 +47,6 @@ pub enum ArchiveKind {
     Dir,
     /// An S3 bucket (`archive.bucket`, `archive.prefix`).
     S3,
-}
-
-/// How archive objects are laid out under hourly prefixes (`archive.layout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ArchiveLayout {
-    /// `YYYY/MM/DD/HH/wildrydes-1-…`, as Firehose writes.
-    #[default]
-    Firehose,
-    /// `dt=YYYY-MM-DD/hour=HH/…`, partitions Athena, Spark and DataFusion prune on.
-    Hive,
-}
-
-/// What archive objects hold (`archive.format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ArchiveFormat {
-    /// The records' bytes as received, one per line.
-    #[default]
-    Ndjson,
-    /// Typed columns, zstd.
-    Parquet,
 }
 
 /// `[archive]` of CONTRACT §8.
@@ -211,20 +191,6 @@ fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 fn optional_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     number(d).map(Some)
-}
-
-/// Where telemetry comes from (`source.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// `POST /ingest` only.
-    Http,
-    /// A Kafka consumer group.
-    Kafka,
-    /// A Kinesis stream, shards shared through leases.
-    Kinesis,
-    /// One NDJSON file, read once.
-    File,
 }
 
 /// Where summaries and dead letters are kept (`store.kind`).
@@ -567,6 +533,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A setting the part it configures refused as it started.
+    #[error(transparent)]
+    Setting(#[from] crate::setting::BadSetting),
     /// A value is out of range or unsupported.
     #[error("config key {key}: {message}")]
     Value {
@@ -578,7 +547,7 @@ pub enum ConfigError {
 }
 
 fn check_topic(key: &str, topic: &str) -> Result<(), ConfigError> {
-    crate::kafka::check_topic(topic).map_err(|m| value_error(key, m))
+    crate::clients::kafka::check_topic(topic).map_err(|m| value_error(key, m))
 }
 
 fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
@@ -640,7 +609,7 @@ impl Config {
         self.listen_addr()?;
         self.alert_rules()?;
         if self.source.kind == SourceKind::Kinesis {
-            crate::kinesis::check_stream(&self.source.stream)
+            crate::clients::kinesis::check_stream(&self.source.stream)
                 .map_err(|m| value_error("source.stream", m))?;
             if self.source.lease_table.is_empty() {
                 return Err(value_error(
@@ -679,7 +648,7 @@ impl Config {
         self.check_mail_links()?;
         self.check_archive()?;
         if self.summary_stream.kind == StreamKind::Kinesis {
-            crate::kinesis::check_stream(&self.summary_stream.stream)
+            crate::clients::kinesis::check_stream(&self.summary_stream.stream)
                 .map_err(|m| value_error("summary_stream.stream", m))?;
         }
         if self.summary_stream.kind == StreamKind::Kafka {
@@ -804,7 +773,7 @@ impl Config {
             check_topic("source.dead_letters", &self.source.dead_letters)?;
         }
         check_topic("source.checkpoint_topic", &self.source.checkpoint_topic)?;
-        crate::kafka::check_options(&self.source.kafka_options)
+        crate::clients::kafka::check_options(&self.source.kafka_options)
             .map_err(|(key, message)| value_error(&key, message))
     }
 
@@ -970,7 +939,7 @@ impl Config {
                 ))
             }
             ArchiveKind::S3 => {
-                crate::archive::check_bucket(&archive.bucket)
+                crate::output::archive::check_bucket(&archive.bucket)
                     .map_err(|m| value_error("archive.bucket", m))?;
                 if archive.prefix.starts_with('/')
                     || !(archive.prefix.is_empty() || archive.prefix.ends_with('/'))

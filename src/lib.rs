@@ -44,33 +44,31 @@
 //!   the simulated fleet; [`consume`] — `stampede consume`, the workshop's stream reader.
 //! * [`cli`] — the command line.
 
-pub mod record;
+pub mod setting;
 pub mod time;
 
-pub mod aws;
+pub mod record;
+
 pub mod backoff;
-pub mod kafka;
-pub mod kinesis;
-pub mod source;
+pub mod metrics;
+
+pub mod clients;
 
 pub mod decode;
-pub mod pipeline;
 pub mod window;
 
 pub mod alert;
-pub mod archive;
-pub mod query;
-
 pub mod hub;
 pub mod output;
+pub mod pipeline;
+pub mod source;
 
-pub mod metrics;
+pub mod query;
 pub mod web;
 
-pub mod aggregate;
-pub mod app;
-pub mod cli;
 pub mod config;
-pub mod consume;
-pub mod demo;
-pub mod produce;
+
+pub mod app;
+pub mod commands;
+
+pub mod cli;

@@ -26,12 +26,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{Alerts, Change};
+use std::sync::Arc;
+
+use crate::alert::{Alerts, Change, Rule};
 use crate::decode::{decode, Detached};
 use crate::hub::{LiveKey, LiveRecord};
 use crate::metrics::{PartitionGauges, METRICS};
 use crate::output::{Fanout, Records};
-use crate::record::{DeadLetter, Field, Reject, RejectReason, Summary, MAX_RECORD_BYTES};
+use crate::record::{
+    DeadLetter, Field, Reject, RejectReason, SourceKind, Summary, MAX_RECORD_BYTES,
+};
 use crate::time::{now_ms, Millis};
 use crate::window::{
     shrink_mostly_empty, Accepted, Checkpoint, Engine, Forgotten, NameId, TimeMode, WindowConfig,
@@ -77,12 +81,22 @@ pub struct Outcome {
     pub errors: Vec<(usize, Reject)>,
 }
 
-/// What a partition is and where it starts.
-pub struct PartitionSpec {
+/// What every partition of a source computes: the window settings and the alert rules (none:
+/// alerts are off). Handed to each partition task as it starts.
+#[derive(Clone)]
+pub struct Steps {
     /// Window settings.
     pub window: WindowConfig,
-    /// Source kind, for dead letters: `http`, `file`, `kafka`, `kinesis`.
-    pub source: &'static str,
+    /// The alert rules evaluated per record; empty when alerts are off.
+    pub rules: Arc<[Rule]>,
+}
+
+/// What a partition is and where it starts.
+pub struct PartitionSpec {
+    /// What the partition computes.
+    pub steps: Steps,
+    /// Where its records come from, for dead letters and metrics.
+    pub source: SourceKind,
     /// Partition or shard name, for logs and dead letters.
     pub name: String,
     /// Set for a partition its source can re-read (see the module docs).
@@ -119,25 +133,25 @@ struct LiveSlot {
 
 struct Partition {
     engine: Engine,
-    source: &'static str,
+    source: SourceKind,
     name: String,
     next_position: u64,
     live: Vec<Option<LiveSlot>>,
     live_dirty: Vec<NameId>,
     /// One shared copy of each unicorn's name for the live records.
-    names: Vec<Option<std::sync::Arc<str>>>,
+    names: Vec<Option<Arc<str>>>,
     /// This engine's number in the live records' keys ([`LiveKey`]).
     live_source: u32,
     emitted: Vec<Summary>,
     out: Fanout,
     durable: Option<Durable>,
     committed: Option<(Checkpoint, Millis)>,
-    gauges: std::sync::Arc<PartitionGauges>,
+    gauges: Arc<PartitionGauges>,
     /// When silent unicorns were last looked for.
     last_forget: Millis,
     forgotten: Forgotten,
     /// The partition's name, shared with the hub's alert list.
-    shared_name: std::sync::Arc<str>,
+    shared_name: Arc<str>,
     alerts: Option<Alerts>,
     changes: Vec<Change>,
     /// After a resume: records up to this position are accounted for by the checkpoint (its
@@ -157,11 +171,11 @@ pub async fn run(
     let now = now_ms();
     let resume = spec.durable.as_ref().and_then(|d| d.resume.as_ref());
     let engine = match resume {
-        Some(checkpoint) => Engine::resume(spec.window, checkpoint, now),
-        None => Engine::new(spec.window),
+        Some(checkpoint) => Engine::resume(spec.steps.window, checkpoint, now),
+        None => Engine::new(spec.steps.window),
     };
-    // Alert rules are evaluated when alerts are on (the fan-out then has an alert output).
-    let mut alerts = out.alert_rules().map(Alerts::new);
+    // Alert rules are evaluated when alerts are on.
+    let mut alerts = (!spec.steps.rules.is_empty()).then(|| Alerts::new(spec.steps.rules));
     let resumed_through = resume.and_then(|c| c.last_position);
     if let (Some(alerts), Some(checkpoint)) = (alerts.as_mut(), resume) {
         if let Some(text) = &checkpoint.alerts {
@@ -170,7 +184,7 @@ pub async fn run(
             }
         }
     }
-    let gauges = METRICS.partition(spec.source, &spec.name);
+    let gauges = METRICS.partition(spec.source.as_str(), &spec.name);
     let mut p = Partition {
         gauges,
         engine,
@@ -506,7 +520,7 @@ impl Partition {
                 }
                 let name = self.names[idx].get_or_insert_with(|| self.engine.name(id).into());
                 let mut record = slot.record.clone();
-                record.name = std::sync::Arc::clone(name);
+                record.name = Arc::clone(name);
                 record.key = LiveKey {
                     source: self.live_source,
                     id,
@@ -556,7 +570,7 @@ fn remember(
     r.health_points = record.health_points;
     r.magic_points = record.magic_points;
     if r.input_data.as_deref() != record.input_data.as_deref() {
-        r.input_data = record.input_data.as_deref().map(std::sync::Arc::from);
+        r.input_data = record.input_data.as_deref().map(Arc::from);
     }
     if !slot.dirty {
         slot.dirty = true;

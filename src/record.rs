@@ -380,6 +380,44 @@ mod tests {
     }
 }
 
+/// Where telemetry comes from (`source.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// `POST /ingest` only.
+    Http,
+    /// A Kafka consumer group.
+    Kafka,
+    /// A Kinesis stream, shards shared through leases.
+    Kinesis,
+    /// One NDJSON file, read once.
+    File,
+}
+
+impl SourceKind {
+    /// Its name in the configuration, dead letters and metrics: `http`, `kafka`, `kinesis`,
+    /// `file`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Http => "http",
+            SourceKind::Kafka => "kafka",
+            SourceKind::Kinesis => "kinesis",
+            SourceKind::File => "file",
+        }
+    }
+
+    /// Whether the source re-reads a partition from a committed position (Kafka, Kinesis).
+    pub fn is_durable(self) -> bool {
+        matches!(self, SourceKind::Kafka | SourceKind::Kinesis)
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A rejected record, kept for inspection: the item every dead-letter output receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -387,8 +425,8 @@ pub struct DeadLetter {
     pub reason: RejectReason,
     /// The field at fault, if any.
     pub field: Option<Field>,
-    /// Where it came from: `http`, `file`, `kafka`, `kinesis`.
-    pub source: &'static str,
+    /// Where it came from.
+    pub source: SourceKind,
     /// Partition or shard.
     pub partition: String,
     /// Offset or sequence within the partition.

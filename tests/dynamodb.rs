@@ -1,7 +1,7 @@
 //! The DynamoDB store against dynalite (a DynamoDB emulator that validates like AWS), started by
 //! `scripts/components/aws`; its address is in `STAMPEDE_TEST_DYNAMODB`.
 
-use stampede::output::dynamodb::DynamoStore;
+use stampede::output::store::dynamodb::DynamoStore;
 use stampede::record::Summary;
 use stampede::record::SummaryQuery;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
-use stampede::aggregate::{aggregate, write_summaries, Input};
+use stampede::commands::aggregate::{aggregate, write_summaries, Input};
 use stampede::window::WindowConfig;
 
 use crate::support::process::stampede_ok;
@@ -171,7 +171,7 @@ fn golden_alert_changes() {
 fn alert_changes_of_a_drifting_fleet_match_the_reference() {
     let out = faulty_fleet("30", "15000", "7");
     let input = out.stdout;
-    let (_, changes, _) = stampede::aggregate::aggregate_with_alerts(
+    let (_, changes, _) = stampede::commands::aggregate::aggregate_with_alerts(
         [Input {
             label: "fleet".into(),
             reader: Box::new(std::io::Cursor::new(input.clone())),
@@ -183,7 +183,7 @@ fn alert_changes_of_a_drifting_fleet_match_the_reference() {
     )
     .unwrap();
     let mut got = Vec::new();
-    stampede::aggregate::write_changes(&mut got, &changes).unwrap();
+    stampede::commands::aggregate::write_changes(&mut got, &changes).unwrap();
     let got = ndjson(&got);
     let want = reference_alerts(&input, 100);
     assert!(

@@ -677,7 +677,7 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
 fn put_all_keeps_each_keys_order_across_partial_failures() {
     use aws_sdk_kinesis::primitives::Blob;
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-    use stampede::produce::{put_all, KeyOrder};
+    use stampede::clients::kinesis::{put_all, KeyOrder};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let direct = client(&rt);
     let proxy = crate::support::faults::FaultProxy::start(&endpoint());

@@ -381,12 +381,15 @@ combinations! {
 fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_does() {
     let dir = temp_dir("outputs-default-dlq");
     let mut streams = Streams::new();
-    let exists = streams.rt.block_on(stampede::kinesis::list_shards(
+    let exists = streams.rt.block_on(stampede::clients::kinesis::list_shards(
         &streams.kinesis,
         stampede::config::DEFAULT_DEAD_LETTERS,
     ));
     assert!(
-        matches!(exists, Err(stampede::kinesis::ShardsError::Missing(_))),
+        matches!(
+            exists,
+            Err(stampede::clients::kinesis::ShardsError::Missing(_))
+        ),
         "the default dead-letter stream must not exist for this test: {exists:?}"
     );
     let telemetry = unique("default-dlq-telemetry");

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use stampede::aggregate::{aggregate, write_summaries, Input};
+use stampede::commands::aggregate::{aggregate, write_summaries, Input};
 use stampede::decode::decode;
 use stampede::record::Summary;
 use stampede::window::{Checkpoint, Engine, TimeMode, WindowConfig};

@@ -28,12 +28,6 @@
 //! only [`Alerts::observe`]s their time (a later record older than a time before those is in a
 //! final window: the window engine rejects it as too late, so it is never evaluated).
 
-pub mod manage;
-pub mod notify;
-pub mod smtp;
-pub mod sns;
-pub mod subscriptions;
-
 use std::fmt::Write as _;
 use std::sync::Arc;
 

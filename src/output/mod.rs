@@ -15,12 +15,10 @@
 //! Adding a capability (alerts, the raw archive) means writing one more output and registering
 //! it in `app`: the engine, the sources and the other outputs do not change.
 
-pub mod dead_letter_table;
-pub mod dynamodb;
-pub mod embedded;
-pub mod kafka;
-pub mod kinesis;
+pub mod archive;
+pub mod notify;
 pub mod store;
+pub mod stream;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -63,7 +61,7 @@ pub enum Item {
 #[derive(Debug)]
 pub struct Records {
     /// Source kind: `http`, `file`, `kafka`, `kinesis`.
-    pub source: &'static str,
+    pub source: crate::record::SourceKind,
     /// Partition or shard.
     pub partition: Arc<str>,
     /// The bytes the records are cut from.
@@ -313,15 +311,9 @@ pub struct Fanout {
     durable: Arc<[Registered]>,
     live: Option<mpsc::Sender<HubInput>>,
     records: bool,
-    alert_rules: Option<Arc<[crate::alert::Rule]>>,
 }
 
 impl Fanout {
-    /// The alert rules the engines evaluate, when alerts are on.
-    pub fn alert_rules(&self) -> Option<Arc<[crate::alert::Rule]>> {
-        self.alert_rules.clone()
-    }
-
     /// Whether some output keeps raw records (else the engine does not collect them).
     pub fn wants_records(&self) -> bool {
         self.records
@@ -459,7 +451,6 @@ pub struct Outputs {
     health: Vec<(&'static str, Health)>,
     live: Option<mpsc::Sender<HubInput>>,
     give_up: tokio_util::sync::CancellationToken,
-    alert_rules: Option<Arc<[crate::alert::Rule]>>,
 }
 
 impl Outputs {
@@ -471,13 +462,7 @@ impl Outputs {
             health: Vec::new(),
             live,
             give_up: tokio_util::sync::CancellationToken::new(),
-            alert_rules: None,
         }
-    }
-
-    /// Alerts are on: every engine evaluates `rules` and sends its changes through the fan-out.
-    pub fn evaluate_alerts(&mut self, rules: Arc<[crate::alert::Rule]>) {
-        self.alert_rules = Some(rules);
     }
 
     /// Fires when shutdown passes its deadline: an output that retries in a loop of its own (on
@@ -511,7 +496,6 @@ impl Outputs {
             durable: self.registered.clone().into(),
             live: self.live.clone(),
             records: self.registered.iter().any(|r| r.wants.records),
-            alert_rules: self.alert_rules.clone(),
         }
     }
 
@@ -571,7 +555,7 @@ mod tests {
         DeadLetter {
             reason: crate::record::RejectReason::MalformedJson,
             field: None,
-            source: "http",
+            source: crate::record::SourceKind::Http,
             partition: "0".into(),
             position: 3,
             at: 0,
@@ -658,7 +642,7 @@ mod tests {
         assert!(fanout.wants_records());
         fanout
             .records(Records {
-                source: "http",
+                source: crate::record::SourceKind::Http,
                 partition: "0".into(),
                 payload: Bytes::from_static(b"ab"),
                 ranges: vec![0..1, 1..2],

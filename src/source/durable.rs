@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::{Answer, Fanout};
-use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec};
-use crate::window::{Checkpoint, WindowConfig};
+use crate::pipeline::{self, Batch, CommitRequest, Durable, PartitionSpec, Steps};
+use crate::record::SourceKind;
+use crate::window::Checkpoint;
 
 /// Records per batch handed to an engine, at most.
 pub const BATCH_RECORDS: usize = 2_048;
@@ -74,7 +75,7 @@ impl Partition {
     /// checkpoints go to `commits` tagged with `slot`. Must be called within a Tokio runtime
     /// (or pass one with [`Partition::start_on`]).
     pub fn start(
-        spec: (&'static str, String, WindowConfig),
+        spec: (SourceKind, String, Steps),
         slot: u32,
         resume: Option<Checkpoint>,
         commits: mpsc::UnboundedSender<CommitRequest>,
@@ -93,7 +94,7 @@ impl Partition {
     /// As [`Partition::start`], on `runtime` (from a thread outside it).
     pub fn start_on(
         runtime: &tokio::runtime::Handle,
-        (source, name, window): (&'static str, String, WindowConfig),
+        (source, name, steps): (SourceKind, String, Steps),
         slot: u32,
         resume: Option<Checkpoint>,
         commits: mpsc::UnboundedSender<CommitRequest>,
@@ -102,7 +103,7 @@ impl Partition {
         let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
         let handoff = CancellationToken::new();
         let spec = PartitionSpec {
-            window,
+            steps,
             source,
             name,
             durable: Some(Durable {
@@ -465,8 +466,17 @@ mod tests {
     async fn a_full_engine_hands_the_batch_back_and_a_stopped_one_says_gone() {
         let (_commits, tx) = Commits::new();
         let outputs = crate::output::Outputs::new(None).fanout();
-        let window = WindowConfig::default();
-        let partition = Partition::start(("kafka", "t/0".into(), window), 0, None, tx, outputs);
+        let steps = Steps {
+            window: crate::window::WindowConfig::default(),
+            rules: Vec::new().into(),
+        };
+        let partition = Partition::start(
+            (SourceKind::Kafka, "t/0".into(), steps),
+            0,
+            None,
+            tx,
+            outputs,
+        );
         let mut builder = BatchBuilder::default();
         let record = br#"{"Name":"a","StatusTime":"2018-03-18 03:20:00","Latitude":1,"Longitude":1,"Distance":1,"HealthPoints":1,"MagicPoints":1}"#;
         let mut full = 0;

@@ -175,6 +175,35 @@ pub fn read_into(
     }
 }
 
+/// Starts the file source: a partition of its own, fed by a thread that reads `path` to its end;
+/// the partition then flushes its windows. A file is history: no wall-clock rule applies.
+pub fn start(
+    path: std::path::PathBuf,
+    steps: crate::pipeline::Steps,
+    fanout: crate::output::Fanout,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<crate::pipeline::Batch>(8);
+    let spec = crate::pipeline::PartitionSpec {
+        steps: crate::pipeline::Steps {
+            window: crate::window::WindowConfig {
+                max_future_ms: None,
+                ..steps.window
+            },
+            rules: steps.rules,
+        },
+        source: crate::record::SourceKind::File,
+        name: path.display().to_string(),
+        durable: None,
+    };
+    let task = tokio::spawn(crate::pipeline::run(spec, rx, fanout, stop));
+    tokio::task::spawn_blocking(move || match read_into(&path, 1_000, &tx) {
+        Ok(n) => tracing::info!(path = %path.display(), records = n, "file source read to the end"),
+        Err(e) => tracing::error!(path = %path.display(), error = %e, "file source failed"),
+    });
+    task
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

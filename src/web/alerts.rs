@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{unauthorized, WebState};
-use crate::alert::smtp::Mailer;
-use crate::alert::subscriptions::Subscriptions;
 use crate::alert::Rule;
 use crate::hub::AlertQuery;
+use crate::output::notify::smtp::Mailer;
+use crate::output::store::subscriptions::Subscriptions;
 
 /// What the web needs of alerts.
 #[derive(Clone)]

@@ -60,7 +60,7 @@ impl WebState {
             return true;
         }
         let given = guard::bearer(headers).unwrap_or_default();
-        guard::constant_time_eq(given.as_bytes(), self.token.as_bytes())
+        crate::clients::token::constant_time_eq(given.as_bytes(), self.token.as_bytes())
     }
 
     fn stopping(&self) -> bool {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{unauthorized, WebState};
-use crate::archive::target::Target;
+use crate::output::archive::target::Target;
 use crate::query::{QueryError, Tables};
 use crate::record::SummaryQuery;
 

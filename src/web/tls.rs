@@ -18,42 +18,18 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigError;
+use crate::setting::BadSetting;
 
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The client side, for the service's own connections out (`produce --to https://…`, an SMTP
-/// server over TLS): servers verified against the system's certificate store; `SSL_CERT_FILE`
-/// (or `SSL_CERT_DIR`) names another, for a server with a certificate of its own.
-///
-/// # Errors
-/// The TLS library refused the settings (in words).
-pub fn client_config() -> Result<rustls::ClientConfig, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!(errors = ?found.errors, "no trusted certificates found: TLS servers will be refused (set SSL_CERT_FILE)");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
 
 /// The server's TLS settings from PEM files.
 ///
 /// # Errors
 /// A file that cannot be read, holds no certificate or key, or a key that does not match: a
 /// config error (exit status 2) naming the key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
-    let bad = |k: &str, message: String| ConfigError::Value {
-        key: k.into(),
-        message,
-    };
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, BadSetting> {
+    let bad = |key: &str, message: String| BadSetting::key(key, message);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| bad("web.tls_cert", format!("{}: {e}", cert.display())))?;

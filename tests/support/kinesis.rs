@@ -83,7 +83,7 @@ pub fn read_shards(
     stream: &str,
 ) -> Vec<Vec<Vec<u8>>> {
     let shards = rt
-        .block_on(stampede::kinesis::list_shards(c, stream))
+        .block_on(stampede::clients::kinesis::list_shards(c, stream))
         .unwrap();
     let mut out = Vec::new();
     for shard in shards {
@@ -118,7 +118,7 @@ pub fn read_shards(
 /// A record an hour later on every shard, so that every earlier window becomes final.
 pub fn close_all_windows(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str) {
     let shards = rt
-        .block_on(stampede::kinesis::list_shards(c, stream))
+        .block_on(stampede::clients::kinesis::list_shards(c, stream))
         .unwrap();
     for (i, shard) in shards.iter().enumerate() {
         let start = shard

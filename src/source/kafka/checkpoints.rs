@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
-use crate::kafka::{client_config, Deliveries, Observed};
+use crate::clients::kafka::{client_config, Deliveries, Observed};
 use crate::window::Checkpoint;
 
 /// How long a write or a read of checkpoints may take.
@@ -68,7 +68,7 @@ impl Checkpoints {
                 ("acks", "all"),
                 ("linger.ms", "0"),
             ],
-            &crate::kafka::producer_options(options),
+            &crate::clients::kafka::producer_options(options),
         )
         .create_with_context(Deliveries::default())?;
         let store = Checkpoints {

@@ -44,14 +44,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::kafka::{client_config, Observed};
+use crate::clients::kafka::{client_config, Observed};
 
 mod checkpoints;
 use crate::metrics::METRICS;
 use crate::output::Fanout;
-use crate::pipeline::{Batch, CommitRequest};
+use crate::pipeline::{Batch, CommitRequest, Steps};
+use crate::record::SourceKind;
 use crate::source::durable::{BatchBuilder, Commits, Feeder, Partition, Ready, Refused};
-use crate::window::{Checkpoint, WindowConfig};
+use crate::window::Checkpoint;
 use checkpoints::Checkpoints;
 
 /// Brokers refuse offset metadata past `offset.metadata.max.bytes` (4,096 by default).
@@ -103,8 +104,6 @@ pub struct KafkaSourceConfig {
     pub options: toml::Table,
     /// The topic the engines' checkpoints are kept in.
     pub checkpoint_topic: String,
-    /// Window settings for each partition's engine.
-    pub window: WindowConfig,
 }
 
 /// A running Kafka source.
@@ -122,6 +121,7 @@ impl KafkaSource {
     /// librdkafka refused the settings, or the subscription failed.
     pub fn start(
         cfg: KafkaSourceConfig,
+        steps: Steps,
         outputs: Fanout,
         stop: CancellationToken,
     ) -> Result<KafkaSource, KafkaError> {
@@ -132,7 +132,7 @@ impl KafkaSource {
             observed,
             runtime: Handle::current(),
             topic: cfg.topic.clone(),
-            window: cfg.window,
+            steps,
             outputs,
             commits,
             state: Mutex::new(State {
@@ -204,7 +204,7 @@ struct GroupContext {
     observed: Observed,
     runtime: Handle,
     topic: String,
-    window: WindowConfig,
+    steps: Steps,
     outputs: Fanout,
     commits: mpsc::UnboundedSender<CommitRequest>,
     state: Mutex<State>,
@@ -334,7 +334,11 @@ impl GroupContext {
             METRICS.source_taken.fetch_add(1, Ordering::Relaxed);
             let engine = Partition::start_on(
                 &self.runtime,
-                ("kafka", format!("{}/{partition}", self.topic), self.window),
+                (
+                    SourceKind::Kafka,
+                    format!("{}/{partition}", self.topic),
+                    self.steps.clone(),
+                ),
                 slot,
                 resume,
                 self.commits.clone(),

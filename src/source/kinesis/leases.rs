@@ -132,7 +132,7 @@ impl Leases {
             }
         }
         let within = std::time::Duration::from_secs(30);
-        if crate::aws::table_active(&leases.client, table, within).await {
+        if crate::clients::aws::table_active(&leases.client, table, within).await {
             return Ok(leases);
         }
         Err(LeaseError::Table(format!(

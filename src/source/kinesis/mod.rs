@@ -45,11 +45,13 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::kinesis::describe;
+use crate::clients::kinesis::describe;
 use crate::metrics::METRICS;
 use crate::output::Fanout;
+use crate::pipeline::Steps;
+use crate::record::SourceKind;
 use crate::source::durable::{BatchBuilder, Commits, Partition, Ready};
-use crate::window::{Checkpoint, WindowConfig};
+use crate::window::Checkpoint;
 
 pub mod leases;
 mod plan;
@@ -83,8 +85,6 @@ pub struct KinesisSourceConfig {
     pub lease_table: String,
     /// Create the lease table when missing.
     pub create_tables: bool,
-    /// Window settings of each shard's engine.
-    pub window: WindowConfig,
 }
 
 /// A running Kinesis source.
@@ -103,6 +103,7 @@ impl KinesisSource {
     pub async fn start(
         aws: &aws_config::SdkConfig,
         cfg: KinesisSourceConfig,
+        steps: Steps,
         outputs: Fanout,
         stop: CancellationToken,
     ) -> Result<KinesisSource, LeaseError> {
@@ -123,7 +124,7 @@ impl KinesisSource {
                 crate::time::now_ms()
             ),
             stream: cfg.stream,
-            window: cfg.window,
+            steps,
             outputs,
             connected: Arc::clone(&connected),
             readers: HashMap::new(),
@@ -160,7 +161,7 @@ struct Coordinator {
     leases: Leases,
     owner: String,
     stream: String,
-    window: WindowConfig,
+    steps: Steps,
     outputs: Fanout,
     connected: Arc<AtomicBool>,
     readers: HashMap<String, Reader>,
@@ -218,7 +219,7 @@ impl Coordinator {
 
     /// Creates a lease for every shard that has none.
     async fn discover(&mut self) -> Result<(), String> {
-        let shards = crate::kinesis::list_shards(&self.kinesis, &self.stream)
+        let shards = crate::clients::kinesis::list_shards(&self.kinesis, &self.stream)
             .await
             .map_err(|e| e.to_string())?;
         let known: Vec<String> = self
@@ -230,7 +231,7 @@ impl Coordinator {
             .map(|l| l.shard)
             .collect();
         for shard in shards {
-            if let Some(range) = crate::kinesis::hash_range(&shard) {
+            if let Some(range) = crate::clients::kinesis::hash_range(&shard) {
                 self.ranges.insert(shard.shard_id().to_owned(), range);
             }
             if known.iter().any(|k| k == shard.shard_id()) {
@@ -343,7 +344,7 @@ impl Coordinator {
         };
         let resume = engine.and_then(|text| Checkpoint::decode(text, 0));
         let task = tokio::spawn(reader.run(
-            self.window,
+            self.steps.clone(),
             resume,
             slot,
             self.outputs.clone(),
@@ -406,7 +407,7 @@ enum Stop {
 impl ShardReader {
     async fn run(
         mut self,
-        window: WindowConfig,
+        steps: Steps,
         resume: Option<Checkpoint>,
         slot: u32,
         outputs: Fanout,
@@ -416,7 +417,7 @@ impl ShardReader {
         // Sequence numbers go with the records only to an output that names records by them.
         let named = outputs.wants_records();
         let engine = Partition::start(
-            ("kinesis", self.shard.clone(), window),
+            (SourceKind::Kinesis, self.shard.clone(), steps),
             slot,
             resume,
             commit_tx,
@@ -481,7 +482,7 @@ impl ShardReader {
     async fn merged(&self, handoff: &CancellationToken) -> Option<bool> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            match crate::kinesis::list_shards(&self.kinesis, &self.stream).await {
+            match crate::clients::kinesis::list_shards(&self.kinesis, &self.stream).await {
                 Ok(shards) => {
                     let me = Some(self.shard.as_str());
                     return Some(shards.iter().any(|s| {
@@ -608,8 +609,9 @@ impl ShardReader {
                     if let Some((low, high)) = self.tail_range {
                         // A parent's record: ours only if its key hashes into our range. Every
                         // record keeps its position, as the parent's checkpoint counts them.
-                        let hash =
-                            crate::kinesis::hash_key(r.partition_key.as_deref().unwrap_or(""));
+                        let hash = crate::clients::kinesis::hash_key(
+                            r.partition_key.as_deref().unwrap_or(""),
+                        );
                         self.after = Some(sequence);
                         if hash < low || hash > high {
                             continue;

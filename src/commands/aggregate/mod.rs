@@ -1,0 +1,329 @@
+//! Batch mode (`stampede aggregate`): NDJSON files in order, as one partition, through the same
+//! decode and window code as the service; the final summary of every window out.
+//!
+//! Sits at the end of the flow for files: file source → decode → window engine → here, where the
+//! emitted summaries are reduced to the last revision of each (`StatusTime`, `Name`) and sorted.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use crate::alert::{Alerts, Change, Rule};
+use crate::record::{Reject, RejectReason, Summary};
+use crate::time::Millis;
+use crate::window::{Accepted, Engine, TimeMode, WindowConfig};
+
+mod chunks;
+mod command;
+
+pub use command::run as command;
+pub use command::{Args, TimeArg, WindowArgs};
+
+/// The decoding threads `stampede aggregate` uses by default: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// How often (in records) the engine is asked to emit and evict.
+const ADVANCE_EVERY: u64 = 4_096;
+
+/// One input: a name for messages and the bytes.
+pub struct Input<'a> {
+    /// File path, or `-` for stdin.
+    pub label: String,
+    /// The NDJSON.
+    pub reader: Box<dyn Read + 'a>,
+}
+
+/// What one run read and produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Inputs read.
+    pub inputs: usize,
+    /// Non-blank lines read.
+    pub records: u64,
+    /// Records accepted into a window.
+    pub accepted: u64,
+    /// Of those, late ones that restated a closed window.
+    pub late: u64,
+    /// Rejects by reason, indexed by [`RejectReason::index`].
+    pub rejected: [u64; RejectReason::ALL.len()],
+    /// Final summaries.
+    pub summaries: usize,
+}
+
+impl Report {
+    /// All rejects.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+}
+
+/// A rejected line, for the caller to report.
+pub struct Rejected<'a> {
+    /// The input's label.
+    pub input: &'a str,
+    /// 1-based line number within the input.
+    pub line: u64,
+    /// Why.
+    pub reject: Reject,
+    /// The raw bytes, cut at 64 KiB.
+    pub raw: &'a [u8],
+}
+
+/// An input could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {input}: {source}")]
+pub struct AggregateError {
+    /// The input's label.
+    pub input: String,
+    /// The I/O error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Runs `inputs` through decode and one window engine, flushes at the end, and returns the final
+/// summary of every window ordered by (`StatusTime`, `Name`), with the counts. `on_reject` sees
+/// every rejected line, in input order.
+///
+/// Lines are decoded on `threads` threads (inline for 0 or 1) and fed to the engine in input
+/// order, so the answer is the same for any number of threads.
+///
+/// # Errors
+/// The first input that cannot be read; what was read before is lost with it.
+pub fn aggregate<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    cfg: WindowConfig,
+    threads: usize,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+) -> Result<(Vec<Summary>, Report), AggregateError> {
+    run(inputs, cfg, threads, None, on_reject)
+}
+
+/// As [`aggregate`], also evaluating `rules` on every accepted record (CONTRACT §7): the alert
+/// state changes, in the order the records caused them (`stampede aggregate --alerts`).
+///
+/// # Errors
+/// As [`aggregate`].
+pub fn aggregate_with_alerts<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    cfg: WindowConfig,
+    threads: usize,
+    rules: Arc<[Rule]>,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+) -> Result<(Vec<Summary>, Vec<Change>, Report), AggregateError> {
+    let mut alerts = Alerts::new(rules);
+    let mut changes = Vec::new();
+    let (summaries, report) = run(
+        inputs,
+        cfg,
+        threads,
+        Some((&mut alerts, &mut changes)),
+        on_reject,
+    )?;
+    Ok((summaries, changes, report))
+}
+
+fn run<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    cfg: WindowConfig,
+    threads: usize,
+    mut alerts: Option<(&mut Alerts, &mut Vec<Change>)>,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+) -> Result<(Vec<Summary>, Report), AggregateError> {
+    let mut engine = Engine::new(WindowConfig {
+        idle_timeout_ms: None,
+        ..cfg
+    });
+    let (labels, readers): (Vec<String>, Vec<_>) =
+        inputs.into_iter().map(|i| (i.label, i.reader)).unzip();
+    let mut report = Report {
+        inputs: labels.len(),
+        ..Report::default()
+    };
+    let mut emitted = Vec::new();
+    let mut position: u64 = 0;
+    let mut arrival = wall_clock(cfg.time);
+    // Lines of the current input before the chunk at hand.
+    let (mut input, mut lines_before) = (0, 0);
+    let mut consume = |chunk: chunks::Decoded| {
+        if chunk.input() != input {
+            (input, lines_before) = (chunk.input(), 0);
+        }
+        for line in chunk.records() {
+            report.records += 1;
+            position += 1;
+            if position.is_multiple_of(ADVANCE_EVERY) {
+                arrival = wall_clock(cfg.time);
+                engine.advance(arrival, &mut emitted);
+            }
+            let outcome = line.outcome.and_then(|record| {
+                let accepted = engine
+                    .push(&record, position, arrival)
+                    .map_err(|_| Reject::new(RejectReason::TooLate))?;
+                if let Some((alerts, changes)) = alerts.as_mut() {
+                    alerts.evaluate(engine.last_unicorn(), &record, changes);
+                }
+                Ok(accepted)
+            });
+            match outcome {
+                Ok(accepted) => {
+                    report.accepted += 1;
+                    report.late += u64::from(accepted == Accepted::Late);
+                }
+                Err(reject) => {
+                    report.rejected[reject.reason.index()] += 1;
+                    on_reject(&Rejected {
+                        input: &labels[line.input],
+                        line: lines_before + line.line,
+                        reject,
+                        raw: line.raw,
+                    });
+                }
+            }
+        }
+        lines_before += chunk.lines();
+    };
+    chunks::decode_in_order(chunks::Chunker::new(readers), threads, &mut consume).map_err(
+        |failed| AggregateError {
+            input: labels[failed.input].clone(),
+            source: failed.error,
+        },
+    )?;
+    engine.flush(&mut emitted);
+    let finals = final_summaries(emitted);
+    report.summaries = finals.len();
+    Ok((finals, report))
+}
+
+/// The last emission of every (`StatusTime`, `Name`), ordered by that key. Emissions of one key
+/// come in rising revision order, so the last is the newest.
+pub fn final_summaries(mut emitted: Vec<Summary>) -> Vec<Summary> {
+    // Stable: among equal keys the emission order survives.
+    emitted
+        .sort_by(|a, b| (a.window_start, a.name.as_str()).cmp(&(b.window_start, b.name.as_str())));
+    let mut finals: Vec<Summary> = Vec::with_capacity(emitted.len());
+    for s in emitted {
+        match finals.last_mut() {
+            Some(last) if last.window_start == s.window_start && last.name == s.name => *last = s,
+            _ => finals.push(s),
+        }
+    }
+    finals
+}
+
+/// Writes summaries as NDJSON.
+///
+/// # Errors
+/// Any write error.
+pub fn write_summaries(out: &mut dyn Write, summaries: &[Summary]) -> io::Result<()> {
+    write_ndjson(out, summaries, Summary::write_json)
+}
+
+/// Writes alert state changes as NDJSON.
+///
+/// # Errors
+/// Any write error.
+pub fn write_changes(out: &mut dyn Write, changes: &[Change]) -> io::Result<()> {
+    write_ndjson(out, changes, Change::write_json)
+}
+
+fn write_ndjson<T>(
+    out: &mut dyn Write,
+    items: &[T],
+    write: impl Fn(&T, &mut String),
+) -> io::Result<()> {
+    let mut buf = String::with_capacity(1 << 16);
+    for item in items {
+        write(item, &mut buf);
+        buf.push('\n');
+        if buf.len() >= 60_000 {
+            out.write_all(buf.as_bytes())?;
+            buf.clear();
+        }
+    }
+    out.write_all(buf.as_bytes())?;
+    out.flush()
+}
+
+fn wall_clock(mode: TimeMode) -> Millis {
+    match mode {
+        // Event time needs no clock in batch mode (idle advancement is off).
+        TimeMode::Event => 0,
+        TimeMode::Ingest => crate::time::now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> (Vec<Summary>, Report, Vec<(u64, RejectReason)>) {
+        let mut rejects = Vec::new();
+        let input = Input {
+            label: "t".into(),
+            reader: Box::new(io::Cursor::new(text.as_bytes().to_vec())),
+        };
+        let (s, r) = aggregate([input], WindowConfig::default(), 1, &mut |r| {
+            rejects.push((r.line, r.reject.reason))
+        })
+        .unwrap();
+        (s, r, rejects)
+    }
+
+    fn line(name: &str, time: &str, health: i64) -> String {
+        format!(
+            r#"{{"Name":"{name}","StatusTime":"{time}","Latitude":1,"Longitude":2,"Distance":10.5,"HealthPoints":{health},"MagicPoints":7}}"#
+        )
+    }
+
+    #[test]
+    fn counts_lines_rejects_and_orders_output() {
+        let text = [
+            line("b", "2020-01-01 00:00:10", 5),
+            String::new(),
+            "{oops".into(),
+            line("a", "2020-01-01 00:00:20", 6),
+            line("a", "2020-01-01 00:01:20", 6),
+        ]
+        .join("\n");
+        let (s, r, rejects) = run(&text);
+        assert_eq!(
+            (r.records, r.accepted, r.rejected_total(), r.summaries),
+            (4, 3, 1, 3)
+        );
+        assert_eq!(rejects, vec![(3, RejectReason::MalformedJson)]);
+        let keys: Vec<_> = s
+            .iter()
+            .map(|s| (s.window_start % 3_600_000, s.name.as_str()))
+            .collect();
+        assert_eq!(keys, vec![(0, "a"), (0, "b"), (60_000, "a")]);
+    }
+
+    #[test]
+    fn keeps_the_last_revision() {
+        let mk = |name: &str, start, revision| Summary {
+            name: name.into(),
+            window_start: start,
+            window_end: start + 60_000,
+            distance: 0.0,
+            min_magic_points: 0,
+            max_magic_points: 0,
+            min_health_points: 0,
+            max_health_points: 0,
+            records: revision + 1,
+            revision,
+        };
+        let got = final_summaries(vec![
+            mk("b", 0, 0),
+            mk("a", 0, 0),
+            mk("b", 0, 1),
+            mk("a", 60_000, 0),
+            mk("b", 0, 2),
+        ]);
+        let keys: Vec<_> = got
+            .iter()
+            .map(|s| (s.name.as_str(), s.window_start, s.revision))
+            .collect();
+        assert_eq!(keys, vec![("a", 0, 0), ("b", 0, 2), ("a", 60_000, 0)]);
+    }
+}

@@ -1,0 +1,818 @@
+//! The archive output: buffers each partition's accepted records per hour of `StatusTime`, and
+//! writes them as objects at size or age, answering barriers as the module docs of
+//! [`archive`](super) say (that is what makes it exactly once).
+//!
+//! Writing never holds up the intake: a partition's objects are written by a task of their own
+//! while its next records are buffered, and the barrier they end at is answered by that task
+//! once they are durable. A partition has at most one such write under way (the next waits for
+//! it), so its objects are written in order and a replay's skips carry from one to the next.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::target::Target;
+use super::{ArchiveFormat, ArchiveLayout};
+use crate::backoff::Backoff;
+use crate::metrics::METRICS;
+use crate::output::{Barrier, Classify, ErrorKind, Health, Item, Records};
+use crate::record::SourceKind;
+use crate::time::Millis;
+
+const MS_PER_HOUR: Millis = 3_600_000;
+
+/// A due buffer of a checkpointing partition with no barrier held waits this long past its age
+/// for one to write at; then it is written anyway (a quiet partition may send none for a while).
+const BARRIER_GRACE: Duration = Duration::from_secs(5);
+
+/// A checkpointing partition's buffer is written whole at this multiple of `buffer_bytes` even
+/// with no barrier to end its objects at, so that memory stays bounded if barriers stop coming.
+const HARD_LIMIT_FACTOR: usize = 4;
+
+/// How the archive writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Prefix scheme.
+    pub layout: ArchiveLayout,
+    /// Object format.
+    pub format: ArchiveFormat,
+    /// An object is due at this many bytes of records...
+    pub buffer_bytes: usize,
+    /// ... or when its oldest record has waited this long.
+    pub buffer_age: Duration,
+}
+
+/// The archive output; [`ArchiveOutput::run`] is its task.
+pub struct ArchiveOutput {
+    writer: Arc<Writer>,
+    settings: Settings,
+    parts: HashMap<Arc<str>, Part>,
+}
+
+/// What the write tasks share.
+struct Writer {
+    target: Target,
+    settings: Settings,
+    health: Health,
+    give_up: CancellationToken,
+    /// Names the objects of sources without stable positions (HTTP, file) apart from those of
+    /// earlier runs.
+    run: String,
+}
+
+/// One partition's buffered records, held barriers and write under way.
+struct Part {
+    source: SourceKind,
+    /// It sends barriers (Kafka, Kinesis): objects are written at barriers.
+    durable: bool,
+    hours: Vec<Hour>,
+    bytes: usize,
+    /// When the oldest buffered record arrived.
+    since: Option<Instant>,
+    /// Barriers that arrived while records were buffered and the buffer was not due, oldest
+    /// first, each with how many records each hour held when it came.
+    held: Vec<Held>,
+    /// Per hour, records still to drop: they are in an object a replay found already written
+    /// (applied when the next objects are written).
+    skip: Vec<(i64, u64)>,
+    /// The write under way; it hands back the skips left after it.
+    writing: Option<JoinHandle<Result<Skips, GaveUp>>>,
+}
+
+/// Per hour, records still to skip (a replay found them written).
+type Skips = Vec<(i64, u64)>;
+
+/// A barrier waiting for the records before it to be written.
+struct Held {
+    barrier: Barrier,
+    /// (hour, records buffered for it) when the barrier came: objects cut there end at it.
+    marks: Vec<(i64, usize)>,
+}
+
+/// Which of a partition's buffered records a write takes.
+#[derive(Debug)]
+enum Cut {
+    /// All of them; then the barrier given (if any) is the one they end at.
+    All(Option<Barrier>),
+    /// Those before the newest barrier held, which they end at.
+    AtHeld,
+}
+
+/// The writer gave up (shutdown past its deadline): what it held is re-read from the last commit.
+#[derive(Debug)]
+struct GaveUp;
+
+/// The records of one partition and one hour, as one object will hold them.
+#[derive(Default)]
+struct Hour {
+    hour: i64,
+    /// The records, each followed by a newline.
+    lines: Vec<u8>,
+    /// Where each record's line ends (after its newline).
+    ends: Vec<u32>,
+    /// Each record's `StatusTime`.
+    times: Vec<Millis>,
+    positions: Vec<u64>,
+    /// Kinesis sequence numbers, else empty.
+    sequences: Vec<String>,
+}
+
+impl Hour {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Splits off and returns the records from the `n`th on.
+    fn split_off(&mut self, n: usize) -> Hour {
+        let n = n.min(self.len());
+        let cut = if n == 0 { 0 } else { self.ends[n - 1] };
+        let mut rest = Hour {
+            hour: self.hour,
+            lines: self.lines.split_off(cut as usize),
+            ends: self.ends.split_off(n),
+            times: self.times.split_off(n),
+            positions: self.positions.split_off(n),
+            sequences: if self.sequences.is_empty() {
+                Vec::new()
+            } else {
+                self.sequences.split_off(n)
+            },
+        };
+        for end in &mut rest.ends {
+            *end -= cut;
+        }
+        rest
+    }
+
+    /// Drops the first `n` records.
+    fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        if n == 0 {
+            return;
+        }
+        let cut = self.ends[n - 1];
+        self.lines.drain(..cut as usize);
+        self.ends.drain(..n);
+        for end in &mut self.ends {
+            *end -= cut;
+        }
+        self.times.drain(..n);
+        self.positions.drain(..n);
+        if !self.sequences.is_empty() {
+            self.sequences.drain(..n);
+        }
+    }
+}
+
+/// Adds `more` to the records of `hour` still to skip, and drops as many as it holds.
+fn skip_front(skip: &mut Vec<(i64, u64)>, hour: &mut Hour, more: u64) {
+    let i = match skip.iter().position(|(h, _)| *h == hour.hour) {
+        Some(i) => i,
+        None => {
+            skip.push((hour.hour, 0));
+            skip.len() - 1
+        }
+    };
+    let entry = &mut skip[i].1;
+    *entry += more;
+    let n = usize::try_from(*entry)
+        .unwrap_or(usize::MAX)
+        .min(hour.len());
+    hour.drop_front(n);
+    *entry -= n as u64;
+}
+
+fn replaying(skip: &[(i64, u64)]) -> bool {
+    skip.iter().any(|(_, n)| *n > 0)
+}
+
+impl Part {
+    fn new(source: SourceKind) -> Part {
+        Part {
+            source,
+            durable: source.is_durable(),
+            hours: Vec::new(),
+            bytes: 0,
+            since: None,
+            held: Vec::new(),
+            skip: Vec::new(),
+            writing: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hours.iter().all(|h| h.ends.is_empty())
+    }
+
+    fn due(&self, settings: &Settings, now: Instant) -> bool {
+        self.bytes >= settings.buffer_bytes
+            || self
+                .since
+                .is_some_and(|s| now.duration_since(s) >= settings.buffer_age)
+    }
+
+    /// Waits for the write under way, if any; its skips are the partition's again.
+    async fn settle(&mut self) -> Result<(), GaveUp> {
+        if let Some(writing) = self.writing.take() {
+            self.skip = writing.await.map_err(|_| GaveUp)??;
+        }
+        Ok(())
+    }
+
+    /// Takes in the accepted records of `r`.
+    fn take(&mut self, r: &Records) {
+        let before = self.bytes;
+        let hourly = r.times.iter().map(|t| t.div_euclid(MS_PER_HOUR));
+        for (i, (range, hour)) in r.ranges.iter().zip(hourly).enumerate() {
+            let Some(bytes) = r.payload.get(range.clone()) else {
+                continue;
+            };
+            let at = match self.hours.iter().rposition(|h| h.hour == hour) {
+                Some(at) => at,
+                None => {
+                    self.hours.push(Hour {
+                        hour,
+                        ..Hour::default()
+                    });
+                    self.hours.len() - 1
+                }
+            };
+            let h = &mut self.hours[at];
+            // Accepted records hold no newline (payloads are split at them); CR is trimmed.
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            h.lines.extend_from_slice(bytes);
+            h.lines.push(b'\n');
+            h.ends
+                .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
+            h.times.push(r.times[i]);
+            h.positions.push(r.positions.get(i).copied().unwrap_or(0));
+            if let Some(sequence) = r.sequences.get(i) {
+                h.sequences.push(sequence.clone());
+            }
+            self.bytes += bytes.len() + 1;
+        }
+        METRICS
+            .archive_buffered
+            .fetch_add(i64::try_from(self.bytes - before).unwrap_or(0), Relaxed);
+        if self.bytes > 0 && self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+}
+
+impl ArchiveOutput {
+    /// An archive writing to `target`; `give_up` fires when shutdown passes its deadline.
+    pub fn new(
+        target: Target,
+        settings: Settings,
+        health: Health,
+        give_up: CancellationToken,
+    ) -> ArchiveOutput {
+        ArchiveOutput {
+            writer: Arc::new(Writer {
+                target,
+                settings,
+                health,
+                give_up,
+                run: format!("{}.{}", crate::time::now_ms(), std::process::id()),
+            }),
+            settings,
+            parts: HashMap::new(),
+        }
+    }
+
+    /// Runs until its input closes (then writes whatever is buffered) or it gives up.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => self.take(item).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.tick().await,
+            };
+            if result.is_err() {
+                return;
+            }
+        }
+        if self.finish().await.is_ok() {
+            tracing::info!(target = %self.writer.target.describe(), "archive: everything written");
+        }
+    }
+
+    /// Writes what every partition holds and waits for every write.
+    async fn finish(&mut self) -> Result<(), GaveUp> {
+        let names: Vec<Arc<str>> = self.parts.keys().cloned().collect();
+        for name in names {
+            self.write_part(&name, Cut::All(None)).await?;
+            if let Some(part) = self.parts.get_mut(&name) {
+                part.settle().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn take(&mut self, item: Item) -> Result<(), GaveUp> {
+        match item {
+            Item::Records(r) => {
+                let part = self
+                    .parts
+                    .entry(Arc::clone(&r.partition))
+                    .or_insert_with(|| Part::new(r.source));
+                part.take(&r);
+                let (bytes, held) = (part.bytes, !part.held.is_empty());
+                if !part.durable {
+                    if bytes >= self.settings.buffer_bytes {
+                        self.write_part(&r.partition, Cut::All(None)).await?;
+                    }
+                } else if bytes >= self.settings.buffer_bytes && held {
+                    // Busy: the objects end at the newest barrier held, which commits.
+                    self.write_part(&r.partition, Cut::AtHeld).await?;
+                } else if bytes >= self.settings.buffer_bytes * HARD_LIMIT_FACTOR {
+                    self.write_part(&r.partition, Cut::All(None)).await?;
+                }
+            }
+            Item::Barrier(barrier) => self.barrier(barrier).await?,
+            Item::Summaries(..) | Item::DeadLetters(_) | Item::Alerts { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn barrier(&mut self, barrier: Barrier) -> Result<(), GaveUp> {
+        let name = Arc::clone(&barrier.partition);
+        let Some(part) = self.parts.get_mut(&name) else {
+            // Nothing was ever buffered for it here.
+            barrier.done();
+            return Ok(());
+        };
+        part.durable = true;
+        if part.is_empty() {
+            // What came before it is in the write under way, if any.
+            part.settle().await?;
+            if replaying(&part.skip) {
+                barrier.skip();
+            } else {
+                barrier.done();
+                if part.held.is_empty() {
+                    // A hand-off or a quiet partition: nothing left to keep.
+                    self.parts.remove(&name);
+                }
+            }
+        } else if barrier.last || part.due(&self.settings, Instant::now()) {
+            self.write_part(&name, Cut::All(Some(barrier))).await?;
+        } else {
+            let marks = part.hours.iter().map(|h| (h.hour, h.len())).collect();
+            part.held.push(Held { barrier, marks });
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> Result<(), GaveUp> {
+        let now = Instant::now();
+        let settings = self.settings;
+        let due: Vec<(Arc<str>, Cut)> = self
+            .parts
+            .iter()
+            .filter_map(|(name, p)| {
+                let age = now.duration_since(p.since?);
+                let cut = if !p.durable {
+                    (age >= settings.buffer_age).then_some(Cut::All(None))
+                } else if !p.held.is_empty() {
+                    (age >= settings.buffer_age).then_some(Cut::AtHeld)
+                } else {
+                    (age >= settings.buffer_age + BARRIER_GRACE).then_some(Cut::All(None))
+                };
+                Some((Arc::clone(name), cut?))
+            })
+            .collect();
+        for (name, cut) in due {
+            self.write_part(&name, cut).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts writing partition `name`'s records as `cut` says (once its write under way is
+    /// done). The barrier the objects end at is answered by the write, once they are durable:
+    /// durable, unless a replay is still passing objects found; those held before it fell
+    /// inside the objects and are skipped now.
+    async fn write_part(&mut self, name: &Arc<str>, cut: Cut) -> Result<(), GaveUp> {
+        let Some(part) = self.parts.get_mut(name) else {
+            return Ok(());
+        };
+        part.settle().await?;
+        let mut hours = std::mem::take(&mut part.hours);
+        let mut at = None;
+        let mut kept = Vec::new();
+        match cut {
+            Cut::All(barrier) => at = barrier,
+            Cut::AtHeld => {
+                if let Some(newest) = part.held.pop() {
+                    for hour in &mut hours {
+                        let n = newest
+                            .marks
+                            .iter()
+                            .find(|(h, _)| *h == hour.hour)
+                            .map_or(0, |(_, n)| *n);
+                        let rest = hour.split_off(n);
+                        if rest.len() > 0 {
+                            kept.push(rest);
+                        }
+                    }
+                    at = Some(newest.barrier);
+                }
+            }
+        }
+        for held in part.held.drain(..) {
+            held.barrier.skip();
+        }
+        let left: usize = kept.iter().map(|h| h.lines.len()).sum();
+        METRICS.archive_buffered.fetch_sub(
+            i64::try_from(part.bytes - left).unwrap_or(i64::MAX),
+            Relaxed,
+        );
+        part.bytes = left;
+        part.since = (left > 0).then(Instant::now);
+        part.hours = kept;
+        hours.retain(|h| h.len() > 0);
+        let writer = Arc::clone(&self.writer);
+        let (source, partition, skip) = (
+            part.source,
+            Arc::clone(name),
+            std::mem::take(&mut part.skip),
+        );
+        let durable = part.durable;
+        part.writing = Some(tokio::spawn(async move {
+            let mut skip = skip;
+            for mut hour in hours {
+                writer
+                    .write_hour(source, durable, &partition, &mut skip, &mut hour)
+                    .await?;
+            }
+            skip.retain(|(_, n)| *n > 0);
+            if let Some(barrier) = at {
+                if replaying(&skip) {
+                    barrier.skip();
+                } else {
+                    barrier.done();
+                }
+            }
+            Ok(skip)
+        }));
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Writes one hour's records as one object, or — when a replay finds objects already
+    /// written from the same first record — skips the records they hold. Records a replay
+    /// found before (`skip`) are dropped first.
+    async fn write_hour(
+        &self,
+        source: SourceKind,
+        durable: bool,
+        partition: &str,
+        skip: &mut Vec<(i64, u64)>,
+        hour: &mut Hour,
+    ) -> Result<(), GaveUp> {
+        let parquet = self.settings.format == ArchiveFormat::Parquet;
+        skip_front(skip, hour, 0);
+        while hour.len() > 0 {
+            let id = match hour.sequences.first() {
+                Some(sequence) => sequence.clone(),
+                None if durable => hour.positions[0].to_string(),
+                None => format!("{}-{}", self.run, hour.positions[0]),
+            };
+            let uuid = super::object_uuid(source.as_str(), partition, &id);
+            let key = super::object_key(
+                self.settings.layout,
+                self.settings.format,
+                hour.times[0],
+                &uuid,
+            );
+            let body = if parquet {
+                let (lines, ends) = (
+                    std::mem::take(&mut hour.lines),
+                    std::mem::take(&mut hour.ends),
+                );
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let out = super::columns::encode(&lines, &ends);
+                    (out, lines, ends)
+                })
+                .await;
+                match encoded {
+                    Ok((out, lines, ends)) => {
+                        hour.lines = lines;
+                        hour.ends = ends;
+                        match out {
+                            Ok(bytes) => Bytes::from(bytes),
+                            Err(e) => {
+                                // Accepted records always decode: a bug. Keep them as NDJSON.
+                                tracing::error!(error = %e, "archive: cannot encode Parquet; this object is NDJSON");
+                                Bytes::copy_from_slice(&hour.lines)
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "archive: the Parquet encoder failed");
+                        return Err(GaveUp);
+                    }
+                }
+            } else {
+                // The buffer itself, uncopied; a conflict (rare) takes it back.
+                Bytes::from(std::mem::take(&mut hour.lines))
+            };
+            let size = body.len();
+            let written = self
+                .retry(&key, || self.target.put_new(&key, body.clone()))
+                .await?;
+            if written {
+                METRICS.archive_objects.fetch_add(1, Relaxed);
+                METRICS
+                    .archive_records
+                    .fetch_add(hour.len() as u64, Relaxed);
+                METRICS.archive_bytes.fetch_add(size as u64, Relaxed);
+                tracing::debug!(%key, records = hour.len(), bytes = size, "archive: object written");
+                return Ok(());
+            }
+            // Written before, by a run that did not commit after it: its records are ours.
+            if !parquet {
+                hour.lines = body.to_vec();
+            }
+            let existing = self.retry(&key, || self.target.get(&key)).await?;
+            let held = match super::columns::count_records(existing, parquet) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(%key, error = %e, "archive: an object in the way cannot be read; writing nothing more for this hour until it is removed");
+                    return Err(GaveUp);
+                }
+            };
+            METRICS.archive_found.fetch_add(1, Relaxed);
+            tracing::info!(%key, records = held, "archive: object already written by an earlier run; not writing its records again");
+            skip_front(skip, hour, held);
+        }
+        Ok(())
+    }
+    /// Runs `attempt` until it succeeds, backing off and reporting health, or until shutdown
+    /// gives up on it.
+    async fn retry<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, GaveUp>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, super::target::TargetError>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut failures = 0u32;
+        loop {
+            self.health.busy(true);
+            let result = attempt().await;
+            self.health.busy(false);
+            match result {
+                Ok(v) => {
+                    if failures > 0 {
+                        tracing::info!(target = %self.target.describe(), "archive: writing again");
+                    }
+                    self.health.set(true);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    failures += 1;
+                    let kind = e.kind();
+                    self.health
+                        .failed(kind, &format_args!("{}: {e}", self.target.describe()));
+                    if kind == ErrorKind::Transient {
+                        tracing::warn!(%key, error = %e, attempt = failures, "archive: write failed; retrying");
+                        if failures >= 3 {
+                            self.health.down(&e);
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_wait()) => {}
+                        () = self.give_up.cancelled() => {
+                            tracing::error!(target = %self.target.describe(), "archive: giving up; what it held is re-read from the last commit");
+                            return Err(GaveUp);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{Answer, Answered};
+    use std::collections::BTreeMap;
+
+    const HOUR: Millis = 3_600_000;
+
+    /// Record `i`: minutes apart, so that 600 records span ten hours and every object boundary
+    /// meets hour prefixes; every fifth one late by an hour (it goes to the previous prefix).
+    fn line(i: u64) -> (String, Millis) {
+        let base = 1_521_342_000_000 + i as Millis * 60_000;
+        let t = if i % 5 == 4 { base - HOUR } else { base };
+        let text = format!(
+            r#"{{"Name":"u{}","StatusTime":"{}","Latitude":1,"Longitude":2,"Distance":{i},"HealthPoints":150,"MagicPoints":150}}"#,
+            i % 7,
+            crate::time::format_status_time(t)
+        );
+        (text, t)
+    }
+
+    fn records(from: u64, to: u64) -> Records {
+        let mut payload = Vec::new();
+        let (mut ranges, mut positions, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for i in from..to {
+            let (text, t) = line(i);
+            let start = payload.len();
+            payload.extend_from_slice(text.as_bytes());
+            ranges.push(start..payload.len());
+            payload.push(b'\n');
+            positions.push(i);
+            times.push(t);
+        }
+        Records {
+            source: SourceKind::Kafka,
+            partition: "t/0".into(),
+            payload: Bytes::from(payload),
+            ranges,
+            positions,
+            times,
+            sequences: Vec::new(),
+        }
+    }
+
+    fn archive(root: &std::path::Path) -> ArchiveOutput {
+        let settings = Settings {
+            layout: ArchiveLayout::Firehose,
+            format: ArchiveFormat::Ndjson,
+            // Small objects: a few barriers' worth each.
+            buffer_bytes: 4_096,
+            buffer_age: Duration::from_secs(3_600),
+        };
+        ArchiveOutput::new(
+            Target::Dir(root.to_owned()),
+            settings,
+            Health::new("archive"),
+            CancellationToken::new(),
+        )
+    }
+
+    /// Feeds records `from..to` in batches of `batch`, a barrier after each (the last one
+    /// `last`); returns (last position before the barrier, its answer) per barrier.
+    async fn feed(
+        a: &mut ArchiveOutput,
+        from: u64,
+        to: u64,
+        batch: u64,
+        last: bool,
+    ) -> Vec<(u64, Option<Answer>)> {
+        let mut answers: Vec<(u64, Answered)> = Vec::new();
+        let mut at = from;
+        while at < to {
+            let end = (at + batch).min(to);
+            assert!(a
+                .take(Item::Records(Arc::new(records(at, end))))
+                .await
+                .is_ok());
+            let (barrier, rx) = Barrier::new("t/0".into(), last && end == to);
+            assert!(a.take(Item::Barrier(barrier)).await.is_ok());
+            answers.push((end - 1, rx));
+            at = end;
+        }
+        settle(a).await;
+        answers
+            .into_iter()
+            .map(|(p, mut rx)| (p, rx.try_recv().ok()))
+            .collect()
+    }
+
+    /// Waits for every write under way.
+    async fn settle(a: &mut ArchiveOutput) {
+        for part in a.parts.values_mut() {
+            assert!(part.settle().await.is_ok());
+        }
+    }
+
+    /// Every line of every object under `root`, counted.
+    fn archived(root: &std::path::Path) -> BTreeMap<String, u32> {
+        let mut counts = BTreeMap::new();
+        let mut dirs = vec![root.to_owned()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    for l in std::fs::read_to_string(&path).unwrap().lines() {
+                        *counts.entry(l.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    async fn take(a: &mut ArchiveOutput, from: u64, to: u64) {
+        let item = Item::Records(Arc::new(records(from, to)));
+        assert!(a.take(item).await.is_ok());
+    }
+
+    /// A busy partition whose buffer fills between barriers still commits: its objects end at
+    /// the newest barrier held, which is answered durable; what came after it stays buffered.
+    #[tokio::test]
+    async fn a_busy_partition_cuts_its_objects_at_the_newest_barrier_held() {
+        let root =
+            std::env::temp_dir().join(format!("stampede-archive-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut a = archive(&root);
+        // ~190 bytes a record: 10 records are under the 4 KiB of an object, 30 over it.
+        take(&mut a, 0, 10).await;
+        let (first, mut first_rx) = Barrier::new("t/0".into(), false);
+        assert!(a.take(Item::Barrier(first)).await.is_ok());
+        let (second, mut second_rx) = Barrier::new("t/0".into(), false);
+        take(&mut a, 10, 12).await;
+        assert!(a.take(Item::Barrier(second)).await.is_ok());
+        assert!(
+            first_rx.try_recv().is_err() && second_rx.try_recv().is_err(),
+            "held"
+        );
+        take(&mut a, 12, 40).await;
+        settle(&mut a).await;
+        assert_eq!(first_rx.try_recv(), Ok(Answer::Skip), "inside the objects");
+        assert_eq!(
+            second_rx.try_recv(),
+            Ok(Answer::Durable),
+            "the objects end at it"
+        );
+        let want: BTreeMap<String, u32> = (0..12).map(|i| (line(i).0, 1)).collect();
+        assert_eq!(archived(&root), want);
+        let part = &a.parts["t/0"];
+        assert_eq!(
+            part.hours.iter().map(Hour::len).sum::<usize>(),
+            28,
+            "the rest is buffered"
+        );
+        assert_eq!(
+            part.bytes,
+            part.hours.iter().map(|h| h.lines.len()).sum::<usize>()
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A run writes objects past its last commit and dies; the next run replays from that commit
+    /// in batches of another size: each record is archived once, and only objects' edges are
+    /// commit points.
+    #[tokio::test]
+    async fn a_replay_after_a_crash_writes_every_record_once() {
+        let root =
+            std::env::temp_dir().join(format!("stampede-archive-replay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut first = archive(&root);
+        first.writer.target.prepare().await.unwrap();
+        let answers = feed(&mut first, 0, 400, 10, false).await;
+        let durable: Vec<u64> = answers
+            .iter()
+            .filter(|(_, a)| *a == Some(Answer::Durable))
+            .map(|(p, _)| *p)
+            .collect();
+        assert!(
+            answers.iter().any(|(_, a)| *a == Some(Answer::Skip)),
+            "some barriers fall inside objects"
+        );
+        assert!(durable.len() >= 3, "objects end at barriers: {durable:?}");
+        // The crash: the newest durable checkpoint was not committed; the one before was.
+        let committed = durable[durable.len() - 2];
+        drop(first);
+        let before = archived(&root);
+        assert!(before.values().all(|n| *n == 1));
+
+        let found = METRICS.archive_found.load(Relaxed);
+        let mut second = archive(&root);
+        let answers = feed(&mut second, committed + 1, 600, 33, true).await;
+        assert!(
+            METRICS.archive_found.load(Relaxed) > found,
+            "the replay met the objects written after the commit"
+        );
+        assert_eq!(
+            answers.last().unwrap().1,
+            Some(Answer::Durable),
+            "the last barrier commits"
+        );
+        let after = archived(&root);
+        let want: BTreeMap<String, u32> = (0..600).map(|i| (line(i).0, 1)).collect();
+        assert_eq!(after.len(), want.len(), "every record archived");
+        assert_eq!(after, want, "each exactly once");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

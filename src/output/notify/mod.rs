@@ -1,0 +1,604 @@
+//! The alert output: logs every state change and sends notifications through the configured
+//! channels ([`sns`], [`smtp`]), grouped and paced, with the exactly-once
+//! discipline of CONTRACT §7.
+//!
+//! # Exactly one notification per change
+//!
+//! The engine task of a partition evaluates the rules and sends its changes down the fan-out,
+//! followed (at most once a second) by the barrier of a checkpoint that carries the alert state
+//! as of its last record. Here, changes from a re-readable partition (Kafka, Kinesis) wait until
+//! a barrier has come after them: they are then *ready*, and go out at the next round. The
+//! barrier is answered only once the round that sent them is over, so the source commits a
+//! checkpoint only after every change before it was notified, and the checkpoint's alert state
+//! tells the next owner (after a SIGKILL, or when the partition moves) which changes were
+//! notified: it re-reads the records after it and makes exactly the changes that were not.
+//!
+//! What is left is the time between a round's last send and the commit of the checkpoint that
+//! covers it (the commit itself: milliseconds). A crash inside it sends those changes again;
+//! the SMTP `Message-ID` and the SNS `AlertId` attribute derive from the alert ids, so that a
+//! receiver can tell. Changes of an HTTP or file partition (no checkpoints) are ready at once.
+//!
+//! # Grouping and pacing
+//!
+//! A round sends everything ready, at once when the last round is longer than
+//! `alerts.group_interval_secs` ago, else when that interval has passed: a thousand unicorns
+//! crossing together make one mail per subscriber, not a thousand. A partition that hands off
+//! (its last barrier) gets its round at once, so that the next owner is not kept waiting.
+//! Channels pace themselves within a round (SNS: at most 10 publishes a second).
+//!
+//! # A channel that fails
+//!
+//! A round that a channel fails is retried with backoff, from that channel on (each channel
+//! remembers whom it reached), and the output is down on `/readyz` meanwhile. Changes go on
+//! being taken, so summaries and the dashboard are not held up by a mail server, until
+//! [`MAX_HELD`] changes are held: then the engines wait. The barriers behind unsent changes
+//! stay unanswered, so nothing is committed past them: a crash meanwhile loses nothing.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub mod smtp;
+pub mod sns;
+
+use crate::alert::{Change, State};
+use crate::backoff::Backoff;
+use crate::metrics::METRICS;
+use crate::output::store::subscriptions::Subscriptions;
+use crate::output::store::Stores;
+use crate::output::{Barrier, ErrorKind, Health, Item};
+use crate::setting::BadSetting;
+
+/// A way of telling people.
+pub enum Channel {
+    /// An Amazon SNS topic.
+    Sns(sns::SnsChannel),
+    /// The built-in e-mail subscriptions.
+    Smtp(Box<smtp::SmtpChannel>),
+}
+
+/// Why a channel could not send.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// Whether retrying can help.
+    pub kind: ErrorKind,
+    /// In words.
+    pub message: String,
+}
+
+impl Channel {
+    /// The metric label and log name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Channel::Sns(_) => "sns",
+            Channel::Smtp(_) => "smtp",
+        }
+    }
+
+    /// Sends one round. A channel that fails part-way remembers what it has sent, so that a
+    /// retry of the same round sends only the rest.
+    async fn send(&mut self, round: &Round) -> Result<(), SendError> {
+        match self {
+            Channel::Sns(c) => c.send(round).await,
+            Channel::Smtp(c) => c.send(round).await,
+        }
+    }
+}
+
+/// The changes of one round, with a number that channels use to resume a failed round.
+#[derive(Debug)]
+pub struct Round {
+    /// Counts rounds from 1 in this process.
+    pub number: u64,
+    /// The changes, in the order they were made.
+    pub changes: Vec<Change>,
+}
+
+/// The alert output's settings.
+pub struct NotifySettings {
+    /// At most one round this often.
+    pub group_interval: Duration,
+    /// The channels (none: changes are only logged).
+    pub channels: Vec<Channel>,
+}
+
+/// The alert output's settings (`[alerts]`, CONTRACT §7).
+pub struct Settings {
+    /// `alerts.sns.topic_arn`: publish every change to this topic (empty: no SNS).
+    pub sns_topic: String,
+    /// `[alerts.smtp]`: the built-in e-mail channel, when a server is configured.
+    pub smtp: Option<SmtpSettings>,
+    /// At most one round of notifications this often.
+    pub group_interval: Duration,
+}
+
+/// The built-in e-mail channel's settings.
+pub struct SmtpSettings {
+    /// `smtp://HOST:PORT` or `smtps://HOST:PORT`.
+    pub server: String,
+    /// The sender.
+    pub from: String,
+    /// The base of the links in mails.
+    pub public_url: String,
+    /// Subscriptions kept at most.
+    pub max_subscriptions: usize,
+    /// The DynamoDB subscription table (with a DynamoDB store).
+    pub subscription_table: String,
+    /// Create the table when missing.
+    pub create_tables: bool,
+}
+
+/// What the web API needs of the built-in e-mail channel: its subscriptions and a mailer of its
+/// own (for confirmation mails).
+pub type Mail = (Subscriptions, std::sync::Arc<smtp::Mailer>);
+
+/// Registers the alert output with its channels: SNS when a topic is set, the built-in e-mail
+/// when a server is. Returns the built-in channel's subscriptions and mailer, if on.
+///
+/// # Errors
+/// The topic cannot be used, the SMTP settings are wrong (a [`BadSetting`]), or the
+/// subscriptions cannot be read.
+pub async fn build(
+    settings: Settings,
+    aws: &crate::clients::aws::Aws,
+    stores: &Stores,
+    outputs: &mut crate::output::Outputs,
+) -> anyhow::Result<Option<Mail>> {
+    use anyhow::Context as _;
+    let mut channels = Vec::new();
+    if !settings.sns_topic.is_empty() {
+        let topic = &settings.sns_topic;
+        let client = aws_sdk_sns::Client::new(aws.config().await);
+        client
+            .get_topic_attributes()
+            .topic_arn(topic)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "alerts.sns.topic_arn: cannot use topic {topic:?}: {} (AWS_REGION, AWS_ENDPOINT_URL_SNS)",
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
+                )
+            })?;
+        channels.push(Channel::Sns(sns::SnsChannel::new(client, topic)));
+    }
+    let mut mail = None;
+    if let Some(s) = &settings.smtp {
+        // A bad server or sender is a config error.
+        let mailer =
+            || smtp::Mailer::new(&s.server, &s.from, &s.public_url).map_err(BadSetting::invalid);
+        let subs = match stores {
+            Stores::Embedded(store) => {
+                Subscriptions::embedded(store.database(), s.max_subscriptions)
+                    .await
+                    .context("cannot read the alert subscriptions (store.path)")?
+            }
+            Stores::DynamoDb { .. } => Subscriptions::dynamodb(
+                aws.config().await,
+                &s.subscription_table,
+                s.create_tables,
+                s.max_subscriptions,
+            )
+            .await
+            .context(
+                "store.subscription_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)",
+            )?,
+        };
+        channels.push(Channel::Smtp(Box::new(smtp::SmtpChannel::new(
+            mailer()?,
+            subs.clone(),
+        ))));
+        mail = Some((subs, std::sync::Arc::new(mailer()?)));
+        tracing::info!(server = %s.server, links = %s.public_url, "alert e-mail through SMTP");
+    }
+    let rx = outputs.add(
+        "alerts",
+        crate::output::Interest {
+            alerts: true,
+            ..crate::output::Interest::default()
+        },
+    );
+    let health = Health::new("alerts");
+    let notify = NotifySettings {
+        group_interval: settings.group_interval,
+        channels,
+    };
+    outputs.run(
+        "alerts",
+        spawn(notify, rx, health.clone(), outputs.give_up()),
+        health,
+    );
+    Ok(mail)
+}
+
+/// Starts the alert output on its channel `rx`.
+pub fn spawn(
+    settings: NotifySettings,
+    rx: mpsc::Receiver<Item>,
+    health: Health,
+    give_up: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(run(settings, rx, health, give_up))
+}
+
+/// Changes held (received, not yet notified) before the alert output stops taking more and
+/// the engines wait: while a channel is down, the pipeline goes on (summaries, the dashboard)
+/// until this many pile up.
+pub const MAX_HELD: usize = 100_000;
+
+struct Notifier {
+    settings: NotifySettings,
+    /// Changes received that no barrier has followed yet.
+    waiting: Vec<Change>,
+    /// Changes to send in the next round.
+    ready: Vec<Change>,
+    /// Barriers to answer once the next round is over (only while `ready` is not empty).
+    barriers: Vec<Barrier>,
+    /// The round being sent (retried while a channel fails), with the barriers it answers.
+    in_flight: Option<InFlight>,
+    last_round: Option<Instant>,
+    rounds: u64,
+    /// A hand-off asked for a round now.
+    hurry: bool,
+    health: Health,
+    give_up: CancellationToken,
+}
+
+/// A round under way: which channel it has reached, and when to try again after a failure.
+struct InFlight {
+    round: Round,
+    barriers: Vec<Barrier>,
+    channel: usize,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+async fn run(
+    settings: NotifySettings,
+    mut rx: mpsc::Receiver<Item>,
+    health: Health,
+    give_up: CancellationToken,
+) {
+    let mut n = Notifier {
+        settings,
+        waiting: Vec::new(),
+        ready: Vec::new(),
+        barriers: Vec::new(),
+        in_flight: None,
+        last_round: None,
+        rounds: 0,
+        hurry: false,
+        health,
+        give_up,
+    };
+    loop {
+        let due = n.due();
+        let retry_at = n.in_flight.as_ref().and_then(|f| f.retry_at);
+        let may_start = n.in_flight.is_none() && !n.ready.is_empty();
+        // Past MAX_HELD the engines wait — unless nothing could be sent without more (changes
+        // that still wait for their barrier).
+        let may_take = n.held() < MAX_HELD || (n.in_flight.is_none() && n.ready.is_empty());
+        tokio::select! {
+            item = rx.recv(), if may_take => match item {
+                Some(item) => n.take(item),
+                None => break,
+            },
+            () = tokio::time::sleep_until(due), if may_start => n.start_round(),
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+        }
+        n.go_on().await;
+        METRICS.alerts_pending.store(n.held() as i64, Relaxed);
+    }
+    // Shutdown: what was received still goes out (until shutdown gives up).
+    n.ready.append(&mut n.waiting);
+    loop {
+        if n.in_flight.is_none() {
+            if n.ready.is_empty() {
+                break;
+            }
+            n.start_round();
+        }
+        n.attempt().await;
+        if let Some(f) = &n.in_flight {
+            if n.give_up.is_cancelled() {
+                tracing::error!(changes = f.round.changes.len() + n.ready.len(), "stopping with alert notifications unsent: the next start re-reads and sends them");
+                // Barriers dropped unanswered: the checkpoints behind them are not committed.
+                break;
+            }
+            let at = f.retry_at.unwrap_or_else(Instant::now);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = n.give_up.cancelled() => {}
+            }
+        }
+    }
+    METRICS.alerts_pending.store(0, Relaxed);
+}
+
+impl Notifier {
+    /// When the next round may go.
+    fn due(&self) -> Instant {
+        match self.last_round {
+            Some(at) => at + self.settings.group_interval,
+            None => Instant::now(),
+        }
+    }
+
+    /// Changes received and not yet notified.
+    fn held(&self) -> usize {
+        self.waiting.len()
+            + self.ready.len()
+            + self.in_flight.as_ref().map_or(0, |f| f.round.changes.len())
+    }
+
+    fn take(&mut self, item: Item) {
+        match item {
+            Item::Alerts { changes, covered } => {
+                for c in changes.iter() {
+                    log(c);
+                    METRICS.alert_change(&c.rule, c.state.as_str());
+                }
+                if covered {
+                    self.waiting.extend(changes.iter().cloned());
+                } else {
+                    self.ready.extend(changes.iter().cloned());
+                }
+            }
+            Item::Barrier(barrier) => {
+                self.ready.append(&mut self.waiting);
+                self.hurry |= barrier.last && !self.ready.is_empty();
+                if !self.ready.is_empty() {
+                    self.barriers.push(barrier);
+                } else if let Some(f) = &mut self.in_flight {
+                    // What came before it is all in the round under way.
+                    f.barriers.push(barrier);
+                } else {
+                    // Nothing to notify before it.
+                    barrier.done();
+                }
+            }
+            Item::Summaries(..) | Item::DeadLetters(_) | Item::Records(_) => {}
+        }
+    }
+
+    /// Sends what may go now: the round under way when its retry is due, and, after a
+    /// hand-off's last barrier, the next one at once.
+    async fn go_on(&mut self) {
+        loop {
+            if self.in_flight.is_none() && self.hurry && !self.ready.is_empty() {
+                self.start_round();
+            }
+            let due = self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.retry_at.is_none_or(|at| at <= Instant::now()));
+            if !due {
+                return;
+            }
+            self.attempt().await;
+            if self.in_flight.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Makes everything ready the round under way, with the barriers that wait for it.
+    fn start_round(&mut self) {
+        self.rounds += 1;
+        self.hurry = false;
+        self.in_flight = Some(InFlight {
+            round: Round {
+                number: self.rounds,
+                changes: std::mem::take(&mut self.ready),
+            },
+            barriers: std::mem::take(&mut self.barriers),
+            channel: 0,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            retry_at: None,
+        });
+    }
+
+    /// Sends the round under way through the channels it has not reached yet. When one fails,
+    /// the round waits for its retry (changes go on being taken meanwhile); when all have it,
+    /// the barriers that waited for it are answered.
+    async fn attempt(&mut self) {
+        let Some(f) = &mut self.in_flight else {
+            return;
+        };
+        let started = Instant::now();
+        while let Some(channel) = self.settings.channels.get_mut(f.channel) {
+            self.health.busy(true);
+            let sent = channel.send(&f.round).await;
+            self.health.busy(false);
+            match sent {
+                Ok(()) => {
+                    self.health.set(true);
+                    f.channel += 1;
+                    f.backoff.reset();
+                }
+                Err(e) => {
+                    self.health.failed(e.kind, &e);
+                    if e.kind == ErrorKind::Transient {
+                        tracing::warn!(channel = channel.name(), error = %e, retry_in = ?f.backoff.peek(), "alert notification failed; retrying");
+                        self.health.down(&e);
+                    }
+                    f.retry_at = Some(Instant::now() + f.backoff.next_wait());
+                    return;
+                }
+            }
+        }
+        tracing::debug!(changes = f.round.changes.len(), took = ?started.elapsed(), "alert round sent");
+        for barrier in f.barriers.drain(..) {
+            barrier.done();
+        }
+        self.in_flight = None;
+        self.last_round = Some(Instant::now());
+    }
+}
+
+/// Every change goes to the log, channels or not.
+fn log(c: &Change) {
+    let mut value = String::new();
+    c.value.write_json(&mut value);
+    let mut at = String::new();
+    crate::time::write_status_time(&mut at, c.status_time);
+    match c.state {
+        State::Firing => {
+            tracing::warn!(rule = %c.rule, name = %c.name, field = c.field.as_str(), value = %value, threshold = c.threshold, status_time = %at, "alert firing");
+        }
+        State::Resolved => {
+            tracing::info!(rule = %c.rule, name = %c.name, field = c.field.as_str(), value = %value, threshold = c.threshold, status_time = %at, "alert resolved");
+        }
+    }
+}
+
+/// `FIRING low-health: Shadowfax HealthPoints 99 < 100`, under 100 characters (SNS's limit for
+/// a subject), for one change; for several, a count by state and the first names.
+pub fn subject(changes: &[Change]) -> String {
+    let mut s = String::new();
+    match changes {
+        [c] => {
+            let mut value = String::new();
+            c.value.write_json(&mut value);
+            let op = match (c.state, c.direction) {
+                (State::Firing, crate::alert::Direction::Below) => "<",
+                (State::Firing, crate::alert::Direction::Above) => ">",
+                (State::Resolved, crate::alert::Direction::Below) => ">=",
+                (State::Resolved, crate::alert::Direction::Above) => "<=",
+            };
+            let level = match c.state {
+                State::Firing => c.threshold,
+                State::Resolved => c.clear,
+            };
+            let _ = write!(
+                s,
+                "{} {}: {} {} {value} {op} {}",
+                c.state.as_str().to_uppercase(),
+                c.rule,
+                c.name,
+                c.field.as_str(),
+                crate::alert::number_text(level)
+            );
+        }
+        _ => {
+            let firing = changes.iter().filter(|c| c.state == State::Firing).count();
+            let resolved = changes.len() - firing;
+            let _ = write!(s, "{firing} firing, {resolved} resolved:");
+            // Each unicorn once, in the order of its first change.
+            let mut named: Vec<&str> = Vec::new();
+            for c in changes {
+                if named.contains(&c.name.as_str()) {
+                    continue;
+                }
+                if s.len() + c.name.len() + 2 > 90 {
+                    s.push_str(" ...");
+                    break;
+                }
+                named.push(&c.name);
+                let _ = write!(s, " {}", c.name);
+            }
+        }
+    }
+    truncate(&mut s, 99);
+    s
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The readable text of a group of changes: one paragraph per change.
+pub fn text(changes: &[Change], dashboard: &str) -> String {
+    let mut out = String::new();
+    for c in changes {
+        let mut value = String::new();
+        c.value.write_json(&mut value);
+        let mut at = String::new();
+        crate::time::write_status_time(&mut at, c.status_time);
+        let _ = match c.state {
+            State::Firing => writeln!(
+                out,
+                "FIRING  {rule}: {name}'s {field} is {value}, {side} the threshold of {t}.\n        Since {at} (event time).",
+                rule = c.rule,
+                name = c.name,
+                field = c.field.as_str(),
+                side = match c.direction {
+                    crate::alert::Direction::Below => "below",
+                    crate::alert::Direction::Above => "above",
+                },
+                t = crate::alert::number_text(c.threshold),
+            ),
+            State::Resolved => writeln!(
+                out,
+                "RESOLVED {rule}: {name}'s {field} is back at {value} (threshold {t}).\n        At {at} (event time).",
+                rule = c.rule,
+                name = c.name,
+                field = c.field.as_str(),
+                t = crate::alert::number_text(c.threshold),
+            ),
+        };
+        let _ = writeln!(out, "        Alert id: {}\n", c.alert_id());
+    }
+    if !dashboard.is_empty() {
+        let _ = writeln!(out, "The fleet, live: {dashboard}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Direction, Field, Value};
+
+    fn change(name: &str, state: State, value: i64) -> Change {
+        Change {
+            rule: "low-health".into(),
+            name: name.into(),
+            state,
+            field: Field::HealthPoints,
+            value: Value::Int(value),
+            threshold: 100.0,
+            direction: Direction::Below,
+            clear: 105.0,
+            status_time: 0,
+        }
+    }
+
+    #[test]
+    fn subjects_say_what_changed_in_under_100_characters() {
+        assert_eq!(
+            subject(&[change("Shadowfax", State::Firing, 99)]),
+            "FIRING low-health: Shadowfax HealthPoints 99 < 100"
+        );
+        assert_eq!(
+            subject(&[change("Shadowfax", State::Resolved, 106)]),
+            "RESOLVED low-health: Shadowfax HealthPoints 106 >= 105"
+        );
+        let flapping = [
+            change("Pegasus", State::Firing, 99),
+            change("Pegasus", State::Resolved, 105),
+            change("Arion", State::Firing, 90),
+        ];
+        assert_eq!(subject(&flapping), "2 firing, 1 resolved: Pegasus Arion");
+        let many: Vec<Change> = (0..100)
+            .map(|i| change(&format!("unicorn-{i}"), State::Firing, 1))
+            .collect();
+        let s = subject(&many);
+        assert!(s.len() < 100 && s.ends_with(" ..."), "{s}");
+        let long = change(&"🦄".repeat(40), State::Firing, 1);
+        assert!(subject(&[long]).len() < 100);
+    }
+}

@@ -1,0 +1,328 @@
+//! The embedded store (redb): summaries upserted by (`Name`, `StatusTime`) keeping the highest
+//! `Revision`, and dead letters with their reason, origin and raw bytes, bounded by count.
+//!
+//! The database only: the store output (`store.rs`) writes to it, one transaction per batch of
+//! whatever is queued (one fsync per batch, not per summary); readers (the API) open their own
+//! read transactions.
+//!
+//! redb because it is a pure-Rust, actively maintained, ACID embedded database with a stable
+//! file format, no C toolchain and a small build; summaries are tiny and few (one per unicorn
+//! per minute), so a B-tree with two tables is all this needs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+
+use crate::record::{DeadLetter, DeadLetterView, Origin, Summary, SummaryQuery};
+use crate::time::{format_status_time, Millis};
+
+/// (Name, window start) → summary JSON.
+/// redb's page cache. Its default, 1 GiB, is filled by a store of a few million summaries and
+/// never given back (after a flood of a million names the process kept ~170 MiB of it); reads
+/// that miss it come from the operating system's file cache, which the kernel sizes.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+const SUMMARIES: TableDefinition<(&str, i64), &str> = TableDefinition::new("summaries");
+/// (window start, Name) → (): newest-first listing across unicorns.
+const BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("summaries_by_time");
+/// Sequence → (metadata JSON, raw bytes).
+const DEAD_LETTERS: TableDefinition<u64, (&str, &[u8])> = TableDefinition::new("dead_letters");
+
+#[derive(Serialize, serde::Deserialize)]
+struct DeadLetterMeta {
+    reason: String,
+    field: Option<String>,
+    origin: Origin,
+    at: Millis,
+}
+
+/// A store failure; the message says what failed. Retrying may help with I/O errors.
+#[derive(Debug, thiserror::Error)]
+#[error("embedded store: {0}")]
+pub struct StoreError(String);
+
+/// The local database's errors are I/O: worth retrying (a full disk frees up, a lock goes).
+impl crate::output::Classify for StoreError {
+    fn kind(&self) -> crate::output::ErrorKind {
+        crate::output::ErrorKind::Transient
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// The embedded database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    retention: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `dir`, with a page cache of [`CACHE_BYTES`].
+    ///
+    /// # Errors
+    /// The directory or database cannot be created or opened (another process holding it, say).
+    pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("stampede.redb");
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| {
+                let hint = match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => {
+                        " (another Stampede uses this store.path: stop it or choose another path)"
+                    }
+                    _ => "",
+                };
+                StoreError(format!("cannot open {}: {e}{hint}", path.display()))
+            })?;
+        let w = db.begin_write().map_err(err)?;
+        {
+            w.open_table(SUMMARIES).map_err(err)?;
+            w.open_table(BY_TIME).map_err(err)?;
+            w.open_table(DEAD_LETTERS).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        Ok(Store {
+            db: Arc::new(db),
+            retention: dead_letter_retention,
+        })
+    }
+
+    /// The database, for other tables kept in the same file (alert subscriptions).
+    pub fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
+    }
+
+    /// Upserts summaries (a lower `Revision` never replaces a higher one) and appends dead
+    /// letters, in one transaction.
+    ///
+    /// # Errors
+    /// The transaction failed; nothing of it was written.
+    pub fn write(
+        &self,
+        summaries: &[Summary],
+        dead_letters: &[DeadLetter],
+    ) -> Result<usize, StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        let mut written = 0;
+        {
+            let mut table = w.open_table(SUMMARIES).map_err(err)?;
+            let mut by_time = w.open_table(BY_TIME).map_err(err)?;
+            let mut json = String::with_capacity(256);
+            // In key order: a minute's close of a big fleet is a summary per unicorn, and in the
+            // order they closed each would land on another page of both tables (measured: a
+            // million took the best part of a minute). Sorted, the writes walk both in order.
+            // The sort is stable, so revisions of one window keep their order.
+            let mut ordered: Vec<&Summary> = summaries.iter().collect();
+            ordered.sort_by(|a, b| (&a.name, a.window_start).cmp(&(&b.name, b.window_start)));
+            for s in ordered {
+                let key = (s.name.as_str(), s.window_start);
+                let keep_old = match table.get(key).map_err(err)? {
+                    Some(old) => serde_json::from_str::<Summary>(old.value())
+                        .is_ok_and(|o| o.revision > s.revision),
+                    None => false,
+                };
+                if keep_old {
+                    continue;
+                }
+                json.clear();
+                s.write_json(&mut json);
+                table.insert(key, json.as_str()).map_err(err)?;
+                by_time
+                    .insert((s.window_start, s.name.as_str()), ())
+                    .map_err(err)?;
+                written += 1;
+            }
+            let mut dl = w.open_table(DEAD_LETTERS).map_err(err)?;
+            let first = dl.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
+            for (seq, d) in (first..).zip(dead_letters) {
+                let meta = DeadLetterMeta {
+                    reason: d.reason.to_string(),
+                    field: d.field.map(|f| f.as_str().to_owned()),
+                    origin: Origin {
+                        source: d.source.as_str().to_owned(),
+                        partition: d.partition.clone(),
+                        offset: d.position,
+                    },
+                    at: d.at,
+                };
+                let meta = serde_json::to_string(&meta).map_err(err)?;
+                dl.insert(seq, (meta.as_str(), d.raw.as_slice()))
+                    .map_err(err)?;
+            }
+            let excess = dl.len().map_err(err)?.saturating_sub(self.retention);
+            for _ in 0..excess {
+                dl.pop_first().map_err(err)?;
+            }
+        }
+        w.commit().map_err(err)?;
+        Ok(written)
+    }
+
+    /// Stored summaries, newest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn summaries(&self, q: &SummaryQuery) -> Result<Vec<Summary>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let table = r.open_table(SUMMARIES).map_err(err)?;
+        let from = q.from.unwrap_or(Millis::MIN);
+        let to = q.to.unwrap_or(Millis::MAX);
+        let mut out = Vec::new();
+        if let Some(name) = &q.name {
+            for entry in table
+                .range((name.as_str(), from)..=(name.as_str(), to))
+                .map_err(err)?
+                .rev()
+            {
+                let (_, v) = entry.map_err(err)?;
+                out.push(serde_json::from_str(v.value()).map_err(err)?);
+                if out.len() >= q.limit {
+                    break;
+                }
+            }
+        } else {
+            let by_time = r.open_table(BY_TIME).map_err(err)?;
+            for entry in by_time.range((from, "")..).map_err(err)?.rev() {
+                let (k, _) = entry.map_err(err)?;
+                let (start, name) = k.value();
+                if start > to {
+                    continue;
+                }
+                if let Some(v) = table.get((name, start)).map_err(err)? {
+                    out.push(serde_json::from_str(v.value()).map_err(err)?);
+                }
+                if out.len() >= q.limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest dead letters, newest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterView>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let table = r.open_table(DEAD_LETTERS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err)?.rev().take(limit) {
+            let (k, v) = entry.map_err(err)?;
+            let (meta, raw) = v.value();
+            let meta: DeadLetterMeta = serde_json::from_str(meta).map_err(err)?;
+            out.push(DeadLetterView {
+                id: k.value(),
+                reason: meta.reason,
+                field: meta.field,
+                origin: meta.origin,
+                received: format_status_time(meta.at),
+                raw: String::from_utf8_lossy(raw).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a write transaction can be started (for `/readyz`).
+    pub fn writable(&self) -> bool {
+        self.db.begin_write().is_ok_and(|w| w.abort().is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RejectReason;
+
+    fn summary(name: &str, start: Millis, revision: u64, records: u64) -> Summary {
+        Summary {
+            name: name.into(),
+            window_start: start,
+            window_end: start + 60_000,
+            distance: 1.5,
+            min_magic_points: 1,
+            max_magic_points: 2,
+            min_health_points: 3,
+            max_health_points: 4,
+            records,
+            revision,
+        }
+    }
+
+    #[test]
+    fn upserts_keep_the_highest_revision_and_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("stampede-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir, 3).unwrap();
+            store
+                .write(&[summary("a", 0, 1, 10), summary("b", 60_000, 0, 5)], &[])
+                .unwrap();
+            store
+                .write(&[summary("a", 0, 0, 9), summary("a", 60_000, 0, 1)], &[])
+                .unwrap();
+            let dl = |n| DeadLetter {
+                reason: RejectReason::MalformedJson,
+                field: None,
+                source: crate::record::SourceKind::Http,
+                partition: "0".into(),
+                position: n,
+                at: 0,
+                raw: format!("bad {n}").into_bytes(),
+            };
+            store
+                .write(&[], &[dl(1), dl(2), dl(3), dl(4), dl(5)])
+                .unwrap();
+        }
+        let store = Store::open(&dir, 3).unwrap();
+        let all = store
+            .summaries(&SummaryQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let keys: Vec<_> = all
+            .iter()
+            .map(|s| (s.name.as_str(), s.window_start, s.revision, s.records))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![("b", 60_000, 0, 5), ("a", 60_000, 0, 1), ("a", 0, 1, 10)]
+        );
+        let a = store
+            .summaries(&SummaryQuery {
+                name: Some("a".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].window_start, 60_000);
+        let ranged = store
+            .summaries(&SummaryQuery {
+                from: Some(1),
+                to: Some(60_000),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(ranged.len(), 2);
+        let dead = store.dead_letters(10).unwrap();
+        let raws: Vec<_> = dead.iter().map(|d| d.raw.as_str()).collect();
+        assert_eq!(
+            raws,
+            vec!["bad 5", "bad 4", "bad 3"],
+            "retention keeps the newest 3"
+        );
+        assert!(store.writable());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

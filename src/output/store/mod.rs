@@ -1,0 +1,359 @@
+//! The store output: summaries and dead letters into the configured store, embedded (redb) or
+//! DynamoDB (the summary table and the dead-letter table: nothing local); and [`Stores`], what
+//! the API reads them back from.
+//!
+//! One writer thread per service drains whatever is queued, writes it in one go (one
+//! transaction, or one round of DynamoDB calls), and answers the barriers that came with it only
+//! after the write succeeded. A failed write is retried with backoff until it succeeds — the
+//! engines wait behind the bounded queue, nothing is dropped — and marks the output unhealthy
+//! for `/readyz` meanwhile.
+
+pub mod dead_letters;
+pub mod dynamodb;
+pub mod embedded;
+pub mod subscriptions;
+
+use crate::backoff::Backoff;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use self::dead_letters::DeadLetterTable;
+use self::dynamodb::DynamoStore;
+use self::embedded::Store;
+use crate::metrics::METRICS;
+use crate::output::{Classify, ErrorKind, Health, Item};
+use crate::record::{DeadLetter, DeadLetterView, Summary, SummaryQuery};
+use crate::time::Millis;
+use tokio_util::sync::CancellationToken;
+
+/// Where summaries and dead letters are kept (`[store]`).
+pub enum Settings {
+    /// The embedded database in `path`, keeping the newest `dead_letter_retention` dead letters.
+    Embedded {
+        /// Its directory.
+        path: std::path::PathBuf,
+        /// Dead letters kept.
+        dead_letter_retention: u64,
+    },
+    /// DynamoDB: the summary table and the dead-letter table (nothing kept on this host).
+    DynamoDb {
+        /// The summary table.
+        table: String,
+        /// The dead-letter table.
+        dead_letter_table: String,
+        /// Create missing tables.
+        create_tables: bool,
+    },
+}
+
+/// Registers the store output as `settings` say; returns what the API reads summaries and dead
+/// letters back from.
+///
+/// # Errors
+/// The store cannot be opened or a table is missing; the message names the key.
+pub async fn build(
+    settings: Settings,
+    aws: &crate::clients::aws::Aws,
+    outputs: &mut crate::output::Outputs,
+) -> anyhow::Result<Stores> {
+    use anyhow::Context as _;
+    let (backend, stores) = match settings {
+        Settings::DynamoDb {
+            table,
+            dead_letter_table,
+            create_tables,
+        } => {
+            let aws = aws.config().await;
+            let summaries = open_dynamo(aws, &table, create_tables).await?;
+            let dead_letters = DeadLetterTable::open(aws, &dead_letter_table, create_tables)
+                .await
+                .context(
+                    "store.dead_letter_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)",
+                )?;
+            let backend = Backend::DynamoDb {
+                runtime: tokio::runtime::Handle::current(),
+                summaries: summaries.clone(),
+                dead_letters: dead_letters.clone(),
+            };
+            (
+                backend,
+                Stores::DynamoDb {
+                    summaries,
+                    dead_letters,
+                },
+            )
+        }
+        Settings::Embedded {
+            path,
+            dead_letter_retention,
+        } => {
+            let embedded =
+                tokio::task::spawn_blocking(move || Store::open(&path, dead_letter_retention))
+                    .await
+                    .context("store open panicked")??;
+            (
+                Backend::Embedded(embedded.clone()),
+                Stores::Embedded(embedded),
+            )
+        }
+    };
+    let rx = outputs.add(
+        "store",
+        crate::output::Interest {
+            summaries: true,
+            dead_letters: true,
+            ..crate::output::Interest::default()
+        },
+    );
+    let health = Health::new("store");
+    outputs.run(
+        "store",
+        spawn(backend, rx, health.clone(), outputs.give_up()),
+        health,
+    );
+    Ok(stores)
+}
+
+/// The DynamoDB summary table, retried for a minute while DynamoDB cannot be reached; a missing
+/// table (without `create_tables`) fails at once, naming it.
+async fn open_dynamo(
+    aws: &aws_config::SdkConfig,
+    table: &str,
+    create: bool,
+) -> anyhow::Result<DynamoStore> {
+    use anyhow::Context as _;
+    let mut wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match DynamoStore::with_config(aws, table, create).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.permanent || tokio::time::Instant::now() > deadline => {
+                return Err(e).context("store.kind = \"dynamodb\" (store.table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DynamoDB not reachable; retrying");
+                wait.wait().await;
+            }
+        }
+    }
+}
+
+/// Where the store output writes.
+pub enum Backend {
+    /// Summaries and dead letters in the embedded database.
+    Embedded(Store),
+    /// Summaries and dead letters in DynamoDB (driven on `runtime`).
+    DynamoDb {
+        /// The runtime the writer thread drives the SDK on.
+        runtime: tokio::runtime::Handle,
+        /// The summary table.
+        summaries: DynamoStore,
+        /// The dead-letter table.
+        dead_letters: DeadLetterTable,
+    },
+}
+
+/// Where the API reads stored summaries and dead letters.
+#[derive(Clone)]
+pub enum Stores {
+    /// The embedded database.
+    Embedded(Store),
+    /// The DynamoDB tables.
+    DynamoDb {
+        /// The summary table.
+        summaries: DynamoStore,
+        /// The dead-letter table.
+        dead_letters: DeadLetterTable,
+    },
+}
+
+impl Stores {
+    /// Stored summaries, newest first.
+    ///
+    /// # Errors
+    /// The read failed (in words).
+    pub async fn summaries(&self, query: SummaryQuery) -> Result<Vec<Summary>, String> {
+        match self {
+            Stores::Embedded(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.summaries(&query))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            Stores::DynamoDb { summaries, .. } => {
+                summaries.summaries(&query).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The newest dead letters, newest first.
+    ///
+    /// # Errors
+    /// The read failed (in words).
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterView>, String> {
+        match self {
+            Stores::Embedded(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.dead_letters(limit))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            Stores::DynamoDb { dead_letters, .. } => {
+                dead_letters.newest(limit).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Whether the store can be written to now, answered within `wait` (a store that hangs is
+    /// not writable).
+    pub async fn writable(&self, wait: Duration) -> bool {
+        let answer = async {
+            match self {
+                Stores::Embedded(store) => {
+                    let store = store.clone();
+                    tokio::task::spawn_blocking(move || store.writable())
+                        .await
+                        .unwrap_or(false)
+                }
+                Stores::DynamoDb {
+                    summaries,
+                    dead_letters,
+                } => summaries.writable().await && dead_letters.writable().await,
+            }
+        };
+        tokio::time::timeout(wait, answer).await.unwrap_or(false)
+    }
+}
+
+/// Starts the writer thread; it ends once `rx` closes and everything queued is written, or
+/// `give_up` fires (shutdown past its deadline: the batch at hand is abandoned, its barriers
+/// unanswered).
+pub fn spawn(
+    backend: Backend,
+    rx: mpsc::Receiver<Item>,
+    health: Health,
+    give_up: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::task::spawn_blocking(move || run(&backend, rx, (&health, &give_up)))
+}
+
+fn run(
+    backend: &Backend,
+    mut rx: mpsc::Receiver<Item>,
+    (health, give_up): (&Health, &CancellationToken),
+) {
+    let mut summaries: Vec<Summary> = Vec::new();
+    let mut dead: Vec<DeadLetter> = Vec::new();
+    let mut barriers = Vec::new();
+    // (when emitted, how many first summaries): for the window-closed → stored latency.
+    let mut closed: Vec<(Millis, u64)> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut take = |item| match item {
+            Item::Summaries(s, at) => {
+                closed.push((at, s.iter().filter(|s| s.revision == 0).count() as u64));
+                summaries.extend_from_slice(&s);
+            }
+            Item::DeadLetters(d) => dead.extend_from_slice(&d),
+            Item::Records(_) | Item::Alerts { .. } => {}
+            Item::Barrier(b) => barriers.push(b),
+        };
+        take(first);
+        while let Ok(item) = rx.try_recv() {
+            take(item);
+        }
+        METRICS.queue_store.store(rx.len() as i64, Relaxed);
+        health.busy(true);
+        let written = match backend {
+            Backend::Embedded(store) => {
+                if summaries.is_empty() && dead.is_empty() {
+                    0
+                } else {
+                    until_written("store", summaries.len(), (health, give_up), || {
+                        store.write(&summaries, &dead)
+                    })
+                }
+            }
+            Backend::DynamoDb {
+                runtime,
+                summaries: table,
+                dead_letters,
+            } => {
+                let mut written = 0;
+                if !summaries.is_empty() {
+                    written = until_written("DynamoDB", summaries.len(), (health, give_up), || {
+                        runtime.block_on(table.write(&summaries)).map(|s| s.written)
+                    });
+                }
+                if !dead.is_empty() {
+                    until_written("DynamoDB dead-letter", 0, (health, give_up), || {
+                        runtime.block_on(dead_letters.write(&dead))
+                    });
+                }
+                written
+            }
+        };
+        health.busy(false);
+        METRICS.store_writes.fetch_add(written as u64, Relaxed);
+        if written > 0 {
+            let now = crate::time::now_ms();
+            for (at, n) in closed.drain(..) {
+                METRICS
+                    .store_latency
+                    .observe_n(now.saturating_sub(at).max(0) as u64, n);
+            }
+        }
+        closed.clear();
+        summaries.clear();
+        dead.clear();
+        for barrier in barriers.drain(..) {
+            barrier.done();
+        }
+    }
+}
+
+/// Runs `write` until it succeeds, counting each failure by kind and backing off up to 5 s: the
+/// pipeline waits behind the writer, nothing is dropped — unless `give_up` fires (shutdown past
+/// its deadline), when the batch is abandoned and its barriers go unanswered, so that nothing
+/// after it is committed. A permanent error marks the store down at once (and is logged once a
+/// minute); a transient one is a warning, and an error that marks it down from the third try.
+fn until_written<E: std::fmt::Display + Classify>(
+    target: &str,
+    summaries: usize,
+    (health, give_up): (&Health, &CancellationToken),
+    mut write: impl FnMut() -> Result<usize, E>,
+) -> usize {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match write() {
+            Ok(n) => {
+                health.set(true);
+                return n;
+            }
+            Err(e) => {
+                METRICS.store_errors.fetch_add(1, Relaxed);
+                let kind = e.kind();
+                health.failed(kind, &e);
+                if kind == ErrorKind::Transient {
+                    if attempt < 3 {
+                        tracing::warn!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                    } else {
+                        health.down(&e);
+                        tracing::error!(error = %e, summaries, attempt, "{target} write failed; retrying");
+                    }
+                }
+                if give_up.is_cancelled() {
+                    tracing::error!(summaries, "{target}: shutdown deadline passed; this batch is not stored (its positions stay uncommitted)");
+                    return 0;
+                }
+                backoff.wait_blocking();
+            }
+        }
+    }
+}
