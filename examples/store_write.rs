@@ -1,5 +1,5 @@
 //! The embedded store's write path on its own, as a big fleet's minute closes it: N unicorns'
-//! summaries of one minute in one `Store::write`, for several minutes in turn, each timed.
+//! summaries of one minute in one `EmbeddedStore::write`, for several minutes in turn, each timed.
 //! The unicorns close in the order they were first seen (`u0`, `u1`, … `u999999`), which is
 //! not the order of their names.
 //!
@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use stampede::output::store::embedded::Store;
+use stampede::output::store::embedded::EmbeddedStore;
 use stampede::record::Summary;
 
 fn main() {
@@ -21,7 +21,7 @@ fn main() {
         .next()
         .map_or(3, |a| a.parse().expect("MINUTES is a number"));
     let dir = std::env::temp_dir().join(format!("stampede-store-write-{}", std::process::id()));
-    let store = Store::open(&dir, 0).expect("a store");
+    let store = EmbeddedStore::open(&dir, 0).expect("a store");
     let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
     for minute in 0..minutes {
         let start = 1_521_331_200_000 + minute * 60_000;

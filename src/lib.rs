@@ -1,48 +1,47 @@
 //! Stampede: real-time analytics for the Wild Rydes unicorn fleet.
 //!
-//! Telemetry flows one way through these modules (see `DESIGN.md`), and each depends only on
-//! those before it; only [`app`] knows them all:
+//! Telemetry flows one way (see `DESIGN.md`):
 //!
 //! ```text
-//! source ──► decode ──► window (pipeline) ──► output::Fanout ──► store | summary stream |
-//!                                                                dead-letter stream | archive |
-//!                                                                alerts | hub ──► web
+//! source ──► partition task (pipeline): decode ─► window ─► alert rules ──► output::Fanout ──►
+//!      store | summary stream | dead-letter stream | archive | notify | hub ──► web (WebSocket)
 //! ```
 //!
-//! Records and time
-//! * [`record`] — the wire format: [`record::Telemetry`], [`record::Summary`],
-//!   [`record::DeadLetter`], reject reasons.
-//! * [`time`] — `StatusTime` parsing and formatting.
+//! The modules are listed bottom-up, in dependency order: each imports only modules listed
+//! before it, between files and between folders (`../shared/tools/modcycles.py [--top] src`,
+//! run by `scripts/test`, holds it so). Only [`app`] knows every part; the commands sit above.
 //!
-//! Sources
-//! * [`source`] — where records come from: a file, a Kafka consumer group, Kinesis shards;
-//!   [`source::durable`] is the partition lifecycle the stream sources share.
-//! * [`kafka`], [`kinesis`] — client plumbing shared by sources, outputs and commands;
-//!   [`aws`] — SDK errors in words; [`backoff`] — the one retry schedule.
+//! Ground
+//! * [`setting`] — a setting a part refuses as it starts; [`time`] — `StatusTime`.
+//! * [`record`] — the wire format of CONTRACT §1–2: telemetry, summaries, dead letters, reject
+//!   reasons, source kinds.
+//! * [`backoff`] — the one retry schedule; [`metrics`] — every metric in one place.
+//! * [`clients`] — technology plumbing shared by sources, outputs and commands: Kafka, Kinesis,
+//!   DynamoDB, AWS, HTTP(S) and TLS clients, secrets compared in constant time.
 //!
-//! Engine
+//! The pure core
 //! * [`decode`] — bytes → telemetry, with every validation rule.
-//! * [`window`] — the event-time window engine, one per source partition.
-//! * [`pipeline`] — the engine task of one partition: decode, window, hand results to the outputs.
-//! * [`alert`] — alert rules with hysteresis, evaluated per record beside the window engine.
+//! * [`window`] — the event-time window engine (the built-in summary), one per partition.
+//! * [`alert`] — alert rules and their evaluation: record → state changes.
 //!
-//! Outputs
-//! * [`output`] — the fan-out and every output after the engine: the store (embedded or
-//!   DynamoDB), the summary and dead-letter streams (Kafka or Kinesis).
-//! * [`hub`] — live fleet state and WebSocket fan-out (the output never waited for).
-//! * [`archive`] — the raw archive (directory or S3, NDJSON or Parquet, exactly once) and
-//!   [`query`], ad-hoc SQL over it and the store (DataFusion).
-//!
-//! Web
+//! After the core
+//! * [`hub`] — live fleet state and WebSocket frames (fed by the fan-out, never waited for).
+//! * [`output`] — the fan-out and every output, each with its own `build()`: the store
+//!   (embedded or DynamoDB), the summary and dead-letter streams (Kafka or Kinesis), the
+//!   archive (directory or S3), notifications (SNS, SMTP).
+//! * [`pipeline`] — the partition task: decode → window → rules → fan-out.
+//! * [`source`] — where records come from: HTTP, a file, a Kafka consumer group, Kinesis shards;
+//!   one start and stop for all; [`source::durable`] is the partition lifecycle the stream
+//!   sources share.
+//! * [`query`] — DataFusion over the archive and the store.
 //! * [`web`] — HTTP ingest, API, `/ws`, metrics and the dashboard.
-//! * [`metrics`] — every metric in one place.
 //!
-//! Commands and assembly
-//! * [`config`] — the TOML configuration and its environment overrides.
-//! * [`app`] — assembly and ordered shutdown (`serve`); [`demo`] — the in-process fleet.
-//! * [`aggregate`] — `stampede aggregate`, the batch path; [`produce`] — `stampede produce`,
-//!   the simulated fleet; [`consume`] — `stampede consume`, the workshop's stream reader.
-//! * [`cli`] — the command line.
+//! Assembly and commands
+//! * [`config`] — the TOML configuration and its environment overrides, above the parts it
+//!   configures (they never import it).
+//! * [`app`] — `serve`: assembly and ordered shutdown.
+//! * [`commands`] — every command, with its flags: aggregate, produce, consume, demo, query,
+//!   serve, subscribe; [`cli`] — the top-level command line.
 
 pub mod setting;
 pub mod time;

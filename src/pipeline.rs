@@ -131,7 +131,7 @@ struct LiveSlot {
     dirty: bool,
 }
 
-struct Partition {
+struct PartitionTask {
     engine: Engine,
     source: SourceKind,
     name: String,
@@ -185,7 +185,7 @@ pub async fn run(
         }
     }
     let gauges = METRICS.partition(spec.source.as_str(), &spec.name);
-    let mut p = Partition {
+    let mut p = PartitionTask {
         gauges,
         engine,
         source: spec.source,
@@ -256,7 +256,7 @@ pub async fn run(
     tracing::info!(partition = %p.name, stats = ?p.engine.stats(), "partition flushed");
 }
 
-impl Partition {
+impl PartitionTask {
     async fn process(&mut self, mut batch: Batch) {
         let now = now_ms();
         let mut outcome = Outcome::default();

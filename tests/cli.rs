@@ -308,7 +308,7 @@ fn produce_to_http_into_serve_stores_what_aggregate_computes() {
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
 
-    let store = stampede::output::store::embedded::Store::open(&dir, 10).unwrap();
+    let store = stampede::output::store::embedded::EmbeddedStore::open(&dir, 10).unwrap();
     let mut stored: Vec<serde_json::Value> = store
         .summaries(&stampede::record::SummaryQuery {
             limit: 1_000_000,

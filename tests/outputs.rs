@@ -40,7 +40,7 @@ enum Stream {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Store {
+enum EmbeddedStore {
     Embedded,
     DynamoDb,
 }
@@ -119,7 +119,7 @@ fn fleet_lines(seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn check(source: Source, stream: Stream, store: Store) {
+fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let name = format!("{source:?}-{stream:?}-{store:?}").to_lowercase();
     let dir = temp_dir(&format!("outputs-{name}"));
     let brokers = broker();
@@ -173,7 +173,7 @@ fn check(source: Source, stream: Stream, store: Store) {
             ]);
         }
     }
-    if store == Store::DynamoDb {
+    if store == EmbeddedStore::DynamoDb {
         dynamodb_store(&mut env);
     }
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -347,7 +347,7 @@ macro_rules! combinations {
     ($($test:ident: $source:ident, $stream:ident, $store:ident;)*) => {$(
         #[test]
         fn $test() {
-            check(Source::$source, Stream::$stream, Store::$store);
+            check(Source::$source, Stream::$stream, EmbeddedStore::$store);
         }
     )*};
 }

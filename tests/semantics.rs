@@ -172,9 +172,9 @@ type Content = (u64, u64, i64, i64, i64, i64, u64);
 
 /// A store that keeps, per key, the highest revision (a tie goes to the newer write).
 #[derive(Default)]
-struct Store(BTreeMap<(i64, String), Summary>);
+struct EmbeddedStore(BTreeMap<(i64, String), Summary>);
 
-impl Store {
+impl EmbeddedStore {
     fn put(&mut self, summaries: impl IntoIterator<Item = Summary>) {
         for s in summaries {
             let key = (s.window_start, s.name.clone());
@@ -217,7 +217,7 @@ fn feed(
     from: usize,
     until: usize,
     every: usize,
-    store: &mut Store,
+    store: &mut EmbeddedStore,
 ) -> Vec<(usize, Checkpoint)> {
     let mut checkpoints = Vec::new();
     let mut out = Vec::new();
@@ -255,7 +255,7 @@ fn crash_and_replay_from_the_checkpoint_gives_the_same_summaries() {
         );
         let every = 50 + rng.below(400) as usize;
 
-        let mut single = Store::default();
+        let mut single = EmbeddedStore::default();
         let mut e = Engine::new(cfg);
         feed(&mut e, &lines, 0, lines.len(), every, &mut single);
         let mut out = Vec::new();
@@ -264,7 +264,7 @@ fn crash_and_replay_from_the_checkpoint_gives_the_same_summaries() {
 
         // Crash somewhere; the last checkpoint before the crash is what was committed.
         let crash = rng.below(lines.len() as u64) as usize;
-        let mut store = Store::default();
+        let mut store = EmbeddedStore::default();
         let mut e = Engine::new(cfg);
         let checkpoints = feed(&mut e, &lines, 0, crash, every, &mut store);
         // What the dead instance emitted after its checkpoint may or may not have been stored.

@@ -28,279 +28,18 @@
 //! only [`Alerts::observe`]s their time (a later record older than a time before those is in a
 //! final window: the window engine rejects it as too late, so it is never evaluated).
 
+mod rule;
+pub mod spec;
+
+pub use rule::*;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::record::{write_f64, write_json_string, Telemetry};
-use crate::time::{write_status_time, Millis};
+use crate::clients::http::{percent_decode, percent_encode};
+use crate::record::Telemetry;
+use crate::time::Millis;
 use crate::window::NameId;
-
-/// The field a rule watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// `HealthPoints`.
-    HealthPoints,
-    /// `MagicPoints`.
-    MagicPoints,
-    /// `Distance` (metres since the previous record).
-    Distance,
-}
-
-impl Field {
-    /// Its name in records and rules.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Field::HealthPoints => "HealthPoints",
-            Field::MagicPoints => "MagicPoints",
-            Field::Distance => "Distance",
-        }
-    }
-
-    /// Parses a rule's `field`.
-    pub fn parse(s: &str) -> Option<Field> {
-        [Field::HealthPoints, Field::MagicPoints, Field::Distance]
-            .into_iter()
-            .find(|f| f.as_str() == s)
-    }
-
-    #[inline]
-    fn value(self, r: &Telemetry<'_>) -> Value {
-        match self {
-            Field::HealthPoints => Value::Int(r.health_points),
-            Field::MagicPoints => Value::Int(r.magic_points),
-            Field::Distance => Value::Float(r.distance),
-        }
-    }
-
-    /// A value kept in a checkpoint, as the field's type.
-    fn stored(self, v: f32) -> Value {
-        match self {
-            Field::HealthPoints | Field::MagicPoints => Value::Int(v as i64),
-            Field::Distance => Value::Float(f64::from(v)),
-        }
-    }
-}
-
-/// Appends `s` with every byte outside `[A-Za-z0-9._-]` as `%XX`, so that names keep clear of
-/// the separators of checkpoint text.
-pub(crate) fn percent_encode(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-}
-
-/// The inverse of [`percent_encode`]; `None` for anything it does not write.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A field's value as the record had it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value {
-    /// Health and magic points.
-    Int(i64),
-    /// Distance.
-    Float(f64),
-}
-
-impl Value {
-    #[inline]
-    fn as_f64(self) -> f64 {
-        match self {
-            Value::Int(v) => v as f64,
-            Value::Float(v) => v,
-        }
-    }
-
-    /// As JSON (and as a mail shows it).
-    pub fn write_json(self, out: &mut String) {
-        match self {
-            Value::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
-            // As the record spells it: a float keeps its fraction.
-            Value::Float(v) => write_f64(out, v),
-        }
-    }
-}
-
-/// A threshold as text: whole ones without a fraction.
-pub fn number_text(v: f64) -> String {
-    let mut s = String::new();
-    write_number(&mut s, v);
-    s
-}
-
-/// Writes a threshold as a JSON number: whole ones without a fraction (`100`, not `100.0`).
-fn write_number(out: &mut String, v: f64) {
-    if v.fract() == 0.0 && v.abs() < 9e15 {
-        let _ = write!(out, "{}", v as i64);
-    } else {
-        write_f64(out, v);
-    }
-}
-
-/// Which side of the threshold is trouble.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// `below = N`: values < N.
-    Below,
-    /// `above = N`: values > N.
-    Above,
-}
-
-/// One alert rule (CONTRACT §7).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    /// Its name, e.g. `low-health`.
-    pub name: Arc<str>,
-    /// The field it watches.
-    pub field: Field,
-    /// Below or above.
-    pub direction: Direction,
-    /// The threshold.
-    pub threshold: f64,
-    /// The level at which a firing alert resolves (≥ it for `below`, ≤ for `above`).
-    pub clear: f64,
-    /// How long (event time) the condition must hold before the rule fires.
-    pub for_ms: Millis,
-}
-
-impl Rule {
-    /// The two default rules, `low-health` and `low-magic`: below 100, clearing at 100 +
-    /// `hysteresis`.
-    pub fn defaults(hysteresis: f64) -> Vec<Rule> {
-        [
-            ("low-health", Field::HealthPoints),
-            ("low-magic", Field::MagicPoints),
-        ]
-        .into_iter()
-        .map(|(name, field)| Rule {
-            name: name.into(),
-            field,
-            direction: Direction::Below,
-            threshold: 100.0,
-            clear: 100.0 + hysteresis,
-            for_ms: 0,
-        })
-        .collect()
-    }
-
-    #[inline]
-    fn holds(&self, v: f64) -> bool {
-        match self.direction {
-            Direction::Below => v < self.threshold,
-            Direction::Above => v > self.threshold,
-        }
-    }
-
-    #[inline]
-    fn clears(&self, v: f64) -> bool {
-        match self.direction {
-            Direction::Below => v >= self.clear,
-            Direction::Above => v <= self.clear,
-        }
-    }
-}
-
-/// `firing` or `resolved`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// The condition held (for `for_secs`).
-    Firing,
-    /// The value crossed the clear level.
-    Resolved,
-}
-
-impl State {
-    /// As in the contract.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Firing => "firing",
-            State::Resolved => "resolved",
-        }
-    }
-}
-
-/// One state change of one (rule, unicorn).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    /// The rule's name.
-    pub rule: Arc<str>,
-    /// The unicorn.
-    pub name: String,
-    /// The new state.
-    pub state: State,
-    /// The field the rule watches.
-    pub field: Field,
-    /// The value on the record that caused the change.
-    pub value: Value,
-    /// The rule's threshold.
-    pub threshold: f64,
-    /// Which side of the threshold is trouble.
-    pub direction: Direction,
-    /// The level at which the rule clears.
-    pub clear: f64,
-    /// `StatusTime` of the record that caused the change.
-    pub status_time: Millis,
-}
-
-impl Change {
-    /// `Rule/Name/StatusTime`: the same every time the same data is processed.
-    pub fn alert_id(&self) -> String {
-        let mut id = String::with_capacity(self.rule.len() + self.name.len() + 26);
-        self.write_alert_id(&mut id);
-        id
-    }
-
-    fn write_alert_id(&self, out: &mut String) {
-        out.push_str(&self.rule);
-        out.push('/');
-        out.push_str(&self.name);
-        out.push('/');
-        write_status_time(out, self.status_time);
-    }
-
-    /// The change as the JSON object of CONTRACT §7.
-    pub fn write_json(&self, out: &mut String) {
-        out.push_str("{\"AlertId\":");
-        let mut id = String::new();
-        self.write_alert_id(&mut id);
-        write_json_string(out, &id);
-        out.push_str(",\"Rule\":");
-        write_json_string(out, &self.rule);
-        out.push_str(",\"Name\":");
-        write_json_string(out, &self.name);
-        out.push_str(",\"State\":\"");
-        out.push_str(self.state.as_str());
-        out.push_str("\",\"Field\":\"");
-        out.push_str(self.field.as_str());
-        out.push_str("\",\"Value\":");
-        self.value.write_json(out);
-        out.push_str(",\"Threshold\":");
-        write_number(out, self.threshold);
-        out.push_str(",\"StatusTime\":\"");
-        write_status_time(out, self.status_time);
-        out.push_str("\"}");
-    }
-}
 
 /// No streak under way.
 const NO_STREAK: Millis = Millis::MIN;
@@ -357,9 +96,9 @@ impl Quiet {
                 Direction::Above => range.1 = range.1.min(r.threshold.floor() as i64),
             };
             match r.field {
-                Field::HealthPoints => int(&mut q.health),
-                Field::MagicPoints => int(&mut q.magic),
-                Field::Distance => match r.direction {
+                Measure::HealthPoints => int(&mut q.health),
+                Measure::MagicPoints => int(&mut q.magic),
+                Measure::Distance => match r.direction {
                     Direction::Below => q.distance.0 = q.distance.0.max(r.threshold),
                     Direction::Above => q.distance.1 = q.distance.1.min(r.threshold),
                 },
@@ -781,7 +520,7 @@ mod tests {
     fn state_resumed_from_a_checkpoint_continues_exactly() {
         let rule = Rule {
             name: "held low".into(),
-            field: Field::HealthPoints,
+            field: Measure::HealthPoints,
             direction: Direction::Below,
             threshold: 100.0,
             clear: 105.0,
@@ -917,7 +656,7 @@ mod tests {
     fn for_secs_needs_every_record_of_the_streak() {
         let rule = Rule {
             name: "sustained".into(),
-            field: Field::HealthPoints,
+            field: Measure::HealthPoints,
             direction: Direction::Below,
             threshold: 100.0,
             clear: 100.0,
@@ -957,10 +696,10 @@ mod tests {
             for_ms: 0,
         };
         let rules = vec![
-            rule(Field::HealthPoints, Direction::Below, 99.5),
-            rule(Field::HealthPoints, Direction::Above, 180.0),
-            rule(Field::MagicPoints, Direction::Above, 120.7),
-            rule(Field::Distance, Direction::Above, 50.0),
+            rule(Measure::HealthPoints, Direction::Below, 99.5),
+            rule(Measure::HealthPoints, Direction::Above, 180.0),
+            rule(Measure::MagicPoints, Direction::Above, 120.7),
+            rule(Measure::Distance, Direction::Above, 50.0),
         ];
         let quiet = Quiet::of(&rules);
         for h in [i64::MIN, 98, 99, 100, 150, 180, 181, i64::MAX] {
@@ -979,7 +718,7 @@ mod tests {
     fn above_rules_and_the_json_of_a_change() {
         let rule = Rule {
             name: "speeding".into(),
-            field: Field::Distance,
+            field: Measure::Distance,
             direction: Direction::Above,
             threshold: 50.5,
             clear: 40.0,
@@ -994,7 +733,7 @@ mod tests {
         out[0].write_json(&mut json);
         assert_eq!(
             json,
-            r#"{"AlertId":"speeding/Shadowfax/2018-03-18 03:20:07.000","Rule":"speeding","Name":"Shadowfax","State":"firing","Field":"Distance","Value":60.25,"Threshold":50.5,"StatusTime":"2018-03-18 03:20:07.000"}"#
+            r#"{"AlertId":"speeding/Shadowfax/2018-03-18 03:20:07.000","Rule":"speeding","Name":"Shadowfax","State":"firing","Measure":"Distance","Value":60.25,"Threshold":50.5,"StatusTime":"2018-03-18 03:20:07.000"}"#
         );
         r.distance = 45.0;
         r.status_time += 1_000;

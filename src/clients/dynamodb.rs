@@ -43,7 +43,8 @@ pub fn dynamo_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: st
     }
 }
 
-/// A DynamoDB client by the SDK's conventions, whose calls give up after [`ATTEMPT_TIMEOUT`].
+/// A DynamoDB client by the SDK's conventions, whose calls give up after 10 s (a hung
+/// connection must not stall an output for ever).
 pub fn client(config: &aws_config::SdkConfig) -> Client {
     Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(config)

@@ -119,8 +119,8 @@ async fn load_summaries(config: &Config) -> anyhow::Result<Vec<Summary>> {
             }
             let retention = config.store.dead_letter_retention;
             tokio::task::spawn_blocking(move || {
-                let store =
-                    crate::output::store::embedded::Store::open(&dir, retention).map_err(|e| {
+                let store = crate::output::store::embedded::EmbeddedStore::open(&dir, retention)
+                    .map_err(|e| {
                         anyhow::anyhow!(
                             "{e}; a running service answers the same SQL at POST /api/query"
                         )

@@ -184,7 +184,7 @@ async fn built_in(
             Method::DELETE,
             {
                 let mut segment = String::new();
-                crate::alert::percent_encode(&mut segment, email);
+                crate::clients::http::percent_encode(&mut segment, email);
                 format!("{base}/api/subscriptions/{segment}")
             },
             String::new(),

@@ -27,10 +27,12 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 mod fleet;
+mod frames;
 pub mod table;
 pub mod view;
 
 pub use fleet::LiveKey;
+use frames::{snapshot, sorted, write_area, write_bounds, write_unicorns};
 
 use fleet::Fleet;
 use table::{ByName, Names, TableQuery};
@@ -105,10 +107,10 @@ pub enum HubInput {
     Summaries(Arc<[Summary]>),
     /// A (re)connecting client, of the whole fleet or of a view: its snapshot and its queue,
     /// taken at the same instant.
-    Subscribe(oneshot::Sender<Subscription>, Option<View>),
+    Subscribe(oneshot::Sender<LiveSubscription>, Option<View>),
     /// A client's new view: a snapshot of it follows in its queue.
     View {
-        /// [`Subscription::id`].
+        /// [`LiveSubscription::id`].
         id: u64,
         /// What it shows now.
         view: View,
@@ -194,7 +196,7 @@ type Firing = HashMap<(Arc<str>, String), (Arc<str>, Change)>;
 pub const RECENT_ALERTS: usize = 10_000;
 
 /// One client's view: the fleet as of subscribing, then every frame since.
-pub struct Subscription {
+pub struct LiveSubscription {
     /// Names the client to the hub ([`Hub::set_view`]).
     pub id: u64,
     /// The snapshot frame.
@@ -260,7 +262,7 @@ impl Hub {
 
     /// A snapshot and the frames after it, of the whole fleet or of `view`; `None` once the
     /// hub has stopped.
-    pub async fn subscribe(&self, view: Option<View>) -> Option<Subscription> {
+    pub async fn subscribe(&self, view: Option<View>) -> Option<LiveSubscription> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(HubInput::Subscribe(tx, view)).await.ok()?;
         rx.await.ok()
@@ -479,7 +481,7 @@ impl State {
                 let (tx, frames) = mpsc::channel(self.queue);
                 let queued = Arc::new(AtomicUsize::new(0));
                 let lagged = Arc::new(AtomicBool::new(false));
-                let sub = Subscription {
+                let sub = LiveSubscription {
                     id,
                     snapshot: frame,
                     frames,
@@ -887,22 +889,6 @@ impl State {
     }
 }
 
-/// `"area":[south,west,north,east],`: the view a frame answers.
-fn write_area(out: &mut String, v: &View) {
-    let _ = write!(
-        out,
-        "\"area\":[{},{},{},{}],",
-        v.south, v.west, v.north, v.east
-    );
-}
-
-/// `"bounds":[south,west,north,east],` of the fleet, when there is one.
-fn write_bounds(out: &mut String, grid: &Grid) {
-    if let Some([s, w, n, e]) = grid.bounds() {
-        let _ = write!(out, "\"bounds\":[{s:.5},{w:.5},{n:.5},{e:.5}],");
-    }
-}
-
 /// The unicorns in `view`, found through the grid.
 fn in_view<'a>(fleet: &'a Fleet, grid: &Grid, view: &View) -> Vec<&'a Unicorn> {
     grid.candidates(view)
@@ -929,49 +915,6 @@ fn offer(c: &Client, frame: Frame, max_bytes: usize) -> bool {
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
-}
-
-/// Every unicorn, in natural order of names.
-fn sorted<'a>(fleet: &'a Fleet, names: &Names) -> Vec<&'a Unicorn> {
-    names.iter().filter_map(|n| fleet.get(&n.0)).collect()
-}
-
-fn snapshot(fleet: &Fleet, names: &Names, firing: &Firing) -> Frame {
-    let unicorns = sorted(fleet, names);
-    let mut out = String::with_capacity(64 + unicorns.len() * 500);
-    out.push_str("{\"type\":\"snapshot\",\"unicorns\":[");
-    write_unicorns(&mut out, &unicorns, firing);
-    Frame::from(out)
-}
-
-/// The rest of a snapshot after `"unicorns":[`: their records, their summaries, every firing
-/// alert.
-fn write_unicorns(out: &mut String, unicorns: &[&Unicorn], firing: &Firing) {
-    for (i, u) in unicorns.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        u.record.write_json(out, u.seen_ms);
-    }
-    out.push_str("],\"summaries\":[");
-    let mut first = true;
-    for s in unicorns.iter().filter_map(|u| u.summary.as_deref()) {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        s.write_json(out);
-    }
-    out.push_str("],\"alerts\":[");
-    let mut alerts: Vec<&Change> = firing.values().map(|(_, c)| c).collect();
-    alerts.sort_by(|a, b| (&a.name, &a.rule).cmp(&(&b.name, &b.rule)));
-    for (i, c) in alerts.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        c.write_json(out);
-    }
-    out.push_str("]}");
 }
 
 #[cfg(test)]
@@ -1009,8 +952,9 @@ mod tests {
     }
 
     /// Tables that have had the hub's budget this second are told to come back, and answered
-    /// again after the next sweep.
-    #[tokio::test(start_paused = true)]
+    /// again after the next sweep. On real time: with the clock paused, the runtime jumps to the
+    /// next sweep whenever it is idle, which could fall between the two requests.
+    #[tokio::test]
     async fn tables_past_their_budget_are_told_to_come_back_the_next_second() {
         let (hub, stop) = start_with_table_budget(Duration::from_nanos(1));
         hub.input()

@@ -2,18 +2,19 @@
 //!
 //! A partition's engine task hands its results to a [`Fanout`] and nothing else: summaries, dead
 //! letters, the raw bytes of accepted records (for the outputs that keep them) and commit
-//! barriers. Each *durable* output — the store ([`store`]: [`embedded`], or [`dynamodb`] with
-//! the [`dead_letter_table`]), the
-//! summary stream and the dead-letter stream ([`kafka`], [`kinesis`]) — is registered once in
-//! `app`, says which items it wants, and reads them in order from its own bounded channel
-//! (back pressure: a durable output that falls behind slows the engines, it never drops). A
-//! [`Barrier`] is answered by an output once everything it received before it is durable there;
-//! a durable source commits a position only when every durable output has answered the barrier
-//! sent after it (see `pipeline`). The live hub is the one output that is never waited for: it
-//! gets what it can take, by `try_send`.
+//! barriers. Each *durable* output — the store ([`store`]: [`store::embedded`], or
+//! [`store::dynamodb`] with [`store::dead_letters`]), the summary stream and the dead-letter
+//! stream ([`stream`]: Kafka or Kinesis), the [`archive`] and the alert notifications
+//! ([`notify`]) — is built by its own `build()` from its settings, says which items it wants,
+//! and reads them in order from its own bounded channel (back pressure: a durable output that
+//! falls behind slows the engines, it never drops). A [`Barrier`] is answered by an output once
+//! everything it received before it is durable there; a durable source commits a position only
+//! when every durable output has answered the barrier sent after it (see `pipeline`). The live
+//! hub is the one output that is never waited for: it gets what it can take, by `try_send`.
 //!
-//! Adding a capability (alerts, the raw archive) means writing one more output and registering
-//! it in `app`: the engine, the sources and the other outputs do not change.
+//! Adding a capability (alerts, the raw archive) means writing one more output with its
+//! `build()`, and calling it from `app`: the engine, the sources and the other outputs do not
+//! change.
 
 pub mod archive;
 pub mod notify;

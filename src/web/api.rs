@@ -1,5 +1,5 @@
 //! `GET /api/*`, `/metrics`, `/healthz`, `/readyz`: read-only views of the store, the hub and
-//! the counters. Store reads run on the blocking pool.
+//! the counters. EmbeddedStore reads run on the blocking pool.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};

@@ -22,7 +22,7 @@ use super::WebState;
 use futures_util::SinkExt;
 
 use crate::hub::view::View;
-use crate::hub::{Frame, Hub, Subscription};
+use crate::hub::{Frame, Hub, LiveSubscription};
 use crate::metrics::METRICS;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -112,7 +112,7 @@ async fn send(socket: &mut WebSocket, frame: Frame) -> bool {
 /// Sends `first` and every frame already queued behind it (up to 1 MiB) with one flush: a
 /// minute's burst of small summary frames becomes a few large writes instead of one system call
 /// each.
-async fn send_queued(socket: &mut WebSocket, sub: &mut Subscription, first: Frame) -> bool {
+async fn send_queued(socket: &mut WebSocket, sub: &mut LiveSubscription, first: Frame) -> bool {
     let batch = async {
         let mut bytes = first.as_str().len();
         let mut n = 1;

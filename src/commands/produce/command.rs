@@ -8,7 +8,8 @@ use clap::ValueEnum;
 use stampede_producers::{fleet_name, FaultRates, FleetConfig};
 
 use super::{
-    produce, produce_http, produce_kafka, produce_kinesis, HttpTarget, ProduceOptions, Rate, Target,
+    produce, produce_http, produce_kafka, produce_kinesis, Destination, HttpTarget, ProduceOptions,
+    Rate,
 };
 use crate::commands::UsageError;
 use crate::record::MAX_NAME_BYTES;
@@ -90,7 +91,7 @@ impl Args {
     /// The first flag that cannot work, with what to use instead.
     pub fn to_options(&self) -> Result<ProduceOptions, UsageError> {
         let target = match self.to.as_str() {
-            "-" => Target::Stdout,
+            "-" => Destination::Stdout,
             other if other.starts_with("http://") || other.starts_with("https://") => {
                 let uri: hyper::Uri = other
                     .parse()
@@ -107,7 +108,7 @@ impl Args {
                 if !(1..=64).contains(&self.connections) {
                     return Err(UsageError::new("--connections is 1 to 64"));
                 }
-                Target::Http(HttpTarget {
+                Destination::Http(HttpTarget {
                     uri,
                     token: self.token.clone().filter(|t| !t.is_empty()),
                     batch_records: self.batch,
@@ -115,10 +116,10 @@ impl Args {
                 })
             }
             other if other.starts_with("kafka://") => crate::clients::kafka::KafkaUrl::parse(other)
-                .map(Target::Kafka)
+                .map(Destination::Kafka)
                 .map_err(|e| UsageError::new(format!("--to {other}: {e}")))?,
             other if other.starts_with("kinesis://") => crate::clients::kinesis::parse_url(other)
-                .map(Target::Kinesis)
+                .map(Destination::Kinesis)
                 .map_err(|e| UsageError::new(format!("--to {other}: {e}")))?,
             other => {
                 return Err(UsageError::new(format!(
@@ -211,12 +212,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let opts = args.to_options()?;
     crate::commands::init_tracing("warn");
     match opts.target.clone() {
-        Target::Stdout => {
+        Destination::Stdout => {
             let mut stdout = io::stdout().lock();
             produce(opts, &mut stdout).context("cannot write records")?;
             stdout.flush().ok();
         }
-        Target::Http(target) => {
+        Destination::Http(target) => {
             let progress = opts.progress;
             let report = produce_http(opts, &target)?;
             if !progress {
@@ -229,14 +230,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 eprintln!("{} records were over the server's body limit even alone and were not delivered", report.oversized);
             }
         }
-        Target::Kinesis(stream) => {
+        Destination::Kinesis(stream) => {
             let progress = opts.progress;
             let sent = produce_kinesis(opts, &stream)?;
             if !progress {
                 eprintln!("produced {sent} records to kinesis stream {stream}");
             }
         }
-        Target::Kafka(url) => {
+        Destination::Kafka(url) => {
             let progress = opts.progress;
             let sent = produce_kafka(opts, &url)?;
             if !progress {

@@ -34,7 +34,7 @@ pub enum Rate {
 
 /// Where the records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum Destination {
     /// NDJSON on standard output.
     Stdout,
     /// Batched `POST`s to a Stampede `/ingest` endpoint.
@@ -64,7 +64,7 @@ pub struct ProduceOptions {
     /// The fleet (names, seed, start, faults, drift).
     pub fleet: FleetConfig,
     /// Where to write.
-    pub target: Target,
+    pub target: Destination,
     /// Stop after this many records (all unicorns together); `None` runs until interrupted.
     pub msgs: Option<u64>,
     /// Pace.
@@ -76,8 +76,8 @@ pub struct ProduceOptions {
 impl ProduceOptions {
     /// Whether a progress line suits this run: on a terminal, when stdout is a terminal or the
     /// target is not stdout (NDJSON piped elsewhere stays silent).
-    pub fn progress_by_default(target: &Target) -> bool {
-        io::stderr().is_terminal() && (*target != Target::Stdout || io::stdout().is_terminal())
+    pub fn progress_by_default(target: &Destination) -> bool {
+        io::stderr().is_terminal() && (*target != Destination::Stdout || io::stdout().is_terminal())
     }
 }
 
@@ -343,7 +343,7 @@ mod tests {
         };
         let opts = ProduceOptions {
             fleet,
-            target: Target::Stdout,
+            target: Destination::Stdout,
             msgs: Some(1_000),
             rate: Rate::Max,
             progress: false,

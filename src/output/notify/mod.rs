@@ -561,14 +561,14 @@ pub fn text(changes: &[Change], dashboard: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{Direction, Field, Value};
+    use crate::alert::{Direction, Measure, Value};
 
     fn change(name: &str, state: State, value: i64) -> Change {
         Change {
             rule: "low-health".into(),
             name: name.into(),
             state,
-            field: Field::HealthPoints,
+            field: Measure::HealthPoints,
             value: Value::Int(value),
             threshold: 100.0,
             direction: Direction::Below,

@@ -248,7 +248,7 @@ mod tests {
             rule: "low-health".into(),
             name: format!("u{i}"),
             state: crate::alert::State::Firing,
-            field: crate::alert::Field::HealthPoints,
+            field: crate::alert::Measure::HealthPoints,
             value: crate::alert::Value::Int(99),
             threshold: 100.0,
             direction: crate::alert::Direction::Below,

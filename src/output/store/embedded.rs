@@ -56,17 +56,17 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 
 /// The embedded database.
 #[derive(Clone)]
-pub struct Store {
+pub struct EmbeddedStore {
     db: Arc<Database>,
     retention: u64,
 }
 
-impl Store {
+impl EmbeddedStore {
     /// Opens (or creates) the store in directory `dir`, with a page cache of [`CACHE_BYTES`].
     ///
     /// # Errors
     /// The directory or database cannot be created or opened (another process holding it, say).
-    pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("stampede.redb");
@@ -89,7 +89,7 @@ impl Store {
             w.open_table(DEAD_LETTERS).map_err(err)?;
         }
         w.commit().map_err(err)?;
-        Ok(Store {
+        Ok(EmbeddedStore {
             db: Arc::new(db),
             retention: dead_letter_retention,
         })
@@ -262,7 +262,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stampede-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let store = Store::open(&dir, 3).unwrap();
+            let store = EmbeddedStore::open(&dir, 3).unwrap();
             store
                 .write(&[summary("a", 0, 1, 10), summary("b", 60_000, 0, 5)], &[])
                 .unwrap();
@@ -282,7 +282,7 @@ mod tests {
                 .write(&[], &[dl(1), dl(2), dl(3), dl(4), dl(5)])
                 .unwrap();
         }
-        let store = Store::open(&dir, 3).unwrap();
+        let store = EmbeddedStore::open(&dir, 3).unwrap();
         let all = store
             .summaries(&SummaryQuery {
                 limit: 10,

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use self::dead_letters::DeadLetterTable;
 use self::dynamodb::DynamoStore;
-use self::embedded::Store;
+use self::embedded::EmbeddedStore;
 use crate::metrics::METRICS;
 use crate::output::{Classify, ErrorKind, Health, Item};
 use crate::record::{DeadLetter, DeadLetterView, Summary, SummaryQuery};
@@ -90,10 +90,11 @@ pub async fn build(
             path,
             dead_letter_retention,
         } => {
-            let embedded =
-                tokio::task::spawn_blocking(move || Store::open(&path, dead_letter_retention))
-                    .await
-                    .context("store open panicked")??;
+            let embedded = tokio::task::spawn_blocking(move || {
+                EmbeddedStore::open(&path, dead_letter_retention)
+            })
+            .await
+            .context("store open panicked")??;
             (
                 Backend::Embedded(embedded.clone()),
                 Stores::Embedded(embedded),
@@ -144,7 +145,7 @@ async fn open_dynamo(
 /// Where the store output writes.
 pub enum Backend {
     /// Summaries and dead letters in the embedded database.
-    Embedded(Store),
+    Embedded(EmbeddedStore),
     /// Summaries and dead letters in DynamoDB (driven on `runtime`).
     DynamoDb {
         /// The runtime the writer thread drives the SDK on.
@@ -160,7 +161,7 @@ pub enum Backend {
 #[derive(Clone)]
 pub enum Stores {
     /// The embedded database.
-    Embedded(Store),
+    Embedded(EmbeddedStore),
     /// The DynamoDB tables.
     DynamoDb {
         /// The summary table.

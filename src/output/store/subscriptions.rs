@@ -572,7 +572,7 @@ mod tests {
     async fn the_lifecycle_is_kept_in_the_store() {
         let dir = std::env::temp_dir().join(format!("stampede-subs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = crate::output::store::embedded::Store::open(&dir, 10).unwrap();
+        let store = crate::output::store::embedded::EmbeddedStore::open(&dir, 10).unwrap();
         let rules = crate::alert::Rule::defaults(5.0);
         let subs = Subscriptions::embedded(store.database(), 2).await.unwrap();
         let s = subs
