@@ -21,13 +21,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::aws::Aws;
-use crate::config::{ArchiveKind, Config, ConfigError, SourceKind, StoreKind, StreamKind};
+use crate::config::{Config, ConfigError};
 use crate::hub::{Hub, HubSettings};
 use crate::output::stream::Carries;
 use crate::output::{archive, notify, store, stream, Health, Outputs};
 use crate::pipeline::{Batch, Steps};
 use crate::setting::BadSetting;
-use crate::source::{self, Sources};
+use crate::source::Sources;
 use crate::web::{router, WebState};
 
 /// A running service.
@@ -99,26 +99,26 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
 
     // Every output, registered once: the engines see only the fan-out.
     let mut outputs = Outputs::new(Some(hub.input()));
-    let stores = store::build(store_settings(&config), &aws, &mut outputs).await?;
-    if let Some(settings) = summary_stream_settings(&config) {
+    let stores = store::build(config.store_settings(), &aws, &mut outputs).await?;
+    if let Some(settings) = config.summary_stream_settings() {
         stream::build(Carries::Summaries, settings, &aws, &mut outputs).await?;
     }
-    if let Some(settings) = dead_letter_stream_settings(&config) {
+    if let Some(settings) = config.dead_letter_stream_settings() {
         stream::build(Carries::DeadLetters, settings, &aws, &mut outputs).await?;
     }
     let alerts_web = if steps.rules.is_empty() {
         None
     } else {
-        let settings = notify_settings(&config, local, tls.is_some());
+        let settings = config.notify_settings(local, tls.is_some());
         let mail = notify::build(settings, &aws, &stores, &mut outputs).await?;
         Some(crate::web::alerts::AlertsWeb {
             rules: Arc::clone(&steps.rules),
             smtp: mail,
         })
     };
-    let archive = match archive_place(&config) {
+    let archive = match config.archive_place() {
         Some(place) => {
-            let settings = archive_settings(&config);
+            let settings = config.archive_settings();
             Some(archive::build(place, settings, &aws, &mut outputs).await?)
         }
         None => None,
@@ -128,7 +128,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
 
     let source_stop = CancellationToken::new();
     let sources = Sources::start(
-        source_settings(&config),
+        config.source_settings(),
         &steps,
         &fanout,
         &source_stop,
@@ -224,132 +224,6 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         cancel,
         done,
     })
-}
-
-/// `[store]` as the store output's settings.
-fn store_settings(config: &Config) -> store::Settings {
-    let s = &config.store;
-    match s.kind {
-        StoreKind::DynamoDb => store::Settings::DynamoDb {
-            table: s.table.clone(),
-            dead_letter_table: s.dead_letter_table.clone(),
-            create_tables: s.create_tables,
-        },
-        StoreKind::Embedded => store::Settings::Embedded {
-            path: s.path.clone(),
-            dead_letter_retention: s.dead_letter_retention,
-        },
-    }
-}
-
-/// `[summary_stream]`, when it names one: Kafka or Kinesis, whatever the source.
-fn summary_stream_settings(config: &Config) -> Option<stream::Settings<'_>> {
-    let s = &config.summary_stream;
-    match s.kind {
-        StreamKind::Kafka => Some(stream::Settings::Kafka {
-            brokers: (config.summary_brokers(), "summary_stream.brokers"),
-            options: &config.source.kafka_options,
-            topic: &s.topic,
-        }),
-        StreamKind::Kinesis => Some(stream::Settings::Kinesis {
-            stream: (&s.stream, "summary_stream.stream"),
-            optional: false,
-        }),
-        StreamKind::None => None,
-    }
-}
-
-/// The dead-letter stream of a stream source, on the source's own transport, when
-/// `source.dead_letters` names one. A Kafka topic is created by the broker when missing; a
-/// missing Kinesis stream stops the start when it was configured, and is skipped with a warning
-/// when it is only the default (the user never asked for one, and dead letters are kept in the
-/// store anyway).
-fn dead_letter_stream_settings(config: &Config) -> Option<stream::Settings<'_>> {
-    let name = config.source.dead_letters.as_str();
-    if name.is_empty() {
-        return None;
-    }
-    match config.source.kind {
-        SourceKind::Kafka => Some(stream::Settings::Kafka {
-            brokers: (&config.source.brokers, "source.brokers"),
-            options: &config.source.kafka_options,
-            topic: name,
-        }),
-        SourceKind::Kinesis => Some(stream::Settings::Kinesis {
-            stream: (name, "source.dead_letters"),
-            optional: name == crate::config::DEFAULT_DEAD_LETTERS,
-        }),
-        SourceKind::Http | SourceKind::File => None,
-    }
-}
-
-/// `[alerts]` as the alert output's settings. The links in mails start at
-/// `alerts.smtp.public_url`, else at this service's own address (its port when `web.listen`
-/// asks for any).
-fn notify_settings(config: &Config, addr: SocketAddr, tls: bool) -> notify::Settings {
-    let a = &config.alerts;
-    let public_url = if a.smtp.public_url.is_empty() {
-        format!("{}://{addr}", if tls { "https" } else { "http" })
-    } else {
-        a.smtp.public_url.clone()
-    };
-    notify::Settings {
-        sns_topic: a.sns.topic_arn.clone(),
-        smtp: (!a.smtp.server.is_empty()).then(|| notify::SmtpSettings {
-            server: a.smtp.server.clone(),
-            from: a.smtp.from.clone(),
-            public_url,
-            max_subscriptions: usize::try_from(a.max_subscriptions).unwrap_or(usize::MAX),
-            subscription_table: config.store.subscription_table.clone(),
-            create_tables: config.store.create_tables,
-        }),
-        group_interval: std::time::Duration::from_secs(a.group_interval_secs),
-    }
-}
-
-/// Where `[archive]` writes, unless `archive.kind` is `none`.
-fn archive_place(config: &Config) -> Option<archive::Place> {
-    let a = &config.archive;
-    match a.kind {
-        ArchiveKind::None => None,
-        ArchiveKind::Dir => Some(archive::Place::Dir(a.path.clone().into())),
-        ArchiveKind::S3 => Some(archive::Place::S3 {
-            bucket: a.bucket.clone(),
-            prefix: a.prefix.clone(),
-        }),
-    }
-}
-
-/// `[archive]` as the archive output's settings.
-fn archive_settings(config: &Config) -> archive::output::Settings {
-    let a = &config.archive;
-    archive::output::Settings {
-        layout: a.layout,
-        format: a.format,
-        buffer_bytes: usize::try_from(a.buffer_bytes).unwrap_or(usize::MAX),
-        buffer_age: std::time::Duration::from_secs(a.buffer_secs),
-    }
-}
-
-/// `[source]` as the sources' settings.
-fn source_settings(config: &Config) -> source::Settings {
-    let s = &config.source;
-    match s.kind {
-        SourceKind::Http => source::Settings::Http,
-        SourceKind::File => source::Settings::File(s.path.clone().into()),
-        SourceKind::Kafka => source::Settings::Kafka(source::kafka::KafkaSourceConfig {
-            brokers: s.brokers.clone(),
-            topic: s.topic.clone(),
-            group: s.group.clone(),
-            options: s.kafka_options.clone(),
-            checkpoint_topic: s.checkpoint_topic.clone(),
-        }),
-        SourceKind::Kinesis => source::Settings::Kinesis(source::kinesis::KinesisSourceConfig {
-            stream: s.stream.clone(),
-            lease_table: s.lease_table.clone(),
-            create_tables: config.store.create_tables,
-        }),
-    }
 }
 
 /// Lower-cased copies (host names and origins compare case-insensitively).

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod env;
+mod parts;
 mod sections;
 
 use env::apply_env;

@@ -17,12 +17,15 @@
 //! change.
 
 pub mod archive;
+mod health;
 pub mod notify;
 pub mod store;
 pub mod stream;
 
+pub use health::{Classify, ErrorKind, Health, LOG_PERMANENT_EVERY_MS, STALLED_AFTER_MS};
+
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -141,161 +144,6 @@ pub struct Interest {
     pub records: bool,
     /// Alert state changes.
     pub alerts: bool,
-}
-
-/// A write that has not finished after this long makes its output unhealthy (a store that
-/// hangs, rather than fails, says so on `/readyz` too).
-pub const STALLED_AFTER_MS: Millis = 5_000;
-
-/// A permanent error is logged at most this often per output (it repeats on every retry).
-pub const LOG_PERMANENT_EVERY_MS: Millis = 60_000;
-
-/// What an error says of itself: whether retrying can help.
-pub trait Classify {
-    /// Permanent or transient.
-    fn kind(&self) -> ErrorKind;
-}
-
-/// How an output's service failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Retrying will not help until someone acts: access denied, table or topic missing,
-    /// a request the service calls invalid.
-    Permanent,
-    /// Throttling, a timeout, a connection lost: retried with backoff.
-    Transient,
-}
-
-impl ErrorKind {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Permanent => "permanent",
-            ErrorKind::Transient => "transient",
-        }
-    }
-}
-
-/// Whether an output can currently do its work, for `/readyz` (up until it reports trouble, or
-/// while one of its writes has been under way longer than [`STALLED_AFTER_MS`]), and why not.
-#[derive(Debug, Clone)]
-pub struct Health {
-    name: &'static str,
-    /// The output's own view, or its client library's connection flag.
-    up: Arc<AtomicBool>,
-    /// A permanent error was reported and nothing has succeeded since (kept apart from `up`,
-    /// which a client library may overwrite every second).
-    broken: Arc<AtomicBool>,
-    /// When the write under way started (epoch ms); 0 when none is.
-    busy_since: Arc<AtomicI64>,
-    /// The last error while down.
-    reason: Arc<std::sync::Mutex<Option<String>>>,
-    /// When a permanent error was last logged (epoch ms).
-    logged_at: Arc<AtomicI64>,
-    errors: Arc<crate::metrics::OutputErrors>,
-}
-
-impl Health {
-    /// The health of output `name`, up until it reports trouble.
-    pub fn new(name: &'static str) -> Health {
-        Health::from_flag(name, Arc::new(AtomicBool::new(true)))
-    }
-
-    /// Records whether the output works now.
-    pub fn set(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-        if up {
-            self.broken.store(false, Ordering::Relaxed);
-            *self
-                .reason
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        }
-    }
-
-    /// A write succeeded, which proves the service reachable: up again if a client library's
-    /// connection flag said otherwise (its first statistics come a second after start, and may
-    /// predate the first connection). Cheap enough for every write; a reported error is cleared
-    /// only by [`Health::set`].
-    pub fn wrote(&self) {
-        if !self.up.load(Ordering::Relaxed) {
-            self.up.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// An error from the output's service: counted by kind in
-    /// `stampede_output_errors_total{output,kind}`. A permanent one marks the output down with
-    /// the error as the reason `/readyz` gives, and is logged at most once a minute; a
-    /// transient one is the caller's to log (it is retried, and usually passes).
-    pub fn failed(&self, kind: ErrorKind, error: &dyn std::fmt::Display) {
-        self.errors.count(kind == ErrorKind::Permanent);
-        if kind == ErrorKind::Transient {
-            return;
-        }
-        let text = error.to_string();
-        self.broken.store(true, Ordering::Relaxed);
-        let now = now_ms();
-        let last = self.logged_at.load(Ordering::Relaxed);
-        if last == 0 || now.saturating_sub(last) >= LOG_PERMANENT_EVERY_MS {
-            self.logged_at.store(now, Ordering::Relaxed);
-            tracing::error!(output = self.name, error = %text, "output failing: retrying, but this needs someone to act (logged once a minute)");
-        }
-        *self
-            .reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
-    }
-
-    /// The output is down for `reason` (a transient error that keeps coming back).
-    pub fn down(&self, reason: &dyn std::fmt::Display) {
-        self.up.store(false, Ordering::Relaxed);
-        *self
-            .reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
-    }
-
-    /// Why it is down: the last error it reported, or a write under way for too long.
-    pub fn reason(&self) -> Option<String> {
-        let said = self
-            .reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let since = self.busy_since.load(Ordering::Relaxed);
-        said.or_else(|| {
-            let busy = now_ms().saturating_sub(since);
-            (since != 0 && busy >= STALLED_AFTER_MS)
-                .then(|| format!("a write has been under way for {} s", busy / 1_000))
-        })
-    }
-
-    /// A write starts (`true`) or ends (`false`).
-    pub fn busy(&self, busy: bool) {
-        let since = if busy { now_ms().max(1) } else { 0 };
-        self.busy_since.store(since, Ordering::Relaxed);
-    }
-
-    /// Whether it works now.
-    pub fn up(&self) -> bool {
-        let since = self.busy_since.load(Ordering::Relaxed);
-        self.up.load(Ordering::Relaxed)
-            && !self.broken.load(Ordering::Relaxed)
-            && (since == 0 || now_ms().saturating_sub(since) < STALLED_AFTER_MS)
-    }
-
-    /// The health of output `name` that reads `flag` (a client library's connection flag).
-    pub fn from_flag(name: &'static str, flag: Arc<AtomicBool>) -> Health {
-        Health {
-            name,
-            up: flag,
-            broken: Arc::default(),
-            busy_since: Arc::new(AtomicI64::new(0)),
-            reason: Arc::default(),
-            logged_at: Arc::new(AtomicI64::new(0)),
-            errors: METRICS.output_errors(name),
-        }
-    }
 }
 
 /// One registered durable output, as the fan-out sees it.
@@ -547,6 +395,7 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     fn summary(name: &str) -> Summary {
         Summary::sample(name)

@@ -16,10 +16,9 @@ use lettre::transport::smtp::extension::ClientId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Round, SendError};
+use super::message::{self, Round, SendError};
 use crate::alert::Change;
 use crate::metrics::METRICS;
-use crate::output::notify;
 use crate::output::store::subscriptions::{Subscription, Subscriptions};
 use crate::output::ErrorKind;
 
@@ -393,7 +392,7 @@ fn alert_mail(mailer: &Mailer, s: &Subscription, changes: &[Change]) -> Result<M
         mailer.public_url, s.token
     );
     let dashboard = format!("{}/", mailer.public_url);
-    let mut body = notify::text(changes, &dashboard);
+    let mut body = message::text(changes, &dashboard);
     body.push_str(&format!(
         "\nYou get this because {} subscribed to these alerts. To stop them, open:\n{unsubscribe}\n",
         s.email
@@ -402,7 +401,7 @@ fn alert_mail(mailer: &Mailer, s: &Subscription, changes: &[Change]) -> Result<M
     // The same subscriber and the same changes give the same Message-ID.
     let digest = md5::compute(format!("{}\n{}", s.email, ids.join("\n")));
     mailer
-        .message(&s.email, &notify::subject(changes), body)?
+        .message(&s.email, &message::subject(changes), body)?
         .message_id(Some(format!("<{digest:x}@stampede>")))
         .header("X-Stampede-Alerts", ids.join(", "))
         .header("List-Unsubscribe", format!("<{unsubscribe}>"))

@@ -13,10 +13,9 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 use tokio::time::Instant;
 
-use super::{Round, SendError};
+use super::message::{self, Round, SendError};
 use crate::alert::Change;
 use crate::metrics::METRICS;
-use crate::output::notify;
 use crate::output::ErrorKind;
 
 /// Publishes a second to the topic, at most.
@@ -57,8 +56,8 @@ impl SnsChannel {
                 .client
                 .publish()
                 .topic_arn(&self.topic_arn)
-                .subject(notify::subject(group))
-                .message(notify::text(group, ""))
+                .subject(message::subject(group))
+                .message(message::text(group, ""))
                 .set_message_attributes(Some(attributes(group)))
                 .send()
                 .await;

@@ -9,20 +9,16 @@
 //! `confirmed` by following the link in it (a page whose button POSTs), removed by the
 //! unsubscribe link every alert mail carries. The token is the only credential the links need.
 
-use std::collections::HashMap;
+mod dynamodb;
+mod embedded;
+
 use std::sync::{Arc, Mutex, PoisonError};
 
-use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::Database;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::METRICS;
 use crate::time::{now_ms, Millis};
-
-/// E-mail address → subscription JSON.
-const SUBSCRIPTIONS: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
-/// The DynamoDB partition every subscription is in.
-const LIST: &str = "subscriptions";
 
 /// Longest address accepted (RFC 5321's path limit).
 pub const MAX_EMAIL: usize = 254;
@@ -94,10 +90,7 @@ fn refused(status: u16, reason: impl Into<String>) -> Refused {
 #[derive(Clone)]
 enum Backend {
     Embedded(Arc<Database>),
-    DynamoDb {
-        client: aws_sdk_dynamodb::Client,
-        table: String,
-    },
+    DynamoDb(dynamodb::Table),
 }
 
 /// The subscriptions of this service.
@@ -114,14 +107,7 @@ impl Subscriptions {
     /// # Errors
     /// The table cannot be read.
     pub async fn embedded(db: Arc<Database>, max: usize) -> anyhow::Result<Subscriptions> {
-        let open = Arc::clone(&db);
-        tokio::task::spawn_blocking(move || {
-            let w = open.begin_write()?;
-            w.open_table(SUBSCRIPTIONS)?;
-            w.commit()?;
-            anyhow::Ok(())
-        })
-        .await??;
+        embedded::create(&db).await?;
         Subscriptions::start(Backend::Embedded(db), max).await
     }
 
@@ -135,16 +121,7 @@ impl Subscriptions {
         create: bool,
         max: usize,
     ) -> anyhow::Result<Subscriptions> {
-        let client = crate::clients::dynamodb::client(config);
-        let keys = (
-            ("List", ScalarAttributeType::S),
-            ("Email", ScalarAttributeType::S),
-        );
-        crate::clients::dynamodb::ensure_table(&client, table, keys, create).await?;
-        let backend = Backend::DynamoDb {
-            client,
-            table: table.to_owned(),
-        };
+        let backend = Backend::DynamoDb(dynamodb::Table::open(config, table, create).await?);
         Subscriptions::start(backend, max).await
     }
 
@@ -177,49 +154,8 @@ impl Subscriptions {
     /// The store cannot be read.
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let all = match &self.backend {
-            Backend::Embedded(db) => {
-                let db = Arc::clone(db);
-                tokio::task::spawn_blocking(move || {
-                    let r = db.begin_read()?;
-                    let table = r.open_table(SUBSCRIPTIONS)?;
-                    let mut all = Vec::new();
-                    for entry in table.iter()? {
-                        let (_, v) = entry?;
-                        all.extend(parse(v.value()));
-                    }
-                    anyhow::Ok(all)
-                })
-                .await??
-            }
-            Backend::DynamoDb { client, table } => {
-                let mut all = Vec::new();
-                let mut start = None;
-                loop {
-                    let page = client
-                        .query()
-                        .table_name(table)
-                        .key_condition_expression("#l = :l")
-                        .expression_attribute_names("#l", "List")
-                        .expression_attribute_values(":l", AttributeValue::S(LIST.into()))
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!("{table}: {}", crate::clients::aws::describe(&e))
-                        })?;
-                    for item in page.items() {
-                        if let Some(Ok(json)) = item.get("Subscription").map(AttributeValue::as_s) {
-                            all.extend(parse(json));
-                        }
-                    }
-                    start = page.last_evaluated_key;
-                    if start.is_none() {
-                        break;
-                    }
-                }
-                all
-            }
+            Backend::Embedded(db) => embedded::load(db).await?,
+            Backend::DynamoDb(table) => table.load().await?,
         };
         *self.lock() = all;
         self.count();
@@ -416,36 +352,8 @@ impl Subscriptions {
     async fn put(&self, s: &Subscription) -> anyhow::Result<()> {
         let json = serde_json::to_string(s)?;
         match &self.backend {
-            Backend::Embedded(db) => {
-                let (db, email, json) = (Arc::clone(db), s.email.clone(), json.clone());
-                tokio::task::spawn_blocking(move || {
-                    let w = db.begin_write()?;
-                    {
-                        let mut t = w.open_table(SUBSCRIPTIONS)?;
-                        t.insert(email.as_str(), json.as_str())?;
-                    }
-                    w.commit()?;
-                    anyhow::Ok(())
-                })
-                .await??;
-            }
-            Backend::DynamoDb { client, table } => {
-                let item = HashMap::from([
-                    ("List".to_owned(), AttributeValue::S(LIST.into())),
-                    ("Email".to_owned(), AttributeValue::S(s.email.clone())),
-                    ("State".to_owned(), AttributeValue::S(s.state().into())),
-                    ("Subscription".to_owned(), AttributeValue::S(json)),
-                ]);
-                client
-                    .put_item()
-                    .table_name(table)
-                    .set_item(Some(item))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("{table}: {}", crate::clients::aws::describe(&e))
-                    })?;
-            }
+            Backend::Embedded(db) => embedded::put(db, &s.email, &json).await?,
+            Backend::DynamoDb(table) => table.put(&s.email, s.state(), json).await?,
         }
         {
             let mut all = self.lock();
@@ -460,31 +368,8 @@ impl Subscriptions {
 
     async fn delete(&self, email: &str) -> anyhow::Result<()> {
         match &self.backend {
-            Backend::Embedded(db) => {
-                let (db, email) = (Arc::clone(db), email.to_owned());
-                tokio::task::spawn_blocking(move || {
-                    let w = db.begin_write()?;
-                    {
-                        let mut t = w.open_table(SUBSCRIPTIONS)?;
-                        t.remove(email.as_str())?;
-                    }
-                    w.commit()?;
-                    anyhow::Ok(())
-                })
-                .await??;
-            }
-            Backend::DynamoDb { client, table } => {
-                client
-                    .delete_item()
-                    .table_name(table)
-                    .key("List", AttributeValue::S(LIST.into()))
-                    .key("Email", AttributeValue::S(email.to_owned()))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("{table}: {}", crate::clients::aws::describe(&e))
-                    })?;
-            }
+            Backend::Embedded(db) => embedded::delete(db, email).await?,
+            Backend::DynamoDb(table) => table.delete(email).await?,
         }
         self.lock().retain(|x| x.email != email);
         self.count();
@@ -493,7 +378,7 @@ impl Subscriptions {
 }
 
 /// A stored subscription; one that cannot be read is logged and skipped.
-fn parse(json: &str) -> Option<Subscription> {
+pub(super) fn parse(json: &str) -> Option<Subscription> {
     serde_json::from_str(json)
         .map_err(
             |e| tracing::error!(error = %e, "an unreadable subscription in the store: skipped"),

@@ -11,14 +11,16 @@
 //!
 //! Queries are read-only: DDL, DML (`COPY … TO` writes files) and `SET` are refused.
 
+mod files;
+mod render;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -28,8 +30,10 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 
-use crate::output::archive::target::{Target, STAGING};
+use crate::output::archive::target::Target;
 use crate::record::Summary;
+use files::archive_files;
+pub use render::{json_rows, render, row_values, Format};
 
 /// A query that could not run, in words.
 #[derive(Debug, thiserror::Error)]
@@ -63,85 +67,6 @@ pub struct Tables {
 /// Whether `sql` names the `summaries` table (so that the store is read only then).
 pub fn wants_summaries(sql: &str) -> bool {
     sql.to_ascii_lowercase().contains("summaries")
-}
-
-/// The archive's objects: NDJSON ones and Parquet ones, as URLs DataFusion reads.
-async fn archive_files(target: &Target) -> Result<(Vec<String>, Vec<String>), QueryError> {
-    let mut json = Vec::new();
-    let mut parquet = Vec::new();
-    let mut sort = |url: String| {
-        if url.ends_with(".parquet") {
-            parquet.push(url);
-        } else {
-            json.push(url);
-        }
-    };
-    match target {
-        Target::Dir(root) => {
-            let root = root.clone();
-            let files = tokio::task::spawn_blocking(move || walk(&root))
-                .await
-                .map_err(|e| QueryError::Source(e.to_string()))??;
-            files.into_iter().for_each(&mut sort);
-        }
-        Target::S3 {
-            store,
-            bucket,
-            prefix,
-        } => {
-            use futures_util::TryStreamExt;
-            let at = object_store::path::Path::from(prefix.trim_end_matches('/'));
-            let listed: Vec<object_store::ObjectMeta> = store
-                .list((!prefix.is_empty()).then_some(&at))
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    let why = crate::output::archive::target::describe(&e);
-                    QueryError::Source(format!("cannot list s3://{bucket}/{prefix}: {why}"))
-                })?;
-            for meta in listed {
-                let key = meta.location.as_ref();
-                if !key.split('/').any(hidden) {
-                    sort(format!("s3://{bucket}/{key}"));
-                }
-            }
-        }
-    }
-    json.sort();
-    parquet.sort();
-    Ok((json, parquet))
-}
-
-/// Names that readers of a data lake skip: staging (`.stampede-tmp`), markers (`_SUCCESS`).
-fn hidden(name: &str) -> bool {
-    name.starts_with('.') || name.starts_with('_')
-}
-
-/// Every file under `root`, skipping hidden names, as absolute paths.
-fn walk(root: &std::path::Path) -> Result<Vec<String>, QueryError> {
-    let root = std::fs::canonicalize(root).map_err(|e| {
-        QueryError::Source(format!("cannot read the archive {}: {e}", root.display()))
-    })?;
-    let mut out = Vec::new();
-    let mut dirs = vec![root];
-    while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| QueryError::Source(format!("{}: {e}", dir.display())))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if hidden(name) || name == STAGING {
-                continue;
-            }
-            let path = entry.path();
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => dirs.push(path),
-                Ok(t) if t.is_file() => out.push(path.display().to_string()),
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The raw NDJSON schema: the record's keys, `StatusTime` as text (cast in the view).
@@ -375,198 +300,6 @@ pub async fn run(
         batches,
         truncated,
     })
-}
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Aligned columns with a header.
-    Table,
-    /// RFC 4180, with a header.
-    Csv,
-    /// One JSON object per row (NDJSON).
-    Json,
-}
-
-/// Timestamps in the workshop's format; nulls empty.
-fn format_options() -> FormatOptions<'static> {
-    FormatOptions::default()
-        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.3f"))
-        .with_null("")
-}
-
-/// Every cell as text, column by column: (header, cells, numeric).
-fn text_columns(answer: &Answer) -> Vec<(String, Vec<Option<String>>, bool)> {
-    let options = format_options();
-    let mut out: Vec<(String, Vec<Option<String>>, bool)> = answer
-        .schema
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), Vec::new(), f.data_type().is_numeric()))
-        .collect();
-    for batch in &answer.batches {
-        for (i, column) in batch.columns().iter().enumerate() {
-            let Some((_, cells, _)) = out.get_mut(i) else {
-                continue;
-            };
-            match ArrayFormatter::try_new(column.as_ref(), &options) {
-                Ok(f) => {
-                    for row in 0..column.len() {
-                        cells.push((!column.is_null(row)).then(|| f.value(row).to_string()));
-                    }
-                }
-                Err(e) => cells.extend((0..column.len()).map(|_| Some(format!("<{e}>")))),
-            }
-        }
-    }
-    out
-}
-
-/// The answer as text in `format`.
-pub fn render(answer: &Answer, format: Format) -> String {
-    let columns = text_columns(answer);
-    let rows = answer.rows();
-    let mut out = String::new();
-    match format {
-        Format::Table => {
-            let widths: Vec<usize> = columns
-                .iter()
-                .map(|(h, cells, _)| {
-                    cells
-                        .iter()
-                        .map(|c| c.as_deref().unwrap_or("").chars().count())
-                        .chain([h.chars().count()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |out: &mut String, cells: Vec<(&str, bool)>| {
-                let parts: Vec<String> = cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|((c, right), w)| {
-                        if *right {
-                            format!("{c:>w$}")
-                        } else {
-                            format!("{c:<w$}")
-                        }
-                    })
-                    .collect();
-                out.push_str(parts.join(" | ").trim_end());
-                out.push('\n');
-            };
-            line(
-                &mut out,
-                columns
-                    .iter()
-                    .map(|(h, _, numeric)| (h.as_str(), *numeric))
-                    .collect(),
-            );
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            out.push_str(&rule.join("-+-"));
-            out.push('\n');
-            for row in 0..rows {
-                line(
-                    &mut out,
-                    columns
-                        .iter()
-                        .map(|(_, cells, numeric)| {
-                            (
-                                cells.get(row).and_then(|c| c.as_deref()).unwrap_or(""),
-                                *numeric,
-                            )
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Format::Csv => {
-            let csv = |s: &str| {
-                if s.contains([',', '"', '\n', '\r']) {
-                    format!("\"{}\"", s.replace('"', "\"\""))
-                } else {
-                    s.to_owned()
-                }
-            };
-            let header: Vec<String> = columns.iter().map(|(h, _, _)| csv(h)).collect();
-            out.push_str(&header.join(","));
-            out.push_str("\r\n");
-            for row in 0..rows {
-                let cells: Vec<String> = columns
-                    .iter()
-                    .map(|(_, cells, _)| {
-                        csv(cells.get(row).and_then(|c| c.as_deref()).unwrap_or(""))
-                    })
-                    .collect();
-                out.push_str(&cells.join(","));
-                out.push_str("\r\n");
-            }
-        }
-        Format::Json => {
-            for row in json_rows(answer) {
-                out.push_str(&row);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-/// Each row's values, columns in order: numbers as numbers, booleans as booleans, nulls as
-/// null, everything else (timestamps in the workshop's format) as text.
-pub fn row_values(answer: &Answer) -> Vec<Vec<serde_json::Value>> {
-    use serde_json::Value;
-    let columns = text_columns(answer);
-    let types: Vec<&DataType> = answer
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.data_type())
-        .collect();
-    (0..answer.rows())
-        .map(|row| {
-            columns
-                .iter()
-                .zip(&types)
-                .map(
-                    |((_, cells, numeric), t)| match cells.get(row).and_then(|c| c.as_deref()) {
-                        None => Value::Null,
-                        Some(text) if *numeric => text
-                            .parse::<serde_json::Number>()
-                            .map_or_else(|_| Value::String(text.to_owned()), Value::Number),
-                        Some(text) if **t == DataType::Boolean => Value::Bool(text == "true"),
-                        Some(text) => Value::String(text.to_owned()),
-                    },
-                )
-                .collect()
-        })
-        .collect()
-}
-
-/// Each row as a JSON object, columns in order (see [`row_values`]).
-pub fn json_rows(answer: &Answer) -> Vec<String> {
-    let keys: Vec<String> = answer
-        .schema
-        .fields()
-        .iter()
-        .map(|f| serde_json::Value::String(f.name().clone()).to_string())
-        .collect();
-    row_values(answer)
-        .into_iter()
-        .map(|values| {
-            let mut line = String::from("{");
-            for (i, (key, value)) in keys.iter().zip(values).enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                line.push_str(key);
-                line.push(':');
-                line.push_str(&value.to_string());
-            }
-            line.push('}');
-            line
-        })
-        .collect()
 }
 
 /// Runs `sql` on a thread and runtime of its own, with one thread of parallelism, a memory

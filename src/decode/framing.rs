@@ -1,0 +1,56 @@
+//! Framing: where the records of a payload are. A payload is NDJSON (one record a line, blank
+//! lines skipped) or one JSON array of records; both are cut into byte ranges, with no copy.
+
+use super::parser::{is_ws, Parser};
+
+/// Whether a line holds no record: empty, or only JSON whitespace (space, tab, CR, LF). The one
+/// rule for every source, so a line means the same over HTTP and in a file.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| is_ws(*b))
+}
+
+/// The byte ranges of the records of an NDJSON payload: its non-blank lines. A trailing `\n`
+/// (or `\r\n`) is allowed.
+pub fn split_record_ranges(payload: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len())) {
+        let line = &payload[start..end];
+        if !is_blank(line) {
+            out.push(start..end);
+        }
+        start = end + 1;
+    }
+    out
+}
+
+/// The byte ranges of the elements of a JSON array payload, or `None` when the payload is not a
+/// well-formed array. Elements are not validated beyond their JSON syntax.
+pub fn array_elements(payload: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut p = Parser { s: payload, i: 0 };
+    p.skip_ws();
+    p.expect(b'[').ok()?;
+    let mut out = Vec::new();
+    p.skip_ws();
+    if p.peek() == Some(b']') {
+        p.i += 1;
+    } else {
+        loop {
+            p.skip_ws();
+            let start = p.i;
+            p.skip_value().ok()?;
+            out.push(start..p.i);
+            p.skip_ws();
+            match p.peek() {
+                Some(b',') => p.i += 1,
+                Some(b']') => {
+                    p.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    p.end().ok()?;
+    Some(out)
+}

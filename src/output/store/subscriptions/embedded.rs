@@ -1,0 +1,69 @@
+//! Subscriptions in the embedded store: redb table `subscriptions`, e-mail address →
+//! subscription JSON.
+
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{parse, Subscription};
+
+/// E-mail address → subscription JSON.
+const SUBSCRIPTIONS: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
+
+/// Creates the table if it is missing.
+pub(super) async fn create(db: &Arc<Database>) -> anyhow::Result<()> {
+    let db = Arc::clone(db);
+    tokio::task::spawn_blocking(move || {
+        let w = db.begin_write()?;
+        w.open_table(SUBSCRIPTIONS)?;
+        w.commit()?;
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// Every subscription in the table.
+pub(super) async fn load(db: &Arc<Database>) -> anyhow::Result<Vec<Subscription>> {
+    let db = Arc::clone(db);
+    tokio::task::spawn_blocking(move || {
+        let r = db.begin_read()?;
+        let table = r.open_table(SUBSCRIPTIONS)?;
+        let mut all = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            all.extend(parse(v.value()));
+        }
+        anyhow::Ok(all)
+    })
+    .await?
+}
+
+/// Writes `email`'s subscription (`json`).
+pub(super) async fn put(db: &Arc<Database>, email: &str, json: &str) -> anyhow::Result<()> {
+    let (db, email, json) = (Arc::clone(db), email.to_owned(), json.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let w = db.begin_write()?;
+        {
+            let mut t = w.open_table(SUBSCRIPTIONS)?;
+            t.insert(email.as_str(), json.as_str())?;
+        }
+        w.commit()?;
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// Removes `email`'s subscription.
+pub(super) async fn delete(db: &Arc<Database>, email: &str) -> anyhow::Result<()> {
+    let (db, email) = (Arc::clone(db), email.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let w = db.begin_write()?;
+        {
+            let mut t = w.open_table(SUBSCRIPTIONS)?;
+            t.remove(email.as_str())?;
+        }
+        w.commit()?;
+        anyhow::Ok(())
+    })
+    .await?
+}
