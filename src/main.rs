@@ -20,6 +20,11 @@ fn main() -> ExitCode {
     // Two rustls providers are built (aws-lc-rs for ours and the AWS SDK's, ring for the S3
     // client's); a library asking for the process default gets ours.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // The service runs each of its queries in a worker: this binary again (see
+    // stampede::query::worker).
+    if std::env::args_os().nth(1).is_some_and(|a| a == stampede::query::worker::WORKER_ARG) {
+        return stampede::query::worker::serve_stdio();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Aggregate(args) => commands::aggregate::command(&args),

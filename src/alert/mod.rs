@@ -625,7 +625,7 @@ mod tests {
         out[0].write_json(&mut json);
         assert_eq!(
             json,
-            r#"{"AlertId":"speeding/Shadowfax/2018-03-18 03:20:07.000","Rule":"speeding","Name":"Shadowfax","State":"firing","Measure":"Distance","Value":60.25,"Threshold":50.5,"StatusTime":"2018-03-18 03:20:07.000"}"#
+            r#"{"AlertId":"speeding/Shadowfax/2018-03-18 03:20:07.000","Rule":"speeding","Name":"Shadowfax","State":"firing","Field":"Distance","Value":60.25,"Threshold":50.5,"StatusTime":"2018-03-18 03:20:07.000"}"#
         );
         r.distance = 45.0;
         r.status_time += 1_000;

@@ -236,7 +236,7 @@ impl Change {
         write_json_string(out, &self.name);
         out.push_str(",\"State\":\"");
         out.push_str(self.state.as_str());
-        out.push_str("\",\"Measure\":\"");
+        out.push_str("\",\"Field\":\"");
         out.push_str(self.field.as_str());
         out.push_str("\",\"Value\":");
         self.value.write_json(out);

@@ -13,6 +13,7 @@
 
 mod files;
 mod render;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use crate::output::archive::target::Target;
 use crate::record::Summary;
 use files::archive_files;
 pub use render::{json_rows, render, row_values, Format};
+pub use worker::run_isolated;
 
 /// A query that could not run, in words.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,12 @@ pub enum QueryError {
     /// It ran past its time limit.
     #[error("the query ran longer than {} s and was stopped", .0.as_secs())]
     Timeout(Duration),
+    /// Its answer was larger than a query on the service may give.
+    #[error("the answer is larger than {} MiB: select fewer rows or columns (LIMIT), or run it with stampede query", .0 >> 20)]
+    TooLarge(usize),
+    /// It was stopped for taking more than a query may (memory, stack).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 fn sql_error(e: datafusion::error::DataFusionError) -> QueryError {
@@ -264,6 +272,7 @@ pub async fn run(
     sql: &str,
     max_rows: Option<usize>,
 ) -> Result<Answer, QueryError> {
+    check_depth(sql)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -302,51 +311,47 @@ pub async fn run(
     })
 }
 
-/// Runs `sql` on a thread and runtime of its own, with one thread of parallelism, a memory
-/// limit, at most `max_rows` rows and within `timeout`: what `POST /api/query` does, so that a
-/// heavy query takes one core and never the pipeline's runtime.
-///
-/// # Errors
-/// As [`run`], or [`QueryError::Timeout`].
-pub async fn run_isolated(
-    tables: Tables,
-    sql: String,
-    max_rows: usize,
-    timeout: Duration,
-    memory_bytes: usize,
-) -> Result<Answer, QueryError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("stampede-query".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.send(Err(QueryError::Source(e.to_string())));
-                    return;
-                }
-            };
-            let answer = runtime.block_on(async {
-                let limits = Limits {
-                    partitions: 1,
-                    memory_bytes: Some(memory_bytes),
-                };
-                let work = async {
-                    let ctx = context(&tables, limits).await?;
-                    run(&ctx, &sql, Some(max_rows)).await
-                };
-                tokio::time::timeout(timeout, work)
-                    .await
-                    .unwrap_or(Err(QueryError::Timeout(timeout)))
-            });
-            let _ = tx.send(answer);
-        })
-        .map_err(|e| QueryError::Source(format!("cannot start a query thread: {e}")))?;
-    rx.await
-        .unwrap_or_else(|_| Err(QueryError::Source("the query thread failed".into())))
+/// Expressions nested deeper than this are refused: DataFusion plans, optimises and evaluates
+/// expressions recursively, and a chain such as `1+1+…+1` of a few thousand terms would
+/// overflow its stack.
+pub const MAX_EXPRESSION_DEPTH: usize = 64;
+
+/// Refuses SQL whose expressions nest deeper than [`MAX_EXPRESSION_DEPTH`]. SQL that does not
+/// parse passes: DataFusion then says what is wrong with it.
+fn check_depth(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+
+    struct Depth(usize);
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.0 += 1;
+            if self.0 > MAX_EXPRESSION_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.0 -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let Ok(statements) = Parser::parse_sql(&GenericDialect {}, sql) else {
+        return Ok(());
+    };
+    if statements
+        .iter()
+        .any(|s| s.visit(&mut Depth(0)).is_break())
+    {
+        return Err(QueryError::Sql(format!(
+            "an expression nests deeper than {MAX_EXPRESSION_DEPTH} levels (e.g. a long chain of + or ||): split it, or use SUM or concat_ws over rows"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
