@@ -243,7 +243,7 @@ async fn a_page_from_another_origin_can_neither_post_nor_open_the_feed() {
         .until("the allowed page to finish", done, json!([]))
         .await;
     assert_eq!(outcome, json!({ "post": "done", "ws": "open" }));
-    let fleet = crate::support::service::eventually("Friend ingested", || async {
+    let fleet = crate::support::poll::eventually("Friend ingested", || async {
         let v = crate::support::service::get_json(app.addr, "/api/unicorns").await;
         (v.as_array()?.len() == 1).then_some(v)
     })
@@ -439,7 +439,7 @@ async fn the_dashboard_draws_a_unicorns_trip_from_the_archive() {
         &dir,
         &[("STAMPEDE_ARCHIVE_BUFFER_SECS", "1")],
     );
-    crate::support::process::wait_until(30, "records archived", || {
+    crate::support::poll::wait_until("records archived", || {
         crate::support::process::metric(&demo.url, "stampede_archive_records_total") >= 9
     });
     let browser = Browser::start().await;

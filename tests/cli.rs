@@ -235,7 +235,7 @@ fn the_demo_shows_a_fleet_and_exits_cleanly_on_ctrl_c() {
     let url = demo.url.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let names = rt.block_on(crate::support::service::eventually(
+    let names = rt.block_on(crate::support::poll::eventually(
         "a dozen unicorns",
         || async {
             let v = crate::support::service::get_json(addr, "/api/unicorns").await;

@@ -9,12 +9,12 @@ use serde_json::Value;
 
 use crate::support::kafka::{keep_newest, FAULTS};
 use crate::support::kinesis::{
-    aws_env, client, close_all_windows, create_stream, dynamodb_endpoint, endpoint,
+    await_active, aws_env, client, close_all_windows, create_stream, dynamodb_endpoint, endpoint,
     http_get_summaries, read_all, read_shards,
 };
+use crate::support::poll::{wait_until, wait_until_within, LONG, LONGEST};
 use crate::support::process::{
     aggregate_ordered, ingest_ordered_then_stop, metric, produce_fleet, signal, start_service_with,
-    wait_until,
 };
 
 fn stampede(args: &[&str]) -> std::process::Output {
@@ -206,7 +206,7 @@ impl Setup {
             .collect();
         let (want, rejected) = crate::support::kafka::expected(&partitions, &self.dir);
         let mut got = crate::support::kafka::Summaries::new();
-        wait_until(90, "every window in DynamoDB", || {
+        wait_until_within(LONGEST, "every window in DynamoDB", || {
             got = http_get_summaries(url);
             got == want
         });
@@ -214,7 +214,7 @@ impl Setup {
         // The summary stream carries the same, highest revision per window. Each output
         // delivers on its own, so the stream may still be behind the table: await it.
         let mut streamed = crate::support::kafka::Summaries::new();
-        wait_until(60, "every window in the summary stream", || {
+        wait_until_within(LONG, "every window in the summary stream", || {
             streamed.clear();
             for data in read_all(rt, c, &self.summaries) {
                 keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
@@ -227,7 +227,7 @@ impl Setup {
         let rejected: std::collections::BTreeSet<(String, Vec<u8>)> =
             rejected.into_iter().collect();
         let mut dead = std::collections::BTreeSet::new();
-        wait_until(60, "every rejected record dead-lettered", || {
+        wait_until_within(LONG, "every rejected record dead-lettered", || {
             dead = read_all(rt, c, &self.dlq)
                 .into_iter()
                 .map(|d| {
@@ -260,22 +260,24 @@ fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over
     let t = Setup::new("kinesis-leases");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 41);
     let a = t.serve("a");
-    wait_until(60, "first instance owning every shard", || {
+    wait_until_within(LONG, "first instance owning every shard", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     let b = t.serve("b");
-    wait_until(60, "the second instance taking its share", || {
+    wait_until_within(LONG, "the second instance taking its share", || {
         metric(&b.url, "stampede_source_partitions") == 2
             && metric(&a.url, "stampede_source_partitions") == 2
     });
-    wait_until(60, "the first instance checkpointing", || {
+    wait_until_within(LONG, "the first instance checkpointing", || {
         metric(&a.url, "stampede_source_commits_total") > 0
     });
     a.kill();
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 42);
-    wait_until(60, "the survivor taking the dead instance's shards", || {
-        metric(&b.url, "stampede_source_partitions") == 4
-    });
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shards",
+        || metric(&b.url, "stampede_source_partitions") == 4,
+    );
     t.check(&b.url);
     drop(b);
     std::fs::remove_dir_all(&t.dir).ok();
@@ -286,14 +288,14 @@ fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
     let t = Setup::new("kinesis-restart");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 51);
     let first = t.serve("first");
-    wait_until(60, "checkpointing every shard", || {
+    wait_until_within(LONG, "checkpointing every shard", || {
         metric(&first.url, "stampede_source_commits_total") >= 4
     });
     first.kill();
     // The dead instance's leases expire (10 s unchanged), then the new one takes them all.
     let second = t.serve("second");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 52);
-    wait_until(60, "the restarted instance owning every shard", || {
+    wait_until_within(LONG, "the restarted instance owning every shard", || {
         metric(&second.url, "stampede_source_partitions") == 4
     });
     t.check(&second.url);
@@ -313,13 +315,7 @@ fn split(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str
             .send(),
     )
     .unwrap();
-    wait_until(30, "the stream active after the split", || {
-        let d = rt
-            .block_on(c.describe_stream_summary().stream_name(stream).send())
-            .unwrap();
-        d.stream_description_summary.map(|s| s.stream_status)
-            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
-    });
+    await_active(rt, c, stream, "after the split");
 }
 
 /// A minute that spans a split: half of it in the parent shard, half in a child. The child
@@ -337,20 +333,20 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     // open when the shard is split.
     produce(3000, "2026-01-01 00:00:00", 71);
     let first = t.serve("first");
-    wait_until(60, "the parent shard checkpointed", || {
+    wait_until_within(LONG, "the parent shard checkpointed", || {
         metric(&first.url, "stampede_source_commits_total") > 0
     });
     split(&t.rt, &t.c, &t.telemetry, "shardId-000000000000");
     // Up to 00:03:19: minute 00:02 can still change (until 00:04:00), so the children keep
     // needing the parent's tail and write no checkpoint.
     produce(1000, "2026-01-01 00:02:30", 72);
-    wait_until(60, "both children owned", || {
+    wait_until_within(LONG, "both children owned", || {
         metric(&first.url, "stampede_source_partitions") == 2
     });
     first.kill();
     let second = t.serve("second");
     produce(2000, "2026-01-01 00:03:20", 73);
-    wait_until(60, "both children taken over", || {
+    wait_until_within(LONG, "both children taken over", || {
         metric(&second.url, "stampede_source_partitions") == 2
     });
     close_all_windows(&t.rt, &t.c, &t.telemetry);
@@ -404,7 +400,7 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
         .filter(|((_, t), _)| t == "2026-01-01 00:02:00")
         .all(|(_, v)| v["Records"] == 60));
     let mut got = crate::support::kafka::Summaries::new();
-    wait_until(90, "every window in DynamoDB", || {
+    wait_until_within(LONGEST, "every window in DynamoDB", || {
         got = http_get_summaries(&second.url);
         got == want
     });
@@ -429,7 +425,7 @@ fn a_merged_stream_is_read_after_both_parents_end() {
         &t.env,
     );
     let s = t.serve("merge");
-    wait_until(60, "both parents owned", || {
+    wait_until_within(LONG, "both parents owned", || {
         metric(&s.url, "stampede_source_partitions") == 2
     });
     t.rt.block_on(
@@ -440,17 +436,7 @@ fn a_merged_stream_is_read_after_both_parents_end() {
             .send(),
     )
     .unwrap();
-    wait_until(30, "the stream active after the merge", || {
-        let d =
-            t.rt.block_on(
-                t.c.describe_stream_summary()
-                    .stream_name(&t.telemetry)
-                    .send(),
-            )
-            .unwrap();
-        d.stream_description_summary.map(|s| s.stream_status)
-            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
-    });
+    await_active(&t.rt, &t.c, &t.telemetry, "after the merge");
     produce_with(
         &t.telemetry,
         (20, 2400),
@@ -459,7 +445,7 @@ fn a_merged_stream_is_read_after_both_parents_end() {
         "",
         &t.env,
     );
-    wait_until(60, "the child owned, the parents done", || {
+    wait_until_within(LONG, "the child owned, the parents done", || {
         metric(&s.url, "stampede_source_partitions") == 1
             && metric(&s.url, "stampede_records_in_total") >= 4800
     });
@@ -480,7 +466,7 @@ fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
         crate::support::process::http_post(&format!("{}/ingest", s.url), body.as_bytes());
     assert_eq!(status, 200, "{reply}");
     let mut dead = Vec::new();
-    wait_until(60, "110 dead letters in the stream", || {
+    wait_until_within(LONG, "110 dead letters in the stream", || {
         dead = read_all(&t.rt, &t.c, &t.dlq);
         dead.len() >= 110
     });
@@ -520,7 +506,7 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
         .sum();
     assert_eq!(total, 10_000);
     let s = t.serve("faults");
-    wait_until(60, "every shard owned", || {
+    wait_until_within(LONG, "every shard owned", || {
         metric(&s.url, "stampede_source_partitions") == 4
     });
     produce_with(
@@ -636,7 +622,7 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
     let b = setup.serve("b");
     let owned = |url: &str| metric(url, "stampede_source_partitions");
     let taken = |url: &str| metric(url, "stampede_source_taken_total");
-    wait_until(60, "two shards each", || {
+    wait_until_within(LONG, "two shards each", || {
         owned(&a.url) == 2 && owned(&b.url) == 2
     });
     let taken_before = (taken(&a.url), taken(&b.url));
@@ -644,7 +630,8 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
     dynamodb.hold(&table);
     let stalled = std::time::Instant::now();
     produce_to(&setup.telemetry, 4_000, "2018-03-18 03:24:00", 22);
-    wait_until(20, "/readyz names the store", || {
+    // Within 20 s (not the default): the stall lasts 25 s, and must be sampled below.
+    wait_until_within(20, "/readyz names the store", || {
         let (status, body) = http_get(&format!("{}/readyz", a.url));
         let v: Value = serde_json::from_str(&body).unwrap();
         status == 503 && v["checks"]["store"] == false && v["checks"]["source"] == true
@@ -663,7 +650,7 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
         taken_before,
         "no lease was taken during or after the stall"
     );
-    wait_until(20, "/readyz recovers", || {
+    wait_until("/readyz recovers", || {
         http_get(&format!("{}/readyz", a.url)).0 == 200
     });
 }
@@ -741,7 +728,7 @@ fn put_all_keeps_each_keys_order_across_partial_failures() {
 #[test]
 fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     use crate::alerts::{alert_ids, at, confirm_by_mail, id, once, subscribe, unique_address};
-    use crate::support::mail::{await_mails, mails_to, smtp_server};
+    use crate::support::mail::{await_mails_within, mails_to, smtp_server};
     use crate::support::service::line;
     let mut t = Setup::with_shards("kinesis-alerts", 2);
     let subscriptions = crate::support::kafka::unique("stampede-subscriptions");
@@ -755,7 +742,7 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     t.env
         .push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "30".into()));
     let a = t.serve("a");
-    wait_until(60, "the first instance owning both shards", || {
+    wait_until_within(LONG, "the first instance owning both shards", || {
         metric(&a.url, "stampede_source_partitions") == 2
     });
     let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
@@ -766,7 +753,7 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
         confirm_by_mail(addr, &ops).await;
     });
     let b = t.serve("b");
-    wait_until(60, "one shard each", || {
+    wait_until_within(LONG, "one shard each", || {
         metric(&b.url, "stampede_source_partitions") == 1
             && metric(&a.url, "stampede_source_partitions") == 1
     });
@@ -803,11 +790,11 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
         .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
         .collect());
     let fired: Vec<String> = names.iter().map(|n| id("low-health", n, 1)).collect();
-    await_mails(&ops, 60, "every unicorn's alert firing", |m| {
+    await_mails_within(LONG, &ops, "every unicorn's alert firing", |m| {
         alert_ids(m).len() == fired.len()
     });
     // The checkpoints behind those records commit once their changes are mailed.
-    wait_until(30, "both instances checkpointing after them", || {
+    wait_until("both instances checkpointing after them", || {
         metric(&a.url, "stampede_source_commits_total") > commits.0
             && metric(&b.url, "stampede_source_commits_total") > commits.1
     });
@@ -816,19 +803,22 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
         .iter()
         .map(|n| (n.clone(), line(n, &at(10), 1.0, 106, 150)))
         .collect());
-    wait_until(30, "the first instance's resolutions made", || {
+    wait_until("the first instance's resolutions made", || {
         metric(&a.url, "stampede_alerts_pending") > 0
     });
     a.kill();
-    wait_until(60, "the survivor taking the dead instance's shard", || {
-        metric(&b.url, "stampede_source_partitions") == 2
-    });
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shard",
+        || metric(&b.url, "stampede_source_partitions") == 2,
+    );
     let resolved: Vec<String> = names.iter().map(|n| id("low-health", n, 10)).collect();
     let want = once(&[fired, resolved].concat());
-    let mails = await_mails(&ops, 90, "every change mailed", |m| {
+    // Longest: the dead instance's lease must expire, then its resolutions wait for a round.
+    let mails = await_mails_within(LONGEST, &ops, "every change mailed", |m| {
         alert_ids(m).len() == want.len()
     });
-    wait_until(30, "nothing pending", || {
+    wait_until("nothing pending", || {
         metric(&b.url, "stampede_alerts_pending") == 0
     });
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
@@ -872,12 +862,12 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     };
     produce("2026-01-01 00:00:00", 71);
     let a = t.serve("a");
-    wait_until(60, "the first instance owning every shard", || {
+    wait_until_within(LONG, "the first instance owning every shard", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     let b = t.serve("b");
-    wait_until(
-        60,
+    wait_until_within(
+        LONG,
         "both instances sharing the shards, objects written",
         || {
             metric(&b.url, "stampede_source_partitions") == 2
@@ -887,9 +877,11 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     );
     a.kill();
     produce("2026-01-01 00:04:10", 72);
-    wait_until(60, "the survivor taking the dead instance's shards", || {
-        metric(&b.url, "stampede_source_partitions") == 4
-    });
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shards",
+        || metric(&b.url, "stampede_source_partitions") == 4,
+    );
     let want = accepted(read_shards(&t.rt, &t.c, &t.telemetry).into_iter().flatten());
     let total: u32 = want.values().sum();
     assert!(total > 19_000, "{total}");
@@ -902,7 +894,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
         }
         counts
     };
-    wait_until(90, "every accepted record in the bucket", || {
+    wait_until_within(LONGEST, "every accepted record in the bucket", || {
         let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
         lines(&objects).values().sum::<u32>() >= total
     });

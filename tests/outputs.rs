@@ -18,7 +18,8 @@ use crate::support::kafka::{
 use crate::support::kinesis::{
     aws_env, client, close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
 };
-use crate::support::process::{http_get, http_get_json, http_post, start_service_with, wait_until};
+use crate::support::poll::{holds_within, wait_until, wait_until_within, LONGEST, TIMEOUT};
+use crate::support::process::{http_get, http_get_json, http_post, start_service_with};
 use crate::support::service::temp_dir;
 
 const START: &str = "2018-03-18 03:20:00";
@@ -247,15 +248,19 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
 
     // The store.
     let mut got = Summaries::new();
-    wait_until(90, &format!("{name}: every window in the store"), || {
-        got = http_get_summaries(&serve.url);
-        got == want
-    });
+    wait_until_within(
+        LONGEST,
+        &format!("{name}: every window in the store"),
+        || {
+            got = http_get_summaries(&serve.url);
+            got == want
+        },
+    );
     assert_same(&got, &want);
     let mut stored = Rejected::new();
-    // Polled until equal or 30 s have passed; the comparison then says what differs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
+    // Polled until equal or the default timeout has passed; the comparison then says what
+    // differs.
+    holds_within(TIMEOUT, std::time::Duration::from_millis(100), || {
         let list = http_get_json(&format!("{}/api/dead-letters?limit=1000", serve.url));
         stored = list
             .as_array()
@@ -268,11 +273,8 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
                 )
             })
             .collect();
-        if stored == rejected {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        stored == rejected
+    });
     let missing: Vec<_> = rejected.difference(&stored).take(3).collect();
     let extra: Vec<_> = stored.difference(&rejected).take(3).collect();
     assert!(
@@ -301,13 +303,17 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
         Stream::Kafka => assert_same(&await_summaries(&brokers, &summaries, &want), &want),
         Stream::Kinesis => {
             let mut streamed = Summaries::new();
-            wait_until(90, &format!("{name}: the Kinesis summary stream"), || {
-                streamed = Summaries::new();
-                for data in read_all(&streams.rt, &streams.kinesis, &summaries) {
-                    keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
-                }
-                streamed == want
-            });
+            wait_until_within(
+                LONGEST,
+                &format!("{name}: the Kinesis summary stream"),
+                || {
+                    streamed = Summaries::new();
+                    for data in read_all(&streams.rt, &streams.kinesis, &summaries) {
+                        keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
+                    }
+                    streamed == want
+                },
+            );
         }
     }
 
@@ -315,7 +321,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let mut dead = Rejected::new();
     match source {
         Source::Http => {}
-        Source::Kafka => wait_until(30, &format!("{name}: the dead-letter topic"), || {
+        Source::Kafka => wait_until(&format!("{name}: the dead-letter topic"), || {
             dead = read_topic(&brokers, &dlq)
                 .into_iter()
                 .flatten()
@@ -323,7 +329,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
                 .collect();
             dead == rejected
         }),
-        Source::Kinesis => wait_until(30, &format!("{name}: the dead-letter stream"), || {
+        Source::Kinesis => wait_until(&format!("{name}: the dead-letter stream"), || {
             dead = read_all(&streams.rt, &streams.kinesis, &dlq)
                 .iter()
                 .map(|d| {
@@ -406,7 +412,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let serve = start_service_with(&["serve"], &dir, &env_ref);
     let mut ready = String::new();
-    wait_until(30, "ready without a dead-letter stream", || {
+    wait_until("ready without a dead-letter stream", || {
         let (status, body) = http_get(&format!("{}/readyz", serve.url));
         ready = body;
         status == 200
@@ -451,7 +457,6 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     assert_eq!(status, 200, "{body}");
     let mut reasons = Vec::new();
     wait_until(
-        30,
         "dead letters in DynamoDB, read by the other instance",
         || {
             let list = http_get_json(&format!("{}/api/dead-letters?limit=10", second.url));
@@ -514,7 +519,7 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
     let (status, reply) = http_post(&format!("{}/ingest", serve.url), body.join("\n").as_bytes());
     assert_eq!(status, 200, "{reply}");
     let mut ready = Value::Null;
-    wait_until(30, "/readyz names the store's error", || {
+    wait_until("/readyz names the store's error", || {
         let (status, body) = http_get(&format!("{}/readyz", serve.url));
         ready = serde_json::from_str(&body).unwrap();
         status == 503 && ready["checks"]["store"] == false && ready["reasons"]["store"].is_string()

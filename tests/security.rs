@@ -87,7 +87,7 @@ async fn a_cross_site_post_is_refused_and_ingests_nothing() {
     // the other site from reading it).
     let (status, _, _) = request_with(app.addr, Method::GET, "/", &evil[..1], "").await;
     assert_eq!(status, StatusCode::OK);
-    let fleet = crate::support::service::eventually("two unicorns", || async {
+    let fleet = crate::support::poll::eventually("two unicorns", || async {
         let v = get_json(app.addr, "/api/unicorns").await;
         (v.as_array()?.len() == 2).then_some(v)
     })

@@ -9,7 +9,8 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::service::{eventually, get_json, line, post_json, request, start, temp_dir};
+use crate::support::poll::eventually;
+use crate::support::service::{get_json, line, post_json, request, start, temp_dir};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

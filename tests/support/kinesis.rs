@@ -54,17 +54,23 @@ pub fn create_stream(
             .send(),
     )
     .unwrap();
-    for _ in 0..100 {
+    await_active(rt, c, stream, "created");
+}
+
+/// Waits until `stream` is active again after it was `changed` (created, split, merged).
+pub fn await_active(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+    changed: &str,
+) {
+    crate::support::poll::wait_until(&format!("stream {stream} active, {changed}"), || {
         let d = rt
             .block_on(c.describe_stream_summary().stream_name(stream).send())
             .unwrap();
-        let status = d.stream_description_summary.map(|s| s.stream_status);
-        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("stream {stream} did not become active");
+        d.stream_description_summary.map(|s| s.stream_status)
+            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
+    });
 }
 
 /// Every record of every shard of `stream`, from the beginning.

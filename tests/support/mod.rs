@@ -13,6 +13,9 @@ pub mod service;
 pub mod sns;
 pub mod webdriver;
 
+// `poll.rs` is loaded by `webdriver.rs`, which an example includes on its own.
+pub use webdriver::poll;
+
 use stampede_producers::Rng;
 
 /// Names that exercise escapes and multi-byte UTF-8, with how each is spelled in JSON.

@@ -3,7 +3,9 @@
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::poll::wait_until;
 
 /// A `stampede serve` or `demo` process; killed on drop if still running.
 pub struct Running {
@@ -65,7 +67,8 @@ pub fn interrupt(running: Running) -> std::process::ExitStatus {
     signal(running, "-INT")
 }
 
-/// Sends `sig` (as `kill` spells it) and waits up to 30 s for the exit status.
+/// Sends `sig` (as `kill` spells it) and waits for the exit status (for the default
+/// [`TIMEOUT`](crate::support::poll::TIMEOUT), 30 s).
 pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
     let pid = running.child.id().to_string();
     assert!(Command::new("kill")
@@ -73,14 +76,12 @@ pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of {sig}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut status = None;
+    wait_until(&format!("an exit after {sig}"), || {
+        status = running.child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 /// `GET url` over a plain HTTP/1.0 connection: status and body.
@@ -135,15 +136,6 @@ pub fn metric(url: &str, name: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Polls `f` until it holds, for at most `secs`; the failure names `what`.
-pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `stampede produce` of 4,000 records of 20 unicorns (out-of-order and late ones included)

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -94,26 +93,6 @@ pub async fn post_json(
     let (status, body) = request(addr, Method::POST, path, body, token).await;
     let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     (status, v)
-}
-
-/// Polls `check` until it gives `Some`, for state only visible by asking (the store behind the
-/// API); fails after 10 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A telemetry line.
