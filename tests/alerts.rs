@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::mail::{await_mails, await_mails_within, mails_to, smtp_server, Mail};
 use crate::support::poll::{wait_until, wait_until_within, LONG};
 use crate::support::service::{line, request, request_with, start, temp_dir};
@@ -553,8 +554,8 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
 /// second, and a subscriber's filter policy on `Name` gets only its unicorn's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_select() {
-    use crate::support::sns::{aws_env, client, published, Published, Receiver};
-    let sns = client().await;
+    use crate::support::sns::{published, Published, Receiver};
+    let sns = aws::sns().await;
     let topic = crate::support::sns::create_topic(&sns).await;
     let only_a = Receiver::start().await;
     let everything = Receiver::start().await;
@@ -570,7 +571,7 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
         s.send().await.unwrap();
     }
     let dir = temp_dir("alerts-sns");
-    let mut env = aws_env();
+    let mut env = aws::env(&[Aws::Sns]);
     env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
     env.push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "1".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -680,10 +681,9 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
 /// the filter as its `FilterPolicy`; `unsubscribe` removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy() {
-    use crate::support::sns::{aws_env, client};
-    let sns = client().await;
+    let sns = aws::sns().await;
     let topic = crate::support::sns::create_topic(&sns).await;
-    let mut env = aws_env();
+    let mut env = aws::env(&[Aws::Sns]);
     env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::kafka::{
     assert_same, await_summaries, broker, close_all_windows, create_topic, expected, produce,
     read_topic, unique, PrivateBroker, ServeConfig,
@@ -361,7 +362,7 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
     let brokers = broker();
     let dir = temp_dir("kafka-stalled-store");
     let t = Topics::new(&brokers, "stalled");
-    let dynamodb = FaultProxy::passthrough(&crate::support::kinesis::dynamodb_endpoint());
+    let dynamodb = FaultProxy::passthrough(&Aws::DynamoDb.endpoint());
     let table = unique("UnicornSensorData");
     let config = ServeConfig {
         brokers: &t.brokers,
@@ -377,10 +378,10 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
         "\"session.timeout.ms\" = \"5000\"\n\"max.poll.interval.ms\" = \"5000\"",
     );
     std::fs::write(&config, text).unwrap();
-    let mut env = crate::support::kinesis::aws_env();
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_DYNAMODB");
+    // DynamoDB through the proxy, not the emulator itself.
+    let mut env = aws::env(&[]);
     env.extend([
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.url.clone()),
+        (Aws::DynamoDb.endpoint_var(), dynamodb.url.clone()),
         ("STAMPEDE_STORE_KIND", "dynamodb".into()),
         ("STAMPEDE_STORE_TABLE", table.clone()),
         ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),

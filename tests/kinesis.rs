@@ -7,18 +7,22 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::kafka::{keep_newest, FAULTS};
 use crate::support::kinesis::{
-    await_active, aws_env, client, close_all_windows, create_stream, dynamodb_endpoint, endpoint,
-    http_get_summaries, read_all, read_shards,
+    await_active, close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
 };
 use crate::support::poll::{wait_until, wait_until_within, LONG, LONGEST};
 use crate::support::process::{
     aggregate_ordered, ingest_ordered_then_stop, metric, produce_fleet, signal, start_service_with,
 };
 
+/// What `stampede` needs for a Kinesis source or stream: Kinesis, and DynamoDB for its leases.
+const KINESIS: &[Aws] = &[Aws::Kinesis, Aws::DynamoDb];
+
+/// `stampede ARGS…` reaching the emulators, output captured.
 fn stampede(args: &[&str]) -> std::process::Output {
-    stampede_with(args, &aws_env())
+    stampede_with(args, &aws::env(KINESIS))
 }
 
 fn stampede_with(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
@@ -32,7 +36,7 @@ fn stampede_with(args: &[&str], env: &[(&str, String)]) -> std::process::Output 
 #[test]
 fn produce_and_consume_through_kinesis() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = client(&rt);
+    let c = rt.block_on(aws::kinesis());
     let stream = crate::support::kafka::unique("wildrydes");
     create_stream(&rt, &c, &stream, 2);
     let url = format!("kinesis://{stream}");
@@ -71,12 +75,12 @@ fn produce_and_consume_through_kinesis() {
 #[test]
 fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = client(&rt);
+    let c = rt.block_on(aws::kinesis());
     let stream = crate::support::kafka::unique("wildrydes-summary");
     create_stream(&rt, &c, &stream, 2);
     let dir = crate::support::service::temp_dir("kinesis-summary");
     let want = aggregate_ordered(13, &dir);
-    let mut env = aws_env();
+    let mut env = aws::env(KINESIS);
     env.push(("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis".into()));
     env.push(("STAMPEDE_SUMMARY_STREAM_STREAM", stream.clone()));
     // Stopping flushes every window, and the stream task publishes them before exiting.
@@ -92,7 +96,7 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
 }
 
 fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
-    produce_with(stream, (40, msgs), start, seed, FAULTS, &aws_env());
+    produce_with(stream, (40, msgs), start, seed, FAULTS, &aws::env(KINESIS));
 }
 
 fn produce_with(
@@ -131,7 +135,7 @@ impl Setup {
 
     fn with_shards(name: &str, shards: i32) -> Setup {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let c = client(&rt);
+        let c = rt.block_on(aws::kinesis());
         let telemetry = crate::support::kafka::unique("wildrydes");
         let summaries = crate::support::kafka::unique("wildrydes-summary");
         let dlq = crate::support::kafka::unique("wildrydes-dlq");
@@ -140,7 +144,7 @@ impl Setup {
         create_stream(&rt, &c, &dlq, 1);
         let table = crate::support::kafka::unique("UnicornSensorData");
         let leases = crate::support::kafka::unique("stampede-leases");
-        let mut env = aws_env();
+        let mut env = aws::env(KINESIS);
         for (k, v) in [
             ("STAMPEDE_SOURCE_KIND", "kinesis"),
             ("STAMPEDE_SOURCE_STREAM", telemetry.as_str()),
@@ -488,8 +492,8 @@ fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
 fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
     use crate::support::faults::FaultProxy;
     let mut t = Setup::new("kinesis-faults");
-    let kinesis = FaultProxy::start(&endpoint());
-    let dynamodb = FaultProxy::start(&dynamodb_endpoint());
+    let kinesis = FaultProxy::start(&Aws::Kinesis.endpoint());
+    let dynamodb = FaultProxy::start(&Aws::DynamoDb.endpoint());
     t.route_through(&kinesis.url, &dynamodb.url);
     // One refused record in three is sent again by `produce`: all arrive, once.
     produce_with(
@@ -547,7 +551,7 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
 #[test]
 fn a_missing_telemetry_stream_is_a_clear_error_naming_its_key() {
     let dir = crate::support::service::temp_dir("kinesis-missing-stream");
-    let mut env = aws_env();
+    let mut env = aws::env(KINESIS);
     for (k, v) in [
         ("STAMPEDE_SOURCE_KIND", "kinesis"),
         ("STAMPEDE_SOURCE_STREAM", "no-such-telemetry"),
@@ -572,12 +576,11 @@ fn a_missing_telemetry_stream_is_a_clear_error_naming_its_key() {
 fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     use std::io::BufRead;
     let dir = crate::support::service::temp_dir("kinesis-unreachable");
+    // No emulator: an endpoint where nothing listens.
     let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
         .arg("serve")
+        .envs(aws::env(&[]))
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("STAMPEDE_STORE_KIND", "dynamodb")
         .env("STAMPEDE_STORE_PATH", &dir)
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
@@ -609,8 +612,8 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
     use crate::support::process::http_get;
 
     let mut setup = Setup::new("stalled-store");
-    let dynamodb = FaultProxy::passthrough(&dynamodb_endpoint());
-    setup.route_through(&endpoint(), &dynamodb.url);
+    let dynamodb = FaultProxy::passthrough(&Aws::DynamoDb.endpoint());
+    setup.route_through(&Aws::Kinesis.endpoint(), &dynamodb.url);
     let table = setup
         .env
         .iter()
@@ -666,18 +669,9 @@ fn put_all_keeps_each_keys_order_across_partial_failures() {
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
     use stampede::clients::kinesis::{put_all, KeyOrder};
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let direct = client(&rt);
-    let proxy = crate::support::faults::FaultProxy::start(&endpoint());
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&proxy.url)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .load(),
-    );
-    let faulty = aws_sdk_kinesis::Client::new(&config);
+    let direct = rt.block_on(aws::kinesis());
+    let proxy = crate::support::faults::FaultProxy::start(&Aws::Kinesis.endpoint());
+    let faulty = rt.block_on(aws::client_at(&proxy.url, aws_sdk_kinesis::Client::new));
     let mut orders = Vec::new();
     for order in [KeyOrder::Kept, KeyOrder::Loose] {
         let stream = crate::support::kafka::unique("ordered");
@@ -835,11 +829,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     let mut t = Setup::new("kinesis-archive");
     let bucket = crate::support::kafka::unique("lake");
     t.rt.block_on(crate::support::s3::create_bucket(&bucket));
-    for (k, v) in crate::support::s3::aws_env() {
-        if k == "AWS_ENDPOINT_URL_S3" {
-            t.env.push((k, v));
-        }
-    }
+    t.env.push((Aws::S3.endpoint_var(), Aws::S3.endpoint()));
     for (k, v) in [
         ("STAMPEDE_ARCHIVE_KIND", "s3"),
         ("STAMPEDE_ARCHIVE_BUCKET", bucket.as_str()),
@@ -857,7 +847,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
             start,
             seed,
             "malformed=0.02",
-            &aws_env(),
+            &aws::env(KINESIS),
         );
     };
     produce("2026-01-01 00:00:00", 71);
@@ -918,7 +908,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
             "csv",
             "SELECT COUNT(*) AS n, COUNT(DISTINCT name) AS unicorns FROM wildrydes",
         ],
-        &crate::support::s3::aws_env(),
+        &aws::env(&[Aws::S3]),
     );
     assert!(
         out.status.success(),

@@ -11,12 +11,13 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::kafka::{
     assert_same, await_summaries, broker, create_topic, expected, keep_newest, read_topic, unique,
     Msg, Summaries, FAULTS,
 };
 use crate::support::kinesis::{
-    aws_env, client, close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
+    close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
 };
 use crate::support::poll::{holds_within, wait_until, wait_until_within, LONGEST, TIMEOUT};
 use crate::support::process::{http_get, http_get_json, http_post, start_service_with};
@@ -56,7 +57,7 @@ struct Streams {
 impl Streams {
     fn new() -> Streams {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let kinesis = client(&rt);
+        let kinesis = rt.block_on(aws::kinesis());
         Streams {
             rt,
             kinesis,
@@ -79,6 +80,10 @@ impl Drop for Streams {
         }
     }
 }
+
+/// What `stampede` needs for a Kinesis source, stream or DynamoDB store: Kinesis, and DynamoDB
+/// (its leases, the store).
+const KINESIS: &[Aws] = &[Aws::Kinesis, Aws::DynamoDb];
 
 /// (reason, raw bytes) of each rejected record, as a set: stream sources deliver dead letters
 /// at least once.
@@ -128,7 +133,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let telemetry = unique(&format!("{name}-telemetry"));
     let summaries = unique(&format!("{name}-summary"));
     let dlq = unique(&format!("{name}-dlq"));
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     env.push(("STAMPEDE_WINDOW_IDLE_TIMEOUT_SECS", "3600".into()));
     match source {
         Source::Http => {}
@@ -219,7 +224,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
                 START,
                 13,
                 FAULTS,
-                &aws_env(),
+                &aws::env(KINESIS),
             );
             let read = read_shards(&streams.rt, &streams.kinesis, &telemetry);
             close_all_windows(&streams.rt, &streams.kinesis, &telemetry);
@@ -400,7 +405,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
     );
     let telemetry = unique("default-dlq-telemetry");
     streams.create(&telemetry, 1);
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     env.extend([
         ("STAMPEDE_SOURCE_KIND", "kinesis".into()),
         ("STAMPEDE_SOURCE_STREAM", telemetry.clone()),
@@ -445,7 +450,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
 fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     let dir = temp_dir("outputs-two-on-a-host");
     let shared_path = dir.join("stampede-data");
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     dynamodb_store(&mut env);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let first = start_service_with(&["serve"], &shared_path, &env_ref);
@@ -487,21 +492,12 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
 fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
     use stampede::time::{format_status_time, now_ms};
     let dir = temp_dir("outputs-broken-store");
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     let table = dynamodb_store(&mut env);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let serve = start_service_with(&["serve"], &dir, &env_ref);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(crate::support::kinesis::dynamodb_endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .load(),
-    );
-    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let dynamo = rt.block_on(aws::dynamodb());
     rt.block_on(dynamo.delete_table().table_name(&table).send())
         .unwrap();
     // A minute of one unicorn, then a record two minutes on: the first window closes.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod faults;
 pub mod kafka;
 pub mod kinesis;
