@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::support::aws::{self, Aws};
 use crate::support::mail::{await_mails, await_mails_within, mails_to, smtp_server, Mail};
 use crate::support::poll::{wait_until, wait_until_within, LONG};
+use crate::support::process::stampede;
 use crate::support::service::{line, request, request_with, start, temp_dir};
 
 const T: &str = "2026-01-01 00:00:";
@@ -323,8 +324,7 @@ async fn stampede_subscribe_uses_the_running_services_subscriptions() {
     let url = format!("http://{}", app.addr);
     let email = unique_address("cli");
     let run = |args: &[&str], token: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
+        let out = stampede(args)
             .args(["--url", url.as_str()])
             .env("STAMPEDE_WEB_TOKEN", token)
             .output()
@@ -686,8 +686,7 @@ async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy
     let mut env = aws::env(&[Aws::Sns]);
     env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
+        stampede(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap()

@@ -114,8 +114,7 @@ fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
 fn a_missing_table_is_a_clear_error_naming_it() {
     let table = crate::support::kafka::unique("NoSuchTable");
     let dir = crate::support::service::temp_dir("dynamo-missing");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
+    let out = crate::support::process::stampede(["serve"])
         .envs(serve_env(&table, false))
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", &dir)

@@ -24,7 +24,7 @@ use crate::support::kafka::{
 };
 use crate::support::poll::{wait_until, wait_until_within, LONG};
 use crate::support::process::{
-    http_get, http_get_json, metric, signal, start_service_with, Running,
+    http_get, http_get_json, metric, signal, stampede, start_service_with, Running,
 };
 use crate::support::service::temp_dir;
 
@@ -276,12 +276,7 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
 #[test]
 fn kafka_cli_errors_are_clear() {
     let brokers = broker();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| stampede(args).output().unwrap();
     let missing = format!("kafka://{brokers}/{}", unique("no-such-topic"));
     let o = run(&["produce", "--msgs", "1", "--to", &missing]);
     assert_eq!(o.status.code(), Some(1));
@@ -335,8 +330,7 @@ fn an_option_librdkafka_refuses_is_bad_config_naming_its_key() {
         "[source]\nkind = \"kafka\"\n[source.kafka_options]\n\"no.such.option\" = \"1\"\n",
     )
     .unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["serve", "--config", config.to_str().unwrap()])
+    let o = stampede(["serve", "--config", config.to_str().unwrap()])
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", dir.join("store"))
         .output()
@@ -402,8 +396,7 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
     dynamodb.hold(&table);
     // Telemetry keeps coming, in small batches (a live fleet at 2,000 records/s), until the
     // stall is over: the engines fill their queues, however fast this machine is.
-    let mut producer = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["produce", "--quiet", "--unicorns", "40", "--msgs", "400000"])
+    let mut producer = stampede(["produce", "--quiet", "--unicorns", "40", "--msgs", "400000"])
         .args(["--rate", "50", "--seed", "32", "--start-time", SECOND_HALF])
         .args(["--faults", crate::support::kafka::FAULTS])
         .args(["--to", &format!("kafka://{brokers}/{}", t.telemetry)])

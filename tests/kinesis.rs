@@ -3,7 +3,6 @@
 //! and `consume --from kinesis://`, and the Kinesis summary stream of `serve`.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -25,9 +24,9 @@ fn stampede(args: &[&str]) -> std::process::Output {
     stampede_with(args, &aws::env(KINESIS))
 }
 
+/// `stampede ARGS…` with the environment `env`, output captured.
 fn stampede_with(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
+    crate::support::process::stampede(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
@@ -577,8 +576,7 @@ fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     use std::io::BufRead;
     let dir = crate::support::service::temp_dir("kinesis-unreachable");
     // No emulator: an endpoint where nothing listens.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
+    let mut child = crate::support::process::stampede(["serve"])
         .envs(aws::env(&[]))
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
         .env("STAMPEDE_STORE_KIND", "dynamodb")

@@ -20,7 +20,7 @@ use crate::support::kinesis::{
     close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
 };
 use crate::support::poll::{holds_within, wait_until, wait_until_within, LONGEST, TIMEOUT};
-use crate::support::process::{http_get, http_get_json, http_post, start_service_with};
+use crate::support::process::{http_get, http_get_json, http_post, stampede, start_service_with};
 use crate::support::service::temp_dir;
 
 const START: &str = "2018-03-18 03:20:00";
@@ -110,8 +110,7 @@ fn sentinel(i: usize) -> String {
 
 /// The fleet's records with every kind of fault, as `produce` writes them to stdout.
 fn fleet_lines(seed: u64) -> Vec<Vec<u8>> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["produce", "--rate", "max", "--quiet", "--start-time", START])
+    let out = stampede(["produce", "--rate", "max", "--quiet", "--start-time", START])
         .args(["--unicorns", "20", "--msgs", "3000", "--seed"])
         .arg(seed.to_string())
         .args(["--faults", FAULTS, "--to", "-"])
@@ -426,8 +425,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
     drop(serve);
 
     let missing = unique("missing-dlq");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
+    let out = stampede(["serve"])
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", dir.join("second"))
         .env("STAMPEDE_SOURCE_DEAD_LETTERS", &missing)

@@ -384,21 +384,20 @@ async fn https_and_wss_on_one_port_and_produce_delivers_over_https() {
     let produce = |ssl_cert_file: String| {
         let to = to.clone();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-                .args([
-                    "produce",
-                    "--unicorns",
-                    "3",
-                    "--msgs",
-                    "30",
-                    "--rate",
-                    "max",
-                    "--quiet",
-                ])
-                .args(["--to", &to])
-                .env("SSL_CERT_FILE", ssl_cert_file)
-                .output()
-                .unwrap()
+            crate::support::process::stampede([
+                "produce",
+                "--unicorns",
+                "3",
+                "--msgs",
+                "30",
+                "--rate",
+                "max",
+                "--quiet",
+            ])
+            .args(["--to", &to])
+            .env("SSL_CERT_FILE", ssl_cert_file)
+            .output()
+            .unwrap()
         })
     };
     // Not trusting the service's CA: a clear error at once, not a minute of retries.

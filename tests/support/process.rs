@@ -7,6 +7,39 @@ use std::time::Duration;
 
 use crate::support::poll::wait_until;
 
+/// `stampede ARGS…`, the binary under test, as a command to add to (environment, stdin,
+/// `output()` or `spawn()`): the one way the tests run it.
+pub fn stampede<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    command.args(args);
+    command
+}
+
+/// Runs `command` with `stdin` written to its standard input (then closed) while its output and
+/// errors are captured.
+pub fn output_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stampede");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    // A thread of its own: the child may fill its output pipes before it has read all of it.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
 /// A `stampede serve` or `demo` process; killed on drop if still running.
 pub struct Running {
     pub child: std::process::Child,
@@ -35,8 +68,7 @@ pub fn start_service(args: &[&str], dir: &std::path::Path) -> Running {
 
 /// As [`start_service`], with more environment variables (`STAMPEDE_*` config overrides).
 pub fn start_service_with(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
+    let mut child = stampede(args)
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", dir)
         .env(
@@ -142,26 +174,25 @@ pub fn metric(url: &str, name: &str) -> u64 {
 /// from a fixed start, to `to` (`-` for stdout). One connection, so that HTTP batches arrive in
 /// the order `aggregate` reads the same records from a file.
 pub fn produce_ordered(seed: u64, to: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args([
-            "produce",
-            "--unicorns",
-            "20",
-            "--msgs",
-            "4000",
-            "--rate",
-            "max",
-        ])
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--start-time",
-            "2018-03-18 03:20:00",
-        ])
-        .args(["--quiet", "--faults", "out-of-order=0.05,late=0.01"])
-        .args(["--connections", "1", "--to", to])
-        .output()
-        .unwrap()
+    stampede([
+        "produce",
+        "--unicorns",
+        "20",
+        "--msgs",
+        "4000",
+        "--rate",
+        "max",
+    ])
+    .args([
+        "--seed",
+        &seed.to_string(),
+        "--start-time",
+        "2018-03-18 03:20:00",
+    ])
+    .args(["--quiet", "--faults", "out-of-order=0.05,late=0.01"])
+    .args(["--connections", "1", "--to", to])
+    .output()
+    .unwrap()
 }
 
 /// What `stampede aggregate` computes from [`produce_ordered`]`(seed, "-")`, by (Name, StatusTime).
@@ -188,10 +219,7 @@ pub struct Aggregated {
 
 /// Runs `stampede ARGS…`, which must succeed; its output.
 pub fn stampede_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = stampede(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -239,9 +267,8 @@ pub fn produce_fleet(
     faults: &str,
     env: &[(&str, String)],
 ) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    let mut command = stampede(["produce", "--rate", "max", "--quiet", "--start-time", start]);
     command
-        .args(["produce", "--rate", "max", "--quiet", "--start-time", start])
         .args([
             "--unicorns",
             &unicorns.to_string(),
