@@ -16,7 +16,7 @@ use crate::support::aws::{self, Aws};
 use crate::support::mail::{await_mails, await_mails_within, mails_to, smtp_server, Mail};
 use crate::support::poll::{wait_until, wait_until_within, LONG};
 use crate::support::process::stampede;
-use crate::support::service::{line, request, request_with, start, temp_dir};
+use crate::support::service::{line, request, request_with, temp_dir, TestApp};
 
 const T: &str = "2026-01-01 00:00:";
 
@@ -122,8 +122,7 @@ fn smtp_config(config: &mut stampede::config::Config, group_secs: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_after_unsubscribing()
 {
-    let dir = temp_dir("alerts-smtp");
-    let app = start(&dir, |c| smtp_config(c, 1)).await;
+    let app = TestApp::start("alerts-smtp", |c| smtp_config(c, 1)).await;
     let addr = app.addr;
     let all = unique_address("all");
     let health = unique_address("health");
@@ -307,16 +306,14 @@ async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_a
         [a_again.as_str(), a_res.as_str(), a_fire.as_str()],
         "newest first"
     );
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// `stampede subscribe` and `unsubscribe` without `[alerts.sns]`: the running service's
 /// built-in subscriptions, through its API with the admin token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stampede_subscribe_uses_the_running_services_subscriptions() {
-    let dir = temp_dir("alerts-cli");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("alerts-cli", |c| {
         smtp_config(c, 60);
         c.web.token = "s3cret".into();
     })
@@ -356,14 +353,12 @@ async fn stampede_subscribe_uses_the_running_services_subscriptions() {
     let (code, _, err) = run(&["unsubscribe", "--email", &email], "s3cret");
     assert_eq!(code, Some(1));
     assert!(err.contains("no subscription"), "{err}");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_subscription_requests_get_clear_reasons() {
-    let dir = temp_dir("alerts-bad-subscriptions");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("alerts-bad-subscriptions", |c| {
         smtp_config(c, 60);
         c.alerts.max_subscriptions = 1;
         c.web.token = "s3cret".into();
@@ -424,8 +419,7 @@ async fn bad_subscription_requests_get_clear_reasons() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A thousand unicorns crossing in the same minute, arriving over several requests: the first
@@ -433,9 +427,8 @@ async fn bad_subscription_requests_get_clear_reasons() {
 /// mail per interval, and every change exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval() {
-    let dir = temp_dir("alerts-storm");
     let interval_secs = 3;
-    let app = start(&dir, |c| smtp_config(c, interval_secs)).await;
+    let app = TestApp::start("alerts-storm", |c| smtp_config(c, interval_secs)).await;
     let addr = app.addr;
     let ops = unique_address("storm");
     let (status, _) = subscribe(addr, serde_json::json!({"email": ops})).await;
@@ -467,8 +460,7 @@ async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval()
         alert_mails.len()
     );
     assert!(alert_mails[0].header("subject").len() < 100);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// Kafka, SIGKILL and restart: the changes mailed before the kill are not mailed again (the
@@ -546,7 +538,6 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     );
     drop(mails);
     drop(second);
-    std::fs::remove_dir_all(&k.dir).ok();
 }
 
 /// SNS through moto: every change published with the attributes of CONTRACT §7 (one message
@@ -674,7 +665,6 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
     assert!(subjects[0].contains(": A "), "{subjects:?}");
     assert!(subjects[2].contains(" A "), "{subjects:?}");
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `stampede subscribe --email` with `[alerts.sns]`: an e-mail subscription to the topic with
@@ -825,7 +815,6 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
     });
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
     drop(b);
-    std::fs::remove_dir_all(&k.dir).ok();
 }
 
 /// A Kafka-fed service mailing through the test SMTP server: a two-partition telemetry topic,
@@ -835,7 +824,7 @@ struct KafkaAlerts {
     brokers: String,
     topic: String,
     config: std::path::PathBuf,
-    dir: std::path::PathBuf,
+    dir: crate::support::service::TempDir,
     group_secs: &'static str,
 }
 
@@ -926,9 +915,8 @@ impl Gate {
 async fn a_mail_server_that_is_down_holds_up_no_summary_and_loses_no_change() {
     use crate::support::poll::eventually;
     let gate = Gate::start(smtp_server()).await;
-    let dir = temp_dir("alerts-smtp-down");
     let server = format!("smtp://{}", gate.addr);
-    let app = start(&dir, |c| {
+    let app = TestApp::start("alerts-smtp-down", |c| {
         c.alerts.smtp.server = server.clone();
         c.alerts.group_interval_secs = 1;
     })
@@ -988,6 +976,5 @@ async fn a_mail_server_that_is_down_holds_up_no_summary_and_loses_no_change() {
         (status == StatusCode::OK).then_some(())
     })
     .await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }

@@ -380,7 +380,6 @@ fn the_workshop_queries_answer_what_the_records_say_in_every_format_and_layout()
             check_query(name, &got, &records);
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Kafka, SIGKILL mid-stream and restart: every accepted record is in the archive exactly once
@@ -464,7 +463,6 @@ fn a_sigkilled_kafka_instance_archives_every_record_exactly_once() {
     eprintln!(
         "archive: {total} records exactly once; the restart found {found} objects already written"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `POST /api/query` runs SQL for an admin within the row limit and refuses bad SQL and writes
@@ -602,5 +600,4 @@ fn the_service_answers_sql_for_admins_and_trips_for_the_dashboard() {
     let (status, _) = trip("name=Shadowfax&from=yesterday");
     assert_eq!(status, StatusCode::BAD_REQUEST);
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }

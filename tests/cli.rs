@@ -5,6 +5,7 @@ use std::process::Output;
 
 use crate::support::process::{output_with_stdin, stampede};
 use crate::support::reference;
+use crate::support::service::temp_dir;
 
 /// `stampede ARGS…` with `stdin` (none: an empty one) piped in, output captured.
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -100,8 +101,7 @@ fn files_are_one_partition_in_order_and_dash_is_stdin() {
         .unwrap()
         .0
         + 1;
-    let dir = std::env::temp_dir().join(format!("stampede-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cli-files");
     let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
     std::fs::write(&a, &text[..cut]).unwrap();
     std::fs::write(&b, &text[cut..]).unwrap();
@@ -119,7 +119,6 @@ fn files_are_one_partition_in_order_and_dash_is_stdin() {
         "{}",
         stderr(&split)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -177,10 +176,6 @@ fn empty_input_gives_no_summaries_and_success() {
 
 use crate::support::process::{interrupt, start_service};
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    crate::support::service::temp_dir(name)
-}
-
 #[test]
 fn print_config_prints_the_defaults_and_bad_config_names_the_key() {
     let o = run(&["print-config"], None);
@@ -211,7 +206,6 @@ fn print_config_prints_the_defaults_and_bad_config_names_the_key() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("web.listen"), "{}", stderr(&o));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -240,7 +234,6 @@ fn the_demo_shows_a_fleet_and_exits_cleanly_on_ctrl_c() {
         dir.join("stampede.redb").exists(),
         "the store lives under the configured path"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -318,5 +311,4 @@ fn produce_to_http_into_serve_stores_what_aggregate_computes() {
         dead.iter().any(|d| d.reason == "too_late")
             && dead.iter().any(|d| d.reason == "malformed_json")
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -107,7 +107,6 @@ fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     drop(reader);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -126,5 +125,4 @@ fn a_missing_table_is_a_clear_error_naming_it() {
         stderr.contains(&table) && stderr.contains("create_tables"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -134,7 +134,6 @@ fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic()
     assert_eq!(stored.as_array().map(Vec::len), Some(rejected.len()));
     let ready: Value = http_get_json(&format!("{}/readyz", serve.url));
     assert_eq!(ready["checks"]["source"], true, "{ready}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -177,7 +176,6 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     let got = await_summaries(&brokers, &t.summaries, &want);
     assert_same(&got, &want);
     drop(a);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -201,7 +199,6 @@ fn kafka_sigkill_and_restart_resume_from_the_committed_checkpoint() {
     );
     // A graceful stop hands the partitions off (commits, emits no partial window) and exits 0.
     assert!(signal(second, "-TERM").success());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -229,7 +226,6 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     let got = await_summaries(&broker.addr, &t.summaries, &want);
     assert_same(&got, &want);
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -270,7 +266,6 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
         (Some(1), Some(0))
     );
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -341,7 +336,6 @@ fn an_option_librdkafka_refuses_is_bad_config_naming_its_key() {
         stderr.contains("source.kafka_options.\"no.such.option\""),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The DynamoDB store hangs (every call to its table held unanswered) while telemetry keeps
@@ -435,5 +429,4 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
         taken,
         "no partition was reassigned during or after the stall"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

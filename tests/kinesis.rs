@@ -91,7 +91,6 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     }
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
@@ -123,7 +122,7 @@ struct Setup {
     telemetry: String,
     summaries: String,
     dlq: String,
-    dir: std::path::PathBuf,
+    dir: crate::support::service::TempDir,
     env: Vec<(&'static str, String)>,
 }
 
@@ -283,7 +282,6 @@ fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over
     );
     t.check(&b.url);
     drop(b);
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 #[test]
@@ -304,7 +302,6 @@ fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
     t.check(&second.url);
     // A graceful stop hands the shards off and releases the leases.
     assert!(signal(second, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// Splits `shard` of `stream` in the middle of its hash key range and waits until the stream is
@@ -409,7 +406,6 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     });
     crate::support::kafka::assert_same(&got, &want);
     assert!(signal(second, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// A merge: each parent flushes at its end (its child cannot continue two watermarks) and the
@@ -454,7 +450,6 @@ fn a_merged_stream_is_read_after_both_parents_end() {
     });
     t.check(&s.url);
     assert!(signal(s, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// Dead letters carry up to 64 KiB of the raw record each: 110 of them (7 MiB) do not fit one
@@ -480,7 +475,6 @@ fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
         assert_eq!(v["raw"].as_str().map(str::len), Some(64 << 10));
     }
     assert!(signal(s, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// AWS throttles, leaves batch items unprocessed and expires iterators; the emulators never do.
@@ -544,7 +538,6 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
         );
     }
     assert!(signal(s, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 #[test]
@@ -568,7 +561,6 @@ fn a_missing_telemetry_stream_is_a_clear_error_naming_its_key() {
         stderr.contains("source.stream: stream \"no-such-telemetry\" does not exist"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -597,7 +589,6 @@ fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     assert!(first.contains("UnicornSensorData"), "{first}");
     let _ = child.kill();
     let _ = child.wait();
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The store hangs (every call to its table held unanswered) for 25 s, longer than a lease
@@ -816,7 +807,6 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
     drop(mails);
     drop(b);
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// Two instances archive to S3 (moto) in the Hive layout; one is SIGKILLed mid-stream and the
@@ -918,5 +908,4 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
         format!("n,unicorns\r\n{total},40\r\n")
     );
     eprintln!("archive on S3: {total} records exactly once in {} objects; the survivor found {found} already written", objects.len());
-    std::fs::remove_dir_all(&t.dir).ok();
 }

@@ -350,7 +350,6 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let ready = http_get_json(&format!("{}/readyz", serve.url));
     assert_eq!(ready["ready"], true, "{name}: {ready}");
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 macro_rules! combinations {
@@ -438,7 +437,6 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
         stderr.contains("source.dead_letters") && stderr.contains(&missing),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A service whose store is DynamoDB keeps nothing on its host: two instances with the same
@@ -478,7 +476,6 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     }
     drop((first, second));
     assert!(!shared_path.exists(), "nothing written to store.path");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A broken output is loud, not a silent stall: the summary table is deleted under a running
@@ -553,5 +550,4 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
         Some(1),
         "a failed output is a failed shutdown"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
