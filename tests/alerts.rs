@@ -12,8 +12,11 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::support::mail::{await_mails, mails_to, smtp_server, Mail};
-use crate::support::service::{line, request, request_with, start, temp_dir};
+use crate::support::aws::{self, Aws};
+use crate::support::mail::{await_mails, await_mails_within, mails_to, smtp_server, Mail};
+use crate::support::poll::{wait_until, wait_until_within, LONG};
+use crate::support::process::stampede;
+use crate::support::service::{line, request, request_with, temp_dir, TestApp};
 
 const T: &str = "2026-01-01 00:00:";
 
@@ -65,7 +68,7 @@ pub(crate) async fn confirm_nth_by_mail(addr: std::net::SocketAddr, email: &str,
             .cloned()
             .collect()
     };
-    let mails = await_mails(email, 30, "the confirmation mail", |m| {
+    let mails = await_mails(email, "the confirmation mail", |m| {
         confirmations(m).len() > n
     });
     let link = confirmations(&mails)[n].link("/subscriptions/confirm");
@@ -119,8 +122,7 @@ fn smtp_config(config: &mut stampede::config::Config, group_secs: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_after_unsubscribing()
 {
-    let dir = temp_dir("alerts-smtp");
-    let app = start(&dir, |c| smtp_config(c, 1)).await;
+    let app = TestApp::start("alerts-smtp", |c| smtp_config(c, 1)).await;
     let addr = app.addr;
     let all = unique_address("all");
     let health = unique_address("health");
@@ -169,16 +171,14 @@ async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_a
     let b_fire = id("low-magic", "B", 1);
     let b_res = id("low-magic", "B", 3);
     let want_all = once(&[a_fire.clone(), a_res.clone(), b_fire.clone(), b_res.clone()]);
-    let got = await_mails(&all, 30, "every change mailed", |m| alert_ids(m).len() == 4);
+    let got = await_mails(&all, "every change mailed", |m| alert_ids(m).len() == 4);
     assert_eq!(alert_ids(&got), want_all);
-    let got = await_mails(&health, 30, "the health changes", |m| {
-        alert_ids(m).len() == 2
-    });
+    let got = await_mails(&health, "the health changes", |m| alert_ids(m).len() == 2);
     assert_eq!(alert_ids(&got), once(&[a_fire.clone(), a_res.clone()]));
-    let got = await_mails(&only_b, 30, "B's changes", |m| alert_ids(m).len() == 2);
+    let got = await_mails(&only_b, "B's changes", |m| alert_ids(m).len() == 2);
     assert_eq!(alert_ids(&got), once(&[b_fire.clone(), b_res.clone()]));
     // Everything is sent: nothing pending, and no alert mail to the one who never confirmed.
-    crate::support::process::wait_until(10, "nothing pending", || {
+    wait_until("nothing pending", || {
         crate::support::process::metric(&format!("http://{addr}"), "stampede_alerts_pending") == 0
     });
     let unconfirmed = mails_to(&never);
@@ -267,14 +267,14 @@ async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_a
     .await;
     let a_again = id("low-health", "A", 5);
     let b_again = id("low-magic", "B", 5);
-    let got = await_mails(&all, 30, "the new changes", |m| alert_ids(m).len() == 6);
+    let got = await_mails(&all, "the new changes", |m| alert_ids(m).len() == 6);
     assert!(
         alert_ids(&got).values().all(|n| *n == 1),
         "{:?}",
         alert_ids(&got)
     );
     assert!(alert_ids(&got).contains_key(&a_again) && alert_ids(&got).contains_key(&b_again));
-    crate::support::process::wait_until(10, "nothing pending", || {
+    wait_until("nothing pending", || {
         crate::support::process::metric(&format!("http://{addr}"), "stampede_alerts_pending") == 0
     });
     assert!(!alert_ids(&mails_to(&health)).contains_key(&a_again));
@@ -306,16 +306,14 @@ async fn confirmed_subscribers_get_one_mail_per_change_they_asked_for_and_none_a
         [a_again.as_str(), a_res.as_str(), a_fire.as_str()],
         "newest first"
     );
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// `stampede subscribe` and `unsubscribe` without `[alerts.sns]`: the running service's
 /// built-in subscriptions, through its API with the admin token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stampede_subscribe_uses_the_running_services_subscriptions() {
-    let dir = temp_dir("alerts-cli");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("alerts-cli", |c| {
         smtp_config(c, 60);
         c.web.token = "s3cret".into();
     })
@@ -323,8 +321,7 @@ async fn stampede_subscribe_uses_the_running_services_subscriptions() {
     let url = format!("http://{}", app.addr);
     let email = unique_address("cli");
     let run = |args: &[&str], token: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
+        let out = stampede(args)
             .args(["--url", url.as_str()])
             .env("STAMPEDE_WEB_TOKEN", token)
             .output()
@@ -344,7 +341,7 @@ async fn stampede_subscribe_uses_the_running_services_subscriptions() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("confirmation mail"), "{out}");
-    let mails = await_mails(&email, 30, "the confirmation mail", |m| !m.is_empty());
+    let mails = await_mails(&email, "the confirmation mail", |m| !m.is_empty());
     let link = path_of(&mails[0].link("/subscriptions/confirm"));
     let (status, _) = request(app.addr, Method::POST, &link, Bytes::new(), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -356,14 +353,12 @@ async fn stampede_subscribe_uses_the_running_services_subscriptions() {
     let (code, _, err) = run(&["unsubscribe", "--email", &email], "s3cret");
     assert_eq!(code, Some(1));
     assert!(err.contains("no subscription"), "{err}");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_subscription_requests_get_clear_reasons() {
-    let dir = temp_dir("alerts-bad-subscriptions");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("alerts-bad-subscriptions", |c| {
         smtp_config(c, 60);
         c.alerts.max_subscriptions = 1;
         c.web.token = "s3cret".into();
@@ -424,8 +419,7 @@ async fn bad_subscription_requests_get_clear_reasons() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A thousand unicorns crossing in the same minute, arriving over several requests: the first
@@ -433,9 +427,8 @@ async fn bad_subscription_requests_get_clear_reasons() {
 /// mail per interval, and every change exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval() {
-    let dir = temp_dir("alerts-storm");
     let interval_secs = 3;
-    let app = start(&dir, |c| smtp_config(c, interval_secs)).await;
+    let app = TestApp::start("alerts-storm", |c| smtp_config(c, interval_secs)).await;
     let addr = app.addr;
     let ops = unique_address("storm");
     let (status, _) = subscribe(addr, serde_json::json!({"email": ops})).await;
@@ -453,7 +446,8 @@ async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval()
             .collect();
         ingest(addr, &lines).await;
     }
-    let mails = await_mails(&ops, 60, "a thousand changes mailed", |m| {
+    // Longer: a thousand changes, mailed one group interval after another.
+    let mails = await_mails_within(LONG, &ops, "a thousand changes mailed", |m| {
         alert_ids(m).len() == 1_000
     });
     let elapsed = started.elapsed().as_secs_f64();
@@ -466,8 +460,7 @@ async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval()
         alert_mails.len()
     );
     assert!(alert_mails[0].header("subject").len() < 100);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// Kafka, SIGKILL and restart: the changes mailed before the kill are not mailed again (the
@@ -475,12 +468,12 @@ async fn a_thousand_unicorns_crossing_at_once_make_one_mail_per_group_interval()
 /// those made but not yet mailed when it died, or made while it was down, are mailed once after.
 #[test]
 fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
-    use crate::support::process::{metric, wait_until};
+    use crate::support::process::metric;
     // Long: what is not sent at once waits, and is pending when the kill comes.
     let k = KafkaAlerts::new("alerts-kill", "30");
     let serve = || k.serve("store");
     let first = serve();
-    wait_until(60, "partitions assigned", || {
+    wait_until_within(LONG, "partitions assigned", || {
         metric(&first.url, "stampede_source_partitions") == 2
     });
     let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
@@ -501,7 +494,7 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     send(0, line("A", &at(0), 1.0, 150, 150));
     send(1, line("B", &at(0), 1.0, 150, 150));
     // One checkpoint per partition for these; the next one of partition 0 is after A's change.
-    wait_until(30, "both partitions checkpointing", || {
+    wait_until("both partitions checkpointing", || {
         metric(&first.url, "stampede_source_commits_total") >= commits + 2
     });
     let commits = metric(&first.url, "stampede_source_commits_total");
@@ -509,14 +502,14 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     let a_fire = id("low-health", "A", 1);
     let b_fire = id("low-magic", "B", 1);
     // The first round goes at once; the checkpoint behind it commits once it is mailed.
-    await_mails(&ops, 30, "the first change", |m| alert_ids(m).len() == 1);
-    wait_until(30, "the checkpoint after it committed", || {
+    await_mails(&ops, "the first change", |m| alert_ids(m).len() == 1);
+    wait_until("the checkpoint after it committed", || {
         metric(&first.url, "stampede_source_commits_total") > commits
     });
     // B fires, A resolves; the round that would mail them is 30 s away when the kill comes.
     send(1, line("B", &at(1), 1.0, 150, 90));
     send(0, line("A", &at(10), 1.0, 105, 150));
-    wait_until(30, "B's alert and A's resolution made", || {
+    wait_until("B's alert and A's resolution made", || {
         metric(&first.url, "stampede_alerts_pending") == 2
     });
     first.kill();
@@ -531,10 +524,10 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
         id("low-magic", "B", 12),
         id("low-health", "C", 12),
     ]);
-    let mails = await_mails(&ops, 60, "every change mailed", |m| {
+    let mails = await_mails_within(LONG, &ops, "every change mailed", |m| {
         alert_ids(m).len() == want.len()
     });
-    wait_until(30, "nothing pending", || {
+    wait_until("nothing pending", || {
         metric(&second.url, "stampede_alerts_pending") == 0
             && metric(&second.url, "stampede_records_in_total") >= 7
     });
@@ -545,7 +538,6 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     );
     drop(mails);
     drop(second);
-    std::fs::remove_dir_all(&k.dir).ok();
 }
 
 /// SNS through moto: every change published with the attributes of CONTRACT §7 (one message
@@ -553,8 +545,8 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
 /// second, and a subscriber's filter policy on `Name` gets only its unicorn's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_select() {
-    use crate::support::sns::{aws_env, client, published, Published, Receiver};
-    let sns = client().await;
+    use crate::support::sns::{published, Published, Receiver};
+    let sns = aws::sns().await;
     let topic = crate::support::sns::create_topic(&sns).await;
     let only_a = Receiver::start().await;
     let everything = Receiver::start().await;
@@ -570,7 +562,7 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
         s.send().await.unwrap();
     }
     let dir = temp_dir("alerts-sns");
-    let mut env = aws_env();
+    let mut env = aws::env(&[Aws::Sns]);
     env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
     env.push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "1".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -586,7 +578,7 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
     )
     .await;
     ingest(addr, &[line("A", &at(3), 1.0, 106, 150)]).await;
-    crate::support::process::wait_until(30, "three publishes", || published(&topic).len() == 3);
+    wait_until("three publishes", || published(&topic).len() == 3);
     let p = published(&topic);
     assert_eq!(p[0].subject, "FIRING low-health: A HealthPoints 99 < 100");
     assert_eq!(
@@ -634,7 +626,7 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
             vec![value]
         }
     };
-    crate::support::process::wait_until(30, "the pile published", || {
+    wait_until("the pile published", || {
         published(&topic)[3..]
             .iter()
             .map(|m| ids(m).len())
@@ -652,7 +644,7 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
     let in_order: Vec<String> = pile.iter().flat_map(ids).collect();
     assert_eq!(in_order, want, "every change once, in order");
     // Paced: at most ten a second reach a subscriber.
-    crate::support::process::wait_until(30, "every message delivered", || {
+    wait_until("every message delivered", || {
         everything.notifications().len() == 3 + pile.len()
     });
     let times: Vec<std::time::Instant> =
@@ -673,21 +665,18 @@ async fn sns_publishes_each_change_with_its_attributes_and_filter_policies_selec
     assert!(subjects[0].contains(": A "), "{subjects:?}");
     assert!(subjects[2].contains(" A "), "{subjects:?}");
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `stampede subscribe --email` with `[alerts.sns]`: an e-mail subscription to the topic with
 /// the filter as its `FilterPolicy`; `unsubscribe` removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy() {
-    use crate::support::sns::{aws_env, client};
-    let sns = client().await;
+    let sns = aws::sns().await;
     let topic = crate::support::sns::create_topic(&sns).await;
-    let mut env = aws_env();
+    let mut env = aws::env(&[Aws::Sns]);
     env.push(("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()));
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
+        stampede(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap()
@@ -752,7 +741,7 @@ async fn stampede_subscribe_makes_an_sns_email_subscription_with_a_filter_policy
 /// instance has its own embedded store, so the address subscribes to both.)
 #[test]
 fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() {
-    use crate::support::process::{metric, wait_until};
+    use crate::support::process::metric;
     // Long: only a hand-off sends what waits before the test ends.
     let k = KafkaAlerts::new("alerts-move", "600");
     let serve = |store: &str| k.serve(store);
@@ -770,7 +759,7 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
         });
     };
     let a = serve("a");
-    wait_until(60, "the first instance owning both partitions", || {
+    wait_until_within(LONG, "the first instance owning both partitions", || {
         metric(&a.url, "stampede_source_partitions") == 2
     });
     subscribe_at(&a.url, 0);
@@ -779,35 +768,35 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
     send(1, line("U1", &at(1), 1.0, 99, 150));
     // The first round goes at once (U0's change, maybe U1's); the rest waits for the next,
     // ten minutes away.
-    await_mails(&ops, 30, "the first round", |m| !alert_ids(m).is_empty());
+    await_mails(&ops, "the first round", |m| !alert_ids(m).is_empty());
     send(0, line("U0", &at(5), 1.0, 106, 150));
     send(1, line("U1", &at(5), 1.0, 106, 150));
-    wait_until(30, "the recoveries made and waiting", || {
+    wait_until("the recoveries made and waiting", || {
         let mailed = alert_ids(&mails_to(&ops)).len() as u64;
         metric(&a.url, "stampede_alerts_pending") + mailed == 4
     });
     let b = serve("b");
-    wait_until(60, "one partition each", || {
+    wait_until_within(LONG, "one partition each", || {
         metric(&a.url, "stampede_source_partitions") == 1
             && metric(&b.url, "stampede_source_partitions") == 1
     });
     subscribe_at(&b.url, 1);
     // The hand-off mailed what was waiting.
-    await_mails(&ops, 30, "the recoveries, mailed at the hand-off", |m| {
+    await_mails(&ops, "the recoveries, mailed at the hand-off", |m| {
         alert_ids(m).len() == 4
     });
     // Both fire again, each on whichever instance owns its partition now; the first instance
     // stops (SIGTERM), handing its partition off again with its change mailed.
     send(0, line("U0", &at(9), 1.0, 90, 150));
     send(1, line("U1", &at(9), 1.0, 90, 150));
-    wait_until(30, "both changes made", || {
+    wait_until("both changes made", || {
         metric(&a.url, "stampede_alerts_pending") + metric(&b.url, "stampede_alerts_pending") >= 1
             && metric(&a.url, "stampede_records_in_total")
                 + metric(&b.url, "stampede_records_in_total")
                 >= 6
     });
     assert!(crate::support::process::signal(a, "-TERM").success());
-    wait_until(60, "the second instance owning both", || {
+    wait_until_within(LONG, "the second instance owning both", || {
         metric(&b.url, "stampede_source_partitions") == 2
     });
     let want = once(&[
@@ -818,15 +807,14 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
         id("low-health", "U0", 9),
         id("low-health", "U1", 9),
     ]);
-    await_mails(&ops, 60, "every change mailed", |m| {
+    await_mails_within(LONG, &ops, "every change mailed", |m| {
         alert_ids(m).len() == want.len()
     });
-    wait_until(30, "nothing pending", || {
+    wait_until("nothing pending", || {
         metric(&b.url, "stampede_alerts_pending") == 0
     });
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
     drop(b);
-    std::fs::remove_dir_all(&k.dir).ok();
 }
 
 /// A Kafka-fed service mailing through the test SMTP server: a two-partition telemetry topic,
@@ -836,7 +824,7 @@ struct KafkaAlerts {
     brokers: String,
     topic: String,
     config: std::path::PathBuf,
-    dir: std::path::PathBuf,
+    dir: crate::support::service::TempDir,
     group_secs: &'static str,
 }
 
@@ -925,11 +913,10 @@ impl Gate {
 /// and once the server is back the waiting change is mailed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_server_that_is_down_holds_up_no_summary_and_loses_no_change() {
-    use crate::support::service::eventually;
+    use crate::support::poll::eventually;
     let gate = Gate::start(smtp_server()).await;
-    let dir = temp_dir("alerts-smtp-down");
     let server = format!("smtp://{}", gate.addr);
-    let app = start(&dir, |c| {
+    let app = TestApp::start("alerts-smtp-down", |c| {
         c.alerts.smtp.server = server.clone();
         c.alerts.group_interval_secs = 1;
     })
@@ -976,9 +963,10 @@ async fn a_mail_server_that_is_down_holds_up_no_summary_and_loses_no_change() {
     let want: Vec<String> = std::iter::once(id("low-health", "A", 1))
         .chain(more.iter().map(|n| id("low-health", n, 2)))
         .collect();
-    let mails = await_mails(
+    // Longer: the mailer retries the server with a back-off.
+    let mails = await_mails_within(
+        LONG,
         &ops,
-        60,
         "the changes mailed once the server is back",
         |m| alert_ids(m).len() == want.len(),
     );
@@ -988,6 +976,5 @@ async fn a_mail_server_that_is_down_holds_up_no_summary_and_loses_no_change() {
         (status == StatusCode::OK).then_some(())
     })
     .await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::service::{line, post_json, start, temp_dir};
+use crate::support::service::{line, post_json, temp_dir, TestApp};
 use crate::support::webdriver::Browser;
 
 fn now_text(offset_ms: i64) -> String {
@@ -17,8 +17,7 @@ fn now_text(offset_ms: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
-    let dir = temp_dir("browser");
-    let app = start(&dir, |c| c.web.silent_after_secs = 3).await;
+    let app = TestApp::start("browser", |c| c.web.silent_after_secs = 3).await;
     let addr = app.addr;
     let send = move |names: &'static [(&'static str, i64, i64, f64)]| async move {
         let body: Vec<String> = names
@@ -136,8 +135,7 @@ async fn the_dashboard_shows_the_fleet_and_drops_silent_unicorns() {
     }
     keep_alive.abort();
     browser.quit().await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// Rows of the fleet table once the feed is live and lists exactly one unicorn.
@@ -210,8 +208,7 @@ ws.onerror = () => attack.ws = "refused";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_from_another_origin_can_neither_post_nor_open_the_feed() {
     let browser = Browser::start().await;
-    let dir = temp_dir("browser-attack");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("browser-attack", |_| {}).await;
     let (evil, page) = serve_page().await;
     *page.lock().unwrap() = attack_page(app.addr, "Evil");
     browser.goto(&format!("http://{evil}/")).await;
@@ -229,30 +226,27 @@ async fn a_page_from_another_origin_can_neither_post_nor_open_the_feed() {
         crate::support::service::get_json(app.addr, "/api/unicorns").await,
         json!([])
     );
-    app.stop().await.unwrap();
+    app.stop().await;
 
     // The control: from an origin listed in web.allowed_origins, the same page's record
     // arrives and its feed opens.
-    let dir2 = temp_dir("browser-allowed");
     let (friendly, page) = serve_page().await;
     let origin = format!("http://{friendly}");
-    let app = start(&dir2, |c| c.web.allowed_origins = vec![origin]).await;
+    let app = TestApp::start("browser-allowed", |c| c.web.allowed_origins = vec![origin]).await;
     *page.lock().unwrap() = attack_page(app.addr, "Friend");
     browser.goto(&format!("http://{friendly}/")).await;
     let outcome = browser
         .until("the allowed page to finish", done, json!([]))
         .await;
     assert_eq!(outcome, json!({ "post": "done", "ws": "open" }));
-    let fleet = crate::support::service::eventually("Friend ingested", || async {
+    let fleet = crate::support::poll::eventually("Friend ingested", || async {
         let v = crate::support::service::get_json(app.addr, "/api/unicorns").await;
         (v.as_array()?.len() == 1).then_some(v)
     })
     .await;
     assert_eq!(fleet[0]["Name"], "Friend");
     browser.quit().await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::remove_dir_all(&dir2).ok();
+    app.stop().await;
 }
 
 /// With `web.read_token`, the dashboard asks for the token once: a wrong one is refused with a
@@ -260,8 +254,7 @@ async fn a_page_from_another_origin_can_neither_post_nor_open_the_feed() {
 /// keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() {
-    let dir = temp_dir("browser-token");
-    let app = start(&dir, |c| c.web.read_token = "s3cret-R3ad".into()).await;
+    let app = TestApp::start("browser-token", |c| c.web.read_token = "s3cret-R3ad".into()).await;
     let (status, _) = post_json(
         app.addr,
         "/ingest",
@@ -308,8 +301,7 @@ async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() 
         json!(false)
     );
     browser.quit().await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// Over HTTPS and WSS, with a read token: the same dashboard signs in and goes live (the page
@@ -317,8 +309,7 @@ async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_over_tls_with_a_read_token() {
     let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
-    let dir = temp_dir("browser-tls");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("browser-tls", |c| {
         c.web.read_token = "tls-R3ad".into();
         c.web.tls_cert = tls.join("cert.pem").display().to_string();
         c.web.tls_key = tls.join("key.pem").display().to_string();
@@ -327,7 +318,8 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
     // Straight into the engine: this test's HTTP client speaks no TLS.
     let payload = bytes::Bytes::from(line("Shadowfax", &now_text(0), 1.0, 150, 150));
     let (reply, accepted) = tokio::sync::oneshot::channel();
-    app.ingest
+    app.app()
+        .ingest
         .send(stampede::pipeline::Batch {
             records: std::iter::once(0..payload.len()).collect(),
             payload,
@@ -354,8 +346,7 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
         "https:"
     );
     browser.quit().await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// `stampede demo` as a new user runs it: a drifting unicorn's alerts fire (listed in the
@@ -418,7 +409,6 @@ async fn the_demo_shows_alerts_firing_and_resolving() {
     );
     browser.quit().await;
     assert!(crate::support::process::interrupt(demo).success());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A unicorn's trip from the archive, in the real browser: `stampede demo --archive`, select a
@@ -439,7 +429,7 @@ async fn the_dashboard_draws_a_unicorns_trip_from_the_archive() {
         &dir,
         &[("STAMPEDE_ARCHIVE_BUFFER_SECS", "1")],
     );
-    crate::support::process::wait_until(30, "records archived", || {
+    crate::support::poll::wait_until("records archived", || {
         crate::support::process::metric(&demo.url, "stampede_archive_records_total") >= 9
     });
     let browser = Browser::start().await;
@@ -488,7 +478,6 @@ async fn the_dashboard_draws_a_unicorns_trip_from_the_archive() {
     );
     browser.quit().await;
     assert!(crate::support::process::interrupt(demo).success());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A tile server on 127.0.0.1 that answers every path with a plain SVG tile (and lets any page
@@ -547,8 +536,7 @@ async fn the_map_shows_land_offline_and_tiles_with_their_credit() {
     let browser = Browser::start().await;
 
     // Offline: nothing listens where the tiles are.
-    let dir = temp_dir("browser-map-offline");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("browser-map-offline", |c| {
         c.web.tile_url = "http://127.0.0.1:9/{z}/{x}/{y}.png".into();
     })
     .await;
@@ -631,12 +619,11 @@ return [city, s.drawStats()];"#,
         )
         .await;
     assert_eq!(street, json!([246, 243, 234, 255]), "plain land at zoom 13");
-    app.stop().await.unwrap();
+    app.stop().await;
 
     // Tiles that load, from a tile server of our own, credited without a link.
     let (tiles, seen) = serve_tiles().await;
-    let dir2 = temp_dir("browser-map-tiles");
-    let app = start(&dir2, |c| {
+    let app = TestApp::start("browser-map-tiles", |c| {
         c.web.tile_url = format!("http://{tiles}/t/{{z}}/{{x}}/{{y}}.svg");
         c.web.tile_attribution = "Tiles: ours".into();
         c.web.tile_attribution_url = String::new();
@@ -668,9 +655,7 @@ return [city, s.drawStats()];"#,
         )
         .await;
     assert_eq!(credit, json!(["Tiles: ours · Natural Earth", 1]));
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::remove_dir_all(&dir2).ok();
+    app.stop().await;
 }
 
 /// A record of `name` at a place, stamped now.
@@ -686,8 +671,7 @@ fn placed(name: &str, lat: f64, lon: f64) -> String {
 /// whole fleet's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_gets_only_what_its_map_shows() {
-    let dir = temp_dir("browser-view");
-    let app = start(&dir, |c| c.web.tile_url = String::new()).await;
+    let app = TestApp::start("browser-view", |c| c.web.tile_url = String::new()).await;
     let addr = app.addr;
     let body = [
         placed("Shadowfax", 40.752, -73.985),
@@ -784,8 +768,7 @@ async fn the_dashboard_gets_only_what_its_map_shows() {
             json!([]),
         )
         .await;
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// The fleet table is the service's, not the page's: it lists the whole fleet a page at a
@@ -793,8 +776,7 @@ async fn the_dashboard_gets_only_what_its_map_shows() {
 /// on the service, and a row of a unicorn off the map takes the map there and opens its popup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_table_pages_through_the_whole_fleet_on_the_service() {
-    let dir = temp_dir("browser-table");
-    let app = start(&dir, |c| c.web.tile_url = String::new()).await;
+    let app = TestApp::start("browser-table", |c| c.web.tile_url = String::new()).await;
     let addr = app.addr;
     // u1…u10 at HQ, u11…u250 in London; names in natural order are in number order.
     let body: Vec<String> = (1..=250)
@@ -913,6 +895,5 @@ async fn the_fleet_table_pages_through_the_whole_fleet_on_the_service() {
         )
         .await;
     assert!(popup.as_str().unwrap().contains("u250"), "{popup}");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }

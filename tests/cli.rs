@@ -1,27 +1,15 @@
 //! The `stampede` binary as a user runs it: produce piped into aggregate, files and stdin,
 //! exit codes and messages.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
+use crate::support::process::{output_with_stdin, stampede};
 use crate::support::reference;
+use crate::support::service::temp_dir;
 
-fn stampede(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run stampede");
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.unwrap_or_default().to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+/// `stampede ARGS…` with `stdin` (none: an empty one) piped in, output captured.
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    output_with_stdin(&mut stampede(args), stdin.unwrap_or_default())
 }
 
 fn stderr(o: &Output) -> String {
@@ -48,7 +36,7 @@ const PRODUCE: &[&str] = &[
 
 #[test]
 fn produce_piped_into_aggregate_matches_the_reference() {
-    let produced = stampede(PRODUCE, None);
+    let produced = run(PRODUCE, None);
     assert!(produced.status.success(), "{}", stderr(&produced));
     let lines: Vec<&[u8]> = produced
         .stdout
@@ -57,9 +45,9 @@ fn produce_piped_into_aggregate_matches_the_reference() {
         .collect();
     assert_eq!(lines.len(), 30_000, "--msgs is exact");
     // Reproducible: the same seed gives the same bytes.
-    assert_eq!(stampede(PRODUCE, None).stdout, produced.stdout);
+    assert_eq!(run(PRODUCE, None).stdout, produced.stdout);
 
-    let aggregated = stampede(&["aggregate"], Some(&produced.stdout));
+    let aggregated = run(&["aggregate"], Some(&produced.stdout));
     assert!(aggregated.status.success(), "{}", stderr(&aggregated));
     let expected = reference::run(lines.iter().copied());
     assert_eq!(
@@ -88,7 +76,7 @@ fn produce_piped_into_aggregate_matches_the_reference() {
 
 #[test]
 fn files_are_one_partition_in_order_and_dash_is_stdin() {
-    let produced = stampede(
+    let produced = run(
         &[
             "produce",
             "--seed",
@@ -113,17 +101,16 @@ fn files_are_one_partition_in_order_and_dash_is_stdin() {
         .unwrap()
         .0
         + 1;
-    let dir = std::env::temp_dir().join(format!("stampede-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cli-files");
     let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
     std::fs::write(&a, &text[..cut]).unwrap();
     std::fs::write(&b, &text[cut..]).unwrap();
-    let whole = stampede(&["aggregate"], Some(&text));
-    let split = stampede(
+    let whole = run(&["aggregate"], Some(&text));
+    let split = run(
         &["aggregate", a.to_str().unwrap(), b.to_str().unwrap()],
         None,
     );
-    let mixed = stampede(&["aggregate", a.to_str().unwrap(), "-"], Some(&text[cut..]));
+    let mixed = run(&["aggregate", a.to_str().unwrap(), "-"], Some(&text[cut..]));
     assert!(whole.status.success() && split.status.success() && mixed.status.success());
     assert_eq!(split.stdout, whole.stdout);
     assert_eq!(mixed.stdout, whole.stdout);
@@ -132,7 +119,6 @@ fn files_are_one_partition_in_order_and_dash_is_stdin() {
         "{}",
         stderr(&split)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -163,7 +149,7 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
         ),
         (&["consume", "--from", "ftp://x"][..], "expected kafka://"),
     ] {
-        let o = stampede(args, None);
+        let o = run(args, None);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
     }
@@ -171,7 +157,7 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
 
 #[test]
 fn a_missing_file_is_a_runtime_failure() {
-    let o = stampede(&["aggregate", "/nonexistent/telemetry.ndjson"], None);
+    let o = run(&["aggregate", "/nonexistent/telemetry.ndjson"], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("cannot open /nonexistent/telemetry.ndjson"),
@@ -182,7 +168,7 @@ fn a_missing_file_is_a_runtime_failure() {
 
 #[test]
 fn empty_input_gives_no_summaries_and_success() {
-    let o = stampede(&["aggregate"], Some(b""));
+    let o = run(&["aggregate"], Some(b""));
     assert!(o.status.success());
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("0 records"));
@@ -190,13 +176,9 @@ fn empty_input_gives_no_summaries_and_success() {
 
 use crate::support::process::{interrupt, start_service};
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    crate::support::service::temp_dir(name)
-}
-
 #[test]
 fn print_config_prints_the_defaults_and_bad_config_names_the_key() {
-    let o = stampede(&["print-config"], None);
+    let o = run(&["print-config"], None);
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
     let parsed: stampede::config::Config = toml::from_str(&text).unwrap();
@@ -211,21 +193,19 @@ fn print_config_prints_the_defaults_and_bad_config_names_the_key() {
     let dir = temp_dir("bad-config");
     let file = dir.join("stampede.toml");
     std::fs::write(&file, "[window]\nsize_secs = 0\n").unwrap();
-    let o = stampede(&["serve", "--config", file.to_str().unwrap()], None);
+    let o = run(&["serve", "--config", file.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("window.size_secs"), "{}", stderr(&o));
     std::fs::write(&file, "[web]\nlisen = \"127.0.0.1:1\"\n").unwrap();
-    let o = stampede(&["serve", "--config", file.to_str().unwrap()], None);
+    let o = run(&["serve", "--config", file.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("lisen"), "{}", stderr(&o));
-    let o = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
+    let o = stampede(["serve"])
         .env("STAMPEDE_WEB_LISTEN", "everywhere")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("web.listen"), "{}", stderr(&o));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -235,7 +215,7 @@ fn the_demo_shows_a_fleet_and_exits_cleanly_on_ctrl_c() {
     let url = demo.url.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let names = rt.block_on(crate::support::service::eventually(
+    let names = rt.block_on(crate::support::poll::eventually(
         "a dozen unicorns",
         || async {
             let v = crate::support::service::get_json(addr, "/api/unicorns").await;
@@ -254,7 +234,6 @@ fn the_demo_shows_a_fleet_and_exits_cleanly_on_ctrl_c() {
         dir.join("stampede.redb").exists(),
         "the store lives under the configured path"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -287,7 +266,7 @@ fn produce_to_http_into_serve_stores_what_aggregate_computes() {
         "--quiet",
     ];
     produce_args.extend(args);
-    let o = stampede(&produce_args, None);
+    let o = run(&produce_args, None);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("produced 12000 records"),
@@ -299,8 +278,8 @@ fn produce_to_http_into_serve_stores_what_aggregate_computes() {
     // The same records, written to stdout and aggregated in batch.
     let mut file_args = vec!["produce"];
     file_args.extend(args);
-    let produced = stampede(&file_args, None);
-    let aggregated = stampede(&["aggregate"], Some(&produced.stdout));
+    let produced = run(&file_args, None);
+    let aggregated = run(&["aggregate"], Some(&produced.stdout));
     let expected: Vec<serde_json::Value> = aggregated
         .stdout
         .split(|&b| b == b'\n')
@@ -332,5 +311,4 @@ fn produce_to_http_into_serve_stores_what_aggregate_computes() {
         dead.iter().any(|d| d.reason == "too_late")
             && dead.iter().any(|d| d.reason == "malformed_json")
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -5,22 +5,7 @@ use stampede::output::store::dynamodb::DynamoStore;
 use stampede::record::Summary;
 use stampede::record::SummaryQuery;
 
-fn endpoint() -> String {
-    std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
-    })
-}
-
-async fn config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
-}
+use crate::support::aws::{self, Aws};
 
 fn summary(name: &str, minute: i64, revision: u64, records: u64) -> Summary {
     let start = 1_521_343_200_000 + minute * 60_000;
@@ -40,7 +25,7 @@ fn summary(name: &str, minute: i64, revision: u64, records: u64) -> Summary {
 
 #[tokio::test]
 async fn a_lower_revision_never_replaces_a_higher_one_and_reads_come_back_newest_first() {
-    let cfg = config().await;
+    let cfg = aws::sdk_config(&Aws::DynamoDb.endpoint()).await;
     let table = crate::support::kafka::unique("UnicornSensorData");
     let missing = DynamoStore::with_config(&cfg, &table, false).await;
     let err = missing
@@ -86,17 +71,15 @@ async fn a_lower_revision_never_replaces_a_higher_one_and_reads_come_back_newest
     assert!(all.contains(&summary("Arion", 0, 3, 10)));
 }
 
-/// The AWS settings of a `stampede serve` against the emulator, by the SDK's conventions.
-fn aws_env(table: &str, create: bool) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", endpoint()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+/// The settings of a `stampede serve` whose store is `table` on the emulator.
+fn serve_env(table: &str, create: bool) -> Vec<(&'static str, String)> {
+    let mut env = aws::env(&[Aws::DynamoDb]);
+    env.extend([
         ("STAMPEDE_STORE_KIND", "dynamodb".into()),
         ("STAMPEDE_STORE_TABLE", table.into()),
         ("STAMPEDE_STORE_CREATE_TABLES", create.to_string()),
-    ]
+    ]);
+    env
 }
 
 #[test]
@@ -108,10 +91,10 @@ fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
     let table = crate::support::kafka::unique("UnicornSensorData");
     let want = aggregate_ordered(9, &dir);
     // Stopping flushes every window to DynamoDB.
-    ingest_ordered_then_stop(9, &dir.join("store-1"), &aws_env(&table, true));
+    ingest_ordered_then_stop(9, &dir.join("store-1"), &serve_env(&table, true));
 
     // Another instance, with no table creation allowed, reads them back from DynamoDB.
-    let env = aws_env(&table, false);
+    let env = serve_env(&table, false);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let reader = start_service_with(&["serve"], &dir.join("store-2"), &env);
     let got = http_get_json(&format!("{}/api/summaries?limit=10000", reader.url));
@@ -124,16 +107,14 @@ fn serve_with_the_dynamodb_store_stores_what_aggregate_computes() {
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     drop(reader);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn a_missing_table_is_a_clear_error_naming_it() {
     let table = crate::support::kafka::unique("NoSuchTable");
     let dir = crate::support::service::temp_dir("dynamo-missing");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
-        .envs(aws_env(&table, false))
+    let out = crate::support::process::stampede(["serve"])
+        .envs(serve_env(&table, false))
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", &dir)
         .output()
@@ -144,5 +125,4 @@ fn a_missing_table_is_a_clear_error_naming_it() {
         stderr.contains(&table) && stderr.contains("create_tables"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

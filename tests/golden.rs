@@ -278,5 +278,4 @@ fn aggregate_answers_the_same_on_one_thread_and_on_several() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

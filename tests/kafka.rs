@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::kafka::{
     assert_same, await_summaries, broker, close_all_windows, create_topic, expected, produce,
     read_topic, unique, PrivateBroker, ServeConfig,
 };
+use crate::support::poll::{wait_until, wait_until_within, LONG};
 use crate::support::process::{
-    http_get, http_get_json, metric, signal, start_service_with, wait_until, Running,
+    http_get, http_get_json, metric, signal, stampede, start_service_with, Running,
 };
 use crate::support::service::temp_dir;
 
@@ -105,7 +107,7 @@ fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic()
 
     // Every rejected record, and nothing else, is in the dead-letter topic with its reason.
     let mut dead: Vec<(String, Vec<u8>)> = Vec::new();
-    wait_until(30, "dead letters", || {
+    wait_until("dead letters", || {
         dead = read_topic(&brokers, &t.dead_letters)
             .into_iter()
             .flatten()
@@ -132,7 +134,6 @@ fn kafka_summaries_equal_aggregate_and_bad_records_reach_the_dead_letter_topic()
     assert_eq!(stored.as_array().map(Vec::len), Some(rejected.len()));
     let ready: Value = http_get_json(&format!("{}/readyz", serve.url));
     assert_eq!(ready["checks"]["source"], true, "{ready}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -142,13 +143,13 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     let t = Topics::new(&brokers, "failover");
     produce(&brokers, &t.telemetry, 10_000, START, 11);
     let a = t.serve(&dir);
-    wait_until(60, "first instance consuming", || {
+    wait_until_within(LONG, "first instance consuming", || {
         metric(&a.url, "stampede_records_in_total") > 0
     });
     let b = t.serve(&dir);
     // The group rebalances: the second instance takes partitions from the first (hand-off).
-    wait_until(
-        60,
+    wait_until_within(
+        LONG,
         "second instance owning and consuming partitions",
         || {
             metric(&b.url, "stampede_source_partitions") > 0
@@ -156,7 +157,7 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
         },
     );
     assert!(metric(&a.url, "stampede_source_partitions") < 4);
-    wait_until(60, "first instance committing", || {
+    wait_until_within(LONG, "first instance committing", || {
         metric(&a.url, "stampede_source_commits_total") > 0
     });
     // Mid-stream: the second half is being written while the first instance dies unflushed.
@@ -166,7 +167,7 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     };
     // The second member dies (see the module docs for why not the first).
     b.kill();
-    wait_until(60, "the survivor taking every partition", || {
+    wait_until_within(LONG, "the survivor taking every partition", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     producer.join().unwrap();
@@ -175,7 +176,6 @@ fn kafka_failover_in_a_group_loses_no_window_and_gets_none_wrong() {
     let got = await_summaries(&brokers, &t.summaries, &want);
     assert_same(&got, &want);
     drop(a);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn kafka_sigkill_and_restart_resume_from_the_committed_checkpoint() {
     let t = Topics::new(&brokers, "restart");
     produce(&brokers, &t.telemetry, 10_000, START, 21);
     let first = t.serve(&dir);
-    wait_until(60, "committing", || {
+    wait_until_within(LONG, "committing", || {
         metric(&first.url, "stampede_source_commits_total") >= 4
     });
     first.kill();
@@ -199,7 +199,6 @@ fn kafka_sigkill_and_restart_resume_from_the_committed_checkpoint() {
     );
     // A graceful stop hands the partitions off (commits, emits no partial window) and exits 0.
     assert!(signal(second, "-TERM").success());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -209,24 +208,24 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     let t = Topics::new(&broker.addr, "outage");
     produce(&broker.addr, &t.telemetry, 10_000, START, 31);
     let serve = t.serve(&dir);
-    wait_until(60, "committing", || {
+    wait_until_within(LONG, "committing", || {
         metric(&serve.url, "stampede_source_commits_total") > 0
     });
     broker.stop();
     let ready_url = format!("{}/readyz", serve.url);
-    wait_until(30, "/readyz reporting the lost broker", || {
+    wait_until("/readyz reporting the lost broker", || {
         let (status, body) = http_get(&ready_url);
         status == 503 && body.contains("\"source\":false")
     });
     // The outage itself: 20 s without a broker.
     std::thread::sleep(Duration::from_secs(20));
     broker.restart();
-    wait_until(60, "/readyz recovering", || http_get(&ready_url).0 == 200);
+    // Longer: librdkafka reconnects with a back-off, then the group rejoins.
+    wait_until_within(LONG, "/readyz recovering", || http_get(&ready_url).0 == 200);
     let (want, _) = t.finish(&dir);
     let got = await_summaries(&broker.addr, &t.summaries, &want);
     assert_same(&got, &want);
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -235,7 +234,7 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
     let dir = temp_dir("kafka-idle");
     let t = Topics::new(&brokers, "idle");
     let serve = t.serve_idle(&dir, 1);
-    wait_until(60, "partitions assigned", || {
+    wait_until_within(LONG, "partitions assigned", || {
         metric(&serve.url, "stampede_source_partitions") == 4
     });
     // One record in the last second of the previous minute, then silence: only the idle
@@ -247,7 +246,9 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
     );
     crate::support::kafka::send_to_partition(&brokers, &t.telemetry, 2, &record);
     let mut found = Vec::new();
-    wait_until(45, "the quiet window's summary", || {
+    // Longer than the default: only the wall clock (the idle timeout) closes this window, and
+    // its summary then crosses the broker.
+    wait_until_within(LONG, "the quiet window's summary", || {
         found = read_topic(&brokers, &t.summaries)
             .into_iter()
             .flatten()
@@ -265,18 +266,12 @@ fn a_quiet_kafka_partition_still_closes_its_windows() {
         (Some(1), Some(0))
     );
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn kafka_cli_errors_are_clear() {
     let brokers = broker();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| stampede(args).output().unwrap();
     let missing = format!("kafka://{brokers}/{}", unique("no-such-topic"));
     let o = run(&["produce", "--msgs", "1", "--to", &missing]);
     assert_eq!(o.status.code(), Some(1));
@@ -330,8 +325,7 @@ fn an_option_librdkafka_refuses_is_bad_config_naming_its_key() {
         "[source]\nkind = \"kafka\"\n[source.kafka_options]\n\"no.such.option\" = \"1\"\n",
     )
     .unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["serve", "--config", config.to_str().unwrap()])
+    let o = stampede(["serve", "--config", config.to_str().unwrap()])
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", dir.join("store"))
         .output()
@@ -342,7 +336,6 @@ fn an_option_librdkafka_refuses_is_bad_config_naming_its_key() {
         stderr.contains("source.kafka_options.\"no.such.option\""),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The DynamoDB store hangs (every call to its table held unanswered) while telemetry keeps
@@ -357,7 +350,7 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
     let brokers = broker();
     let dir = temp_dir("kafka-stalled-store");
     let t = Topics::new(&brokers, "stalled");
-    let dynamodb = FaultProxy::passthrough(&crate::support::kinesis::dynamodb_endpoint());
+    let dynamodb = FaultProxy::passthrough(&Aws::DynamoDb.endpoint());
     let table = unique("UnicornSensorData");
     let config = ServeConfig {
         brokers: &t.brokers,
@@ -373,10 +366,10 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
         "\"session.timeout.ms\" = \"5000\"\n\"max.poll.interval.ms\" = \"5000\"",
     );
     std::fs::write(&config, text).unwrap();
-    let mut env = crate::support::kinesis::aws_env();
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_DYNAMODB");
+    // DynamoDB through the proxy, not the emulator itself.
+    let mut env = aws::env(&[]);
     env.extend([
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.url.clone()),
+        (Aws::DynamoDb.endpoint_var(), dynamodb.url.clone()),
         ("STAMPEDE_STORE_KIND", "dynamodb".into()),
         ("STAMPEDE_STORE_TABLE", table.clone()),
         ("STAMPEDE_STORE_CREATE_TABLES", "true".into()),
@@ -388,7 +381,7 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
         &env_ref,
     );
     produce(&brokers, &t.telemetry, 4_000, START, 31);
-    wait_until(60, "all four partitions consumed", || {
+    wait_until_within(LONG, "all four partitions consumed", || {
         metric(&serve.url, "stampede_source_partitions") == 4
             && metric(&serve.url, "stampede_records_in_total") >= 4_000
     });
@@ -397,19 +390,19 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
     dynamodb.hold(&table);
     // Telemetry keeps coming, in small batches (a live fleet at 2,000 records/s), until the
     // stall is over: the engines fill their queues, however fast this machine is.
-    let mut producer = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["produce", "--quiet", "--unicorns", "40", "--msgs", "400000"])
+    let mut producer = stampede(["produce", "--quiet", "--unicorns", "40", "--msgs", "400000"])
         .args(["--rate", "50", "--seed", "32", "--start-time", SECOND_HALF])
         .args(["--faults", crate::support::kafka::FAULTS])
         .args(["--to", &format!("kafka://{brokers}/{}", t.telemetry)])
         .spawn()
         .unwrap();
-    wait_until(20, "/readyz names the store", || {
+    wait_until("/readyz names the store", || {
         let (status, body) = http_get(&format!("{}/readyz", serve.url));
         let v: Value = serde_json::from_str(&body).unwrap();
         status == 503 && v["checks"]["store"] == false && v["checks"]["source"] == true
     });
-    wait_until(120, "a partition paused behind the stalled store", || {
+    // Longer: the engines' queues fill first, at a live fleet's pace.
+    wait_until_within(120, "a partition paused behind the stalled store", || {
         metric(&serve.url, "stampede_source_paused_total") > 0
     });
     // Paused for twice max.poll.interval.ms and two sessions: a blocked poll loop would have
@@ -427,7 +420,7 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
     let (want, _) = expected(&read_topic(&brokers, &t.telemetry), &dir);
     assert_same(&await_summaries(&brokers, &t.summaries, &want), &want);
     let mut got = crate::support::kafka::Summaries::new();
-    wait_until(60, "every window in DynamoDB", || {
+    wait_until_within(LONG, "every window in DynamoDB", || {
         got = crate::support::kinesis::http_get_summaries(&serve.url);
         got == want
     });
@@ -436,5 +429,4 @@ fn a_store_stalled_past_max_poll_interval_moves_no_partition_and_loses_nothing()
         taken,
         "no partition was reassigned during or after the stall"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

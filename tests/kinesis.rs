@@ -3,27 +3,30 @@
 //! and `consume --from kinesis://`, and the Kinesis summary stream of `serve`.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::kafka::{keep_newest, FAULTS};
 use crate::support::kinesis::{
-    aws_env, client, close_all_windows, create_stream, dynamodb_endpoint, endpoint,
-    http_get_summaries, read_all, read_shards,
+    await_active, close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
 };
+use crate::support::poll::{wait_until, wait_until_within, LONG, LONGEST};
 use crate::support::process::{
     aggregate_ordered, ingest_ordered_then_stop, metric, produce_fleet, signal, start_service_with,
-    wait_until,
 };
 
+/// What `stampede` needs for a Kinesis source or stream: Kinesis, and DynamoDB for its leases.
+const KINESIS: &[Aws] = &[Aws::Kinesis, Aws::DynamoDb];
+
+/// `stampede ARGS…` reaching the emulators, output captured.
 fn stampede(args: &[&str]) -> std::process::Output {
-    stampede_with(args, &aws_env())
+    stampede_with(args, &aws::env(KINESIS))
 }
 
+/// `stampede ARGS…` with the environment `env`, output captured.
 fn stampede_with(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
+    crate::support::process::stampede(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
@@ -32,7 +35,7 @@ fn stampede_with(args: &[&str], env: &[(&str, String)]) -> std::process::Output 
 #[test]
 fn produce_and_consume_through_kinesis() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = client(&rt);
+    let c = rt.block_on(aws::kinesis());
     let stream = crate::support::kafka::unique("wildrydes");
     create_stream(&rt, &c, &stream, 2);
     let url = format!("kinesis://{stream}");
@@ -71,12 +74,12 @@ fn produce_and_consume_through_kinesis() {
 #[test]
 fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = client(&rt);
+    let c = rt.block_on(aws::kinesis());
     let stream = crate::support::kafka::unique("wildrydes-summary");
     create_stream(&rt, &c, &stream, 2);
     let dir = crate::support::service::temp_dir("kinesis-summary");
     let want = aggregate_ordered(13, &dir);
-    let mut env = aws_env();
+    let mut env = aws::env(KINESIS);
     env.push(("STAMPEDE_SUMMARY_STREAM_KIND", "kinesis".into()));
     env.push(("STAMPEDE_SUMMARY_STREAM_STREAM", stream.clone()));
     // Stopping flushes every window, and the stream task publishes them before exiting.
@@ -88,11 +91,10 @@ fn the_kinesis_summary_stream_carries_what_aggregate_computes() {
     }
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 fn produce_to(stream: &str, msgs: u64, start: &str, seed: u64) {
-    produce_with(stream, (40, msgs), start, seed, FAULTS, &aws_env());
+    produce_with(stream, (40, msgs), start, seed, FAULTS, &aws::env(KINESIS));
 }
 
 fn produce_with(
@@ -120,7 +122,7 @@ struct Setup {
     telemetry: String,
     summaries: String,
     dlq: String,
-    dir: std::path::PathBuf,
+    dir: crate::support::service::TempDir,
     env: Vec<(&'static str, String)>,
 }
 
@@ -131,7 +133,7 @@ impl Setup {
 
     fn with_shards(name: &str, shards: i32) -> Setup {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let c = client(&rt);
+        let c = rt.block_on(aws::kinesis());
         let telemetry = crate::support::kafka::unique("wildrydes");
         let summaries = crate::support::kafka::unique("wildrydes-summary");
         let dlq = crate::support::kafka::unique("wildrydes-dlq");
@@ -140,7 +142,7 @@ impl Setup {
         create_stream(&rt, &c, &dlq, 1);
         let table = crate::support::kafka::unique("UnicornSensorData");
         let leases = crate::support::kafka::unique("stampede-leases");
-        let mut env = aws_env();
+        let mut env = aws::env(KINESIS);
         for (k, v) in [
             ("STAMPEDE_SOURCE_KIND", "kinesis"),
             ("STAMPEDE_SOURCE_STREAM", telemetry.as_str()),
@@ -206,7 +208,7 @@ impl Setup {
             .collect();
         let (want, rejected) = crate::support::kafka::expected(&partitions, &self.dir);
         let mut got = crate::support::kafka::Summaries::new();
-        wait_until(90, "every window in DynamoDB", || {
+        wait_until_within(LONGEST, "every window in DynamoDB", || {
             got = http_get_summaries(url);
             got == want
         });
@@ -214,7 +216,7 @@ impl Setup {
         // The summary stream carries the same, highest revision per window. Each output
         // delivers on its own, so the stream may still be behind the table: await it.
         let mut streamed = crate::support::kafka::Summaries::new();
-        wait_until(60, "every window in the summary stream", || {
+        wait_until_within(LONG, "every window in the summary stream", || {
             streamed.clear();
             for data in read_all(rt, c, &self.summaries) {
                 keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
@@ -227,7 +229,7 @@ impl Setup {
         let rejected: std::collections::BTreeSet<(String, Vec<u8>)> =
             rejected.into_iter().collect();
         let mut dead = std::collections::BTreeSet::new();
-        wait_until(60, "every rejected record dead-lettered", || {
+        wait_until_within(LONG, "every rejected record dead-lettered", || {
             dead = read_all(rt, c, &self.dlq)
                 .into_iter()
                 .map(|d| {
@@ -260,25 +262,26 @@ fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over
     let t = Setup::new("kinesis-leases");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 41);
     let a = t.serve("a");
-    wait_until(60, "first instance owning every shard", || {
+    wait_until_within(LONG, "first instance owning every shard", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     let b = t.serve("b");
-    wait_until(60, "the second instance taking its share", || {
+    wait_until_within(LONG, "the second instance taking its share", || {
         metric(&b.url, "stampede_source_partitions") == 2
             && metric(&a.url, "stampede_source_partitions") == 2
     });
-    wait_until(60, "the first instance checkpointing", || {
+    wait_until_within(LONG, "the first instance checkpointing", || {
         metric(&a.url, "stampede_source_commits_total") > 0
     });
     a.kill();
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 42);
-    wait_until(60, "the survivor taking the dead instance's shards", || {
-        metric(&b.url, "stampede_source_partitions") == 4
-    });
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shards",
+        || metric(&b.url, "stampede_source_partitions") == 4,
+    );
     t.check(&b.url);
     drop(b);
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 #[test]
@@ -286,20 +289,19 @@ fn a_sigkilled_kinesis_instance_restarts_from_its_checkpoints() {
     let t = Setup::new("kinesis-restart");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 51);
     let first = t.serve("first");
-    wait_until(60, "checkpointing every shard", || {
+    wait_until_within(LONG, "checkpointing every shard", || {
         metric(&first.url, "stampede_source_commits_total") >= 4
     });
     first.kill();
     // The dead instance's leases expire (10 s unchanged), then the new one takes them all.
     let second = t.serve("second");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 52);
-    wait_until(60, "the restarted instance owning every shard", || {
+    wait_until_within(LONG, "the restarted instance owning every shard", || {
         metric(&second.url, "stampede_source_partitions") == 4
     });
     t.check(&second.url);
     // A graceful stop hands the shards off and releases the leases.
     assert!(signal(second, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// Splits `shard` of `stream` in the middle of its hash key range and waits until the stream is
@@ -313,13 +315,7 @@ fn split(rt: &tokio::runtime::Runtime, c: &aws_sdk_kinesis::Client, stream: &str
             .send(),
     )
     .unwrap();
-    wait_until(30, "the stream active after the split", || {
-        let d = rt
-            .block_on(c.describe_stream_summary().stream_name(stream).send())
-            .unwrap();
-        d.stream_description_summary.map(|s| s.stream_status)
-            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
-    });
+    await_active(rt, c, stream, "after the split");
 }
 
 /// A minute that spans a split: half of it in the parent shard, half in a child. The child
@@ -337,20 +333,20 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
     // open when the shard is split.
     produce(3000, "2026-01-01 00:00:00", 71);
     let first = t.serve("first");
-    wait_until(60, "the parent shard checkpointed", || {
+    wait_until_within(LONG, "the parent shard checkpointed", || {
         metric(&first.url, "stampede_source_commits_total") > 0
     });
     split(&t.rt, &t.c, &t.telemetry, "shardId-000000000000");
     // Up to 00:03:19: minute 00:02 can still change (until 00:04:00), so the children keep
     // needing the parent's tail and write no checkpoint.
     produce(1000, "2026-01-01 00:02:30", 72);
-    wait_until(60, "both children owned", || {
+    wait_until_within(LONG, "both children owned", || {
         metric(&first.url, "stampede_source_partitions") == 2
     });
     first.kill();
     let second = t.serve("second");
     produce(2000, "2026-01-01 00:03:20", 73);
-    wait_until(60, "both children taken over", || {
+    wait_until_within(LONG, "both children taken over", || {
         metric(&second.url, "stampede_source_partitions") == 2
     });
     close_all_windows(&t.rt, &t.c, &t.telemetry);
@@ -404,13 +400,12 @@ fn a_minute_that_spans_a_shard_split_is_summarised_whole() {
         .filter(|((_, t), _)| t == "2026-01-01 00:02:00")
         .all(|(_, v)| v["Records"] == 60));
     let mut got = crate::support::kafka::Summaries::new();
-    wait_until(90, "every window in DynamoDB", || {
+    wait_until_within(LONGEST, "every window in DynamoDB", || {
         got = http_get_summaries(&second.url);
         got == want
     });
     crate::support::kafka::assert_same(&got, &want);
     assert!(signal(second, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// A merge: each parent flushes at its end (its child cannot continue two watermarks) and the
@@ -429,7 +424,7 @@ fn a_merged_stream_is_read_after_both_parents_end() {
         &t.env,
     );
     let s = t.serve("merge");
-    wait_until(60, "both parents owned", || {
+    wait_until_within(LONG, "both parents owned", || {
         metric(&s.url, "stampede_source_partitions") == 2
     });
     t.rt.block_on(
@@ -440,17 +435,7 @@ fn a_merged_stream_is_read_after_both_parents_end() {
             .send(),
     )
     .unwrap();
-    wait_until(30, "the stream active after the merge", || {
-        let d =
-            t.rt.block_on(
-                t.c.describe_stream_summary()
-                    .stream_name(&t.telemetry)
-                    .send(),
-            )
-            .unwrap();
-        d.stream_description_summary.map(|s| s.stream_status)
-            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
-    });
+    await_active(&t.rt, &t.c, &t.telemetry, "after the merge");
     produce_with(
         &t.telemetry,
         (20, 2400),
@@ -459,13 +444,12 @@ fn a_merged_stream_is_read_after_both_parents_end() {
         "",
         &t.env,
     );
-    wait_until(60, "the child owned, the parents done", || {
+    wait_until_within(LONG, "the child owned, the parents done", || {
         metric(&s.url, "stampede_source_partitions") == 1
             && metric(&s.url, "stampede_records_in_total") >= 4800
     });
     t.check(&s.url);
     assert!(signal(s, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// Dead letters carry up to 64 KiB of the raw record each: 110 of them (7 MiB) do not fit one
@@ -480,7 +464,7 @@ fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
         crate::support::process::http_post(&format!("{}/ingest", s.url), body.as_bytes());
     assert_eq!(status, 200, "{reply}");
     let mut dead = Vec::new();
-    wait_until(60, "110 dead letters in the stream", || {
+    wait_until_within(LONG, "110 dead letters in the stream", || {
         dead = read_all(&t.rt, &t.c, &t.dlq);
         dead.len() >= 110
     });
@@ -491,7 +475,6 @@ fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
         assert_eq!(v["raw"].as_str().map(str::len), Some(64 << 10));
     }
     assert!(signal(s, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// AWS throttles, leaves batch items unprocessed and expires iterators; the emulators never do.
@@ -502,8 +485,8 @@ fn large_dead_letters_all_reach_the_kinesis_dead_letter_stream() {
 fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
     use crate::support::faults::FaultProxy;
     let mut t = Setup::new("kinesis-faults");
-    let kinesis = FaultProxy::start(&endpoint());
-    let dynamodb = FaultProxy::start(&dynamodb_endpoint());
+    let kinesis = FaultProxy::start(&Aws::Kinesis.endpoint());
+    let dynamodb = FaultProxy::start(&Aws::DynamoDb.endpoint());
     t.route_through(&kinesis.url, &dynamodb.url);
     // One refused record in three is sent again by `produce`: all arrive, once.
     produce_with(
@@ -520,7 +503,7 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
         .sum();
     assert_eq!(total, 10_000);
     let s = t.serve("faults");
-    wait_until(60, "every shard owned", || {
+    wait_until_within(LONG, "every shard owned", || {
         metric(&s.url, "stampede_source_partitions") == 4
     });
     produce_with(
@@ -555,13 +538,12 @@ fn throttling_unprocessed_keys_and_expired_iterators_lose_nothing() {
         );
     }
     assert!(signal(s, "-TERM").success());
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 #[test]
 fn a_missing_telemetry_stream_is_a_clear_error_naming_its_key() {
     let dir = crate::support::service::temp_dir("kinesis-missing-stream");
-    let mut env = aws_env();
+    let mut env = aws::env(KINESIS);
     for (k, v) in [
         ("STAMPEDE_SOURCE_KIND", "kinesis"),
         ("STAMPEDE_SOURCE_STREAM", "no-such-telemetry"),
@@ -579,19 +561,16 @@ fn a_missing_telemetry_stream_is_a_clear_error_naming_its_key() {
         stderr.contains("source.stream: stream \"no-such-telemetry\" does not exist"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     use std::io::BufRead;
     let dir = crate::support::service::temp_dir("kinesis-unreachable");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
+    // No emulator: an endpoint where nothing listens.
+    let mut child = crate::support::process::stampede(["serve"])
+        .envs(aws::env(&[]))
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("STAMPEDE_STORE_KIND", "dynamodb")
         .env("STAMPEDE_STORE_PATH", &dir)
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
@@ -610,7 +589,6 @@ fn an_unreachable_endpoint_is_retried_with_a_clear_message() {
     assert!(first.contains("UnicornSensorData"), "{first}");
     let _ = child.kill();
     let _ = child.wait();
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The store hangs (every call to its table held unanswered) for 25 s, longer than a lease
@@ -623,8 +601,8 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
     use crate::support::process::http_get;
 
     let mut setup = Setup::new("stalled-store");
-    let dynamodb = FaultProxy::passthrough(&dynamodb_endpoint());
-    setup.route_through(&endpoint(), &dynamodb.url);
+    let dynamodb = FaultProxy::passthrough(&Aws::DynamoDb.endpoint());
+    setup.route_through(&Aws::Kinesis.endpoint(), &dynamodb.url);
     let table = setup
         .env
         .iter()
@@ -636,7 +614,7 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
     let b = setup.serve("b");
     let owned = |url: &str| metric(url, "stampede_source_partitions");
     let taken = |url: &str| metric(url, "stampede_source_taken_total");
-    wait_until(60, "two shards each", || {
+    wait_until_within(LONG, "two shards each", || {
         owned(&a.url) == 2 && owned(&b.url) == 2
     });
     let taken_before = (taken(&a.url), taken(&b.url));
@@ -644,7 +622,8 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
     dynamodb.hold(&table);
     let stalled = std::time::Instant::now();
     produce_to(&setup.telemetry, 4_000, "2018-03-18 03:24:00", 22);
-    wait_until(20, "/readyz names the store", || {
+    // Within 20 s (not the default): the stall lasts 25 s, and must be sampled below.
+    wait_until_within(20, "/readyz names the store", || {
         let (status, body) = http_get(&format!("{}/readyz", a.url));
         let v: Value = serde_json::from_str(&body).unwrap();
         status == 503 && v["checks"]["store"] == false && v["checks"]["source"] == true
@@ -663,7 +642,7 @@ fn a_store_stalled_longer_than_a_lease_moves_no_shard_and_loses_nothing() {
         taken_before,
         "no lease was taken during or after the stall"
     );
-    wait_until(20, "/readyz recovers", || {
+    wait_until("/readyz recovers", || {
         http_get(&format!("{}/readyz", a.url)).0 == 200
     });
 }
@@ -679,18 +658,9 @@ fn put_all_keeps_each_keys_order_across_partial_failures() {
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
     use stampede::clients::kinesis::{put_all, KeyOrder};
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let direct = client(&rt);
-    let proxy = crate::support::faults::FaultProxy::start(&endpoint());
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&proxy.url)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .load(),
-    );
-    let faulty = aws_sdk_kinesis::Client::new(&config);
+    let direct = rt.block_on(aws::kinesis());
+    let proxy = crate::support::faults::FaultProxy::start(&Aws::Kinesis.endpoint());
+    let faulty = rt.block_on(aws::client_at(&proxy.url, aws_sdk_kinesis::Client::new));
     let mut orders = Vec::new();
     for order in [KeyOrder::Kept, KeyOrder::Loose] {
         let stream = crate::support::kafka::unique("ordered");
@@ -741,7 +711,7 @@ fn put_all_keeps_each_keys_order_across_partial_failures() {
 #[test]
 fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     use crate::alerts::{alert_ids, at, confirm_by_mail, id, once, subscribe, unique_address};
-    use crate::support::mail::{await_mails, mails_to, smtp_server};
+    use crate::support::mail::{await_mails_within, mails_to, smtp_server};
     use crate::support::service::line;
     let mut t = Setup::with_shards("kinesis-alerts", 2);
     let subscriptions = crate::support::kafka::unique("stampede-subscriptions");
@@ -755,7 +725,7 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     t.env
         .push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "30".into()));
     let a = t.serve("a");
-    wait_until(60, "the first instance owning both shards", || {
+    wait_until_within(LONG, "the first instance owning both shards", || {
         metric(&a.url, "stampede_source_partitions") == 2
     });
     let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
@@ -766,7 +736,7 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
         confirm_by_mail(addr, &ops).await;
     });
     let b = t.serve("b");
-    wait_until(60, "one shard each", || {
+    wait_until_within(LONG, "one shard each", || {
         metric(&b.url, "stampede_source_partitions") == 1
             && metric(&a.url, "stampede_source_partitions") == 1
     });
@@ -803,11 +773,11 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
         .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
         .collect());
     let fired: Vec<String> = names.iter().map(|n| id("low-health", n, 1)).collect();
-    await_mails(&ops, 60, "every unicorn's alert firing", |m| {
+    await_mails_within(LONG, &ops, "every unicorn's alert firing", |m| {
         alert_ids(m).len() == fired.len()
     });
     // The checkpoints behind those records commit once their changes are mailed.
-    wait_until(30, "both instances checkpointing after them", || {
+    wait_until("both instances checkpointing after them", || {
         metric(&a.url, "stampede_source_commits_total") > commits.0
             && metric(&b.url, "stampede_source_commits_total") > commits.1
     });
@@ -816,25 +786,27 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
         .iter()
         .map(|n| (n.clone(), line(n, &at(10), 1.0, 106, 150)))
         .collect());
-    wait_until(30, "the first instance's resolutions made", || {
+    wait_until("the first instance's resolutions made", || {
         metric(&a.url, "stampede_alerts_pending") > 0
     });
     a.kill();
-    wait_until(60, "the survivor taking the dead instance's shard", || {
-        metric(&b.url, "stampede_source_partitions") == 2
-    });
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shard",
+        || metric(&b.url, "stampede_source_partitions") == 2,
+    );
     let resolved: Vec<String> = names.iter().map(|n| id("low-health", n, 10)).collect();
     let want = once(&[fired, resolved].concat());
-    let mails = await_mails(&ops, 90, "every change mailed", |m| {
+    // Longest: the dead instance's lease must expire, then its resolutions wait for a round.
+    let mails = await_mails_within(LONGEST, &ops, "every change mailed", |m| {
         alert_ids(m).len() == want.len()
     });
-    wait_until(30, "nothing pending", || {
+    wait_until("nothing pending", || {
         metric(&b.url, "stampede_alerts_pending") == 0
     });
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
     drop(mails);
     drop(b);
-    std::fs::remove_dir_all(&t.dir).ok();
 }
 
 /// Two instances archive to S3 (moto) in the Hive layout; one is SIGKILLed mid-stream and the
@@ -845,11 +817,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     let mut t = Setup::new("kinesis-archive");
     let bucket = crate::support::kafka::unique("lake");
     t.rt.block_on(crate::support::s3::create_bucket(&bucket));
-    for (k, v) in crate::support::s3::aws_env() {
-        if k == "AWS_ENDPOINT_URL_S3" {
-            t.env.push((k, v));
-        }
-    }
+    t.env.push((Aws::S3.endpoint_var(), Aws::S3.endpoint()));
     for (k, v) in [
         ("STAMPEDE_ARCHIVE_KIND", "s3"),
         ("STAMPEDE_ARCHIVE_BUCKET", bucket.as_str()),
@@ -867,17 +835,17 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
             start,
             seed,
             "malformed=0.02",
-            &aws_env(),
+            &aws::env(KINESIS),
         );
     };
     produce("2026-01-01 00:00:00", 71);
     let a = t.serve("a");
-    wait_until(60, "the first instance owning every shard", || {
+    wait_until_within(LONG, "the first instance owning every shard", || {
         metric(&a.url, "stampede_source_partitions") == 4
     });
     let b = t.serve("b");
-    wait_until(
-        60,
+    wait_until_within(
+        LONG,
         "both instances sharing the shards, objects written",
         || {
             metric(&b.url, "stampede_source_partitions") == 2
@@ -887,9 +855,11 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     );
     a.kill();
     produce("2026-01-01 00:04:10", 72);
-    wait_until(60, "the survivor taking the dead instance's shards", || {
-        metric(&b.url, "stampede_source_partitions") == 4
-    });
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shards",
+        || metric(&b.url, "stampede_source_partitions") == 4,
+    );
     let want = accepted(read_shards(&t.rt, &t.c, &t.telemetry).into_iter().flatten());
     let total: u32 = want.values().sum();
     assert!(total > 19_000, "{total}");
@@ -902,7 +872,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
         }
         counts
     };
-    wait_until(90, "every accepted record in the bucket", || {
+    wait_until_within(LONGEST, "every accepted record in the bucket", || {
         let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
         lines(&objects).values().sum::<u32>() >= total
     });
@@ -926,7 +896,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
             "csv",
             "SELECT COUNT(*) AS n, COUNT(DISTINCT name) AS unicorns FROM wildrydes",
         ],
-        &crate::support::s3::aws_env(),
+        &aws::env(&[Aws::S3]),
     );
     assert!(
         out.status.success(),
@@ -938,5 +908,4 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
         format!("n,unicorns\r\n{total},40\r\n")
     );
     eprintln!("archive on S3: {total} records exactly once in {} objects; the survivor found {found} already written", objects.len());
-    std::fs::remove_dir_all(&t.dir).ok();
 }

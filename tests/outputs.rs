@@ -11,14 +11,16 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::support::aws::{self, Aws};
 use crate::support::kafka::{
     assert_same, await_summaries, broker, create_topic, expected, keep_newest, read_topic, unique,
     Msg, Summaries, FAULTS,
 };
 use crate::support::kinesis::{
-    aws_env, client, close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
+    close_all_windows, create_stream, http_get_summaries, read_all, read_shards,
 };
-use crate::support::process::{http_get, http_get_json, http_post, start_service_with, wait_until};
+use crate::support::poll::{holds_within, wait_until, wait_until_within, LONGEST, TIMEOUT};
+use crate::support::process::{http_get, http_get_json, http_post, stampede, start_service_with};
 use crate::support::service::temp_dir;
 
 const START: &str = "2018-03-18 03:20:00";
@@ -55,7 +57,7 @@ struct Streams {
 impl Streams {
     fn new() -> Streams {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let kinesis = client(&rt);
+        let kinesis = rt.block_on(aws::kinesis());
         Streams {
             rt,
             kinesis,
@@ -78,6 +80,10 @@ impl Drop for Streams {
         }
     }
 }
+
+/// What `stampede` needs for a Kinesis source, stream or DynamoDB store: Kinesis, and DynamoDB
+/// (its leases, the store).
+const KINESIS: &[Aws] = &[Aws::Kinesis, Aws::DynamoDb];
 
 /// (reason, raw bytes) of each rejected record, as a set: stream sources deliver dead letters
 /// at least once.
@@ -104,8 +110,7 @@ fn sentinel(i: usize) -> String {
 
 /// The fleet's records with every kind of fault, as `produce` writes them to stdout.
 fn fleet_lines(seed: u64) -> Vec<Vec<u8>> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["produce", "--rate", "max", "--quiet", "--start-time", START])
+    let out = stampede(["produce", "--rate", "max", "--quiet", "--start-time", START])
         .args(["--unicorns", "20", "--msgs", "3000", "--seed"])
         .arg(seed.to_string())
         .args(["--faults", FAULTS, "--to", "-"])
@@ -127,7 +132,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let telemetry = unique(&format!("{name}-telemetry"));
     let summaries = unique(&format!("{name}-summary"));
     let dlq = unique(&format!("{name}-dlq"));
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     env.push(("STAMPEDE_WINDOW_IDLE_TIMEOUT_SECS", "3600".into()));
     match source {
         Source::Http => {}
@@ -218,7 +223,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
                 START,
                 13,
                 FAULTS,
-                &aws_env(),
+                &aws::env(KINESIS),
             );
             let read = read_shards(&streams.rt, &streams.kinesis, &telemetry);
             close_all_windows(&streams.rt, &streams.kinesis, &telemetry);
@@ -247,15 +252,19 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
 
     // The store.
     let mut got = Summaries::new();
-    wait_until(90, &format!("{name}: every window in the store"), || {
-        got = http_get_summaries(&serve.url);
-        got == want
-    });
+    wait_until_within(
+        LONGEST,
+        &format!("{name}: every window in the store"),
+        || {
+            got = http_get_summaries(&serve.url);
+            got == want
+        },
+    );
     assert_same(&got, &want);
     let mut stored = Rejected::new();
-    // Polled until equal or 30 s have passed; the comparison then says what differs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
+    // Polled until equal or the default timeout has passed; the comparison then says what
+    // differs.
+    holds_within(TIMEOUT, std::time::Duration::from_millis(100), || {
         let list = http_get_json(&format!("{}/api/dead-letters?limit=1000", serve.url));
         stored = list
             .as_array()
@@ -268,11 +277,8 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
                 )
             })
             .collect();
-        if stored == rejected {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        stored == rejected
+    });
     let missing: Vec<_> = rejected.difference(&stored).take(3).collect();
     let extra: Vec<_> = stored.difference(&rejected).take(3).collect();
     assert!(
@@ -301,13 +307,17 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
         Stream::Kafka => assert_same(&await_summaries(&brokers, &summaries, &want), &want),
         Stream::Kinesis => {
             let mut streamed = Summaries::new();
-            wait_until(90, &format!("{name}: the Kinesis summary stream"), || {
-                streamed = Summaries::new();
-                for data in read_all(&streams.rt, &streams.kinesis, &summaries) {
-                    keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
-                }
-                streamed == want
-            });
+            wait_until_within(
+                LONGEST,
+                &format!("{name}: the Kinesis summary stream"),
+                || {
+                    streamed = Summaries::new();
+                    for data in read_all(&streams.rt, &streams.kinesis, &summaries) {
+                        keep_newest(&mut streamed, serde_json::from_slice(&data).unwrap());
+                    }
+                    streamed == want
+                },
+            );
         }
     }
 
@@ -315,7 +325,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let mut dead = Rejected::new();
     match source {
         Source::Http => {}
-        Source::Kafka => wait_until(30, &format!("{name}: the dead-letter topic"), || {
+        Source::Kafka => wait_until(&format!("{name}: the dead-letter topic"), || {
             dead = read_topic(&brokers, &dlq)
                 .into_iter()
                 .flatten()
@@ -323,7 +333,7 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
                 .collect();
             dead == rejected
         }),
-        Source::Kinesis => wait_until(30, &format!("{name}: the dead-letter stream"), || {
+        Source::Kinesis => wait_until(&format!("{name}: the dead-letter stream"), || {
             dead = read_all(&streams.rt, &streams.kinesis, &dlq)
                 .iter()
                 .map(|d| {
@@ -340,7 +350,6 @@ fn check(source: Source, stream: Stream, store: EmbeddedStore) {
     let ready = http_get_json(&format!("{}/readyz", serve.url));
     assert_eq!(ready["ready"], true, "{name}: {ready}");
     drop(serve);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 macro_rules! combinations {
@@ -394,7 +403,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
     );
     let telemetry = unique("default-dlq-telemetry");
     streams.create(&telemetry, 1);
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     env.extend([
         ("STAMPEDE_SOURCE_KIND", "kinesis".into()),
         ("STAMPEDE_SOURCE_STREAM", telemetry.clone()),
@@ -406,7 +415,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let serve = start_service_with(&["serve"], &dir, &env_ref);
     let mut ready = String::new();
-    wait_until(30, "ready without a dead-letter stream", || {
+    wait_until("ready without a dead-letter stream", || {
         let (status, body) = http_get(&format!("{}/readyz", serve.url));
         ready = body;
         status == 200
@@ -415,8 +424,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
     drop(serve);
 
     let missing = unique("missing-dlq");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .arg("serve")
+    let out = stampede(["serve"])
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", dir.join("second"))
         .env("STAMPEDE_SOURCE_DEAD_LETTERS", &missing)
@@ -429,7 +437,6 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
         stderr.contains("source.dead_letters") && stderr.contains(&missing),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A service whose store is DynamoDB keeps nothing on its host: two instances with the same
@@ -439,7 +446,7 @@ fn a_missing_default_dead_letter_stream_never_blocks_a_start_a_configured_one_do
 fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     let dir = temp_dir("outputs-two-on-a-host");
     let shared_path = dir.join("stampede-data");
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     dynamodb_store(&mut env);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let first = start_service_with(&["serve"], &shared_path, &env_ref);
@@ -451,7 +458,6 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     assert_eq!(status, 200, "{body}");
     let mut reasons = Vec::new();
     wait_until(
-        30,
         "dead letters in DynamoDB, read by the other instance",
         || {
             let list = http_get_json(&format!("{}/api/dead-letters?limit=10", second.url));
@@ -470,7 +476,6 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
     }
     drop((first, second));
     assert!(!shared_path.exists(), "nothing written to store.path");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A broken output is loud, not a silent stall: the summary table is deleted under a running
@@ -482,21 +487,12 @@ fn a_dynamodb_store_keeps_no_local_state_so_two_instances_share_a_host() {
 fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
     use stampede::time::{format_status_time, now_ms};
     let dir = temp_dir("outputs-broken-store");
-    let mut env: Vec<(&str, String)> = aws_env();
+    let mut env: Vec<(&str, String)> = aws::env(KINESIS);
     let table = dynamodb_store(&mut env);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let serve = start_service_with(&["serve"], &dir, &env_ref);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(crate::support::kinesis::dynamodb_endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .load(),
-    );
-    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let dynamo = rt.block_on(aws::dynamodb());
     rt.block_on(dynamo.delete_table().table_name(&table).send())
         .unwrap();
     // A minute of one unicorn, then a record two minutes on: the first window closes.
@@ -514,7 +510,7 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
     let (status, reply) = http_post(&format!("{}/ingest", serve.url), body.join("\n").as_bytes());
     assert_eq!(status, 200, "{reply}");
     let mut ready = Value::Null;
-    wait_until(30, "/readyz names the store's error", || {
+    wait_until("/readyz names the store's error", || {
         let (status, body) = http_get(&format!("{}/readyz", serve.url));
         ready = serde_json::from_str(&body).unwrap();
         status == 503 && ready["checks"]["store"] == false && ready["reasons"]["store"].is_string()
@@ -554,5 +550,4 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
         Some(1),
         "a failed output is a failed shutdown"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
-use crate::support::service::{get_json, line, request_with, start, temp_dir};
+use crate::support::service::{get_json, line, request_with, temp_dir, TestApp};
 
 fn reason(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap();
@@ -56,8 +56,7 @@ async fn ws_open(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (u16, 
 /// service's own page and programs without `Origin` (curl, the producer) are served as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_site_post_is_refused_and_ingests_nothing() {
-    let dir = temp_dir("sec-origin");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("sec-origin", |_| {}).await;
     let evil = [
         ("origin", "http://evil.example"),
         ("content-type", "text/plain"),
@@ -87,7 +86,7 @@ async fn a_cross_site_post_is_refused_and_ingests_nothing() {
     // the other site from reading it).
     let (status, _, _) = request_with(app.addr, Method::GET, "/", &evil[..1], "").await;
     assert_eq!(status, StatusCode::OK);
-    let fleet = crate::support::service::eventually("two unicorns", || async {
+    let fleet = crate::support::poll::eventually("two unicorns", || async {
         let v = get_json(app.addr, "/api/unicorns").await;
         (v.as_array()?.len() == 2).then_some(v)
     })
@@ -99,8 +98,7 @@ async fn a_cross_site_post_is_refused_and_ingests_nothing() {
         .map(|u| u["Name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["Curl", "Own"], "Evil was never ingested");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// Sends raw request bytes; the status code of the answer.
@@ -118,8 +116,7 @@ async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> u16 {
 /// missing one: refused like a foreign one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_origin_or_host_headers_are_refused() {
-    let dir = temp_dir("sec-raw");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("sec-raw", |_| {}).await;
     let body = record("Raw");
     let request = |extra: &[u8]| {
         let mut r = format!(
@@ -141,16 +138,14 @@ async fn unreadable_origin_or_host_headers_are_refused() {
         421
     );
     assert_eq!(raw_status(app.addr, &request(host.as_bytes())).await, 200);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A foreign page opening the live feed gets 403 before any WebSocket exists; the dashboard's
 /// own origin and programs without `Origin` open it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_origin_websocket_is_refused() {
-    let dir = temp_dir("sec-ws");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("sec-ws", |_| {}).await;
     assert_eq!(
         ws_open(app.addr, &[("origin", "http://evil.example")])
             .await
@@ -160,16 +155,17 @@ async fn a_foreign_origin_websocket_is_refused() {
     let own = format!("http://{}", app.addr);
     assert_eq!(ws_open(app.addr, &[("origin", &own)]).await.0, 101);
     assert_eq!(ws_open(app.addr, &[]).await.0, 101);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// DNS rebinding: bound to loopback, a request naming another host gets 421 with a reason;
 /// loopback names pass, and so does a name listed in `web.allowed_hosts`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebinding_host_gets_421_and_loopback_names_pass() {
-    let dir = temp_dir("sec-host");
-    let app = start(&dir, |c| c.web.allowed_hosts = vec!["Stampede.LAN".into()]).await;
+    let app = TestApp::start("sec-host", |c| {
+        c.web.allowed_hosts = vec!["Stampede.LAN".into()]
+    })
+    .await;
     let port = app.addr.port();
     let evil = format!("evil.example:{port}");
     let (status, _, body) = request_with(
@@ -210,8 +206,7 @@ async fn a_rebinding_host_gets_421_and_loopback_names_pass() {
         get_json(app.addr, "/api/unicorns").await,
         Value::Array(vec![])
     );
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// `web.read_token` guards the fleet's data — the API and `/ws`, where a browser sends it as a
@@ -219,8 +214,7 @@ async fn a_rebinding_host_gets_421_and_loopback_names_pass() {
 /// The admin token reads too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_token_guards_the_api_and_the_live_feed() {
-    let dir = temp_dir("sec-read");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("sec-read", |c| {
         c.web.read_token = "r3ad-0nly".into();
         c.web.token = "adm1n".into();
     })
@@ -281,16 +275,14 @@ async fn the_read_token_guards_the_api_and_the_live_feed() {
             .0,
         401
     );
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A dashboard served elsewhere, from an origin in `web.allowed_origins`: its preflight is
 /// answered, its writes and reads carry CORS headers; any other origin is still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allowed_origin_gets_cors_and_may_write() {
-    let dir = temp_dir("sec-cors");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("sec-cors", |c| {
         c.web.allowed_origins = vec!["https://ops.example".into()]
     })
     .await;
@@ -331,8 +323,7 @@ async fn an_allowed_origin_gets_cors_and_may_write() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A bad `allowed_origins` entry, or half a TLS configuration, fails at start naming the key.
@@ -374,7 +365,7 @@ async fn https_and_wss_on_one_port_and_produce_delivers_over_https() {
     // A config error (exit status 2), naming the key.
     assert!(bad.is::<stampede::config::ConfigError>(), "{bad:#}");
     assert!(bad.to_string().contains("web.tls_key"), "{bad}");
-    let app = start(&dir, |c| {
+    let app = TestApp::start_in(dir, |c| {
         c.web.tls_cert = cert.clone();
         c.web.tls_key = key.clone();
     })
@@ -384,21 +375,20 @@ async fn https_and_wss_on_one_port_and_produce_delivers_over_https() {
     let produce = |ssl_cert_file: String| {
         let to = to.clone();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-                .args([
-                    "produce",
-                    "--unicorns",
-                    "3",
-                    "--msgs",
-                    "30",
-                    "--rate",
-                    "max",
-                    "--quiet",
-                ])
-                .args(["--to", &to])
-                .env("SSL_CERT_FILE", ssl_cert_file)
-                .output()
-                .unwrap()
+            crate::support::process::stampede([
+                "produce",
+                "--unicorns",
+                "3",
+                "--msgs",
+                "30",
+                "--rate",
+                "max",
+                "--quiet",
+            ])
+            .args(["--to", &to])
+            .env("SSL_CERT_FILE", ssl_cert_file)
+            .output()
+            .unwrap()
         })
     };
     // Not trusting the service's CA: a clear error at once, not a minute of retries.
@@ -456,6 +446,5 @@ async fn https_and_wss_on_one_port_and_produce_delivers_over_https() {
     .await
     .unwrap();
     assert!(plain.is_err(), "plain HTTP was answered on the HTTPS port");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }

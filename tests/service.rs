@@ -9,7 +9,8 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::service::{eventually, get_json, line, post_json, request, start, temp_dir};
+use crate::support::poll::eventually;
+use crate::support::service::{get_json, line, post_json, request, temp_dir, TestApp};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -68,8 +69,7 @@ fn is_summary_of(f: &Value, name: &str, start: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_gives_summaries_over_the_api_and_the_websocket() {
-    let dir = temp_dir("ingest");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("ingest", |_| {}).await;
     let addr = app.addr;
     let mut ws = ws_connect(addr).await;
     let snapshot = next_frame(&mut ws).await;
@@ -144,7 +144,7 @@ async fn ingest_gives_summaries_over_the_api_and_the_websocket() {
             .then_some(())
     })
     .await;
-    app.stop().await.unwrap();
+    app.stop().await;
     // Closing the WebSocket on shutdown.
     let end = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -156,18 +156,14 @@ async fn ingest_gives_summaries_over_the_api_and_the_websocket() {
     })
     .await;
     assert!(end.is_ok(), "the socket was closed on shutdown");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_summaries_and_shutdown_flushes_open_windows() {
-    let dir = temp_dir("restart");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("restart", |_| {}).await;
     let (status, _) = post_json(app.addr, "/ingest", minute_and_a_bit(), None).await;
     assert_eq!(status, StatusCode::OK);
-    app.stop().await.unwrap();
-
-    let app = start(&dir, |_| {}).await;
+    let app = app.restart(|_| {}).await;
     let stored = get_json(app.addr, "/api/summaries?name=Shadowfax").await;
     let minutes: Vec<(&str, u64)> = stored
         .as_array()
@@ -204,14 +200,12 @@ async fn a_restart_keeps_the_summaries_and_shutdown_flushes_open_windows() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("from="));
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_rejected_with_its_reason_counted_and_dead_lettered() {
-    let dir = temp_dir("bad-input");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("bad-input", |_| {}).await;
     let addr = app.addr;
     let good = line("Bucephalus", "2018-03-18 03:20:01", 1.0, 1, 1);
     let pad = format!("{{\"Pad\":\"{}\"}}", "x".repeat(70_000));
@@ -314,14 +308,12 @@ async fn bad_input_is_rejected_with_its_reason_counted_and_dead_lettered() {
             "{metrics}"
         );
     }
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_and_the_token_guards_ingest_and_admin() {
-    let dir = temp_dir("limits");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("limits", |c| {
         c.web.max_body_bytes = 4_096;
         c.web.token = "s3cret".into();
     })
@@ -358,8 +350,7 @@ async fn bodies_over_the_limit_get_413_and_the_token_guards_ingest_and_admin() {
         let (status, _) = request(addr, Method::GET, open, "", None).await;
         assert_eq!(status, StatusCode::OK, "{open}");
     }
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A raw WebSocket whose reader stops reading: small receive buffer, so the server's writes to
@@ -379,9 +370,8 @@ async fn stalled_client(addr: std::net::SocketAddr) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_resynced_while_a_healthy_one_gets_everything() {
-    let dir = temp_dir("stalled");
     // 1 MiB of frames per client: the healthy one never gets near it, the stalled one soon does.
-    let app = start(&dir, |c| c.web.ws_queue_bytes = 1 << 20).await;
+    let app = TestApp::start("stalled", |c| c.web.ws_queue_bytes = 1 << 20).await;
     let addr = app.addr;
     let mut healthy = ws_connect(addr).await;
     assert_eq!(next_frame(&mut healthy).await["type"], "snapshot");
@@ -460,16 +450,14 @@ async fn a_stalled_client_is_resynced_while_a_healthy_one_gets_everything() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(resyncs >= 1);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_source_is_its_own_partition_and_flushes_at_its_end() {
     let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let dir = temp_dir("file-source");
     let input = golden.join("late_and_too_late.input.ndjson");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("file-source", |c| {
         c.source.kind = stampede::config::SourceKind::File;
         c.source.path = input.display().to_string();
     })
@@ -490,16 +478,14 @@ async fn a_file_source_is_its_own_partition_and_flushes_at_its_end() {
     let dead = get_json(app.addr, "/api/dead-letters").await;
     assert_eq!(dead[0]["reason"], "too_late");
     assert_eq!(dead[0]["origin"]["source"], "file");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_fleet_still_closes_its_windows() {
     // 1 s windows, no out-of-orderness, 1 s idle timeout: the last window cannot close on event
     // time (nothing newer arrives); only the wall clock can close it.
-    let dir = temp_dir("idle");
-    let app = start(&dir, |c| {
+    let app = TestApp::start("idle", |c| {
         c.window.size_secs = 1;
         c.window.out_of_orderness_secs = 0;
         c.window.idle_timeout_secs = 1;
@@ -524,8 +510,7 @@ async fn a_silent_fleet_still_closes_its_windows() {
         started.elapsed() >= Duration::from_millis(1_300),
         "closed by the idle timeout, not before"
     );
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// One clock-skewed record, years ahead, is rejected as `too_early` (with its field), counted
@@ -535,8 +520,7 @@ async fn a_silent_fleet_still_closes_its_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_from_the_future_is_too_early_and_poisons_nothing() {
     use stampede::time::{format_status_time, now_ms};
-    let dir = temp_dir("too-early");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("too-early", |_| {}).await;
     let years_ahead = format_status_time(now_ms() + 10 * 365 * 86_400_000);
     let now = format_status_time(now_ms());
     let body = format!(
@@ -581,8 +565,7 @@ async fn a_record_from_the_future_is_too_early_and_poisons_nothing() {
         metrics.contains("stampede_records_rejected_total{reason=\"too_early\"} 1"),
         "{metrics}"
     );
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// The stampede_unicorns gauge of the HTTP partition, once it is published.
@@ -603,9 +586,8 @@ async fn unicorns_tracked(addr: std::net::SocketAddr) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_names_is_forgotten_once_silent_and_final() {
     use stampede::time::{format_status_time, now_ms};
-    let dir = temp_dir("forget");
     // Windows close on event time only (a long idle timeout), so the test says when.
-    let app = start(&dir, |c| {
+    let app = TestApp::start("forget", |c| {
         c.window.size_secs = 1;
         c.window.out_of_orderness_secs = 0;
         c.window.allowed_lateness_secs = 0;
@@ -653,8 +635,7 @@ async fn a_flood_of_names_is_forgotten_once_silent_and_final() {
     )
     .await;
     assert_eq!(reply["accepted"], 1, "{reply}");
-    app.stop().await.unwrap();
-    let app = start(&dir, |_| {}).await;
+    let app = app.restart(|_| {}).await;
     let stored = get_json(app.addr, "/api/summaries?name=flood-7").await;
     let got: Vec<(String, u64, f64)> = stored
         .as_array()
@@ -672,8 +653,7 @@ async fn a_flood_of_names_is_forgotten_once_silent_and_final() {
     let mut got = got;
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got, [(at(0), 1, 1.0), (at(3), 1, 4.0)]);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// A file is history: a `StatusTime` far in the future is a record like any other there.
@@ -686,7 +666,7 @@ async fn a_file_keeps_no_wall_clock_rule() {
         line("Voyager", "2100-01-01 00:00:01", 2.5, 150, 150),
     )
     .unwrap();
-    let app = start(&dir, |c| {
+    let app = TestApp::start_in(dir, |c| {
         c.source.kind = stampede::config::SourceKind::File;
         c.source.path = input.display().to_string();
     })
@@ -698,16 +678,14 @@ async fn a_file_keeps_no_wall_clock_rule() {
     .await;
     assert_eq!(stored[0]["StatusTime"], "2100-01-01 00:00:00.000");
     assert_eq!(stored[0]["Distance"], 2.5);
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// Past `web.max_ws_clients`, an upgrade is refused with 503 and a JSON reason before any
 /// WebSocket exists; a slot freed by a client that leaves is taken by the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_clients_past_the_cap_get_503_with_a_reason() {
-    let dir = temp_dir("ws-cap");
-    let app = start(&dir, |c| c.web.max_ws_clients = 2).await;
+    let app = TestApp::start("ws-cap", |c| c.web.max_ws_clients = 2).await;
     let mut first = ws_connect(app.addr).await;
     let mut second = ws_connect(app.addr).await;
     assert_eq!(next_frame(&mut first).await["type"], "snapshot");
@@ -737,8 +715,7 @@ async fn websocket_clients_past_the_cap_get_503_with_a_reason() {
     })
     .await;
     assert_eq!(next_frame(&mut third).await["type"], "snapshot");
-    app.stop().await.unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    app.stop().await;
 }
 
 /// `GET /api/unicorns` with paging parameters: the status, `X-Total-Count` and the names.
@@ -768,8 +745,7 @@ fn names_of(rows: &[Value]) -> Vec<String> {
 /// i+101 go by name), one closed minute each for the u's and none for the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_table_pages_sorts_and_searches_on_the_server() {
-    let dir = temp_dir("table");
-    let app = start(&dir, |_| {}).await;
+    let app = TestApp::start("table", |_| {}).await;
     let addr = app.addr;
     // (name, health, minute distance), in natural order of names.
     let mut fleet: Vec<(String, i64, Option<f64>)> = vec![
@@ -903,5 +879,5 @@ async fn the_fleet_table_pages_sorts_and_searches_on_the_server() {
             "{query}: {v}"
         );
     }
-    app.stop().await.unwrap();
+    app.stop().await;
 }

@@ -224,25 +224,28 @@ fn is_sentinel(v: &Value) -> bool {
         .is_some_and(|n| n.starts_with("zz-sentinel-"))
 }
 
-/// Reads the summary topic until the highest revision of every window equals `want` (or 90 s
-/// pass); returns what it found, sentinels left out.
+/// Reads the summary topic until the highest revision of every window equals `want` (or
+/// [`LONGEST`](crate::support::poll::LONGEST) seconds pass: the topic catches up only after
+/// whole data sets, sometimes after a rebalance); returns what it found, sentinels left out, for
+/// the caller to compare and say what differs. Read every 500 ms: each read is the whole topic.
 pub fn await_summaries(brokers: &str, topic: &str, want: &Summaries) -> Summaries {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut got;
-    loop {
-        got = Summaries::new();
-        for msgs in read_topic(brokers, topic) {
-            for m in msgs {
-                let v: Value = serde_json::from_slice(&m.payload).unwrap();
-                assert_eq!(m.key.as_deref(), v["Name"].as_str(), "key is the Name");
-                keep_newest(&mut got, v);
+    let mut got = Summaries::new();
+    crate::support::poll::holds_within(
+        Duration::from_secs(crate::support::poll::LONGEST),
+        Duration::from_millis(500),
+        || {
+            got = Summaries::new();
+            for msgs in read_topic(brokers, topic) {
+                for m in msgs {
+                    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                    assert_eq!(m.key.as_deref(), v["Name"].as_str(), "key is the Name");
+                    keep_newest(&mut got, v);
+                }
             }
-        }
-        if &got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+            &got == want
+        },
+    );
+    got
 }
 
 /// Compares two summary sets and says where they differ.
@@ -387,15 +390,9 @@ impl PrivateBroker {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not listen on {}",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::poll::wait_until(&format!("the broker listening on {}", self.addr), || {
+            std::net::TcpStream::connect(&self.addr).is_ok()
+        });
     }
 
     /// Stops it.

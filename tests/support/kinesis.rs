@@ -1,44 +1,7 @@
-//! Kinesis and DynamoDB for the tests: kinesalite and dynalite, started by
-//! `scripts/components/aws`, at `STAMPEDE_TEST_KINESIS` and `STAMPEDE_TEST_DYNAMODB`. Fails
-//! loudly when they are not there: these tests never skip.
+//! Kinesis for the tests, on kinesalite (see `support::aws` for the emulators, their
+//! environment and clients): streams created, read back shard by shard, and closed.
 
 use crate::support::process::summary_key;
-
-pub fn endpoint() -> String {
-    std::env::var("STAMPEDE_TEST_KINESIS").unwrap_or_else(|_| {
-        panic!("no Kinesis emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_KINESIS=http://HOST:PORT")
-    })
-}
-
-pub fn dynamodb_endpoint() -> String {
-    std::env::var("STAMPEDE_TEST_DYNAMODB").unwrap_or_else(|_| {
-        panic!("no DynamoDB emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_DYNAMODB=http://HOST:PORT")
-    })
-}
-
-/// The SDK's service-specific endpoint variables: Kinesis and DynamoDB are two emulators.
-pub fn aws_env() -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL_KINESIS", endpoint()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-    ]
-}
-
-pub fn client(rt: &tokio::runtime::Runtime) -> aws_sdk_kinesis::Client {
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .load(),
-    );
-    aws_sdk_kinesis::Client::new(&config)
-}
 
 /// Creates `stream` with `shards` shards and waits until it is active.
 pub fn create_stream(
@@ -54,17 +17,23 @@ pub fn create_stream(
             .send(),
     )
     .unwrap();
-    for _ in 0..100 {
+    await_active(rt, c, stream, "created");
+}
+
+/// Waits until `stream` is active again after it was `changed` (created, split, merged).
+pub fn await_active(
+    rt: &tokio::runtime::Runtime,
+    c: &aws_sdk_kinesis::Client,
+    stream: &str,
+    changed: &str,
+) {
+    crate::support::poll::wait_until(&format!("stream {stream} active, {changed}"), || {
         let d = rt
             .block_on(c.describe_stream_summary().stream_name(stream).send())
             .unwrap();
-        let status = d.stream_description_summary.map(|s| s.stream_status);
-        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("stream {stream} did not become active");
+        d.stream_description_summary.map(|s| s.stream_status)
+            == Some(aws_sdk_kinesis::types::StreamStatus::Active)
+    });
 }
 
 /// Every record of every shard of `stream`, from the beginning.

@@ -77,10 +77,21 @@ pub fn mails_to(to: &str) -> Vec<Mail> {
         .collect()
 }
 
-/// Polls the mailbox of `to` until `done` holds for its mails (at most `secs`).
-pub fn await_mails(to: &str, secs: u64, what: &str, done: impl Fn(&[Mail]) -> bool) -> Vec<Mail> {
+/// Polls the mailbox of `to` until `done` holds for its mails (at most the default
+/// [`TIMEOUT`](crate::support::poll::TIMEOUT)).
+pub fn await_mails(to: &str, what: &str, done: impl Fn(&[Mail]) -> bool) -> Vec<Mail> {
+    await_mails_within(crate::support::poll::TIMEOUT.as_secs(), to, what, done)
+}
+
+/// As [`await_mails`], for at most `secs` seconds.
+pub fn await_mails_within(
+    secs: u64,
+    to: &str,
+    what: &str,
+    done: impl Fn(&[Mail]) -> bool,
+) -> Vec<Mail> {
     let mut mails = Vec::new();
-    crate::support::process::wait_until(secs, what, || {
+    crate::support::poll::wait_until_within(secs, what, || {
         mails = mails_to(to);
         done(&mails)
     });

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod faults;
 pub mod kafka;
 pub mod kinesis;
@@ -12,6 +13,9 @@ pub mod s3;
 pub mod service;
 pub mod sns;
 pub mod webdriver;
+
+// `poll.rs` is loaded by `webdriver.rs`, which an example includes on its own.
+pub use webdriver::poll;
 
 use stampede_producers::Rng;
 

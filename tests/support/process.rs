@@ -3,7 +3,42 @@
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::poll::wait_until;
+
+/// `stampede ARGS…`, the binary under test, as a command to add to (environment, stdin,
+/// `output()` or `spawn()`): the one way the tests run it.
+pub fn stampede<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    command.args(args);
+    command
+}
+
+/// Runs `command` with `stdin` written to its standard input (then closed) while its output and
+/// errors are captured.
+pub fn output_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run stampede");
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    // A thread of its own: the child may fill its output pipes before it has read all of it.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
 
 /// A `stampede serve` or `demo` process; killed on drop if still running.
 pub struct Running {
@@ -33,8 +68,7 @@ pub fn start_service(args: &[&str], dir: &std::path::Path) -> Running {
 
 /// As [`start_service`], with more environment variables (`STAMPEDE_*` config overrides).
 pub fn start_service_with(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
+    let mut child = stampede(args)
         .env("STAMPEDE_WEB_LISTEN", "127.0.0.1:0")
         .env("STAMPEDE_STORE_PATH", dir)
         .env(
@@ -65,7 +99,8 @@ pub fn interrupt(running: Running) -> std::process::ExitStatus {
     signal(running, "-INT")
 }
 
-/// Sends `sig` (as `kill` spells it) and waits up to 30 s for the exit status.
+/// Sends `sig` (as `kill` spells it) and waits for the exit status (for the default
+/// [`TIMEOUT`](crate::support::poll::TIMEOUT), 30 s).
 pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
     let pid = running.child.id().to_string();
     assert!(Command::new("kill")
@@ -73,14 +108,12 @@ pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of {sig}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut status = None;
+    wait_until(&format!("an exit after {sig}"), || {
+        status = running.child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 /// `GET url` over a plain HTTP/1.0 connection: status and body.
@@ -137,39 +170,29 @@ pub fn metric(url: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `f` until it holds, for at most `secs`; the failure names `what`.
-pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `stampede produce` of 4,000 records of 20 unicorns (out-of-order and late ones included)
 /// from a fixed start, to `to` (`-` for stdout). One connection, so that HTTP batches arrive in
 /// the order `aggregate` reads the same records from a file.
 pub fn produce_ordered(seed: u64, to: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args([
-            "produce",
-            "--unicorns",
-            "20",
-            "--msgs",
-            "4000",
-            "--rate",
-            "max",
-        ])
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--start-time",
-            "2018-03-18 03:20:00",
-        ])
-        .args(["--quiet", "--faults", "out-of-order=0.05,late=0.01"])
-        .args(["--connections", "1", "--to", to])
-        .output()
-        .unwrap()
+    stampede([
+        "produce",
+        "--unicorns",
+        "20",
+        "--msgs",
+        "4000",
+        "--rate",
+        "max",
+    ])
+    .args([
+        "--seed",
+        &seed.to_string(),
+        "--start-time",
+        "2018-03-18 03:20:00",
+    ])
+    .args(["--quiet", "--faults", "out-of-order=0.05,late=0.01"])
+    .args(["--connections", "1", "--to", to])
+    .output()
+    .unwrap()
 }
 
 /// What `stampede aggregate` computes from [`produce_ordered`]`(seed, "-")`, by (Name, StatusTime).
@@ -196,10 +219,7 @@ pub struct Aggregated {
 
 /// Runs `stampede ARGS…`, which must succeed; its output.
 pub fn stampede_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = stampede(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -247,9 +267,8 @@ pub fn produce_fleet(
     faults: &str,
     env: &[(&str, String)],
 ) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    let mut command = stampede(["produce", "--rate", "max", "--quiet", "--start-time", start]);
     command
-        .args(["produce", "--rate", "max", "--quiet", "--start-time", start])
         .args([
             "--unicorns",
             &unicorns.to_string(),

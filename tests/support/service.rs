@@ -1,8 +1,7 @@
 //! Starting the real service on port 0 and talking to it over real HTTP and WebSocket.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,22 +11,138 @@ use hyper_util::rt::TokioExecutor;
 use stampede::app::App;
 use stampede::config::Config;
 
-/// A fresh, empty store directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stampede-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory for one test, removed when the guard is dropped — unless the test
+/// is failing (panicking): then it is kept for a look, and its path printed. Reads as a `Path`.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `stampede-test-NAME-PID` under the system's temp dir, emptied.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("stampede-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} (the test failed)", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh, empty directory for one test (see [`TempDir`]).
+pub fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(name)
 }
 
 /// The service with its store in `dir`, on 127.0.0.1:0, adjusted by `tweak`.
-pub async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> App {
+async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> App {
     let mut config = Config::default();
     config.web.listen = "127.0.0.1:0".into();
     config.store.path = dir.to_owned();
     tweak(&mut config);
     config.validate().unwrap();
     stampede::app::start(config).await.unwrap()
+}
+
+/// The service started in-process for one test, with its store in a [`TempDir`] of its own.
+///
+/// [`TestApp::stop`] stops it (failing the test if stopping fails) and then removes the
+/// directory. A drop cannot wait for the ordered shutdown: dropped while running (a failing test,
+/// an early return), it only says so and removes the directory; the service's tasks end with the
+/// test's runtime.
+pub struct TestApp {
+    /// Where it listens (the real port).
+    pub addr: SocketAddr,
+    app: Option<App>,
+    dir: Option<TempDir>,
+}
+
+impl TestApp {
+    /// Starts the service, adjusted by `tweak`, in a fresh directory named after `name`.
+    pub async fn start(name: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        TestApp::start_in(temp_dir(name), tweak).await
+    }
+
+    /// Starts the service, adjusted by `tweak`, with its store in `dir` (a test that prepares
+    /// files there first).
+    pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let app = start(&dir, tweak).await;
+        TestApp {
+            addr: app.addr,
+            app: Some(app),
+            dir: Some(dir),
+        }
+    }
+
+    /// The running service (its ingest channel, say).
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    /// Its store directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("a directory")
+    }
+
+    /// Stops the service (ordered shutdown, every window flushed) and fails the test if that
+    /// fails.
+    async fn shut_down(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop()
+                .await
+                .unwrap_or_else(|e| panic!("the service did not stop cleanly: {e:#}"));
+        }
+    }
+
+    /// Stops the service, which must succeed, then removes its directory.
+    pub async fn stop(mut self) {
+        self.shut_down().await;
+        self.dir = None;
+    }
+
+    /// Stops the service, which must succeed, and starts it again on the same store, adjusted
+    /// by `tweak`.
+    pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        self.shut_down().await;
+        let dir = self.dir.take().expect("a directory");
+        TestApp::start_in(dir, tweak).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.app.is_some() && !std::thread::panicking() {
+            eprintln!(
+                "the service on {} was dropped without stop(): its shutdown was not checked",
+                self.addr
+            );
+        }
+    }
 }
 
 /// One HTTP request; the status and the body.
@@ -94,26 +209,6 @@ pub async fn post_json(
     let (status, body) = request(addr, Method::POST, path, body, token).await;
     let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     (status, v)
-}
-
-/// Polls `check` until it gives `Some`, for state only visible by asking (the store behind the
-/// API); fails after 10 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A telemetry line.

@@ -1,40 +1,11 @@
-//! SNS for the tests: moto in server mode, started by `scripts/components/moto`, at
-//! `STAMPEDE_TEST_SNS`. What the service published is read back from moto's own record of it
-//! (`/moto-api/data.json`); filter policies are checked through an HTTP subscriber, which moto
-//! delivers to only when the policy matches. Fails loudly when moto is not there.
+//! SNS for the tests: moto in server mode (see `support::aws`). What the service published is
+//! read back from moto's own record of it (`/moto-api/data.json`); filter policies are checked
+//! through an HTTP subscriber, which moto delivers to only when the policy matches.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Value;
-
-pub fn endpoint() -> String {
-    std::env::var("STAMPEDE_TEST_SNS").unwrap_or_else(|_| {
-        panic!("no SNS emulator for the tests: run ./scripts/test, or set STAMPEDE_TEST_SNS=http://HOST:PORT (scripts/components/moto)")
-    })
-}
-
-/// What the service needs to reach moto.
-pub fn aws_env() -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL_SNS", endpoint()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-    ]
-}
-
-pub async fn client() -> aws_sdk_sns::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sns::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await;
-    aws_sdk_sns::Client::new(&config)
-}
 
 /// A new topic, `wildrydes-alerts-…`; its ARN.
 pub async fn create_topic(sns: &aws_sdk_sns::Client) -> String {
@@ -59,8 +30,10 @@ pub struct Published {
 
 /// Every message published to `topic_arn` so far, in order.
 pub fn published(topic_arn: &str) -> Vec<Published> {
-    let (status, body) =
-        crate::support::process::http_get(&format!("{}/moto-api/data.json", endpoint()));
+    let (status, body) = crate::support::process::http_get(&format!(
+        "{}/moto-api/data.json",
+        crate::support::aws::Aws::Sns.endpoint()
+    ));
     assert_eq!(status, 200, "{body}");
     let data: Value = serde_json::from_str(&body).unwrap();
     let topics = data["sns"]["Topic"].as_array().cloned().unwrap_or_default();

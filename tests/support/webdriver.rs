@@ -3,7 +3,6 @@
 //! missing: browser tests never skip.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,6 +10,11 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+
+// The tests' one way of waiting (`support::poll`), loaded here because
+// `examples/dashboard_load.rs` includes this file on its own, without the rest of `support`.
+#[path = "poll.rs"]
+pub mod poll;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -73,21 +77,12 @@ impl Browser {
         };
         let base = format!("http://127.0.0.1:{port}");
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = client
-                .get(format!("{base}/status").parse().unwrap())
-                .await
-                .is_ok();
-            if ready {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let status: hyper::Uri = format!("{base}/status").parse().unwrap();
+        poll::eventually("chromedriver to start", || {
+            let (client, status) = (client.clone(), status.clone());
+            async move { client.get(status).await.ok().map(drop) }
+        })
+        .await;
         let profile =
             std::env::temp_dir().join(format!("stampede-chromium-{}-{port}", std::process::id()));
         // Insecure certificates accepted: the TLS test's CA is not in the browser's store.
@@ -144,20 +139,17 @@ impl Browser {
         .await
     }
 
-    /// Evaluates `script` until it returns something truthy; fails after 20 s saying `what`.
+    /// Evaluates `script` until it returns something truthy; fails after the default
+    /// [`TIMEOUT`](poll::TIMEOUT) saying `what`.
     pub async fn until(&self, what: &str, script: &str, args: Value) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.eval(script, args.clone()).await;
-            if !(v.is_null() || v == Value::Bool(false)) {
-                return v;
+        poll::eventually(&format!("until {what}"), || {
+            let args = args.clone();
+            async move {
+                let v = self.eval(script, args).await;
+                (!(v.is_null() || v == Value::Bool(false))).then_some(v)
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting until {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// A real mouse click at viewport coordinates.
