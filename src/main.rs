@@ -22,7 +22,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // The service runs each of its queries in a worker: this binary again (see
     // stampede::query::worker).
-    if std::env::args_os().nth(1).is_some_and(|a| a == stampede::query::worker::WORKER_ARG) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == stampede::query::worker::WORKER_ARG)
+    {
         return stampede::query::worker::serve_stdio();
     }
     let cli = Cli::parse();

@@ -12,6 +12,7 @@ mod cli;
 mod decode_fuzz;
 mod dynamodb;
 mod golden;
+mod hardening;
 mod kafka;
 mod kinesis;
 mod outputs;

@@ -316,9 +316,34 @@ pub async fn run(
 /// overflow its stack.
 pub const MAX_EXPRESSION_DEPTH: usize = 64;
 
-/// Refuses SQL whose expressions nest deeper than [`MAX_EXPRESSION_DEPTH`]. SQL that does not
-/// parse passes: DataFusion then says what is wrong with it.
+/// SQL longer than this is refused (the workshop's longest query is under 1 kB).
+pub const MAX_SQL_BYTES: usize = 100 << 10;
+
+/// Refuses SQL longer than [`MAX_SQL_BYTES`] or whose expressions nest deeper than
+/// [`MAX_EXPRESSION_DEPTH`]. SQL that does not parse passes: DataFusion then says what is wrong
+/// with it.
+///
+/// The parsed tree of a long chain is as deep as the chain, and walking or dropping it recurses
+/// once per level: that happens on a thread with a stack for the longest SQL allowed.
 fn check_depth(sql: &str) -> Result<(), QueryError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(QueryError::Sql(format!(
+            "the SQL is {} bytes long; at most {MAX_SQL_BYTES} are taken",
+            sql.len()
+        )));
+    }
+    let text = sql.to_owned();
+    std::thread::Builder::new()
+        .name("stampede-sql-check".into())
+        .stack_size(256 << 20)
+        .spawn(move || nesting(&text))
+        .map_err(|e| QueryError::Source(format!("cannot start a thread: {e}")))?
+        .join()
+        .unwrap_or_else(|_| Err(QueryError::Sql("the SQL could not be checked".into())))
+}
+
+/// See [`check_depth`].
+fn nesting(sql: &str) -> Result<(), QueryError> {
     use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::parser::Parser;
@@ -343,10 +368,7 @@ fn check_depth(sql: &str) -> Result<(), QueryError> {
     let Ok(statements) = Parser::parse_sql(&GenericDialect {}, sql) else {
         return Ok(());
     };
-    if statements
-        .iter()
-        .any(|s| s.visit(&mut Depth(0)).is_break())
-    {
+    if statements.iter().any(|s| s.visit(&mut Depth(0)).is_break()) {
         return Err(QueryError::Sql(format!(
             "an expression nests deeper than {MAX_EXPRESSION_DEPTH} levels (e.g. a long chain of + or ||): split it, or use SUM or concat_ws over rows"
         )));
@@ -357,6 +379,20 @@ fn check_depth(sql: &str) -> Result<(), QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expressions_nested_too_deep_are_refused_with_the_reason() {
+        let chain = |terms: usize| format!("SELECT 1{} FROM t", "+1".repeat(terms));
+        assert!(check_depth(&chain(MAX_EXPRESSION_DEPTH - 2)).is_ok());
+        match check_depth(&chain(20_000)) {
+            Err(QueryError::Sql(m)) => assert!(m.contains("nests deeper than 64"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let long = chain(60_000);
+        assert!(matches!(check_depth(&long), Err(QueryError::Sql(m)) if m.contains("at most")));
+        // Not SQL at all: DataFusion says why.
+        assert!(check_depth("SELEKT").is_ok());
+    }
 
     #[tokio::test]
     async fn an_empty_archive_is_an_empty_table_and_writes_are_refused() {

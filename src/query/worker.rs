@@ -33,7 +33,7 @@ pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// The worker's data segment beyond the query's memory limit: its runtime, the archive's
 /// listing, the summaries, the answer, and what scalar functions allocate.
-const HEADROOM_BYTES: usize = 1 << 30;
+const HEADROOM_BYTES: usize = 512 << 20;
 
 /// What the service sends the worker.
 #[derive(Serialize, Deserialize)]
@@ -111,7 +111,12 @@ pub async fn run_isolated(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| source(&format!("cannot start a query worker ({})", exe.display()), &e))?;
+        .map_err(|e| {
+            source(
+                &format!("cannot start a query worker ({})", exe.display()),
+                &e,
+            )
+        })?;
     let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -134,7 +139,9 @@ pub async fn run_isolated(
                 text
             });
             let mut out = Vec::new();
-            let read = stdout.take(MAX_ANSWER_BYTES as u64 + 1).read_to_end(&mut out);
+            let read = stdout
+                .take(MAX_ANSWER_BYTES as u64 + 1)
+                .read_to_end(&mut out);
             if out.len() > MAX_ANSWER_BYTES {
                 kill(&watched);
             }
@@ -199,7 +206,8 @@ fn kill(child: &Mutex<Child>) {
 
 /// The worker's stdout as an answer.
 fn decode_answer(out: &[u8]) -> Result<Answer, QueryError> {
-    let bad = |e: &dyn std::fmt::Display| QueryError::Source(format!("the query worker's answer: {e}"));
+    let bad =
+        |e: &dyn std::fmt::Display| QueryError::Source(format!("the query worker's answer: {e}"));
     let newline = out
         .iter()
         .position(|&b| b == b'\n')
@@ -207,9 +215,7 @@ fn decode_answer(out: &[u8]) -> Result<Answer, QueryError> {
     let header: Header = serde_json::from_slice(&out[..newline]).map_err(|e| bad(&e))?;
     let reader = StreamReader::try_new(&out[newline + 1..], None).map_err(|e| bad(&e))?;
     let schema = reader.schema();
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e))?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))?;
     Ok(Answer {
         schema,
         batches,
@@ -227,7 +233,10 @@ fn worker_exe() -> Result<PathBuf, QueryError> {
         return Ok(me);
     }
     let beside = me.parent().map(|d| d.join("stampede"));
-    let above = me.parent().and_then(|d| d.parent()).map(|d| d.join("stampede"));
+    let above = me
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("stampede"));
     beside
         .into_iter()
         .chain(above)

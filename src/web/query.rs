@@ -123,7 +123,9 @@ async fn answer(
         Err(QueryError::Sql(m)) => Err(error(StatusCode::BAD_REQUEST, m)),
         Err(e @ QueryError::Timeout(_)) => Err(error(StatusCode::REQUEST_TIMEOUT, e.to_string())),
         Err(QueryError::Source(m)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, m)),
-        Err(e @ QueryError::TooLarge(_)) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())),
+        Err(e @ QueryError::TooLarge(_)) => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
         Err(QueryError::Stopped(m)) => Err(error(StatusCode::UNPROCESSABLE_ENTITY, m)),
     }
 }

@@ -1,0 +1,124 @@
+//! What an attacker with access to the API must never achieve (issue 21): kill the service,
+//! exhaust its memory, or keep it busy for nobody.
+
+use std::io::Write as _;
+
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::support::poll::eventually;
+use crate::support::service::{request, TestApp};
+
+/// The query workers this test process has started that are still running.
+fn workers() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The parent is the fourth field, after the command in parentheses.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let is_worker = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == b"__query-worker");
+        if is_worker && parent == Some(me) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+async fn query(addr: std::net::SocketAddr, sql: &str) -> (StatusCode, Value) {
+    let (status, body) = request(addr, Method::POST, "/api/query", sql.to_owned(), None).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A deeply nested expression, a scalar function asked for gigabytes, and an answer of
+/// hundreds of megabytes each get a clear refusal; the service answers on, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_query_never_takes_the_service_down() {
+    let app = TestApp::start("hard-query", |_| {}).await;
+    let addr = app.addr;
+    let healthy = || async move {
+        let (status, _) = request(addr, Method::GET, "/healthz", "", None).await;
+        assert_eq!(status, StatusCode::OK, "the service still answers");
+    };
+
+    // 1,000 terms: thread stacks overflowed on it.
+    let chain = format!("SELECT 1{} AS x", "+1".repeat(1_000));
+    let (status, v) = query(addr, &chain).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("nests deeper"), "{v}");
+    healthy().await;
+    // A reasonable depth still runs.
+    let (status, v) = query(addr, &format!("SELECT 1{} AS x", "+1".repeat(20))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["rows"][0]["x"], 21);
+
+    // 1.5 GB from one scalar function: past what a query may use.
+    let (status, v) = query(addr, "SELECT length(repeat('x', 1500000000)) AS n").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("stopped"), "{v}");
+    healthy().await;
+
+    // Rows are capped (10,000), and so are bytes: 10,000 rows of 10 kB are 100 MB.
+    let (status, v) = query(
+        addr,
+        "SELECT repeat('x', 10000) AS s FROM generate_series(1, 10000)",
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("64 MiB"), "{v}");
+    healthy().await;
+    // One value of 300 MB is refused too: by its memory or by its size, whichever comes first.
+    let (status, v) = query(addr, "SELECT repeat('x', 300000000) AS s").await;
+    assert!(
+        [
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY
+        ]
+        .contains(&status),
+        "{status} {v}"
+    );
+    healthy().await;
+
+    assert!(workers().is_empty(), "no worker outlives its query");
+    app.stop().await;
+}
+
+/// A client that hangs up takes its query with it: the worker is killed and the next query is
+/// taken at once (before, three abandoned queries kept both cores busy while a fourth ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_whose_client_hangs_up_stops() {
+    let app = TestApp::start("hangup-query", |_| {}).await;
+    let addr = app.addr;
+    let sql = "SELECT count(*) AS n FROM generate_series(1, 100000000000)";
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        socket,
+        "POST /api/query HTTP/1.1\r\nhost: {addr}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{sql}",
+        sql.len()
+    )
+    .unwrap();
+    eventually("the slow query's worker", || async {
+        (!workers().is_empty()).then_some(())
+    })
+    .await;
+    // While it runs, a second query waits its turn.
+    let (status, v) = query(addr, "SELECT 1 AS x").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    drop(socket);
+    eventually("the worker killed", || async {
+        workers().is_empty().then_some(())
+    })
+    .await;
+    let (status, v) = query(addr, "SELECT 1 AS x").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    app.stop().await;
+}
