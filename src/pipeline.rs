@@ -262,14 +262,16 @@ impl PartitionTask {
         let mut outcome = Outcome::default();
         let mut dead = Vec::new();
         let mut rejected_by = [0u64; RejectReason::ALL.len()];
-        // Live sources in event time: a record from the future must not move the watermark.
-        let max_future = match self.engine.config() {
+        // Live sources in event time: a record from the future must not move the watermark, and
+        // one dated before 1970 is no reading of a live fleet (the first record of a partition,
+        // before any watermark, would open windows centuries back and reach the archive).
+        let (min_time, max_future) = match self.engine.config() {
             WindowConfig {
                 time: TimeMode::Event,
                 max_future_ms: Some(max),
                 ..
-            } => now.saturating_add(*max),
-            _ => Millis::MAX,
+            } => (0, now.saturating_add(*max)),
+            _ => (Millis::MIN, Millis::MAX),
         };
         let mut late = 0u64;
         let mut kept = self.out.wants_records().then(|| Records {
@@ -297,6 +299,9 @@ impl PartitionTask {
             let result = decoded.and_then(|record| {
                 if record.status_time > max_future {
                     return Err(Reject::field(RejectReason::TooEarly, Field::StatusTime));
+                }
+                if record.status_time < min_time {
+                    return Err(Reject::field(RejectReason::OutOfRange, Field::StatusTime));
                 }
                 let accepted = self
                     .engine

@@ -122,3 +122,53 @@ async fn a_query_whose_client_hangs_up_stops() {
     assert_eq!(status, StatusCode::OK, "{v}");
     app.stop().await;
 }
+
+/// A live record dated before 1970 is `out_of_range` (it was accepted while no watermark
+/// existed, and once archived failed every query that read `statustime`); an archive that
+/// already holds one (kept by an older version) still answers, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_year_1000_is_refused_live_and_cannot_poison_the_archive() {
+    use crate::support::service::{line, post_json, temp_dir};
+    let app = TestApp::start("year-1000", |_| {}).await;
+    let body = format!(
+        "{}\n{}",
+        line("Ancient", "1000-01-01 00:00:00", 1.0, 150, 150),
+        line("Bucephalus", "2018-03-18 03:20:00", 1.0, 150, 150)
+    );
+    let (status, reply) = post_json(app.addr, "/ingest", body, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{reply}"
+    );
+    assert_eq!(reply["errors"][0]["reason"], "out_of_range");
+    assert_eq!(reply["errors"][0]["field"], "StatusTime");
+    app.stop().await;
+
+    // An archive written before this rule: the old record reads back with the others.
+    let archive = temp_dir("year-1000-archive");
+    let hour = archive.join("2026/01/01/00");
+    std::fs::create_dir_all(&hour).unwrap();
+    std::fs::write(
+        hour.join("wildrydes-1-2026-01-01-00-00-00-old"),
+        format!(
+            "{}\n{}\n",
+            line("Ancient", "1000-01-01 00:00:00", 1.0, 150, 150),
+            line("Bucephalus", "2018-03-18T04:20:00+01:00", 1.0, 150, 150)
+        ),
+    )
+    .unwrap();
+    let out = crate::support::process::stampede_ok(&[
+        "query",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT name, statustime FROM wildrydes ORDER BY statustime",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "name,statustime\r\nAncient,1000-01-01 00:00:00.000\r\nBucephalus,2018-03-18 03:20:00.000\r\n"
+    );
+}

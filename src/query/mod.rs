@@ -96,7 +96,7 @@ fn wildrydes_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, true),
         Field::new(
             "statustime",
-            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
             true,
         ),
         Field::new("latitude", DataType::Float64, true),
@@ -152,9 +152,13 @@ fn summaries_table(summaries: &[Summary]) -> Result<MemTable, QueryError> {
 
 /// The records of `table` (the record's own keys) as Athena shows them: lower-case columns,
 /// `statustime` a timestamp.
+///
+/// `statustime` is in milliseconds, as records are: a nanosecond timestamp holds only the years
+/// 1677–2262, and one record outside them (kept by an older version, or by a file source) would
+/// fail every query that reads the column.
 fn athena_columns(table: &str) -> String {
     format!(
-        "SELECT \"Name\" AS name, CAST(\"StatusTime\" AS TIMESTAMP) AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM {table}"
+        "SELECT \"Name\" AS name, arrow_cast(\"StatusTime\", 'Timestamp(Millisecond, None)') AS statustime, \"Latitude\" AS latitude, \"Longitude\" AS longitude, \"Distance\" AS distance, \"HealthPoints\" AS healthpoints, \"MagicPoints\" AS magicpoints FROM {table}"
     )
 }
 

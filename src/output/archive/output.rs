@@ -244,9 +244,18 @@ impl Part {
                 }
             };
             let h = &mut self.hours[at];
-            // Accepted records hold no newline (payloads are split at them); CR is trimmed.
+            // A line of the archive is exactly one record, for line-based readers (Athena, jq).
+            // An NDJSON record holds no line break (payloads are split at them) but may end in
+            // CR; an element of a JSON array may span lines. Either way a line break in an
+            // accepted record is whitespace between tokens (a string cannot hold one
+            // unescaped), so it becomes a space and the record means the same.
             let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            h.lines.extend_from_slice(bytes);
+            if memchr::memchr2(b'\n', b'\r', bytes).is_some() {
+                let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
+                h.lines.extend(bytes.iter().map(flat));
+            } else {
+                h.lines.extend_from_slice(bytes);
+            }
             h.lines.push(b'\n');
             h.ends
                 .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
@@ -612,6 +621,30 @@ mod tests {
     use std::collections::BTreeMap;
 
     const HOUR: Millis = 3_600_000;
+
+    /// A JSON array's element that spans lines is one line of the archive, and reads back as
+    /// the record that was accepted (a line-based reader saw a forged record in its lines).
+    #[test]
+    fn a_record_that_spans_lines_is_archived_on_one() {
+        let text = "{\"Name\":\"a\",\n\"Latitude\":999,\r\n\"StatusTime\":\"2018-03-18 03:20:00.000\",\n\"Longitude\":2,\"Distance\":1,\"HealthPoints\":150,\"MagicPoints\":150,\"Latitude\":1}";
+        let accepted = crate::decode::decode(text.as_bytes()).unwrap();
+        let records = Records {
+            source: SourceKind::Http,
+            partition: "0".into(),
+            payload: Bytes::from(text),
+            ranges: vec![0..text.len()],
+            positions: vec![0],
+            times: vec![accepted.status_time],
+            sequences: Vec::new(),
+        };
+        let mut part = Part::new(SourceKind::Http);
+        part.take(&records);
+        let lines = &part.hours[0].lines;
+        assert_eq!(lines.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(lines.ends_with(b"\n"));
+        let read = crate::decode::decode(&lines[..lines.len() - 1]).unwrap();
+        assert_eq!(read, accepted);
+    }
 
     /// Record `i`: minutes apart, so that 600 records span ten hours and every object boundary
     /// meets hour prefixes; every fifth one late by an hour (it goes to the previous prefix).
