@@ -632,7 +632,7 @@ mod tests {
             source: SourceKind::Http,
             partition: "0".into(),
             payload: Bytes::from(text),
-            ranges: vec![0..text.len()],
+            ranges: std::iter::once(0..text.len()).collect(),
             positions: vec![0],
             times: vec![accepted.status_time],
             sequences: Vec::new(),

@@ -183,7 +183,10 @@ impl KafkaStream {
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            match delivery.await {
+            self.health.busy(true);
+            let outcome = delivery.await;
+            self.health.busy(false);
+            match outcome {
                 Ok(Ok(_)) => {
                     METRICS.stream_published.fetch_add(1, Relaxed);
                     if std::mem::take(&mut self.failing) {

@@ -4,8 +4,6 @@
 pub mod kafka;
 pub mod kinesis;
 
-use std::sync::Arc;
-
 use crate::clients::aws::Aws;
 use crate::clients::kafka::Observed;
 use crate::clients::kinesis::{stream_exists, ShardsError};
@@ -76,8 +74,12 @@ pub async fn build(
             options,
             topic,
         } => {
+            // Ready while deliveries are acknowledged: a delivery under way for 5 s, or one that
+            // failed, says otherwise. The client's connection statistics are no measure for a
+            // producer: they come late (one from before the first delivery can be read after
+            // it), and a producer with nothing to send may lose its idle connections.
             let observed = Observed::default();
-            let health = Health::from_flag(carries.name(), Arc::clone(&observed.connected));
+            let health = Health::new(carries.name());
             let topic = kafka::KafkaTopic::new(brokers, options, topic, observed).map_err(|e| {
                 crate::clients::kafka::start_error(
                     e,
