@@ -87,6 +87,9 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         .await
         .with_context(|| format!("cannot listen on {addr} (web.listen)"))?;
     let local = listener.local_addr().context("no local address")?;
+    if !local.ip().is_loopback() && config.web.token.is_empty() {
+        tracing::warn!(%local, "listening beyond this host without a token: anyone who reaches it can ingest, query every record and manage subscriptions (set web.token, or web.listen = \"127.0.0.1:8080\")");
+    }
 
     let hub_stop = CancellationToken::new();
     let settings = HubSettings {
@@ -173,18 +176,12 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
     };
     let web_stop = CancellationToken::new();
     let routes = router(state, guard);
-    let server = match tls {
-        Some(tls) => {
-            let stop = web_stop.clone();
-            tokio::spawn(async move {
-                crate::web::tls::serve(listener, tls, routes, stop).await;
-                Ok(())
-            })
-        }
-        None => tokio::spawn(std::future::IntoFuture::into_future(
-            axum::serve(listener, routes)
-                .with_graceful_shutdown(web_stop.clone().cancelled_owned()),
-        )),
+    let server = {
+        let stop = web_stop.clone();
+        tokio::spawn(async move {
+            crate::web::server::serve(listener, tls, routes, stop).await;
+            Ok::<(), std::io::Error>(())
+        })
     };
     tracing::info!(%local, https = !config.web.tls_cert.is_empty(), "listening");
 

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub ws_clients: AtomicI64,
     /// WebSocket upgrades refused at `web.max_ws_clients`.
     pub ws_refused: AtomicU64,
+    /// Connections refused because as many as the server takes were open.
+    pub connections_refused: AtomicU64,
     /// Clients resynchronised with a snapshot after falling behind.
     pub ws_resyncs: AtomicU64,
     /// Frames sent to WebSocket clients.
@@ -190,6 +192,7 @@ pub static METRICS: Metrics = Metrics {
     ws_clients: AtomicI64::new(0),
     ws_resyncs: ZERO,
     ws_refused: ZERO,
+    connections_refused: ZERO,
     ws_frames: ZERO,
     store_errors: ZERO,
     store_writes: ZERO,
@@ -394,6 +397,11 @@ impl Metrics {
             "stampede_ws_refused_total",
             "WebSocket upgrades refused with 503 at web.max_ws_clients.",
             self.ws_refused.load(Relaxed),
+        );
+        counter(
+            "stampede_connections_refused_total",
+            "Connections answered 503 and closed because as many as the server takes were open.",
+            self.connections_refused.load(Relaxed),
         );
         counter(
             "stampede_ws_resyncs_total",

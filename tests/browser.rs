@@ -254,12 +254,17 @@ async fn a_page_from_another_origin_can_neither_post_nor_open_the_feed() {
 /// keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_asks_for_the_read_token_once_and_says_when_it_is_wrong() {
-    let app = TestApp::start("browser-token", |c| c.web.read_token = "s3cret-R3ad".into()).await;
+    // A read token goes with an admin token (web.read_token alone is refused at start).
+    let app = TestApp::start("browser-token", |c| {
+        c.web.read_token = "s3cret-R3ad".into();
+        c.web.token = "adm1n-T0ken".into();
+    })
+    .await;
     let (status, _) = post_json(
         app.addr,
         "/ingest",
         line("Shadowfax", &now_text(0), 1.0, 150, 150),
-        None,
+        Some("adm1n-T0ken"),
     )
     .await;
     assert!(status.is_success());
@@ -311,6 +316,7 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
     let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
     let app = TestApp::start("browser-tls", |c| {
         c.web.read_token = "tls-R3ad".into();
+        c.web.token = "tls-Adm1n".into();
         c.web.tls_cert = tls.join("cert.pem").display().to_string();
         c.web.tls_key = tls.join("key.pem").display().to_string();
     })

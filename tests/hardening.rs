@@ -172,3 +172,35 @@ async fn a_record_from_year_1000_is_refused_live_and_cannot_poison_the_archive()
         "name,statustime\r\nAncient,1000-01-01 00:00:00.000\r\nBucephalus,2018-03-18 03:20:00.000\r\n"
     );
 }
+
+/// A client that sends half a request and stalls is disconnected after the header timeout
+/// (before, plain HTTP had none: 300 of them took every file descriptor), and so is one that
+/// connects and says nothing; a prompt client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_disconnected_after_the_header_timeout() {
+    use std::io::Read as _;
+    let app = TestApp::start("slowloris", |_| {}).await;
+    let addr = app.addr;
+    let started = std::time::Instant::now();
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    write!(half, "POST /ingest HTTP/1.1\r\nhost: {addr}\r\ncontent-le").unwrap();
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    let (status, _) = request(addr, Method::GET, "/healthz", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut rest = Vec::new();
+        // Both reads end (EOF or a reset) when the server closes; they would block otherwise.
+        let _ = half.read_to_end(&mut rest);
+        let _ = silent.read_to_end(&mut rest);
+        started.elapsed()
+    });
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(30), closed)
+        .await
+        .expect("the stalled connections were closed")
+        .unwrap();
+    assert!(
+        waited >= stampede::web::server::HEADER_TIMEOUT / 2,
+        "closed after {waited:?}: not before the timeout"
+    );
+    app.stop().await;
+}

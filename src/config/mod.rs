@@ -199,6 +199,12 @@ impl Config {
                 ));
             }
         }
+        if !self.web.read_token.is_empty() && self.web.token.is_empty() {
+            return Err(value_error(
+                "web.read_token",
+                "a read token needs an admin token: set web.token too (without it, ingest and the admin endpoints are open to anyone, and a read token would seem to guard what it cannot)",
+            ));
+        }
         if self.web.max_body_bytes < 1024 || self.web.max_body_bytes > 1 << 30 {
             return Err(value_error(
                 "web.max_body_bytes",
@@ -485,6 +491,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read token alone left ingest open and let its holders call the admin endpoints.
+    #[test]
+    fn a_read_token_without_an_admin_token_is_refused() {
+        let mut c = Config::default();
+        c.web.read_token = "reader".into();
+        match c.validate() {
+            Err(ConfigError::Value { key, .. }) => assert_eq!(key, "web.read_token"),
+            other => panic!("{other:?}"),
+        }
+        c.web.token = "admin".into();
+        assert!(c.validate().is_ok());
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

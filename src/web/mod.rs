@@ -9,6 +9,7 @@ mod api;
 pub mod guard;
 mod ingest;
 pub mod query;
+pub mod server;
 pub mod tls;
 mod ws;
 
