@@ -250,7 +250,7 @@ fn worker_exe() -> Result<PathBuf, QueryError> {
 }
 
 /// The worker: reads a request on stdin, answers on stdout. Exit status 0 with an answer, 2
-/// with a [`Failed`] on stderr; anything else (killed, out of memory) the service reports.
+/// with what failed, as JSON, on stderr; anything else (killed, out of memory) the service reports.
 pub fn serve_stdio() -> ExitCode {
     match work() {
         Ok(()) => ExitCode::SUCCESS,
