@@ -62,14 +62,34 @@ pub(crate) async fn confirm_by_mail(addr: std::net::SocketAddr, email: &str) {
 
 /// As [`confirm_by_mail`], with the `n`th confirmation mail `email` got (from a second service).
 pub(crate) async fn confirm_nth_by_mail(addr: std::net::SocketAddr, email: &str, n: usize) {
+    confirm_nth_in(&crate::support::mail::maildir(), addr, email, n).await;
+}
+
+/// As [`confirm_by_mail`], with the mail in the Maildir `maildir` (a test's own SMTP server).
+pub(crate) async fn confirm_by_mail_in(
+    maildir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    email: &str,
+) {
+    confirm_nth_in(maildir, addr, email, 0).await;
+}
+
+async fn confirm_nth_in(
+    maildir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    email: &str,
+    n: usize,
+) {
     let confirmations = |m: &[Mail]| -> Vec<Mail> {
         m.iter()
             .filter(|m| m.header("subject").starts_with("Confirm"))
             .cloned()
             .collect()
     };
-    let mails = await_mails(email, "the confirmation mail", |m| {
-        confirmations(m).len() > n
+    let mut mails = Vec::new();
+    wait_until("the confirmation mail", || {
+        mails = crate::support::mail::mails_in(maildir, email);
+        confirmations(&mails).len() > n
     });
     let link = confirmations(&mails)[n].link("/subscriptions/confirm");
     let (status, page) = request(addr, Method::GET, &path_of(&link), Bytes::new(), None).await;

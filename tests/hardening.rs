@@ -204,3 +204,65 @@ async fn stalled_clients_are_disconnected_after_the_header_timeout() {
     );
     app.stop().await;
 }
+
+/// A flood of alert changes (an ingest client sending thousands of unicorns under the
+/// threshold) cannot silence a real alert: before, all of a round's changes went into one mail,
+/// which the server refused for its size, and the round was dropped with the real alert in it.
+/// Now a mail carries at most 1,000 changes, and one the server refuses is split in halves and
+/// sent again: here a server that takes 200 kB a message gets every change, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_alert_changes_never_silences_the_real_one() {
+    use crate::alerts::{alert_ids, at, confirm_by_mail_in, id, once, subscribe, unique_address};
+    use crate::support::mail::{mails_in, PrivateSmtp};
+    use crate::support::poll::{wait_until_within, LONG};
+    use crate::support::service::{line, temp_dir};
+    let dir = temp_dir("alert-flood");
+    let smtp = PrivateSmtp::start(&dir, 200_000);
+    let server = smtp.addr.clone();
+    let app = TestApp::start("alert-flood-app", |c| {
+        c.alerts.smtp.server = format!("smtp://{server}");
+        c.alerts.group_interval_secs = 1;
+    })
+    .await;
+    let addr = app.addr;
+    let ops = unique_address("flood");
+    let (status, _) = subscribe(addr, serde_json::json!({"email": ops})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    confirm_by_mail_in(&smtp.maildir, addr, &ops).await;
+    // 3,000 unicorns cross at once, then the one that matters.
+    let mut want = Vec::new();
+    for batch in 0..3 {
+        let lines: Vec<String> = (0..1_000)
+            .map(|i| {
+                let name = format!("flood{:04}", batch * 1_000 + i);
+                want.push(id("low-health", &name, 7));
+                line(&name, &at(7), 1.0, 42, 150)
+            })
+            .collect();
+        let (status, _) = request(addr, Method::POST, "/ingest", lines.join("\n"), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    want.push(id("low-magic", "RealOne", 8));
+    let real = line("RealOne", &at(8), 1.0, 150, 3);
+    let (status, _) = request(addr, Method::POST, "/ingest", real, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let maildir = smtp.maildir.clone();
+    let to = ops.clone();
+    let mails = tokio::task::spawn_blocking(move || {
+        let mut mails = Vec::new();
+        wait_until_within(LONG, "every change mailed", || {
+            mails = mails_in(&maildir, &to);
+            alert_ids(&mails).len() == 3_001
+        });
+        mails
+    })
+    .await
+    .unwrap();
+    assert_eq!(alert_ids(&mails), once(&want), "every change, once");
+    let alert_mails = mails.iter().filter(|m| !m.alert_ids().is_empty()).count();
+    assert!(
+        alert_mails > 3,
+        "split below the server's size: {alert_mails} mails"
+    );
+    app.stop().await;
+}

@@ -54,9 +54,14 @@ impl Mail {
 /// Every mail sent to `to` so far, oldest first (by the server's file order is not kept, so by
 /// arrival: the Maildir's file modification time, then name).
 pub fn mails_to(to: &str) -> Vec<Mail> {
+    mails_in(&maildir(), to)
+}
+
+/// As [`mails_to`], in the Maildir `maildir`.
+pub fn mails_in(maildir: &std::path::Path, to: &str) -> Vec<Mail> {
     let mut files = Vec::new();
     for sub in ["new", "cur"] {
-        let Ok(dir) = std::fs::read_dir(maildir().join(sub)) else {
+        let Ok(dir) = std::fs::read_dir(maildir.join(sub)) else {
             continue;
         };
         for entry in dir.flatten() {
@@ -157,4 +162,69 @@ fn quoted_printable(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An SMTP server of a test's own (aiosmtpd from the test venv, as `scripts/components/mail`
+/// starts the shared one) that takes messages of at most `max_bytes`, writing a Maildir in
+/// `dir`; stopped when dropped.
+pub struct PrivateSmtp {
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// Its Maildir.
+    pub maildir: PathBuf,
+    child: std::process::Child,
+}
+
+impl PrivateSmtp {
+    /// Starts it and waits until it answers.
+    pub fn start(dir: &std::path::Path, max_bytes: u64) -> PrivateSmtp {
+        let venv = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/components/venv"),
+        )
+        .output()
+        .expect("scripts/components/venv runs");
+        assert!(venv.status.success(), "the test venv: {venv:?}");
+        let bin = PathBuf::from(String::from_utf8_lossy(&venv.stdout).trim());
+        let maildir = dir.join("maildir");
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(maildir.join(sub)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(bin.join("python"))
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-s",
+                &max_bytes.to_string(),
+                "-l",
+                &addr,
+            ])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        crate::support::poll::wait_until("the private SMTP server answering", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        PrivateSmtp {
+            addr,
+            maildir,
+            child,
+        }
+    }
+}
+
+impl Drop for PrivateSmtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -284,10 +284,12 @@ impl SmtpChannel {
         }
     }
 
-    /// One mail per confirmed subscriber who asked for some of the round's changes. A mail the
-    /// server refuses for good (a 5xx: an address it does not know, say) is logged and
-    /// counted, and the round goes on; a connection that fails fails the round, which is
-    /// retried without the subscribers it reached.
+    /// The mails of a round: to each confirmed subscriber who asked for some of its changes,
+    /// those changes, [`MAX_MAIL_CHANGES`] a mail at most (a flood of changes is several mails,
+    /// never one a server refuses for its size). A mail the server refuses for good is split in
+    /// two and each half sent again, down to one change; one change refused for good (an
+    /// address the server does not know, say) is logged and counted, and the round goes on. A
+    /// connection that fails fails the round, which is retried without the mails it delivered.
     pub(super) async fn send(&mut self, round: &Round) -> Result<(), SendError> {
         if self.progress.0 != round.number {
             self.progress = (round.number, HashSet::new());
@@ -297,37 +299,57 @@ impl SmtpChannel {
             }
         }
         for s in self.subscriptions.confirmed() {
-            if self.progress.1.contains(&s.email) {
-                continue;
-            }
             let changes: Vec<Change> = round
                 .changes
                 .iter()
                 .filter(|c| s.wants(c))
                 .cloned()
                 .collect();
-            if !changes.is_empty() {
-                let sent = match alert_mail(&self.mailer, &s, &changes) {
+            // Pieces still to send, as ranges of `changes`, the next one last.
+            let mut pieces: Vec<(usize, usize)> = (0..changes.len())
+                .step_by(MAX_MAIL_CHANGES)
+                .map(|at| (at, (at + MAX_MAIL_CHANGES).min(changes.len())))
+                .rev()
+                .collect();
+            while let Some((from, to)) = pieces.pop() {
+                // Pieces are cut the same way every time, so a retried round skips what went.
+                let done = format!("{}\n{from}\n{to}", s.email);
+                if self.progress.1.contains(&done) {
+                    continue;
+                }
+                let piece = &changes[from..to];
+                let sent = match alert_mail(&self.mailer, &s, piece) {
                     Ok(mail) => self.mailer.deliver(&mut self.connection, &mail).await,
                     Err(e) => Err(e),
                 };
                 match sent {
                     Ok(()) => METRICS.notification("smtp", true, 1),
+                    Err(e) if e.kind == ErrorKind::Permanent && piece.len() > 1 => {
+                        METRICS.notification("smtp", false, 1);
+                        let half = from + piece.len() / 2;
+                        tracing::warn!(email = %s.email, changes = piece.len(), error = %e, "alert mail refused; sending it in two halves");
+                        pieces.push((half, to));
+                        pieces.push((from, half));
+                    }
                     Err(e) if e.kind == ErrorKind::Permanent => {
                         METRICS.notification("smtp", false, 1);
-                        tracing::error!(email = %s.email, changes = changes.len(), error = %e, "alert mail refused for good: not sent to this subscriber");
+                        tracing::error!(email = %s.email, alert = %piece[0].alert_id(), error = %e, "alert mail refused for good: not sent to this subscriber");
                     }
                     Err(e) => {
                         METRICS.notification("smtp", false, 1);
                         return Err(e);
                     }
                 }
+                self.progress.1.insert(done);
             }
-            self.progress.1.insert(s.email);
         }
         Ok(())
     }
 }
+
+/// Changes in one alert mail at most (a few hundred kilobytes: far below the 10 MB a server
+/// such as Postfix takes).
+pub const MAX_MAIL_CHANGES: usize = 1_000;
 
 /// A lettre error as ours: a 5xx reply is permanent, the rest (4xx, the network) transient.
 fn smtp_error(e: &lettre::transport::smtp::Error) -> SendError {
@@ -398,12 +420,18 @@ fn alert_mail(mailer: &Mailer, s: &Subscription, changes: &[Change]) -> Result<M
         s.email
     ));
     let ids: Vec<String> = changes.iter().map(Change::alert_id).collect();
+    // In the header, a comma or percent sign of a name is percent-encoded, so that a name
+    // holding ", " cannot make a list of ids that were never sent.
+    let listed: Vec<String> = ids
+        .iter()
+        .map(|id| id.replace('%', "%25").replace(',', "%2C"))
+        .collect();
     // The same subscriber and the same changes give the same Message-ID.
     let digest = md5::compute(format!("{}\n{}", s.email, ids.join("\n")));
     mailer
         .message(&s.email, &message::subject(changes), body)?
         .message_id(Some(format!("<{digest:x}@stampede>")))
-        .header("X-Stampede-Alerts", ids.join(", "))
+        .header("X-Stampede-Alerts", listed.join(", "))
         .header("List-Unsubscribe", format!("<{unsubscribe}>"))
         .header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into())
         .body_text()
