@@ -266,3 +266,24 @@ async fn a_flood_of_alert_changes_never_silences_the_real_one() {
     );
     app.stop().await;
 }
+
+/// A body of millions of tiny bad records is refused whole: before, 8 MB of `[0,0,…]` made
+/// 4 million dead letters in a second and stalled shutdown behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn millions_of_tiny_records_in_one_request_are_refused_whole() {
+    let app = TestApp::start("tiny-flood", |_| {}).await;
+    let mut body = String::with_capacity(8 << 20);
+    body.push('[');
+    body.push_str(&"0,".repeat(3_000_000));
+    body.push_str("0]");
+    let (status, reply) = request(app.addr, Method::POST, "/ingest", body, None).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reply}");
+    assert!(reply.contains("at most 100000"), "{reply}");
+    let ndjson = "0\n".repeat(200_000);
+    let (status, _) = request(app.addr, Method::POST, "/ingest", ndjson, None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let dead = crate::support::service::get_json(app.addr, "/api/dead-letters").await;
+    assert_eq!(dead, serde_json::json!([]), "nothing was taken in");
+    app.stop().await;
+}

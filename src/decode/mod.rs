@@ -16,6 +16,7 @@ mod parser;
 use std::borrow::Cow;
 
 pub use framing::{array_elements, is_blank, split_record_ranges};
+pub use parser::is_valid_name;
 use parser::{Malformed, Parser};
 
 use crate::record::{Reject, RejectReason, Telemetry, MAX_RECORD_BYTES};
@@ -122,6 +123,27 @@ pub fn decode(bytes: &[u8]) -> Result<Telemetry<'_>, Reject> {
 mod tests {
     use super::*;
     use crate::record::Field;
+
+    /// Look-alike names: an invisible or reordering character is out of range, as control
+    /// characters are.
+    #[test]
+    fn names_with_invisible_or_reordering_characters_are_out_of_range() {
+        for name in [
+            "Shadow\u{202E}xafdaw",
+            "Shadow\u{200B}fax",
+            "\u{FEFF}Shadowfax",
+            "Sha\u{2066}dowfax",
+        ] {
+            let record = GOOD.replace("\"Shadowfax\"", &serde_json::to_string(name).unwrap());
+            assert_eq!(
+                decode(record.as_bytes()).err().map(|r| (r.reason, r.field)),
+                Some((OutOfRange, Some(Field::Name))),
+                "{name:?}"
+            );
+        }
+        let accented = GOOD.replace("\"Shadowfax\"", "\"Ombre-Fée Ålesund\"");
+        assert!(decode(accented.as_bytes()).is_ok());
+    }
     use RejectReason::*;
 
     const GOOD: &str = r#"{"Distance":29.83712,"HealthPoints":151,"Latitude":40.749167,"Longitude":-73.985184,"MagicPoints":148,"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:01.189"}"#;

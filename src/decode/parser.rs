@@ -518,16 +518,50 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Unicode's format characters (general category Cf): invisible, or changing how text around
+/// them is shown.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
 fn borrowed_str(raw: &[u8]) -> Syntax<&str> {
     std::str::from_utf8(raw).map_err(|_| Malformed)
 }
 
+/// A name is 1 to 64 bytes with no control character, and none that is invisible or reorders
+/// text (Unicode's format characters: a zero-width space or a right-to-left override makes a
+/// name that looks like another on the dashboard and in mails).
 fn check_name(name: &str) -> Result<(), RejectReason> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-        Err(RejectReason::OutOfRange)
-    } else {
+    if is_valid_name(name) {
         Ok(())
+    } else {
+        Err(RejectReason::OutOfRange)
     }
+}
+
+/// Whether `name` is a unicorn's name by the rules of CONTRACT §1 (see [`check_name`]); also
+/// the rule for names in subscription filters.
+pub fn is_valid_name(name: &str) -> bool {
+    let hidden = |c: char| c.is_control() || is_format(c);
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(hidden)
 }
 
 /// The number's value, correctly rounded (the JSON grammar was checked while reading it).

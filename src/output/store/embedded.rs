@@ -176,6 +176,9 @@ impl EmbeddedStore {
         let from = q.from.unwrap_or(Millis::MIN);
         let to = q.to.unwrap_or(Millis::MAX);
         let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
         if let Some(name) = &q.name {
             for entry in table
                 .range((name.as_str(), from)..=(name.as_str(), to))
@@ -190,12 +193,12 @@ impl EmbeddedStore {
             }
         } else {
             let by_time = r.open_table(BY_TIME).map_err(err)?;
-            for entry in by_time.range((from, "")..).map_err(err)?.rev() {
+            // Bounded on both sides: walking down from the newest to skip those after `to` read
+            // the whole index for `?to=1970-01-01`.
+            let window = (from, "")..(to.saturating_add(1), "");
+            for entry in by_time.range(window).map_err(err)?.rev() {
                 let (k, _) = entry.map_err(err)?;
                 let (start, name) = k.value();
-                if start > to {
-                    continue;
-                }
                 if let Some(v) = table.get((name, start)).map_err(err)? {
                     out.push(serde_json::from_str(v.value()).map_err(err)?);
                 }
@@ -315,6 +318,21 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ranged.len(), 2);
+        for (name, from, to) in [
+            (None, None, -1),
+            (None, Some(5), 4),
+            (Some("a"), Some(5), 4),
+        ] {
+            let none = store
+                .summaries(&SummaryQuery {
+                    name: name.map(Into::into),
+                    from,
+                    to: Some(to),
+                    limit: 10,
+                })
+                .unwrap();
+            assert!(none.is_empty(), "{name:?} {from:?}..={to}");
+        }
         let dead = store.dead_letters(10).unwrap();
         let raws: Vec<_> = dead.iter().map(|d| d.raw.as_str()).collect();
         assert_eq!(

@@ -228,10 +228,10 @@ impl Subscriptions {
                 format!("at most {MAX_FILTER} names and {MAX_FILTER} rules in a filter"),
             ));
         }
-        if let Some(name) = names.iter().find(|n| n.is_empty() || n.len() > 256) {
+        if let Some(name) = names.iter().find(|n| !crate::decode::is_valid_name(n)) {
             return Err(refused(
                 400,
-                format!("names: {name:?} is not a unicorn name (1 to 256 bytes)"),
+                format!("names: {name:?} is not a unicorn name (1 to 64 bytes, no control or invisible characters)"),
             ));
         }
         if let Some(rule) = rules
@@ -252,6 +252,9 @@ impl Subscriptions {
                 .await
                 .map_err(|e| refused(500, e.to_string()))?;
         }
+        // A pending subscription that must make room for this one: strangers who never confirm
+        // cannot fill the list for the three days their links live.
+        let mut evict = None;
         {
             let all = self.lock();
             let now = now_ms();
@@ -276,16 +279,31 @@ impl Subscriptions {
                 }
                 Some(_) => {}
                 None if live >= self.max => {
-                    return Err(refused(
-                        409,
-                        format!(
-                            "the limit of {} subscriptions (alerts.max_subscriptions) is reached",
-                            self.max
-                        ),
-                    ))
+                    let oldest_pending = all
+                        .iter()
+                        .filter(|s| !s.confirmed && !s.expired(now))
+                        .min_by_key(|s| s.created);
+                    match oldest_pending {
+                        Some(p) => evict = Some(p.email.clone()),
+                        None => {
+                            return Err(refused(
+                                409,
+                                format!(
+                                    "the limit of {} confirmed subscriptions (alerts.max_subscriptions) is reached",
+                                    self.max
+                                ),
+                            ))
+                        }
+                    }
                 }
                 None => {}
             }
+        }
+        if let Some(pending) = evict {
+            tracing::info!(%pending, "the subscription list is full: the oldest unconfirmed subscription makes room");
+            self.delete(&pending)
+                .await
+                .map_err(|e| refused(500, e.to_string()))?;
         }
         let token = new_token().map_err(|e| refused(500, e))?;
         let s = Subscription {
@@ -483,15 +501,24 @@ mod tests {
         subs.subscribe("b@example.com", vec![], vec![], &rules)
             .await
             .unwrap();
-        let full = subs
+        // At the limit, the oldest pending one makes room; confirmed ones are kept.
+        let c = subs
             .subscribe("c@example.com", vec![], vec![], &rules)
+            .await
+            .unwrap();
+        let emails: Vec<String> = subs.list().into_iter().map(|s| s.email).collect();
+        assert_eq!(emails.len(), 2);
+        assert!(!emails.contains(&"b@example.com".to_owned()), "{emails:?}");
+        assert!(subs.confirm(&c.token).await.unwrap().unwrap().confirmed);
+        let full = subs
+            .subscribe("d@example.com", vec![], vec![], &rules)
             .await
             .unwrap_err();
         assert!(full.reason.contains("alerts.max_subscriptions"), "{full}");
         drop(subs);
         // Read back from the database.
         let subs = Subscriptions::embedded(store.database(), 2).await.unwrap();
-        assert_eq!(subs.confirmed().len(), 1);
+        assert_eq!(subs.confirmed().len(), 2);
         assert!(subs.remove("ops@example.com").await.unwrap());
         assert_eq!(subs.list().len(), 1);
         drop((subs, store));
