@@ -287,3 +287,37 @@ async fn millions_of_tiny_records_in_one_request_are_refused_whole() {
     assert_eq!(dead, serde_json::json!([]), "nothing was taken in");
     app.stop().await;
 }
+
+/// A body that stops arriving is given up after the body timeout with 408 (before, 20 stalled
+/// 8 MB bodies held 160 MB and their connections for as long as their clients liked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408_after_the_body_timeout() {
+    use std::io::Read as _;
+    let app = TestApp::start("stalled-body", |_| {}).await;
+    let addr = app.addr;
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        socket,
+        "POST /ingest HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-ndjson\r\ncontent-length: 1000000\r\n\r\n{{\"Name\":\"Sha"
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let reply = tokio::task::spawn_blocking(move || {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(90)))
+            .unwrap();
+        let mut reply = [0u8; 12];
+        socket.read_exact(&mut reply).map(|()| reply)
+    })
+    .await
+    .unwrap()
+    .expect("an answer before the read timeout");
+    assert_eq!(
+        &reply,
+        b"HTTP/1.1 408",
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(started.elapsed() >= stampede::web::server::BODY_TIMEOUT / 2);
+    app.stop().await;
+}

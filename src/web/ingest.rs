@@ -39,8 +39,12 @@ pub(super) async fn ingest(
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit);
     }
-    let Ok(payload) = to_bytes(body, limit).await else {
-        return too_large(limit);
+    let payload = match to_bytes(body, limit).await {
+        Ok(payload) => payload,
+        Err(e) if is_timeout(&e) => {
+            return error(StatusCode::REQUEST_TIMEOUT, &e.to_string());
+        }
+        Err(_) => return too_large(limit),
     };
     let records: Vec<Range<usize>> = match payload.iter().find(|b| !crate::decode::is_blank(&[**b]))
     {
@@ -102,6 +106,18 @@ pub(super) async fn ingest(
 /// bytes or more), so that a body of tiny bad ones (`[0,0,…]`: 4 million in 8 MB) cannot make
 /// millions of dead letters in a second.
 pub const MAX_RECORDS: usize = 100_000;
+
+/// Whether reading the body failed on its deadline (see [`super::server::BODY_TIMEOUT`]).
+fn is_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<super::server::BodyTimedOut>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
 
 fn too_large(limit: usize) -> Response {
     error(

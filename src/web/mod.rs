@@ -118,6 +118,7 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(server::body_deadline))
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .with_state(state)
 }

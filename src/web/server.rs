@@ -133,3 +133,70 @@ async fn refuse(mut tcp: TcpStream, plain: bool) {
         let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(reply)).await;
     }
 }
+
+/// A request's body must have arrived this long after its headers; past it the handler reading
+/// it gets an error (and answers 408), so a body that stalls cannot hold its buffer and its
+/// connection for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Gives every request's body [`BODY_TIMEOUT`] to arrive (a router layer).
+pub async fn body_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request = request.map(|body| axum::body::Body::new(Deadline::new(body, BODY_TIMEOUT)));
+    next.run(request).await
+}
+
+/// A request body that fails once `timeout` has passed before its end.
+struct Deadline<B> {
+    inner: std::pin::Pin<Box<B>>,
+    until: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error of a body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
+pub struct BodyTimedOut;
+
+impl<B> Deadline<B> {
+    fn new(inner: B, timeout: Duration) -> Deadline<B> {
+        Deadline {
+            inner: Box::pin(inner),
+            until: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Deadline<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::BoxError>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.until.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimedOut.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
