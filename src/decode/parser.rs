@@ -557,8 +557,9 @@ fn check_name(name: &str) -> Result<(), RejectReason> {
     }
 }
 
-/// Whether `name` is a unicorn's name by the rules of CONTRACT §1 (see [`check_name`]); also
-/// the rule for names in subscription filters.
+/// Whether `name` is a unicorn's name by the rules of CONTRACT §1: 1 to 64 bytes with no control
+/// character and no Unicode format character (invisible, or reordering the text around it);
+/// also the rule for names in subscription filters.
 pub fn is_valid_name(name: &str) -> bool {
     let hidden = |c: char| c.is_control() || is_format(c);
     !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(hidden)
