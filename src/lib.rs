@@ -63,6 +63,7 @@ pub mod pipeline;
 pub mod source;
 
 pub mod query;
+pub mod view;
 pub mod web;
 
 pub mod config;
