@@ -23,6 +23,8 @@
 //! * [`decode`] — bytes → telemetry, with every validation rule.
 //! * [`window`] — the event-time window engine (the built-in summary), one per partition.
 //! * [`alert`] — alert rules and their evaluation: record → state changes.
+//! * [`view`] — continuous views (CONTRACT §9): their SQL read and checked, and their answer
+//!   computed in batch (the live engine is still to come).
 //!
 //! After the core
 //! * [`hub`] — live fleet state and WebSocket frames (fed by the fan-out, never waited for).
@@ -57,13 +59,13 @@ pub mod decode;
 pub mod window;
 
 pub mod alert;
+pub mod view;
 pub mod hub;
 pub mod output;
 pub mod pipeline;
 pub mod source;
 
 pub mod query;
-pub mod view;
 pub mod web;
 
 pub mod config;
