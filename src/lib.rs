@@ -60,6 +60,7 @@ pub mod window;
 
 pub mod alert;
 pub mod view;
+
 pub mod hub;
 pub mod output;
 pub mod pipeline;
