@@ -168,9 +168,9 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         .to_string()
         .into(),
         connections: connections.into(),
-        ws_slots: Arc::new(tokio::sync::Semaphore::new(
+        ws_slots: crate::web::WsSlots::new(
             usize::try_from(config.web.max_ws_clients).unwrap_or(10_000),
-        )),
+        ),
         alerts: alerts_web,
         query: crate::web::query::QueryWeb::new(archive, crate::web::query::LIMITS),
     };

@@ -321,3 +321,40 @@ async fn a_stalled_body_gets_408_after_the_body_timeout() {
     assert!(started.elapsed() >= stampede::web::server::BODY_TIMEOUT / 2);
     app.stop().await;
 }
+
+/// One address holds at most a quarter of the WebSocket slots: before, one client could take
+/// every one and lock the dashboards out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_websocket_slot() {
+    let app = TestApp::start("ws-share", |c| c.web.max_ws_clients = 100).await;
+    let url = format!("ws://{}/ws", app.addr);
+    let mut held = Vec::new();
+    for _ in 0..25 {
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        held.push(ws);
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert!(
+                body["error"].as_str().unwrap().contains("from one address"),
+                "{body}"
+            );
+        }
+        other => panic!("expected 503, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // A slot given back is the address's again.
+    let mut first = held.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let again = eventually("a slot given back", || async {
+        tokio_tungstenite::connect_async(&url)
+            .await
+            .ok()
+            .map(|(ws, _)| ws)
+    })
+    .await;
+    drop((again, held));
+    app.stop().await;
+}

@@ -13,6 +13,8 @@ pub mod server;
 pub mod tls;
 mod ws;
 
+pub use ws::WsSlots;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -43,8 +45,8 @@ pub struct WebState {
     pub stopping: Arc<AtomicBool>,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
-    /// One permit per WebSocket client (`web.max_ws_clients`).
-    pub ws_slots: Arc<tokio::sync::Semaphore>,
+    /// One slot per WebSocket client (`web.max_ws_clients`).
+    pub ws_slots: Arc<WsSlots>,
     /// What `/readyz` reports, by name: the source's connection and each output's health
     /// (`store`, `summary_stream`, `dead_letter_stream`).
     pub connections: Arc<[(&'static str, crate::output::Health)]>,

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -20,6 +22,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// The router as one connection serves it.
+type Routes = TowerToHyperService<
+    tower::util::BoxCloneService<
+        Request<Incoming>,
+        axum::response::Response,
+        std::convert::Infallible,
+    >,
+>;
+
+/// The address a request came from, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer(pub std::net::IpAddr);
 
 /// A request's headers (and a TLS handshake) must arrive within this; an idle keep-alive
 /// connection is closed after as long.
@@ -72,7 +88,16 @@ pub async fn serve(
             tokio::spawn(refuse(tcp, acceptor.is_none()));
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers see who is asking (a WebSocket client's share of the slots).
+        let service: Routes = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(Peer(peer.ip()));
+                    request
+                })
+                .boxed_clone(),
+        );
         let acceptor = acceptor.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -100,12 +125,8 @@ pub async fn serve(
 }
 
 /// Serves one connection; on `stop`, lets the request under way finish and closes.
-async fn connection<I>(
-    io: I,
-    peer: SocketAddr,
-    service: TowerToHyperService<Router>,
-    stop: &CancellationToken,
-) where
+async fn connection<I>(io: I, peer: SocketAddr, service: Routes, stop: &CancellationToken)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()
@@ -141,7 +162,7 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Gives every request's body [`BODY_TIMEOUT`] to arrive (a router layer).
 pub async fn body_deadline(
-    request: axum::extract::Request,
+    request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let request = request.map(|body| axum::body::Body::new(Deadline::new(body, BODY_TIMEOUT)));
