@@ -23,8 +23,9 @@
 //! * [`decode`] — bytes → telemetry, with every validation rule.
 //! * [`window`] — the event-time window engine (the built-in summary), one per partition.
 //! * [`alert`] — alert rules and their evaluation: record → state changes.
-//! * [`view`] — continuous views (CONTRACT §9): their SQL read and checked, and their answer
-//!   computed in batch (the live engine is still to come).
+//! * [`view`] — continuous views (CONTRACT §9): their SQL read and checked, the engine that keeps
+//!   them window by window (TUMBLE and HOP; `stampede aggregate --view`, not yet `serve`), and
+//!   their answer computed in batch by SQL alone, the independent check.
 //!
 //! After the core
 //! * [`hub`] — live fleet state and WebSocket frames (fed by the fan-out, never waited for).

@@ -19,3 +19,4 @@ mod outputs;
 mod security;
 mod semantics;
 mod service;
+mod views;

@@ -2,7 +2,7 @@
 //! files (or stdin) and prints the summaries, or the alert state changes, as NDJSON.
 
 use std::fs::File;
-use std::io::{self};
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -35,6 +35,11 @@ pub struct Args {
     /// low-health and low-magic, below 100, resolving at 105).
     #[arg(long, value_name = "FILE", requires = "alerts")]
     pub config: Option<PathBuf>,
+    /// Print the final rows of this view (CONTRACT §9: CREATE VIEW … FROM TUMBLE or HOP over
+    /// wildrydes) instead of the summaries, ordered by window then key, one JSON object a row.
+    /// The records it counts are those the summaries accept.
+    #[arg(long, value_name = "FILE.sql", conflicts_with = "alerts")]
+    pub view: Option<PathBuf>,
     /// Threads that decode (default: one per core). The window engine stays on one thread and
     /// takes the records in input order, so the output is the same for any number.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -140,7 +145,37 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
     let mut stdout = io::stdout().lock();
-    let written = if args.alerts {
+    let written = if let Some(path) = &args.view {
+        let label = path.display().to_string();
+        let sql = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--view {label}: {e}")))?;
+        let def = crate::view::plan::parse(&sql).map_err(|refused| {
+            UsageError(format!(
+                "{label}:{}:{}: {}: {}",
+                refused.line, refused.column, refused.construct, refused.message
+            ))
+        })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .context("cannot start the planner's runtime")?;
+        let mut engine = runtime
+            .block_on(crate::view::engine::ViewEngine::new(def))
+            .map_err(|e| UsageError(format!("{label}: {}", e.message)))?;
+        let (rows, report) =
+            super::aggregate_view(inputs, cfg, threads, &mut engine, &mut on_reject)?;
+        eprint!("{}", describe(&report));
+        let rows = rows.map(|r| crate::query::Answer {
+            schema: r.schema(),
+            batches: vec![r],
+            truncated: false,
+        });
+        let lines = rows
+            .as_ref()
+            .map(crate::query::json_rows)
+            .unwrap_or_default();
+        eprintln!("  view {}: {} rows", engine.view().name, lines.len());
+        lines.iter().try_for_each(|line| writeln!(stdout, "{line}"))
+    } else if args.alerts {
         let rules = match &args.config {
             Some(path) => Config::load(Some(path), std::env::vars())?.alert_rules()?,
             None => Config::default().alert_rules()?,

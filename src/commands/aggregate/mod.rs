@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crate::alert::{Alerts, Change, Rule};
 use crate::record::{Reject, RejectReason, Summary};
 use crate::time::Millis;
+use crate::view::engine::{Batcher, EngineError, ViewEngine};
 use crate::window::{Accepted, Engine, TimeMode, WindowConfig};
+use datafusion::arrow::array::RecordBatch;
 
 mod chunks;
 mod command;
@@ -96,7 +98,7 @@ pub fn aggregate<'a>(
     threads: usize,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {
-    run(inputs, cfg, threads, None, on_reject)
+    run(inputs, cfg, threads, None, None, on_reject)
 }
 
 /// As [`aggregate`], also evaluating `rules` on every accepted record (CONTRACT §7): the alert
@@ -118,9 +120,83 @@ pub fn aggregate_with_alerts<'a>(
         cfg,
         threads,
         Some((&mut alerts, &mut changes)),
+        None,
         on_reject,
     )?;
     Ok((summaries, changes, report))
+}
+
+/// Runs `view` over the inputs: the records the built-in windows accept (too-late ones are not
+/// counted, as in the service) go to the view's engine in micro-batches; its final rows come
+/// back, ordered by window then key, with the summaries' report.
+///
+/// # Errors
+/// An input cannot be read, or the view's engine failed on a batch.
+pub fn aggregate_view<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    cfg: WindowConfig,
+    threads: usize,
+    view: &mut ViewEngine,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+) -> Result<(Option<RecordBatch>, Report), AggregateViewError> {
+    let mut feed = ViewFeed {
+        engine: view,
+        batcher: Batcher::default(),
+        failed: None,
+    };
+    let (_, report) = run(inputs, cfg, threads, None, Some(&mut feed), on_reject)?;
+    feed.send();
+    if let Some(e) = feed.failed {
+        return Err(e.into());
+    }
+    Ok((feed.engine.flush()?, report))
+}
+
+/// Why a view's batch run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateViewError {
+    /// An input could not be read.
+    #[error(transparent)]
+    Input(#[from] AggregateError),
+    /// The view's engine failed.
+    #[error(transparent)]
+    View(#[from] EngineError),
+}
+
+/// Accepted records on their way to a view's engine.
+struct ViewFeed<'v> {
+    engine: &'v mut ViewEngine,
+    batcher: Batcher,
+    failed: Option<EngineError>,
+}
+
+impl ViewFeed<'_> {
+    /// Records a micro-batch holds.
+    const BATCH: usize = 8_192;
+
+    fn push(&mut self, record: &crate::record::Telemetry<'_>) {
+        self.batcher.push(record);
+        if self.batcher.len() >= Self::BATCH {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        if self.batcher.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let result = self
+            .batcher
+            .take()
+            .map_err(|e| EngineError {
+                view: self.engine.view().name.clone(),
+                message: e.to_string(),
+            })
+            .and_then(|batch| self.engine.push(&batch, Millis::MIN));
+        if let Err(e) = result {
+            self.failed = Some(e);
+        }
+    }
 }
 
 fn run<'a>(
@@ -128,6 +204,7 @@ fn run<'a>(
     cfg: WindowConfig,
     threads: usize,
     mut alerts: Option<(&mut Alerts, &mut Vec<Change>)>,
+    mut view: Option<&mut ViewFeed<'_>>,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {
     let mut engine = Engine::new(WindowConfig {
@@ -162,6 +239,9 @@ fn run<'a>(
                     .map_err(|_| Reject::new(RejectReason::TooLate))?;
                 if let Some((alerts, changes)) = alerts.as_mut() {
                     alerts.evaluate(engine.last_unicorn(), &record, changes);
+                }
+                if let Some(view) = view.as_mut() {
+                    view.push(&record);
                 }
                 Ok(accepted)
             });
