@@ -168,8 +168,15 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         .to_string()
         .into(),
         connections: connections.into(),
-        ws_slots: crate::web::WsSlots::new(
-            usize::try_from(config.web.max_ws_clients).unwrap_or(10_000),
+        // Each WebSocket holds a connection too: never more than connections may be open.
+        ws_slots: crate::web::server::Slots::new(
+            usize::try_from(config.web.max_ws_clients)
+                .unwrap_or(10_000)
+                .min(crate::web::server::max_connections()),
+            crate::web::server::Refusals {
+                all: "too many WebSocket clients: web.max_ws_clients are connected; try again later",
+                one_address: "too many WebSocket clients from one address: a quarter of the slots (web.max_ws_clients) at most",
+            },
         ),
         alerts: alerts_web,
         query: crate::web::query::QueryWeb::new(archive, crate::web::query::LIMITS),

@@ -417,22 +417,9 @@ async fn bad_subscription_requests_get_clear_reasons() {
     let (status, text) = post(ok, Some("s3cret")).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
     assert!(text.contains("less than a minute ago"), "{text}");
-    // At the limit, the oldest subscription still pending makes room: strangers who never
-    // confirm cannot fill the list for the three days their links live.
-    let second = unique_address("second");
-    let body: &'static str = Box::leak(format!(r#"{{"email":"{second}"}}"#).into_boxed_str());
-    let (status, text) = post(body, Some("s3cret")).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
-    let (_, list) = request(addr, Method::GET, "/api/subscriptions", "", Some("s3cret")).await;
-    let list: Vec<Value> = serde_json::from_slice(&list).unwrap();
-    let emails: Vec<&str> = list.iter().map(|s| s["email"].as_str().unwrap()).collect();
-    assert_eq!(emails, [second.as_str()], "the pending first one made room");
-    // Confirmed subscriptions are what the limit keeps.
-    let mails = await_mails(&second, "the confirmation mail", |m| !m.is_empty());
-    let link = mails[0].link("/subscriptions/confirm");
-    let (status, _) = request(addr, Method::POST, &path_of(&link), Bytes::new(), None).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, text) = post(r#"{"email":"third@example.com"}"#, Some("s3cret")).await;
+    // A pending subscription younger than an hour holds its place (an older one would make
+    // room: see the subscriptions' unit test).
+    let (status, text) = post(r#"{"email":"second@example.com"}"#, Some("s3cret")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{text}");
     assert!(text.contains("alerts.max_subscriptions"), "{text}");
     // A line break in a filter's name would reach the confirmation mail's text.

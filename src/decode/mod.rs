@@ -133,6 +133,9 @@ mod tests {
             "Shadow\u{200B}fax",
             "\u{FEFF}Shadowfax",
             "Sha\u{2066}dowfax",
+            "Shadowfax\u{2028}Bcc",
+            "Shadow\u{3164}fax",
+            "Shadowfax\u{FE0F}",
         ] {
             let record = GOOD.replace("\"Shadowfax\"", &serde_json::to_string(name).unwrap());
             assert_eq!(

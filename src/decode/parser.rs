@@ -518,8 +518,9 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Unicode's format characters (general category Cf): invisible, or changing how text around
-/// them is shown.
+/// Characters that are invisible or change how the text around them is shown: Unicode's format
+/// characters (category Cf), the line and paragraph separators, variation selectors, and the
+/// blank fillers that look like nothing (Hangul fillers, the braille blank).
 fn is_format(c: char) -> bool {
     matches!(
         c,
@@ -528,12 +529,19 @@ fn is_format(c: char) -> bool {
             | '\u{61C}'
             | '\u{6DD}'
             | '\u{70F}'
-            | '\u{180E}'
+            | '\u{034F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
             | '\u{FFF9}'..='\u{FFFB}'
             | '\u{110BD}'
             | '\u{1D173}'..='\u{1D17A}'

@@ -136,6 +136,8 @@ pub async fn run_isolated(
             let errors = std::thread::spawn(move || {
                 let mut text = String::new();
                 let _ = (&mut stderr).take(64 << 10).read_to_string(&mut text);
+                // The rest is drained, never left to fill the pipe and stall the worker.
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
                 text
             });
             let mut out = Vec::new();
@@ -223,27 +225,30 @@ fn decode_answer(out: &[u8]) -> Result<Answer, QueryError> {
     })
 }
 
-/// The binary to run as the worker: this one when it is `stampede`; a program that embeds the
-/// service (the integration tests) finds `stampede` beside it or one directory up, as Cargo
-/// places them.
+/// The binary to run as the worker: this one; a test harness that embeds the service runs the
+/// `stampede` binary Cargo built beside it.
 fn worker_exe() -> Result<PathBuf, QueryError> {
     let me = std::env::current_exe()
         .map_err(|e| QueryError::Source(format!("cannot find this program: {e}")))?;
-    if me.file_stem().is_some_and(|s| s == "stampede") {
-        return Ok(me);
-    }
-    let beside = me.parent().map(|d| d.join("stampede"));
-    let above = me
+    // A test harness, as Cargo builds one into target/*/deps/: the stampede binary it tests is
+    // one directory up. Anything else is the service itself, run again as itself:
+    // /proc/PID/exe (this process's, not the shell's that execs it) still opens it when its file
+    // was replaced by a deploy meanwhile.
+    let in_deps = me
         .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("stampede"));
-    beside
-        .into_iter()
-        .chain(above)
-        .find(|p| p.is_file())
+        .and_then(|d| d.file_name())
+        .is_some_and(|d| d == "deps");
+    if !in_deps {
+        let proc_exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+        return Ok(if proc_exe.exists() { proc_exe } else { me });
+    }
+    me.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("stampede"))
+        .filter(|p| p.is_file())
         .ok_or_else(|| {
             QueryError::Source(format!(
-                "no stampede binary beside {} to run the query in",
+                "no stampede binary beside the test harness {} to run the query in",
                 me.display()
             ))
         })

@@ -13,8 +13,6 @@ pub mod server;
 pub mod tls;
 mod ws;
 
-pub use ws::WsSlots;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -46,7 +44,7 @@ pub struct WebState {
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
     /// One slot per WebSocket client (`web.max_ws_clients`).
-    pub ws_slots: Arc<WsSlots>,
+    pub ws_slots: Arc<server::Slots>,
     /// What `/readyz` reports, by name: the source's connection and each output's health
     /// (`store`, `summary_stream`, `dead_letter_stream`).
     pub connections: Arc<[(&'static str, crate::output::Health)]>,

@@ -6,7 +6,9 @@
 //! pipeline's runtime, and never all the memory.
 
 use std::sync::Arc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -75,9 +77,9 @@ async fn answer(
     state: &WebState,
     sql: String,
     max_rows: usize,
-) -> Result<(crate::query::Answer, Duration), Response> {
+) -> Result<(crate::query::Answer, Duration, OwnedSemaphorePermit), Response> {
     let web = &state.query;
-    let Ok(_permit) = web.running.try_acquire() else {
+    let Ok(permit) = Arc::clone(&web.running).try_acquire_owned() else {
         return Err((
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],
@@ -119,7 +121,7 @@ async fn answer(
     match crate::query::run_isolated(tables, sql, max_rows, limits.timeout, limits.memory_bytes)
         .await
     {
-        Ok(answer) => Ok((answer, started.elapsed())),
+        Ok(answer) => Ok((answer, started.elapsed(), permit)),
         Err(QueryError::Sql(m)) => Err(error(StatusCode::BAD_REQUEST, m)),
         Err(e @ QueryError::Timeout(_)) => Err(error(StatusCode::REQUEST_TIMEOUT, e.to_string())),
         Err(QueryError::Source(m)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, m)),
@@ -173,22 +175,61 @@ pub(super) async fn query(
     let max = state.query.limits.max_rows;
     let rows = limit.unwrap_or(max).clamp(1, max);
     match answer(&state, sql, rows).await {
-        Ok((answer, took)) => {
+        Ok((answer, took, permit)) => {
             let columns: Vec<&String> = answer.schema.fields().iter().map(|f| f.name()).collect();
             let mut out = String::from("{\"columns\":");
             out.push_str(&serde_json::to_string(&columns).unwrap_or_default());
             out.push_str(",\"rows\":[");
-            out.push_str(&crate::query::json_rows(&answer).join(","));
+            // Rendered a slice of rows at a time and counted: JSON can be several times the
+            // Arrow answer the worker was held to (a control character is six bytes escaped).
+            let mut first = true;
+            for batch in &answer.batches {
+                let mut at = 0;
+                while at < batch.num_rows() {
+                    let n = RENDER_ROWS.min(batch.num_rows() - at);
+                    let slice = crate::query::Answer {
+                        schema: Arc::clone(&answer.schema),
+                        batches: vec![batch.slice(at, n)],
+                        truncated: false,
+                    };
+                    for row in crate::query::json_rows(&slice) {
+                        if !first {
+                            out.push(',');
+                        }
+                        first = false;
+                        out.push_str(&row);
+                    }
+                    if out.len() > MAX_RESPONSE_BYTES {
+                        return error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("the answer is larger than {} MiB as JSON: select fewer rows or columns (LIMIT), or run it with stampede query", MAX_RESPONSE_BYTES >> 20),
+                        );
+                    }
+                    at += n;
+                }
+            }
             out.push_str(&format!(
                 "],\"truncated\":{},\"elapsed_ms\":{}}}",
                 answer.truncated,
                 took.as_millis()
             ));
-            ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+            // The query's slot is held until the answer is sent (or its send deadline passes):
+            // a client that asks and never reads cannot pile answers up in memory.
+            let body = super::server::response_body(out, SEND_TIMEOUT, permit);
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Err(response) => response,
     }
 }
+
+/// Rows rendered at a time, between checks of the answer's size.
+const RENDER_ROWS: usize = 256;
+
+/// The largest JSON answer of `POST /api/query`.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// An answer must have been sent within this (a client that stops reading loses it).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `GET /api/trip` parameters.
 #[derive(Deserialize)]
@@ -241,7 +282,7 @@ pub(super) async fn trip(State(state): State<WebState>, Query(q): Query<TripPara
     }
     sql.push_str(" ORDER BY statustime");
     match answer(&state, sql, MAX_TRIP_POINTS).await {
-        Ok((answer, _)) => {
+        Ok((answer, _, _permit)) => {
             let points: Vec<serde_json::Value> = crate::query::row_values(&answer)
                 .into_iter()
                 .map(serde_json::Value::Array)

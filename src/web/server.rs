@@ -66,8 +66,13 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
-    let max = max_connections();
-    let slots = Arc::new(Semaphore::new(max));
+    let slots = Slots::new(
+        max_connections(),
+        Refusals {
+            all: "too many connections; try again shortly",
+            one_address: "too many connections from one address; try again shortly",
+        },
+    );
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -81,19 +86,27 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            crate::metrics::METRICS
-                .connections_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::spawn(refuse(tcp, acceptor.is_none()));
-            continue;
+        let slot = match slots.take(Some(peer.ip())) {
+            Ok(slot) => ConnectionSlot {
+                _slot: Arc::new(slot),
+            },
+            Err(reason) => {
+                crate::metrics::METRICS
+                    .connections_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(refuse(tcp, acceptor.is_none(), reason));
+                continue;
+            }
         };
+        let held = slot.clone();
         // Handlers see who is asking (a WebSocket client's share of the slots).
         let service: Routes = TowerToHyperService::new(
             router
                 .clone()
                 .map_request(move |mut request: Request<Incoming>| {
                     request.extensions_mut().insert(Peer(peer.ip()));
+                    // An upgrade (WebSocket) keeps the connection's slot for its socket's life.
+                    request.extensions_mut().insert(held.clone());
                     request
                 })
                 .boxed_clone(),
@@ -115,8 +128,7 @@ pub async fn serve(
         });
     }
     // Every connection holds a slot until it ends: all slots free means all ended.
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_DEADLINE, slots.acquire_many(all))
+    if tokio::time::timeout(DRAIN_DEADLINE, slots.all_free())
         .await
         .is_err()
     {
@@ -148,10 +160,120 @@ where
 }
 
 /// A connection past the limit: told so on plain HTTP (a 503 a client can retry), closed.
-async fn refuse(mut tcp: TcpStream, plain: bool) {
+async fn refuse(mut tcp: TcpStream, plain: bool, reason: &'static str) {
     if plain {
-        let reply = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 51\r\nconnection: close\r\n\r\n{\"error\":\"too many connections; try again shortly\"}";
-        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(reply)).await;
+        let body = serde_json::json!({ "error": reason }).to_string();
+        let reply = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(reply.as_bytes())).await;
+    }
+}
+
+/// The reasons a [`Slots`] gives when it has none to give.
+#[derive(Clone, Copy)]
+pub struct Refusals {
+    /// Every slot is taken.
+    pub all: &'static str,
+    /// The address has its share.
+    pub one_address: &'static str,
+}
+
+/// A number of slots (connections, WebSocket clients), of which one address may hold at most a
+/// quarter (all of them when there are 16 or fewer), so that one client cannot take them all.
+pub struct Slots {
+    all: Arc<Semaphore>,
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    max: usize,
+    share: usize,
+    refusals: Refusals,
+}
+
+/// One slot, given back when dropped.
+pub struct Slot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+    address: Option<std::net::IpAddr>,
+}
+
+/// A connection's slot, in its requests' extensions: an upgraded WebSocket keeps it.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _slot: Arc<Slot>,
+}
+
+impl Slots {
+    /// `max` slots.
+    pub fn new(max: usize, refusals: Refusals) -> Arc<Slots> {
+        Arc::new(Slots {
+            all: Arc::new(Semaphore::new(max)),
+            by_address: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max,
+            share: if max <= 16 { max } else { max / 4 },
+            refusals,
+        })
+    }
+
+    /// At most this many to one address.
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    /// All of them.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for a client at `address`, or why not.
+    ///
+    /// # Errors
+    /// Every slot is taken, or the address has its share.
+    pub fn take(self: &Arc<Self>, address: Option<std::net::IpAddr>) -> Result<Slot, &'static str> {
+        let Ok(all) = Arc::clone(&self.all).try_acquire_owned() else {
+            return Err(self.refusals.all);
+        };
+        if let Some(address) = address {
+            let mut by_address = self.lock();
+            let held = by_address.entry(address).or_default();
+            if *held >= self.share {
+                return Err(self.refusals.one_address);
+            }
+            *held += 1;
+        }
+        Ok(Slot {
+            _all: all,
+            slots: Arc::clone(self),
+            address,
+        })
+    }
+
+    /// Waits until every slot is free.
+    async fn all_free(&self) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let _ = self.all.acquire_many(all).await;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(address) = self.address {
+            let mut by_address = self.slots.lock();
+            if let Some(held) = by_address.get_mut(&address) {
+                *held -= 1;
+                if *held == 0 {
+                    by_address.remove(&address);
+                }
+            }
+        }
     }
 }
 
@@ -173,6 +295,20 @@ pub async fn body_deadline(
 struct Deadline<B> {
     inner: std::pin::Pin<Box<B>>,
     until: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Held until the body is dropped (sent, or given up).
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+/// A response body of `text` that must be sent within `timeout` (else the connection is
+/// closed), holding `guard` until it is sent or given up.
+pub fn response_body(
+    text: String,
+    timeout: Duration,
+    guard: impl Send + Sync + 'static,
+) -> axum::body::Body {
+    let mut body = Deadline::new(http_body_util::Full::new(bytes::Bytes::from(text)), timeout);
+    body._guard = Some(Box::new(guard));
+    axum::body::Body::new(body)
 }
 
 /// The error of a body that did not arrive in time.
@@ -185,6 +321,7 @@ impl<B> Deadline<B> {
         Deadline {
             inner: Box::pin(inner),
             until: Box::pin(tokio::time::sleep(timeout)),
+            _guard: None,
         }
     }
 }

@@ -17,9 +17,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
 use super::WebState;
 use futures_util::SinkExt;
@@ -38,6 +35,7 @@ pub(super) async fn upgrade(
     State(state): State<WebState>,
     RawQuery(query): RawQuery,
     peer: Option<Extension<super::server::Peer>>,
+    connection: Option<Extension<super::server::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let view = match query.as_deref().map(view_parameter) {
@@ -73,83 +71,9 @@ pub(super) async fn upgrade(
         .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             client(socket, state.hub, view).await;
-            drop(slot);
+            // The connection's slot too: an upgraded socket still holds a descriptor.
+            drop((slot, connection));
         })
-}
-
-/// The WebSocket slots: `web.max_ws_clients` in all, and one address may hold at most a
-/// quarter of them (all of them when there are 16 or fewer), so that one client cannot take
-/// every slot.
-pub struct WsSlots {
-    all: Arc<tokio::sync::Semaphore>,
-    by_address: Mutex<HashMap<IpAddr, usize>>,
-    max: usize,
-    share: usize,
-}
-
-/// One client's slot, given back when it is dropped.
-pub struct WsSlot {
-    _all: tokio::sync::OwnedSemaphorePermit,
-    slots: Arc<WsSlots>,
-    address: Option<IpAddr>,
-}
-
-impl WsSlots {
-    /// `max` slots.
-    pub fn new(max: usize) -> Arc<WsSlots> {
-        Arc::new(WsSlots {
-            all: Arc::new(tokio::sync::Semaphore::new(max)),
-            by_address: Mutex::new(HashMap::new()),
-            max,
-            share: if max <= 16 { max } else { max / 4 },
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.by_address
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A slot for a client at `address`, or why not.
-    fn take(self: &Arc<Self>, address: Option<IpAddr>) -> Result<WsSlot, String> {
-        let Ok(all) = Arc::clone(&self.all).try_acquire_owned() else {
-            return Err(
-                "too many WebSocket clients: web.max_ws_clients are connected; try again later"
-                    .into(),
-            );
-        };
-        if let Some(address) = address {
-            let mut by_address = self.lock();
-            let held = by_address.entry(address).or_default();
-            if *held >= self.share {
-                return Err(format!(
-                    "too many WebSocket clients from one address: {} of the {} slots (web.max_ws_clients) at most",
-                    self.share, self.max
-                ));
-            }
-            *held += 1;
-        }
-        Ok(WsSlot {
-            _all: all,
-            slots: Arc::clone(self),
-            address,
-        })
-    }
-}
-
-impl Drop for WsSlot {
-    fn drop(&mut self) {
-        if let Some(address) = self.address {
-            let mut by_address = self.slots.lock();
-            if let Some(held) = by_address.get_mut(&address) {
-                *held -= 1;
-                if *held == 0 {
-                    by_address.remove(&address);
-                }
-            }
-        }
-    }
 }
 
 /// The `view` parameter of the query, if there is one.

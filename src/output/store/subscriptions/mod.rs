@@ -27,6 +27,8 @@ pub const MAX_FILTER: usize = 100;
 /// A pending subscription's link works this long (SNS's confirmation tokens: three days);
 /// after it, the subscription neither counts toward the limit nor can be confirmed.
 pub const PENDING_FOR_MS: Millis = 3 * 86_400_000;
+/// A pending subscription may make room for a new one once it is this old.
+pub const EVICTABLE_AFTER_MS: Millis = 3_600_000;
 /// Another confirmation mail to the same pending address no sooner than this.
 pub const RESEND_AFTER_MS: Millis = 60_000;
 
@@ -279,9 +281,16 @@ impl Subscriptions {
                 }
                 Some(_) => {}
                 None if live >= self.max => {
+                    // Only one pending an hour or more: else a client cycling through
+                    // addresses would mail confirmations without end, and push out a real
+                    // subscriber's before they could follow the link.
                     let oldest_pending = all
                         .iter()
-                        .filter(|s| !s.confirmed && !s.expired(now))
+                        .filter(|s| {
+                            !s.confirmed
+                                && !s.expired(now)
+                                && now.saturating_sub(s.created) >= EVICTABLE_AFTER_MS
+                        })
                         .min_by_key(|s| s.created);
                     match oldest_pending {
                         Some(p) => evict = Some(p.email.clone()),
@@ -300,6 +309,14 @@ impl Subscriptions {
             }
         }
         if let Some(pending) = evict {
+            // Confirmed meanwhile? Then it stays, and the list is full.
+            let still_pending = self
+                .lock()
+                .iter()
+                .any(|s| s.email == pending && !s.confirmed);
+            if !still_pending {
+                return Err(refused(409, format!("the limit of {} confirmed subscriptions (alerts.max_subscriptions) is reached", self.max)));
+            }
             tracing::info!(%pending, "the subscription list is full: the oldest unconfirmed subscription makes room");
             self.delete(&pending)
                 .await
@@ -501,7 +518,20 @@ mod tests {
         subs.subscribe("b@example.com", vec![], vec![], &rules)
             .await
             .unwrap();
-        // At the limit, the oldest pending one makes room; confirmed ones are kept.
+        // At the limit, a pending one younger than an hour holds its place...
+        let full = subs
+            .subscribe("c@example.com", vec![], vec![], &rules)
+            .await
+            .unwrap_err();
+        assert!(full.reason.contains("alerts.max_subscriptions"), "{full}");
+        // ...and an older one makes room; confirmed ones are kept.
+        let mut b = subs
+            .list()
+            .into_iter()
+            .find(|s| s.email == "b@example.com")
+            .unwrap();
+        b.created -= EVICTABLE_AFTER_MS;
+        subs.put(&b).await.unwrap();
         let c = subs
             .subscribe("c@example.com", vec![], vec![], &rules)
             .await
