@@ -76,6 +76,16 @@ async fn one_query_never_takes_the_service_down() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert!(v["error"].as_str().unwrap().contains("64 MiB"), "{v}");
     healthy().await;
+    // And the JSON it would make is counted too: 60 MB of control characters as Arrow are
+    // 360 MB escaped (\u0001).
+    let (status, v) = query(
+        addr,
+        "SELECT repeat(chr(1), 6000) AS s FROM generate_series(1, 10000)",
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("as JSON"), "{v}");
+    healthy().await;
     // One value of 300 MB is refused too: by its memory or by its size, whichever comes first.
     let (status, v) = query(addr, "SELECT repeat('x', 300000000) AS s").await;
     assert!(

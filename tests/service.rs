@@ -556,7 +556,12 @@ async fn a_record_from_the_future_is_too_early_and_poisons_nothing() {
     );
     let (_, reply) = post_json(app.addr, "/ingest", soon, None).await;
     assert_eq!(reply["accepted"], 1, "{reply}");
-    let dead = get_json(app.addr, "/api/dead-letters").await;
+    // The store writes behind the engine: the dead letter is there once it has been written.
+    let dead = eventually("the dead letter stored", || async {
+        let v = get_json(app.addr, "/api/dead-letters").await;
+        (!v.as_array()?.is_empty()).then_some(v)
+    })
+    .await;
     assert_eq!(dead[0]["reason"], "too_early");
     assert!(dead[0]["raw"].as_str().unwrap().contains("Skewed"));
     let (_, metrics) = request(app.addr, Method::GET, "/metrics", "", None).await;
