@@ -89,13 +89,8 @@ async fn archive_target(config: &Config, flag: Option<&str>) -> anyhow::Result<O
 async fn s3_target(bucket: &str, prefix: &str) -> anyhow::Result<Target> {
     use anyhow::Context as _;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store = crate::output::archive::target::s3_store(&aws, bucket)
-        .context("cannot make an S3 client (AWS_REGION, AWS_ENDPOINT_URL_S3)")?;
-    Ok(Target::S3 {
-        store,
-        bucket: bucket.to_owned(),
-        prefix: prefix.to_owned(),
-    })
+    Target::s3(&aws, bucket, prefix)
+        .context("cannot make an S3 client (AWS_REGION, AWS_ENDPOINT_URL_S3)")
 }
 
 /// Every stored summary, from the store the configuration names.

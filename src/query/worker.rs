@@ -21,7 +21,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 
 use super::{context, run, Answer, Limits, QueryError, Tables};
-use crate::output::archive::target::{s3_store, Target};
+use crate::output::archive::target::Target;
 use crate::record::Summary;
 
 /// The first argument that makes the binary a query worker instead of the command line.
@@ -299,12 +299,7 @@ fn work() -> Result<(), QueryError> {
             Some(Place::Dir(path)) => Some(Target::Dir(path)),
             Some(Place::S3 { bucket, prefix }) => {
                 let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                let store = s3_store(&aws, &bucket).map_err(|e| source(&e))?;
-                Some(Target::S3 {
-                    store,
-                    bucket,
-                    prefix,
-                })
+                Some(Target::s3(&aws, &bucket, &prefix).map_err(|e| source(&e))?)
             }
         };
         let limits = Limits {

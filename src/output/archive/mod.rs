@@ -168,14 +168,9 @@ pub async fn build(
     let (target, key) = match place {
         Place::Dir(path) => (target::Target::Dir(path), "archive.path"),
         Place::S3 { bucket, prefix } => {
-            let store = target::s3_store(aws.config().await, &bucket).context(
+            let target = target::Target::s3(aws.config().await, &bucket, &prefix).context(
                 "cannot make an S3 client (archive.bucket; AWS_REGION, AWS_ENDPOINT_URL_S3)",
             )?;
-            let target = target::Target::S3 {
-                store,
-                bucket,
-                prefix,
-            };
             (target, "archive.bucket")
         }
     };

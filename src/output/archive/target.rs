@@ -123,6 +123,22 @@ fn io(path: &Path, error: std::io::Error) -> TargetError {
 }
 
 impl Target {
+    /// An S3 archive: `bucket`, objects under `prefix`, reached with `aws`'s settings.
+    ///
+    /// # Errors
+    /// The S3 client cannot be made.
+    pub fn s3(
+        aws: &aws_config::SdkConfig,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Target, object_store::Error> {
+        Ok(Target::S3 {
+            store: s3_store(aws, bucket)?,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
     /// Where it is, for logs: the directory, or `s3://bucket/prefix`.
     pub fn describe(&self) -> String {
         match self {
