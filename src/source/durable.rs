@@ -381,6 +381,7 @@ mod tests {
             last_position: None,
             closings: Vec::new(),
             alerts: None,
+            finals: Vec::new(),
         };
         let r = CommitRequest {
             slot,

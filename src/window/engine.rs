@@ -77,6 +77,11 @@ pub enum Accepted {
     Late,
     /// A replayed record (position ≤ the checkpoint's) already accounted for in a final window.
     Replayed,
+    /// A replayed record whose window was already final when it was first read: it was
+    /// rejected as too late then (its dead letter is stored), and counts for nothing now. Told
+    /// apart from [`Accepted::Replayed`] only when the engine keeps finals
+    /// ([`Engine::keep_finals`]); otherwise both are `Replayed`.
+    ReplayedTooLate,
 }
 
 /// The record's window is final: end + allowed lateness ≤ the watermark.
@@ -106,7 +111,21 @@ pub struct Checkpoint {
     /// The alert state as of `last_position` (`alert::Alerts::checkpoint`'s text, which has no
     /// spaces), when there is any: the engine itself neither writes nor reads it.
     pub alerts: Option<String>,
+    /// When windows became final, as far back as a replay from `low_water` needs (see
+    /// [`Finals`]); empty unless the engine keeps them.
+    pub finals: Finals,
 }
+
+/// When windows became final: `(end, at)` says that windows ending at or before `end` were
+/// final (end + allowed lateness ≤ the watermark) once the record at position `at` had been
+/// read (`None`: before any record a replay can reach). Increasing in both.
+///
+/// Views (CONTRACT §9) keep windows longer than the summary's minute, so a partition with views
+/// may resume from a position older than the summary engine's own low water; a record re-read
+/// there whose minute is final now was either accepted when first read or rejected as too late,
+/// and only these entries tell which: it was accepted exactly when the first entry whose end
+/// reaches its window's end has `at` at or after its position.
+pub type Finals = Vec<(Millis, Option<u64>)>;
 
 /// Window ends passed by the watermark, with the position at the time, oldest first; at most
 /// `allowed_lateness / size + 1` of them (windows older than that are final).
@@ -139,6 +158,18 @@ impl Checkpoint {
                 }
             }
         }
+        if !self.finals.is_empty() {
+            s.push_str(" finals=");
+            for (i, (end, at)) in self.finals.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                match at {
+                    Some(p) => s.push_str(&format!("{end}@{p}")),
+                    None => s.push_str(&format!("{end}@-")),
+                }
+            }
+        }
         if let Some(alerts) = &self.alerts {
             s.push_str(" alerts=");
             s.push_str(alerts);
@@ -160,6 +191,7 @@ impl Checkpoint {
             last_position: None,
             closings: Closings::new(),
             alerts: None,
+            finals: Finals::new(),
         };
         let mut seen_watermark = false;
         for word in words {
@@ -169,22 +201,28 @@ impl Checkpoint {
                     seen_watermark = true;
                 }
                 ("last", v) => checkpoint.last_position = Some(v.parse().ok()?),
-                ("closed", v) => {
-                    for item in v.split(',') {
-                        let (end, at) = item.split_once('@')?;
-                        let at = match at {
-                            "-" => None,
-                            p => Some(p.parse().ok()?),
-                        };
-                        checkpoint.closings.push((end.parse().ok()?, at));
-                    }
-                }
+                ("closed", v) => checkpoint.closings = ends_at(v)?,
+                ("finals", v) => checkpoint.finals = ends_at(v)?,
                 ("alerts", v) => checkpoint.alerts = Some(v.to_owned()),
                 _ => {}
             }
         }
         seen_watermark.then_some(checkpoint)
     }
+}
+
+/// Reads `end@position,…` (`-` for no position).
+fn ends_at(v: &str) -> Option<Vec<(Millis, Option<u64>)>> {
+    v.split(',')
+        .map(|item| {
+            let (end, at) = item.split_once('@')?;
+            let at = match at {
+                "-" => None,
+                p => Some(p.parse().ok()?),
+            };
+            Some((end.parse().ok()?, at))
+        })
+        .collect()
 }
 
 /// The version tag of an encoded [`Checkpoint`].
@@ -242,6 +280,8 @@ pub struct Engine {
     replay_through: Option<u64>,
     /// Window ends the watermark passed that can still change, with the position then.
     closings: Closings,
+    /// When windows became final, kept when [`Engine::keep_finals`] says so.
+    finals: Option<Finals>,
     /// The unicorn of the last accepted record.
     last_unicorn: NameId,
     stats: EngineStats,
@@ -268,6 +308,7 @@ impl Engine {
             last_position: None,
             replay_through: None,
             closings: Closings::new(),
+            finals: None,
             last_unicorn: 0,
             stats: EngineStats::default(),
         }
@@ -283,7 +324,29 @@ impl Engine {
         e.last_arrival = now;
         e.replay_through = checkpoint.last_position;
         e.closings = checkpoint.closings.clone();
+        if !checkpoint.finals.is_empty() {
+            e.finals = Some(checkpoint.finals.clone());
+        }
         e
+    }
+
+    /// Keeps [`Finals`] from now on (a partition with views: see there). A resumed engine
+    /// whose checkpoint had none knows only that windows final at its watermark were final
+    /// before anything re-read.
+    pub fn keep_finals(&mut self) {
+        if self.finals.is_none() {
+            let mut finals = Finals::new();
+            if self.watermark != Millis::MIN {
+                finals.push((self.final_end(self.watermark), None));
+            }
+            self.finals = Some(finals);
+        }
+    }
+
+    /// The last window end that is final at watermark `at`.
+    fn final_end(&self, at: Millis) -> Millis {
+        let limit = at.saturating_sub(self.cfg.allowed_lateness_ms);
+        limit.div_euclid(self.cfg.size_ms).saturating_mul(self.cfg.size_ms)
     }
 
     /// Moves the watermark up to `to`, noting the window ends it passes (see [`Closings`]).
@@ -297,6 +360,15 @@ impl Engine {
         while end <= to {
             self.closings.push((end, self.last_position));
             end = end.saturating_add(size);
+        }
+        if self.finals.is_some() {
+            let end = self.final_end(to);
+            let position = self.last_position;
+            if let Some(finals) = self.finals.as_mut() {
+                if finals.last().is_none_or(|(last, _)| end > *last) {
+                    finals.push((end, position));
+                }
+            }
         }
         self.watermark = to;
     }
@@ -338,7 +410,18 @@ impl Engine {
         if end.saturating_add(self.cfg.allowed_lateness_ms) <= self.watermark {
             if replaying {
                 self.stats.replayed += 1;
-                return Ok(Accepted::Replayed);
+                let accepted = match &self.finals {
+                    None => true,
+                    Some(finals) => finals
+                        .iter()
+                        .find(|(last, _)| *last >= end)
+                        .is_some_and(|(_, at)| at.is_some_and(|at| position <= at)),
+                };
+                return Ok(if accepted {
+                    Accepted::Replayed
+                } else {
+                    Accepted::ReplayedTooLate
+                });
             }
             self.stats.too_late += 1;
             return Err(TooLate {
@@ -697,12 +780,39 @@ impl Engine {
 
     /// What to store with a committed position; see the module docs.
     pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint_with(None)
+    }
+
+    /// The checkpoint of a partition that also keeps records at or after `low_water` (views):
+    /// it resumes from the lower of the two, and its [`Finals`] reach back that far.
+    pub fn checkpoint_with(&self, low_water: Option<u64>) -> Checkpoint {
+        let low_water = match (self.low_water(), low_water) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Checkpoint {
             watermark: self.watermark,
             closings: self.closings.clone(),
             alerts: None,
-            low_water: self.low_water(),
+            low_water,
             last_position: self.last_position,
+            finals: self.finals.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Drops [`Finals`] no replay from `from` on can need: entries of positions before it
+    /// become one, of no position.
+    pub fn prune_finals(&mut self, from: u64) {
+        if let Some(finals) = self.finals.as_mut() {
+            let cut = finals
+                .iter()
+                .take_while(|(_, at)| at.is_none_or(|at| at < from))
+                .count();
+            if cut > 1 || finals.first().is_some_and(|(_, at)| at.is_some() && cut == 1) {
+                let end = finals[cut - 1].0;
+                finals.drain(..cut);
+                finals.insert(0, (end, None));
+            }
         }
     }
 
@@ -821,6 +931,7 @@ mod tests {
                 last_position: Some(40),
                 closings: Closings::new(),
                 alerts: Some("Shadowfax@5:low-health=5/99/f".into()),
+                finals: vec![(1_521_343_080_000, None), (1_521_343_140_000, Some(22))],
             },
             Checkpoint {
                 watermark: Millis::MIN,
@@ -828,6 +939,7 @@ mod tests {
                 last_position: None,
                 closings: Closings::new(),
                 alerts: None,
+                finals: Finals::new(),
             },
         ];
         for c in cases {
@@ -840,6 +952,7 @@ mod tests {
             last_position: Some(9),
             closings: Closings::new(),
             alerts: None,
+            finals: Finals::new(),
         };
         assert_eq!(past_all.resume_position(), Some(10));
         let back = Checkpoint::decode(&past_all.encode(), 10).unwrap();
@@ -960,6 +1073,44 @@ mod tests {
         expected.push(("keep-3".into(), 180, 2, 100, 1));
         expected.sort();
         assert_eq!(keep, expected);
+    }
+
+    /// Resumed from an old position (a view's windows reach further back than the minute's), a
+    /// replayed record in a window final now is told apart: accepted when first read, or too
+    /// late then.
+    #[test]
+    fn finals_tell_a_replayed_record_accepted_from_one_too_late() {
+        let cfg = WindowConfig {
+            out_of_orderness_ms: 0,
+            allowed_lateness_ms: 60_000,
+            ..batch_cfg()
+        };
+        let mut e = Engine::new(cfg);
+        e.keep_finals();
+        // Minute 0 is final once the watermark reaches 120 s (position 2).
+        let times = [10, 65, 125, 30, 130];
+        let mut first = Vec::new();
+        for (p, t) in times.iter().enumerate() {
+            first.push(e.push(&rec("a", *t, 1), p as u64, 0).is_ok());
+        }
+        assert_eq!(first, [true, true, true, false, true], "30 s came too late");
+        let checkpoint = e.checkpoint_with(Some(0));
+        let back = Checkpoint::decode(&checkpoint.encode(), 0).unwrap();
+        assert_eq!(back.finals, checkpoint.finals);
+        let mut resumed = Engine::resume(cfg, &back, 0);
+        resumed.keep_finals();
+        let replay: Vec<_> = times
+            .iter()
+            .enumerate()
+            .map(|(p, t)| resumed.push(&rec("a", *t, 1), p as u64, 0))
+            .collect();
+        assert_eq!(replay[0], Ok(Accepted::Replayed), "minute 0, read in time");
+        assert_eq!(replay[3], Ok(Accepted::ReplayedTooLate), "minute 0, read too late");
+        // Pruned to position 3, what came before is one entry of no position: still too late.
+        resumed.prune_finals(3);
+        let mut again = Engine::resume(cfg, &resumed.checkpoint_with(Some(3)), 0);
+        again.keep_finals();
+        assert_eq!(again.push(&rec("a", 30, 1), 3, 0), Ok(Accepted::ReplayedTooLate));
     }
 
     #[test]

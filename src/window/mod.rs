@@ -34,7 +34,9 @@
 mod engine;
 mod intern;
 
-pub use engine::{Accepted, Checkpoint, Closings, Engine, EngineStats, Forgotten, TooLate};
+pub use engine::{
+    Accepted, Checkpoint, Closings, Engine, EngineStats, Finals, Forgotten, TooLate,
+};
 pub use intern::{Interner, NameId};
 
 use crate::time::Millis;

@@ -251,6 +251,7 @@ mod tests {
             last_position: Some(9),
             closings: vec![(60_000, Some(3)), (120_000, None)],
             alerts: Some("Bucephalus@120000:low-magic=61000/-/p".into()),
+            finals: vec![(0, None), (60_000, Some(8))],
         };
         assert_eq!(
             parse(&format!("7 {}", c.encode())),

@@ -755,6 +755,11 @@ impl ShardReader {
                 .map(|(end, at)| (*end, at.and_then(|q| q.checked_sub(p))))
                 .collect(),
             alerts: c.alerts.clone(),
+            finals: c
+                .finals
+                .iter()
+                .map(|(end, at)| (*end, at.and_then(|q| q.checked_sub(p))))
+                .collect(),
         };
         self.counter = self
             .leases
