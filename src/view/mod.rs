@@ -1,10 +1,12 @@
 //! Continuous views (CONTRACT §9): SQL over the telemetry stream, kept per event-time window
 //! with the same watermark, lateness and restatement as the built-in summary.
 //!
-//! [`plan`] reads and checks a view's SQL; [`engine`] keeps it window by window (TUMBLE and HOP
-//! so far; driven by `stampede aggregate --view`, not yet by the service); [`batch`] is its
-//! answer computed in batch by SQL alone, the independent check of the engine.
+//! [`plan`] reads and checks a view's SQL; [`compile`] plans it with DataFusion once, and
+//! merges partial results into rows; [`engine`] keeps its windows over one partition's records
+//! (TUMBLE, HOP and SESSION); [`batch`] is its answer computed in batch by SQL alone, the
+//! independent check of the engine.
 
 pub mod batch;
+pub mod compile;
 pub mod engine;
 pub mod plan;

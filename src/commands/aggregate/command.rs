@@ -158,8 +158,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .context("cannot start the planner's runtime")?;
-        let mut engine = runtime
-            .block_on(crate::view::engine::ViewEngine::new(def))
+        let plan = runtime
+            .block_on(crate::view::compile::ViewPlan::new(def))
+            .map_err(|e| UsageError(format!("{label}: {}", e.message)))?;
+        let mut engine = crate::view::engine::ViewEngine::new(std::sync::Arc::new(plan))
             .map_err(|e| UsageError(format!("{label}: {}", e.message)))?;
         let (rows, report) =
             super::aggregate_view(inputs, cfg, threads, &mut engine, &mut on_reject)?;
@@ -173,7 +175,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .as_ref()
             .map(crate::query::json_rows)
             .unwrap_or_default();
-        eprintln!("  view {}: {} rows", engine.view().name, lines.len());
+        eprintln!("  view {}: {} rows", engine.plan().view().name, lines.len());
         lines.iter().try_for_each(|line| writeln!(stdout, "{line}"))
     } else if args.alerts {
         let rules = match &args.config {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::alert::{Alerts, Change, Rule};
 use crate::record::{Reject, RejectReason, Summary};
 use crate::time::Millis;
-use crate::view::engine::{Batcher, EngineError, ViewEngine};
+use crate::view::engine::{final_rows, Batcher, EngineError, ViewEngine};
 use crate::window::{Accepted, Engine, TimeMode, WindowConfig};
 use datafusion::arrow::array::RecordBatch;
 
@@ -149,7 +149,7 @@ pub fn aggregate_view<'a>(
     if let Some(e) = feed.failed {
         return Err(e.into());
     }
-    Ok((feed.engine.flush()?, report))
+    Ok((final_rows(feed.engine)?, report))
 }
 
 /// Why a view's batch run failed.
@@ -174,8 +174,8 @@ impl ViewFeed<'_> {
     /// Records a micro-batch holds.
     const BATCH: usize = 8_192;
 
-    fn push(&mut self, record: &crate::record::Telemetry<'_>) {
-        self.batcher.push(record);
+    fn push(&mut self, record: &crate::record::Telemetry<'_>, position: u64) {
+        self.batcher.push(record, position);
         if self.batcher.len() >= Self::BATCH {
             self.send();
         }
@@ -189,10 +189,10 @@ impl ViewFeed<'_> {
             .batcher
             .take()
             .map_err(|e| EngineError {
-                view: self.engine.view().name.clone(),
+                view: self.engine.plan().view().name.clone(),
                 message: e.to_string(),
             })
-            .and_then(|batch| self.engine.push(&batch, Millis::MIN));
+            .and_then(|(batch, positions)| self.engine.push(&batch, &positions, Millis::MIN));
         if let Err(e) = result {
             self.failed = Some(e);
         }
@@ -241,7 +241,7 @@ fn run<'a>(
                     alerts.evaluate(engine.last_unicorn(), &record, changes);
                 }
                 if let Some(view) = view.as_mut() {
-                    view.push(&record);
+                    view.push(&record, position);
                 }
                 Ok(accepted)
             });
