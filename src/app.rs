@@ -24,10 +24,11 @@ use crate::clients::aws::Aws;
 use crate::config::{Config, ConfigError};
 use crate::hub::{Hub, HubSettings};
 use crate::output::stream::Carries;
-use crate::output::{archive, notify, store, stream, Health, Outputs};
+use crate::output::{archive, notify, store, stream, views, Health, Outputs};
 use crate::pipeline::{Batch, Steps};
 use crate::setting::BadSetting;
 use crate::source::Sources;
+use crate::view::registry::Registry;
 use crate::web::{router, WebState};
 
 /// A running service.
@@ -68,9 +69,17 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
 }
 
 async fn assemble(config: Config) -> anyhow::Result<App> {
-    let steps = Steps {
+    let mut steps = Steps {
         window: config.window_config()?,
         rules: config.alert_rules()?.into(),
+        views: None,
+    };
+    // Views' files are checked first: a refused view is a config error (exit 2).
+    let view_files = if config.views.dir.trim().is_empty() {
+        Vec::new()
+    } else {
+        crate::view::registry::read_dir(std::path::Path::new(&config.views.dir))
+            .map_err(|e| BadSetting::key("views.dir", e))?
     };
     let addr = config.listen_addr()?;
     // First: a bad certificate is a config error, not a half-started service.
@@ -103,6 +112,30 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
     // Every output, registered once: the engines see only the fan-out.
     let mut outputs = Outputs::new(Some(hub.input()));
     let stores = store::build(config.store_settings(), &aws, &mut outputs).await?;
+    let views = match &stores {
+        store::Stores::Embedded(embedded) => {
+            let tables = store::views::ViewTables::open(embedded.database())?;
+            let registry = Arc::new(Registry::default());
+            views::restore(&registry, &tables, view_files).await?;
+            views::build(
+                Arc::clone(&registry),
+                tables.clone(),
+                steps.window.allowed_lateness_ms,
+                &mut outputs,
+                Some(hub.input()),
+            );
+            steps.views = Some(Arc::clone(&registry));
+            Some(crate::web::views::ViewsWeb { registry, tables })
+        }
+        store::Stores::DynamoDb { .. } if !view_files.is_empty() => {
+            return Err(BadSetting::key(
+                "views.dir",
+                "views are kept in the embedded store (store.kind = \"embedded\"); DynamoDB tables per view are not built yet",
+            )
+            .into());
+        }
+        store::Stores::DynamoDb { .. } => None,
+    };
     if let Some(settings) = config.summary_stream_settings() {
         stream::build(Carries::Summaries, settings, &aws, &mut outputs).await?;
     }
@@ -179,6 +212,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
             },
         ),
         alerts: alerts_web,
+        views,
         query: crate::web::query::QueryWeb::new(archive, crate::web::query::LIMITS),
     };
     let web_stop = CancellationToken::new();

@@ -37,6 +37,8 @@ use crate::record::{
     DeadLetter, Field, Reject, RejectReason, SourceKind, Summary, MAX_RECORD_BYTES,
 };
 use crate::time::{now_ms, Millis};
+use crate::view::registry::Registry;
+use crate::view::step::ViewStep;
 use crate::window::{
     shrink_mostly_empty, Accepted, Checkpoint, Engine, Forgotten, NameId, TimeMode, WindowConfig,
 };
@@ -89,6 +91,8 @@ pub struct Steps {
     pub window: WindowConfig,
     /// The alert rules evaluated per record; empty when alerts are off.
     pub rules: Arc<[Rule]>,
+    /// The views kept over the records (CONTRACT §9), when the service keeps views.
+    pub views: Option<Arc<Registry>>,
 }
 
 /// What a partition is and where it starts.
@@ -157,6 +161,8 @@ struct PartitionTask {
     /// After a resume: records up to this position are accounted for by the checkpoint (its
     /// alert state; the archive holds them): they are re-read only for their windows.
     resumed_through: Option<u64>,
+    /// The views' step, when the service keeps views.
+    views: Option<ViewStep>,
 }
 
 /// Runs one partition until `cancel` fires or its input closes. An ordinary partition then
@@ -170,10 +176,16 @@ pub async fn run(
 ) {
     let now = now_ms();
     let resume = spec.durable.as_ref().and_then(|d| d.resume.as_ref());
-    let engine = match resume {
+    let mut engine = match resume {
         Some(checkpoint) => Engine::resume(spec.steps.window, checkpoint, now),
         None => Engine::new(spec.steps.window),
     };
+    let views = spec.steps.views.map(ViewStep::new);
+    if views.is_some() {
+        // Views keep windows past the minute: a replay may start before the engine's own low
+        // water, and must tell which records the engine took (see `window::Finals`).
+        engine.keep_finals();
+    }
     // Alert rules are evaluated when alerts are on.
     let mut alerts = (!spec.steps.rules.is_empty()).then(|| Alerts::new(spec.steps.rules));
     let resumed_through = resume.and_then(|c| c.last_position);
@@ -205,6 +217,7 @@ pub async fn run(
         alerts,
         changes: Vec::new(),
         resumed_through,
+        views,
     };
     if let Some(alerts) = &p.alerts {
         let firing = alerts.firing(|id| p.engine.name(id));
@@ -249,6 +262,10 @@ pub async fn run(
     }
     p.engine.flush(&mut p.emitted);
     p.publish().await;
+    if let Some(views) = p.views.as_mut() {
+        let handed = views.flush();
+        p.out.views(&p.shared_name, handed).await;
+    }
     p.flush_live();
     // A durable partition whose input ended (a Kinesis shard closed by a reshard): its last
     // checkpoint says everything is accounted for.
@@ -274,6 +291,10 @@ impl PartitionTask {
             _ => (Millis::MIN, Millis::MAX),
         };
         let mut late = 0u64;
+        if let Some(views) = self.views.as_mut() {
+            views.sync();
+        }
+        let mut views = self.views.as_mut().filter(|v| !v.is_empty());
         let mut kept = self.out.wants_records().then(|| Records {
             source: self.source,
             partition: self.name.as_str().into(),
@@ -303,10 +324,16 @@ impl PartitionTask {
                 if record.status_time < min_time {
                     return Err(Reject::field(RejectReason::OutOfRange, Field::StatusTime));
                 }
+                let closed = self.engine.final_through();
                 let accepted = self
                     .engine
                     .push(&record, position, now)
                     .map_err(|_| Reject::new(RejectReason::TooLate))?;
+                if let Some(views) = views.as_mut() {
+                    if accepted != Accepted::ReplayedTooLate {
+                        views.push(&record, position, closed);
+                    }
+                }
                 let id = self.engine.last_unicorn();
                 remember(&mut self.live, &mut self.live_dirty, id, &record);
                 if let Some(alerts) = &mut self.alerts {
@@ -375,6 +402,7 @@ impl PartitionTask {
         }
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
+        self.step_views().await;
         self.flush_live();
         if let Some(reply) = batch.reply {
             let _ = reply.send(outcome);
@@ -386,6 +414,7 @@ impl PartitionTask {
         let now = now_ms();
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
+        self.step_views().await;
         self.flush_live();
         let wm = self.engine.watermark();
         if wm != Millis::MIN {
@@ -445,6 +474,25 @@ impl PartitionTask {
             .store(self.engine.unicorns() as i64, Relaxed);
     }
 
+    /// Hands the batch's records to the views and their closed or changed windows on (not
+    /// while a resumed partition replays what its checkpoint covers).
+    async fn step_views(&mut self) {
+        let Some(views) = self.views.as_mut() else {
+            return;
+        };
+        let replaying = self
+            .resumed_through
+            .is_some_and(|through| self.next_position <= through);
+        let handed = views.step(
+            self.engine.watermark(),
+            self.engine.final_through(),
+            replaying,
+        );
+        if !handed.is_empty() {
+            self.out.views(&self.shared_name, handed).await;
+        }
+    }
+
     /// Requests a commit when the last one is [`COMMIT_EVERY_MS`] old (after a batch or a tick:
     /// a busy partition may not see its timer for a while).
     async fn maybe_commit(&mut self, now: Millis) {
@@ -464,7 +512,14 @@ impl PartitionTask {
         let Some(durable) = &self.durable else {
             return;
         };
-        let mut checkpoint = self.engine.checkpoint();
+        let views_low = self.views.as_ref().and_then(ViewStep::low_water);
+        let mut checkpoint = self.engine.checkpoint_with(views_low);
+        if self.views.is_some() {
+            if let Some(from) = checkpoint.resume_position() {
+                self.engine.prune_finals(from);
+                checkpoint.finals = self.engine.checkpoint_with(views_low).finals;
+            }
+        }
         if let Some(alerts) = &self.alerts {
             let engine = &self.engine;
             checkpoint.alerts = alerts.checkpoint(|id| engine.name(id));

@@ -40,6 +40,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The raw archive (CONTRACT §8).
     pub archive: ArchiveConfig,
+    /// Continuous views (CONTRACT §9).
+    pub views: ViewsConfig,
 }
 
 /// The defaults as TOML with a comment on every key: `stampede print-config`.

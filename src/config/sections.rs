@@ -347,3 +347,11 @@ impl Default for WebConfig {
         }
     }
 }
+
+/// `[views]` of CONTRACT §9.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewsConfig {
+    /// A directory of CREATE VIEW files; "" for none.
+    pub dir: String,
+}

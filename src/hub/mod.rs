@@ -135,6 +135,20 @@ pub enum HubInput {
     Released(Arc<str>),
     /// `GET /api/alerts`: firing now or the recent changes, as a JSON array.
     AlertList(AlertQuery, oneshot::Sender<Bytes>),
+    /// The continuous views a client wants rows of, replacing those it wanted.
+    Views {
+        /// [`LiveSubscription::id`].
+        id: u64,
+        /// The views' names.
+        views: Vec<Arc<str>>,
+    },
+    /// Rows of a view (CONTRACT §9) written or restated, as JSON.
+    ViewRows {
+        /// The view.
+        view: Arc<str>,
+        /// Its rows.
+        rows: Arc<[String]>,
+    },
 }
 
 /// `GET /api/unicorns`' answer.
@@ -217,6 +231,8 @@ struct Client {
     lagged: Arc<AtomicBool>,
     /// `None`: the whole fleet.
     view: Option<ClientView>,
+    /// The continuous views whose rows it asked for (CONTRACT §9).
+    views: Vec<Arc<str>>,
 }
 
 struct ClientView {
@@ -273,6 +289,12 @@ impl Hub {
     /// hub has stopped.
     pub async fn set_view(&self, id: u64, view: View) -> bool {
         self.tx.send(HubInput::View { id, view }).await.is_ok()
+    }
+
+    /// Client `id` wants the rows of `views` as they are written (and no other view's); false
+    /// once the hub has stopped.
+    pub async fn set_views(&self, id: u64, views: Vec<Arc<str>>) -> bool {
+        self.tx.send(HubInput::Views { id, views }).await.is_ok()
     }
 
     /// Firing alerts or recent changes (see [`AlertQuery`]) as a JSON array; `None` once the

@@ -194,6 +194,7 @@ impl State {
                         queued,
                         lagged,
                         view,
+                        views: Vec::new(),
                     };
                     let keep = match &client.view {
                         Some(v) if !v.records => {
@@ -204,6 +205,27 @@ impl State {
                     if keep {
                         self.clients.push(client);
                     }
+                }
+            }
+            HubInput::Views { id, views } => {
+                if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
+                    c.views = views;
+                }
+            }
+            HubInput::ViewRows { view, rows } => {
+                if self.clients.iter().any(|c| c.views.contains(&view)) {
+                    let mut frame = String::with_capacity(64 + rows.iter().map(String::len).sum::<usize>());
+                    frame.push_str("{\"type\":\"view\",\"view\":");
+                    frame.push_str(&serde_json::Value::String(view.to_string()).to_string());
+                    frame.push_str(",\"rows\":[");
+                    for (i, row) in rows.iter().enumerate() {
+                        if i > 0 {
+                            frame.push(',');
+                        }
+                        frame.push_str(row);
+                    }
+                    frame.push_str("]}");
+                    self.send_where(&Frame::from(frame), |c| c.views.contains(&view));
                 }
             }
             HubInput::View { id, view } => {

@@ -21,6 +21,7 @@ mod health;
 pub mod notify;
 pub mod store;
 pub mod stream;
+pub mod views;
 
 pub use health::{Classify, ErrorKind, Health, LOG_PERMANENT_EVERY_MS, STALLED_AFTER_MS};
 
@@ -56,6 +57,14 @@ pub enum Item {
         changes: Arc<[crate::alert::Change]>,
         /// From a re-readable partition: a barrier will follow them (see `alert::notify`).
         covered: bool,
+    },
+    /// Partial rows of views' windows (CONTRACT §9) from one partition, for the views output
+    /// to merge with the other partitions' into rows.
+    Views {
+        /// The partition they come from.
+        partition: Arc<str>,
+        /// Each view's partial rows.
+        handed: Arc<[crate::view::step::Handed]>,
     },
     /// To answer once everything received before it is durable.
     Barrier(Barrier),
@@ -144,6 +153,8 @@ pub struct Interest {
     pub records: bool,
     /// Alert state changes.
     pub alerts: bool,
+    /// Views' partial rows.
+    pub views: bool,
 }
 
 /// One registered durable output, as the fan-out sees it.
@@ -249,6 +260,23 @@ impl Fanout {
         let shared = Arc::new(records);
         self.send(|w| w.records, || Item::Records(Arc::clone(&shared)))
             .await;
+    }
+
+    /// Sends the partial rows of views' windows from `partition` to every output that wants
+    /// them.
+    pub async fn views(&self, partition: &Arc<str>, handed: Vec<crate::view::step::Handed>) {
+        if handed.is_empty() {
+            return;
+        }
+        let shared: Arc<[crate::view::step::Handed]> = handed.into();
+        self.send(
+            |w| w.views,
+            || Item::Views {
+                partition: Arc::clone(partition),
+                handed: Arc::clone(&shared),
+            },
+        )
+        .await;
     }
 
     /// Hands the latest records of live unicorns to the hub, if it has room (never waits).
@@ -448,6 +476,7 @@ mod tests {
                     Item::DeadLetters(d) => format!("dead:{}", d[0].position),
                     Item::Records(_) => "records".to_owned(),
                     Item::Alerts { .. } => "alerts".to_owned(),
+                    Item::Views { .. } => "views".to_owned(),
                     Item::Barrier(b) => {
                         barrier = Some(b);
                         "barrier".to_owned()

@@ -191,6 +191,7 @@ pub fn start(
                 ..steps.window
             },
             rules: steps.rules,
+            views: steps.views,
         },
         source: crate::record::SourceKind::File,
         name: path.display().to_string(),

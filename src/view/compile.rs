@@ -62,18 +62,22 @@ fn record_fields() -> Vec<Field> {
 }
 
 /// The columns the view's expressions read: the stream's, `window_start`, `window_end`; then,
-/// past what the SQL can name, each row's source position (for the partition's low water).
+/// past what the SQL can name, each row's source position (for the partition's low water) and
+/// the window end final when it was read.
 pub(super) fn windowed_schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
     let mut fields = record_fields();
     fields.push(Field::new("window_start", ts.clone(), false));
     fields.push(Field::new("window_end", ts, false));
     fields.push(Field::new(POSITION, DataType::UInt64, false));
+    fields.push(Field::new(CLOSED, DataType::Int64, false));
     Arc::new(Schema::new(fields))
 }
 
 /// The position column of the windowed batch (not in the planner's schema).
 const POSITION: &str = "__position";
+/// The column of the window end final when each record was read (not in the planner's schema).
+const CLOSED: &str = "__closed";
 /// Index of `window_start` in the windowed batch; `window_end` follows.
 pub(super) const WINDOW_START: usize = 7;
 
@@ -118,9 +122,12 @@ impl ViewPlan {
     /// The SQL names a column or function that does not exist, types do not match, or a
     /// `SESSION` view computes something of its window other than the bounds themselves.
     pub async fn new(view: ViewDef) -> Result<ViewPlan, EngineError> {
+        // DataFusion names the table it planned over; the user wrote `wildrydes`.
         let fail = |message: String| EngineError {
             view: view.name.clone(),
-            message,
+            message: message
+                .replace(&format!("{WINDOWED}."), "")
+                .replace(WINDOWED, "wildrydes"),
         };
         let ctx = SessionContext::new();
         let planner_schema = {
@@ -129,7 +136,7 @@ impl ViewPlan {
                 .iter()
                 .map(|f| f.as_ref().clone())
                 .collect();
-            fields.pop();
+            fields.truncate(WINDOW_START + 2);
             Arc::new(Schema::new(fields))
         };
         let empty =

@@ -119,9 +119,11 @@ impl ViewEngine {
         self.groups.len() + self.sessions.values().map(Vec::len).sum::<usize>()
     }
 
-    /// Takes in accepted records (columns of [`record_schema`]) read at `positions`; `closed` is
-    /// the newest window end no late record can reach any more (the watermark less the allowed
-    /// lateness): a record whose window ended by then is dropped and counted.
+    /// Takes in accepted records (columns of [`record_schema`]) read at `positions`; `closed`
+    /// holds for each the newest window end no late record could reach any more when it was
+    /// read (the watermark before it, less the allowed lateness): a record whose window had
+    /// ended by then is dropped and counted. Judged record by record, the answer does not
+    /// depend on how records were batched.
     ///
     /// # Errors
     /// An expression failed on the batch (a type DataFusion could not coerce, say).
@@ -129,14 +131,14 @@ impl ViewEngine {
         &mut self,
         records: &RecordBatch,
         positions: &[u64],
-        closed: Millis,
+        closed: &[Millis],
     ) -> Result<(), EngineError> {
         if records.num_rows() == 0 {
             return Ok(());
         }
         let plan = Arc::clone(&self.plan);
         let fail = |e: &dyn std::fmt::Display| plan.fail(e);
-        let batch = self.windowed(records, positions)?;
+        let batch = self.windowed(records, positions, closed)?;
         let batch = match &plan.filter {
             None => batch,
             Some(f) => {
@@ -180,6 +182,12 @@ impl ViewEngine {
             .downcast_ref::<UInt64Array>()
             .cloned()
             .ok_or_else(|| fail(&"positions"))?;
+        let closed = batch
+            .column(WINDOW_START + 3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .ok_or_else(|| fail(&"closed"))?;
         let inputs = plan
             .inputs
             .iter()
@@ -201,7 +209,7 @@ impl ViewEngine {
         for i in 0..n {
             // A session's own window, as a lone record, is [t, t + gap).
             let end = gap.map_or(ends.value(i), |g| starts.value(i).saturating_add(g));
-            if end <= closed {
+            if end <= closed.value(i) {
                 self.dropped_late += 1;
                 continue;
             }
@@ -342,6 +350,7 @@ impl ViewEngine {
         &self,
         records: &RecordBatch,
         positions: &[u64],
+        closed: &[Millis],
     ) -> Result<RecordBatch, EngineError> {
         let plan = &self.plan;
         let (slide, size) = match plan.view().window {
@@ -356,15 +365,22 @@ impl ViewEngine {
             .ok_or_else(|| plan.fail("statustime"))?;
         let n = records.num_rows();
         let position = |i: usize| positions.get(i).copied().unwrap_or(0);
+        let limit = |i: usize| closed.get(i).copied().unwrap_or(Millis::MIN);
         let mut columns = records.columns().to_vec();
-        let (starts, ends, at) = if slide == 0 {
+        let (starts, ends, at, limits) = if slide == 0 {
             let t: Vec<Millis> = times.values().to_vec();
-            (t.clone(), t, (0..n).map(position).collect::<Vec<_>>())
+            (
+                t.clone(),
+                t,
+                (0..n).map(position).collect::<Vec<_>>(),
+                (0..n).map(limit).collect::<Vec<_>>(),
+            )
         } else {
             let copies = usize::try_from(size / slide).unwrap_or(1).max(1);
             let mut index = Vec::with_capacity(n * copies);
             let mut starts = Vec::with_capacity(n * copies);
             let mut at = Vec::with_capacity(n * copies);
+            let mut limits = Vec::with_capacity(n * copies);
             for i in 0..n {
                 let t = times.value(i);
                 let first = t - t.rem_euclid(slide);
@@ -372,6 +388,7 @@ impl ViewEngine {
                     index.push(u32::try_from(i).unwrap_or(u32::MAX));
                     starts.push(first - (c as Millis) * slide);
                     at.push(position(i));
+                    limits.push(limit(i));
                 }
             }
             if copies > 1 {
@@ -383,10 +400,11 @@ impl ViewEngine {
                     .map_err(|e| plan.fail(e))?;
             }
             let ends = starts.iter().map(|s| s + size).collect();
-            (starts, ends, at)
+            (starts, ends, at, limits)
         };
         columns.extend(ViewPlan::window_columns(starts, ends));
         columns.push(Arc::new(UInt64Array::from(at)));
+        columns.push(Arc::new(Int64Array::from(limits)));
         RecordBatch::try_new(windowed_schema(), columns).map_err(|e| plan.fail(e))
     }
 
@@ -528,7 +546,12 @@ pub struct Batcher {
     health: Vec<i64>,
     magic: Vec<i64>,
     positions: Vec<u64>,
+    closed: Vec<Millis>,
 }
+
+/// A micro-batch of accepted records: the columns, each record's position, and for each the
+/// newest window end final when it was read (see [`ViewEngine::push`]).
+pub type Records = (RecordBatch, Vec<u64>, Vec<Millis>);
 
 impl Default for Batcher {
     fn default() -> Self {
@@ -541,13 +564,15 @@ impl Default for Batcher {
             health: Vec::new(),
             magic: Vec::new(),
             positions: Vec::new(),
+            closed: Vec::new(),
         }
     }
 }
 
 impl Batcher {
-    /// Adds one accepted record read at `position`.
-    pub fn push(&mut self, r: &crate::record::Telemetry<'_>, position: u64) {
+    /// Adds one accepted record read at `position`, when windows ending by `closed` were final.
+    pub fn push(&mut self, r: &crate::record::Telemetry<'_>, position: u64, closed: Millis) {
+        self.closed.push(closed);
         self.names.append_value(&r.name);
         self.times.push(r.status_time);
         self.latitudes.push(r.latitude);
@@ -568,14 +593,11 @@ impl Batcher {
         self.times.is_empty()
     }
 
-    /// The records gathered so far as a batch of [`record_schema`], and their positions;
-    /// empties it.
+    /// The records gathered so far; empties it.
     ///
     /// # Errors
     /// Never in practice: the columns are built to the schema.
-    pub fn take(
-        &mut self,
-    ) -> Result<(RecordBatch, Vec<u64>), datafusion::arrow::error::ArrowError> {
+    pub fn take(&mut self) -> Result<Records, datafusion::arrow::error::ArrowError> {
         let names = self.names.finish();
         let batch = RecordBatch::try_new(
             record_schema(),
@@ -589,7 +611,11 @@ impl Batcher {
                 Arc::new(Int64Array::from(std::mem::take(&mut self.magic))),
             ],
         )?;
-        Ok((batch, std::mem::take(&mut self.positions)))
+        Ok((
+            batch,
+            std::mem::take(&mut self.positions),
+            std::mem::take(&mut self.closed),
+        ))
     }
 }
 
@@ -736,7 +762,8 @@ mod tests {
                     .cloned()
                     .collect();
                 let positions: Vec<u64> = (0..mine.len() as u64).collect();
-                engine.push(&batch_of(&mine), &positions, Millis::MIN).unwrap();
+                let closed = vec![Millis::MIN; mine.len()];
+                engine.push(&batch_of(&mine), &positions, &closed).unwrap();
                 let newest = chunk.iter().map(|r| r.1).max().unwrap();
                 if let Some(batch) = engine.advance(newest - 5_000, Millis::MIN).unwrap() {
                     merge(p, batch, &mut finals);
@@ -853,7 +880,7 @@ mod tests {
         let mut engine = ViewEngine::new(Arc::clone(&plan)).unwrap();
         let at = |secs: i64| ("Shadowfax".to_owned(), T0 + secs * 1_000, 40.7, 1.0, 100);
         engine
-            .push(&batch_of(&[at(0), at(10)]), &[1, 2], Millis::MIN)
+            .push(&batch_of(&[at(0), at(10)]), &[1, 2], &[Millis::MIN; 2])
             .unwrap();
         let first = engine.advance(T0 + 60_000, Millis::MIN).unwrap().unwrap();
         let windows: Vec<_> = (0..first.num_rows())
@@ -863,7 +890,7 @@ mod tests {
             windows,
             [(T0, T0 + 6_000, true), (T0 + 10_000, T0 + 16_000, true)]
         );
-        engine.push(&batch_of(&[at(5)]), &[3], Millis::MIN).unwrap();
+        engine.push(&batch_of(&[at(5)]), &[3], &[Millis::MIN]).unwrap();
         assert_eq!(engine.low_water(), Some(1));
         let second = engine.advance(T0 + 60_000, Millis::MIN).unwrap().unwrap();
         let windows: Vec<_> = (0..second.num_rows())

@@ -3,10 +3,14 @@
 //!
 //! [`plan`] reads and checks a view's SQL; [`compile`] plans it with DataFusion once, and
 //! merges partial results into rows; [`engine`] keeps its windows over one partition's records
-//! (TUMBLE, HOP and SESSION); [`batch`] is its answer computed in batch by SQL alone, the
-//! independent check of the engine.
+//! (TUMBLE, HOP and SESSION); [`step`] is the partition task's step that keeps every view of the
+//! [`registry`]; [`batch`] is its answer computed in batch by SQL alone, the independent check
+//! of the engine.
 
 pub mod batch;
 pub mod compile;
 pub mod engine;
+pub mod json;
 pub mod plan;
+pub mod registry;
+pub mod step;

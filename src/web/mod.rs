@@ -11,6 +11,7 @@ mod ingest;
 pub mod query;
 pub mod server;
 pub mod tls;
+pub mod views;
 mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,8 @@ pub struct WebState {
     pub alerts: Option<alerts::AlertsWeb>,
     /// SQL over the archive and the store.
     pub query: query::QueryWeb,
+    /// Continuous views, when the store keeps them.
+    pub views: Option<views::ViewsWeb>,
 }
 
 impl WebState {
@@ -113,6 +116,11 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
         .route(
             "/subscriptions/unsubscribe",
             get(alerts::unsubscribe_page).post(alerts::unsubscribe),
+        )
+        .route("/api/views", get(views::list).post(views::create))
+        .route(
+            "/api/views/{name}",
+            get(views::rows).delete(views::delete),
         )
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))

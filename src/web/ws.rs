@@ -5,11 +5,16 @@
 //! gets records of the unicorns in view only, or counts per cell when they are too many (see
 //! `hub::view`).
 //!
+//! `GET /ws?views=a,b` (or the message `{"type":"views","views":["a","b"]}`) adds the rows of
+//! those continuous views (CONTRACT §9) as they are written: `{"type":"view","view":"a",
+//! "rows":[…]}`.
+//!
 //! Each client task owns its queue from the hub (shared frames, bounded in count and bytes). A
 //! client that falls behind is resynchronised with a fresh snapshot; one that accepts nothing
 //! for 20 s is disconnected. Read buffers are small: an idle client costs a few kilobytes.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -38,6 +43,12 @@ pub(super) async fn upgrade(
     connection: Option<Extension<super::server::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let Ok(views) = views_parameter(query.as_deref().unwrap_or("")) else {
+        let body = serde_json::json!({
+            "error": "views must be NAME,NAME,… (at most 64 names of 1 to 64 letters, digits, '-' or '_')"
+        });
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    };
     let view = match query.as_deref().map(view_parameter) {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(view))) => Some(view),
@@ -70,7 +81,7 @@ pub(super) async fn upgrade(
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move {
-            client(socket, state.hub, view).await;
+            client(socket, state.hub, view, views).await;
             // The connection's slot too: an upgraded socket still holds a descriptor.
             drop((slot, connection));
         })
@@ -85,6 +96,48 @@ fn view_parameter(query: &str) -> Result<Option<View>, ()> {
     View::parse_query(&value.replace("%2C", ",").replace("%2c", ","))
         .map(Some)
         .ok_or(())
+}
+
+/// The `views` parameter: names of continuous views, comma-separated.
+fn views_parameter(query: &str) -> Result<Vec<Arc<str>>, ()> {
+    let Some(value) = query.split('&').find_map(|p| p.strip_prefix("views=")) else {
+        return Ok(Vec::new());
+    };
+    let value = value.replace("%2C", ",").replace("%2c", ",");
+    view_names(value.split(',').filter(|n| !n.is_empty()))
+}
+
+/// Checked view names (CONTRACT §9), at most [`crate::view::registry::MAX_VIEWS`].
+fn view_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<Arc<str>>, ()> {
+    let mut out: Vec<Arc<str>> = Vec::new();
+    for name in names {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok || out.len() >= crate::view::registry::MAX_VIEWS {
+            return Err(());
+        }
+        if !out.iter().any(|n| &**n == name) {
+            out.push(name.into());
+        }
+    }
+    Ok(out)
+}
+
+/// `{"type":"views","views":[…]}`: the continuous views a client wants rows of now.
+fn views_message(text: &str) -> Option<Vec<Arc<str>>> {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        #[serde(borrow)]
+        views: Vec<&'a str>,
+    }
+    let m: Message<'_> = serde_json::from_str(text).ok()?;
+    (m.kind == "views")
+        .then(|| view_names(m.views.into_iter()).ok())
+        .flatten()
 }
 
 /// Counts a connected client for as long as it lives.
@@ -143,12 +196,15 @@ async fn send_queued(socket: &mut WebSocket, sub: &mut LiveSubscription, first: 
     }
 }
 
-async fn client(mut socket: WebSocket, hub: Hub, mut view: Option<View>) {
+async fn client(mut socket: WebSocket, hub: Hub, mut view: Option<View>, mut views: Vec<Arc<str>>) {
     let _connected = Connected::new();
     let mut last_view: Option<tokio::time::Instant> = None;
     let Some(mut sub) = hub.subscribe(view).await else {
         return;
     };
+    if !views.is_empty() && !hub.set_views(sub.id, views.clone()).await {
+        return;
+    }
     if !send(&mut socket, sub.snapshot.clone()).await {
         return;
     }
@@ -160,6 +216,9 @@ async fn client(mut socket: WebSocket, hub: Hub, mut view: Option<View>) {
                     METRICS.ws_resyncs.fetch_add(1, Relaxed);
                     let Some(fresh) = hub.subscribe(view).await else { break };
                     sub = fresh;
+                    if !views.is_empty() && !hub.set_views(sub.id, views.clone()).await {
+                        break;
+                    }
                     if !send(&mut socket, sub.snapshot.clone()).await {
                         return;
                     }
@@ -185,6 +244,13 @@ async fn client(mut socket: WebSocket, hub: Hub, mut view: Option<View>) {
                 // A new view (messages are at most 64 KiB); anything else is ignored. Pings are
                 // answered by the protocol layer.
                 Some(Ok(Message::Text(text))) => {
+                    if let Some(wanted) = views_message(text.as_str()) {
+                        views = wanted;
+                        if !hub.set_views(sub.id, views.clone()).await {
+                            break;
+                        }
+                        continue;
+                    }
                     let now = tokio::time::Instant::now();
                     let too_soon = last_view.is_some_and(|t| now.duration_since(t) < VIEW_EVERY);
                     if let Some(moved) = View::from_message(text.as_str()).filter(|_| !too_soon) {

@@ -767,6 +767,12 @@ impl Engine {
         self.names.name(id)
     }
 
+    /// The newest window end that no late record can reach any more: the watermark less the
+    /// allowed lateness (`i64::MIN` before the first record).
+    pub fn final_through(&self) -> Millis {
+        self.watermark.saturating_sub(self.cfg.allowed_lateness_ms)
+    }
+
     /// The partition's current watermark (`i64::MIN` before the first record).
     pub fn watermark(&self) -> Millis {
         self.watermark

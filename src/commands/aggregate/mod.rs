@@ -174,8 +174,8 @@ impl ViewFeed<'_> {
     /// Records a micro-batch holds.
     const BATCH: usize = 8_192;
 
-    fn push(&mut self, record: &crate::record::Telemetry<'_>, position: u64) {
-        self.batcher.push(record, position);
+    fn push(&mut self, record: &crate::record::Telemetry<'_>, position: u64, closed: Millis) {
+        self.batcher.push(record, position, closed);
         if self.batcher.len() >= Self::BATCH {
             self.send();
         }
@@ -192,7 +192,7 @@ impl ViewFeed<'_> {
                 view: self.engine.plan().view().name.clone(),
                 message: e.to_string(),
             })
-            .and_then(|(batch, positions)| self.engine.push(&batch, &positions, Millis::MIN));
+            .and_then(|(batch, positions, closed)| self.engine.push(&batch, &positions, &closed));
         if let Err(e) = result {
             self.failed = Some(e);
         }
@@ -234,6 +234,7 @@ fn run<'a>(
                 engine.advance(arrival, &mut emitted);
             }
             let outcome = line.outcome.and_then(|record| {
+                let closed = engine.final_through();
                 let accepted = engine
                     .push(&record, position, arrival)
                     .map_err(|_| Reject::new(RejectReason::TooLate))?;
@@ -241,7 +242,7 @@ fn run<'a>(
                     alerts.evaluate(engine.last_unicorn(), &record, changes);
                 }
                 if let Some(view) = view.as_mut() {
-                    view.push(&record, position);
+                    view.push(&record, position, closed);
                 }
                 Ok(accepted)
             });

@@ -350,7 +350,7 @@ impl ArchiveOutput {
                 }
             }
             Item::Barrier(barrier) => self.barrier(barrier).await?,
-            Item::Summaries(..) | Item::DeadLetters(_) | Item::Alerts { .. } => {}
+            Item::Summaries(..) | Item::DeadLetters(_) | Item::Alerts { .. } | Item::Views { .. } => {}
         }
         Ok(())
     }

@@ -346,7 +346,7 @@ impl Notifier {
                     barrier.done();
                 }
             }
-            Item::Summaries(..) | Item::DeadLetters(_) | Item::Records(_) => {}
+            Item::Summaries(..) | Item::DeadLetters(_) | Item::Records(_) | Item::Views { .. } => {}
         }
     }
 

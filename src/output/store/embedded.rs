@@ -43,6 +43,13 @@ struct DeadLetterMeta {
 #[error("embedded store: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    /// A failure of the store's tables, in words.
+    pub fn new(e: impl std::fmt::Display) -> StoreError {
+        StoreError(e.to_string())
+    }
+}
+
 /// The local database's errors are I/O: worth retrying (a full disk frees up, a lock goes).
 impl crate::output::Classify for StoreError {
     fn kind(&self) -> crate::output::ErrorKind {

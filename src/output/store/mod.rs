@@ -12,6 +12,7 @@ pub mod dead_letters;
 pub mod dynamodb;
 pub mod embedded;
 pub mod subscriptions;
+pub mod views;
 
 use crate::backoff::Backoff;
 use std::sync::atomic::Ordering::Relaxed;
@@ -260,7 +261,7 @@ fn run(
                 summaries.extend_from_slice(&s);
             }
             Item::DeadLetters(d) => dead.extend_from_slice(&d),
-            Item::Records(_) | Item::Alerts { .. } => {}
+            Item::Records(_) | Item::Alerts { .. } | Item::Views { .. } => {}
             Item::Barrier(b) => barriers.push(b),
         };
         take(first);

@@ -154,7 +154,7 @@ impl KafkaStream {
                         .await;
                     }
                 }
-                Item::Records(_) | Item::Alerts { .. } => {}
+                Item::Records(_) | Item::Alerts { .. } | Item::Views { .. } => {}
                 Item::Barrier(barrier) => {
                     self.waiting.push(barrier);
                     // Wait only when nothing else is queued: barriers close together share it.

@@ -79,7 +79,7 @@ impl KinesisStream {
                 }
                 // Everything before it has been awaited.
                 Item::Barrier(barrier) => barrier.done(),
-                Item::Records(_) | Item::Alerts { .. } => {}
+                Item::Records(_) | Item::Alerts { .. } | Item::Views { .. } => {}
             }
         }
     }

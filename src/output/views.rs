@@ -1,0 +1,477 @@
+//! The views output (CONTRACT §9): merges the partial rows every partition hands on into each
+//! view's rows, writes them to the view's table with their revision, and tells the live hub.
+//!
+//! A window and key of a view may hold records of several partitions (a fleet-wide view holds
+//! every partition's unicorns), so each partition hands on its *partial* state and this output
+//! keeps, per window and key, the latest partial of each partition; the row is all of them
+//! merged ([`ViewPlan::finish`]). The partials are stored beside the rows, so that a restart,
+//! or a partition that moved to another instance, merges with everything said before. A row is
+//! written only when it changes: `revision` 0 the first time, + 1 after; it is deleted when no
+//! partial stands any more (a session merged into another) or `HAVING` stops holding. Replays
+//! re-send partials equal to those stored, which change nothing: exactly once, by content.
+//!
+//! It is a durable output: what it was sent before a barrier is stored before it answers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::store::embedded::StoreError;
+use super::store::views::{Change, ViewTables};
+use super::{Health, Interest, Item, Outputs};
+use crate::backoff::Backoff;
+use crate::hub::HubInput;
+use crate::time::Millis;
+use crate::view::compile::ViewPlan;
+use crate::view::registry::{LiveView, Registry};
+use crate::view::step::Handed;
+
+/// Windows and keys kept in memory before the oldest are let go (they are read back from the
+/// store if a late partial comes for them).
+const CACHED: usize = 200_000;
+
+/// How long past the allowed lateness a window's partials are kept in the store: a partition
+/// far behind the others (a backlog being read) may still restate it.
+const KEEP_PARTIALS_MS: Millis = 86_400_000;
+
+/// Registers the views output and starts its task.
+pub fn build(
+    registry: Arc<Registry>,
+    tables: ViewTables,
+    allowed_lateness_ms: Millis,
+    outputs: &mut Outputs,
+    hub: Option<mpsc::Sender<HubInput>>,
+) {
+    let rx = outputs.add(
+        "views",
+        Interest {
+            views: true,
+            ..Interest::default()
+        },
+    );
+    let health = Health::new("views");
+    let give_up = outputs.give_up();
+    let merger = Merger {
+        registry,
+        tables,
+        hub,
+        keep_ms: allowed_lateness_ms.saturating_add(KEEP_PARTIALS_MS),
+        cache: HashMap::new(),
+        newest: HashMap::new(),
+        forgotten: HashMap::new(),
+    };
+    let task = {
+        let health = health.clone();
+        tokio::task::spawn_blocking(move || merger.run(rx, &health, &give_up))
+    };
+    outputs.run("views", task, health);
+}
+
+/// Puts the views to keep in `registry`: those of `files` (from `views.dir`), then those
+/// defined at run time and kept in the store. A file whose SQL changed since the last start
+/// answers another question: what was stored of its view is dropped.
+///
+/// # Errors
+/// A file's view cannot be planned over the stream (naming the file), a file's view has the
+/// name of one defined at run time, or the store cannot be read or written.
+pub async fn restore(
+    registry: &Registry,
+    tables: &ViewTables,
+    files: Vec<(std::path::PathBuf, crate::view::plan::ViewDef)>,
+) -> Result<(), crate::setting::BadSetting> {
+    use crate::setting::BadSetting;
+    let stored = tables
+        .defs()
+        .map_err(|e| BadSetting::invalid(format!("views: {e}")))?;
+    let now = crate::time::now_ms();
+    for (file, def) in files {
+        let label = file.display().to_string();
+        let old = stored.iter().find(|d| d.name == def.name);
+        if old.is_some_and(|d| !d.from_file) {
+            return Err(BadSetting::key(
+                "views.dir",
+                format!("{label}: view {:?} was defined at run time too: DELETE /api/views/{} first, or rename the view", def.name, def.name),
+            ));
+        }
+        let plan = ViewPlan::new(def.clone())
+            .await
+            .map_err(|e| BadSetting::key("views.dir", format!("{label}: {}", e.message)))?;
+        let changed = old.is_some_and(|d| d.sql != def.sql);
+        if changed {
+            tracing::warn!(view = %def.name, file = %label, "the view's SQL changed: its stored rows are dropped and it starts afresh");
+        }
+        let stored_def = crate::output::store::views::Def {
+            name: def.name.clone(),
+            sql: def.sql.clone(),
+            created: old.filter(|_| !changed).map_or(now, |d| d.created),
+            from_file: true,
+        };
+        if old.is_none() || changed {
+            tables
+                .put_def(&stored_def, changed)
+                .map_err(|e| BadSetting::invalid(format!("views: {e}")))?;
+        }
+        registry
+            .add(Arc::new(LiveView::new(plan, true, stored_def.created)))
+            .map_err(|e| BadSetting::key("views.dir", e))?;
+    }
+    for def in stored {
+        if registry.get(&def.name).is_some() {
+            continue;
+        }
+        if def.from_file {
+            tracing::warn!(view = %def.name, "a view defined by a file no longer in views.dir: not computed; its rows stay in the store (DELETE /api/views/NAME removes them)");
+            continue;
+        }
+        let planned = match crate::view::plan::parse(&def.sql) {
+            Ok(parsed) => ViewPlan::new(parsed).await.map_err(|e| e.message),
+            Err(r) => Err(r.to_string()),
+        };
+        match planned {
+            Ok(plan) => {
+                if let Err(e) = registry.add(Arc::new(LiveView::new(plan, false, def.created))) {
+                    tracing::error!(view = %def.name, error = %e, "a stored view is not computed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(view = %def.name, error = %e, "a stored view can no longer be planned: not computed (DELETE /api/views/NAME and define it again)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What is known of one window and key of a view.
+struct Entry {
+    /// Each partition's latest partial (one row of the plan's partial schema).
+    partials: BTreeMap<Arc<str>, RecordBatch>,
+    /// The row as last written, without `revision`, and its revision.
+    row: Option<(String, u64)>,
+}
+
+type Slot = (Arc<str>, String, Millis);
+
+struct Merger {
+    registry: Arc<Registry>,
+    tables: ViewTables,
+    hub: Option<mpsc::Sender<HubInput>>,
+    keep_ms: Millis,
+    cache: HashMap<Slot, Entry>,
+    /// Per view, the newest window start seen (its partials' garbage collection follows it).
+    newest: HashMap<Arc<str>, Millis>,
+    /// Per view, where partials were last dropped up to.
+    forgotten: HashMap<Arc<str>, Millis>,
+}
+
+impl Merger {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Item>,
+        health: &Health,
+        give_up: &CancellationToken,
+    ) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut items = vec![first];
+            while let Ok(item) = rx.try_recv() {
+                items.push(item);
+            }
+            let mut barriers = Vec::new();
+            let mut handed: Vec<(Arc<str>, Arc<[Handed]>)> = Vec::new();
+            for item in items {
+                match item {
+                    Item::Views { partition, handed: h } => handed.push((partition, h)),
+                    Item::Barrier(b) => barriers.push(b),
+                    _ => {}
+                }
+            }
+            if !handed.is_empty() {
+                health.busy(true);
+                let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+                loop {
+                    match self.merge(&handed) {
+                        Ok(()) => {
+                            health.set(true);
+                            break;
+                        }
+                        Err(e) => {
+                            health.failed(super::ErrorKind::Transient, &e);
+                            tracing::error!(error = %e, "views: rows not stored; retrying");
+                            if give_up.is_cancelled() {
+                                // Unanswered barriers: nothing after them is committed.
+                                return;
+                            }
+                            // What was merged in memory is read back from the store.
+                            self.cache.clear();
+                            backoff.wait_blocking();
+                        }
+                    }
+                }
+                health.busy(false);
+            }
+            for barrier in barriers {
+                barrier.done();
+            }
+        }
+    }
+
+    /// Merges what the partitions handed on, stores what changed, tells the hub.
+    fn merge(&mut self, handed: &[(Arc<str>, Arc<[Handed]>)]) -> Result<(), MergeError> {
+        // Partials written per slot, in order; the slots touched.
+        let mut written: HashMap<Slot, Vec<(Arc<str>, Option<Vec<u8>>)>> = HashMap::new();
+        let mut touched: Vec<(Slot, Arc<LiveView>)> = Vec::new();
+        for (partition, handed) in handed {
+            for h in handed.iter() {
+                let view = &h.view;
+                // A view deleted meanwhile: its partials are of no use.
+                let Some(current) = self.registry.get(view.name()) else {
+                    continue;
+                };
+                if !Arc::ptr_eq(&current, view) {
+                    continue;
+                }
+                let plan = &view.plan;
+                let name: Arc<str> = view.name().into();
+                for row in 0..h.partials.num_rows() {
+                    let (start, _, live) = plan.partial_window(&h.partials, row);
+                    // The view's own failure (a key it cannot read) stops the view, not the
+                    // output.
+                    let key = match plan.partial_key(&h.partials, row) {
+                        Ok(key) => key,
+                        Err(e) => {
+                            view.fail(e.message);
+                            break;
+                        }
+                    };
+                    let slot: Slot = (Arc::clone(&name), key, start);
+                    let newest = self.newest.entry(Arc::clone(&name)).or_insert(start);
+                    *newest = (*newest).max(start);
+                    if !self.cache.contains_key(&slot) {
+                        let entry = self.load(plan, &slot)?;
+                        self.cache.insert(slot.clone(), entry);
+                    }
+                    let Some(entry) = self.cache.get_mut(&slot) else {
+                        continue;
+                    };
+                    let partial = if live {
+                        let one = h.partials.slice(row, 1);
+                        let bytes = encode(&one)?;
+                        entry.partials.insert(Arc::clone(partition), one);
+                        Some(bytes)
+                    } else {
+                        entry.partials.remove(partition);
+                        None
+                    };
+                    let writes = written.entry(slot.clone()).or_default();
+                    if writes.is_empty() {
+                        touched.push((slot, Arc::clone(view)));
+                    }
+                    writes.push((Arc::clone(partition), partial));
+                }
+            }
+        }
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(touched.len());
+        let mut frames: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        let mut updates: Vec<(Slot, Option<(String, u64)>)> = Vec::new();
+        for (slot, view) in touched {
+            let Some(entry) = self.cache.get(&slot) else {
+                continue;
+            };
+            let row = match finished(&view.plan, entry) {
+                Ok(row) => row,
+                Err(Failed::View(e)) => {
+                    // A HAVING or select expression that fails on these values (a division by
+                    // zero, say): the view stops; the others and the partials go on.
+                    view.fail(e.message);
+                    entry.row.as_ref().map(|(row, _)| row.clone())
+                }
+                Err(Failed::Arrow(e)) => return Err(e.into()),
+            };
+            let old = entry.row.as_ref();
+            let (row_change, new) = match (row, old) {
+                (Some(row), Some((was, _))) if row == *was => (None, entry.row.clone()),
+                (Some(row), old) => {
+                    let revision = old.map_or(0, |(_, r)| r + 1);
+                    let json = with_revision(&row, revision);
+                    frames
+                        .entry(Arc::clone(&slot.0))
+                        .or_default()
+                        .push(json.clone());
+                    (Some(Some(json)), Some((row, revision)))
+                }
+                (None, Some(_)) => (Some(None), None),
+                (None, None) => (None, None),
+            };
+            if let Some(Some(_)) = &row_change {
+                view.rows.fetch_add(1, Relaxed);
+            }
+            let partials = written.remove(&slot).unwrap_or_default();
+            changes.push(Change {
+                view: Arc::clone(&slot.0),
+                start: slot.2,
+                key: slot.1.clone(),
+                partials,
+                row: row_change,
+            });
+            updates.push((slot, new));
+        }
+        let forget = self.to_forget();
+        self.tables.write(&changes, &forget)?;
+        for (slot, row) in updates {
+            if let Some(entry) = self.cache.get_mut(&slot) {
+                entry.row = row;
+            }
+        }
+        for (view, before) in forget {
+            self.cache.retain(|(v, _, start), _| *v != view || *start >= before);
+            self.forgotten.insert(view, before);
+        }
+        if self.cache.len() > CACHED {
+            self.shrink();
+        }
+        if let Some(hub) = &self.hub {
+            for (view, rows) in frames {
+                let _ = hub.try_send(HubInput::ViewRows {
+                    view,
+                    rows: rows.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What is stored of a slot.
+    fn load(&self, plan: &ViewPlan, slot: &Slot) -> Result<Entry, MergeError> {
+        let stored = self.tables.load(&slot.0, slot.2, &slot.1)?;
+        let mut partials = BTreeMap::new();
+        for (partition, bytes) in stored.partials {
+            match decode(&bytes) {
+                Ok(batch) if batch.schema() == plan.partial_schema() => {
+                    partials.insert(Arc::from(partition.as_str()), batch);
+                }
+                // Unreadable, or of another definition of the view: nothing to merge with.
+                _ => tracing::warn!(view = %slot.0, %partition, "views: a stored partial row could not be read; ignored"),
+            }
+        }
+        let row = stored.row.and_then(|json| without_revision(&json));
+        Ok(Entry { partials, row })
+    }
+
+    /// Per view, the window start before which partials can go (none twice).
+    fn to_forget(&self) -> Vec<(Arc<str>, Millis)> {
+        self.newest
+            .iter()
+            .filter_map(|(view, newest)| {
+                let before = newest.saturating_sub(self.keep_ms);
+                let last = self.forgotten.get(view).copied().unwrap_or(Millis::MIN);
+                // Once an hour of windows at most.
+                (before > last.saturating_add(3_600_000)).then(|| (Arc::clone(view), before))
+            })
+            .collect()
+    }
+
+    /// Lets the oldest half of the cached windows go.
+    fn shrink(&mut self) {
+        let mut starts: Vec<Millis> = self.cache.keys().map(|s| s.2).collect();
+        let mid = starts.len() / 2;
+        let (_, cut, _) = starts.select_nth_unstable(mid);
+        let cut = *cut;
+        self.cache.retain(|s, _| s.2 >= cut);
+    }
+}
+
+/// Why a slot's row could not be made.
+enum Failed {
+    /// The view's expressions failed.
+    View(crate::view::compile::EngineError),
+    /// The partials could not be put together.
+    Arrow(datafusion::arrow::error::ArrowError),
+}
+
+/// The row of a slot from its partials, without `revision`; `None` when none stands or
+/// `HAVING` says no.
+fn finished(plan: &ViewPlan, entry: &Entry) -> Result<Option<String>, Failed> {
+    if entry.partials.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<RecordBatch> = entry.partials.values().cloned().collect();
+    let merged = concat_batches(&plan.partial_schema(), &parts).map_err(Failed::Arrow)?;
+    let (rows, kept) = plan
+        .finish(&merged, &[0..merged.num_rows()])
+        .map_err(Failed::View)?;
+    if !kept.first().copied().unwrap_or(false) {
+        return Ok(None);
+    }
+    let schema = rows.schema();
+    Ok(crate::view::json::json_rows(&schema, &[rows]).into_iter().next())
+}
+
+/// `{…}` with `"revision":N` last.
+fn with_revision(row: &str, revision: u64) -> String {
+    match row.strip_suffix('}') {
+        Some("{") | None => format!("{{\"revision\":{revision}}}"),
+        Some(head) => format!("{head},\"revision\":{revision}}}"),
+    }
+}
+
+/// A stored row back as (row without `revision`, revision).
+fn without_revision(json: &str) -> Option<(String, u64)> {
+    let at = json.rfind(",\"revision\":")?;
+    let revision = json[at + 12..].trim_end_matches('}').parse().ok()?;
+    Some((format!("{}}}", &json[..at]), revision))
+}
+
+fn encode(batch: &RecordBatch) -> Result<Vec<u8>, MergeError> {
+    let mut w = StreamWriter::try_new(Vec::new(), &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    Ok(w.into_inner()?)
+}
+
+fn decode(bytes: &[u8]) -> Result<RecordBatch, MergeError> {
+    let mut r = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    match r.next() {
+        Some(batch) => Ok(batch?),
+        None => Err(MergeError("an empty partial row".into())),
+    }
+}
+
+/// Why a batch of partials could not be merged and stored.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct MergeError(String);
+
+impl From<StoreError> for MergeError {
+    fn from(e: StoreError) -> Self {
+        MergeError(e.to_string())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for MergeError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        MergeError(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_go_on_the_end_and_come_back() {
+        let row = r#"{"name":"Shadowfax","n":3}"#;
+        let json = with_revision(row, 4);
+        assert_eq!(json, r#"{"name":"Shadowfax","n":3,"revision":4}"#);
+        assert_eq!(without_revision(&json), Some((row.to_owned(), 4)));
+    }
+}

@@ -1,0 +1,168 @@
+//! The views' step of a partition task: every view of the [`Registry`] kept over the
+//! partition's accepted records, a micro-batch at a time.
+//!
+//! The task adds each accepted record to one [`Batcher`] (appends to column buffers, nothing
+//! per view), then once per batch of the source hands the micro-batch to each view's engine and
+//! collects the partial rows of windows that closed or changed, for the views output to merge.
+//! A view whose expressions fail on the records (a division by zero, say) is marked failed and
+//! dropped from the step; the others go on.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::engine::{Batcher, ViewEngine};
+use super::registry::{LiveView, Registry};
+use crate::record::Telemetry;
+use crate::time::Millis;
+
+/// Partial rows of one view, handed on to the views output.
+pub struct Handed {
+    /// The view.
+    pub view: Arc<LiveView>,
+    /// Rows of its [`super::compile::ViewPlan::partial_schema`].
+    pub partials: RecordBatch,
+}
+
+impl std::fmt::Debug for Handed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} partial rows of view {}", self.partials.num_rows(), self.view.name())
+    }
+}
+
+/// The views of one partition; see the module docs.
+pub struct ViewStep {
+    registry: Arc<Registry>,
+    version: u64,
+    engines: Vec<(Arc<LiveView>, ViewEngine)>,
+    batcher: Batcher,
+}
+
+impl ViewStep {
+    /// Every view of `registry`, from now on.
+    pub fn new(registry: Arc<Registry>) -> ViewStep {
+        let mut step = ViewStep {
+            version: registry.version().wrapping_sub(1),
+            registry,
+            engines: Vec::new(),
+            batcher: Batcher::default(),
+        };
+        step.sync();
+        step
+    }
+
+    /// Takes up views added or removed since the last look (one atomic load when none was).
+    pub fn sync(&mut self) {
+        let version = self.registry.version();
+        if version == self.version {
+            return;
+        }
+        self.version = version;
+        let mut old = std::mem::take(&mut self.engines);
+        for view in self.registry.list().iter() {
+            if view.failure().is_some() {
+                continue;
+            }
+            let kept = old.iter().position(|(v, _)| Arc::ptr_eq(v, view));
+            let engine = match kept {
+                Some(i) => old.swap_remove(i).1,
+                None => match ViewEngine::new(Arc::clone(&view.plan)) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        view.fail(e.message);
+                        continue;
+                    }
+                },
+            };
+            self.engines.push((Arc::clone(view), engine));
+        }
+    }
+
+    /// Whether no view is kept (the task then gathers nothing).
+    pub fn is_empty(&self) -> bool {
+        self.engines.is_empty()
+    }
+
+    /// Adds an accepted record, read at `position` when windows ending by `closed` were final.
+    #[inline]
+    pub fn push(&mut self, record: &Telemetry<'_>, position: u64, closed: Millis) {
+        self.batcher.push(record, position, closed);
+    }
+
+    /// Hands the records gathered to every view; then, unless `replaying` (a resumed partition
+    /// re-reading what its checkpoint covers: its windows are emitted once the replay is over,
+    /// whole), the partial rows of windows that ended by `watermark` or changed, forgetting
+    /// those that ended by `closed`.
+    pub fn step(&mut self, watermark: Millis, closed: Millis, replaying: bool) -> Vec<Handed> {
+        self.feed(replaying);
+        if replaying {
+            return Vec::new();
+        }
+        self.hand_on(|engine| engine.advance(watermark, closed))
+    }
+
+    /// The partial rows of every window new or changed (the partition's input ended).
+    pub fn flush(&mut self) -> Vec<Handed> {
+        self.feed(false);
+        self.hand_on(ViewEngine::flush)
+    }
+
+    /// The oldest position of a record in a window some view can still change.
+    pub fn low_water(&self) -> Option<u64> {
+        self.engines.iter().filter_map(|(_, e)| e.low_water()).min()
+    }
+
+    fn feed(&mut self, replaying: bool) {
+        if self.batcher.is_empty() {
+            return;
+        }
+        let (records, positions, closed) = match self.batcher.take() {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::error!(error = %e, "views: the records could not be gathered");
+                return;
+            }
+        };
+        self.engines.retain_mut(|(view, engine)| {
+            let before = engine.dropped_late;
+            match engine.push(&records, &positions, &closed) {
+                Ok(()) => {
+                    if !replaying {
+                        view.dropped_late
+                            .fetch_add(engine.dropped_late - before, Relaxed);
+                    }
+                    true
+                }
+                Err(e) => {
+                    view.fail(e.message);
+                    false
+                }
+            }
+        });
+    }
+
+    fn hand_on(
+        &mut self,
+        mut take: impl FnMut(
+            &mut ViewEngine,
+        ) -> Result<Option<RecordBatch>, super::compile::EngineError>,
+    ) -> Vec<Handed> {
+        let mut out = Vec::new();
+        self.engines.retain_mut(|(view, engine)| match take(engine) {
+            Ok(Some(partials)) => {
+                out.push(Handed {
+                    view: Arc::clone(view),
+                    partials,
+                });
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                view.fail(e.message);
+                false
+            }
+        });
+        out
+    }
+}
