@@ -137,6 +137,36 @@ async fn load_summaries(config: &Config) -> anyhow::Result<Vec<Summary>> {
     }
 }
 
+/// The stored rows of every view the SQL names, from the embedded store.
+async fn load_views(config: &Config, sql: &str) -> anyhow::Result<Vec<crate::query::ViewRows>> {
+    use crate::config::StoreKind;
+    let dir = PathBuf::from(&config.store.path);
+    if config.store.kind != StoreKind::Embedded || !dir.join("stampede.redb").exists() {
+        return Ok(Vec::new());
+    }
+    let retention = config.store.dead_letter_retention;
+    let sql = sql.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = crate::output::store::embedded::EmbeddedStore::open(&dir, retention)
+            .map_err(|e| {
+                anyhow::anyhow!("{e}; a running service answers the same SQL at POST /api/query")
+            })?;
+        let tables = crate::output::store::views::ViewTables::open(store.database())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut out = Vec::new();
+        for def in tables.defs().map_err(|e| anyhow::anyhow!("{e}"))? {
+            if crate::query::names_view(&sql, &def.name) {
+                let rows = tables
+                    .rows(&def.name, i64::MIN, i64::MAX, usize::MAX)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                out.push(crate::query::ViewRows { sql: def.sql, rows });
+            }
+        }
+        anyhow::Ok(out)
+    })
+    .await?
+}
+
 /// `stampede query`: runs the SQL of `args` over the archive and the store `config` names,
 /// on every core, and prints the rows; the row count and time go to stderr.
 ///
@@ -164,7 +194,12 @@ fn command(config: &Config, args: &Args) -> anyhow::Result<()> {
             partitions: std::thread::available_parallelism().map_or(1, usize::from),
             memory_bytes: None,
         };
-        let tables = Tables { archive, summaries };
+        let views = load_views(config, &sql).await?;
+        let tables = Tables {
+            archive,
+            summaries,
+            views,
+        };
         let ctx = context(&tables, limits).await?;
         let answer = match run(&ctx, &sql, None).await {
             Ok(a) => a,

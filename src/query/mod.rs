@@ -8,6 +8,8 @@
 //!   (`name`, `statustime` timestamp, `latitude`, …), so `Name`, `name` and `NAME` all work,
 //!   as in Athena (DataFusion folds unquoted names to lower case).
 //! * `summaries` — the stored summaries (read from the store only when the query names it).
+//! * one table per continuous view (CONTRACT §9), named after it: its stored rows (read only
+//!   when the query names the view).
 //!
 //! Queries are read-only: DDL, DML (`COPY … TO` writes files) and `SET` are refused.
 
@@ -70,6 +72,46 @@ pub struct Tables {
     pub archive: Option<Target>,
     /// The stored summaries, when the query names `summaries`.
     pub summaries: Option<Vec<Summary>>,
+    /// The views the query names: each one's statement and stored rows (JSON).
+    pub views: Vec<ViewRows>,
+}
+
+/// A view's table: its statement (for its columns) and its rows as stored.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ViewRows {
+    /// Its `CREATE VIEW` statement.
+    pub sql: String,
+    /// Its rows, one JSON object each.
+    pub rows: Vec<String>,
+}
+
+/// Whether `sql` may name the view `name` (so that its rows are read only then).
+pub fn names_view(sql: &str, name: &str) -> bool {
+    sql.to_ascii_lowercase().contains(&name.to_ascii_lowercase())
+}
+
+/// A view's rows as a table of its columns.
+async fn view_table(view: &ViewRows) -> Result<(String, MemTable), QueryError> {
+    let source = |e: &dyn std::fmt::Display| QueryError::Source(e.to_string());
+    let def = crate::view::plan::parse(&view.sql).map_err(|e| source(&e))?;
+    let name = def.name.clone();
+    let plan = crate::view::compile::ViewPlan::new(def)
+        .await
+        .map_err(|e| source(&e))?;
+    let schema = plan.schema();
+    let mut text = String::with_capacity(view.rows.iter().map(|r| r.len() + 1).sum());
+    for row in &view.rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    let reader = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+        .build(std::io::Cursor::new(text.into_bytes()))
+        .map_err(|e| source(&e))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| source(&format!("view {name}: {e}")))?;
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| source(&e))?;
+    Ok((name, table))
 }
 
 /// Whether `sql` names the `summaries` table (so that the store is read only then).
@@ -225,6 +267,11 @@ pub async fn context(tables: &Tables, limits: Limits) -> Result<SessionContext, 
     let summaries = summaries_table(tables.summaries.as_deref().unwrap_or_default())?;
     ctx.register_table("summaries", Arc::new(summaries))
         .map_err(sql_error)?;
+    for view in &tables.views {
+        let (name, table) = view_table(view).await?;
+        ctx.register_table(name.as_str(), Arc::new(table))
+            .map_err(sql_error)?;
+    }
     Ok(ctx)
 }
 

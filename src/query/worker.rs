@@ -44,6 +44,8 @@ struct Request {
     archive: Option<Place>,
     /// Summaries follow the request line, one JSON object a line, when set.
     summaries: Option<usize>,
+    /// Views' tables: each one's statement and how many rows follow (after the summaries).
+    views: Vec<(String, usize)>,
 }
 
 /// The archive, as the worker finds it again.
@@ -93,11 +95,21 @@ pub async fn run_isolated(
         memory_bytes,
         archive,
         summaries: tables.summaries.as_ref().map(Vec::len),
+        views: tables
+            .views
+            .iter()
+            .map(|v| (v.sql.clone(), v.rows.len()))
+            .collect(),
     };
     let mut input = serde_json::to_vec(&request).map_err(|e| source("query request", &e))?;
     input.push(b'\n');
     for s in tables.summaries.iter().flatten() {
         serde_json::to_writer(&mut input, s).map_err(|e| source("query request", &e))?;
+        input.push(b'\n');
+    }
+    for row in tables.views.iter().flat_map(|v| &v.rows) {
+        // One line each: the rows are JSON, which escapes line ends in its strings.
+        input.extend_from_slice(row.as_bytes());
         input.push(b'\n');
     }
 
@@ -283,12 +295,21 @@ fn work() -> Result<(), QueryError> {
         None => None,
         Some(n) => {
             let mut all = Vec::with_capacity(n);
-            for line in lines.take(n) {
+            for line in lines.by_ref().take(n) {
                 all.push(serde_json::from_slice::<Summary>(line).map_err(|e| source(&e))?);
             }
             Some(all)
         }
     };
+    let mut views = Vec::with_capacity(request.views.len());
+    for (sql, n) in request.views {
+        let rows = lines
+            .by_ref()
+            .take(n)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        views.push(crate::query::ViewRows { sql, rows });
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -306,7 +327,12 @@ fn work() -> Result<(), QueryError> {
             partitions: 1,
             memory_bytes: Some(request.memory_bytes),
         };
-        let ctx = context(&Tables { archive, summaries }, limits).await?;
+        let tables = Tables {
+            archive,
+            summaries,
+            views,
+        };
+        let ctx = context(&tables, limits).await?;
         run(&ctx, &request.sql, Some(request.max_rows)).await
     })?;
     let mut out = std::io::stdout().lock();

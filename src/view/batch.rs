@@ -118,6 +118,7 @@ mod tests {
         let tables = Tables {
             archive: Some(Target::Dir(dir.clone())),
             summaries: None,
+            views: Vec::new(),
         };
         let limits = Limits {
             partitions: 1,

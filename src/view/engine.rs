@@ -804,6 +804,7 @@ mod tests {
         let tables = Tables {
             archive: Some(Target::Dir(dir.clone())),
             summaries: None,
+            views: Vec::new(),
         };
         let ctx = context(
             &tables,

@@ -230,6 +230,13 @@ fn view_name(name: &ObjectName) -> Result<String, Refusal> {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ["wildrydes", "summaries", WINDOWED].contains(&text.to_ascii_lowercase().as_str()) {
+        return Err(refuse(
+            name.span(),
+            "view name",
+            format!("{text:?} is the name of a table stampede query already has: choose another"),
+        ));
+    }
     if ok {
         Ok(text)
     } else {

@@ -113,9 +113,47 @@ async fn answer(
     } else {
         None
     };
+    let mut views = Vec::new();
+    if let Some(kept) = &state.views {
+        for view in kept.registry.list().iter() {
+            if !crate::query::names_view(&sql, view.name()) {
+                continue;
+            }
+            let (tables, name) = (kept.tables.clone(), view.name().to_owned());
+            let read = tokio::task::spawn_blocking(move || {
+                tables.rows(&name, i64::MIN, i64::MAX, MAX_SUMMARIES + 1)
+            })
+            .await;
+            match read {
+                Ok(Ok(rows)) if rows.len() > MAX_SUMMARIES => {
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("view {} holds more than {MAX_SUMMARIES} rows, more than a query on the service reads; run it with stampede query on a stopped service", view.name()),
+                    ))
+                }
+                Ok(Ok(rows)) => views.push(crate::query::ViewRows {
+                    sql: view.plan.view().sql.clone(),
+                    rows,
+                }),
+                Ok(Err(e)) => {
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot read the store: {e}"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot read the store: {e}"),
+                    ))
+                }
+            }
+        }
+    }
     let tables = Tables {
         archive: web.archive.clone(),
         summaries,
+        views,
     };
     let limits = web.limits;
     match crate::query::run_isolated(tables, sql, max_rows, limits.timeout, limits.memory_bytes)
