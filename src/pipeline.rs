@@ -324,7 +324,7 @@ impl PartitionTask {
                 if record.status_time < min_time {
                     return Err(Reject::field(RejectReason::OutOfRange, Field::StatusTime));
                 }
-                let closed = self.engine.final_through();
+                let closed = self.engine.accepted_after();
                 let accepted = self
                     .engine
                     .push(&record, position, now)
@@ -485,7 +485,7 @@ impl PartitionTask {
             .is_some_and(|through| self.next_position <= through);
         let handed = views.step(
             self.engine.watermark(),
-            self.engine.final_through(),
+            self.engine.accepted_after(),
             replaying,
         );
         if !handed.is_empty() {

@@ -1,9 +1,153 @@
-//! Continuous views (CONTRACT §9) as far as they go: `stampede aggregate --view` over files.
+//! Continuous views (CONTRACT §9): `stampede aggregate --view` over files and `serve` over
+//! HTTP, checked against DuckDB — another engine, with the example views' questions written by
+//! hand in its own SQL (tests/support/duckdb_views.py) — over the same accepted records.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::process::{aggregate_file, stampede};
-use crate::support::service::temp_dir;
+use crate::support::service::{request, temp_dir, TestApp};
+
+/// The example views of `queries/views/`.
+const EXAMPLES: [&str; 4] = ["summary", "fleet_5min", "rides", "weak_cells"];
+
+fn example(view: &str) -> PathBuf {
+    let file = view.replace('_', "-");
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/views/{file}.sql"))
+}
+
+/// The test environment's Python, with DuckDB (scripts/components/venv installs it;
+/// scripts/test sets STAMPEDE_TEST_PYTHON). Fails, never skips, without it.
+fn python() -> PathBuf {
+    let path = std::env::var_os("STAMPEDE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/stampede/venv/bin/python"))
+        })
+        .filter(|p| p.exists())
+        .expect("no Python with DuckDB: run scripts/components/venv (scripts/test does), or set STAMPEDE_TEST_PYTHON");
+    path
+}
+
+/// DuckDB's rows for `view` over the NDJSON `files`.
+fn duckdb(view: &str, files: &[PathBuf]) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/duckdb_views.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(view)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "DuckDB failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines(&out.stdout)
+}
+
+fn lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `got` (the view's rows) equal `want` (DuckDB's), whatever the order: the same keys with the
+/// same values, sums within a rounding of each other (added in another order).
+fn assert_same_rows(view: &str, got: &[Value], want: &[Value]) {
+    assert!(!want.is_empty(), "{view}: DuckDB found no rows: the data asks nothing");
+    let key = |v: &Value| -> String {
+        let mut parts: Vec<String> = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.contains("window") || ["name", "lat", "lon"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.sort();
+        parts.join(",")
+    };
+    let mut got: Vec<&Value> = got.iter().collect();
+    let mut want: Vec<&Value> = want.iter().collect();
+    got.sort_by_key(|v| key(v));
+    want.sort_by_key(|v| key(v));
+    let (got_keys, want_keys): (Vec<String>, Vec<String>) = (
+        got.iter().map(|v| key(v)).collect(),
+        want.iter().map(|v| key(v)).collect(),
+    );
+    let missing: Vec<_> = want_keys.iter().filter(|k| !got_keys.contains(k)).take(5).collect();
+    let extra: Vec<_> = got_keys.iter().filter(|k| !want_keys.contains(k)).take(5).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{view}: {} rows, DuckDB {}; missing {missing:?}, extra {extra:?}",
+        got.len(),
+        want.len()
+    );
+    for (g, w) in got.iter().zip(&want) {
+        for (column, expected) in w.as_object().unwrap() {
+            let actual = &g[column];
+            let same = match (actual.as_f64(), expected.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                _ => actual == expected,
+            };
+            assert!(same, "{view}: {column}: {g} vs DuckDB's {w}");
+        }
+    }
+}
+
+/// Twelve unicorns over eight minutes with every kind of fault (malformed, out of order, late,
+/// too late), health falling (weak cells), and rides: a third of the fleet silent for 50 s after
+/// minute 2, another third for 40 s after minute 5.
+fn fleet_with_rides(seed: &str) -> Vec<u8> {
+    let out = stampede([
+        "produce",
+        "--unicorns",
+        "12",
+        "--msgs",
+        "5760",
+        "--rate",
+        "max",
+        "--seed",
+        seed,
+        "--drift",
+        "-0.5",
+        "--start-time",
+        "2018-03-18 03:20:00",
+        "--faults",
+        crate::support::kafka::FAULTS,
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let mut names: Vec<String> = Vec::new();
+    let mut kept = Vec::new();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in text.lines() {
+        let drop = serde_json::from_str::<Value>(line).ok().is_some_and(|v| {
+            let (Some(name), Some(time)) = (v["Name"].as_str(), v["StatusTime"].as_str()) else {
+                return false;
+            };
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+            let third = names.iter().position(|n| n == name).unwrap_or(0) % 3;
+            (third == 0 && ("2018-03-18 03:22:10".."2018-03-18 03:23:00").contains(&time))
+                || (third == 1 && ("2018-03-18 03:25:00".."2018-03-18 03:25:40").contains(&time))
+        });
+        if !drop {
+            kept.push(line);
+        }
+    }
+    (kept.join("\n") + "\n").into_bytes()
+}
 
 /// The workshop's summary written as a view (`queries/views/summary.sql`) gives the built-in
 /// summaries, row for row: the same accepted records, through DataFusion's accumulators
@@ -33,7 +177,7 @@ fn the_summary_view_over_a_file_equals_the_built_in_summaries() {
     assert!(fleet.status.success());
     std::fs::write(&file, &fleet.stdout).unwrap();
     let summaries = aggregate_file(&file).summaries;
-    let view = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/views/summary.sql");
+    let view = example("summary");
     let out = stampede(["aggregate", "--view"])
         .arg(&view)
         .arg(&file)
@@ -94,4 +238,134 @@ fn a_refused_view_exits_2_naming_file_line_column_and_construct() {
         err.contains(&format!("{}:5:10: ORDER BY:", sql.display())),
         "{err}"
     );
+}
+
+/// Each example view, run by `aggregate --view` over a fleet with rides, gaps and every kind of
+/// fault, ends with the rows DuckDB finds over the records the summaries accepted (the file
+/// less the lines `--verbose` reports rejected).
+#[test]
+fn each_example_view_over_a_file_ends_with_duckdbs_rows() {
+    let dir = temp_dir("view-duckdb-file");
+    let file = dir.join("fleet.ndjson");
+    let fleet = fleet_with_rides("31");
+    std::fs::write(&file, &fleet).unwrap();
+    for view in EXAMPLES {
+        let out = stampede(["aggregate", "--verbose", "--view"])
+            .arg(example(view))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rejected: std::collections::HashSet<usize> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains(": rejected: "))
+            .filter_map(|l| l.split(": rejected: ").next()?.rsplit(':').next()?.parse().ok())
+            .collect();
+        assert!(!rejected.is_empty(), "the faults were rejected");
+        let accepted: Vec<&[u8]> = fleet
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(i, l)| !l.is_empty() && !rejected.contains(&(i + 1)))
+            .map(|(_, l)| l)
+            .collect();
+        let accepted_file = dir.join(format!("accepted-{view}.ndjson"));
+        let mut bytes = accepted.join(&b'\n');
+        bytes.push(b'\n');
+        std::fs::write(&accepted_file, bytes).unwrap();
+        assert_same_rows(view, &lines(&out.stdout), &duckdb(view, &[accepted_file]));
+    }
+}
+
+/// The example views kept by `serve` while a fleet posts to `/ingest`: a WebSocket client that
+/// asked for `views=summary` gets its rows as windows close; after a stop (every window
+/// flushed) each view's table in `stampede query` holds the rows DuckDB finds over the archive
+/// (the accepted records, exactly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_kept_by_the_service_end_with_duckdbs_rows_over_its_archive() {
+    // The store and the archive outlive the service (read after it stopped).
+    let data = temp_dir("view-duckdb-serve-data");
+    let (archive, store) = (data.join("archive"), data.join("store"));
+    let views = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/views");
+    let app = TestApp::start("view-duckdb-serve", |c| {
+        c.store.path = store.clone();
+        c.views.dir = views.display().to_string();
+        c.archive.kind = stampede::config::ArchiveKind::Dir;
+        c.archive.path = archive.display().to_string();
+        // Only event time closes windows: the answer cannot depend on this machine's speed.
+        c.window.idle_timeout_secs = 3_600;
+    })
+    .await;
+    let listed = crate::support::service::get_json(app.addr, "/api/views").await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fleet_5min", "rides", "summary", "weak_cells"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?views=summary", app.addr))
+        .await
+        .unwrap();
+    let fleet = fleet_with_rides("32");
+    for chunk in fleet.split(|&b| b == b'\n').collect::<Vec<_>>().chunks(500) {
+        let body = chunk.join(&b'\n');
+        let (status, _) = request(app.addr, hyper::Method::POST, "/ingest", body, None).await;
+        assert_eq!(status, hyper::StatusCode::OK);
+    }
+    // Minutes closed by event time reach the client as view frames.
+    let frame = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == "view" {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the feed ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a view frame within 30 s");
+    assert_eq!(frame["view"], "summary");
+    let row = &frame["rows"][0];
+    assert!(row["name"].is_string() && row["records"].is_u64() && row["revision"].is_u64(), "{row}");
+    drop(ws);
+    app.stop().await;
+    let files: Vec<PathBuf> = walk(&archive);
+    assert!(!files.is_empty(), "the archive holds the accepted records");
+    for view in EXAMPLES {
+        let out = stampede(["query", "--format", "json", &format!("SELECT * FROM {view}")])
+            .env("STAMPEDE_STORE_PATH", &store)
+            .env("STAMPEDE_ARCHIVE_KIND", "none")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows = lines(&out.stdout);
+        assert!(rows.iter().all(|r| r["revision"].is_u64()), "{view}: rows carry their revision");
+        assert_same_rows(view, &rows, &duckdb(view, &files));
+    }
+}
+
+/// Every archived object under `dir` (staging files, named with a leading dot, left out).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
 }

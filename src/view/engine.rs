@@ -120,10 +120,10 @@ impl ViewEngine {
     }
 
     /// Takes in accepted records (columns of [`record_schema`]) read at `positions`; `closed`
-    /// holds for each the newest window end no late record could reach any more when it was
-    /// read (the watermark before it, less the allowed lateness): a record whose window had
-    /// ended by then is dropped and counted. Judged record by record, the answer does not
-    /// depend on how records were batched.
+    /// holds for each the time before which no record could be accepted any more when it was
+    /// read (`window::Engine::accepted_after`): a record whose window had ended by then is
+    /// dropped and counted (never one the summaries accept, in the service). Judged record by
+    /// record, the answer does not depend on how records were batched.
     ///
     /// # Errors
     /// An expression failed on the batch (a type DataFusion could not coerce, say).
@@ -550,7 +550,7 @@ pub struct Batcher {
 }
 
 /// A micro-batch of accepted records: the columns, each record's position, and for each the
-/// newest window end final when it was read (see [`ViewEngine::push`]).
+/// time windows had to end after to take it (see [`ViewEngine::push`]).
 pub type Records = (RecordBatch, Vec<u64>, Vec<Millis>);
 
 impl Default for Batcher {
@@ -570,7 +570,8 @@ impl Default for Batcher {
 }
 
 impl Batcher {
-    /// Adds one accepted record read at `position`, when windows ending by `closed` were final.
+    /// Adds one accepted record read at `position`, when windows ending by `closed` could take
+    /// no record any more.
     pub fn push(&mut self, r: &crate::record::Telemetry<'_>, position: u64, closed: Millis) {
         self.closed.push(closed);
         self.names.append_value(&r.name);

@@ -84,7 +84,8 @@ impl ViewStep {
         self.engines.is_empty()
     }
 
-    /// Adds an accepted record, read at `position` when windows ending by `closed` were final.
+    /// Adds an accepted record, read at `position` when windows ending by `closed` could take no
+    /// record any more.
     #[inline]
     pub fn push(&mut self, record: &Telemetry<'_>, position: u64, closed: Millis) {
         self.batcher.push(record, position, closed);

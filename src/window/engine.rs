@@ -767,10 +767,15 @@ impl Engine {
         self.names.name(id)
     }
 
-    /// The newest window end that no late record can reach any more: the watermark less the
-    /// allowed lateness (`i64::MIN` before the first record).
-    pub fn final_through(&self) -> Millis {
-        self.watermark.saturating_sub(self.cfg.allowed_lateness_ms)
+    /// A time no record accepted from now on can have, or be before: the start of the oldest
+    /// window that is not final (the watermark less the allowed lateness, less a window;
+    /// `i64::MIN` before the first record). A view's window that ends by then can take no
+    /// record the engine accepts any more: views judge lateness by it, and so never drop a
+    /// record the summaries count.
+    pub fn accepted_after(&self) -> Millis {
+        self.watermark
+            .saturating_sub(self.cfg.allowed_lateness_ms)
+            .saturating_sub(self.cfg.size_ms)
     }
 
     /// The partition's current watermark (`i64::MIN` before the first record).

@@ -234,7 +234,7 @@ fn run<'a>(
                 engine.advance(arrival, &mut emitted);
             }
             let outcome = line.outcome.and_then(|record| {
-                let closed = engine.final_through();
+                let closed = engine.accepted_after();
                 let accepted = engine
                     .push(&record, position, arrival)
                     .map_err(|_| Reject::new(RejectReason::TooLate))?;
