@@ -228,6 +228,16 @@ fn the_demo_shows_a_fleet_and_exits_cleanly_on_ctrl_c() {
         },
     ));
     assert!(names.contains(&"Shadowfax".to_owned()));
+    // The example views of queries/views/ are kept.
+    let views = rt.block_on(crate::support::service::get_json(addr, "/api/views"));
+    let mut kept: Vec<&str> = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(kept, ["fleet_5min", "rides", "summary", "weak_cells"]);
     let status = interrupt(demo);
     assert!(status.success(), "{status}");
     assert!(

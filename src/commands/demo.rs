@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use stampede_producers::{fleet_name, Fleet, FleetConfig};
 use tokio::sync::mpsc;
@@ -66,6 +67,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.archive {
         config.archive.kind = crate::config::ArchiveKind::Dir;
         config.archive.path = dir.display().to_string();
+    }
+    if config.views.dir.trim().is_empty() {
+        // The example views (queries/views/), written beside the store for the user to read.
+        let dir = config.store.path.join("demo-views");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        for (file, sql) in crate::view::EXAMPLES {
+            std::fs::write(dir.join(file), sql)
+                .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
+        }
+        config.views.dir = dir.display().to_string();
     }
     super::init_tracing("info");
     serve::runtime()?.block_on(async move {

@@ -14,3 +14,18 @@ pub mod json;
 pub mod plan;
 pub mod registry;
 pub mod step;
+
+/// The example views of the repository's `queries/views/` (file name, SQL), compiled in:
+/// `stampede demo` keeps them.
+pub const EXAMPLES: [(&str, &str); 4] = [
+    (
+        "fleet-5min.sql",
+        include_str!("../../queries/views/fleet-5min.sql"),
+    ),
+    ("rides.sql", include_str!("../../queries/views/rides.sql")),
+    ("summary.sql", include_str!("../../queries/views/summary.sql")),
+    (
+        "weak-cells.sql",
+        include_str!("../../queries/views/weak-cells.sql"),
+    ),
+];
