@@ -324,7 +324,12 @@ impl PartitionTask {
                 if record.status_time < min_time {
                     return Err(Reject::field(RejectReason::OutOfRange, Field::StatusTime));
                 }
-                let closed = self.engine.accepted_after();
+                // Replayed records are judged once the replay is over (see `ViewStep::step`).
+                let closed = if self.resumed_through.is_some_and(|t| position <= t) {
+                    Millis::MIN
+                } else {
+                    self.engine.accepted_after()
+                };
                 let accepted = self
                     .engine
                     .push(&record, position, now)

@@ -147,8 +147,8 @@ async fn load_views(config: &Config, sql: &str) -> anyhow::Result<Vec<crate::que
     let retention = config.store.dead_letter_retention;
     let sql = sql.to_owned();
     tokio::task::spawn_blocking(move || {
-        let store = crate::output::store::embedded::EmbeddedStore::open(&dir, retention)
-            .map_err(|e| {
+        let store =
+            crate::output::store::embedded::EmbeddedStore::open(&dir, retention).map_err(|e| {
                 anyhow::anyhow!("{e}; a running service answers the same SQL at POST /api/query")
             })?;
         let tables = crate::output::store::views::ViewTables::open(store.database())

@@ -214,7 +214,8 @@ impl State {
             }
             HubInput::ViewRows { view, rows } => {
                 if self.clients.iter().any(|c| c.views.contains(&view)) {
-                    let mut frame = String::with_capacity(64 + rows.iter().map(String::len).sum::<usize>());
+                    let mut frame =
+                        String::with_capacity(64 + rows.iter().map(String::len).sum::<usize>());
                     frame.push_str("{\"type\":\"view\",\"view\":");
                     frame.push_str(&serde_json::Value::String(view.to_string()).to_string());
                     frame.push_str(",\"rows\":[");

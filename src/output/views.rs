@@ -159,6 +159,9 @@ struct Entry {
 
 type Slot = (Arc<str>, String, Millis);
 
+/// Each partition's partial written to a slot (`None`: withdrawn).
+type Writes = Vec<(Arc<str>, Option<Vec<u8>>)>;
+
 struct Merger {
     registry: Arc<Registry>,
     tables: ViewTables,
@@ -172,12 +175,7 @@ struct Merger {
 }
 
 impl Merger {
-    fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Item>,
-        health: &Health,
-        give_up: &CancellationToken,
-    ) {
+    fn run(mut self, mut rx: mpsc::Receiver<Item>, health: &Health, give_up: &CancellationToken) {
         while let Some(first) = rx.blocking_recv() {
             let mut items = vec![first];
             while let Ok(item) = rx.try_recv() {
@@ -187,7 +185,10 @@ impl Merger {
             let mut handed: Vec<(Arc<str>, Arc<[Handed]>)> = Vec::new();
             for item in items {
                 match item {
-                    Item::Views { partition, handed: h } => handed.push((partition, h)),
+                    Item::Views {
+                        partition,
+                        handed: h,
+                    } => handed.push((partition, h)),
                     Item::Barrier(b) => barriers.push(b),
                     _ => {}
                 }
@@ -225,7 +226,7 @@ impl Merger {
     /// Merges what the partitions handed on, stores what changed, tells the hub.
     fn merge(&mut self, handed: &[(Arc<str>, Arc<[Handed]>)]) -> Result<(), MergeError> {
         // Partials written per slot, in order; the slots touched.
-        let mut written: HashMap<Slot, Vec<(Arc<str>, Option<Vec<u8>>)>> = HashMap::new();
+        let mut written: HashMap<Slot, Writes> = HashMap::new();
         let mut touched: Vec<(Slot, Arc<LiveView>)> = Vec::new();
         for (partition, handed) in handed {
             for h in handed.iter() {
@@ -333,7 +334,8 @@ impl Merger {
             }
         }
         for (view, before) in forget {
-            self.cache.retain(|(v, _, start), _| *v != view || *start >= before);
+            self.cache
+                .retain(|(v, _, start), _| *v != view || *start >= before);
             self.forgotten.insert(view, before);
         }
         if self.cache.len() > CACHED {
@@ -360,7 +362,9 @@ impl Merger {
                     partials.insert(Arc::from(partition.as_str()), batch);
                 }
                 // Unreadable, or of another definition of the view: nothing to merge with.
-                _ => tracing::warn!(view = %slot.0, %partition, "views: a stored partial row could not be read; ignored"),
+                _ => {
+                    tracing::warn!(view = %slot.0, %partition, "views: a stored partial row could not be read; ignored")
+                }
             }
         }
         let row = stored.row.and_then(|json| without_revision(&json));
@@ -406,14 +410,17 @@ fn finished(plan: &ViewPlan, entry: &Entry) -> Result<Option<String>, Failed> {
     }
     let parts: Vec<RecordBatch> = entry.partials.values().cloned().collect();
     let merged = concat_batches(&plan.partial_schema(), &parts).map_err(Failed::Arrow)?;
+    let all = 0..merged.num_rows();
     let (rows, kept) = plan
-        .finish(&merged, &[0..merged.num_rows()])
+        .finish(&merged, std::slice::from_ref(&all))
         .map_err(Failed::View)?;
     if !kept.first().copied().unwrap_or(false) {
         return Ok(None);
     }
     let schema = rows.schema();
-    Ok(crate::view::json::json_rows(&schema, &[rows]).into_iter().next())
+    Ok(crate::view::json::json_rows(&schema, &[rows])
+        .into_iter()
+        .next())
 }
 
 /// `{…}` with `"revision":N` last.

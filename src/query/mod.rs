@@ -87,7 +87,8 @@ pub struct ViewRows {
 
 /// Whether `sql` may name the view `name` (so that its rows are read only then).
 pub fn names_view(sql: &str, name: &str) -> bool {
-    sql.to_ascii_lowercase().contains(&name.to_ascii_lowercase())
+    sql.to_ascii_lowercase()
+        .contains(&name.to_ascii_lowercase())
 }
 
 /// A view's rows as a table of its columns.

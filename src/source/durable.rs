@@ -470,6 +470,7 @@ mod tests {
         let steps = Steps {
             window: crate::window::WindowConfig::default(),
             rules: Vec::new().into(),
+            views: None,
         };
         let partition = Partition::start(
             (SourceKind::Kafka, "t/0".into(), steps),

@@ -16,7 +16,7 @@ pub fn sql(view: &ViewDef) -> String {
     let windowed = match view.window {
         Window::Tumble { size_ms } => hopping(size_ms, size_ms),
         Window::Hop { slide_ms, size_ms } => hopping(slide_ms, size_ms),
-        Window::Session { gap_ms } => session(gap_ms, &view.keys),
+        Window::Session { gap_ms } => session(gap_ms, &view.keys, super::engine::SESSION_SPAN_MS),
     };
     format!("WITH {WINDOWED} AS ({windowed}) {}", view.select)
 }
@@ -39,15 +39,18 @@ fn hopping(slide_ms: i64, size_ms: i64) -> String {
 }
 
 /// Each record in its session: per key, a session ends when the key has no record for
-/// `gap_ms`; it runs from its first record to its last plus the gap.
-fn session(gap_ms: i64, keys: &[String]) -> String {
-    let partition = if keys.is_empty() {
-        String::new()
-    } else {
-        format!("PARTITION BY {}", keys.join(", "))
+/// `gap_ms`; it runs from its first record to its last plus the gap, and never spans two
+/// periods of `span_ms` (the engine's cut, `SESSION_SPAN_MS`).
+fn session(gap_ms: i64, keys: &[String], span_ms: i64) -> String {
+    let span = format!("({MS} - ({MS} % {span_ms} + {span_ms}) % {span_ms})");
+    let partition = {
+        let mut parts: Vec<String> = keys.to_vec();
+        parts.push(span.clone());
+        format!("PARTITION BY {}", parts.join(", "))
     };
     let by_key = |extra: &str| {
         let mut parts: Vec<&str> = keys.iter().map(String::as_str).collect();
+        parts.push(&span);
         if !extra.is_empty() {
             parts.push(extra);
         }

@@ -203,7 +203,10 @@ impl ViewPlan {
             .collect::<Result<Vec<_>, _>>()?;
         let key_types = keys
             .iter()
-            .map(|k| k.data_type(input.as_arrow()).map_err(|e| fail(e.to_string())))
+            .map(|k| {
+                k.data_type(input.as_arrow())
+                    .map_err(|e| fail(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut aggregates = Vec::new();
         let mut inputs = Vec::new();
@@ -328,12 +331,12 @@ impl ViewPlan {
     ) -> Result<RecordBatch, EngineError> {
         let n = windows.len();
         let mut columns = keys;
-        columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
-            windows.iter().map(|w| w.0),
-        )));
-        columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
-            windows.iter().map(|w| w.1),
-        )));
+        columns.push(Arc::new(
+            datafusion::arrow::array::Int64Array::from_iter_values(windows.iter().map(|w| w.0)),
+        ));
+        columns.push(Arc::new(
+            datafusion::arrow::array::Int64Array::from_iter_values(windows.iter().map(|w| w.1)),
+        ));
         columns.push(Arc::new(BooleanArray::from_iter(
             states.iter().map(|s| Some(s.is_some())),
         )));
@@ -352,7 +355,9 @@ impl ViewPlan {
                 }
                 None => {
                     for (column, v) in values.iter_mut().enumerate() {
-                        let field = self.partial.field(self.partial.fields().len() - width + column);
+                        let field = self
+                            .partial
+                            .field(self.partial.fields().len() - width + column);
                         v.push(ScalarValue::try_from(field.data_type()).map_err(|e| self.fail(e))?);
                     }
                 }
@@ -411,8 +416,8 @@ impl ViewPlan {
             if bound.is_some() {
                 continue;
             }
-            let v = ScalarValue::try_from_array(partials.column(i), row)
-                .map_err(|e| self.fail(e))?;
+            let v =
+                ScalarValue::try_from_array(partials.column(i), row).map_err(|e| self.fail(e))?;
             values.push(json_of(&v));
         }
         Ok(serde_json::Value::Array(values).to_string())
@@ -491,7 +496,8 @@ impl ViewPlan {
             .map(|e| e.evaluate(&aggregated).and_then(|v| v.into_array(n)))
             .collect::<Result<Vec<ArrayRef>, _>>()
             .map_err(|e| self.fail(e))?;
-        let rows = RecordBatch::try_new(Arc::clone(&self.rows), columns).map_err(|e| self.fail(e))?;
+        let rows =
+            RecordBatch::try_new(Arc::clone(&self.rows), columns).map_err(|e| self.fail(e))?;
         Ok((rows, kept))
     }
 
@@ -526,9 +532,9 @@ fn json_of(v: &ScalarValue) -> serde_json::Value {
         return Value::Null;
     }
     match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Value::String(s.clone())
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Value::String(s.clone()),
         ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
         ScalarValue::Int8(Some(i)) => (*i).into(),
         ScalarValue::Int16(Some(i)) => (*i).into(),
@@ -538,14 +544,22 @@ fn json_of(v: &ScalarValue) -> serde_json::Value {
         ScalarValue::UInt16(Some(i)) => (*i).into(),
         ScalarValue::UInt32(Some(i)) => (*i).into(),
         ScalarValue::UInt64(Some(i)) => (*i).into(),
-        ScalarValue::Float64(Some(f)) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        ScalarValue::Float64(Some(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         ScalarValue::Float32(Some(f)) => {
             serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number)
         }
         ScalarValue::TimestampMillisecond(Some(t), _) => Value::String(format_status_time(*t)),
-        ScalarValue::TimestampSecond(Some(t), _) => Value::String(format_status_time(t.saturating_mul(1_000))),
-        ScalarValue::TimestampMicrosecond(Some(t), _) => Value::String(format_status_time(t / 1_000)),
-        ScalarValue::TimestampNanosecond(Some(t), _) => Value::String(format_status_time(t / 1_000_000)),
+        ScalarValue::TimestampSecond(Some(t), _) => {
+            Value::String(format_status_time(t.saturating_mul(1_000)))
+        }
+        ScalarValue::TimestampMicrosecond(Some(t), _) => {
+            Value::String(format_status_time(t / 1_000))
+        }
+        ScalarValue::TimestampNanosecond(Some(t), _) => {
+            Value::String(format_status_time(t / 1_000_000))
+        }
         other => Value::String(other.to_string()),
     }
 }

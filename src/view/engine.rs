@@ -84,7 +84,9 @@ impl ViewEngine {
             .collect();
         if fields.is_empty() {
             // Rows need a column to count them: a constant stands for "no key".
-            fields.push(SortField::new(datafusion::arrow::datatypes::DataType::Boolean));
+            fields.push(SortField::new(
+                datafusion::arrow::datatypes::DataType::Boolean,
+            ));
         }
         let rows = RowConverter::new(fields).map_err(|e| plan.fail(e))?;
         Ok(ViewEngine {
@@ -213,8 +215,12 @@ impl ViewEngine {
                 self.dropped_late += 1;
                 continue;
             }
-            // Sessions group by key alone: their windows are found below.
-            let window = if gap.is_some() { 0 } else { starts.value(i) };
+            // Sessions group by key (and the hour: see SESSION_SPAN_MS); their windows are found
+            // below.
+            let window = match gap {
+                Some(_) => session_span(starts.value(i)),
+                None => starts.value(i),
+            };
             let key = (rows.row(i).owned(), window);
             let slot = members.entry(key.clone()).or_insert_with(|| {
                 order.push(key);
@@ -291,8 +297,11 @@ impl ViewEngine {
     ) -> Result<&mut Session, EngineError> {
         let plan = Arc::clone(&self.plan);
         let list = self.sessions.entry(key.clone()).or_default();
-        // Kept in order of start; those the run touches are adjacent.
-        let touches = |s: &Session| s.start - last <= gap && first - s.last <= gap;
+        // Kept in order of start; those the run touches are adjacent (and in its span).
+        let span = session_span(first);
+        let touches = |s: &Session| {
+            s.start - last <= gap && first - s.last <= gap && session_span(s.start) == span
+        };
         let from = list.iter().position(touches);
         let mut merged = match from {
             None => Session {
@@ -432,6 +441,21 @@ impl ViewEngine {
         Ok(out)
     }
 
+    /// Forgets, without handing anything on, every window that ended by `closed`: after a
+    /// replay, which re-read records of windows already final (re-read for the windows that
+    /// were not): those were handed on whole before, and what was re-read of them is partial.
+    pub fn forget_final(&mut self, closed: Millis) {
+        self.groups.retain(|_, g| g.end > closed);
+        let gap = match self.plan.view().window {
+            Window::Session { gap_ms } => gap_ms,
+            _ => 0,
+        };
+        self.sessions.retain(|_, list| {
+            list.retain(|s| s.last.saturating_add(gap) > closed);
+            !list.is_empty()
+        });
+    }
+
     /// Partial rows of every window new or changed, whatever the watermark (the end of a file).
     ///
     /// # Errors
@@ -476,12 +500,12 @@ impl ViewEngine {
         let mut keys: Vec<ArrayRef> = Vec::with_capacity(plan.bounds.len());
         for bound in &plan.bounds {
             keys.push(match bound {
-                Some(Bound::Start) => {
-                    Arc::new(TimestampMillisecondArray::from_iter_values(due.iter().map(|d| d.0)))
-                }
-                Some(Bound::End) => {
-                    Arc::new(TimestampMillisecondArray::from_iter_values(due.iter().map(|d| d.2)))
-                }
+                Some(Bound::Start) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    due.iter().map(|d| d.0),
+                )),
+                Some(Bound::End) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    due.iter().map(|d| d.2),
+                )),
                 None => others.next().ok_or_else(|| plan.fail("keys"))?,
             });
         }
@@ -514,6 +538,17 @@ impl ViewEngine {
         }
         plan.partials(keys, &windows, states).map(Some)
     }
+}
+
+/// A session never spans two of these (UTC hours): a key with records every few seconds
+/// for days would otherwise keep one session open, and a partition resuming from its first
+/// record would re-read days. Cut at each hour, a replay re-reads at most an hour and the
+/// allowed lateness of records. The batch answer ([`super::batch`]) cuts the same way.
+pub const SESSION_SPAN_MS: Millis = 3_600_000;
+
+/// The start of the span of time `t` (see [`SESSION_SPAN_MS`]).
+pub fn session_span(t: Millis) -> Millis {
+    t.div_euclid(SESSION_SPAN_MS) * SESSION_SPAN_MS
 }
 
 /// Updates `accumulators` with the rows `indices` of each aggregate's inputs.
@@ -604,7 +639,9 @@ impl Batcher {
             record_schema(),
             vec![
                 Arc::new(names),
-                Arc::new(TimestampMillisecondArray::from(std::mem::take(&mut self.times))),
+                Arc::new(TimestampMillisecondArray::from(std::mem::take(
+                    &mut self.times,
+                ))),
                 Arc::new(Float64Array::from(std::mem::take(&mut self.latitudes))),
                 Arc::new(Float64Array::from(std::mem::take(&mut self.longitudes))),
                 Arc::new(Float64Array::from(std::mem::take(&mut self.distances))),
@@ -643,11 +680,11 @@ pub fn final_rows(engine: &mut ViewEngine) -> Result<Option<RecordBatch>, Engine
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::StringArray;
     use crate::output::archive::target::Target;
     use crate::query::{context, json_rows, run, Answer, Limits, Tables};
     use crate::time::format_status_time;
     use crate::view::{batch, plan::parse};
+    use datafusion::arrow::array::StringArray;
 
     const T0: Millis = 1_521_343_200_000;
 
@@ -720,41 +757,45 @@ mod tests {
         let mut partials: HashMap<(String, Millis), HashMap<usize, RecordBatch>> = HashMap::new();
         let mut finals: HashMap<(String, Millis), String> = HashMap::new();
         let mut restated = false;
-        let mut merge = |p: usize, batch: RecordBatch, finals: &mut HashMap<(String, Millis), String>| {
-            for row in 0..batch.num_rows() {
-                let (start, _, live) = plan.partial_window(&batch, row);
-                let key = (plan.partial_key(&batch, row).unwrap(), start);
-                let slot = partials.entry(key.clone()).or_default();
-                if live {
-                    slot.insert(p, batch.slice(row, 1));
-                } else {
-                    slot.remove(&p);
+        let mut merge =
+            |p: usize, batch: RecordBatch, finals: &mut HashMap<(String, Millis), String>| {
+                for row in 0..batch.num_rows() {
+                    let (start, _, live) = plan.partial_window(&batch, row);
+                    let key = (plan.partial_key(&batch, row).unwrap(), start);
+                    let slot = partials.entry(key.clone()).or_default();
+                    if live {
+                        slot.insert(p, batch.slice(row, 1));
+                    } else {
+                        slot.remove(&p);
+                    }
+                    if slot.is_empty() {
+                        finals.remove(&key);
+                        continue;
+                    }
+                    let parts: Vec<RecordBatch> = slot.values().cloned().collect();
+                    let merged =
+                        datafusion::arrow::compute::concat_batches(&plan.partial_schema(), &parts)
+                            .unwrap();
+                    let all = 0..merged.num_rows();
+                    let (rows, kept) = plan.finish(&merged, std::slice::from_ref(&all)).unwrap();
+                    if !kept[0] {
+                        finals.remove(&key);
+                        continue;
+                    }
+                    let answer = Answer {
+                        schema: rows.schema(),
+                        batches: vec![rows],
+                        truncated: false,
+                    };
+                    let line = json_rows(&answer).remove(0);
+                    let line = serde_json::from_str::<serde_json::Value>(&line)
+                        .unwrap()
+                        .to_string();
+                    if let Some(old) = finals.insert(key, line.clone()) {
+                        restated |= old != line;
+                    }
                 }
-                if slot.is_empty() {
-                    finals.remove(&key);
-                    continue;
-                }
-                let parts: Vec<RecordBatch> = slot.values().cloned().collect();
-                let merged =
-                    datafusion::arrow::compute::concat_batches(&plan.partial_schema(), &parts)
-                        .unwrap();
-                let (rows, kept) = plan.finish(&merged, &[0..merged.num_rows()]).unwrap();
-                if !kept[0] {
-                    finals.remove(&key);
-                    continue;
-                }
-                let answer = Answer {
-                    schema: rows.schema(),
-                    batches: vec![rows],
-                    truncated: false,
-                };
-                let line = json_rows(&answer).remove(0);
-                let line = serde_json::from_str::<serde_json::Value>(&line).unwrap().to_string();
-                if let Some(old) = finals.insert(key, line.clone()) {
-                    restated |= old != line;
-                }
-            }
-        };
+            };
         for chunk in all.chunks(97) {
             for (p, engine) in engines.iter_mut().enumerate() {
                 let mine: Vec<_> = chunk
@@ -892,7 +933,9 @@ mod tests {
             windows,
             [(T0, T0 + 6_000, true), (T0 + 10_000, T0 + 16_000, true)]
         );
-        engine.push(&batch_of(&[at(5)]), &[3], &[Millis::MIN]).unwrap();
+        engine
+            .push(&batch_of(&[at(5)]), &[3], &[Millis::MIN])
+            .unwrap();
         assert_eq!(engine.low_water(), Some(1));
         let second = engine.advance(T0 + 60_000, Millis::MIN).unwrap().unwrap();
         let windows: Vec<_> = (0..second.num_rows())
@@ -903,8 +946,12 @@ mod tests {
             [(T0, T0 + 16_000, true), (T0 + 10_000, T0 + 10_000, false)],
             "the merged ride restated under its start; the second withdrawn"
         );
-        let (rows, _) = plan.finish(&second, &[0..1]).unwrap();
-        let n = rows.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
+        let (rows, _) = plan.finish(&second, std::slice::from_ref(&(0..1))).unwrap();
+        let n = rows
+            .column(3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(n.value(0), 3);
         // Past the lateness, the ride is forgotten and nothing holds a position back.
         assert!(engine.advance(T0 + 60_000, T0 + 30_000).unwrap().is_none());

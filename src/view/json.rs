@@ -15,7 +15,10 @@ fn format_options() -> FormatOptions<'static> {
 }
 
 /// Every cell as text, column by column: (header, cells, numeric).
-pub fn text_columns(schema: &Schema, batches: &[RecordBatch]) -> Vec<(String, Vec<Option<String>>, bool)> {
+pub fn text_columns(
+    schema: &Schema,
+    batches: &[RecordBatch],
+) -> Vec<(String, Vec<Option<String>>, bool)> {
     let options = format_options();
     let mut out: Vec<(String, Vec<Option<String>>, bool)> = schema
         .fields()
@@ -45,11 +48,7 @@ pub fn text_columns(schema: &Schema, batches: &[RecordBatch]) -> Vec<(String, Ve
 pub fn row_values(schema: &Schema, batches: &[RecordBatch]) -> Vec<Vec<serde_json::Value>> {
     use serde_json::Value;
     let columns = text_columns(schema, batches);
-    let types: Vec<&DataType> = schema
-        .fields()
-        .iter()
-        .map(|f| f.data_type())
-        .collect();
+    let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
     (0..batches.iter().map(RecordBatch::num_rows).sum::<usize>())
         .map(|row| {
             columns

@@ -23,7 +23,10 @@ pub const EXAMPLES: [(&str, &str); 4] = [
         include_str!("../../queries/views/fleet-5min.sql"),
     ),
     ("rides.sql", include_str!("../../queries/views/rides.sql")),
-    ("summary.sql", include_str!("../../queries/views/summary.sql")),
+    (
+        "summary.sql",
+        include_str!("../../queries/views/summary.sql"),
+    ),
     (
         "weak-cells.sql",
         include_str!("../../queries/views/weak-cells.sql"),

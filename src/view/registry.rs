@@ -185,7 +185,11 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, ViewDef)>, String> {
         out.push((file, def));
     }
     if out.len() > MAX_VIEWS {
-        return Err(format!("{}: {} views, at most {MAX_VIEWS}", dir.display(), out.len()));
+        return Err(format!(
+            "{}: {} views, at most {MAX_VIEWS}",
+            dir.display(),
+            out.len()
+        ));
     }
     Ok(out)
 }

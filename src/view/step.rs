@@ -27,7 +27,12 @@ pub struct Handed {
 
 impl std::fmt::Debug for Handed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} partial rows of view {}", self.partials.num_rows(), self.view.name())
+        write!(
+            f,
+            "{} partial rows of view {}",
+            self.partials.num_rows(),
+            self.view.name()
+        )
     }
 }
 
@@ -37,6 +42,8 @@ pub struct ViewStep {
     version: u64,
     engines: Vec<(Arc<LiveView>, ViewEngine)>,
     batcher: Batcher,
+    /// A replay is (or was, until the next step) under way.
+    replayed: bool,
 }
 
 impl ViewStep {
@@ -47,6 +54,7 @@ impl ViewStep {
             registry,
             engines: Vec::new(),
             batcher: Batcher::default(),
+            replayed: false,
         };
         step.sync();
         step
@@ -95,10 +103,22 @@ impl ViewStep {
     /// re-reading what its checkpoint covers: its windows are emitted once the replay is over,
     /// whole), the partial rows of windows that ended by `watermark` or changed, forgetting
     /// those that ended by `closed`.
+    ///
+    /// A replay starts at the oldest record of a window some view could still change, and so
+    /// re-reads records of windows already final too (handed on whole before the crash or the
+    /// move). Replayed records are never dropped as late (a session's record may be older than
+    /// `closed` and still belong to a session that is not: which, only the whole replay tells);
+    /// once it is over, windows final by `closed` are forgotten unsaid.
     pub fn step(&mut self, watermark: Millis, closed: Millis, replaying: bool) -> Vec<Handed> {
         self.feed(replaying);
         if replaying {
+            self.replayed = true;
             return Vec::new();
+        }
+        if std::mem::take(&mut self.replayed) {
+            for (_, engine) in &mut self.engines {
+                engine.forget_final(closed);
+            }
         }
         self.hand_on(|engine| engine.advance(watermark, closed))
     }
@@ -150,20 +170,21 @@ impl ViewStep {
         ) -> Result<Option<RecordBatch>, super::compile::EngineError>,
     ) -> Vec<Handed> {
         let mut out = Vec::new();
-        self.engines.retain_mut(|(view, engine)| match take(engine) {
-            Ok(Some(partials)) => {
-                out.push(Handed {
-                    view: Arc::clone(view),
-                    partials,
-                });
-                true
-            }
-            Ok(None) => true,
-            Err(e) => {
-                view.fail(e.message);
-                false
-            }
-        });
+        self.engines
+            .retain_mut(|(view, engine)| match take(engine) {
+                Ok(Some(partials)) => {
+                    out.push(Handed {
+                        view: Arc::clone(view),
+                        partials,
+                    });
+                    true
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    view.fail(e.message);
+                    false
+                }
+            });
         out
     }
 }

@@ -118,10 +118,7 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
             get(alerts::unsubscribe_page).post(alerts::unsubscribe),
         )
         .route("/api/views", get(views::list).post(views::create))
-        .route(
-            "/api/views/{name}",
-            get(views::rows).delete(views::delete),
-        )
+        .route("/api/views/{name}", get(views::rows).delete(views::delete))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

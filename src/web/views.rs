@@ -37,13 +37,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn views(state: &WebState) -> Result<&ViewsWeb, Response> {
-    state.views.as_ref().ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            "views are kept in the embedded store (store.kind = \"embedded\")",
-        )
-    })
+/// What a service that keeps no views answers.
+fn not_kept() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "views are kept in the embedded store (store.kind = \"embedded\")",
+    )
 }
 
 /// A view as `GET /api/views` lists it.
@@ -80,9 +79,8 @@ fn describe(view: &LiveView) -> Value {
 }
 
 pub(super) async fn list(State(state): State<WebState>) -> Response {
-    let web = match views(&state) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(web) = state.views.as_ref() else {
+        return not_kept();
     };
     let all: Vec<Value> = web.registry.list().iter().map(|v| describe(v)).collect();
     Json(all).into_response()
@@ -100,9 +98,8 @@ pub(super) async fn rows(
     Path(name): Path<String>,
     Query(q): Query<RowParams>,
 ) -> Response {
-    let web = match views(&state) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(web) = state.views.as_ref() else {
+        return not_kept();
     };
     if web.registry.get(&name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no view named {name:?}"));
@@ -150,9 +147,8 @@ pub(super) async fn create(
     if !state.authorized(&headers) {
         return unauthorized();
     }
-    let web = match views(&state) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(web) = state.views.as_ref() else {
+        return not_kept();
     };
     if body.len() > MAX_SQL_BYTES {
         return error(
@@ -161,7 +157,10 @@ pub(super) async fn create(
         );
     }
     let Ok(sql) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body is the view's SQL, in UTF-8");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body is the view's SQL, in UTF-8",
+        );
     };
     let def = match parse(sql) {
         Ok(def) => def,
@@ -232,15 +231,16 @@ pub(super) async fn delete(
     if !state.authorized(&headers) {
         return unauthorized();
     }
-    let web = match views(&state) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(web) = state.views.as_ref() else {
+        return not_kept();
     };
     if let Some(view) = web.registry.get(&name) {
         if view.from_file {
             return error(
                 StatusCode::CONFLICT,
-                format!("view {name:?} is defined by a file of views.dir: remove the file and restart"),
+                format!(
+                    "view {name:?} is defined by a file of views.dir: remove the file and restart"
+                ),
             );
         }
     }

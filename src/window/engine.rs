@@ -346,7 +346,9 @@ impl Engine {
     /// The last window end that is final at watermark `at`.
     fn final_end(&self, at: Millis) -> Millis {
         let limit = at.saturating_sub(self.cfg.allowed_lateness_ms);
-        limit.div_euclid(self.cfg.size_ms).saturating_mul(self.cfg.size_ms)
+        limit
+            .div_euclid(self.cfg.size_ms)
+            .saturating_mul(self.cfg.size_ms)
     }
 
     /// Moves the watermark up to `to`, noting the window ends it passes (see [`Closings`]).
@@ -819,7 +821,11 @@ impl Engine {
                 .iter()
                 .take_while(|(_, at)| at.is_none_or(|at| at < from))
                 .count();
-            if cut > 1 || finals.first().is_some_and(|(_, at)| at.is_some() && cut == 1) {
+            if cut > 1
+                || finals
+                    .first()
+                    .is_some_and(|(_, at)| at.is_some() && cut == 1)
+            {
                 let end = finals[cut - 1].0;
                 finals.drain(..cut);
                 finals.insert(0, (end, None));
@@ -1116,12 +1122,19 @@ mod tests {
             .map(|(p, t)| resumed.push(&rec("a", *t, 1), p as u64, 0))
             .collect();
         assert_eq!(replay[0], Ok(Accepted::Replayed), "minute 0, read in time");
-        assert_eq!(replay[3], Ok(Accepted::ReplayedTooLate), "minute 0, read too late");
+        assert_eq!(
+            replay[3],
+            Ok(Accepted::ReplayedTooLate),
+            "minute 0, read too late"
+        );
         // Pruned to position 3, what came before is one entry of no position: still too late.
         resumed.prune_finals(3);
         let mut again = Engine::resume(cfg, &resumed.checkpoint_with(Some(3)), 0);
         again.keep_finals();
-        assert_eq!(again.push(&rec("a", 30, 1), 3, 0), Ok(Accepted::ReplayedTooLate));
+        assert_eq!(
+            again.push(&rec("a", 30, 1), 3, 0),
+            Ok(Accepted::ReplayedTooLate)
+        );
     }
 
     #[test]

@@ -34,9 +34,7 @@
 mod engine;
 mod intern;
 
-pub use engine::{
-    Accepted, Checkpoint, Closings, Engine, EngineStats, Finals, Forgotten, TooLate,
-};
+pub use engine::{Accepted, Checkpoint, Closings, Engine, EngineStats, Finals, Forgotten, TooLate};
 pub use intern::{Interner, NameId};
 
 use crate::time::Millis;

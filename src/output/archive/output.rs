@@ -350,7 +350,10 @@ impl ArchiveOutput {
                 }
             }
             Item::Barrier(barrier) => self.barrier(barrier).await?,
-            Item::Summaries(..) | Item::DeadLetters(_) | Item::Alerts { .. } | Item::Views { .. } => {}
+            Item::Summaries(..)
+            | Item::DeadLetters(_)
+            | Item::Alerts { .. }
+            | Item::Views { .. } => {}
         }
         Ok(())
     }

@@ -102,16 +102,15 @@ impl ViewTables {
             row,
             partials: Vec::new(),
         };
-        for entry in partials
-            .range((view, start, key, "")..)
-            .map_err(err)?
-        {
+        for entry in partials.range((view, start, key, "")..).map_err(err)? {
             let (k, v) = entry.map_err(err)?;
             let (v_view, v_start, v_key, partition) = k.value();
             if v_view != view || v_start != start || v_key != key {
                 break;
             }
-            stored.partials.push((partition.to_owned(), v.value().to_vec()));
+            stored
+                .partials
+                .push((partition.to_owned(), v.value().to_vec()));
         }
         Ok(stored)
     }
@@ -121,7 +120,11 @@ impl ViewTables {
     ///
     /// # Errors
     /// The transaction failed; nothing of it was written.
-    pub fn write(&self, changes: &[Change], forget: &[(Arc<str>, Millis)]) -> Result<(), StoreError> {
+    pub fn write(
+        &self,
+        changes: &[Change],
+        forget: &[(Arc<str>, Millis)],
+    ) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(err)?;
         {
             let mut rows = w.open_table(ROWS).map_err(err)?;
@@ -145,15 +148,17 @@ impl ViewTables {
                             .map_err(err)?;
                     }
                     Some(None) => {
-                        rows.remove((&*c.view, c.start, c.key.as_str())).map_err(err)?;
+                        rows.remove((&*c.view, c.start, c.key.as_str()))
+                            .map_err(err)?;
                     }
                 }
             }
             for (view, before) in forget {
                 partials
-                    .retain_in((&**view, Millis::MIN, "", "")..(&**view, *before, "", ""), |_, _| {
-                        false
-                    })
+                    .retain_in(
+                        (&**view, Millis::MIN, "", "")..(&**view, *before, "", ""),
+                        |_, _| false,
+                    )
                     .map_err(err)?;
             }
         }
@@ -174,7 +179,11 @@ impl ViewTables {
         let r = self.db.begin_read().map_err(err)?;
         let rows = r.open_table(ROWS).map_err(err)?;
         let mut out = Vec::new();
-        for entry in rows.range((view, from, "")..(view, to, "")).map_err(err)?.rev() {
+        for entry in rows
+            .range((view, from, "")..(view, to, ""))
+            .map_err(err)?
+            .rev()
+        {
             if out.len() >= limit {
                 break;
             }
@@ -218,8 +227,11 @@ impl ViewTables {
                 clear_view(&w, &def.name)?;
             }
             let mut defs = w.open_table(DEFS).map_err(err)?;
-            defs.insert(def.name.as_str(), (def.sql.as_str(), def.created, def.from_file))
-                .map_err(err)?;
+            defs.insert(
+                def.name.as_str(),
+                (def.sql.as_str(), def.created, def.from_file),
+            )
+            .map_err(err)?;
         }
         w.commit().map_err(err)
     }
@@ -241,8 +253,11 @@ impl ViewTables {
 
 fn clear_view(w: &redb::WriteTransaction, name: &str) -> Result<(), StoreError> {
     let mut rows = w.open_table(ROWS).map_err(err)?;
-    rows.retain_in((name, Millis::MIN, "")..=(name, Millis::MAX, "\u{10FFFF}"), |_, _| false)
-        .map_err(err)?;
+    rows.retain_in(
+        (name, Millis::MIN, "")..=(name, Millis::MAX, "\u{10FFFF}"),
+        |_, _| false,
+    )
+    .map_err(err)?;
     let mut partials = w.open_table(PARTIALS).map_err(err)?;
     partials
         .retain_in(
