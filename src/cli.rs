@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{aggregate, consume, demo, produce, query, serve, subscribe};
+use crate::commands::{aggregate, consume, demo, produce, query, serve, subscribe, views};
 
 /// Stampede: live analytics for the Wild Rydes unicorn fleet.
 #[derive(Debug, Parser)]
@@ -61,4 +61,7 @@ pub enum Command {
     /// Example: stampede query "SELECT name, SUM(distance) AS TotalDistance FROM wildrydes
     /// GROUP BY name"
     Query(query::Args),
+    /// Continuous views (CONTRACT §9): `views verify` checks the stored rows against the same
+    /// question run in batch over the archive.
+    Views(views::Args),
 }

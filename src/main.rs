@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => commands::subscribe::subscribe(&args),
         Command::Unsubscribe(args) => commands::subscribe::unsubscribe(&args),
         Command::Query(args) => commands::query::run_command(&args),
+        Command::Views(args) => commands::views::run_command(&args),
         Command::PrintConfig => {
             print!("{DEFAULT_TOML}");
             Ok(())

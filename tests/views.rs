@@ -384,6 +384,43 @@ async fn views_kept_by_the_service_end_with_duckdbs_rows_over_its_archive() {
         );
         assert_same_rows(view, &rows, &duckdb(view, &files));
     }
+    // The service's own check agrees: every stored row equals the batch answer over the archive.
+    let verify = |archive: &Path| {
+        stampede(["views", "verify", "--archive"])
+            .arg(archive)
+            .env("STAMPEDE_STORE_PATH", &store)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&archive);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for view in EXAMPLES {
+        assert!(
+            said.contains(&format!("view {view}: ")) && said.contains("0 differences"),
+            "{said}"
+        );
+    }
+    // An archive that lost an object no longer matches the stored rows: every difference said.
+    let damaged = data.join("damaged");
+    for file in &files {
+        let to = damaged.join(file.strip_prefix(&archive).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file, to).unwrap();
+    }
+    std::fs::remove_file(walk(&damaged).first().unwrap()).unwrap();
+    let out = verify(&damaged);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("view summary: differs: stored")
+            || said.contains("stored but not in the batch answer"),
+        "{said}"
+    );
 }
 
 /// Every archived object under `dir` (staging files, named with a leading dot, left out).

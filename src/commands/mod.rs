@@ -10,6 +10,7 @@ pub mod produce;
 pub mod query;
 pub mod serve;
 pub mod subscribe;
+pub mod views;
 
 /// A command line that cannot be run as given; the message says what to fix (exit 2).
 #[derive(Debug, thiserror::Error)]

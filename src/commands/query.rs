@@ -46,7 +46,10 @@ pub fn run_command(args: &Args) -> anyhow::Result<()> {
 
 /// The archive `stampede query` reads: `--archive` (a directory or `s3://BUCKET/PREFIX`), else
 /// the configuration's `[archive]`, else `./stampede-archive` if it exists.
-async fn archive_target(config: &Config, flag: Option<&str>) -> anyhow::Result<Option<Target>> {
+pub(crate) async fn archive_target(
+    config: &Config,
+    flag: Option<&str>,
+) -> anyhow::Result<Option<Target>> {
     use crate::config::ArchiveKind;
     match flag {
         Some(url) if url.starts_with("s3://") => {
