@@ -125,7 +125,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
                 Some(hub.input()),
             );
             steps.views = Some(Arc::clone(&registry));
-            Some(crate::web::views::ViewsWeb { registry, tables })
+            Some((registry, tables))
         }
         store::Stores::DynamoDb { .. } if !view_files.is_empty() => {
             return Err(BadSetting::key(
@@ -160,6 +160,21 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         None => None,
     };
     let fanout = outputs.fanout();
+    let backfill = match (&archive, &views) {
+        (Some(target), Some(_)) => Some(crate::query::backfill::Backfill {
+            archive: target.clone(),
+            fanout: Arc::new(std::sync::Mutex::new(Some(fanout.clone()))),
+            window: steps.window,
+            buffer: std::time::Duration::from_secs(config.archive.buffer_secs),
+            stop: CancellationToken::new(),
+        }),
+        _ => None,
+    };
+    let views = views.map(|(registry, tables)| crate::web::views::ViewsWeb {
+        registry,
+        tables,
+        backfill: backfill.clone(),
+    });
     let mut connections: Vec<(&'static str, Health)> = outputs.health();
 
     let source_stop = CancellationToken::new();
@@ -235,6 +250,10 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         source_stop.cancel();
         // Each step runs even when one before it failed; the error names every failed step.
         let mut failed: Vec<String> = sources.stopped().await;
+        if let Some(backfill) = &backfill {
+            // Backfills under way stop; their hold on the outputs goes.
+            backfill.close();
+        }
         tracing::info!("stopping: windows flushed; outputs");
         if let Err(e) = outputs.close(crate::output::CLOSE_DEADLINE).await {
             failed.push(e.to_string());

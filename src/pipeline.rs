@@ -295,6 +295,7 @@ impl PartitionTask {
             views.sync();
         }
         let mut views = self.views.as_mut().filter(|v| !v.is_empty());
+        let mut newest = Millis::MIN;
         let mut kept = self.out.wants_records().then(|| Records {
             source: self.source,
             partition: self.name.as_str().into(),
@@ -334,8 +335,9 @@ impl PartitionTask {
                     .engine
                     .push(&record, position, now)
                     .map_err(|_| Reject::new(RejectReason::TooLate))?;
-                if let Some(views) = views.as_mut() {
-                    if accepted != Accepted::ReplayedTooLate {
+                if accepted != Accepted::ReplayedTooLate {
+                    newest = newest.max(record.status_time);
+                    if let Some(views) = views.as_mut() {
                         views.push(&record, position, closed);
                     }
                 }
@@ -393,6 +395,9 @@ impl PartitionTask {
             if *n > 0 {
                 METRICS.rejected[i].fetch_add(*n, Relaxed);
             }
+        }
+        if let Some(views) = self.views.as_mut() {
+            views.saw(newest);
         }
         if !dead.is_empty() {
             self.out.dead_letters(dead).await;

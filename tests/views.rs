@@ -571,3 +571,84 @@ fn kafka_views_survive_sigkill_exactly_once() {
     // which the hour a session may span at most bounds (SESSION_SPAN_MS).
     drop(second);
 }
+
+/// A view defined at run time on a service with an archive computes its past from the archive,
+/// then continues live (`backfilling` meanwhile): its final rows equal DuckDB's over every
+/// accepted record, those before its definition included — a five-minute window that spans the
+/// cut merges what the archive and the partitions said of it, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_defined_at_run_time_is_backfilled_from_the_archive() {
+    let data = temp_dir("view-backfill-data");
+    let (archive, store) = (data.join("archive"), data.join("store"));
+    let app = TestApp::start("view-backfill", |c| {
+        c.store.path = store.clone();
+        c.archive.kind = stampede::config::ArchiveKind::Dir;
+        c.archive.path = archive.display().to_string();
+        c.archive.buffer_secs = 1;
+        c.window.idle_timeout_secs = 3_600;
+    })
+    .await;
+    let fleet = fleet_with_rides("33");
+    let records: Vec<&[u8]> = fleet.split(|&b| b == b'\n').collect();
+    // The cut falls a minute past the first third: the rest moves event time past it by the
+    // lateness, a window and the out-of-orderness, and the backfill runs.
+    let (first, second) = records.split_at(records.len() / 3);
+    let post = |part: &[&[u8]]| {
+        let chunks: Vec<Vec<u8>> = part.chunks(500).map(|c| c.join(&b'\n')).collect();
+        let addr = app.addr;
+        async move {
+            for body in chunks {
+                let (status, _) = request(addr, hyper::Method::POST, "/ingest", body, None).await;
+                assert_eq!(status, hyper::StatusCode::OK);
+            }
+        }
+    };
+    post(first).await;
+    let sql = std::fs::read_to_string(example("fleet_5min"))
+        .unwrap()
+        .replace("CREATE VIEW fleet_5min", "CREATE VIEW fleet_backfilled");
+    let (status, body) = request(app.addr, hyper::Method::POST, "/api/views", sql, None).await;
+    assert_eq!(
+        status,
+        hyper::StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let state = |v: &Value| {
+        v.as_array().unwrap()[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let listed = crate::support::service::get_json(app.addr, "/api/views").await;
+    assert_eq!(state(&listed), "backfilling");
+    post(second).await;
+    crate::support::poll::eventually("the backfill done", || async {
+        let listed = crate::support::service::get_json(app.addr, "/api/views").await;
+        let s = state(&listed);
+        assert_ne!(s, "failed", "{listed}");
+        (s == "running").then_some(())
+    })
+    .await;
+    app.stop().await;
+    let out = stampede([
+        "query",
+        "--format",
+        "json",
+        "SELECT * FROM fleet_backfilled",
+    ])
+    .env("STAMPEDE_STORE_PATH", &store)
+    .env("STAMPEDE_ARCHIVE_KIND", "none")
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_rows(
+        "fleet_5min",
+        &lines(&out.stdout),
+        &duckdb("fleet_5min", &walk(&archive)),
+    );
+}

@@ -13,6 +13,7 @@
 //!
 //! Queries are read-only: DDL, DML (`COPY … TO` writes files) and `SET` are refused.
 
+pub mod backfill;
 mod files;
 mod render;
 pub mod worker;

@@ -67,6 +67,8 @@ pub struct ViewEngine {
     withdrawn: Vec<(OwnedRow, Millis, Millis)>,
     /// Records dropped because their window had closed past the allowed lateness.
     pub dropped_late: u64,
+    /// Records before this event time are not this engine's (a backfill counts them).
+    cut: Millis,
 }
 
 impl ViewEngine {
@@ -97,7 +99,15 @@ impl ViewEngine {
             sessions: HashMap::new(),
             withdrawn: Vec::new(),
             dropped_late: 0,
+            cut: Millis::MIN,
         })
+    }
+
+    /// The engine of a view backfilled from the archive: it counts only records from event time
+    /// `cut` on, the backfill those before.
+    pub fn from_cut(mut self, cut: Millis) -> ViewEngine {
+        self.cut = cut;
+        self
     }
 
     /// The view's plan.
@@ -178,6 +188,7 @@ impl ViewEngine {
                 .ok_or_else(|| fail(&"window bounds"))
         };
         let (starts, ends) = (column(WINDOW_START)?, column(WINDOW_START + 1)?);
+        let times = column(1)?;
         let positions = batch
             .column(WINDOW_START + 2)
             .as_any()
@@ -211,6 +222,9 @@ impl ViewEngine {
         for i in 0..n {
             // A session's own window, as a lone record, is [t, t + gap).
             let end = gap.map_or(ends.value(i), |g| starts.value(i).saturating_add(g));
+            if times.value(i) < self.cut {
+                continue;
+            }
             if end <= closed.value(i) {
                 self.dropped_late += 1;
                 continue;

@@ -5,7 +5,7 @@
 //! A change bumps a version number; a partition compares it with its own once per batch (one
 //! atomic load) and takes up the new list only when it moved.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,9 @@ pub struct LiveView {
     pub backfilling: AtomicBool,
     /// Why it stopped, if it failed on the records (an expression that errs at run time).
     pub failed: RwLock<Option<String>>,
+    /// A view backfilled from the archive: the partitions count only records from this event
+    /// time on, the backfill those before (`i64::MIN`: the partitions count everything).
+    pub cut: AtomicI64,
 }
 
 impl LiveView {
@@ -46,6 +49,7 @@ impl LiveView {
             dropped_late: AtomicU64::new(0),
             backfilling: AtomicBool::new(false),
             failed: RwLock::new(None),
+            cut: AtomicI64::new(Millis::MIN),
         }
     }
 
@@ -93,13 +97,34 @@ pub enum AddError {
 }
 
 /// The views a service keeps; see the module docs.
-#[derive(Default)]
 pub struct Registry {
     views: RwLock<Arc<[Arc<LiveView>]>>,
     version: AtomicU64,
+    /// The newest event time of a record any partition accepted (`i64::MIN` before any).
+    newest: AtomicI64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            views: RwLock::new(Arc::from(Vec::new())),
+            version: AtomicU64::new(0),
+            newest: AtomicI64::new(Millis::MIN),
+        }
+    }
 }
 
 impl Registry {
+    /// A partition accepted records up to event time `t`.
+    pub fn saw(&self, t: Millis) {
+        self.newest.fetch_max(t, Ordering::Relaxed);
+    }
+
+    /// The newest event time of a record any partition accepted.
+    pub fn newest(&self) -> Millis {
+        self.newest.load(Ordering::Relaxed)
+    }
+
     /// The views, in order of definition.
     pub fn list(&self) -> Arc<[Arc<LiveView>]> {
         self.views

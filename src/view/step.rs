@@ -44,6 +44,8 @@ pub struct ViewStep {
     batcher: Batcher,
     /// A replay is (or was, until the next step) under way.
     replayed: bool,
+    /// The newest event time this partition accepted.
+    newest: Millis,
 }
 
 impl ViewStep {
@@ -55,6 +57,7 @@ impl ViewStep {
             engines: Vec::new(),
             batcher: Batcher::default(),
             replayed: false,
+            newest: Millis::MIN,
         };
         step.sync();
         step
@@ -75,15 +78,36 @@ impl ViewStep {
             let kept = old.iter().position(|(v, _)| Arc::ptr_eq(v, view));
             let engine = match kept {
                 Some(i) => old.swap_remove(i).1,
-                None => match ViewEngine::new(Arc::clone(&view.plan)) {
-                    Ok(engine) => engine,
-                    Err(e) => {
-                        view.fail(e.message);
+                None => {
+                    let cut = view.cut.load(Relaxed);
+                    if cut != Millis::MIN && self.newest >= cut {
+                        // Records past the cut were read before this partition saw the view:
+                        // neither the backfill nor the partition would count them.
+                        view.fail(format!(
+                            "it was defined while a partition was reading records past its backfill cut ({}); DELETE it and define it again",
+                            crate::time::format_status_time(cut)
+                        ));
                         continue;
                     }
-                },
+                    match ViewEngine::new(Arc::clone(&view.plan)) {
+                        Ok(engine) => engine.from_cut(cut),
+                        Err(e) => {
+                            view.fail(e.message);
+                            continue;
+                        }
+                    }
+                }
             };
             self.engines.push((Arc::clone(view), engine));
+        }
+    }
+
+    /// The partition accepted records up to event time `t` (views or not: a view defined later
+    /// is backfilled up to the newest time any partition read).
+    pub fn saw(&mut self, t: Millis) {
+        if t > self.newest {
+            self.newest = t;
+            self.registry.saw(t);
         }
     }
 

@@ -31,6 +31,8 @@ pub struct ViewsWeb {
     pub registry: Arc<Registry>,
     /// Their tables in the store.
     pub tables: ViewTables,
+    /// With an archive: views defined at run time first compute their past from it.
+    pub backfill: Option<crate::query::backfill::Backfill>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -201,6 +203,10 @@ pub(super) async fn create(
         from_file: false,
     };
     let view = Arc::new(LiveView::new(plan, false, created));
+    // Set before the partitions see the view: they count only records from the cut on.
+    if let Some(backfill) = &web.backfill {
+        view.cut.store(backfill.cut(&view, &web.registry), Relaxed);
+    }
     if let Err(e) = web.registry.add(Arc::clone(&view)) {
         let status = match e {
             AddError::Exists(_) => StatusCode::CONFLICT,
@@ -220,6 +226,9 @@ pub(super) async fn create(
         return error(StatusCode::SERVICE_UNAVAILABLE, e);
     }
     tracing::info!(view = %def.name, "view defined");
+    if let Some(backfill) = &web.backfill {
+        backfill.start(Arc::clone(&view), Arc::clone(&web.registry));
+    }
     (StatusCode::CREATED, Json(describe(&view))).into_response()
 }
 
