@@ -652,3 +652,82 @@ async fn a_view_defined_at_run_time_is_backfilled_from_the_archive() {
         &duckdb("fleet_5min", &walk(&archive)),
     );
 }
+
+/// `POST /api/views` (admin) refuses what a view may not say with 400, naming the line, the
+/// column and the construct; a view it takes is kept in the store across a restart, and
+/// `DELETE /api/views/{name}` (admin) removes it for good. A view of `views.dir` is the file's
+/// to remove (409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_defined_over_http_are_checked_kept_across_restarts_and_deleted() {
+    use hyper::{Method, StatusCode};
+    let token = "views-admin-token";
+    let files = temp_dir("views-api-files");
+    std::fs::copy(example("summary"), files.join("summary.sql")).unwrap();
+    let dir_setting = files.display().to_string();
+    let tweak = |c: &mut stampede::config::Config| {
+        c.web.token = token.into();
+        c.views.dir = dir_setting.clone();
+    };
+    let app = TestApp::start("views-api", tweak).await;
+    let refused = [
+        ("CREATE VIEW v AS SELECT w.window_start, COUNT(*) FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) w JOIN x ON w.name = x.name GROUP BY w.window_start", "join"),
+        ("CREATE VIEW v AS SELECT window_start, COUNT(*) AS n FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE)\nGROUP BY window_start\nORDER BY n", "ORDER BY"),
+        ("CREATE VIEW v AS SELECT window_start, COUNT(*) FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) GROUP BY window_start LIMIT 3", "LIMIT"),
+        ("CREATE VIEW v AS SELECT name, COUNT(*) FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) GROUP BY name", "GROUP BY"),
+        ("CREATE VIEW v AS SELECT window_start, COUNT(DISTINCT name) FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) GROUP BY window_start", "DISTINCT aggregate"),
+        ("CREATE VIEW v AS SELEC window_start FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE)", "syntax"),
+    ];
+    for (sql, construct) in refused {
+        let (status, body) =
+            request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["construct"], construct, "{v}");
+        assert!(v["line"].as_u64().unwrap() >= 1 && v["column"].as_u64().unwrap() >= 1, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(construct), "{v}");
+    }
+    // A column that does not exist: planned over the stream, refused in its words.
+    let (status, body) = request(
+        app.addr,
+        Method::POST,
+        "/api/views",
+        "CREATE VIEW v AS SELECT nme, window_start, COUNT(*) AS n FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) GROUP BY nme, window_start",
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let said = String::from_utf8_lossy(&body);
+    assert!(said.contains("nme") && !said.contains("wildrydes_windowed"), "{said}");
+    let sql = "CREATE VIEW per_unicorn AS SELECT name, window_start, COUNT(*) AS n FROM TUMBLE(wildrydes, statustime, INTERVAL '2' MINUTE) GROUP BY name, window_start";
+    let (status, _) = request(app.addr, Method::POST, "/api/views", sql, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "admin only");
+    let (status, body) = request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a name is taken once");
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let app = app.restart(tweak).await;
+    let listed = crate::support::service::get_json(app.addr, "/api/views").await;
+    assert_eq!(names(&listed), ["summary", "per_unicorn"], "kept across the restart");
+    let (status, _) =
+        request(app.addr, Method::DELETE, "/api/views/summary", "", Some(token)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a file's view is the file's");
+    let (status, _) =
+        request(app.addr, Method::DELETE, "/api/views/per_unicorn", "", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) =
+        request(app.addr, Method::DELETE, "/api/views/per_unicorn", "", Some(token)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = request(app.addr, Method::GET, "/api/views/per_unicorn", "", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let app = app.restart(tweak).await;
+    let listed = crate::support::service::get_json(app.addr, "/api/views").await;
+    assert_eq!(names(&listed), ["summary"], "deleted for good");
+    app.stop().await;
+}
