@@ -716,10 +716,118 @@ function handle(msg) {
     case "telemetry": msg.records.forEach(upsert); received += msg.records.length; break;
     case "summary": addSummary(msg.summary); if (msg.summary.Name === selected) renderDetail(); break;
     case "silent": remove(msg.name); table.rows = table.rows.filter(r => r.Name !== msg.name); break;
+    case "view": if (msg.view === viewsPanel.name) { msg.rows.forEach(r => takeViewRow(r, true)); dirtyView = true; } return;
   }
   dirtyMap = true; dirtyTable = true;
   if (popupWanted && fleet.has(popupWanted)) { openPopup(popupWanted); popupWanted = null; }
   if (popupFor && fleet.has(popupFor)) renderPopup();
+}
+
+// ---- continuous views (CONTRACT §9): pick one, its latest windows live, a chart over time ----
+// The service lists the views (GET /api/views, with which columns place a row: its keys), the
+// page reads a view's newest rows (GET /api/views/NAME) and asks the WebSocket for its rows as
+// windows close or restate ({"type":"views"}). The chart draws a numeric column per window,
+// one line per key (the busiest eight), with uPlot (vendored, served by the service).
+const VIEW_ROWS = 5000, VIEW_LINES = 8, VIEW_TABLE = 12;
+const viewsPanel = { list: [], name: "", keys: [], column: "", rows: new Map(), plot: null, lines: "" };
+let dirtyView = false;
+const viewPick = document.getElementById("view-pick");
+const viewColumn = document.getElementById("view-column");
+function utcSeconds(t) { return Date.parse(String(t).replace(" ", "T") + "Z") / 1000; }
+function viewRowKey(r) { return viewsPanel.keys.map(k => r[k]).join("\u0001"); }
+function viewLineKey(r) {
+  return viewsPanel.keys.filter(k => k !== "window_start" && k !== "window_end").map(k => r[k]).join(" · ") || viewsPanel.name;
+}
+function takeViewRow(r, fresh) {
+  const key = viewRowKey(r);
+  const old = viewsPanel.rows.get(key);
+  if (old && old.revision > r.revision) return;
+  r._fresh = fresh ? Date.now() : 0;
+  viewsPanel.rows.set(key, r);
+  if (viewsPanel.rows.size > VIEW_ROWS) {
+    // The oldest windows go first.
+    const oldest = [...viewsPanel.rows.entries()].sort((a, b) => String(a[1].window_start).localeCompare(String(b[1].window_start)));
+    for (const [k] of oldest.slice(0, viewsPanel.rows.size - VIEW_ROWS)) viewsPanel.rows.delete(k);
+  }
+}
+function loadViews() {
+  api("/api/views").then(r => r.ok ? r.json() : []).then(list => {
+    viewsPanel.list = Array.isArray(list) ? list : [];
+    document.getElementById("views").hidden = !viewsPanel.list.length;
+    viewPick.replaceChildren(...viewsPanel.list.map(v => new Option(v.name, v.name)));
+    const keep = viewsPanel.list.some(v => v.name === viewsPanel.name) ? viewsPanel.name : (viewsPanel.list[0] || {}).name;
+    if (keep) { viewPick.value = keep; pickView(keep); }
+  }).catch(() => {});
+}
+function pickView(name) {
+  const v = viewsPanel.list.find(v => v.name === name);
+  if (!v) return;
+  viewsPanel.name = name; viewsPanel.keys = v.keys || []; viewsPanel.rows.clear();
+  const state = document.getElementById("view-state");
+  state.textContent = v.state; state.className = "badge" + (v.state === "failed" ? " firing" : "");
+  state.title = v.error || "";
+  const numeric = v.columns.filter(c => /Int|Float|Decimal/.test(c.type) && c.name !== "revision" && !viewsPanel.keys.includes(c.name));
+  viewColumn.replaceChildren(...numeric.map(c => new Option(c.name, c.name)));
+  viewsPanel.column = numeric.length ? numeric[0].name : "";
+  viewColumn.value = viewsPanel.column;
+  subscribeViews();
+  api("/api/views/" + encodeURIComponent(name) + "?limit=" + VIEW_ROWS).then(r => r.ok ? r.json() : []).then(rows => {
+    if (viewsPanel.name !== name) return;
+    rows.forEach(r => takeViewRow(r, false));
+    dirtyView = true;
+  }).catch(() => {});
+  dirtyView = true;
+}
+function subscribeViews() {
+  if (socket && socket.readyState === WebSocket.OPEN && viewsPanel.name) {
+    socket.send(JSON.stringify({ type: "views", views: [viewsPanel.name] }));
+  }
+}
+viewPick.addEventListener("change", () => pickView(viewPick.value));
+viewColumn.addEventListener("change", () => { viewsPanel.column = viewColumn.value; viewsPanel.lines = ""; dirtyView = true; });
+function renderView() {
+  if (!viewsPanel.name || document.getElementById("views").hidden) return;
+  const rows = [...viewsPanel.rows.values()].sort((a, b) =>
+    String(b.window_start).localeCompare(String(a.window_start)) || viewLineKey(a).localeCompare(viewLineKey(b)));
+  // The latest windows, as a table.
+  const v = viewsPanel.list.find(v => v.name === viewsPanel.name);
+  const columns = v ? v.columns.map(c => c.name) : Object.keys(rows[0] || {}).filter(k => k !== "_fresh");
+  const head = document.querySelector("#view-rows thead");
+  head.innerHTML = "<tr>" + columns.map(c => `<th class="${viewsPanel.keys.includes(c) ? "key" : ""}">${esc(c)}</th>`).join("") + "</tr>";
+  const now = Date.now();
+  document.querySelector("#view-rows tbody").innerHTML = rows.slice(0, VIEW_TABLE).map(r =>
+    `<tr class="${now - r._fresh < 3000 ? "fresh" : ""}">` + columns.map(c => {
+      const x = r[c];
+      const text = typeof x === "number" && !Number.isInteger(x) ? x.toFixed(2) : x === null || x === undefined ? "" : String(x);
+      return `<td class="${viewsPanel.keys.includes(c) ? "key" : ""}">${esc(text)}</td>`;
+    }).join("") + "</tr>").join("") || `<tr><td class="key">No window has closed yet.</td></tr>`;
+  // The chart: the chosen column per window, the busiest keys as lines.
+  const col = viewsPanel.column, box = document.getElementById("view-chart");
+  if (!col || typeof uPlot === "undefined") { box.replaceChildren(); viewsPanel.plot = null; return; }
+  const totals = new Map();
+  for (const r of rows) totals.set(viewLineKey(r), (totals.get(viewLineKey(r)) || 0) + Math.abs(Number(r[col]) || 0));
+  const lines = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, VIEW_LINES).map(e => e[0]);
+  const xs = [...new Set(rows.map(r => utcSeconds(r.window_start)))].filter(Number.isFinite).sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  const ys = lines.map(() => new Array(xs.length).fill(null));
+  for (const r of rows) {
+    const li = lines.indexOf(viewLineKey(r)), xi = at.get(utcSeconds(r.window_start));
+    if (li >= 0 && xi !== undefined && typeof r[col] === "number") ys[li][xi] = r[col];
+  }
+  const data = [xs, ...ys];
+  const shape = col + "|" + lines.join("|");
+  if (viewsPanel.plot && viewsPanel.lines === shape) { viewsPanel.plot.setData(data); return; }
+  if (viewsPanel.plot) viewsPanel.plot.destroy();
+  const palette = ["#2b6cb0", "#c0392b", "#1f9d55", "#8e44ad", "#c97a00", "#16a085", "#d35400", "#34495e"];
+  viewsPanel.plot = new uPlot({
+    width: Math.max(200, box.clientWidth || 440), height: 150,
+    // Windows are in UTC, as the rows say them.
+    tzDate: ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+    series: [{}, ...lines.map((l, i) => ({ label: l, stroke: palette[i % palette.length], width: 1.5, spanGaps: false }))],
+    axes: [{}, { label: col, size: 60 }],
+    legend: { show: lines.length > 1 },
+  }, data, box);
+  viewsPanel.lines = shape;
 }
 
 // ---- the read token (web.read_token), asked for once and kept for the tab ----
@@ -760,7 +868,7 @@ function start() {
     return r.json().then(c => {
       tileUrl = c.tile_url || "";
       showAttribution(tileUrl ? c.tile_attribution || "" : "", c.tile_attribution_url || "");
-      dirtyMap = true; connect(); loadRecentAlerts(); loadTable();
+      dirtyMap = true; connect(); loadRecentAlerts(); loadTable(); loadViews();
     });
   }).catch(() => setTimeout(start, 2000));
 }
@@ -820,7 +928,7 @@ function connect() {
   const ws = new WebSocket(url, token ? ["stampede", "stampede.token." + hex(token)] : ["stampede"]);
   socket = ws;
   let opened = false;
-  ws.onopen = () => { opened = true; status.textContent = "live"; status.className = "live"; backoff = 500; sendView(); };
+  ws.onopen = () => { opened = true; status.textContent = "live"; status.className = "live"; backoff = 500; sendView(); subscribeViews(); };
   ws.onmessage = e => { try { handle(JSON.parse(e.data)); } catch (err) { console.error("bad frame", err); } };
   ws.onclose = () => {
     status.textContent = "reconnecting…"; status.className = "reconnecting";
@@ -843,6 +951,7 @@ setInterval(() => {
   const t0 = performance.now();
   if (dirtyTable) { dirtyTable = false; renderTable(); }
   if (dirtyAlerts) { dirtyAlerts = false; renderAlerts(); }
+  if (dirtyView) { dirtyView = false; renderView(); }
   setTimeout(refreshLists, Math.max(500, 4 * (performance.now() - t0)));
 })();
 function frame() { if (dirtyMap) { dirtyMap = false; draw(); } requestAnimationFrame(frame); }
@@ -871,6 +980,15 @@ window.stampede = {
   // Whether what the page holds answers the view it last said (load measurements, tests).
   viewAnswered: () => !!answered && viewBounds().every((v, i) => Math.abs(v - answered[i]) < 1e-4),
   renderTable: () => renderTable(),
+  // The Views panel: the view shown, its rows held, the chart's lines and points.
+  views: () => ({
+    name: viewsPanel.name,
+    rows: viewsPanel.rows.size,
+    lines: viewsPanel.plot ? viewsPanel.plot.series.length - 1 : 0,
+    points: viewsPanel.plot ? viewsPanel.plot.data[0].length : 0,
+    live: [...viewsPanel.rows.values()].filter(r => r._fresh).length,
+  }),
+  pickView: name => { viewPick.value = name; pickView(name); },
 };
 
 loadOutline("coarse", "/map/land-110m.json");

@@ -903,3 +903,92 @@ async fn the_fleet_table_pages_through_the_whole_fleet_on_the_service() {
     assert!(popup.as_str().unwrap().contains("u250"), "{popup}");
     app.stop().await;
 }
+
+/// The Views panel: the example views are listed, a picked view's closed windows show in its
+/// table and its chart (uPlot, served by the service) draws the busiest keys as lines, and
+/// windows that close later arrive over the WebSocket and are drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_views_panel_charts_a_view_and_takes_its_rows_live() {
+    let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/views");
+    let app = TestApp::start("browser-views", |c| {
+        c.views.dir = views.display().to_string();
+        // Event time alone closes windows.
+        c.window.idle_timeout_secs = 3_600;
+    })
+    .await;
+    let addr = app.addr;
+    // Twelve unicorns, one record a second each, from `start` for `secs` seconds.
+    let post = move |start: i64, secs: i64| async move {
+        let t0 = 1_521_343_200_000i64; // 2018-03-18 03:20:00
+        let mut body = Vec::new();
+        for s in start..start + secs {
+            for u in 0..12 {
+                let t = chrono::DateTime::from_timestamp_millis(t0 + s * 1_000 + u * 10).unwrap();
+                let time = t.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+                body.push(line(
+                    &format!("Unicorn-{u:02}"),
+                    &time,
+                    30.0 + u as f64,
+                    150,
+                    140,
+                ));
+            }
+        }
+        let (status, _) = post_json(addr, "/ingest", body.join("\n"), None).await;
+        assert!(status.is_success());
+    };
+    post(0, 200).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/")).await;
+    let listed = browser
+        .until(
+            "the views listed",
+            "const o = [...document.querySelectorAll('#view-pick option')].map(o => o.value); return o.length ? o : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        listed,
+        json!(["fleet_5min", "rides", "summary", "weak_cells"])
+    );
+    browser
+        .eval("document.getElementById('views').open = true; window.stampede.pickView('summary'); return 1", json!([]))
+        .await;
+    let shown = browser
+        .until(
+            "the summary view charted",
+            "const v = window.stampede.views(); return v.name === 'summary' && v.rows > 0 && v.lines > 0 ? v : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        shown["lines"], 8,
+        "the busiest eight of twelve keys: {shown}"
+    );
+    assert!(shown["points"].as_u64().unwrap() >= 2, "{shown}");
+    let canvas = browser
+        .eval(
+            "return !!document.querySelector('#view-chart canvas')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(canvas, true, "uPlot drew the chart");
+    let cells = browser
+        .eval(
+            "return document.querySelectorAll('#view-rows tbody tr').length",
+            json!([]),
+        )
+        .await;
+    assert!(cells.as_u64().unwrap() > 1, "{cells}");
+    // Two more minutes: their windows close and reach the page over the WebSocket.
+    post(200, 120).await;
+    let live = browser
+        .until(
+            "rows of newly closed windows over the WebSocket, drawn",
+            "const v = window.stampede.views(); return v.live > 0 && v.points > arguments[0] ? v : null;",
+            json!([shown["points"]]),
+        )
+        .await;
+    assert_eq!(live["lines"], 8, "{live}");
+    app.stop().await;
+}

@@ -678,12 +678,14 @@ async fn views_defined_over_http_are_checked_kept_across_restarts_and_deleted() 
         ("CREATE VIEW v AS SELEC window_start FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE)", "syntax"),
     ];
     for (sql, construct) in refused {
-        let (status, body) =
-            request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
+        let (status, body) = request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}");
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["construct"], construct, "{v}");
-        assert!(v["line"].as_u64().unwrap() >= 1 && v["column"].as_u64().unwrap() >= 1, "{v}");
+        assert!(
+            v["line"].as_u64().unwrap() >= 1 && v["column"].as_u64().unwrap() >= 1,
+            "{v}"
+        );
         assert!(v["error"].as_str().unwrap().contains(construct), "{v}");
     }
     // A column that does not exist: planned over the stream, refused in its words.
@@ -697,12 +699,20 @@ async fn views_defined_over_http_are_checked_kept_across_restarts_and_deleted() 
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let said = String::from_utf8_lossy(&body);
-    assert!(said.contains("nme") && !said.contains("wildrydes_windowed"), "{said}");
+    assert!(
+        said.contains("nme") && !said.contains("wildrydes_windowed"),
+        "{said}"
+    );
     let sql = "CREATE VIEW per_unicorn AS SELECT name, window_start, COUNT(*) AS n FROM TUMBLE(wildrydes, statustime, INTERVAL '2' MINUTE) GROUP BY name, window_start";
     let (status, _) = request(app.addr, Method::POST, "/api/views", sql, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "admin only");
     let (status, body) = request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
-    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (status, _) = request(app.addr, Method::POST, "/api/views", sql, Some(token)).await;
     assert_eq!(status, StatusCode::CONFLICT, "a name is taken once");
     let names = |v: &Value| -> Vec<String> {
@@ -714,15 +724,30 @@ async fn views_defined_over_http_are_checked_kept_across_restarts_and_deleted() 
     };
     let app = app.restart(tweak).await;
     let listed = crate::support::service::get_json(app.addr, "/api/views").await;
-    assert_eq!(names(&listed), ["summary", "per_unicorn"], "kept across the restart");
-    let (status, _) =
-        request(app.addr, Method::DELETE, "/api/views/summary", "", Some(token)).await;
+    assert_eq!(
+        names(&listed),
+        ["summary", "per_unicorn"],
+        "kept across the restart"
+    );
+    let (status, _) = request(
+        app.addr,
+        Method::DELETE,
+        "/api/views/summary",
+        "",
+        Some(token),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "a file's view is the file's");
-    let (status, _) =
-        request(app.addr, Method::DELETE, "/api/views/per_unicorn", "", None).await;
+    let (status, _) = request(app.addr, Method::DELETE, "/api/views/per_unicorn", "", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) =
-        request(app.addr, Method::DELETE, "/api/views/per_unicorn", "", Some(token)).await;
+    let (status, _) = request(
+        app.addr,
+        Method::DELETE,
+        "/api/views/per_unicorn",
+        "",
+        Some(token),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = request(app.addr, Method::GET, "/api/views/per_unicorn", "", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -113,6 +113,8 @@ pub struct ViewPlan {
     rows: SchemaRef,
     out: SchemaRef,
     partial: SchemaRef,
+    /// Which columns of a row read only the `GROUP BY` keys (the row's place, not its values).
+    key_columns: Vec<bool>,
 }
 
 impl ViewPlan {
@@ -261,6 +263,18 @@ impl ViewPlan {
             .iter()
             .map(|e| physical(e, aggregated))
             .collect::<Result<Vec<_>, _>>()?;
+        let group_names: Vec<&str> = aggregated.fields()[..aggregate.group_expr.len()]
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let key_columns = projection
+            .expr
+            .iter()
+            .map(|e| {
+                let refs = e.column_refs();
+                !refs.is_empty() && refs.iter().all(|c| group_names.contains(&c.name.as_str()))
+            })
+            .collect();
         let fields: Vec<Field> = projection
             .schema
             .fields()
@@ -285,7 +299,20 @@ impl ViewPlan {
             states,
             having,
             select,
+            key_columns,
         })
+    }
+
+    /// The names of the row's columns that place it (read only `GROUP BY` keys: the window,
+    /// the name, the cell), as opposed to its values.
+    pub fn key_columns(&self) -> Vec<String> {
+        self.rows
+            .fields()
+            .iter()
+            .zip(&self.key_columns)
+            .filter(|(_, key)| **key)
+            .map(|(f, _)| f.name().clone())
+            .collect()
     }
 
     /// The view.

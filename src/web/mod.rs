@@ -90,6 +90,14 @@ pub fn router(state: WebState, guard: Arc<guard::Guard>) -> Router {
         .route("/", get(dashboard_html))
         .route("/dashboard.js", get(dashboard_js))
         .route("/dashboard.css", get(dashboard_css))
+        .route(
+            "/vendor/uplot.js",
+            get(|| vendored(UPLOT_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/vendor/uplot.css",
+            get(|| vendored(UPLOT_CSS, "text/css; charset=utf-8")),
+        )
         .route("/map/land-110m.json", get(|| land(LAND_110M)))
         .route("/map/land-50m.json", get(|| land(LAND_50M)))
         .route("/ingest", post(ingest::ingest))
@@ -136,6 +144,21 @@ const DASHBOARD_CSS: &str = include_str!("../../dashboard/dashboard.css");
 /// that the map is never blank, tiles or not.
 const LAND_110M: &[u8] = include_bytes!("../../dashboard/land-110m.json");
 const LAND_50M: &[u8] = include_bytes!("../../dashboard/land-50m.json");
+
+/// uPlot, the Views panel's charts (npm `uplot`, see `dashboard/vendor/uPlot-NOTICE.md`).
+const UPLOT_JS: &str = include_str!("../../dashboard/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../../dashboard/vendor/uPlot.min.css");
+
+async fn vendored(body: &'static str, kind: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            // The same bytes for the life of the binary.
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+}
 
 async fn land(topojson: &'static [u8]) -> impl IntoResponse {
     (

@@ -67,6 +67,7 @@ fn describe(view: &LiveView) -> Value {
         "name": view.name(),
         "sql": plan.view().sql,
         "columns": columns,
+        "keys": plan.key_columns(),
         "window": window,
         "state": view.state(),
         "rows_emitted": view.rows.load(Relaxed),
