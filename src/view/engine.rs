@@ -24,7 +24,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{filter_record_batch, take};
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
 
 pub use super::compile::{record_schema, EngineError, ViewPlan};
@@ -216,9 +216,10 @@ impl ViewEngine {
             Window::Session { gap_ms } => Some(gap_ms),
             _ => None,
         };
-        // Rows of the batch by key (and window), in order of first appearance.
-        let mut order: Vec<(OwnedRow, Millis)> = Vec::new();
-        let mut members: HashMap<(OwnedRow, Millis), Vec<u32>> = HashMap::new();
+        // Rows of the batch by key (and window), in order of first appearance: keys borrowed
+        // from the batch's rows, owned once per group.
+        let mut order: Vec<((Row<'_>, Millis), Vec<u32>)> = Vec::new();
+        let mut members: HashMap<(Row<'_>, Millis), usize> = HashMap::new();
         for i in 0..n {
             // A session's own window, as a lone record, is [t, t + gap).
             let end = gap.map_or(ends.value(i), |g| starts.value(i).saturating_add(g));
@@ -235,17 +236,36 @@ impl ViewEngine {
                 Some(_) => session_span(starts.value(i)),
                 None => starts.value(i),
             };
-            let key = (rows.row(i).owned(), window);
-            let slot = members.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                Vec::new()
+            let key = (rows.row(i), window);
+            let at = *members.entry(key).or_insert_with(|| {
+                order.push((key, Vec::new()));
+                order.len() - 1
             });
-            slot.push(u32::try_from(i).unwrap_or(u32::MAX));
+            order[at].1.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
-        for key in order {
-            let Some(mut indices) = members.remove(&key) else {
-                continue;
-            };
+        if order.is_empty() {
+            return Ok(());
+        }
+        // Every aggregate's inputs taken once in group order: each group is then a slice.
+        let permutation: Vec<u32> = order
+            .iter()
+            .flat_map(|(_, ix)| ix.iter().copied())
+            .collect();
+        let permutation = UInt32Array::from(permutation);
+        let inputs = inputs
+            .iter()
+            .map(|args| {
+                args.iter()
+                    .map(|a| take(a.as_ref(), &permutation, None))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
+        let mut from = 0usize;
+        for ((row, window), mut indices) in order {
+            let range = from..from + indices.len();
+            from = range.end;
+            let key = (row.owned(), window);
             let min_position = indices
                 .iter()
                 .map(|i| positions.value(*i as usize))
@@ -265,14 +285,29 @@ impl ViewEngine {
                     };
                     group.dirty = true;
                     group.min_position = group.min_position.min(min_position);
-                    update(&plan, &mut group.accumulators, &inputs, indices)?;
+                    update(&plan, &mut group.accumulators, &inputs, range)?;
                 }
                 Some(gap) => {
-                    indices.sort_by_key(|i| starts.value(*i as usize));
+                    // The group's records in time order, as offsets into its slice.
+                    let mut local: Vec<usize> = (0..indices.len()).collect();
+                    local.sort_by_key(|j| starts.value(indices[*j] as usize));
+                    indices = local.iter().map(|j| indices[*j]).collect();
+                    let sorted = UInt32Array::from_iter_values(
+                        local.iter().map(|j| (range.start + j) as u32),
+                    );
+                    let group_inputs = inputs
+                        .iter()
+                        .map(|args| {
+                            args.iter()
+                                .map(|a| take(a.as_ref(), &sorted, None))
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| fail(&e))?;
                     // Runs of the batch's records no further apart than the gap.
-                    let mut from = 0;
-                    while from < indices.len() {
-                        let mut to = from + 1;
+                    let mut run_from = 0;
+                    while run_from < indices.len() {
+                        let mut to = run_from + 1;
                         while to < indices.len()
                             && starts.value(indices[to] as usize)
                                 - starts.value(indices[to - 1] as usize)
@@ -280,17 +315,21 @@ impl ViewEngine {
                         {
                             to += 1;
                         }
-                        let run = indices[from..to].to_vec();
-                        let first = starts.value(run[0] as usize);
-                        let last = starts.value(run[run.len() - 1] as usize);
-                        let low = run
+                        let first = starts.value(indices[run_from] as usize);
+                        let last = starts.value(indices[to - 1] as usize);
+                        let low = indices[run_from..to]
                             .iter()
                             .map(|i| positions.value(*i as usize))
                             .min()
                             .unwrap_or(0);
                         let session = self.session(&key.0, first, last, gap, low)?;
-                        update(&plan, &mut session.accumulators, &inputs, run)?;
-                        from = to;
+                        update(
+                            &plan,
+                            &mut session.accumulators,
+                            &group_inputs,
+                            run_from..to,
+                        )?;
+                        run_from = to;
                     }
                 }
             }
@@ -565,20 +604,18 @@ pub fn session_span(t: Millis) -> Millis {
     t.div_euclid(SESSION_SPAN_MS) * SESSION_SPAN_MS
 }
 
-/// Updates `accumulators` with the rows `indices` of each aggregate's inputs.
+/// Updates `accumulators` with the rows `range` of each aggregate's inputs (slices: no copy).
 fn update(
     plan: &ViewPlan,
     accumulators: &mut [Box<dyn Accumulator>],
     inputs: &[Vec<ArrayRef>],
-    indices: Vec<u32>,
+    range: std::ops::Range<usize>,
 ) -> Result<(), EngineError> {
-    let take_rows = UInt32Array::from(indices);
     for (acc, args) in accumulators.iter_mut().zip(inputs) {
-        let slice = args
+        let slice: Vec<ArrayRef> = args
             .iter()
-            .map(|a| take(a.as_ref(), &take_rows, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| plan.fail(e))?;
+            .map(|a| a.slice(range.start, range.len()))
+            .collect();
         acc.update_batch(&slice).map_err(|e| plan.fail(e))?;
     }
     Ok(())
