@@ -251,16 +251,7 @@ impl ViewEngine {
             .iter()
             .flat_map(|(_, ix)| ix.iter().copied())
             .collect();
-        let permutation = UInt32Array::from(permutation);
-        let inputs = inputs
-            .iter()
-            .map(|args| {
-                args.iter()
-                    .map(|a| take(a.as_ref(), &permutation, None))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(&e))?;
+        let inputs = take_all(&inputs, &UInt32Array::from(permutation)).map_err(|e| fail(&e))?;
         let mut from = 0usize;
         for ((row, window), mut indices) in order {
             let range = from..from + indices.len();
@@ -295,15 +286,7 @@ impl ViewEngine {
                     let sorted = UInt32Array::from_iter_values(
                         local.iter().map(|j| (range.start + j) as u32),
                     );
-                    let group_inputs = inputs
-                        .iter()
-                        .map(|args| {
-                            args.iter()
-                                .map(|a| take(a.as_ref(), &sorted, None))
-                                .collect::<Result<Vec<_>, _>>()
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| fail(&e))?;
+                    let group_inputs = take_all(&inputs, &sorted).map_err(|e| fail(&e))?;
                     // Runs of the batch's records no further apart than the gap.
                     let mut run_from = 0;
                     while run_from < indices.len() {
@@ -602,6 +585,21 @@ pub const SESSION_SPAN_MS: Millis = 3_600_000;
 /// The start of the span of time `t` (see [`SESSION_SPAN_MS`]).
 pub fn session_span(t: Millis) -> Millis {
     t.div_euclid(SESSION_SPAN_MS) * SESSION_SPAN_MS
+}
+
+/// Every aggregate's inputs at the rows `indices`, in their order.
+fn take_all(
+    inputs: &[Vec<ArrayRef>],
+    indices: &UInt32Array,
+) -> Result<Vec<Vec<ArrayRef>>, datafusion::arrow::error::ArrowError> {
+    inputs
+        .iter()
+        .map(|args| {
+            args.iter()
+                .map(|a| take(a.as_ref(), indices, None))
+                .collect()
+        })
+        .collect()
 }
 
 /// Updates `accumulators` with the rows `range` of each aggregate's inputs (slices: no copy).
