@@ -150,6 +150,13 @@ impl ViewPlan {
             .create_logical_plan(&view.select)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        // The analyzer's rules only (not the optimizer's, which would reshape the plan): type
+        // coercion above all, so that AVG or approx_percentile_cont of an integer column reads it
+        // as the floating-point number their accumulators take.
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| fail(e.to_string()))?;
         let LogicalPlan::Projection(projection) = plan else {
             return Err(fail(format!("unexpected plan: {plan}")));
         };

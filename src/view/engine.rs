@@ -1007,6 +1007,18 @@ mod tests {
         assert_eq!((engine.windows(), engine.low_water()), (0, None));
     }
 
+    /// Aggregates of integer columns that take floating-point numbers (AVG,
+    /// approx_percentile_cont) read them through DataFusion's type coercion, as in batch.
+    #[tokio::test]
+    async fn aggregates_of_integer_columns_are_coerced_as_in_batch() {
+        let sql = "CREATE VIEW vitals AS SELECT window_start, AVG(healthpoints) AS mean_health, \
+                   approx_percentile_cont(healthpoints, 0.5) AS median_health, AVG(magicpoints) AS mean_magic \
+                   FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) GROUP BY window_start";
+        let (live, _) = kept_in(sql, 2).await;
+        assert!(!live.is_empty());
+        assert_eq!(live, batch(sql).await);
+    }
+
     #[tokio::test]
     async fn where_having_and_expressions_kept_live_equal_their_batch_answer() {
         let sql = "CREATE VIEW weak AS SELECT window_start, round(latitude, 2) AS lat, COUNT(*) AS weak, \
