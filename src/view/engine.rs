@@ -668,6 +668,11 @@ impl Batcher {
         self.positions.push(position);
     }
 
+    /// The oldest position of a record gathered.
+    pub fn min_position(&self) -> Option<u64> {
+        self.positions.iter().copied().min()
+    }
+
     /// Records gathered.
     pub fn len(&self) -> usize {
         self.times.len()

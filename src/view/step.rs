@@ -46,7 +46,17 @@ pub struct ViewStep {
     replayed: bool,
     /// The newest event time this partition accepted.
     newest: Millis,
+    /// When the engines were last fed (wall clock).
+    fed_at: Millis,
 }
+
+/// Records gathered before the engines are fed, at most: each window and key then gets several
+/// records per accumulator call rather than one (a unicorn's minute is 60 records).
+const FEED_RECORDS: usize = 65_536;
+
+/// How long records wait in the gatherer at most before the engines are fed (and so how much
+/// later than the summaries a view's window may be handed on).
+const FEED_EVERY_MS: Millis = 1_000;
 
 impl ViewStep {
     /// Every view of `registry`, from now on.
@@ -58,6 +68,7 @@ impl ViewStep {
             batcher: Batcher::default(),
             replayed: false,
             newest: Millis::MIN,
+            fed_at: Millis::MIN,
         };
         step.sync();
         step
@@ -134,6 +145,16 @@ impl ViewStep {
     /// `closed` and still belong to a session that is not: which, only the whole replay tells);
     /// once it is over, windows final by `closed` are forgotten unsaid.
     pub fn step(&mut self, watermark: Millis, closed: Millis, replaying: bool) -> Vec<Handed> {
+        let now = crate::time::now_ms();
+        let due = self.batcher.len() >= FEED_RECORDS
+            || now.saturating_sub(self.fed_at) >= FEED_EVERY_MS
+            || self.replayed != replaying;
+        if !due {
+            // Records wait in the gatherer (their positions hold the low water back); nothing
+            // is handed on before they are in the engines.
+            return Vec::new();
+        }
+        self.fed_at = now;
         self.feed(replaying);
         if replaying {
             self.replayed = true;
@@ -153,9 +174,17 @@ impl ViewStep {
         self.hand_on(ViewEngine::flush)
     }
 
-    /// The oldest position of a record in a window some view can still change.
+    /// The oldest position of a record in a window some view can still change, or gathered and
+    /// not yet in the engines.
     pub fn low_water(&self) -> Option<u64> {
-        self.engines.iter().filter_map(|(_, e)| e.low_water()).min()
+        let gathered = (!self.engines.is_empty())
+            .then(|| self.batcher.min_position())
+            .flatten();
+        self.engines
+            .iter()
+            .filter_map(|(_, e)| e.low_water())
+            .chain(gathered)
+            .min()
     }
 
     fn feed(&mut self, replaying: bool) {
