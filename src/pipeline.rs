@@ -180,11 +180,14 @@ pub async fn run(
         Some(checkpoint) => Engine::resume(spec.steps.window, checkpoint, now),
         None => Engine::new(spec.steps.window),
     };
-    let views = spec.steps.views.map(ViewStep::new);
-    if views.is_some() {
+    let mut views = spec.steps.views.map(ViewStep::new);
+    if let Some(views) = views.as_mut() {
         // Views keep windows past the minute: a replay may start before the engine's own low
         // water, and must tell which records the engine took (see `window::Finals`).
         engine.keep_finals();
+        if resume.is_some() {
+            views.resumed(engine.accepted_after());
+        }
     }
     // Alert rules are evaluated when alerts are on.
     let mut alerts = (!spec.steps.rules.is_empty()).then(|| Alerts::new(spec.steps.rules));
@@ -412,7 +415,7 @@ impl PartitionTask {
         }
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
-        self.step_views().await;
+        self.step_views(false).await;
         self.flush_live();
         if let Some(reply) = batch.reply {
             let _ = reply.send(outcome);
@@ -424,7 +427,7 @@ impl PartitionTask {
         let now = now_ms();
         self.engine.advance(now, &mut self.emitted);
         self.publish().await;
-        self.step_views().await;
+        self.step_views(false).await;
         self.flush_live();
         let wm = self.engine.watermark();
         if wm != Millis::MIN {
@@ -484,9 +487,10 @@ impl PartitionTask {
             .store(self.engine.unicorns() as i64, Relaxed);
     }
 
-    /// Hands the batch's records to the views and their closed or changed windows on (not
-    /// while a resumed partition replays what its checkpoint covers).
-    async fn step_views(&mut self) {
+    /// Hands the records gathered to the views and their closed or changed windows on (not
+    /// while a resumed partition replays what its checkpoint covers); `now`: whatever the
+    /// gatherer holds (before a checkpoint).
+    async fn step_views(&mut self, now: bool) {
         let Some(views) = self.views.as_mut() else {
             return;
         };
@@ -494,9 +498,9 @@ impl PartitionTask {
             .resumed_through
             .is_some_and(|through| self.next_position <= through);
         let handed = views.step(
-            self.engine.watermark(),
-            self.engine.accepted_after(),
+            (self.engine.watermark(), self.engine.accepted_after()),
             replaying,
+            now,
         );
         if !handed.is_empty() {
             self.out.views(&self.shared_name, handed).await;
@@ -519,6 +523,11 @@ impl PartitionTask {
     /// Hands the engine's checkpoint to a durable partition's source, behind a barrier in each
     /// durable output, when it changed since the last request (or in any case when `handing_off`).
     async fn request_commit(&mut self, now: Millis, handing_off: bool) {
+        if self.durable.is_none() {
+            return;
+        }
+        // Every window final at the checkpoint is handed on before it (see `ViewStep::step`).
+        self.step_views(true).await;
         let Some(durable) = &self.durable else {
             return;
         };

@@ -85,8 +85,9 @@ impl Backfill {
     /// Starts the backfill of `view` (whose cut is set) in the background.
     pub fn start(&self, view: Arc<LiveView>, registry: Arc<Registry>) {
         let me = self.clone();
+        // Said at once: the API answers `backfilling` from the moment the view is defined.
+        view.backfilling.store(true, Relaxed);
         tokio::spawn(async move {
-            view.backfilling.store(true, Relaxed);
             let name = view.name().to_owned();
             tokio::select! {
                 () = me.stop.cancelled() => {}

@@ -16,7 +16,8 @@
 //! [`ViewEngine::low_water`] is the oldest source position of a window that can still change:
 //! where the partition re-reads from after a crash or a move.
 
-use std::collections::HashMap;
+/// A map with foldhash: keys are the batch's own rows, hashed per record.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -95,8 +96,8 @@ impl ViewEngine {
             plan,
             rows,
             other,
-            groups: HashMap::new(),
-            sessions: HashMap::new(),
+            groups: HashMap::default(),
+            sessions: HashMap::default(),
             withdrawn: Vec::new(),
             dropped_late: 0,
             cut: Millis::MIN,
@@ -219,7 +220,7 @@ impl ViewEngine {
         // Rows of the batch by key (and window), in order of first appearance: keys borrowed
         // from the batch's rows, owned once per group.
         let mut order: Vec<((Row<'_>, Millis), Vec<u32>)> = Vec::new();
-        let mut members: HashMap<(Row<'_>, Millis), usize> = HashMap::new();
+        let mut members: HashMap<(Row<'_>, Millis), usize> = HashMap::default();
         for i in 0..n {
             // A session's own window, as a lone record, is [t, t + gap).
             let end = gap.map_or(ends.value(i), |g| starts.value(i).saturating_add(g));
@@ -548,7 +549,7 @@ impl ViewEngine {
         let windows: Vec<(Millis, Millis)> = due.iter().map(|d| (d.0, d.2)).collect();
         // The accumulators of each row that stands, in order (withdrawn rows have none).
         let mut states: Vec<Option<&mut Vec<Box<dyn Accumulator>>>> = Vec::with_capacity(due.len());
-        let mut wanted: HashMap<(OwnedRow, Millis), usize> = HashMap::new();
+        let mut wanted: HashMap<(OwnedRow, Millis), usize> = HashMap::default();
         for (i, d) in due.iter().enumerate() {
             if d.3 {
                 wanted.insert((d.1.clone(), d.0), i);
@@ -739,6 +740,7 @@ mod tests {
     use crate::time::format_status_time;
     use crate::view::{batch, plan::parse};
     use datafusion::arrow::array::StringArray;
+    use std::collections::HashMap;
 
     const T0: Millis = 1_521_343_200_000;
 

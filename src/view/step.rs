@@ -48,6 +48,9 @@ pub struct ViewStep {
     newest: Millis,
     /// When the engines were last fed (wall clock).
     fed_at: Millis,
+    /// A resumed partition: the newest window end final at its checkpoint (what a replay
+    /// re-reads of windows ending by then was handed on whole before).
+    resumed_final: Millis,
 }
 
 /// Records gathered before the engines are fed, at most: each window and key then gets several
@@ -69,6 +72,7 @@ impl ViewStep {
             replayed: false,
             newest: Millis::MIN,
             fed_at: Millis::MIN,
+            resumed_final: Millis::MIN,
         };
         step.sync();
         step
@@ -122,6 +126,12 @@ impl ViewStep {
         }
     }
 
+    /// The partition resumed from a checkpoint at which windows ending by `closed` were final
+    /// (`window::Engine::accepted_after` of the resumed engine).
+    pub fn resumed(&mut self, closed: Millis) {
+        self.resumed_final = closed;
+    }
+
     /// Whether no view is kept (the task then gathers nothing).
     pub fn is_empty(&self) -> bool {
         self.engines.is_empty()
@@ -143,18 +153,31 @@ impl ViewStep {
     /// re-reads records of windows already final too (handed on whole before the crash or the
     /// move). Replayed records are never dropped as late (a session's record may be older than
     /// `closed` and still belong to a session that is not: which, only the whole replay tells);
-    /// once it is over, windows final by `closed` are forgotten unsaid.
-    pub fn step(&mut self, watermark: Millis, closed: Millis, replaying: bool) -> Vec<Handed> {
-        let now = crate::time::now_ms();
-        let due = self.batcher.len() >= FEED_RECORDS
-            || now.saturating_sub(self.fed_at) >= FEED_EVERY_MS
+    /// once it is over, windows that were final at the checkpoint ([`ViewStep::resumed`]) are
+    /// forgotten unsaid — not those final by now: records read since may have closed windows
+    /// the checkpoint left open, and those are handed on.
+    ///
+    /// Records wait in a gatherer between steps (up to [`FEED_RECORDS`] or [`FEED_EVERY_MS`]);
+    /// `now` feeds them whatever their number: a checkpoint is taken only after a step `now`,
+    /// so that every window final at a checkpoint has been handed on (what a resumed partition
+    /// relies on, above).
+    pub fn step(
+        &mut self,
+        (watermark, closed): (Millis, Millis),
+        replaying: bool,
+        now: bool,
+    ) -> Vec<Handed> {
+        let wall = crate::time::now_ms();
+        let due = now
+            || self.batcher.len() >= FEED_RECORDS
+            || wall.saturating_sub(self.fed_at) >= FEED_EVERY_MS
             || self.replayed != replaying;
         if !due {
             // Records wait in the gatherer (their positions hold the low water back); nothing
             // is handed on before they are in the engines.
             return Vec::new();
         }
-        self.fed_at = now;
+        self.fed_at = wall;
         self.feed(replaying);
         if replaying {
             self.replayed = true;
@@ -162,7 +185,7 @@ impl ViewStep {
         }
         if std::mem::take(&mut self.replayed) {
             for (_, engine) in &mut self.engines {
-                engine.forget_final(closed);
+                engine.forget_final(self.resumed_final);
             }
         }
         self.hand_on(|engine| engine.advance(watermark, closed))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::alert::{Alerts, Change, Rule};
 use crate::record::{Reject, RejectReason, Summary};
 use crate::time::Millis;
-use crate::view::engine::{final_rows, Batcher, EngineError, ViewEngine};
+use crate::view::engine::{final_rows, Batcher, EngineError, Records, ViewEngine};
 use crate::window::{Accepted, Engine, TimeMode, WindowConfig};
 use datafusion::arrow::array::RecordBatch;
 
@@ -127,8 +127,9 @@ pub fn aggregate_with_alerts<'a>(
 }
 
 /// Runs `view` over the inputs: the records the built-in windows accept (too-late ones are not
-/// counted, as in the service) go to the view's engine in micro-batches; its final rows come
-/// back, ordered by window then key, with the summaries' report.
+/// counted, as in the service) go to the view's engine in micro-batches, on a thread of its own
+/// beside the decoders and the window engine; its final rows come back, ordered by window then
+/// key, with the summaries' report.
 ///
 /// # Errors
 /// An input cannot be read, or the view's engine failed on a batch.
@@ -139,17 +140,38 @@ pub fn aggregate_view<'a>(
     view: &mut ViewEngine,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Option<RecordBatch>, Report), AggregateViewError> {
-    let mut feed = ViewFeed {
-        engine: view,
-        batcher: Batcher::default(),
-        failed: None,
-    };
-    let (_, report) = run(inputs, cfg, threads, None, Some(&mut feed), on_reject)?;
-    feed.send();
-    if let Some(e) = feed.failed {
-        return Err(e.into());
-    }
-    Ok((final_rows(feed.engine)?, report))
+    let name = view.plan().view().name.clone();
+    let engine_of_thread = &mut *view;
+    let report = std::thread::scope(|scope| {
+        // Two batches in flight at most: the feeder waits for a busy engine, never piles up.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Records>(2);
+        let engine = scope.spawn(move || -> Result<(), EngineError> {
+            for (batch, positions, closed) in rx {
+                engine_of_thread.push(&batch, &positions, &closed)?;
+            }
+            Ok(())
+        });
+        let mut feed = ViewFeed {
+            tx: Some(tx),
+            batcher: Batcher::default(),
+            failed: None,
+            name: name.clone(),
+        };
+        let ran = run(inputs, cfg, threads, None, Some(&mut feed), on_reject);
+        feed.send();
+        drop(feed.tx.take());
+        let kept = engine.join().map_err(|_| EngineError {
+            view: name.clone(),
+            message: "the view's thread panicked".into(),
+        })?;
+        let (_, report) = ran?;
+        kept?;
+        if let Some(e) = feed.failed {
+            return Err(AggregateViewError::from(e));
+        }
+        Ok(report)
+    })?;
+    Ok((final_rows(view)?, report))
 }
 
 /// Why a view's batch run failed.
@@ -163,14 +185,15 @@ pub enum AggregateViewError {
     View(#[from] EngineError),
 }
 
-/// Accepted records on their way to a view's engine.
-struct ViewFeed<'v> {
-    engine: &'v mut ViewEngine,
+/// Accepted records on their way to a view's engine (on its own thread).
+struct ViewFeed {
+    tx: Option<std::sync::mpsc::SyncSender<Records>>,
     batcher: Batcher,
     failed: Option<EngineError>,
+    name: String,
 }
 
-impl ViewFeed<'_> {
+impl ViewFeed {
     /// Records a micro-batch holds: the more records each window and key gets per batch, the
     /// fewer accumulator calls per record (a unicorn's minute is 60 records).
     const BATCH: usize = 65_536;
@@ -186,16 +209,19 @@ impl ViewFeed<'_> {
         if self.batcher.is_empty() || self.failed.is_some() {
             return;
         }
-        let result = self
-            .batcher
-            .take()
-            .map_err(|e| EngineError {
-                view: self.engine.plan().view().name.clone(),
-                message: e.to_string(),
-            })
-            .and_then(|(batch, positions, closed)| self.engine.push(&batch, &positions, &closed));
-        if let Err(e) = result {
-            self.failed = Some(e);
+        match self.batcher.take() {
+            Ok(records) => {
+                // A closed channel: the engine's thread stopped on an error, said at the end.
+                if let Some(tx) = &self.tx {
+                    let _ = tx.send(records);
+                }
+            }
+            Err(e) => {
+                self.failed = Some(EngineError {
+                    view: self.name.clone(),
+                    message: e.to_string(),
+                });
+            }
         }
     }
 }
@@ -205,7 +231,7 @@ fn run<'a>(
     cfg: WindowConfig,
     threads: usize,
     mut alerts: Option<(&mut Alerts, &mut Vec<Change>)>,
-    mut view: Option<&mut ViewFeed<'_>>,
+    mut view: Option<&mut ViewFeed>,
     on_reject: &mut dyn FnMut(&Rejected<'_>),
 ) -> Result<(Vec<Summary>, Report), AggregateError> {
     let mut engine = Engine::new(WindowConfig {
