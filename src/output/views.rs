@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use tokio::sync::mpsc;
@@ -262,7 +263,10 @@ impl Merger {
                         continue;
                     };
                     let partial = if live {
-                        let one = h.partials.slice(row, 1);
+                        // A copy of the row, not a slice: a slice would hold the whole batch's
+                        // buffers for as long as any of its slots stays cached.
+                        let index = UInt32Array::from(vec![row as u32]);
+                        let one = take_record_batch(&h.partials, &index)?;
                         let bytes = encode(&one)?;
                         entry.partials.insert(Arc::clone(partition), one);
                         Some(bytes)
