@@ -55,11 +55,11 @@ pub struct ViewStep {
 
 /// Records gathered before the engines are fed, at most: each window and key then gets several
 /// records per accumulator call rather than one (a unicorn's minute is 60 records).
-const FEED_RECORDS: usize = 65_536;
+pub const FEED_RECORDS: usize = 65_536;
 
 /// How long records wait in the gatherer at most before the engines are fed (and so how much
 /// later than the summaries a view's window may be handed on).
-const FEED_EVERY_MS: Millis = 1_000;
+pub const FEED_EVERY_MS: Millis = 1_000;
 
 impl ViewStep {
     /// Every view of `registry`, from now on.
