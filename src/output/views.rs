@@ -285,6 +285,32 @@ impl Merger {
         if touched.is_empty() {
             return Ok(());
         }
+        // Each touched slot's row, a view at a time: one merge, one HAVING and select, one
+        // rendering per view and batch, not per slot.
+        let mut by_view: Vec<(Arc<LiveView>, Vec<Slot>)> = Vec::new();
+        for (slot, view) in &touched {
+            match by_view.iter_mut().find(|(v, _)| Arc::ptr_eq(v, view)) {
+                Some((_, slots)) => slots.push(slot.clone()),
+                None => by_view.push((Arc::clone(view), vec![slot.clone()])),
+            }
+        }
+        let mut computed: HashMap<Slot, Option<String>> = HashMap::with_capacity(touched.len());
+        for (view, slots) in by_view {
+            let entries: Vec<Option<&Entry>> = slots.iter().map(|s| self.cache.get(s)).collect();
+            match finished(&view.plan, &entries) {
+                Ok(rows) => computed.extend(slots.into_iter().zip(rows)),
+                Err(Failed::View(e)) => {
+                    // A HAVING or select expression that fails on these values (a division by
+                    // zero, say): the view stops; the others and the partials go on.
+                    view.fail(e.message);
+                    for (slot, entry) in slots.into_iter().zip(entries) {
+                        let kept = entry.and_then(|e| e.row.as_ref().map(|(row, _)| row.clone()));
+                        computed.insert(slot, kept);
+                    }
+                }
+                Err(Failed::Arrow(e)) => return Err(e.into()),
+            }
+        }
         let mut changes = Vec::with_capacity(touched.len());
         let mut frames: HashMap<Arc<str>, Vec<String>> = HashMap::new();
         let mut updates: Vec<(Slot, Option<(String, u64)>)> = Vec::new();
@@ -292,16 +318,7 @@ impl Merger {
             let Some(entry) = self.cache.get(&slot) else {
                 continue;
             };
-            let row = match finished(&view.plan, entry) {
-                Ok(row) => row,
-                Err(Failed::View(e)) => {
-                    // A HAVING or select expression that fails on these values (a division by
-                    // zero, say): the view stops; the others and the partials go on.
-                    view.fail(e.message);
-                    entry.row.as_ref().map(|(row, _)| row.clone())
-                }
-                Err(Failed::Arrow(e)) => return Err(e.into()),
-            };
+            let row = computed.remove(&slot).flatten();
             let old = entry.row.as_ref();
             let (row_change, new) = match (row, old) {
                 (Some(row), Some((was, _))) if row == *was => (None, entry.row.clone()),
@@ -406,25 +423,42 @@ enum Failed {
     Arrow(datafusion::arrow::error::ArrowError),
 }
 
-/// The row of a slot from its partials, without `revision`; `None` when none stands or
-/// `HAVING` says no.
-fn finished(plan: &ViewPlan, entry: &Entry) -> Result<Option<String>, Failed> {
-    if entry.partials.is_empty() {
-        return Ok(None);
+/// The rows of slots of one view from their partials, without `revision`, in order: `None`
+/// for a slot not cached, with no partial standing, or whose row `HAVING` refuses.
+fn finished(plan: &ViewPlan, entries: &[Option<&Entry>]) -> Result<Vec<Option<String>>, Failed> {
+    let mut parts: Vec<RecordBatch> = Vec::new();
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut rows_so_far = 0;
+    for entry in entries.iter().flatten() {
+        if entry.partials.is_empty() {
+            continue;
+        }
+        let from = rows_so_far;
+        for partial in entry.partials.values() {
+            rows_so_far += partial.num_rows();
+            parts.push(partial.clone());
+        }
+        groups.push(from..rows_so_far);
     }
-    let parts: Vec<RecordBatch> = entry.partials.values().cloned().collect();
+    if groups.is_empty() {
+        return Ok(vec![None; entries.len()]);
+    }
     let merged = concat_batches(&plan.partial_schema(), &parts).map_err(Failed::Arrow)?;
-    let all = 0..merged.num_rows();
-    let (rows, kept) = plan
-        .finish(&merged, std::slice::from_ref(&all))
-        .map_err(Failed::View)?;
-    if !kept.first().copied().unwrap_or(false) {
-        return Ok(None);
-    }
+    let (rows, kept) = plan.finish(&merged, &groups).map_err(Failed::View)?;
     let schema = rows.schema();
-    Ok(crate::view::json::json_rows(&schema, &[rows])
-        .into_iter()
-        .next())
+    let mut lines = crate::view::json::json_rows(&schema, &[rows]).into_iter();
+    let mut kept = kept.into_iter();
+    Ok(entries
+        .iter()
+        .map(|entry| {
+            let standing = entry.is_some_and(|e| !e.partials.is_empty());
+            if standing && kept.next().unwrap_or(false) {
+                lines.next()
+            } else {
+                None
+            }
+        })
+        .collect())
 }
 
 /// `{…}` with `"revision":N` last.
