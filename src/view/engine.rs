@@ -467,10 +467,7 @@ impl ViewEngine {
     ) -> Result<Option<RecordBatch>, EngineError> {
         let out = self.due(watermark)?;
         self.groups.retain(|_, g| g.end > closed);
-        let gap = match self.plan.view().window {
-            Window::Session { gap_ms } => gap_ms,
-            _ => 0,
-        };
+        let gap = self.session_gap();
         self.sessions.retain(|_, list| {
             list.retain(|s| s.last.saturating_add(gap) > closed);
             !list.is_empty()
@@ -478,15 +475,20 @@ impl ViewEngine {
         Ok(out)
     }
 
+    /// A `SESSION` view's gap; 0 for the others (a session's window ends at last + gap).
+    fn session_gap(&self) -> Millis {
+        match self.plan.view().window {
+            Window::Session { gap_ms } => gap_ms,
+            _ => 0,
+        }
+    }
+
     /// Forgets, without handing anything on, every window that ended by `closed`: after a
     /// replay, which re-read records of windows already final (re-read for the windows that
     /// were not): those were handed on whole before, and what was re-read of them is partial.
     pub fn forget_final(&mut self, closed: Millis) {
         self.groups.retain(|_, g| g.end > closed);
-        let gap = match self.plan.view().window {
-            Window::Session { gap_ms } => gap_ms,
-            _ => 0,
-        };
+        let gap = self.session_gap();
         self.sessions.retain(|_, list| {
             list.retain(|s| s.last.saturating_add(gap) > closed);
             !list.is_empty()
@@ -510,10 +512,7 @@ impl ViewEngine {
                 due.push((*start, key.clone(), g.end, true));
             }
         }
-        let gap = match plan.view().window {
-            Window::Session { gap_ms } => gap_ms,
-            _ => 0,
-        };
+        let gap = self.session_gap();
         for (key, list) in &self.sessions {
             for s in list {
                 let end = s.last.saturating_add(gap);

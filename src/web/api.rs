@@ -124,6 +124,17 @@ pub(super) async fn unicorns(
     }
 }
 
+/// A time parameter of a query string (`from`, `to`), if given; the error names it.
+pub(super) fn time_param(key: &str, v: &Option<String>) -> Result<Option<i64>, String> {
+    v.as_deref()
+        .map(|t| {
+            parse_status_time(t.as_bytes()).map_err(|_| {
+                format!("{key}={t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339")
+            })
+        })
+        .transpose()
+}
+
 #[derive(Deserialize)]
 pub(super) struct SummaryParams {
     name: Option<String>,
@@ -136,16 +147,7 @@ pub(super) async fn summaries(
     State(state): State<WebState>,
     Query(q): Query<SummaryParams>,
 ) -> Response {
-    let time = |key: &str, v: &Option<String>| -> Result<Option<i64>, String> {
-        v.as_deref()
-            .map(|t| {
-                parse_status_time(t.as_bytes()).map_err(|_| {
-                    format!("{key}={t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339")
-                })
-            })
-            .transpose()
-    };
-    let (from, to) = match (time("from", &q.from), time("to", &q.to)) {
+    let (from, to) = match (time_param("from", &q.from), time_param("to", &q.to)) {
         (Ok(from), Ok(to)) => (from, to),
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };

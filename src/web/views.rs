@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{unauthorized, WebState};
 use crate::output::store::views::{Def, ViewTables};
-use crate::time::{format_status_time, parse_status_time, Millis};
+use crate::time::{format_status_time, Millis};
 use crate::view::compile::ViewPlan;
 use crate::view::plan::{parse, Window};
 use crate::view::registry::{AddError, LiveView, Registry};
@@ -107,18 +107,11 @@ pub(super) async fn rows(
     if web.registry.get(&name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no view named {name:?}"));
     }
-    let time = |key: &str, v: &Option<String>, default: Millis| -> Result<Millis, String> {
-        v.as_deref().map_or(Ok(default), |t| {
-            parse_status_time(t.as_bytes()).map_err(|_| {
-                format!("{key}={t:?}: expected \"YYYY-MM-DD HH:MM:SS[.fff]\" (UTC) or RFC 3339")
-            })
-        })
-    };
     let (from, to) = match (
-        time("from", &q.from, Millis::MIN),
-        time("to", &q.to, Millis::MAX),
+        super::api::time_param("from", &q.from),
+        super::api::time_param("to", &q.to),
     ) {
-        (Ok(from), Ok(to)) => (from, to),
+        (Ok(from), Ok(to)) => (from.unwrap_or(Millis::MIN), to.unwrap_or(Millis::MAX)),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);

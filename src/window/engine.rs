@@ -146,30 +146,8 @@ impl Checkpoint {
         if let Some(last) = self.last_position {
             s.push_str(&format!(" last={last}"));
         }
-        if !self.closings.is_empty() {
-            s.push_str(" closed=");
-            for (i, (end, at)) in self.closings.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                match at {
-                    Some(p) => s.push_str(&format!("{end}@{p}")),
-                    None => s.push_str(&format!("{end}@-")),
-                }
-            }
-        }
-        if !self.finals.is_empty() {
-            s.push_str(" finals=");
-            for (i, (end, at)) in self.finals.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                match at {
-                    Some(p) => s.push_str(&format!("{end}@{p}")),
-                    None => s.push_str(&format!("{end}@-")),
-                }
-            }
-        }
+        write_ends_at(&mut s, "closed", &self.closings);
+        write_ends_at(&mut s, "finals", &self.finals);
         if let Some(alerts) = &self.alerts {
             s.push_str(" alerts=");
             s.push_str(alerts);
@@ -208,6 +186,24 @@ impl Checkpoint {
             }
         }
         seen_watermark.then_some(checkpoint)
+    }
+}
+
+/// Writes ` key=end@position,…` (`-` for no position), unless `items` is empty.
+fn write_ends_at(s: &mut String, key: &str, items: &[(Millis, Option<u64>)]) {
+    use std::fmt::Write as _;
+    if items.is_empty() {
+        return;
+    }
+    let _ = write!(s, " {key}=");
+    for (i, (end, at)) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = match at {
+            Some(p) => write!(s, "{end}@{p}"),
+            None => write!(s, "{end}@-"),
+        };
     }
 }
 
