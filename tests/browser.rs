@@ -649,6 +649,12 @@ return [city, s.drawStats()];"#,
     let x = ((lon + 180.0) / 360.0 * n).floor();
     let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor();
     let hq_tile = format!("/t/{z}/{x}/{y}.svg");
+    // Tiles are asked for a few at a time: the first to load need not be HQ's.
+    crate::support::poll::eventually("HQ's tile asked for", || {
+        let asked = seen.lock().unwrap().contains(&hq_tile);
+        async move { asked.then_some(()) }
+    })
+    .await;
     assert!(
         seen.lock().unwrap().contains(&hq_tile),
         "{hq_tile} among {:?}",
