@@ -112,9 +112,34 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
     // Every output, registered once: the engines see only the fan-out.
     let mut outputs = Outputs::new(Some(hub.input()));
     let stores = store::build(config.store_settings(), &aws, &mut outputs).await?;
-    let views = match &stores {
-        store::Stores::Embedded(embedded) => {
-            let tables = store::views::ViewTables::open(embedded.database())?;
+    let tables = match &stores {
+        store::Stores::Embedded(embedded) => Some(
+            store::views::ViewTables::embedded(embedded.database())
+                .map_err(|e| BadSetting::invalid(format!("views: {e}")))?,
+        ),
+        store::Stores::DynamoDb { .. } => {
+            let opened = store::views::dynamodb::Dynamo::open(
+                aws.config().await,
+                config.store.create_tables,
+            )
+            .await;
+            match opened {
+                Ok(tables) => Some(store::views::ViewTables::DynamoDb(tables)),
+                // A deployment that keeps no views need not have their table.
+                Err(e) if view_files.is_empty() && e.permanent => {
+                    tracing::warn!(error = %e, "views cannot be defined: their DynamoDB table is missing");
+                    None
+                }
+                Err(e) => {
+                    return Err(
+                        BadSetting::key("views.dir", format!("{e} (store.create_tables)")).into(),
+                    )
+                }
+            }
+        }
+    };
+    let views = match tables {
+        Some(tables) => {
             let registry = Arc::new(Registry::default());
             views::restore(&registry, &tables, view_files).await?;
             views::build(
@@ -127,14 +152,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
             steps.views = Some(Arc::clone(&registry));
             Some((registry, tables))
         }
-        store::Stores::DynamoDb { .. } if !view_files.is_empty() => {
-            return Err(BadSetting::key(
-                "views.dir",
-                "views are kept in the embedded store (store.kind = \"embedded\"); DynamoDB tables per view are not built yet",
-            )
-            .into());
-        }
-        store::Stores::DynamoDb { .. } => None,
+        None => None,
     };
     if let Some(settings) = config.summary_stream_settings() {
         stream::build(Carries::Summaries, settings, &aws, &mut outputs).await?;

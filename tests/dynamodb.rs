@@ -126,3 +126,56 @@ fn a_missing_table_is_a_clear_error_naming_it() {
         "{stderr}"
     );
 }
+
+/// Two writers of one view window (two instances merging a fleet-wide view): a write names the
+/// version it merged from, so the one that read before the other wrote gets a conflict instead
+/// of replacing a row merged from more partials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_row_merged_from_a_stale_read_is_refused_as_a_conflict() {
+    use stampede::output::store::views::{dynamodb::Dynamo, Change, ViewTables};
+    use std::sync::Arc;
+    let cfg = aws::sdk_config(&Aws::DynamoDb.endpoint()).await;
+    let tables = ViewTables::DynamoDb(Dynamo::open(&cfg, true).await.unwrap());
+    let view: Arc<str> = crate::support::kafka::unique("v").replace('-', "_").into();
+    let change = |partition: &str, row: &str, version: u64| Change {
+        view: Arc::clone(&view),
+        start: 1_521_343_200_000,
+        key: "[\"Shadowfax\"]".into(),
+        partials: vec![(partition.into(), Some(partition.as_bytes().to_vec()))],
+        row: Some(Some(row.into())),
+        version,
+    };
+    let (first, stale) = (
+        change("0", "{\"n\":1,\"revision\":0}", 0),
+        change("1", "{\"n\":1,\"revision\":0}", 0),
+    );
+    let name = view.to_string();
+    let result = tables
+        .off_runtime(move |t| {
+            t.prepare(&name)?;
+            t.write(&[first], &[])?;
+            // Read before the first write by the other instance: version 0.
+            Ok(t.write(&[stale], &[]))
+        })
+        .await
+        .unwrap();
+    let err = result.expect_err("a stale write is refused");
+    assert!(err.conflict, "{err}");
+    let (merged, name) = (change("1", "{\"n\":2,\"revision\":1}", 1), view.to_string());
+    let stored = tables
+        .off_runtime(move |t| {
+            let read = t.load(&[(&name, 1_521_343_200_000, "[\"Shadowfax\"]")])?;
+            assert_eq!(read[0].version, 1);
+            assert_eq!(read[0].partials.len(), 1);
+            t.write(&[merged], &[])?;
+            t.load(&[(&name, 1_521_343_200_000, "[\"Shadowfax\"]")])
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored[0].version, 2);
+    assert_eq!(stored[0].row.as_deref(), Some("{\"n\":2,\"revision\":1}"));
+    let partitions: Vec<&str> = stored[0].partials.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(partitions, ["0", "1"]);
+    let name = view.to_string();
+    tables.off_runtime(move |t| t.delete(&name)).await.unwrap();
+}

@@ -756,3 +756,206 @@ async fn views_defined_over_http_are_checked_kept_across_restarts_and_deleted() 
     assert_eq!(names(&listed), ["summary"], "deleted for good");
     app.stop().await;
 }
+
+/// Views on the DynamoDB store (dynalite): each view gets its table `stampede-view-{name}` (key
+/// `Key`, `WindowStart`), `stampede query` and `views verify` read them, their rows end equal to
+/// DuckDB's over the archive, a view defined at run time is kept (in `stampede-views`) across a
+/// restart, and deleting it drops its table. The example views are renamed per run: the
+/// emulator outlives the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_on_dynamodb_keep_a_table_each_and_end_with_duckdbs_rows() {
+    use crate::support::aws::{self, Aws};
+    use crate::support::process::{http_get_json, http_request, signal, start_service_with};
+    let data = temp_dir("view-dynamo");
+    let (archive, views_dir) = (data.join("archive"), data.join("views"));
+    std::fs::create_dir_all(&views_dir).unwrap();
+    let run = crate::support::kafka::unique("r").replace('-', "_");
+    let named = |view: &str| format!("{view}_{run}");
+    for view in EXAMPLES {
+        let sql = std::fs::read_to_string(example(view)).unwrap().replace(
+            &format!("CREATE VIEW {view} AS"),
+            &format!("CREATE VIEW {} AS", named(view)),
+        );
+        std::fs::write(views_dir.join(format!("{view}.sql")), sql).unwrap();
+    }
+    let mut env = aws::env(&[Aws::DynamoDb]);
+    env.extend([
+        ("STAMPEDE_STORE_KIND", "dynamodb".to_owned()),
+        (
+            "STAMPEDE_STORE_TABLE",
+            crate::support::kafka::unique("UnicornSensorData"),
+        ),
+        ("STAMPEDE_STORE_CREATE_TABLES", "true".to_owned()),
+        ("STAMPEDE_VIEWS_DIR", views_dir.display().to_string()),
+        ("STAMPEDE_ARCHIVE_KIND", "dir".to_owned()),
+        ("STAMPEDE_ARCHIVE_PATH", archive.display().to_string()),
+        ("STAMPEDE_WINDOW_IDLE_TIMEOUT_SECS", "3600".to_owned()),
+    ]);
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dynamo = aws::dynamodb().await;
+    let runtime_view = named("per_minute");
+    let serve = start_service_with(&["serve"], &data.join("local-1"), &env_ref);
+    // A view defined at run time, before any record: nothing to backfill.
+    let (status, body) = http_request(
+        "POST",
+        &format!("{}/api/views", serve.url),
+        format!(
+            "CREATE VIEW {runtime_view} AS SELECT window_start, COUNT(*) AS records \
+             FROM TUMBLE(wildrydes, statustime, INTERVAL '1' MINUTE) GROUP BY window_start"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let fleet = fleet_with_rides("33");
+    for chunk in fleet.split(|&b| b == b'\n').collect::<Vec<_>>().chunks(500) {
+        let (status, body) = http_request(
+            "POST",
+            &format!("{}/ingest", serve.url),
+            &chunk.join(&b'\n'),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // SIGTERM closes every window and stores it.
+    assert!(signal(serve, "-TERM").success());
+
+    let files = walk(&archive);
+    assert!(!files.is_empty(), "the archive holds the accepted records");
+    for view in EXAMPLES {
+        let table = format!("stampede-view-{}", named(view));
+        let described = dynamo
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e:?}"));
+        let keys: Vec<(String, String)> = described
+            .table()
+            .unwrap()
+            .key_schema()
+            .iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("Key".to_owned(), "HASH".to_owned()),
+                ("WindowStart".to_owned(), "RANGE".to_owned())
+            ]
+        );
+        let out = stampede([
+            "query",
+            "--format",
+            "json",
+            &format!("SELECT * FROM {}", named(view)),
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("STAMPEDE_ARCHIVE_KIND", "none")
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = lines(&out.stdout);
+        // Every row is an item of the view's table.
+        let mut pages = dynamo
+            .scan()
+            .table_name(&table)
+            .filter_expression("attribute_exists(#r)")
+            .expression_attribute_names("#r", "Row")
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .into_paginator()
+            .send();
+        let mut items = 0;
+        while let Some(page) = pages.next().await {
+            items += page.unwrap().count();
+        }
+        assert_eq!(items as usize, rows.len(), "{table}");
+        assert_same_rows(view, &rows, &duckdb(view, &files));
+    }
+    let mut verify = stampede(["views", "verify", "--archive"]);
+    verify
+        .arg(&archive)
+        .args(EXAMPLES.map(named))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let out = verify.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        said.matches(" 0 differences").count(),
+        EXAMPLES.len(),
+        "{said}"
+    );
+
+    // Another instance, allowed to create nothing, finds the view defined at run time and its
+    // rows; deleting it drops its table.
+    let mut env2 = env_ref.clone();
+    env2.push(("STAMPEDE_STORE_CREATE_TABLES", "false"));
+    let serve = start_service_with(&["serve"], &data.join("local-2"), &env2);
+    let listed = http_get_json(&format!("{}/api/views", serve.url));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == runtime_view.as_str()),
+        "{listed}"
+    );
+    let rows = http_get_json(&format!("{}/api/views/{runtime_view}", serve.url));
+    let counted: u64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["records"].as_u64().unwrap())
+        .sum();
+    let summary = duckdb("summary", &files);
+    let want: u64 = summary.iter().map(|r| r["records"].as_u64().unwrap()).sum();
+    assert_eq!(
+        counted, want,
+        "the run-time view counted every accepted record"
+    );
+    let (status, body) = http_request(
+        "DELETE",
+        &format!("{}/api/views/{runtime_view}", serve.url),
+        b"",
+    );
+    assert_eq!(status, 204, "{body}");
+    let gone = dynamo
+        .describe_table()
+        .table_name(format!("stampede-view-{runtime_view}"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the deleted view's table is gone");
+    drop(serve);
+    // The emulator outlives the test: what this run made goes.
+    for view in EXAMPLES {
+        let _ = dynamo
+            .delete_table()
+            .table_name(format!("stampede-view-{}", named(view)))
+            .send()
+            .await;
+        let _ = dynamo
+            .delete_item()
+            .table_name("stampede-views")
+            .key(
+                "List",
+                aws_sdk_dynamodb::types::AttributeValue::S("views".into()),
+            )
+            .key(
+                "Name",
+                aws_sdk_dynamodb::types::AttributeValue::S(named(view)),
+            )
+            .send()
+            .await;
+    }
+}

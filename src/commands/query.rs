@@ -140,34 +140,23 @@ async fn load_summaries(config: &Config) -> anyhow::Result<Vec<Summary>> {
     }
 }
 
-/// The stored rows of every view the SQL names, from the embedded store.
+/// The stored rows of every view the SQL names, from the store `config` names.
 async fn load_views(config: &Config, sql: &str) -> anyhow::Result<Vec<crate::query::ViewRows>> {
-    use crate::config::StoreKind;
-    let dir = PathBuf::from(&config.store.path);
-    if config.store.kind != StoreKind::Embedded || !dir.join("stampede.redb").exists() {
+    use super::views::open_tables;
+    let Some(tables) = open_tables(config).await? else {
         return Ok(Vec::new());
-    }
-    let retention = config.store.dead_letter_retention;
-    let sql = sql.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let store =
-            crate::output::store::embedded::EmbeddedStore::open(&dir, retention).map_err(|e| {
-                anyhow::anyhow!("{e}; a running service answers the same SQL at POST /api/query")
-            })?;
-        let tables = crate::output::store::views::ViewTables::open(store.database())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut out = Vec::new();
-        for def in tables.defs().map_err(|e| anyhow::anyhow!("{e}"))? {
-            if crate::query::names_view(&sql, &def.name) {
-                let rows = tables
-                    .rows(&def.name, i64::MIN, i64::MAX, usize::MAX)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                out.push(crate::query::ViewRows { sql: def.sql, rows });
-            }
+    };
+    let mut out = Vec::new();
+    for def in tables.off_runtime(|t| t.defs()).await? {
+        if crate::query::names_view(sql, &def.name) {
+            let name = def.name.clone();
+            let rows = tables
+                .off_runtime(move |t| t.rows(&name, i64::MIN, i64::MAX, usize::MAX))
+                .await?;
+            out.push(crate::query::ViewRows { sql: def.sql, rows });
         }
-        anyhow::Ok(out)
-    })
-    .await?
+    }
+    Ok(out)
 }
 
 /// `stampede query`: runs the SQL of `args` over the archive and the store `config` names,

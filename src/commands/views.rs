@@ -89,37 +89,27 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         time("from", &args.from, Millis::MIN)?,
         time("to", &args.to, Millis::MAX)?,
     );
-    if config.store.kind != StoreKind::Embedded {
-        return Err(UsageError(
-            "views are kept in the embedded store (store.kind = \"embedded\")".into(),
-        )
-        .into());
-    }
-    let dir = config.store.path.clone();
-    if !dir.join("stampede.redb").exists() {
-        return Err(UsageError(format!("no store at {} (store.path)", dir.display())).into());
-    }
-    let store = crate::output::store::embedded::EmbeddedStore::open(
-        &dir,
-        config.store.dead_letter_retention,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tables = ViewTables::open(store.database()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let defs: Vec<Def> = tables.defs().map_err(|e| anyhow::anyhow!("{e}"))?;
-    for name in &args.names {
-        if !defs.iter().any(|d| &d.name == name) {
-            return Err(UsageError(format!("no view named {name:?} in the store")).into());
-        }
-    }
-    let chosen: Vec<&Def> = defs
-        .iter()
-        .filter(|d| args.names.is_empty() || args.names.contains(&d.name))
-        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut differences = 0usize;
     runtime.block_on(async {
+        let tables = open_tables(&config).await?.ok_or_else(|| {
+            UsageError(format!(
+                "no views kept in the store ({})",
+                where_kept(&config)
+            ))
+        })?;
+        let defs: Vec<Def> = tables.off_runtime(ViewTables::defs).await?;
+        for name in &args.names {
+            if !defs.iter().any(|d| &d.name == name) {
+                return Err(UsageError(format!("no view named {name:?} in the store")).into());
+            }
+        }
+        let chosen: Vec<&Def> = defs
+            .iter()
+            .filter(|d| args.names.is_empty() || args.names.contains(&d.name))
+            .collect();
         let archive = super::query::archive_target(&config, args.archive.as_deref()).await?;
         if archive.is_none() {
             return Err(
@@ -139,9 +129,10 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         for def in chosen {
             let view = crate::view::plan::parse(&def.sql)
                 .map_err(|e| anyhow::anyhow!("view {}: {e}", def.name))?;
+            let name = def.name.clone();
             let stored: Vec<Value> = tables
-                .rows(&def.name, from, to, usize::MAX)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .off_runtime(move |t| t.rows(&name, from, to, usize::MAX))
+                .await?
                 .iter()
                 .filter_map(|r| serde_json::from_str(r).ok())
                 .collect();
@@ -167,6 +158,54 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         anyhow::bail!("{differences} differences between the stored rows and the batch answer");
     }
     Ok(())
+}
+
+/// Where `config` keeps views, in words.
+fn where_kept(config: &Config) -> String {
+    match config.store.kind {
+        StoreKind::Embedded => format!("store.path {}", config.store.path.display()),
+        StoreKind::DynamoDb => format!(
+            "DynamoDB table {}",
+            crate::output::store::views::dynamodb::DEFS_TABLE
+        ),
+    }
+}
+
+/// The views' tables of the store `config` names, as they are (nothing created); `None` when
+/// it keeps none (no embedded store yet, or no DynamoDB definitions table).
+///
+/// # Errors
+/// The store cannot be opened (the embedded one is locked by a running service, say).
+pub(crate) async fn open_tables(config: &Config) -> anyhow::Result<Option<ViewTables>> {
+    match config.store.kind {
+        StoreKind::Embedded => {
+            let dir = config.store.path.clone();
+            if !dir.join("stampede.redb").exists() {
+                return Ok(None);
+            }
+            let retention = config.store.dead_letter_retention;
+            tokio::task::spawn_blocking(move || {
+                let store = crate::output::store::embedded::EmbeddedStore::open(&dir, retention)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{e}; a running service answers the same SQL at POST /api/query"
+                        )
+                    })?;
+                Ok(Some(
+                    ViewTables::embedded(store.database()).map_err(|e| anyhow::anyhow!("{e}"))?,
+                ))
+            })
+            .await?
+        }
+        StoreKind::DynamoDb => {
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            match crate::output::store::views::dynamodb::Dynamo::open(&aws, false).await {
+                Ok(tables) => Ok(Some(ViewTables::DynamoDb(tables))),
+                Err(e) if e.permanent => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
 }
 
 /// The columns that place a row: every one but floating-point numbers and `revision`.

@@ -25,8 +25,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::store::embedded::StoreError;
-use super::store::views::{Change, ViewTables};
+use super::store::views::{Change, SlotRef, ViewTables, ViewsError};
 use super::{Health, Interest, Item, Outputs};
 use crate::backoff::Backoff;
 use crate::hub::HubInput;
@@ -90,7 +89,8 @@ pub async fn restore(
 ) -> Result<(), crate::setting::BadSetting> {
     use crate::setting::BadSetting;
     let stored = tables
-        .defs()
+        .off_runtime(ViewTables::defs)
+        .await
         .map_err(|e| BadSetting::invalid(format!("views: {e}")))?;
     let now = crate::time::now_ms();
     for (file, def) in files {
@@ -115,11 +115,18 @@ pub async fn restore(
             created: old.filter(|_| !changed).map_or(now, |d| d.created),
             from_file: true,
         };
-        if old.is_none() || changed {
-            tables
-                .put_def(&stored_def, changed)
-                .map_err(|e| BadSetting::invalid(format!("views: {e}")))?;
-        }
+        let put = old.is_none() || changed;
+        let def = stored_def.clone();
+        tables
+            .off_runtime(move |t| {
+                if put {
+                    t.put_def(&def, changed)
+                } else {
+                    t.prepare(&def.name)
+                }
+            })
+            .await
+            .map_err(|e| BadSetting::key("views.dir", format!("{label}: {e}")))?;
         registry
             .add(Arc::new(LiveView::new(plan, true, stored_def.created)))
             .map_err(|e| BadSetting::key("views.dir", e))?;
@@ -136,6 +143,11 @@ pub async fn restore(
             Ok(parsed) => ViewPlan::new(parsed).await.map_err(|e| e.message),
             Err(r) => Err(r.to_string()),
         };
+        let name = def.name.clone();
+        if let Err(e) = tables.off_runtime(move |t| t.prepare(&name)).await {
+            tracing::error!(view = %def.name, error = %e, "a stored view's table cannot be used: not computed");
+            continue;
+        }
         match planned {
             Ok(plan) => {
                 if let Err(e) = registry.add(Arc::new(LiveView::new(plan, false, def.created))) {
@@ -156,6 +168,8 @@ struct Entry {
     partials: BTreeMap<Arc<str>, RecordBatch>,
     /// The row as last written, without `revision`, and its revision.
     row: Option<(String, u64)>,
+    /// The stored version this entry was read at, plus the writes since.
+    version: u64,
 }
 
 type Slot = (Arc<str>, String, Millis);
@@ -203,6 +217,12 @@ impl Merger {
                             health.set(true);
                             break;
                         }
+                        Err(e) if e.conflict => {
+                            // Another instance merged a window meanwhile: read it again.
+                            tracing::debug!(error = %e, "views: merging again");
+                            self.cache.clear();
+                            backoff.wait_blocking();
+                        }
                         Err(e) => {
                             health.failed(super::ErrorKind::Transient, &e);
                             tracing::error!(error = %e, "views: rows not stored; retrying");
@@ -229,6 +249,7 @@ impl Merger {
         // Partials written per slot, in order; the slots touched.
         let mut written: HashMap<Slot, Writes> = HashMap::new();
         let mut touched: Vec<(Slot, Arc<LiveView>)> = Vec::new();
+        self.load_missing(handed)?;
         for (partition, handed) in handed {
             for h in handed.iter() {
                 let view = &h.view;
@@ -255,10 +276,6 @@ impl Merger {
                     let slot: Slot = (Arc::clone(&name), key, start);
                     let newest = self.newest.entry(Arc::clone(&name)).or_insert(start);
                     *newest = (*newest).max(start);
-                    if !self.cache.contains_key(&slot) {
-                        let entry = self.load(plan, &slot)?;
-                        self.cache.insert(slot.clone(), entry);
-                    }
                     let Some(entry) = self.cache.get_mut(&slot) else {
                         continue;
                     };
@@ -344,6 +361,7 @@ impl Merger {
                 key: slot.1.clone(),
                 partials,
                 row: row_change,
+                version: entry.version,
             });
             updates.push((slot, new));
         }
@@ -352,6 +370,7 @@ impl Merger {
         for (slot, row) in updates {
             if let Some(entry) = self.cache.get_mut(&slot) {
                 entry.row = row;
+                entry.version += 1;
             }
         }
         for (view, before) in forget {
@@ -373,23 +392,65 @@ impl Merger {
         Ok(())
     }
 
-    /// What is stored of a slot.
-    fn load(&self, plan: &ViewPlan, slot: &Slot) -> Result<Entry, MergeError> {
-        let stored = self.tables.load(&slot.0, slot.2, &slot.1)?;
-        let mut partials = BTreeMap::new();
-        for (partition, bytes) in stored.partials {
-            match decode(&bytes) {
-                Ok(batch) if batch.schema() == plan.partial_schema() => {
-                    partials.insert(Arc::from(partition.as_str()), batch);
+    /// Reads what is stored of every slot `handed` touches that is not cached, in one go.
+    fn load_missing(&mut self, handed: &[(Arc<str>, Arc<[Handed]>)]) -> Result<(), MergeError> {
+        let mut missing: Vec<(Slot, Arc<LiveView>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (_, handed) in handed {
+            for h in handed.iter() {
+                // As `merge`: the partials of a view deleted meanwhile are not read.
+                let current = self.registry.get(h.view.name());
+                if !current.is_some_and(|c| Arc::ptr_eq(&c, &h.view)) {
+                    continue;
                 }
-                // Unreadable, or of another definition of the view: nothing to merge with.
-                _ => {
-                    tracing::warn!(view = %slot.0, %partition, "views: a stored partial row could not be read; ignored")
+                let plan = &h.view.plan;
+                let name: Arc<str> = h.view.name().into();
+                for row in 0..h.partials.num_rows() {
+                    let (start, _, _) = plan.partial_window(&h.partials, row);
+                    // A key that cannot be read fails the view when it is merged.
+                    let Ok(key) = plan.partial_key(&h.partials, row) else {
+                        break;
+                    };
+                    let slot: Slot = (Arc::clone(&name), key, start);
+                    if !self.cache.contains_key(&slot) && seen.insert(slot.clone()) {
+                        missing.push((slot, Arc::clone(&h.view)));
+                    }
                 }
             }
         }
-        let row = stored.row.and_then(|json| without_revision(&json));
-        Ok(Entry { partials, row })
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<SlotRef<'_>> = missing
+            .iter()
+            .map(|((view, key, start), _)| (&**view, *start, key.as_str()))
+            .collect();
+        let stored = self.tables.load(&refs)?;
+        for ((slot, view), stored) in missing.into_iter().zip(stored) {
+            let mut partials = BTreeMap::new();
+            for (partition, bytes) in stored.partials {
+                match decode(&bytes) {
+                    Ok(batch) if batch.schema() == view.plan.partial_schema() => {
+                        partials.insert(Arc::from(partition.as_str()), batch);
+                    }
+                    // Unreadable, or of another definition of the view: nothing to merge with.
+                    _ => {
+                        tracing::warn!(view = %slot.0, %partition, "views: a stored partial row could not be read; ignored")
+                    }
+                }
+            }
+            let row = stored.row.and_then(|json| without_revision(&json));
+            let version = stored.version;
+            self.cache.insert(
+                slot,
+                Entry {
+                    partials,
+                    row,
+                    version,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Per view, the window start before which partials can go (none twice).
@@ -487,24 +548,40 @@ fn decode(bytes: &[u8]) -> Result<RecordBatch, MergeError> {
     let mut r = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
     match r.next() {
         Some(batch) => Ok(batch?),
-        None => Err(MergeError("an empty partial row".into())),
+        None => Err(MergeError::new("an empty partial row")),
     }
 }
 
 /// Why a batch of partials could not be merged and stored.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct MergeError(String);
+#[error("{message}")]
+struct MergeError {
+    message: String,
+    /// Another writer changed a slot since it was read.
+    conflict: bool,
+}
 
-impl From<StoreError> for MergeError {
-    fn from(e: StoreError) -> Self {
-        MergeError(e.to_string())
+impl MergeError {
+    fn new(message: impl std::fmt::Display) -> MergeError {
+        MergeError {
+            message: message.to_string(),
+            conflict: false,
+        }
+    }
+}
+
+impl From<ViewsError> for MergeError {
+    fn from(e: ViewsError) -> Self {
+        MergeError {
+            message: e.message,
+            conflict: e.conflict,
+        }
     }
 }
 
 impl From<datafusion::arrow::error::ArrowError> for MergeError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        MergeError(e.to_string())
+        MergeError::new(e)
     }
 }
 

@@ -196,6 +196,18 @@ pub(super) async fn create(
         created,
         from_file: false,
     };
+    // Its table first (DynamoDB makes one per view): a view whose rows cannot be kept is not
+    // computed.
+    if web.registry.get(&def.name).is_none() {
+        let (tables, name) = (web.tables.clone(), def.name.clone());
+        let prepared = tokio::task::spawn_blocking(move || tables.prepare(&name)).await;
+        if let Err(e) = prepared
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+    }
     let view = Arc::new(LiveView::new(plan, false, created));
     // Set before the partitions see the view: they count only records from the cut on.
     if let Some(backfill) = &web.backfill {

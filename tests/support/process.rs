@@ -126,7 +126,8 @@ pub fn http_post(url: &str, body: &[u8]) -> (u16, String) {
     http_request("POST", url, body)
 }
 
-fn http_request(method: &str, url: &str, body: &[u8]) -> (u16, String) {
+/// `METHOD url` with `body` over a plain HTTP/1.0 connection: status and body.
+pub fn http_request(method: &str, url: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest

@@ -1,30 +1,49 @@
-//! Views' tables in the embedded store (CONTRACT §9): each view's rows, the partial rows of
-//! each partition they were merged from, and the views defined at run time.
+//! Views' tables (CONTRACT §9): each view's rows, the partial rows of each partition they were
+//! merged from, and the views defined at run time — in the embedded store ([`embedded`]) or in
+//! DynamoDB, a table per view ([`dynamodb`]).
 //!
-//! - `view_rows`: (view, window start, key) → the row as JSON, `revision` included. In window
-//!   order, so that the newest windows are a reverse range scan.
-//! - `view_partials`: (view, window start, key, partition) → one partial row in Arrow IPC.
-//!   Kept so that a window restated after a restart, or by another partition than the last,
-//!   merges with what every partition said of it, not only with what this process saw.
-//! - `view_defs`: name → (SQL, when defined, whether from `views.dir`).
-//!
-//! Written by the views output alone, one transaction per batch of what was queued; read by
-//! the API and `stampede query`.
+//! Written by the views output alone, once per batch of what was queued; read by the API,
+//! `stampede query` and `stampede views verify`. The calls block: the DynamoDB tables are driven
+//! on the runtime they were opened on, so call them from a blocking thread.
+
+pub mod dynamodb;
+pub mod embedded;
 
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
-
-use super::embedded::StoreError;
 use crate::time::Millis;
 
-const ROWS: TableDefinition<(&str, i64, &str), &str> = TableDefinition::new("view_rows");
-const PARTIALS: TableDefinition<(&str, i64, &str, &str), &[u8]> =
-    TableDefinition::new("view_partials");
-const DEFS: TableDefinition<&str, (&str, i64, bool)> = TableDefinition::new("view_defs");
+/// A view table's failure, in words.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ViewsError {
+    /// What failed.
+    pub message: String,
+    /// Another writer (a second instance merging the same window) changed a row since it was
+    /// read: read it again and merge anew.
+    pub conflict: bool,
+}
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::new(e)
+impl ViewsError {
+    /// A failure, in words.
+    pub fn new(message: impl std::fmt::Display) -> ViewsError {
+        ViewsError {
+            message: message.to_string(),
+            conflict: false,
+        }
+    }
+}
+
+impl From<super::embedded::StoreError> for ViewsError {
+    fn from(e: super::embedded::StoreError) -> Self {
+        ViewsError::new(e)
+    }
+}
+
+impl From<crate::clients::dynamodb::DynamoError> for ViewsError {
+    fn from(e: crate::clients::dynamodb::DynamoError) -> Self {
+        ViewsError::new(e)
+    }
 }
 
 /// One window and key of a view, as stored.
@@ -34,6 +53,8 @@ pub struct Stored {
     pub row: Option<String>,
     /// Each partition's partial row (Arrow IPC).
     pub partials: Vec<(String, Vec<u8>)>,
+    /// How many times it was written (0: never); a write names the version it read.
+    pub version: u64,
 }
 
 /// What a batch changes of one window and key.
@@ -49,6 +70,9 @@ pub struct Change {
     pub partials: Vec<(Arc<str>, Option<Vec<u8>>)>,
     /// The row: `None` leaves it, `Some(None)` deletes it, `Some(Some(json))` writes it.
     pub row: Option<Option<String>>,
+    /// The version this change was merged from: the write fails as a conflict if another
+    /// writer wrote since (DynamoDB; the embedded store has one writer).
+    pub version: u64,
 }
 
 /// A view defined, as stored.
@@ -64,105 +88,79 @@ pub struct Def {
     pub from_file: bool,
 }
 
-/// The views' tables of one embedded store.
+/// (view, window start, key): one slot of a view.
+pub type SlotRef<'a> = (&'a str, Millis, &'a str);
+
+/// The views' tables of the configured store.
 #[derive(Clone)]
-pub struct ViewTables {
-    db: Arc<Database>,
+pub enum ViewTables {
+    /// In the embedded database.
+    Embedded(embedded::Redb),
+    /// A DynamoDB table per view, and the definitions' table.
+    DynamoDb(dynamodb::Dynamo),
 }
 
 impl ViewTables {
-    /// The tables in `db`, created when missing.
+    /// The tables in the embedded database `db`, created when missing.
     ///
     /// # Errors
     /// The database could not be written.
-    pub fn open(db: Arc<Database>) -> Result<ViewTables, StoreError> {
-        let w = db.begin_write().map_err(err)?;
-        {
-            w.open_table(ROWS).map_err(err)?;
-            w.open_table(PARTIALS).map_err(err)?;
-            w.open_table(DEFS).map_err(err)?;
-        }
-        w.commit().map_err(err)?;
-        Ok(ViewTables { db })
+    pub fn embedded(db: Arc<redb::Database>) -> Result<ViewTables, ViewsError> {
+        Ok(ViewTables::Embedded(embedded::Redb::open(db)?))
     }
 
-    /// What is stored of `view`'s window `start` and `key`.
+    /// `f` on these tables on a blocking thread (their calls block), from async code.
+    ///
+    /// # Errors
+    /// What `f` returns, or the thread's panic in words.
+    pub async fn off_runtime<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ViewTables) -> Result<T, ViewsError> + Send + 'static,
+    ) -> Result<T, ViewsError> {
+        let tables = self.clone();
+        tokio::task::spawn_blocking(move || f(&tables))
+            .await
+            .map_err(ViewsError::new)?
+    }
+
+    /// Makes sure a view's table exists before its first row (DynamoDB: `stampede-view-{name}`,
+    /// created when the store may create tables).
+    ///
+    /// # Errors
+    /// The table is missing and may not be created, or the store cannot be reached.
+    pub fn prepare(&self, view: &str) -> Result<(), ViewsError> {
+        match self {
+            ViewTables::Embedded(_) => Ok(()),
+            ViewTables::DynamoDb(d) => d.prepare(view),
+        }
+    }
+
+    /// What is stored of each slot, in order.
     ///
     /// # Errors
     /// The read failed.
-    pub fn load(&self, view: &str, start: Millis, key: &str) -> Result<Stored, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let rows = r.open_table(ROWS).map_err(err)?;
-        let partials = r.open_table(PARTIALS).map_err(err)?;
-        let row = rows
-            .get((view, start, key))
-            .map_err(err)?
-            .map(|v| v.value().to_owned());
-        let mut stored = Stored {
-            row,
-            partials: Vec::new(),
-        };
-        for entry in partials.range((view, start, key, "")..).map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            let (v_view, v_start, v_key, partition) = k.value();
-            if v_view != view || v_start != start || v_key != key {
-                break;
-            }
-            stored
-                .partials
-                .push((partition.to_owned(), v.value().to_vec()));
+    pub fn load(&self, slots: &[SlotRef<'_>]) -> Result<Vec<Stored>, ViewsError> {
+        match self {
+            ViewTables::Embedded(r) => r.load(slots),
+            ViewTables::DynamoDb(d) => d.load(slots),
         }
-        Ok(stored)
     }
 
-    /// Applies `changes` in one transaction, and drops the partials of windows that started
-    /// before each `(view, start)` of `forget` (no partition can restate them any more).
+    /// Applies `changes`, and drops the partials of windows that started before each
+    /// `(view, start)` of `forget` (no partition can restate them any more).
     ///
     /// # Errors
-    /// The transaction failed; nothing of it was written.
+    /// The write failed (retry it: every change is idempotent by content), or — DynamoDB —
+    /// another writer changed a slot since it was read (`conflict`: read again, merge anew).
     pub fn write(
         &self,
         changes: &[Change],
         forget: &[(Arc<str>, Millis)],
-    ) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(err)?;
-        {
-            let mut rows = w.open_table(ROWS).map_err(err)?;
-            let mut partials = w.open_table(PARTIALS).map_err(err)?;
-            for c in changes {
-                for (partition, partial) in &c.partials {
-                    let k = (&*c.view, c.start, c.key.as_str(), &**partition);
-                    match partial {
-                        Some(bytes) => {
-                            partials.insert(k, bytes.as_slice()).map_err(err)?;
-                        }
-                        None => {
-                            partials.remove(k).map_err(err)?;
-                        }
-                    }
-                }
-                match &c.row {
-                    None => {}
-                    Some(Some(json)) => {
-                        rows.insert((&*c.view, c.start, c.key.as_str()), json.as_str())
-                            .map_err(err)?;
-                    }
-                    Some(None) => {
-                        rows.remove((&*c.view, c.start, c.key.as_str()))
-                            .map_err(err)?;
-                    }
-                }
-            }
-            for (view, before) in forget {
-                partials
-                    .retain_in(
-                        (&**view, Millis::MIN, "", "")..(&**view, *before, "", ""),
-                        |_, _| false,
-                    )
-                    .map_err(err)?;
-            }
+    ) -> Result<(), ViewsError> {
+        match self {
+            ViewTables::Embedded(r) => r.write(changes, forget),
+            ViewTables::DynamoDb(d) => d.write(changes, forget),
         }
-        w.commit().map_err(err)
     }
 
     /// `view`'s rows of windows starting in `from..to`, newest window first, at most `limit`.
@@ -175,95 +173,46 @@ impl ViewTables {
         from: Millis,
         to: Millis,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let rows = r.open_table(ROWS).map_err(err)?;
-        let mut out = Vec::new();
-        for entry in rows
-            .range((view, from, "")..(view, to, ""))
-            .map_err(err)?
-            .rev()
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, v) = entry.map_err(err)?;
-            out.push(v.value().to_owned());
+    ) -> Result<Vec<String>, ViewsError> {
+        match self {
+            ViewTables::Embedded(r) => r.rows(view, from, to, limit),
+            ViewTables::DynamoDb(d) => d.rows(view, from, to, limit),
         }
-        Ok(out)
     }
 
-    /// The views defined, stored.
+    /// The views defined, stored, oldest first.
     ///
     /// # Errors
     /// The read failed.
-    pub fn defs(&self) -> Result<Vec<Def>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let defs = r.open_table(DEFS).map_err(err)?;
-        let mut out = Vec::new();
-        for entry in defs.iter().map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            let (sql, created, from_file) = v.value();
-            out.push(Def {
-                name: k.value().to_owned(),
-                sql: sql.to_owned(),
-                created,
-                from_file,
-            });
-        }
-        out.sort_by_key(|d| d.created);
-        Ok(out)
+    pub fn defs(&self) -> Result<Vec<Def>, ViewsError> {
+        let mut defs = match self {
+            ViewTables::Embedded(r) => r.defs()?,
+            ViewTables::DynamoDb(d) => d.defs()?,
+        };
+        defs.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+        Ok(defs)
     }
 
-    /// Stores `def`; when `clear`, first removes every row and partial of a view of that name
-    /// (its SQL changed: what was computed before answers another question).
+    /// Stores `def` (its table prepared); when `clear`, first removes every row and partial of
+    /// a view of that name (its SQL changed: what was computed before answers another question).
     ///
     /// # Errors
-    /// The transaction failed.
-    pub fn put_def(&self, def: &Def, clear: bool) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(err)?;
-        {
-            if clear {
-                clear_view(&w, &def.name)?;
-            }
-            let mut defs = w.open_table(DEFS).map_err(err)?;
-            defs.insert(
-                def.name.as_str(),
-                (def.sql.as_str(), def.created, def.from_file),
-            )
-            .map_err(err)?;
+    /// The write failed.
+    pub fn put_def(&self, def: &Def, clear: bool) -> Result<(), ViewsError> {
+        match self {
+            ViewTables::Embedded(r) => r.put_def(def, clear),
+            ViewTables::DynamoDb(d) => d.put_def(def, clear),
         }
-        w.commit().map_err(err)
     }
 
-    /// Forgets the view `name`: its definition, rows and partials.
+    /// Forgets the view `name`: its definition, rows and partials (DynamoDB: its table).
     ///
     /// # Errors
-    /// The transaction failed.
-    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(err)?;
-        {
-            clear_view(&w, name)?;
-            let mut defs = w.open_table(DEFS).map_err(err)?;
-            defs.remove(name).map_err(err)?;
+    /// The write failed.
+    pub fn delete(&self, name: &str) -> Result<(), ViewsError> {
+        match self {
+            ViewTables::Embedded(r) => r.delete(name),
+            ViewTables::DynamoDb(d) => d.delete(name),
         }
-        w.commit().map_err(err)
     }
-}
-
-fn clear_view(w: &redb::WriteTransaction, name: &str) -> Result<(), StoreError> {
-    let mut rows = w.open_table(ROWS).map_err(err)?;
-    rows.retain_in(
-        (name, Millis::MIN, "")..=(name, Millis::MAX, "\u{10FFFF}"),
-        |_, _| false,
-    )
-    .map_err(err)?;
-    let mut partials = w.open_table(PARTIALS).map_err(err)?;
-    partials
-        .retain_in(
-            (name, Millis::MIN, "", "")..=(name, Millis::MAX, "\u{10FFFF}", "\u{10FFFF}"),
-            |_, _| false,
-        )
-        .map_err(err)?;
-    Ok(())
 }

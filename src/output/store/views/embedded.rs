@@ -1,0 +1,236 @@
+//! Views' tables in the embedded store (CONTRACT §9): each view's rows, the partial rows of
+//! each partition they were merged from, and the views defined at run time.
+//!
+//! - `view_rows`: (view, window start, key) → the row as JSON, `revision` included. In window
+//!   order, so that the newest windows are a reverse range scan.
+//! - `view_partials`: (view, window start, key, partition) → one partial row in Arrow IPC.
+//!   Kept so that a window restated after a restart, or by another partition than the last,
+//!   merges with what every partition said of it, not only with what this process saw.
+//! - `view_defs`: name → (SQL, when defined, whether from `views.dir`).
+//!
+//! Written by the views output alone (one writer per store file: [`Change::version`] is not
+//! checked), one transaction per batch of what was queued.
+
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{Change, Def, SlotRef, Stored, ViewsError};
+use crate::output::store::embedded::StoreError;
+use crate::time::Millis;
+
+const ROWS: TableDefinition<(&str, i64, &str), &str> = TableDefinition::new("view_rows");
+const PARTIALS: TableDefinition<(&str, i64, &str, &str), &[u8]> =
+    TableDefinition::new("view_partials");
+const DEFS: TableDefinition<&str, (&str, i64, bool)> = TableDefinition::new("view_defs");
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(e)
+}
+
+/// The views' tables of one embedded store.
+#[derive(Clone)]
+pub struct Redb {
+    db: Arc<Database>,
+}
+
+impl Redb {
+    /// The tables in `db`, created when missing.
+    ///
+    /// # Errors
+    /// The database could not be written.
+    pub fn open(db: Arc<Database>) -> Result<Redb, StoreError> {
+        let w = db.begin_write().map_err(err)?;
+        {
+            w.open_table(ROWS).map_err(err)?;
+            w.open_table(PARTIALS).map_err(err)?;
+            w.open_table(DEFS).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        Ok(Redb { db })
+    }
+
+    /// What is stored of each slot, in order, read in one transaction.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn load(&self, slots: &[SlotRef<'_>]) -> Result<Vec<Stored>, ViewsError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let rows = r.open_table(ROWS).map_err(err)?;
+        let partials = r.open_table(PARTIALS).map_err(err)?;
+        let mut out = Vec::with_capacity(slots.len());
+        for &(view, start, key) in slots {
+            let row = rows
+                .get((view, start, key))
+                .map_err(err)?
+                .map(|v| v.value().to_owned());
+            let mut stored = Stored {
+                row,
+                ..Stored::default()
+            };
+            for entry in partials.range((view, start, key, "")..).map_err(err)? {
+                let (k, v) = entry.map_err(err)?;
+                let (v_view, v_start, v_key, partition) = k.value();
+                if v_view != view || v_start != start || v_key != key {
+                    break;
+                }
+                stored
+                    .partials
+                    .push((partition.to_owned(), v.value().to_vec()));
+            }
+            out.push(stored);
+        }
+        Ok(out)
+    }
+
+    /// Applies `changes` in one transaction, and drops the partials of windows that started
+    /// before each `(view, start)` of `forget` (no partition can restate them any more).
+    ///
+    /// # Errors
+    /// The transaction failed; nothing of it was written.
+    pub fn write(
+        &self,
+        changes: &[Change],
+        forget: &[(Arc<str>, Millis)],
+    ) -> Result<(), ViewsError> {
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            let mut rows = w.open_table(ROWS).map_err(err)?;
+            let mut partials = w.open_table(PARTIALS).map_err(err)?;
+            for c in changes {
+                for (partition, partial) in &c.partials {
+                    let k = (&*c.view, c.start, c.key.as_str(), &**partition);
+                    match partial {
+                        Some(bytes) => {
+                            partials.insert(k, bytes.as_slice()).map_err(err)?;
+                        }
+                        None => {
+                            partials.remove(k).map_err(err)?;
+                        }
+                    }
+                }
+                match &c.row {
+                    None => {}
+                    Some(Some(json)) => {
+                        rows.insert((&*c.view, c.start, c.key.as_str()), json.as_str())
+                            .map_err(err)?;
+                    }
+                    Some(None) => {
+                        rows.remove((&*c.view, c.start, c.key.as_str()))
+                            .map_err(err)?;
+                    }
+                }
+            }
+            for (view, before) in forget {
+                partials
+                    .retain_in(
+                        (&**view, Millis::MIN, "", "")..(&**view, *before, "", ""),
+                        |_, _| false,
+                    )
+                    .map_err(err)?;
+            }
+        }
+        Ok(w.commit().map_err(err)?)
+    }
+
+    /// `view`'s rows of windows starting in `from..to`, newest window first, at most `limit`.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn rows(
+        &self,
+        view: &str,
+        from: Millis,
+        to: Millis,
+        limit: usize,
+    ) -> Result<Vec<String>, ViewsError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let rows = r.open_table(ROWS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in rows
+            .range((view, from, "")..(view, to, ""))
+            .map_err(err)?
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry.map_err(err)?;
+            out.push(v.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// The views defined, stored.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn defs(&self) -> Result<Vec<Def>, ViewsError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let defs = r.open_table(DEFS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in defs.iter().map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            let (sql, created, from_file) = v.value();
+            out.push(Def {
+                name: k.value().to_owned(),
+                sql: sql.to_owned(),
+                created,
+                from_file,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stores `def`; when `clear`, first removes every row and partial of a view of that name
+    /// (its SQL changed: what was computed before answers another question).
+    ///
+    /// # Errors
+    /// The transaction failed.
+    pub fn put_def(&self, def: &Def, clear: bool) -> Result<(), ViewsError> {
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            if clear {
+                clear_view(&w, &def.name)?;
+            }
+            let mut defs = w.open_table(DEFS).map_err(err)?;
+            defs.insert(
+                def.name.as_str(),
+                (def.sql.as_str(), def.created, def.from_file),
+            )
+            .map_err(err)?;
+        }
+        Ok(w.commit().map_err(err)?)
+    }
+
+    /// Forgets the view `name`: its definition, rows and partials.
+    ///
+    /// # Errors
+    /// The transaction failed.
+    pub fn delete(&self, name: &str) -> Result<(), ViewsError> {
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            clear_view(&w, name)?;
+            let mut defs = w.open_table(DEFS).map_err(err)?;
+            defs.remove(name).map_err(err)?;
+        }
+        Ok(w.commit().map_err(err)?)
+    }
+}
+
+fn clear_view(w: &redb::WriteTransaction, name: &str) -> Result<(), StoreError> {
+    let mut rows = w.open_table(ROWS).map_err(err)?;
+    rows.retain_in(
+        (name, Millis::MIN, "")..=(name, Millis::MAX, "\u{10FFFF}"),
+        |_, _| false,
+    )
+    .map_err(err)?;
+    let mut partials = w.open_table(PARTIALS).map_err(err)?;
+    partials
+        .retain_in(
+            (name, Millis::MIN, "", "")..=(name, Millis::MAX, "\u{10FFFF}", "\u{10FFFF}"),
+            |_, _| false,
+        )
+        .map_err(err)?;
+    Ok(())
+}
