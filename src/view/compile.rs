@@ -17,16 +17,16 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt64Array,
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::{Accumulator, Expr, LogicalPlan};
+use datafusion::logical_expr::{Accumulator, EmitTo, Expr, GroupsAccumulator, LogicalPlan};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 #[allow(deprecated)]
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
@@ -354,6 +354,65 @@ impl ViewPlan {
             .map_err(|e| self.fail(e))
     }
 
+    /// Fresh vectorized accumulators, one per aggregate: one call per batch for every group
+    /// (DataFusion's own where it has one, else its adapter over per-group accumulators).
+    pub(super) fn groups_accumulators(
+        &self,
+    ) -> Result<Vec<Box<dyn GroupsAccumulator>>, EngineError> {
+        self.aggregates
+            .iter()
+            .map(|a| {
+                if a.groups_accumulator_supported() {
+                    a.create_groups_accumulator()
+                } else {
+                    let a = Arc::clone(a);
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        a.create_accumulator()
+                    })) as Box<dyn GroupsAccumulator>)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Each aggregate's columns of a partial row.
+    pub(super) fn state_columns(&self, aggregate: usize) -> Range<usize> {
+        self.states[aggregate].clone()
+    }
+
+    /// Partial rows, all standing, from columns: `keys` the key columns (window bounds
+    /// included), `windows` each row's bounds, `states` the aggregates' state columns in order.
+    pub(super) fn partials_of(
+        &self,
+        keys: Vec<ArrayRef>,
+        windows: &[(Millis, Millis)],
+        states: Vec<ArrayRef>,
+    ) -> Result<RecordBatch, EngineError> {
+        let mut columns = keys;
+        columns.push(Arc::new(
+            datafusion::arrow::array::Int64Array::from_iter_values(windows.iter().map(|w| w.0)),
+        ));
+        columns.push(Arc::new(
+            datafusion::arrow::array::Int64Array::from_iter_values(windows.iter().map(|w| w.1)),
+        ));
+        columns.push(Arc::new(BooleanArray::from(vec![true; windows.len()])));
+        let first = columns.len();
+        for (i, state) in states.into_iter().enumerate() {
+            columns.push(self.typed(state, self.partial.field(first + i).data_type())?);
+        }
+        RecordBatch::try_new(Arc::clone(&self.partial), columns).map_err(|e| self.fail(e))
+    }
+
+    /// `array` as `want` (a state may come back typed a little differently, a list's inner
+    /// field, say; the schema's type is the contract).
+    fn typed(&self, array: ArrayRef, want: &DataType) -> Result<ArrayRef, EngineError> {
+        if array.data_type() == want {
+            Ok(array)
+        } else {
+            datafusion::arrow::compute::cast(&array, want).map_err(|e| self.fail(e))
+        }
+    }
+
     /// Partial rows for windows and keys: `keys` the key columns (window bounds included),
     /// `windows` each row's bounds, `live` whether it stands, `states` each row's accumulators
     /// (`None` for a withdrawn row).
@@ -411,14 +470,7 @@ impl ViewPlan {
             ));
         }
         let array = ScalarValue::iter_to_array(values).map_err(|e| self.fail(e))?;
-        // A state may come back typed a little differently (a list's inner field); the schema's
-        // type is the contract.
-        let want = self.partial.field(column).data_type();
-        if array.data_type() == want {
-            Ok(array)
-        } else {
-            datafusion::arrow::compute::cast(&array, want).map_err(|e| self.fail(e))
-        }
+        self.typed(array, self.partial.field(column).data_type())
     }
 
     /// A partial row's window: (start, end), epoch ms; and whether it stands.
@@ -474,32 +526,37 @@ impl ViewPlan {
             .map(|i| datafusion::arrow::compute::take(partials.column(i), &firsts, None))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.fail(e))?;
-        let mut values: Vec<Vec<ScalarValue>> =
-            vec![Vec::with_capacity(groups.len()); self.aggregates.len()];
-        for group in groups {
-            let mut accumulators = self.accumulators()?;
-            for (i, acc) in accumulators.iter_mut().enumerate() {
-                let states: Vec<ArrayRef> = self.states[i]
-                    .clone()
-                    .map(|c| partials.column(c).slice(group.start, group.len()))
-                    .collect();
-                acc.merge_batch(&states).map_err(|e| self.fail(e))?;
-                values[i].push(acc.evaluate().map_err(|e| self.fail(e))?);
-            }
-        }
-        for (i, v) in values.into_iter().enumerate() {
-            let array = if v.is_empty() {
-                datafusion::arrow::array::new_empty_array(self.aggregated.field(k + i).data_type())
-            } else {
-                let array = ScalarValue::iter_to_array(v).map_err(|e| self.fail(e))?;
-                let want = self.aggregated.field(k + i).data_type();
-                if array.data_type() == want {
-                    array
-                } else {
-                    datafusion::arrow::compute::cast(&array, want).map_err(|e| self.fail(e))?
-                }
-            };
-            columns.push(array);
+        // Every group's partial rows merged at once: one call per aggregate, not per group.
+        let rows: Vec<u32> = groups
+            .iter()
+            .flat_map(|g| g.clone().map(|r| r as u32))
+            .collect();
+        let whole = rows.len() == partials.num_rows()
+            && rows.iter().enumerate().all(|(i, r)| *r as usize == i);
+        let rows = UInt32Array::from(rows);
+        let group_of: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, r)| std::iter::repeat_n(g, r.len()))
+            .collect();
+        let mut accumulators = self.groups_accumulators()?;
+        for (i, acc) in accumulators.iter_mut().enumerate() {
+            let states = self.states[i]
+                .clone()
+                .map(|c| {
+                    let column = partials.column(c);
+                    if whole {
+                        Ok(Arc::clone(column))
+                    } else {
+                        datafusion::arrow::compute::take(column, &rows, None)
+                    }
+                })
+                .collect::<Result<Vec<ArrayRef>, _>>()
+                .map_err(|e| self.fail(e))?;
+            acc.merge_batch(&states, &group_of, groups.len())
+                .map_err(|e| self.fail(e))?;
+            let values = acc.evaluate(EmitTo::All).map_err(|e| self.fail(e))?;
+            columns.push(self.typed(values, self.aggregated.field(k + i).data_type())?);
         }
         let aggregated = RecordBatch::try_new(Arc::clone(&self.aggregated), columns)
             .map_err(|e| self.fail(e))?;

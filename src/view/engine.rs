@@ -24,22 +24,49 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringBuilder,
     TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
-use datafusion::arrow::compute::{filter_record_batch, take};
-use datafusion::arrow::row::{OwnedRow, Row, RowConverter, SortField};
-use datafusion::logical_expr::Accumulator;
+use datafusion::arrow::compute::{concat, filter_record_batch, interleave, take};
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 
 pub use super::compile::{record_schema, EngineError, ViewPlan};
 use super::compile::{windowed_schema, Bound, WINDOW_START};
-use super::plan::Window;
+use super::plan::Window as Kind;
 use crate::time::Millis;
 
-/// One window and key of the partition's records (`TUMBLE`, `HOP`).
-struct Group {
+/// One window of the partition's records (`TUMBLE`, `HOP`): its keys, each a group of
+/// vectorized accumulators (one call per aggregate and batch for all of the window's keys).
+struct Window {
     end: Millis,
-    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Key (arrow's row format) → group.
+    index: HashMap<Box<[u8]>, u32>,
+    /// Group → key.
+    keys: Vec<Box<[u8]>>,
+    /// The oldest source position of its records.
     min_position: u64,
-    /// Changed since it was last handed on.
-    dirty: bool,
+    phase: Phase,
+}
+
+/// Whether a window was handed on.
+enum Phase {
+    /// Not yet: every group's state, one accumulator per aggregate.
+    Open(Vec<Box<dyn GroupsAccumulator>>),
+    /// Handed on when the watermark passed its end; late records restate it.
+    Closed(Closed),
+}
+
+/// A window handed on: each group's state as last handed on, and the late records since.
+struct Closed {
+    /// State columns handed on (all of the aggregates'), in chunks: the close, then each
+    /// restatement.
+    chunks: Vec<Vec<ArrayRef>>,
+    /// Group → (chunk, row) of its state; `None` for a key first seen late.
+    at: Vec<Option<(u32, u32)>>,
+    /// Late records' state, by late group.
+    late: Vec<Box<dyn GroupsAccumulator>>,
+    /// Late group → group.
+    late_groups: Vec<u32>,
+    /// Group → late group.
+    late_index: HashMap<u32, u32>,
 }
 
 /// One session of a key.
@@ -62,7 +89,8 @@ pub struct ViewEngine {
     rows: RowConverter,
     /// Which of the plan's keys those are.
     other: Vec<usize>,
-    groups: HashMap<(OwnedRow, Millis), Group>,
+    /// `TUMBLE` and `HOP` windows by start.
+    windows: std::collections::BTreeMap<Millis, Window>,
     sessions: HashMap<OwnedRow, Vec<Session>>,
     /// Sessions handed on and since merged into another: (key, start, end) to withdraw.
     withdrawn: Vec<(OwnedRow, Millis, Millis)>,
@@ -96,7 +124,7 @@ impl ViewEngine {
             plan,
             rows,
             other,
-            groups: HashMap::default(),
+            windows: std::collections::BTreeMap::new(),
             sessions: HashMap::default(),
             withdrawn: Vec::new(),
             dropped_late: 0,
@@ -119,17 +147,18 @@ impl ViewEngine {
     /// The oldest source position of a record in a window that can still change; `None` when
     /// no window holds one.
     pub fn low_water(&self) -> Option<u64> {
-        let groups = self.groups.values().map(|g| g.min_position);
+        let windows = self.windows.values().map(|w| w.min_position);
         let sessions = self
             .sessions
             .values()
             .flat_map(|s| s.iter().map(|s| s.min_position));
-        groups.chain(sessions).min()
+        windows.chain(sessions).min()
     }
 
-    /// Windows (groups or sessions) held.
+    /// Windows and keys (or sessions) held.
     pub fn windows(&self) -> usize {
-        self.groups.len() + self.sessions.values().map(Vec::len).sum::<usize>()
+        self.windows.values().map(|w| w.keys.len()).sum::<usize>()
+            + self.sessions.values().map(Vec::len).sum::<usize>()
     }
 
     /// Takes in accepted records (columns of [`record_schema`]) read at `positions`; `closed`
@@ -214,9 +243,19 @@ impl ViewEngine {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(&e))?;
         let gap = match plan.view().window {
-            Window::Session { gap_ms } => Some(gap_ms),
+            Kind::Session { gap_ms } => Some(gap_ms),
             _ => None,
         };
+        if gap.is_none() {
+            let columns = Columns {
+                starts: &starts,
+                ends: &ends,
+                times: &times,
+                positions: &positions,
+                closed: &closed,
+            };
+            return self.push_windows(&rows, &columns, &inputs);
+        }
         // Rows of the batch by key (and window), in order of first appearance: keys borrowed
         // from the batch's rows, owned once per group.
         let mut order: Vec<((Row<'_>, Millis), Vec<u32>)> = Vec::new();
@@ -258,27 +297,8 @@ impl ViewEngine {
             let range = from..from + indices.len();
             from = range.end;
             let key = (row.owned(), window);
-            let min_position = indices
-                .iter()
-                .map(|i| positions.value(*i as usize))
-                .min()
-                .unwrap_or(0);
             match gap {
-                None => {
-                    let end = ends.value(indices[0] as usize);
-                    let group = match self.groups.get_mut(&key) {
-                        Some(g) => g,
-                        None => self.groups.entry(key).or_insert(Group {
-                            end,
-                            accumulators: plan.accumulators()?,
-                            min_position,
-                            dirty: true,
-                        }),
-                    };
-                    group.dirty = true;
-                    group.min_position = group.min_position.min(min_position);
-                    update(&plan, &mut group.accumulators, &inputs, range)?;
-                }
+                None => {}
                 Some(gap) => {
                     // The group's records in time order, as offsets into its slice.
                     let mut local: Vec<usize> = (0..indices.len()).collect();
@@ -400,9 +420,9 @@ impl ViewEngine {
     ) -> Result<RecordBatch, EngineError> {
         let plan = &self.plan;
         let (slide, size) = match plan.view().window {
-            Window::Tumble { size_ms } => (size_ms, size_ms),
-            Window::Hop { slide_ms, size_ms } => (slide_ms, size_ms),
-            Window::Session { .. } => (0, 0),
+            Kind::Tumble { size_ms } => (size_ms, size_ms),
+            Kind::Hop { slide_ms, size_ms } => (slide_ms, size_ms),
+            Kind::Session { .. } => (0, 0),
         };
         let times = records
             .column(1)
@@ -466,7 +486,7 @@ impl ViewEngine {
         closed: Millis,
     ) -> Result<Option<RecordBatch>, EngineError> {
         let out = self.due(watermark)?;
-        self.groups.retain(|_, g| g.end > closed);
+        self.windows.retain(|_, w| w.end > closed);
         let gap = self.session_gap();
         self.sessions.retain(|_, list| {
             list.retain(|s| s.last.saturating_add(gap) > closed);
@@ -478,7 +498,7 @@ impl ViewEngine {
     /// A `SESSION` view's gap; 0 for the others (a session's window ends at last + gap).
     fn session_gap(&self) -> Millis {
         match self.plan.view().window {
-            Window::Session { gap_ms } => gap_ms,
+            Kind::Session { gap_ms } => gap_ms,
             _ => 0,
         }
     }
@@ -487,7 +507,7 @@ impl ViewEngine {
     /// replay, which re-read records of windows already final (re-read for the windows that
     /// were not): those were handed on whole before, and what was re-read of them is partial.
     pub fn forget_final(&mut self, closed: Millis) {
-        self.groups.retain(|_, g| g.end > closed);
+        self.windows.retain(|_, w| w.end > closed);
         let gap = self.session_gap();
         self.sessions.retain(|_, list| {
             list.retain(|s| s.last.saturating_add(gap) > closed);
@@ -504,14 +524,12 @@ impl ViewEngine {
     }
 
     fn due(&mut self, watermark: Millis) -> Result<Option<RecordBatch>, EngineError> {
+        if !matches!(self.plan.view().window, Kind::Session { .. }) {
+            return self.due_windows(watermark);
+        }
         let plan = Arc::clone(&self.plan);
         // (start, key, end) of what goes out, in order of window then key.
         let mut due: Vec<(Millis, OwnedRow, Millis, bool)> = Vec::new();
-        for ((key, start), g) in &self.groups {
-            if g.dirty && g.end <= watermark {
-                due.push((*start, key.clone(), g.end, true));
-            }
-        }
         let gap = self.session_gap();
         for (key, list) in &self.sessions {
             for s in list {
@@ -555,12 +573,6 @@ impl ViewEngine {
             }
             states.push(None);
         }
-        for ((key, start), g) in self.groups.iter_mut() {
-            if let Some(i) = wanted.get(&(key.clone(), *start)) {
-                g.dirty = false;
-                states[*i] = Some(&mut g.accumulators);
-            }
-        }
         for (key, list) in self.sessions.iter_mut() {
             for s in list.iter_mut() {
                 if let Some(i) = wanted.get(&(key.clone(), s.start)) {
@@ -574,6 +586,254 @@ impl ViewEngine {
         }
         plan.partials(keys, &windows, states).map(Some)
     }
+}
+
+impl ViewEngine {
+    /// `TUMBLE` and `HOP`: each record's window and group found, then one update per aggregate
+    /// and window for all of the batch's records in it (late records of a window already
+    /// handed on go to its late accumulators).
+    fn push_windows(
+        &mut self,
+        rows: &Rows,
+        c: &Columns<'_>,
+        inputs: &[Vec<ArrayRef>],
+    ) -> Result<(), EngineError> {
+        let plan = Arc::clone(&self.plan);
+        let fail = |e: &dyn std::fmt::Display| plan.fail(e);
+        let n = rows.num_rows();
+        // The batch's records by window, in order of first appearance (a batch spans few).
+        let mut by_window: Vec<(Millis, Vec<u32>)> = Vec::new();
+        for i in 0..n {
+            if c.times.value(i) < self.cut {
+                continue;
+            }
+            if c.ends.value(i) <= c.closed.value(i) {
+                self.dropped_late += 1;
+                continue;
+            }
+            let start = c.starts.value(i);
+            let at = match by_window.iter().position(|(s, _)| *s == start) {
+                Some(at) => at,
+                None => {
+                    by_window.push((start, Vec::with_capacity(n)));
+                    by_window.len() - 1
+                }
+            };
+            by_window[at].1.push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        for (start, records) in by_window {
+            let end = c.ends.value(records[0] as usize);
+            let min_position = records
+                .iter()
+                .map(|i| c.positions.value(*i as usize))
+                .min()
+                .unwrap_or(0);
+            let window = match self.windows.entry(start) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(Window {
+                    end,
+                    index: HashMap::default(),
+                    keys: Vec::new(),
+                    min_position,
+                    phase: Phase::Open(plan.groups_accumulators()?),
+                }),
+            };
+            window.min_position = window.min_position.min(min_position);
+            let mut groups: Vec<usize> = Vec::with_capacity(records.len());
+            for i in &records {
+                let key = rows.row(*i as usize);
+                let bytes: &[u8] = key.as_ref();
+                let g = match window.index.get(bytes) {
+                    Some(g) => *g,
+                    None => {
+                        let g = u32::try_from(window.keys.len()).map_err(|e| fail(&e))?;
+                        window.index.insert(bytes.into(), g);
+                        window.keys.push(bytes.into());
+                        if let Phase::Closed(closed) = &mut window.phase {
+                            closed.at.push(None);
+                        }
+                        g
+                    }
+                };
+                groups.push(g as usize);
+            }
+            let values = if records.len() == n {
+                inputs.to_vec()
+            } else {
+                take_all(inputs, &UInt32Array::from(records)).map_err(|e| fail(&e))?
+            };
+            match &mut window.phase {
+                Phase::Open(accumulators) => {
+                    let total = window.keys.len();
+                    for (acc, args) in accumulators.iter_mut().zip(&values) {
+                        acc.update_batch(args, &groups, None, total)
+                            .map_err(|e| fail(&e))?;
+                    }
+                }
+                Phase::Closed(Closed {
+                    late,
+                    late_groups,
+                    late_index,
+                    ..
+                }) => {
+                    for g in &mut groups {
+                        let group = *g as u32;
+                        let j = *late_index.entry(group).or_insert_with(|| {
+                            late_groups.push(group);
+                            (late_groups.len() - 1) as u32
+                        });
+                        *g = j as usize;
+                    }
+                    let total = late_groups.len();
+                    for (acc, args) in late.iter_mut().zip(&values) {
+                        acc.update_batch(args, &groups, None, total)
+                            .map_err(|e| fail(&e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `TUMBLE` and `HOP`: partial rows of every window that ended by `watermark` — all its
+    /// keys the first time, then the keys late records changed, their state merged with what
+    /// was handed on — in order of window.
+    fn due_windows(&mut self, watermark: Millis) -> Result<Option<RecordBatch>, EngineError> {
+        let plan = Arc::clone(&self.plan);
+        let fail = |e: &dyn std::fmt::Display| plan.fail(e);
+        let mut out: Vec<(Millis, Millis, Vec<u32>, Vec<ArrayRef>)> = Vec::new();
+        for (start, w) in self.windows.iter_mut() {
+            if w.end > watermark {
+                continue;
+            }
+            match &mut w.phase {
+                Phase::Open(accumulators) => {
+                    let states = emit(accumulators).map_err(|e| fail(&e))?;
+                    let n = w.keys.len();
+                    out.push((*start, w.end, (0..n as u32).collect(), states.clone()));
+                    w.phase = Phase::Closed(Closed {
+                        chunks: vec![states],
+                        at: (0..n as u32).map(|i| Some((0, i))).collect(),
+                        late: plan.groups_accumulators()?,
+                        late_groups: Vec::new(),
+                        late_index: HashMap::default(),
+                    });
+                }
+                Phase::Closed(c) if !c.late_groups.is_empty() => {
+                    let late = emit(&mut c.late).map_err(|e| fail(&e))?;
+                    c.late = plan.groups_accumulators()?;
+                    let k = c.late_groups.len();
+                    // (late group, where its state handed on is) for keys handed on before.
+                    let prior: Vec<(usize, (usize, usize))> = c
+                        .late_groups
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(j, g)| {
+                            c.at[*g as usize]
+                                .map(|(chunk, row)| (j, (chunk as usize, row as usize)))
+                        })
+                        .collect();
+                    let places: Vec<(usize, usize)> = prior.iter().map(|p| p.1).collect();
+                    let prior_groups: Vec<usize> = prior.iter().map(|p| p.0).collect();
+                    let every: Vec<usize> = (0..k).collect();
+                    let mut merged = plan.groups_accumulators()?;
+                    let first = plan.state_columns(0).start;
+                    for (a, acc) in merged.iter_mut().enumerate() {
+                        let columns = plan.state_columns(a);
+                        let columns = columns.start - first..columns.end - first;
+                        if !prior.is_empty() {
+                            let before = columns
+                                .clone()
+                                .map(|col| {
+                                    let chunks: Vec<&dyn Array> =
+                                        c.chunks.iter().map(|ch| ch[col].as_ref()).collect();
+                                    interleave(&chunks, &places)
+                                })
+                                .collect::<Result<Vec<ArrayRef>, _>>()
+                                .map_err(|e| fail(&e))?;
+                            acc.merge_batch(&before, &prior_groups, k)
+                                .map_err(|e| fail(&e))?;
+                        }
+                        acc.merge_batch(&late[columns], &every, k)
+                            .map_err(|e| fail(&e))?;
+                    }
+                    let states = emit(&mut merged).map_err(|e| fail(&e))?;
+                    let chunk = u32::try_from(c.chunks.len()).map_err(|e| fail(&e))?;
+                    for (j, g) in c.late_groups.iter().enumerate() {
+                        c.at[*g as usize] = Some((chunk, j as u32));
+                    }
+                    c.chunks.push(states.clone());
+                    c.late_index.clear();
+                    out.push((*start, w.end, std::mem::take(&mut c.late_groups), states));
+                }
+                Phase::Closed(_) => {}
+            }
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let parser = self.rows.parser();
+        let mut keys: Vec<Row<'_>> = Vec::new();
+        let mut windows: Vec<(Millis, Millis)> = Vec::new();
+        for (start, end, groups, _) in &out {
+            let w = self.windows.get(start).ok_or_else(|| fail(&"window"))?;
+            for g in groups {
+                keys.push(parser.parse(&w.keys[*g as usize]));
+                windows.push((*start, *end));
+            }
+        }
+        let mut others = self
+            .rows
+            .convert_rows(keys)
+            .map_err(|e| fail(&e))?
+            .into_iter();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(plan.bounds.len());
+        for bound in &plan.bounds {
+            columns.push(match bound {
+                Some(Bound::Start) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    windows.iter().map(|w| w.0),
+                )),
+                Some(Bound::End) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    windows.iter().map(|w| w.1),
+                )),
+                None => others.next().ok_or_else(|| fail(&"keys"))?,
+            });
+        }
+        let width = out.first().map_or(0, |o| o.3.len());
+        let states = (0..width)
+            .map(|col| {
+                if out.len() == 1 {
+                    Ok(Arc::clone(&out[0].3[col]))
+                } else {
+                    let parts: Vec<&dyn Array> = out.iter().map(|o| o.3[col].as_ref()).collect();
+                    concat(&parts)
+                }
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()
+            .map_err(|e| fail(&e))?;
+        plan.partials_of(columns, &windows, states).map(Some)
+    }
+}
+
+/// A windowed, filtered batch's columns that place its records.
+struct Columns<'a> {
+    starts: &'a TimestampMillisecondArray,
+    ends: &'a TimestampMillisecondArray,
+    times: &'a TimestampMillisecondArray,
+    positions: &'a UInt64Array,
+    closed: &'a Int64Array,
+}
+
+/// Every group's state of `accumulators` (which are left empty), the aggregates' columns in
+/// order.
+fn emit(
+    accumulators: &mut [Box<dyn GroupsAccumulator>],
+) -> datafusion::common::Result<Vec<ArrayRef>> {
+    let mut columns = Vec::new();
+    for acc in accumulators {
+        columns.extend(acc.state(EmitTo::All)?);
+    }
+    Ok(columns)
 }
 
 /// A session never spans two of these (UTC hours): a key with records every few seconds
@@ -722,6 +982,27 @@ pub fn final_rows(engine: &mut ViewEngine) -> Result<Option<RecordBatch>, Engine
         return Ok(None);
     };
     let plan = Arc::clone(engine.plan());
+    // In order of window, then key (the engine hands windows on in order, keys as first seen).
+    let k = plan.bounds.len();
+    let mut order: Vec<ArrayRef> = vec![Arc::clone(partials.column(k))];
+    for (i, bound) in plan.bounds.iter().enumerate() {
+        if bound.is_none() {
+            order.push(Arc::clone(partials.column(i)));
+        }
+    }
+    let sorter = RowConverter::new(
+        order
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| plan.fail(e))?;
+    let sort_rows = sorter.convert_columns(&order).map_err(|e| plan.fail(e))?;
+    let mut sorted: Vec<u32> = (0..partials.num_rows() as u32).collect();
+    sorted.sort_by(|a, b| sort_rows.row(*a as usize).cmp(&sort_rows.row(*b as usize)));
+    let partials =
+        datafusion::arrow::compute::take_record_batch(&partials, &UInt32Array::from(sorted))
+            .map_err(|e| plan.fail(e))?;
     let groups: Vec<_> = (0..partials.num_rows())
         .filter(|i| plan.partial_window(&partials, *i).2)
         .map(|i| i..i + 1)
