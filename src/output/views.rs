@@ -18,10 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::row::Rows;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -164,8 +162,9 @@ pub async fn restore(
 
 /// What is known of one window and key of a view.
 struct Entry {
-    /// Each partition's latest partial (one row of the plan's partial schema).
-    partials: BTreeMap<Arc<str>, RecordBatch>,
+    /// Each partition's latest partial: one row of the plan's partial schema in its row
+    /// format ([`ViewPlan::partial_rows`]), tagged ([`ROW_FORMAT`]) as stored.
+    partials: BTreeMap<Arc<str>, Box<[u8]>>,
     /// The row as last written, without `revision`, and its revision.
     row: Option<(String, u64)>,
     /// The stored version this entry was read at, plus the writes since.
@@ -173,6 +172,17 @@ struct Entry {
 }
 
 type Slot = (Arc<str>, String, Millis);
+
+/// A batch of partial rows a partition handed on, read once.
+struct Read {
+    partition: Arc<str>,
+    view: Arc<LiveView>,
+    name: Arc<str>,
+    /// The rows in the plan's row format.
+    rows: Rows,
+    /// Each row's key, window start and whether it stands.
+    places: Vec<(String, Millis, bool)>,
+}
 
 /// Each partition's partial written to a slot (`None`: withdrawn).
 type Writes = Vec<(Arc<str>, Option<Vec<u8>>)>;
@@ -246,57 +256,34 @@ impl Merger {
 
     /// Merges what the partitions handed on, stores what changed, tells the hub.
     fn merge(&mut self, handed: &[(Arc<str>, Arc<[Handed]>)]) -> Result<(), MergeError> {
+        let reads = self.read(handed)?;
+        self.load_missing(&reads)?;
         // Partials written per slot, in order; the slots touched.
         let mut written: HashMap<Slot, Writes> = HashMap::new();
         let mut touched: Vec<(Slot, Arc<LiveView>)> = Vec::new();
-        self.load_missing(handed)?;
-        for (partition, handed) in handed {
-            for h in handed.iter() {
-                let view = &h.view;
-                // A view deleted meanwhile: its partials are of no use.
-                let Some(current) = self.registry.get(view.name()) else {
+        for read in &reads {
+            for (row, (key, start, live)) in read.places.iter().enumerate() {
+                let slot: Slot = (Arc::clone(&read.name), key.clone(), *start);
+                let newest = self.newest.entry(Arc::clone(&read.name)).or_insert(*start);
+                *newest = (*newest).max(*start);
+                let Some(entry) = self.cache.get_mut(&slot) else {
                     continue;
                 };
-                if !Arc::ptr_eq(&current, view) {
-                    continue;
+                let partial = if *live {
+                    let bytes = tagged(read.rows.row(row).as_ref());
+                    entry
+                        .partials
+                        .insert(Arc::clone(&read.partition), bytes.clone().into());
+                    Some(bytes)
+                } else {
+                    entry.partials.remove(&read.partition);
+                    None
+                };
+                let writes = written.entry(slot.clone()).or_default();
+                if writes.is_empty() {
+                    touched.push((slot, Arc::clone(&read.view)));
                 }
-                let plan = &view.plan;
-                let name: Arc<str> = view.name().into();
-                for row in 0..h.partials.num_rows() {
-                    let (start, _, live) = plan.partial_window(&h.partials, row);
-                    // The view's own failure (a key it cannot read) stops the view, not the
-                    // output.
-                    let key = match plan.partial_key(&h.partials, row) {
-                        Ok(key) => key,
-                        Err(e) => {
-                            view.fail(e.message);
-                            break;
-                        }
-                    };
-                    let slot: Slot = (Arc::clone(&name), key, start);
-                    let newest = self.newest.entry(Arc::clone(&name)).or_insert(start);
-                    *newest = (*newest).max(start);
-                    let Some(entry) = self.cache.get_mut(&slot) else {
-                        continue;
-                    };
-                    let partial = if live {
-                        // A copy of the row, not a slice: a slice would hold the whole batch's
-                        // buffers for as long as any of its slots stays cached.
-                        let index = UInt32Array::from(vec![row as u32]);
-                        let one = take_record_batch(&h.partials, &index)?;
-                        let bytes = encode(&one)?;
-                        entry.partials.insert(Arc::clone(partition), one);
-                        Some(bytes)
-                    } else {
-                        entry.partials.remove(partition);
-                        None
-                    };
-                    let writes = written.entry(slot.clone()).or_default();
-                    if writes.is_empty() {
-                        touched.push((slot, Arc::clone(view)));
-                    }
-                    writes.push((Arc::clone(partition), partial));
-                }
+                writes.push((Arc::clone(&read.partition), partial));
             }
         }
         if touched.is_empty() {
@@ -392,29 +379,54 @@ impl Merger {
         Ok(())
     }
 
-    /// Reads what is stored of every slot `handed` touches that is not cached, in one go.
-    fn load_missing(&mut self, handed: &[(Arc<str>, Arc<[Handed]>)]) -> Result<(), MergeError> {
-        let mut missing: Vec<(Slot, Arc<LiveView>)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (_, handed) in handed {
+    /// Each batch handed on, read once: its rows in row format and each row's place. A view
+    /// deleted meanwhile is skipped (its partials are of no use); a view that cannot read its
+    /// keys is failed (the view, not the output).
+    fn read(&self, handed: &[(Arc<str>, Arc<[Handed]>)]) -> Result<Vec<Read>, MergeError> {
+        let mut reads = Vec::new();
+        for (partition, handed) in handed {
             for h in handed.iter() {
-                // As `merge`: the partials of a view deleted meanwhile are not read.
                 let current = self.registry.get(h.view.name());
                 if !current.is_some_and(|c| Arc::ptr_eq(&c, &h.view)) {
                     continue;
                 }
                 let plan = &h.view.plan;
-                let name: Arc<str> = h.view.name().into();
-                for row in 0..h.partials.num_rows() {
-                    let (start, _, _) = plan.partial_window(&h.partials, row);
-                    // A key that cannot be read fails the view when it is merged.
-                    let Ok(key) = plan.partial_key(&h.partials, row) else {
-                        break;
-                    };
-                    let slot: Slot = (Arc::clone(&name), key, start);
-                    if !self.cache.contains_key(&slot) && seen.insert(slot.clone()) {
-                        missing.push((slot, Arc::clone(&h.view)));
+                let keys = match plan.partial_keys(&h.partials) {
+                    Ok(keys) => keys,
+                    Err(e) => {
+                        h.view.fail(e.message);
+                        continue;
                     }
+                };
+                let places = keys
+                    .into_iter()
+                    .enumerate()
+                    .map(|(row, key)| {
+                        let (start, _, live) = plan.partial_window(&h.partials, row);
+                        (key, start, live)
+                    })
+                    .collect();
+                reads.push(Read {
+                    partition: Arc::clone(partition),
+                    view: Arc::clone(&h.view),
+                    name: h.view.name().into(),
+                    rows: plan.partial_rows().convert_columns(h.partials.columns())?,
+                    places,
+                });
+            }
+        }
+        Ok(reads)
+    }
+
+    /// Reads what is stored of every slot `reads` touch that is not cached, in one go.
+    fn load_missing(&mut self, reads: &[Read]) -> Result<(), MergeError> {
+        let mut missing: Vec<(Slot, Arc<LiveView>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for read in reads {
+            for (key, start, _) in &read.places {
+                let slot: Slot = (Arc::clone(&read.name), key.clone(), *start);
+                if !self.cache.contains_key(&slot) && seen.insert(slot.clone()) {
+                    missing.push((slot, Arc::clone(&read.view)));
                 }
             }
         }
@@ -429,12 +441,12 @@ impl Merger {
         for ((slot, view), stored) in missing.into_iter().zip(stored) {
             let mut partials = BTreeMap::new();
             for (partition, bytes) in stored.partials {
-                match decode(&bytes) {
-                    Ok(batch) if batch.schema() == view.plan.partial_schema() => {
-                        partials.insert(Arc::from(partition.as_str()), batch);
+                match row_of(&view.plan, bytes) {
+                    Some(row) => {
+                        partials.insert(Arc::from(partition.as_str()), row);
                     }
                     // Unreadable, or of another definition of the view: nothing to merge with.
-                    _ => {
+                    None => {
                         tracing::warn!(view = %slot.0, %partition, "views: a stored partial row could not be read; ignored")
                     }
                 }
@@ -487,24 +499,27 @@ enum Failed {
 /// The rows of slots of one view from their partials, without `revision`, in order: `None`
 /// for a slot not cached, with no partial standing, or whose row `HAVING` refuses.
 fn finished(plan: &ViewPlan, entries: &[Option<&Entry>]) -> Result<Vec<Option<String>>, Failed> {
-    let mut parts: Vec<RecordBatch> = Vec::new();
+    let parser = plan.partial_rows().parser();
+    let mut parts = Vec::new();
     let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut rows_so_far = 0;
     for entry in entries.iter().flatten() {
         if entry.partials.is_empty() {
             continue;
         }
-        let from = rows_so_far;
+        let from = parts.len();
         for partial in entry.partials.values() {
-            rows_so_far += partial.num_rows();
-            parts.push(partial.clone());
+            parts.push(parser.parse(&partial[1..]));
         }
-        groups.push(from..rows_so_far);
+        groups.push(from..parts.len());
     }
     if groups.is_empty() {
         return Ok(vec![None; entries.len()]);
     }
-    let merged = concat_batches(&plan.partial_schema(), &parts).map_err(Failed::Arrow)?;
+    let columns = plan
+        .partial_rows()
+        .convert_rows(parts)
+        .map_err(Failed::Arrow)?;
+    let merged = RecordBatch::try_new(plan.partial_schema(), columns).map_err(Failed::Arrow)?;
     let (rows, kept) = plan.finish(&merged, &groups).map_err(Failed::View)?;
     let schema = rows.schema();
     let mut lines = crate::view::json::json_rows(&schema, &[rows]).into_iter();
@@ -537,19 +552,42 @@ fn without_revision(json: &str) -> Option<(String, u64)> {
     Some((format!("{}}}", &json[..at]), revision))
 }
 
-fn encode(batch: &RecordBatch) -> Result<Vec<u8>, MergeError> {
-    let mut w = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-    w.write(batch)?;
-    w.finish()?;
-    Ok(w.into_inner()?)
+/// The first byte of a stored partial in the plan's row format (one written before it was
+/// kept so, in Arrow IPC, starts with 0xFF).
+const ROW_FORMAT: u8 = b'R';
+
+/// `row` (in a plan's row format) as stored: tagged.
+fn tagged(row: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(row.len() + 1);
+    bytes.push(ROW_FORMAT);
+    bytes.extend_from_slice(row);
+    bytes
 }
 
-fn decode(bytes: &[u8]) -> Result<RecordBatch, MergeError> {
-    let mut r = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    match r.next() {
-        Some(batch) => Ok(batch?),
-        None => Err(MergeError::new("an empty partial row")),
+/// A stored partial as kept (tagged row format); `None` if it is not one of `plan`'s.
+fn row_of(plan: &ViewPlan, bytes: Vec<u8>) -> Option<Box<[u8]>> {
+    if bytes.first() == Some(&ROW_FORMAT) {
+        // Read back once here, so that a damaged one is refused rather than trusted later.
+        let (codec, schema) = (plan.partial_rows(), plan.partial_schema());
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            codec
+                .convert_rows([codec.parser().parse(&bytes[1..])])
+                .ok()
+                .and_then(|columns| RecordBatch::try_new(schema, columns).ok())
+        }));
+        return match read {
+            Ok(Some(batch)) if batch.num_rows() == 1 => Some(bytes.into()),
+            _ => None,
+        };
     }
+    // Arrow IPC, as an earlier version stored partials.
+    let mut r = StreamReader::try_new(std::io::Cursor::new(bytes), None).ok()?;
+    let batch = r.next()?.ok()?;
+    if batch.schema() != plan.partial_schema() || batch.num_rows() != 1 {
+        return None;
+    }
+    let rows = plan.partial_rows().convert_columns(batch.columns()).ok()?;
+    Some(tagged(rows.row(0).as_ref()).into())
 }
 
 /// Why a batch of partials could not be merged and stored.

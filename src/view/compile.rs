@@ -21,6 +21,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SessionContext;
@@ -113,6 +114,8 @@ pub struct ViewPlan {
     rows: SchemaRef,
     out: SchemaRef,
     partial: SchemaRef,
+    /// Partial rows in arrow's row format: compact bytes, one call per batch each way.
+    partial_rows: RowConverter,
     /// Which columns of a row read only the `GROUP BY` keys (the row's place, not its values).
     key_columns: Vec<bool>,
 }
@@ -291,7 +294,15 @@ impl ViewPlan {
         let rows = Arc::new(Schema::new(fields.clone()));
         let mut out = fields;
         out.push(Field::new("revision", DataType::UInt64, false));
+        let partial_rows = RowConverter::new(
+            partial_fields
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )
+        .map_err(|e| fail(format!("an aggregate's state cannot be kept: {e}")))?;
         Ok(ViewPlan {
+            partial_rows,
             aggregated: Arc::new(aggregated.as_arrow().clone()),
             out: Arc::new(Schema::new(out)),
             rows,
@@ -336,6 +347,21 @@ impl ViewPlan {
     /// aggregate's state.
     pub fn partial_schema(&self) -> SchemaRef {
         Arc::clone(&self.partial)
+    }
+
+    /// The partial rows' row format: what the views output keeps and stores of each.
+    pub fn partial_rows(&self) -> &RowConverter {
+        &self.partial_rows
+    }
+
+    /// Each partial row's key (see [`ViewPlan::partial_key`]).
+    ///
+    /// # Errors
+    /// As [`ViewPlan::partial_key`].
+    pub fn partial_keys(&self, partials: &RecordBatch) -> Result<Vec<String>, EngineError> {
+        (0..partials.num_rows())
+            .map(|row| self.partial_key(partials, row))
+            .collect()
     }
 
     pub(super) fn fail(&self, e: impl std::fmt::Display) -> EngineError {
