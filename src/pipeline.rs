@@ -266,7 +266,7 @@ pub async fn run(
     p.engine.flush(&mut p.emitted);
     p.publish().await;
     if let Some(views) = p.views.as_mut() {
-        let handed = views.flush();
+        let handed = views.flush().await;
         p.out.views(&p.shared_name, handed).await;
     }
     p.flush_live();
@@ -497,11 +497,13 @@ impl PartitionTask {
         let replaying = self
             .resumed_through
             .is_some_and(|through| self.next_position <= through);
-        let handed = views.step(
-            (self.engine.watermark(), self.engine.accepted_after()),
-            replaying,
-            now,
-        );
+        let handed = views
+            .step(
+                (self.engine.watermark(), self.engine.accepted_after()),
+                replaying,
+                now,
+            )
+            .await;
         if !handed.is_empty() {
             self.out.views(&self.shared_name, handed).await;
         }

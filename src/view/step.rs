@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::engine::{Batcher, ViewEngine};
+use super::engine::{Batcher, Records, ViewEngine};
 use super::registry::{LiveView, Registry};
 use crate::record::Telemetry;
 use crate::time::Millis;
@@ -36,11 +36,17 @@ impl std::fmt::Debug for Handed {
     }
 }
 
+/// A view with its engine over this partition's records.
+type Kept = (Arc<LiveView>, ViewEngine);
+
 /// The views of one partition; see the module docs.
 pub struct ViewStep {
     registry: Arc<Registry>,
     version: u64,
-    engines: Vec<(Arc<LiveView>, ViewEngine)>,
+    /// The engines, when no job has them.
+    engines: Vec<Kept>,
+    /// The engines at work on a micro-batch off the partition's task, if any.
+    job: Option<Job>,
     batcher: Batcher,
     /// A replay is (or was, until the next step) under way.
     replayed: bool,
@@ -68,6 +74,7 @@ impl ViewStep {
             version: registry.version().wrapping_sub(1),
             registry,
             engines: Vec::new(),
+            job: None,
             batcher: Batcher::default(),
             replayed: false,
             newest: Millis::MIN,
@@ -78,10 +85,11 @@ impl ViewStep {
         step
     }
 
-    /// Takes up views added or removed since the last look (one atomic load when none was).
+    /// Takes up views added or removed since the last look (one atomic load when none was;
+    /// put off while a job has the engines).
     pub fn sync(&mut self) {
         let version = self.registry.version();
-        if version == self.version {
+        if version == self.version || self.job.is_some() {
             return;
         }
         self.version = version;
@@ -134,7 +142,7 @@ impl ViewStep {
 
     /// Whether no view is kept (the task then gathers nothing).
     pub fn is_empty(&self) -> bool {
-        self.engines.is_empty()
+        self.engines.is_empty() && self.job.is_none()
     }
 
     /// Adds an accepted record, read at `position` when windows ending by `closed` could take no
@@ -157,16 +165,23 @@ impl ViewStep {
     /// forgotten unsaid — not those final by now: records read since may have closed windows
     /// the checkpoint left open, and those are handed on.
     ///
-    /// Records wait in a gatherer between steps (up to [`FEED_RECORDS`] or [`FEED_EVERY_MS`]);
-    /// `now` feeds them whatever their number: a checkpoint is taken only after a step `now`,
-    /// so that every window final at a checkpoint has been handed on (what a resumed partition
-    /// relies on, above).
-    pub fn step(
+    /// Records wait in a gatherer between steps (up to [`FEED_RECORDS`] or [`FEED_EVERY_MS`]),
+    /// then go to the engines in a *job* on a blocking thread (spread over the cores), while
+    /// the partition's task reads on; what a job hands on is returned by the first step after
+    /// it finished. One job at a time: records wait in the gatherer while one runs. `now`
+    /// waits for the job, then feeds whatever the gatherer holds and waits for that too: a
+    /// checkpoint is taken only after a step `now`, so that every window final at a checkpoint
+    /// has been handed on (what a resumed partition relies on, above).
+    pub async fn step(
         &mut self,
         (watermark, closed): (Millis, Millis),
         replaying: bool,
         now: bool,
     ) -> Vec<Handed> {
+        let mut out = self.collect(now).await;
+        if self.job.is_some() {
+            return out;
+        }
         let wall = crate::time::now_ms();
         let due = now
             || self.batcher.len() >= FEED_RECORDS
@@ -175,92 +190,255 @@ impl ViewStep {
         if !due {
             // Records wait in the gatherer (their positions hold the low water back); nothing
             // is handed on before they are in the engines.
-            return Vec::new();
+            return out;
         }
         self.fed_at = wall;
-        self.feed(replaying);
-        if replaying {
+        let forget = if replaying {
             self.replayed = true;
-            return Vec::new();
+            None
+        } else {
+            std::mem::take(&mut self.replayed).then_some(self.resumed_final)
+        };
+        let work = Work::Step {
+            watermark,
+            closed,
+            replaying,
+            forget,
+        };
+        self.start(work);
+        if now {
+            out.extend(self.collect(true).await);
         }
-        if std::mem::take(&mut self.replayed) {
-            for (_, engine) in &mut self.engines {
-                engine.forget_final(self.resumed_final);
-            }
-        }
-        self.hand_on(|engine| engine.advance(watermark, closed))
+        out
     }
 
     /// The partial rows of every window new or changed (the partition's input ended).
-    pub fn flush(&mut self) -> Vec<Handed> {
-        self.feed(false);
-        self.hand_on(ViewEngine::flush)
+    pub async fn flush(&mut self) -> Vec<Handed> {
+        let mut out = self.collect(true).await;
+        self.start(Work::Flush);
+        out.extend(self.collect(true).await);
+        out
     }
 
     /// The oldest position of a record in a window some view can still change, or gathered and
-    /// not yet in the engines.
+    /// not yet in the engines (or in a job's hands).
     pub fn low_water(&self) -> Option<u64> {
-        let gathered = (!self.engines.is_empty())
-            .then(|| self.batcher.min_position())
-            .flatten();
-        self.engines
-            .iter()
-            .filter_map(|(_, e)| e.low_water())
-            .chain(gathered)
-            .min()
+        if self.is_empty() {
+            return None;
+        }
+        let engines = self.engines.iter().filter_map(|(_, e)| e.low_water());
+        let job = self.job.as_ref().and_then(|j| j.low_water);
+        engines.chain(job).chain(self.batcher.min_position()).min()
     }
 
-    fn feed(&mut self, replaying: bool) {
-        if self.batcher.is_empty() {
-            return;
-        }
-        let (records, positions, closed) = match self.batcher.take() {
-            Ok(taken) => taken,
-            Err(e) => {
-                tracing::error!(error = %e, "views: the records could not be gathered");
-                return;
+    /// Hands the engines and the records gathered to a job.
+    fn start(&mut self, work: Work) {
+        let taken = if self.batcher.is_empty() {
+            None
+        } else {
+            match self.batcher.take() {
+                Ok(taken) => Some(taken),
+                Err(e) => {
+                    tracing::error!(error = %e, "views: the records could not be gathered");
+                    None
+                }
             }
         };
-        self.engines.retain_mut(|(view, engine)| {
-            let before = engine.dropped_late;
-            match engine.push(&records, &positions, &closed) {
-                Ok(()) => {
-                    if !replaying {
-                        view.dropped_late
-                            .fetch_add(engine.dropped_late - before, Relaxed);
-                    }
-                    true
+        let low_water = self
+            .engines
+            .iter()
+            .filter_map(|(_, e)| e.low_water())
+            .chain(taken.as_ref().and_then(|t| t.1.iter().copied().min()))
+            .min();
+        let mut engines = std::mem::take(&mut self.engines);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let replaying = matches!(
+                work,
+                Work::Step {
+                    replaying: true,
+                    ..
                 }
-                Err(e) => {
-                    view.fail(e.message);
-                    false
-                }
+            );
+            if let Some(taken) = &taken {
+                feed(&mut engines, taken, replaying);
             }
+            let handed = match work {
+                Work::Step {
+                    replaying: true, ..
+                } => Vec::new(),
+                Work::Step {
+                    watermark,
+                    closed,
+                    forget,
+                    ..
+                } => {
+                    if let Some(final_at) = forget {
+                        for (_, engine) in &mut engines {
+                            engine.forget_final(final_at);
+                        }
+                    }
+                    hand_on(&mut engines, |engine| engine.advance(watermark, closed))
+                }
+                Work::Flush => hand_on(&mut engines, ViewEngine::flush),
+            };
+            let _ = tx.send((engines, handed));
         });
+        self.job = Some(Job { rx, low_water });
     }
 
-    fn hand_on(
-        &mut self,
-        mut take: impl FnMut(
-            &mut ViewEngine,
-        ) -> Result<Option<RecordBatch>, super::compile::EngineError>,
-    ) -> Vec<Handed> {
-        let mut out = Vec::new();
-        self.engines
-            .retain_mut(|(view, engine)| match take(engine) {
-                Ok(Some(partials)) => {
-                    out.push(Handed {
-                        view: Arc::clone(view),
-                        partials,
-                    });
-                    true
-                }
-                Ok(None) => true,
-                Err(e) => {
-                    view.fail(e.message);
-                    false
-                }
-            });
-        out
+    /// What the job in hand did, once it is done (waiting for it when `wait`); its engines
+    /// come back.
+    async fn collect(&mut self, wait: bool) -> Vec<Handed> {
+        let Some(job) = self.job.as_mut() else {
+            return Vec::new();
+        };
+        let done = if wait {
+            (&mut job.rx).await.ok()
+        } else {
+            match job.rx.try_recv() {
+                Ok(done) => Some(done),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Vec::new(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => None,
+            }
+        };
+        self.job = None;
+        match done {
+            Some((engines, handed)) => {
+                self.engines = engines;
+                handed
+            }
+            None => {
+                // The job panicked: its views' state is lost with it; they start afresh.
+                tracing::error!("views: a job failed; the views start again from here");
+                self.version = self.registry.version().wrapping_sub(1);
+                self.sync();
+                Vec::new()
+            }
+        }
     }
+}
+
+/// What a job does after feeding the engines.
+enum Work {
+    /// Hand on the windows due (none while `replaying`), after forgetting those final at a
+    /// resumed checkpoint.
+    Step {
+        watermark: Millis,
+        closed: Millis,
+        replaying: bool,
+        forget: Option<Millis>,
+    },
+    /// Hand on every window.
+    Flush,
+}
+
+/// The engines at work off the partition's task.
+struct Job {
+    rx: tokio::sync::oneshot::Receiver<(Vec<Kept>, Vec<Handed>)>,
+    /// The oldest position the job's engines or records hold.
+    low_water: Option<u64>,
+}
+
+/// Feeds a micro-batch to every engine; a view that fails on it is dropped from the step.
+fn feed(engines: &mut Vec<Kept>, (records, positions, closed): &Records, replaying: bool) {
+    let results = each_engine(engines, records.num_rows(), |(_, engine)| {
+        let before = engine.dropped_late;
+        engine
+            .push(records, positions, closed)
+            .map(|()| engine.dropped_late - before)
+    });
+    let mut results = results.into_iter();
+    engines.retain(|(view, _)| match results.next() {
+        Some(Ok(dropped)) => {
+            if !replaying {
+                view.dropped_late.fetch_add(dropped, Relaxed);
+            }
+            true
+        }
+        Some(Err(e)) => {
+            view.fail(e.message);
+            false
+        }
+        None => true,
+    });
+}
+
+/// What `take` gives of every engine, as handed-on partial rows.
+fn hand_on(
+    engines: &mut Vec<Kept>,
+    take: impl Fn(&mut ViewEngine) -> Result<Option<RecordBatch>, super::compile::EngineError> + Sync,
+) -> Vec<Handed> {
+    let mut out = Vec::new();
+    // Closing a window costs in proportion to its keys: as much as a batch of records.
+    let results = each_engine(engines, usize::MAX, |(_, engine)| take(engine));
+    let mut results = results.into_iter();
+    engines.retain(|(view, _)| match results.next() {
+        Some(Ok(Some(partials))) => {
+            out.push(Handed {
+                view: Arc::clone(view),
+                partials,
+            });
+            true
+        }
+        Some(Ok(None)) | None => true,
+        Some(Err(e)) => {
+            view.fail(e.message);
+            false
+        }
+    });
+    out
+}
+
+/// Records below which a step's engines are run one after the other: spreading them over the
+/// cores costs a thread each.
+const SPREAD_FROM: usize = 4_096;
+
+/// `f` on every engine, in order of the engines: spread over the machine's cores when there
+/// are several engines and `work` (records) is worth it — the views of one partition are
+/// independent, and one partition (HTTP ingest has one) would otherwise hold every view's work
+/// to one core. Runs in a job's blocking thread.
+fn each_engine<T: Send>(
+    engines: &mut [Kept],
+    work: usize,
+    f: impl Fn(&mut Kept) -> T + Sync,
+) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(engines.len());
+    if threads <= 1 || work < SPREAD_FROM {
+        return engines.iter_mut().map(f).collect();
+    }
+    let mut run = || {
+        std::thread::scope(|scope| {
+            // Engine i goes to thread i mod threads: neighbours (often alike) apart.
+            let mut shares: Vec<Vec<(usize, &mut Kept)>> =
+                (0..threads).map(|_| Vec::new()).collect();
+            for (i, engine) in engines.iter_mut().enumerate() {
+                shares[i % threads].push((i, engine));
+            }
+            let f = &f;
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        share
+                            .into_iter()
+                            .map(|(i, engine)| (i, f(engine)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut results: Vec<(usize, T)> = handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(done) => done,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect();
+            results.sort_by_key(|(i, _)| *i);
+            results.into_iter().map(|(_, r)| r).collect()
+        })
+    };
+    run()
 }
