@@ -62,9 +62,11 @@ pub fn build(
         tables,
         hub,
         keep_ms: allowed_lateness_ms.saturating_add(KEEP_PARTIALS_MS),
-        cache: HashMap::new(),
+        cache: Map::default(),
         newest: HashMap::new(),
         forgotten: HashMap::new(),
+        known: HashMap::new(),
+        owners: HashMap::new(),
     };
     let task = {
         let health = health.clone();
@@ -173,6 +175,46 @@ struct Entry {
 
 type Slot = (Arc<str>, String, Millis);
 
+/// A map with foldhash: slots are hashed several times per partial row.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What the merger knows is not stored of a view, so that a window it is the first to see
+/// is not read back key by key (a minute's close is hundreds of thousands of new keys).
+#[derive(Default)]
+struct Known {
+    /// Nothing of a window after this was stored when the merger first saw the view, nor
+    /// written since except in `fresh` windows.
+    floor: Millis,
+    /// Windows after `floor` first seen by this merger: every slot of theirs it wrote is
+    /// cached (a window leaves this set, and `floor` rises past it, when its slots leave the
+    /// cache).
+    fresh: std::collections::BTreeSet<Millis>,
+}
+
+impl Known {
+    /// Whether the slot of window `start`, not cached, is certainly not stored (a window first
+    /// seen now becomes fresh).
+    fn absent(&mut self, start: Millis) -> bool {
+        if self.fresh.contains(&start) {
+            return true;
+        }
+        if start > self.floor {
+            self.fresh.insert(start);
+            return true;
+        }
+        false
+    }
+
+    /// Windows before `cut` (all, for `Millis::MAX`) leave the cache.
+    fn dropped(&mut self, cut: Millis) {
+        let kept = self.fresh.split_off(&cut);
+        if let Some(last) = self.fresh.last() {
+            self.floor = self.floor.max(*last);
+        }
+        self.fresh = kept;
+    }
+}
+
 /// A batch of partial rows a partition handed on, read once.
 struct Read {
     partition: Arc<str>,
@@ -192,7 +234,11 @@ struct Merger {
     tables: ViewTables,
     hub: Option<mpsc::Sender<HubInput>>,
     keep_ms: Millis,
-    cache: HashMap<Slot, Entry>,
+    cache: Map<Slot, Entry>,
+    /// Per view, what is known not to be stored.
+    known: HashMap<Arc<str>, Known>,
+    /// Per view name, the view its cached slots are of.
+    owners: HashMap<Arc<str>, Arc<LiveView>>,
     /// Per view, the newest window start seen (its partials' garbage collection follows it).
     newest: HashMap<Arc<str>, Millis>,
     /// Per view, where partials were last dropped up to.
@@ -230,7 +276,7 @@ impl Merger {
                         Err(e) if e.conflict => {
                             // Another instance merged a window meanwhile: read it again.
                             tracing::debug!(error = %e, "views: merging again");
-                            self.cache.clear();
+                            self.forget_cache();
                             backoff.wait_blocking();
                         }
                         Err(e) => {
@@ -241,7 +287,7 @@ impl Merger {
                                 return;
                             }
                             // What was merged in memory is read back from the store.
-                            self.cache.clear();
+                            self.forget_cache();
                             backoff.wait_blocking();
                         }
                     }
@@ -259,7 +305,7 @@ impl Merger {
         let reads = self.read(handed)?;
         self.load_missing(&reads)?;
         // Partials written per slot, in order; the slots touched.
-        let mut written: HashMap<Slot, Writes> = HashMap::new();
+        let mut written: Map<Slot, Writes> = Map::default();
         let mut touched: Vec<(Slot, Arc<LiveView>)> = Vec::new();
         for read in &reads {
             for (row, (key, start, live)) in read.places.iter().enumerate() {
@@ -363,6 +409,9 @@ impl Merger {
         for (view, before) in forget {
             self.cache
                 .retain(|(v, _, start), _| *v != view || *start >= before);
+            if let Some(known) = self.known.get_mut(&view) {
+                known.dropped(before);
+            }
             self.forgotten.insert(view, before);
         }
         if self.cache.len() > CACHED {
@@ -421,11 +470,49 @@ impl Merger {
     /// Reads what is stored of every slot `reads` touch that is not cached, in one go.
     fn load_missing(&mut self, reads: &[Read]) -> Result<(), MergeError> {
         let mut missing: Vec<(Slot, Arc<LiveView>)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<Slot, foldhash::fast::RandomState> =
+            std::collections::HashSet::default();
         for read in reads {
+            // A view deleted and defined again under its name: what was cached of the old one
+            // answers another question.
+            let owner = self.owners.get(&read.name);
+            if !owner.is_some_and(|o| Arc::ptr_eq(o, &read.view)) {
+                if owner.is_some() {
+                    self.cache.retain(|(v, _, _), _| *v != read.name);
+                    self.known.remove(&read.name);
+                }
+                self.owners
+                    .insert(Arc::clone(&read.name), Arc::clone(&read.view));
+            }
+            if !self.known.contains_key(&read.name) {
+                let floor = self.tables.newest_start(&read.name)?.unwrap_or(Millis::MIN);
+                self.known.insert(
+                    Arc::clone(&read.name),
+                    Known {
+                        floor,
+                        ..Known::default()
+                    },
+                );
+            }
             for (key, start, _) in &read.places {
                 let slot: Slot = (Arc::clone(&read.name), key.clone(), *start);
-                if !self.cache.contains_key(&slot) && seen.insert(slot.clone()) {
+                if self.cache.contains_key(&slot) {
+                    continue;
+                }
+                let absent = self
+                    .known
+                    .get_mut(&read.name)
+                    .is_some_and(|k| k.absent(*start));
+                if absent {
+                    self.cache.insert(
+                        slot,
+                        Entry {
+                            partials: BTreeMap::new(),
+                            row: None,
+                            version: 0,
+                        },
+                    );
+                } else if seen.insert(slot.clone()) {
                     missing.push((slot, Arc::clone(&read.view)));
                 }
             }
@@ -485,6 +572,17 @@ impl Merger {
         let (_, cut, _) = starts.select_nth_unstable(mid);
         let cut = *cut;
         self.cache.retain(|s, _| s.2 >= cut);
+        for known in self.known.values_mut() {
+            known.dropped(cut);
+        }
+    }
+
+    /// Lets every cached window go (what was merged in memory is read back from the store).
+    fn forget_cache(&mut self) {
+        self.cache.clear();
+        for known in self.known.values_mut() {
+            known.dropped(Millis::MAX);
+        }
     }
 }
 

@@ -1095,9 +1095,12 @@ mod tests {
         let mut restated = false;
         let mut merge =
             |p: usize, batch: RecordBatch, finals: &mut HashMap<(String, Millis), String>| {
-                for row in 0..batch.num_rows() {
+                // The batch's keys, written column by column, are the rows' keys one by one.
+                let keys = plan.partial_keys(&batch).unwrap();
+                for (row, written) in keys.iter().enumerate() {
                     let (start, _, live) = plan.partial_window(&batch, row);
                     let key = (plan.partial_key(&batch, row).unwrap(), start);
+                    assert_eq!(*written, key.0);
                     let slot = partials.entry(key.clone()).or_default();
                     if live {
                         slot.insert(p, batch.slice(row, 1));

@@ -163,6 +163,19 @@ impl ViewTables {
         }
     }
 
+    /// The newest window start of `view` with anything stored (a row or a partial); `None`
+    /// when nothing is. DynamoDB, which other instances write too, says `Millis::MAX`: it
+    /// cannot tell.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn newest_start(&self, view: &str) -> Result<Option<Millis>, ViewsError> {
+        match self {
+            ViewTables::Embedded(r) => r.newest_start(view),
+            ViewTables::DynamoDb(_) => Ok(Some(Millis::MAX)),
+        }
+    }
+
     /// `view`'s rows of windows starting in `from..to`, newest window first, at most `limit`.
     ///
     /// # Errors

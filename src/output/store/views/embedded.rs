@@ -24,6 +24,9 @@ const PARTIALS: TableDefinition<(&str, i64, &str, &str), &[u8]> =
     TableDefinition::new("view_partials");
 const DEFS: TableDefinition<&str, (&str, i64, bool)> = TableDefinition::new("view_defs");
 
+/// Changes written per transaction at most.
+pub const CHANGES_PER_TRANSACTION: usize = 16_384;
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new(e)
 }
@@ -83,12 +86,32 @@ impl Redb {
         Ok(out)
     }
 
-    /// Applies `changes` in one transaction, and drops the partials of windows that started
+    /// Applies `changes`, in transactions of at most [`CHANGES_PER_TRANSACTION`] (the summaries'
+    /// writer, which shares the database, gets its turn between them while a minute of
+    /// windows closes; each change is idempotent by content, so a crash between two loses
+    /// nothing a replay does not redo), and drops the partials of windows that started
     /// before each `(view, start)` of `forget` (no partition can restate them any more).
     ///
     /// # Errors
-    /// The transaction failed; nothing of it was written.
+    /// A transaction failed: nothing of it was written (those before it were; writing the same
+    /// changes again is harmless).
     pub fn write(
+        &self,
+        changes: &[Change],
+        forget: &[(Arc<str>, Millis)],
+    ) -> Result<(), ViewsError> {
+        let mut chunks = changes.chunks(CHANGES_PER_TRANSACTION).peekable();
+        if chunks.peek().is_none() {
+            return self.write_one(&[], forget);
+        }
+        while let Some(chunk) = chunks.next() {
+            let last = chunks.peek().is_none();
+            self.write_one(chunk, if last { forget } else { &[] })?;
+        }
+        Ok(())
+    }
+
+    fn write_one(
         &self,
         changes: &[Change],
         forget: &[(Arc<str>, Millis)],
@@ -131,6 +154,31 @@ impl Redb {
             }
         }
         Ok(w.commit().map_err(err)?)
+    }
+
+    /// The newest window start of `view` with a row or a partial stored.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn newest_start(&self, view: &str) -> Result<Option<Millis>, ViewsError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let rows = r.open_table(ROWS).map_err(err)?;
+        let partials = r.open_table(PARTIALS).map_err(err)?;
+        let row = rows
+            .range((view, Millis::MIN, "")..=(view, Millis::MAX, "\u{10FFFF}"))
+            .map_err(err)?
+            .next_back()
+            .transpose()
+            .map_err(err)?
+            .map(|(k, _)| k.value().1);
+        let partial = partials
+            .range((view, Millis::MIN, "", "")..=(view, Millis::MAX, "\u{10FFFF}", "\u{10FFFF}"))
+            .map_err(err)?
+            .next_back()
+            .transpose()
+            .map_err(err)?
+            .map(|(k, _)| k.value().1);
+        Ok(row.max(partial))
     }
 
     /// `view`'s rows of windows starting in `from..to`, newest window first, at most `limit`.
