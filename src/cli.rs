@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{aggregate, consume, demo, produce, query, serve, subscribe, views};
+use crate::commands::{aggregate, consume, demo, produce, query, serve, store, subscribe, views};
 
 /// Stampede: live analytics for the Wild Rydes unicorn fleet.
 #[derive(Debug, Parser)]
@@ -64,4 +64,7 @@ pub enum Command {
     /// Continuous views (CONTRACT §9): `views verify` checks the stored rows against the same
     /// question run in batch over the archive.
     Views(views::Args),
+    /// The embedded store's file: `store check [--repair]` says whether it is whole and
+    /// repairs it (keeping a copy) when it is not.
+    Store(store::Args),
 }

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Unsubscribe(args) => commands::subscribe::unsubscribe(&args),
         Command::Query(args) => commands::query::run_command(&args),
         Command::Views(args) => commands::views::run_command(&args),
+        Command::Store(args) => commands::store::run_command(&args),
         Command::PrintConfig => {
             print!("{DEFAULT_TOML}");
             Ok(())

@@ -19,4 +19,5 @@ mod outputs;
 mod security;
 mod semantics;
 mod service;
+mod store;
 mod views;

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod produce;
 pub mod query;
 pub mod serve;
+pub mod store;
 pub mod subscribe;
 pub mod views;
 

@@ -61,6 +61,103 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// A damaged store file, said with what to do.
+fn damaged(path: &Path, why: &str) -> StoreError {
+    StoreError(format!(
+        "{} is damaged ({why}); nothing was changed. `stampede store check --repair` repairs what \
+         can be repaired (keeping a copy of the file as it is), or move the file away to start \
+         afresh (a Kafka or Kinesis source re-reads from its last commit)",
+        path.display()
+    ))
+}
+
+/// `f`, with a panic in it (redb asserts on some damaged files) caught and said in words
+/// rather than printed. The process's panic hook is silenced meanwhile: call it before the
+/// service's tasks run.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the database could not be read".to_owned())
+    })
+}
+
+/// What [`check`] found of a store file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Whole.
+    Whole,
+    /// Not closed cleanly (a crash, SIGKILL): redb's recovery on open, as the service's open
+    /// does, made it whole.
+    Recovered,
+    /// Its pages failed the integrity check, and it was repaired.
+    Repaired,
+    /// It cannot be repaired: why.
+    Lost(String),
+}
+
+/// Checks the store file at `path` page by page (redb's integrity check), repairing it in
+/// place when it can: run it on a copy to change nothing. The summaries and dead letters a
+/// whole or repaired file holds are counted.
+///
+/// # Errors
+/// The file is in use by a running service, or cannot be read at all.
+pub fn check(path: &Path) -> Result<(Health, Option<(u64, u64)>), StoreError> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Ok((Health::Lost("the file is empty".into()), None));
+    }
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::clone(&repaired);
+    let opened = quietly(|| {
+        redb::Builder::new()
+            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed))
+            .open(path)
+    });
+    let mut db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(StoreError(format!(
+                "{} is in use by a running Stampede: stop it first",
+                path.display()
+            )))
+        }
+        Ok(Err(e)) => return Ok((Health::Lost(e.to_string()), None)),
+        Err(why) => return Ok((Health::Lost(why), None)),
+    };
+    let health = match quietly(|| db.check_integrity()) {
+        Ok(Ok(true)) if repaired.load(std::sync::atomic::Ordering::Relaxed) => Health::Recovered,
+        Ok(Ok(true)) => Health::Whole,
+        Ok(Ok(false)) => Health::Repaired,
+        Ok(Err(e)) => return Ok((Health::Lost(e.to_string()), None)),
+        Err(why) => return Ok((Health::Lost(why), None)),
+    };
+    let counts = quietly(|| -> Result<(u64, u64), StoreError> {
+        let r = db.begin_read().map_err(err)?;
+        let summaries = match r.open_table(SUMMARIES) {
+            Ok(t) => t.len().map_err(err)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(err(e)),
+        };
+        let dead = match r.open_table(DEAD_LETTERS) {
+            Ok(t) => t.len().map_err(err)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(err(e)),
+        };
+        Ok((summaries, dead))
+    });
+    match counts {
+        Ok(Ok(counts)) => Ok((health, Some(counts))),
+        Ok(Err(e)) => Ok((Health::Lost(e.to_string()), None)),
+        Err(why) => Ok((Health::Lost(why), None)),
+    }
+}
+
 /// The embedded database.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -77,18 +174,35 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("stampede.redb");
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| {
-                let hint = match e {
-                    redb::DatabaseError::DatabaseAlreadyOpen => {
-                        " (another Stampede uses this store.path: stop it or choose another path)"
+        // An existing file is never started afresh: an empty one was emptied.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(damaged(&path, "the file is empty"));
+        }
+        let opened = quietly(|| {
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+        });
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(StoreError(format!(
+                    "cannot open {}: another Stampede uses this store.path: stop it or choose another path",
+                    path.display()
+                )))
+            }
+            Ok(Err(e @ redb::DatabaseError::Storage(redb::StorageError::Io(_)))) => {
+                match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+                    // The file can be read and written: what it holds is not a database.
+                    Ok(_) => return Err(damaged(&path, &e.to_string())),
+                    Err(io) => {
+                        return Err(StoreError(format!("cannot open {}: {io}", path.display())))
                     }
-                    _ => "",
-                };
-                StoreError(format!("cannot open {}: {e}{hint}", path.display()))
-            })?;
+                }
+            }
+            Ok(Err(e)) => return Err(damaged(&path, &e.to_string())),
+            Err(why) => return Err(damaged(&path, &why)),
+        };
         let w = db.begin_write().map_err(err)?;
         {
             w.open_table(SUMMARIES).map_err(err)?;
