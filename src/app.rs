@@ -114,7 +114,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
     let stores = store::build(config.store_settings(), &aws, &mut outputs).await?;
     let tables = match &stores {
         store::Stores::Embedded(embedded) => Some(
-            store::views::ViewTables::embedded(embedded.database())
+            store::views::ViewTables::embedded(embedded)
                 .map_err(|e| BadSetting::invalid(format!("views: {e}")))?,
         ),
         store::Stores::DynamoDb { .. } => {

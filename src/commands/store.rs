@@ -6,13 +6,13 @@
 //! were torn (a crash mid-write, a full disk): `check` does that on a copy, changing nothing,
 //! and says what it found; `--repair` first keeps the file as it is beside it
 //! (`stampede.redb.damaged-<epoch ms>`), then repairs it in place. A file beyond repair is
-//! said so, with what to do.
+//! said so, with what to do. The views' file (`stampede-views.redb`) is checked the same way.
 
 use std::path::PathBuf;
 
 use super::UsageError;
 use crate::config::{Config, StoreKind};
-use crate::output::store::embedded::{check, Health};
+use crate::output::store::embedded::{check, Health, VIEWS_FILE};
 
 /// `stampede store`.
 #[derive(Debug, clap::Args)]
@@ -59,42 +59,53 @@ fn check_command(args: &CheckArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let path = config.store.path.join("stampede.redb");
-    if !path.exists() {
-        return Err(UsageError(format!("no store at {} (store.path)", path.display())).into());
+    let dir = &config.store.path;
+    if !dir.join("stampede.redb").exists() {
+        return Err(UsageError(format!(
+            "no store at {} (store.path)",
+            dir.join("stampede.redb").display()
+        ))
+        .into());
     }
-    let stamp = crate::time::now_ms();
-    // Checked where it is only when it may be repaired; a copy otherwise (the check repairs).
-    let (target, kept) = if args.repair {
-        let kept = path.with_file_name(format!("stampede.redb.damaged-{stamp}"));
-        (path.clone(), Some(kept))
-    } else {
-        (
-            path.with_file_name(format!(".stampede.redb.check-{stamp}")),
-            None,
-        )
-    };
-    if let Some(kept) = &kept {
-        // Only kept when something is to be repaired: first a check of a copy.
-        let probe = path.with_file_name(format!(".stampede.redb.check-{stamp}"));
-        copy(&path, &probe)?;
-        let checked = check(&probe).map_err(|e| anyhow::anyhow!("{e}"));
-        let _ = std::fs::remove_file(&probe);
-        let (health, counts) = checked?;
-        if matches!(health, Health::Whole | Health::Recovered) {
-            return report(&path, health, counts, false);
+    // The summaries' file, and the views' beside it when there is one.
+    let mut failed = Vec::new();
+    for file in ["stampede.redb", VIEWS_FILE] {
+        let path = dir.join(file);
+        if file == VIEWS_FILE && !path.exists() {
+            continue;
         }
-        copy(&path, kept)?;
-        println!("{}: kept as it was in {}", path.display(), kept.display());
+        if let Err(e) = check_file(&path, args.repair) {
+            failed.push(e.to_string());
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
     } else {
-        copy(&path, &target)?;
+        anyhow::bail!("{}", failed.join("; "))
     }
-    let checked = check(&target).map_err(|e| anyhow::anyhow!("{e}"));
-    if !args.repair {
-        let _ = std::fs::remove_file(&target);
-    }
+}
+
+fn check_file(path: &std::path::Path, repair: bool) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let stamp = crate::time::now_ms();
+    let probe = path.with_file_name(format!(".{name}.check-{stamp}"));
+    // First a check of a copy (the check repairs what it checks).
+    copy(path, &probe)?;
+    let checked = check(&probe).map_err(|e| anyhow::anyhow!("{e}"));
+    let _ = std::fs::remove_file(&probe);
     let (health, counts) = checked?;
-    report(&path, health, counts, args.repair)
+    // What it counts are summaries and dead letters: the views' file has none.
+    let counts = counts.filter(|_| name != VIEWS_FILE);
+    if !repair || matches!(health, Health::Whole | Health::Recovered) {
+        return report(path, health, counts, false);
+    }
+    let kept = path.with_file_name(format!("{name}.damaged-{stamp}"));
+    copy(path, &kept)?;
+    println!("{}: kept as it was in {}", path.display(), kept.display());
+    let (health, counts) = check(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    report(path, health, counts.filter(|_| name != VIEWS_FILE), true)
 }
 
 fn copy(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {

@@ -192,7 +192,7 @@ pub(crate) async fn open_tables(config: &Config) -> anyhow::Result<Option<ViewTa
                         )
                     })?;
                 Ok(Some(
-                    ViewTables::embedded(store.database()).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    ViewTables::embedded(&store).map_err(|e| anyhow::anyhow!("{e}"))?,
                 ))
             })
             .await?

@@ -162,7 +162,44 @@ pub fn check(path: &Path) -> Result<(Health, Option<(u64, u64)>), StoreError> {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    views: Arc<Database>,
     retention: u64,
+}
+
+/// The views' database file, beside `stampede.redb`.
+pub const VIEWS_FILE: &str = "stampede-views.redb";
+
+/// Opens (or creates) the database file `path`; a damaged one is refused, said in words.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    // An existing file is never started afresh: an empty one was emptied.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(damaged(path, "the file is empty"));
+    }
+    let opened = quietly(|| {
+        redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(StoreError(format!(
+            "cannot open {}: another Stampede uses this store.path: stop it or choose another path",
+            path.display()
+        ))),
+        Ok(Err(e @ redb::DatabaseError::Storage(redb::StorageError::Io(_)))) => {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                // The file can be read and written: what it holds is not a database.
+                Ok(_) => Err(damaged(path, &e.to_string())),
+                Err(io) => Err(StoreError(format!("cannot open {}: {io}", path.display()))),
+            }
+        }
+        Ok(Err(e)) => Err(damaged(path, &e.to_string())),
+        Err(why) => Err(damaged(path, &why)),
+    }
 }
 
 impl EmbeddedStore {
@@ -173,36 +210,10 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        let path = dir.join("stampede.redb");
-        // An existing file is never started afresh: an empty one was emptied.
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            return Err(damaged(&path, "the file is empty"));
-        }
-        let opened = quietly(|| {
-            redb::Builder::new()
-                .set_cache_size(CACHE_BYTES)
-                .create(&path)
-        });
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(StoreError(format!(
-                    "cannot open {}: another Stampede uses this store.path: stop it or choose another path",
-                    path.display()
-                )))
-            }
-            Ok(Err(e @ redb::DatabaseError::Storage(redb::StorageError::Io(_)))) => {
-                match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
-                    // The file can be read and written: what it holds is not a database.
-                    Ok(_) => return Err(damaged(&path, &e.to_string())),
-                    Err(io) => {
-                        return Err(StoreError(format!("cannot open {}: {io}", path.display())))
-                    }
-                }
-            }
-            Ok(Err(e)) => return Err(damaged(&path, &e.to_string())),
-            Err(why) => return Err(damaged(&path, &why)),
-        };
+        let db = open_file(&dir.join("stampede.redb"))?;
+        // The views' tables have a file of their own: a minute of view windows, written while it
+        // closes, never holds up the summaries' transactions.
+        let views = open_file(&dir.join(VIEWS_FILE))?;
         let w = db.begin_write().map_err(err)?;
         {
             w.open_table(SUMMARIES).map_err(err)?;
@@ -212,6 +223,7 @@ impl EmbeddedStore {
         w.commit().map_err(err)?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
+            views: Arc::new(views),
             retention: dead_letter_retention,
         })
     }
@@ -219,6 +231,11 @@ impl EmbeddedStore {
     /// The database, for other tables kept in the same file (alert subscriptions).
     pub fn database(&self) -> Arc<Database> {
         Arc::clone(&self.db)
+    }
+
+    /// The views' database (its own file, [`VIEWS_FILE`]).
+    pub fn views_database(&self) -> Arc<Database> {
+        Arc::clone(&self.views)
     }
 
     /// Upserts summaries (a lower `Revision` never replaces a higher one) and appends dead

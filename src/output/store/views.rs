@@ -101,12 +101,15 @@ pub enum ViewTables {
 }
 
 impl ViewTables {
-    /// The tables in the embedded database `db`, created when missing.
+    /// The tables in the embedded store's views file, created when missing (and moved there
+    /// from the summaries' file, where an earlier version kept them).
     ///
     /// # Errors
     /// The database could not be written.
-    pub fn embedded(db: Arc<redb::Database>) -> Result<ViewTables, ViewsError> {
-        Ok(ViewTables::Embedded(embedded::Redb::open(db)?))
+    pub fn embedded(store: &super::embedded::EmbeddedStore) -> Result<ViewTables, ViewsError> {
+        let tables = embedded::Redb::open(store.views_database())?;
+        tables.take_from(&store.database())?;
+        Ok(ViewTables::Embedded(tables))
     }
 
     /// `f` on these tables on a blocking thread (their calls block), from async code.

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{Change, Def, SlotRef, Stored, ViewsError};
 use crate::output::store::embedded::StoreError;
@@ -51,6 +51,56 @@ impl Redb {
         }
         w.commit().map_err(err)?;
         Ok(Redb { db })
+    }
+
+    /// Moves the views' tables an earlier version kept in the summaries' database `old` into
+    /// these (when these hold no view yet), in one transaction each way: the copy is committed
+    /// before the old tables are deleted, so a crash between leaves them in both, and the next
+    /// start, finding views here, only deletes the old ones.
+    ///
+    /// # Errors
+    /// A database could not be read or written.
+    pub fn take_from(&self, old: &Database) -> Result<(), StoreError> {
+        let r = old.begin_read().map_err(err)?;
+        let old_defs = match r.open_table(DEFS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        let empty_here = {
+            let here = self.db.begin_read().map_err(err)?;
+            let defs = here.open_table(DEFS).map_err(err)?;
+            defs.is_empty().map_err(err)?
+        };
+        if empty_here && !old_defs.is_empty().map_err(err)? {
+            let w = self.db.begin_write().map_err(err)?;
+            {
+                let mut defs = w.open_table(DEFS).map_err(err)?;
+                for entry in old_defs.iter().map_err(err)? {
+                    let (k, v) = entry.map_err(err)?;
+                    defs.insert(k.value(), v.value()).map_err(err)?;
+                }
+                let mut rows = w.open_table(ROWS).map_err(err)?;
+                for entry in r.open_table(ROWS).map_err(err)?.iter().map_err(err)? {
+                    let (k, v) = entry.map_err(err)?;
+                    rows.insert(k.value(), v.value()).map_err(err)?;
+                }
+                let mut partials = w.open_table(PARTIALS).map_err(err)?;
+                for entry in r.open_table(PARTIALS).map_err(err)?.iter().map_err(err)? {
+                    let (k, v) = entry.map_err(err)?;
+                    partials.insert(k.value(), v.value()).map_err(err)?;
+                }
+            }
+            w.commit().map_err(err)?;
+            tracing::info!("views moved to their own file");
+        }
+        drop(old_defs);
+        drop(r);
+        let w = old.begin_write().map_err(err)?;
+        w.delete_table(DEFS).map_err(err)?;
+        w.delete_table(ROWS).map_err(err)?;
+        w.delete_table(PARTIALS).map_err(err)?;
+        w.commit().map_err(err)
     }
 
     /// What is stored of each slot, in order, read in one transaction.
@@ -281,4 +331,60 @@ fn clear_view(w: &redb::WriteTransaction, name: &str) -> Result<(), StoreError> 
         )
         .map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(dir: &std::path::Path, name: &str) -> Arc<Database> {
+        Arc::new(Database::create(dir.join(name)).unwrap())
+    }
+
+    /// An earlier version kept the views' tables in the summaries' file: they move to the
+    /// views' file once, and a second start moves nothing over what is there.
+    #[test]
+    fn views_kept_with_the_summaries_move_to_their_own_file() {
+        let dir = std::env::temp_dir().join(format!("stampede-views-move-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = database(&dir, "old.redb");
+        let before = Redb::open(Arc::clone(&old)).unwrap();
+        let def = Def {
+            name: "summary".into(),
+            sql: "CREATE VIEW summary AS SELECT 1".into(),
+            created: 7,
+            from_file: false,
+        };
+        before.put_def(&def, false).unwrap();
+        let change = Change {
+            view: "summary".into(),
+            start: 60_000,
+            key: "[\"Shadowfax\"]".into(),
+            partials: vec![("0".into(), Some(vec![1, 2, 3]))],
+            row: Some(Some("{\"n\":1,\"revision\":0}".into())),
+            version: 0,
+        };
+        before.write(&[change], &[]).unwrap();
+        let here = Redb::open(database(&dir, "views.redb")).unwrap();
+        here.take_from(&old).unwrap();
+        assert_eq!(here.defs().unwrap(), vec![def.clone()]);
+        assert_eq!(
+            here.rows("summary", 0, Millis::MAX, 10).unwrap(),
+            vec!["{\"n\":1,\"revision\":0}".to_owned()]
+        );
+        let stored = here
+            .load(&[("summary", 60_000, "[\"Shadowfax\"]")])
+            .unwrap();
+        assert_eq!(stored[0].partials, vec![("0".to_owned(), vec![1, 2, 3])]);
+        let r = old.begin_read().unwrap();
+        assert!(matches!(
+            r.open_table(DEFS),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ));
+        drop(r);
+        // Nothing left to move: what is here stays.
+        here.take_from(&old).unwrap();
+        assert_eq!(here.defs().unwrap(), vec![def]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
