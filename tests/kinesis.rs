@@ -13,7 +13,8 @@ use crate::support::kinesis::{
 };
 use crate::support::poll::{wait_until, wait_until_within, LONG, LONGEST};
 use crate::support::process::{
-    aggregate_ordered, ingest_ordered_then_stop, metric, produce_fleet, signal, start_service_with,
+    aggregate_ordered, http_get_json, ingest_ordered_then_stop, metric, produce_fleet, signal,
+    start_service_with,
 };
 
 /// What `stampede` needs for a Kinesis source or stream: Kinesis, and DynamoDB for its leases.
@@ -908,4 +909,150 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
         format!("n,unicorns\r\n{total},40\r\n")
     );
     eprintln!("archive on S3: {total} records exactly once in {} objects; the survivor found {found} already written", objects.len());
+}
+
+/// The example views (renamed per run: their DynamoDB tables outlive the test) kept by two
+/// instances sharing a 4-shard stream on the DynamoDB store; one is SIGKILLed and the other
+/// takes its shards over from their checkpoints. Each view's rows then equal DuckDB's over the
+/// accepted records: exactly once across a shard move, fleet-wide views (merged from every
+/// shard by both instances, each write conditional on what it read) included.
+#[test]
+fn views_survive_a_kinesis_shard_takeover_exactly_once() {
+    use crate::views::{assert_same_rows, duckdb, example, EXAMPLES};
+    let mut t = Setup::new("kinesis-views");
+    let run = crate::support::kafka::unique("k").replace('-', "_");
+    let named = |view: &str| format!("{view}_{run}");
+    let views = t.dir.join("views");
+    std::fs::create_dir_all(&views).unwrap();
+    for view in EXAMPLES {
+        let sql = std::fs::read_to_string(example(view)).unwrap().replace(
+            &format!("CREATE VIEW {view} AS"),
+            &format!("CREATE VIEW {} AS", named(view)),
+        );
+        std::fs::write(views.join(format!("{view}.sql")), sql).unwrap();
+    }
+    t.env
+        .push(("STAMPEDE_VIEWS_DIR", views.display().to_string()));
+    // Alerts (on by default) hold commits until their round: not what this test is about.
+    t.env.push(("STAMPEDE_ALERTS_ENABLED", "false".to_owned()));
+    // Forty unicorns with every kind of fault, their health falling (weak cells).
+    let produce = |start: &str, seed: &str| {
+        let out = crate::support::process::stampede(["produce", "--rate", "max", "--quiet"])
+            .args([
+                "--unicorns",
+                "40",
+                "--msgs",
+                "10000",
+                "--seed",
+                seed,
+                "--drift",
+                "-0.4",
+            ])
+            .args(["--start-time", start, "--faults", FAULTS])
+            .args(["--to", &format!("kinesis://{}", t.telemetry)])
+            .envs(aws::env(KINESIS))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    produce("2026-01-01 00:00:00", "61");
+    let a = t.serve("a");
+    wait_until_within(LONG, "first instance owning every shard", || {
+        metric(&a.url, "stampede_source_partitions") == 4
+    });
+    let b = t.serve("b");
+    wait_until_within(LONG, "the second instance taking its share", || {
+        metric(&b.url, "stampede_source_partitions") == 2
+            && metric(&a.url, "stampede_source_partitions") == 2
+    });
+    wait_until_within(LONG, "the first instance checkpointing", || {
+        metric(&a.url, "stampede_source_commits_total") > 0
+    });
+    a.kill();
+    produce("2026-01-01 00:04:10", "62");
+    wait_until_within(
+        LONG,
+        "the survivor taking the dead instance's shards",
+        || metric(&b.url, "stampede_source_partitions") == 4,
+    );
+    let (rt, c) = (&t.rt, &t.c);
+    close_all_windows(rt, c, &t.telemetry);
+    // The accepted records: each shard's, less what `aggregate` rejects (sentinels left out).
+    let mut accepted = Vec::new();
+    for (i, records) in read_shards(rt, c, &t.telemetry).into_iter().enumerate() {
+        let file = t.dir.join(format!("shard-{i}.ndjson"));
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|r| r.iter().copied().chain([b'\n']))
+            .collect();
+        std::fs::write(&file, &body).unwrap();
+        let rejected: std::collections::HashSet<usize> =
+            crate::support::process::aggregate_file(&file)
+                .rejected
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        for (n, r) in records.iter().enumerate() {
+            let sentinel = String::from_utf8_lossy(r).contains("zz-sentinel");
+            if !rejected.contains(&(n + 1)) && !sentinel {
+                accepted.extend_from_slice(r);
+                accepted.push(b'\n');
+            }
+        }
+    }
+    let accepted_file = t.dir.join("accepted.ndjson");
+    std::fs::write(&accepted_file, accepted).unwrap();
+    let before_sentinels = |v: &Value| {
+        v["window_start"]
+            .as_str()
+            .is_some_and(|t| t < "2026-01-01 01:00:00")
+            && !v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("zz-sentinel"))
+    };
+    for view in EXAMPLES {
+        let want = duckdb(view, std::slice::from_ref(&accepted_file));
+        let mut got = Vec::new();
+        wait_until_within(LONGEST, &format!("view {view} complete"), || {
+            let rows = http_get_json(&format!("{}/api/views/{}?limit=100000", b.url, named(view)));
+            got = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| before_sentinels(v))
+                .cloned()
+                .collect();
+            got.len() == want.len()
+        });
+        assert_same_rows(view, &got, &want);
+    }
+    drop(b);
+    // The emulator outlives the test: what this run made goes.
+    let dynamo = rt.block_on(aws::dynamodb());
+    for view in EXAMPLES {
+        let _ = rt.block_on(
+            dynamo
+                .delete_table()
+                .table_name(format!("stampede-view-{}", named(view)))
+                .send(),
+        );
+        let _ = rt.block_on(
+            dynamo
+                .delete_item()
+                .table_name("stampede-views")
+                .key(
+                    "List",
+                    aws_sdk_dynamodb::types::AttributeValue::S("views".into()),
+                )
+                .key(
+                    "Name",
+                    aws_sdk_dynamodb::types::AttributeValue::S(named(view)),
+                )
+                .send(),
+        );
+    }
 }

@@ -13,9 +13,9 @@ use crate::support::process::{aggregate_file, stampede};
 use crate::support::service::{request, temp_dir, TestApp};
 
 /// The example views of `queries/views/`.
-const EXAMPLES: [&str; 4] = ["summary", "fleet_5min", "rides", "weak_cells"];
+pub(crate) const EXAMPLES: [&str; 4] = ["summary", "fleet_5min", "rides", "weak_cells"];
 
-fn example(view: &str) -> PathBuf {
+pub(crate) fn example(view: &str) -> PathBuf {
     let file = view.replace('_', "-");
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/views/{file}.sql"))
 }
@@ -34,7 +34,7 @@ fn python() -> PathBuf {
 }
 
 /// DuckDB's rows for `view` over the NDJSON `files`.
-fn duckdb(view: &str, files: &[PathBuf]) -> Vec<Value> {
+pub(crate) fn duckdb(view: &str, files: &[PathBuf]) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/duckdb_views.py");
     let out = std::process::Command::new(python())
         .arg(script)
@@ -60,7 +60,7 @@ fn lines(bytes: &[u8]) -> Vec<Value> {
 
 /// `got` (the view's rows) equal `want` (DuckDB's), whatever the order: the same keys with the
 /// same values, sums within a rounding of each other (added in another order).
-fn assert_same_rows(view: &str, got: &[Value], want: &[Value]) {
+pub(crate) fn assert_same_rows(view: &str, got: &[Value], want: &[Value]) {
     assert!(
         !want.is_empty(),
         "{view}: DuckDB found no rows: the data asks nothing"
