@@ -120,9 +120,22 @@ async fn a_query_whose_client_hangs_up_stops() {
         (!workers().is_empty()).then_some(())
     })
     .await;
-    // While it runs, a second query waits its turn.
-    let (status, v) = query(addr, "SELECT 1 AS x").await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    // While it runs, a second query waits its turn, told when to try again.
+    let (status, headers, body) = crate::support::service::request_with(
+        addr,
+        Method::POST,
+        "/api/query",
+        &[],
+        "SELECT 1 AS x",
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
     drop(socket);
     eventually("the worker killed", || async {
         workers().is_empty().then_some(())
@@ -346,6 +359,7 @@ async fn one_address_cannot_take_every_websocket_slot() {
     match tokio_tungstenite::connect_async(&url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers().get("retry-after").unwrap(), "5");
             let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
             assert!(
                 body["error"].as_str().unwrap().contains("from one address"),

@@ -134,7 +134,12 @@ async fn ingest_gives_summaries_over_the_api_and_the_websocket() {
 
     let metrics =
         String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
-    assert!(metrics.contains("stampede_records_late_total"), "{metrics}");
+    // The one late record, counted: a metric that can be wrong, not only present.
+    assert_eq!(
+        metric_value(&metrics, "stampede_records_late_total"),
+        Some(1),
+        "{metrics}"
+    );
     // The stored minute counted once in the closed → stored latency (the restatement not).
     eventually("the closed → stored latency counted", || async {
         let metrics =
@@ -293,20 +298,17 @@ async fn bad_input_is_rejected_with_its_reason_counted_and_dead_lettered() {
     );
     let metrics =
         String::from_utf8(request(addr, Method::GET, "/metrics", "", None).await.1).unwrap();
-    for reason in [
-        "malformed_json",
-        "missing_field",
-        "bad_type",
-        "out_of_range",
-        "too_large",
-        "too_late",
+    // Each reason counted as often as this test's records gave it (the ten dead letters).
+    for (reason, n) in [
+        ("malformed_json", 2),
+        ("missing_field", 1),
+        ("bad_type", 2),
+        ("out_of_range", 3),
+        ("too_large", 1),
+        ("too_late", 1),
     ] {
-        assert!(
-            metrics.contains(&format!(
-                "stampede_records_rejected_total{{reason=\"{reason}\"}}"
-            )),
-            "{metrics}"
-        );
+        let name = format!("stampede_records_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_value(&metrics, &name), Some(n), "{name}: {metrics}");
     }
     app.stop().await;
 }
@@ -699,6 +701,7 @@ async fn websocket_clients_past_the_cap_get_503_with_a_reason() {
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers().get("retry-after").unwrap(), "5");
             let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
             assert!(
                 body["error"]
@@ -885,4 +888,12 @@ async fn the_fleet_table_pages_sorts_and_searches_on_the_server() {
         );
     }
     app.stop().await;
+}
+
+/// The value of the metric line `name` (labels included) in a Prometheus text exposition.
+fn metric_value(metrics: &str, name: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
 }
