@@ -13,8 +13,7 @@ use crate::support::kinesis::{
 };
 use crate::support::poll::{wait_until, wait_until_within, LONG, LONGEST};
 use crate::support::process::{
-    aggregate_ordered, http_get_json, ingest_ordered_then_stop, metric, produce_fleet, signal,
-    start_service_with,
+    aggregate_ordered, ingest_ordered_then_stop, metric, produce_fleet, signal, start_service_with,
 };
 
 /// What `stampede` needs for a Kinesis source or stream: Kinesis, and DynamoDB for its leases.
@@ -918,19 +917,11 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
 /// shard by both instances, each write conditional on what it read) included.
 #[test]
 fn views_survive_a_kinesis_shard_takeover_exactly_once() {
-    use crate::views::{assert_same_rows, duckdb, example, EXAMPLES};
+    use crate::views::{accepted_records, assert_views_end_as_duckdb, renamed_examples, EXAMPLES};
     let mut t = Setup::new("kinesis-views");
     let run = crate::support::kafka::unique("k").replace('-', "_");
-    let named = |view: &str| format!("{view}_{run}");
     let views = t.dir.join("views");
-    std::fs::create_dir_all(&views).unwrap();
-    for view in EXAMPLES {
-        let sql = std::fs::read_to_string(example(view)).unwrap().replace(
-            &format!("CREATE VIEW {view} AS"),
-            &format!("CREATE VIEW {} AS", named(view)),
-        );
-        std::fs::write(views.join(format!("{view}.sql")), sql).unwrap();
-    }
+    let named = renamed_examples(&views, &run);
     t.env
         .push(("STAMPEDE_VIEWS_DIR", views.display().to_string()));
     // Alerts (on by default) hold commits until their round: not what this test is about.
@@ -981,55 +972,8 @@ fn views_survive_a_kinesis_shard_takeover_exactly_once() {
     );
     let (rt, c) = (&t.rt, &t.c);
     close_all_windows(rt, c, &t.telemetry);
-    // The accepted records: each shard's, less what `aggregate` rejects (sentinels left out).
-    let mut accepted = Vec::new();
-    for (i, records) in read_shards(rt, c, &t.telemetry).into_iter().enumerate() {
-        let file = t.dir.join(format!("shard-{i}.ndjson"));
-        let body: Vec<u8> = records
-            .iter()
-            .flat_map(|r| r.iter().copied().chain([b'\n']))
-            .collect();
-        std::fs::write(&file, &body).unwrap();
-        let rejected: std::collections::HashSet<usize> =
-            crate::support::process::aggregate_file(&file)
-                .rejected
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-        for (n, r) in records.iter().enumerate() {
-            let sentinel = String::from_utf8_lossy(r).contains("zz-sentinel");
-            if !rejected.contains(&(n + 1)) && !sentinel {
-                accepted.extend_from_slice(r);
-                accepted.push(b'\n');
-            }
-        }
-    }
-    let accepted_file = t.dir.join("accepted.ndjson");
-    std::fs::write(&accepted_file, accepted).unwrap();
-    let before_sentinels = |v: &Value| {
-        v["window_start"]
-            .as_str()
-            .is_some_and(|t| t < "2026-01-01 01:00:00")
-            && !v["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("zz-sentinel"))
-    };
-    for view in EXAMPLES {
-        let want = duckdb(view, std::slice::from_ref(&accepted_file));
-        let mut got = Vec::new();
-        wait_until_within(LONGEST, &format!("view {view} complete"), || {
-            let rows = http_get_json(&format!("{}/api/views/{}?limit=100000", b.url, named(view)));
-            got = rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|v| before_sentinels(v))
-                .cloned()
-                .collect();
-            got.len() == want.len()
-        });
-        assert_same_rows(view, &got, &want);
-    }
+    let accepted = accepted_records(&t.dir, &read_shards(rt, c, &t.telemetry));
+    assert_views_end_as_duckdb(&b.url, &named, &accepted);
     drop(b);
     // The emulator outlives the test: what this run made goes.
     let dynamo = rt.block_on(aws::dynamodb());

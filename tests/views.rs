@@ -454,7 +454,7 @@ fn kafka_views_survive_sigkill_exactly_once() {
     use crate::support::kafka::{
         broker, close_all_windows, create_topic, read_topic, unique, ServeConfig, FAULTS,
     };
-    use crate::support::poll::{holds_within, wait_until_within, LONG, LONGEST};
+    use crate::support::poll::{wait_until_within, LONG};
     use crate::support::process::{metric, start_service_with};
     let brokers = broker();
     let dir = temp_dir("views-kafka-kill");
@@ -513,60 +513,12 @@ fn kafka_views_survive_sigkill_exactly_once() {
     let second = serve();
     produce("2026-01-01 00:04:10", "42");
     close_all_windows(&brokers, &telemetry, 4, "2026-01-01 02:00:00");
-    // The accepted records: each partition's, less what `aggregate` rejects (sentinels left out).
-    let mut accepted = Vec::new();
-    for (i, msgs) in read_topic(&brokers, &telemetry).iter().enumerate() {
-        let file = dir.join(format!("partition-{i}.ndjson"));
-        let body: Vec<u8> = msgs
-            .iter()
-            .flat_map(|m| m.payload.iter().copied().chain([b'\n']))
-            .collect();
-        std::fs::write(&file, &body).unwrap();
-        let rejected: std::collections::HashSet<usize> = aggregate_file(&file)
-            .rejected
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        for (n, m) in msgs.iter().enumerate() {
-            let sentinel = String::from_utf8_lossy(&m.payload).contains("zz-sentinel");
-            if !rejected.contains(&(n + 1)) && !sentinel {
-                accepted.extend_from_slice(&m.payload);
-                accepted.push(b'\n');
-            }
-        }
-    }
-    let accepted_file = dir.join("accepted.ndjson");
-    std::fs::write(&accepted_file, accepted).unwrap();
-    let before_sentinels = |v: &Value| {
-        v["window_start"]
-            .as_str()
-            .is_some_and(|t| t < "2026-01-01 01:00:00")
-            && !v["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("zz-sentinel"))
-    };
-    for view in EXAMPLES {
-        let want = duckdb(view, std::slice::from_ref(&accepted_file));
-        let mut got = Vec::new();
-        holds_within(
-            Duration::from_secs(LONGEST),
-            Duration::from_millis(500),
-            || {
-                let (status, body) = crate::support::process::http_get(&format!(
-                    "{}/api/views/{view}?limit=10000",
-                    second.url
-                ));
-                assert_eq!(status, 200, "{body}");
-                got = serde_json::from_str::<Vec<Value>>(&body)
-                    .unwrap()
-                    .into_iter()
-                    .filter(before_sentinels)
-                    .collect();
-                got.len() == want.len()
-            },
-        );
-        assert_same_rows(view, &got, &want);
-    }
+    let partitions: Vec<Vec<Vec<u8>>> = read_topic(&brokers, &telemetry)
+        .into_iter()
+        .map(|msgs| msgs.into_iter().map(|m| m.payload).collect())
+        .collect();
+    let accepted = accepted_records(&dir, &partitions);
+    assert_views_end_as_duckdb(&second.url, &|view: &str| view.to_owned(), &accepted);
     // The rides (sessions) were open since the first record: the restart re-read from there,
     // which the hour a session may span at most bounds (SESSION_SPAN_MS).
     drop(second);
@@ -768,16 +720,8 @@ async fn views_on_dynamodb_keep_a_table_each_and_end_with_duckdbs_rows() {
     use crate::support::process::{http_get_json, http_request, signal, start_service_with};
     let data = temp_dir("view-dynamo");
     let (archive, views_dir) = (data.join("archive"), data.join("views"));
-    std::fs::create_dir_all(&views_dir).unwrap();
     let run = crate::support::kafka::unique("r").replace('-', "_");
-    let named = |view: &str| format!("{view}_{run}");
-    for view in EXAMPLES {
-        let sql = std::fs::read_to_string(example(view)).unwrap().replace(
-            &format!("CREATE VIEW {view} AS"),
-            &format!("CREATE VIEW {} AS", named(view)),
-        );
-        std::fs::write(views_dir.join(format!("{view}.sql")), sql).unwrap();
-    }
+    let named = renamed_examples(&views_dir, &run);
     let mut env = aws::env(&[Aws::DynamoDb]);
     env.extend([
         ("STAMPEDE_STORE_KIND", "dynamodb".to_owned()),
@@ -882,7 +826,7 @@ async fn views_on_dynamodb_keep_a_table_each_and_end_with_duckdbs_rows() {
     let mut verify = stampede(["views", "verify", "--archive"]);
     verify
         .arg(&archive)
-        .args(EXAMPLES.map(named))
+        .args(EXAMPLES.map(&named))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let out = verify.output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -957,5 +901,91 @@ async fn views_on_dynamodb_keep_a_table_each_and_end_with_duckdbs_rows() {
             )
             .send()
             .await;
+    }
+}
+
+/// The example views copied into `dir`, each renamed `{view}_{suffix}` (their DynamoDB tables
+/// outlive a test); the new name of a view.
+pub(crate) fn renamed_examples(dir: &Path, suffix: &str) -> impl Fn(&str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let suffix = suffix.to_owned();
+    let named = move |view: &str| format!("{view}_{suffix}");
+    for view in EXAMPLES {
+        let sql = std::fs::read_to_string(example(view)).unwrap().replace(
+            &format!("CREATE VIEW {view} AS"),
+            &format!("CREATE VIEW {} AS", named(view)),
+        );
+        std::fs::write(dir.join(format!("{view}.sql")), sql).unwrap();
+    }
+    named
+}
+
+/// The records each partition (or shard) of `partitions` holds that the service accepts (what
+/// `aggregate` rejects left out, and the sentinels that close the windows), in one file of
+/// `dir`.
+pub(crate) fn accepted_records(dir: &Path, partitions: &[Vec<Vec<u8>>]) -> PathBuf {
+    let mut accepted = Vec::new();
+    for (i, records) in partitions.iter().enumerate() {
+        let file = dir.join(format!("partition-{i}.ndjson"));
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|r| r.iter().copied().chain([b'\n']))
+            .collect();
+        std::fs::write(&file, &body).unwrap();
+        let rejected: std::collections::HashSet<usize> = aggregate_file(&file)
+            .rejected
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for (n, r) in records.iter().enumerate() {
+            let sentinel = String::from_utf8_lossy(r).contains("zz-sentinel");
+            if !rejected.contains(&(n + 1)) && !sentinel {
+                accepted.extend_from_slice(r);
+                accepted.push(b'\n');
+            }
+        }
+    }
+    let file = dir.join("accepted.ndjson");
+    std::fs::write(&file, accepted).unwrap();
+    file
+}
+
+/// Each example view's rows on the service at `url` (named by `named`) come to equal DuckDB's
+/// over `accepted` and stay so (windows before the sentinels' hour).
+pub(crate) fn assert_views_end_as_duckdb(
+    url: &str,
+    named: &dyn Fn(&str) -> String,
+    accepted: &Path,
+) {
+    use crate::support::poll::{holds_within, LONGEST};
+    let before_sentinels = |v: &Value| {
+        v["window_start"]
+            .as_str()
+            .is_some_and(|t| t < "2026-01-01 01:00:00")
+            && !v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("zz-sentinel"))
+    };
+    for view in EXAMPLES {
+        let want = duckdb(view, &[accepted.to_owned()]);
+        let mut got = Vec::new();
+        holds_within(
+            Duration::from_secs(LONGEST),
+            Duration::from_millis(500),
+            || {
+                let (status, body) = crate::support::process::http_get(&format!(
+                    "{url}/api/views/{}?limit=100000",
+                    named(view)
+                ));
+                assert_eq!(status, 200, "{body}");
+                got = serde_json::from_str::<Vec<Value>>(&body)
+                    .unwrap()
+                    .into_iter()
+                    .filter(before_sentinels)
+                    .collect();
+                got.len() == want.len()
+            },
+        );
+        assert_same_rows(view, &got, &want);
     }
 }
