@@ -917,7 +917,9 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
 /// shard by both instances, each write conditional on what it read) included.
 #[test]
 fn views_survive_a_kinesis_shard_takeover_exactly_once() {
-    use crate::views::{accepted_records, assert_views_end_as_duckdb, renamed_examples, EXAMPLES};
+    use crate::views::{
+        accepted_records, assert_views_end_as_duckdb, produce_weakening, renamed_examples, EXAMPLES,
+    };
     let mut t = Setup::new("kinesis-views");
     let run = crate::support::kafka::unique("k").replace('-', "_");
     let views = t.dir.join("views");
@@ -926,30 +928,8 @@ fn views_survive_a_kinesis_shard_takeover_exactly_once() {
         .push(("STAMPEDE_VIEWS_DIR", views.display().to_string()));
     // Alerts (on by default) hold commits until their round: not what this test is about.
     t.env.push(("STAMPEDE_ALERTS_ENABLED", "false".to_owned()));
-    // Forty unicorns with every kind of fault, their health falling (weak cells).
-    let produce = |start: &str, seed: &str| {
-        let out = crate::support::process::stampede(["produce", "--rate", "max", "--quiet"])
-            .args([
-                "--unicorns",
-                "40",
-                "--msgs",
-                "10000",
-                "--seed",
-                seed,
-                "--drift",
-                "-0.4",
-            ])
-            .args(["--start-time", start, "--faults", FAULTS])
-            .args(["--to", &format!("kinesis://{}", t.telemetry)])
-            .envs(aws::env(KINESIS))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (to, env) = (format!("kinesis://{}", t.telemetry), aws::env(KINESIS));
+    let produce = |start: &str, seed: &str| produce_weakening(&to, start, seed, &env);
     produce("2026-01-01 00:00:00", "61");
     let a = t.serve("a");
     wait_until_within(LONG, "first instance owning every shard", || {

@@ -452,7 +452,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn kafka_views_survive_sigkill_exactly_once() {
     use crate::support::kafka::{
-        broker, close_all_windows, create_topic, read_topic, unique, ServeConfig, FAULTS,
+        broker, close_all_windows, create_topic, read_topic, unique, ServeConfig,
     };
     use crate::support::poll::{wait_until_within, LONG};
     use crate::support::process::{metric, start_service_with};
@@ -490,20 +490,8 @@ fn kafka_views_survive_sigkill_exactly_once() {
             ],
         )
     };
-    // Forty unicorns with every kind of fault, their health falling (weak cells).
-    let produce = |start: &str, seed: &str| {
-        let out = stampede(["produce", "--rate", "max", "--quiet", "--unicorns", "40"])
-            .args(["--msgs", "10000", "--seed", seed, "--drift", "-0.4"])
-            .args(["--start-time", start, "--faults", FAULTS])
-            .args(["--to", &format!("kafka://{brokers}/{telemetry}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let to = format!("kafka://{brokers}/{telemetry}");
+    let produce = |start: &str, seed: &str| produce_weakening(&to, start, seed, &[]);
     produce("2026-01-01 00:00:00", "41");
     let first = serve();
     wait_until_within(LONG, "the first instance committing", || {
@@ -988,4 +976,25 @@ pub(crate) fn assert_views_end_as_duckdb(
         );
         assert_same_rows(view, &got, &want);
     }
+}
+
+/// Forty unicorns with every kind of fault, their health falling (weak cells), sent to `to`.
+pub(crate) fn produce_weakening(to: &str, start: &str, seed: &str, env: &[(&str, String)]) {
+    let out = stampede(["produce", "--rate", "max", "--quiet", "--unicorns", "40"])
+        .args(["--msgs", "10000", "--seed", seed, "--drift", "-0.4"])
+        .args([
+            "--start-time",
+            start,
+            "--faults",
+            crate::support::kafka::FAULTS,
+        ])
+        .args(["--to", to])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
