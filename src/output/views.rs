@@ -276,6 +276,9 @@ impl Merger {
                         Err(e) if e.conflict => {
                             // Another instance merged a window meanwhile: read it again.
                             tracing::debug!(error = %e, "views: merging again");
+                            if give_up.is_cancelled() {
+                                return;
+                            }
                             self.forget_cache();
                             backoff.wait_blocking();
                         }
@@ -480,6 +483,8 @@ impl Merger {
                 if owner.is_some() {
                     self.cache.retain(|(v, _, _), _| *v != read.name);
                     self.known.remove(&read.name);
+                    self.newest.remove(&read.name);
+                    self.forgotten.remove(&read.name);
                 }
                 self.owners
                     .insert(Arc::clone(&read.name), Arc::clone(&read.view));

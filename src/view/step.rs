@@ -251,6 +251,7 @@ impl ViewStep {
             .chain(taken.as_ref().and_then(|t| t.1.iter().copied().min()))
             .min();
         let mut engines = std::mem::take(&mut self.engines);
+        let views = engines.iter().map(|(v, _)| Arc::clone(v)).collect();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
             let replaying = matches!(
@@ -284,7 +285,11 @@ impl ViewStep {
             };
             let _ = tx.send((engines, handed));
         });
-        self.job = Some(Job { rx, low_water });
+        self.job = Some(Job {
+            rx,
+            views,
+            low_water,
+        });
     }
 
     /// What the job in hand did, once it is done (waiting for it when `wait`); its engines
@@ -302,17 +307,23 @@ impl ViewStep {
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed) => None,
             }
         };
-        self.job = None;
+        let job = self.job.take();
         match done {
             Some((engines, handed)) => {
                 self.engines = engines;
                 handed
             }
             None => {
-                // The job panicked: its views' state is lost with it; they start afresh.
-                tracing::error!("views: a job failed; the views start again from here");
-                self.version = self.registry.version().wrapping_sub(1);
-                self.sync();
+                // The job panicked: its views' state is lost with it, and engines started
+                // afresh here would hand on windows short of what the lost ones held (and a
+                // checkpoint would pass their records). The views stop, said so; the others
+                // (defined later) go on.
+                for view in job.iter().flat_map(|j| j.views.iter()) {
+                    view.fail(
+                        "its engine on a partition failed (a bug: the log says where); its rows stop here: DELETE it and define it again, or restart the service".into(),
+                    );
+                }
+                tracing::error!("views: a job failed; its views are marked failed");
                 Vec::new()
             }
         }
@@ -336,6 +347,8 @@ enum Work {
 /// The engines at work off the partition's task.
 struct Job {
     rx: tokio::sync::oneshot::Receiver<(Vec<Kept>, Vec<Handed>)>,
+    /// Their views.
+    views: Vec<Arc<LiveView>>,
     /// The oldest position the job's engines or records hold.
     low_water: Option<u64>,
 }

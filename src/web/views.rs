@@ -196,17 +196,17 @@ pub(super) async fn create(
         created,
         from_file: false,
     };
-    // Its table first (DynamoDB makes one per view): a view whose rows cannot be kept is not
-    // computed.
-    if web.registry.get(&def.name).is_none() {
-        let (tables, name) = (web.tables.clone(), def.name.clone());
-        let prepared = tokio::task::spawn_blocking(move || tables.prepare(&name)).await;
-        if let Err(e) = prepared
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            return error(StatusCode::SERVICE_UNAVAILABLE, e);
-        }
+    // Stored (its table made, anything stored under its name before cleared: a file's view,
+    // gone, answered another question) before any partition sees it: a view the API accepted
+    // survives a restart, and no clearing races its first rows. A view whose rows cannot be
+    // kept is not computed.
+    let tables = web.tables.clone();
+    let written = tokio::task::spawn_blocking(move || tables.put_def(&stored, true)).await;
+    if let Err(e) = written
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e);
     }
     let view = Arc::new(LiveView::new(plan, false, created));
     // Set before the partitions see the view: they count only records from the cut on.
@@ -216,20 +216,14 @@ pub(super) async fn create(
     if let Err(e) = web.registry.add(Arc::clone(&view)) {
         let status = match e {
             AddError::Exists(_) => StatusCode::CONFLICT,
-            AddError::Full => StatusCode::INSUFFICIENT_STORAGE,
+            AddError::Full => {
+                // Not kept after all: what was stored of it goes.
+                let (tables, name) = (web.tables.clone(), def.name.clone());
+                let _ = tokio::task::spawn_blocking(move || tables.delete(&name)).await;
+                StatusCode::INSUFFICIENT_STORAGE
+            }
         };
         return error(status, e.to_string());
-    }
-    // Stored before it is answered: a view the API accepted survives a restart. A view of
-    // that name stored before (a file's, gone) answered another question: cleared.
-    let tables = web.tables.clone();
-    let written = tokio::task::spawn_blocking(move || tables.put_def(&stored, true)).await;
-    if let Err(e) = written
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-    {
-        web.registry.remove(&def.name);
-        return error(StatusCode::SERVICE_UNAVAILABLE, e);
     }
     tracing::info!(view = %def.name, "view defined");
     if let Some(backfill) = &web.backfill {
