@@ -208,6 +208,12 @@ async fn stalled_clients_are_disconnected_after_the_header_timeout() {
     let mut half = std::net::TcpStream::connect(addr).unwrap();
     write!(half, "POST /ingest HTTP/1.1\r\nhost: {addr}\r\ncontent-le").unwrap();
     let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    // Bounded too: a server that never closes them fails the test below, and the reads end.
+    for socket in [&half, &silent] {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+    }
     let (status, _) = request(addr, Method::GET, "/healthz", "", None).await;
     assert_eq!(status, StatusCode::OK);
     let closed = tokio::task::spawn_blocking(move || {

@@ -80,11 +80,19 @@ pub fn start_service_with(args: &[&str], dir: &std::path::Path, env: &[(&str, &s
         .stderr(Stdio::inherit())
         .spawn()
         .expect("run stampede");
+    // Read on a thread of its own: a service that hangs before saying where it listens fails
+    // the test in a minute, not never.
     let stdout = child.stdout.take().unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut first)
-        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let Ok(first) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("stampede {args:?} printed no URL within 60 s");
+    };
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
