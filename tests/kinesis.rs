@@ -918,7 +918,8 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
 #[test]
 fn views_survive_a_kinesis_shard_takeover_exactly_once() {
     use crate::views::{
-        accepted_records, assert_views_end_as_duckdb, produce_weakening, renamed_examples, EXAMPLES,
+        accepted_records, assert_views_end_as_duckdb, drop_views_in_dynamodb, produce_weakening,
+        renamed_examples, EXAMPLES,
     };
     let mut t = Setup::new("kinesis-views");
     let run = crate::support::kafka::unique("k").replace('-', "_");
@@ -956,27 +957,5 @@ fn views_survive_a_kinesis_shard_takeover_exactly_once() {
     assert_views_end_as_duckdb(&b.url, &named, &accepted);
     drop(b);
     // The emulator outlives the test: what this run made goes.
-    let dynamo = rt.block_on(aws::dynamodb());
-    for view in EXAMPLES {
-        let _ = rt.block_on(
-            dynamo
-                .delete_table()
-                .table_name(format!("stampede-view-{}", named(view)))
-                .send(),
-        );
-        let _ = rt.block_on(
-            dynamo
-                .delete_item()
-                .table_name("stampede-views")
-                .key(
-                    "List",
-                    aws_sdk_dynamodb::types::AttributeValue::S("views".into()),
-                )
-                .key(
-                    "Name",
-                    aws_sdk_dynamodb::types::AttributeValue::S(named(view)),
-                )
-                .send(),
-        );
-    }
+    rt.block_on(drop_views_in_dynamodb(EXAMPLES.map(&named)));
 }

@@ -362,22 +362,8 @@ async fn views_kept_by_the_service_end_with_duckdbs_rows_over_its_archive() {
     let files: Vec<PathBuf> = walk(&archive);
     assert!(!files.is_empty(), "the archive holds the accepted records");
     for view in EXAMPLES {
-        let out = stampede([
-            "query",
-            "--format",
-            "json",
-            &format!("SELECT * FROM {view}"),
-        ])
-        .env("STAMPEDE_STORE_PATH", &store)
-        .env("STAMPEDE_ARCHIVE_KIND", "none")
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows = lines(&out.stdout);
+        let store_env = [("STAMPEDE_STORE_PATH", store.display().to_string())];
+        let rows = stored_rows(&format!("SELECT * FROM {view}"), &store_env);
         assert!(
             rows.iter().all(|r| r["revision"].is_u64()),
             "{view}: rows carry their revision"
@@ -571,24 +557,10 @@ async fn a_view_defined_at_run_time_is_backfilled_from_the_archive() {
     })
     .await;
     app.stop().await;
-    let out = stampede([
-        "query",
-        "--format",
-        "json",
-        "SELECT * FROM fleet_backfilled",
-    ])
-    .env("STAMPEDE_STORE_PATH", &store)
-    .env("STAMPEDE_ARCHIVE_KIND", "none")
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let store_env = [("STAMPEDE_STORE_PATH", store.display().to_string())];
     assert_same_rows(
         "fleet_5min",
-        &lines(&out.stdout),
+        &stored_rows("SELECT * FROM fleet_backfilled", &store_env),
         &duckdb("fleet_5min", &walk(&archive)),
     );
 }
@@ -779,22 +751,7 @@ async fn views_on_dynamodb_keep_a_table_each_and_end_with_duckdbs_rows() {
                 ("WindowStart".to_owned(), "RANGE".to_owned())
             ]
         );
-        let out = stampede([
-            "query",
-            "--format",
-            "json",
-            &format!("SELECT * FROM {}", named(view)),
-        ])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("STAMPEDE_ARCHIVE_KIND", "none")
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows = lines(&out.stdout);
+        let rows = stored_rows(&format!("SELECT * FROM {}", named(view)), &env);
         // Every row is an item of the view's table.
         let mut pages = dynamo
             .scan()
@@ -870,23 +827,22 @@ async fn views_on_dynamodb_keep_a_table_each_and_end_with_duckdbs_rows() {
     assert!(gone.is_err(), "the deleted view's table is gone");
     drop(serve);
     // The emulator outlives the test: what this run made goes.
-    for view in EXAMPLES {
-        let _ = dynamo
-            .delete_table()
-            .table_name(format!("stampede-view-{}", named(view)))
-            .send()
-            .await;
+    drop_views_in_dynamodb(EXAMPLES.map(&named)).await;
+}
+
+/// Deletes the DynamoDB tables and definitions of the views `names` (the emulator outlives a
+/// test).
+pub(crate) async fn drop_views_in_dynamodb(names: impl IntoIterator<Item = String>) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let dynamo = crate::support::aws::dynamodb().await;
+    for name in names {
+        let table = format!("stampede-view-{name}");
+        let _ = dynamo.delete_table().table_name(table).send().await;
         let _ = dynamo
             .delete_item()
             .table_name("stampede-views")
-            .key(
-                "List",
-                aws_sdk_dynamodb::types::AttributeValue::S("views".into()),
-            )
-            .key(
-                "Name",
-                aws_sdk_dynamodb::types::AttributeValue::S(named(view)),
-            )
+            .key("List", AttributeValue::S("views".into()))
+            .key("Name", AttributeValue::S(name))
             .send()
             .await;
     }
@@ -997,4 +953,19 @@ pub(crate) fn produce_weakening(to: &str, start: &str, seed: &str, env: &[(&str,
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `stampede query --format json SQL` over the store `env` names (no archive): its rows.
+fn stored_rows(sql: &str, env: &[(&str, String)]) -> Vec<Value> {
+    let out = stampede(["query", "--format", "json", sql])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("STAMPEDE_ARCHIVE_KIND", "none")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines(&out.stdout)
 }

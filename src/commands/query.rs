@@ -117,13 +117,9 @@ async fn load_summaries(config: &Config) -> anyhow::Result<Vec<Summary>> {
             }
             let retention = config.store.dead_letter_retention;
             tokio::task::spawn_blocking(move || {
-                let store = crate::output::store::embedded::EmbeddedStore::open(&dir, retention)
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{e}; a running service answers the same SQL at POST /api/query"
-                        )
-                    })?;
-                store.summaries(&all).map_err(|e| anyhow::anyhow!("{e}"))
+                open_embedded(&dir, retention)?
+                    .summaries(&all)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
             })
             .await?
         }
@@ -211,5 +207,19 @@ fn command(config: &Config, args: &Args) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    })
+}
+
+/// The embedded store in `dir`, for a command run beside the service (which holds it while it
+/// runs: the error says where to ask it instead).
+///
+/// # Errors
+/// The store cannot be opened.
+pub(crate) fn open_embedded(
+    dir: &std::path::Path,
+    retention: u64,
+) -> anyhow::Result<crate::output::store::embedded::EmbeddedStore> {
+    crate::output::store::embedded::EmbeddedStore::open(dir, retention).map_err(|e| {
+        anyhow::anyhow!("{e}; a running service answers the same SQL at POST /api/query")
     })
 }

@@ -185,12 +185,7 @@ pub(crate) async fn open_tables(config: &Config) -> anyhow::Result<Option<ViewTa
             }
             let retention = config.store.dead_letter_retention;
             tokio::task::spawn_blocking(move || {
-                let store = crate::output::store::embedded::EmbeddedStore::open(&dir, retention)
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{e}; a running service answers the same SQL at POST /api/query"
-                        )
-                    })?;
+                let store = super::query::open_embedded(&dir, retention)?;
                 Ok(Some(
                     ViewTables::embedded(&store).map_err(|e| anyhow::anyhow!("{e}"))?,
                 ))
