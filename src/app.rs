@@ -111,6 +111,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
 
     // Every output, registered once: the engines see only the fan-out.
     let mut outputs = Outputs::new(Some(hub.input()));
+    outputs.limit_unwritten(config.web.max_unwritten_records);
     let stores = store::build(config.store_settings(), &aws, &mut outputs).await?;
     let tables = match &stores {
         store::Stores::Embedded(embedded) => Some(
@@ -178,6 +179,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         None => None,
     };
     let fanout = outputs.fanout();
+    let backlog = fanout.backlog().clone();
     let backfill = match (&archive, &views) {
         (Some(target), Some(_)) => Some(crate::query::backfill::Backfill {
             archive: target.clone(),
@@ -226,6 +228,7 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         token: config.web.token.as_str().into(),
         max_body_bytes: usize::try_from(config.web.max_body_bytes).unwrap_or(usize::MAX),
         stopping: Arc::clone(&stopping),
+        backlog: backlog.clone(),
         dashboard_config: serde_json::json!({
             "tile_url": config.web.tile_url,
             "tile_attribution": config.web.tile_attribution,

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod decode_fuzz;
 mod dynamodb;
+mod faults;
 mod golden;
 mod hardening;
 mod kafka;

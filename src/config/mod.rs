@@ -213,6 +213,12 @@ impl Config {
                 "must be between 1024 and 1073741824",
             ));
         }
+        if self.web.max_unwritten_records == 0 {
+            return Err(value_error(
+                "web.max_unwritten_records",
+                "must be at least 1 (records that may wait in memory for an output that cannot write)",
+            ));
+        }
         if !(1..=65_536).contains(&self.web.ws_queue_frames) {
             return Err(value_error(
                 "web.ws_queue_frames",

@@ -295,6 +295,9 @@ pub struct WebConfig {
     pub token: String,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
+    /// While an output that keeps what is received (store, archive, streams, views) cannot
+    /// write: records received since, at most, before sources take no more (ingest 503).
+    pub max_unwritten_records: u64,
     /// Raster tile URL template for the dashboard map (`{z}/{x}/{y}`), by default
     /// OpenStreetMap's standard tiles; empty draws no tiles. Where tiles do not load (offline),
     /// the map shows the embedded Natural Earth land outline and a grid.
@@ -332,6 +335,7 @@ impl Default for WebConfig {
             listen: "127.0.0.1:8080".into(),
             token: String::new(),
             max_body_bytes: 8 * 1024 * 1024,
+            max_unwritten_records: 1_000_000,
             tile_url: OSM_TILES.into(),
             tile_attribution: "© OpenStreetMap contributors".into(),
             tile_attribution_url: "https://www.openstreetmap.org/copyright".into(),

@@ -1,7 +1,7 @@
 //! Whether each output can do its work, for `/readyz`: up until it reports trouble or a write
 //! of its stalls, with the reason; and what an error says of itself (can a retry help).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::metrics::METRICS;
@@ -56,6 +56,9 @@ pub struct Health {
     reason: Arc<std::sync::Mutex<Option<String>>>,
     /// When a permanent error was last logged (epoch ms).
     logged_at: Arc<AtomicI64>,
+    /// While it cannot write: the records received (`stampede_records_in_total`) when it
+    /// stopped, plus one; 0 while it writes.
+    down_since: Arc<AtomicU64>,
     errors: Arc<crate::metrics::OutputErrors>,
 }
 
@@ -70,6 +73,7 @@ impl Health {
         self.up.store(up, Ordering::Relaxed);
         if up {
             self.broken.store(false, Ordering::Relaxed);
+            self.down_since.store(0, Ordering::Relaxed);
             *self
                 .reason
                 .lock()
@@ -98,6 +102,7 @@ impl Health {
         }
         let text = error.to_string();
         self.broken.store(true, Ordering::Relaxed);
+        self.stopped_writing();
         let now = now_ms();
         let last = self.logged_at.load(Ordering::Relaxed);
         if last == 0 || now.saturating_sub(last) >= LOG_PERMANENT_EVERY_MS {
@@ -113,10 +118,31 @@ impl Health {
     /// The output is down for `reason` (a transient error that keeps coming back).
     pub fn down(&self, reason: &dyn std::fmt::Display) {
         self.up.store(false, Ordering::Relaxed);
+        self.stopped_writing();
         *self
             .reason
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+    }
+
+    /// Marks when writes stopped succeeding (the first failure reported since the last success).
+    fn stopped_writing(&self) {
+        let received = METRICS.records_in.load(Ordering::Relaxed);
+        let _ =
+            self.down_since
+                .compare_exchange(0, received + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// While its writes fail: the records received since they started failing, which wait for
+    /// it (what was received before may wait too).
+    pub fn unwritten(&self) -> Option<u64> {
+        let since = self.down_since.load(Ordering::Relaxed);
+        (since != 0).then(|| {
+            METRICS
+                .records_in
+                .load(Ordering::Relaxed)
+                .saturating_sub(since - 1)
+        })
     }
 
     /// Why it is down: the last error it reported, or a write under way for too long.
@@ -157,7 +183,44 @@ impl Health {
             busy_since: Arc::new(AtomicI64::new(0)),
             reason: Arc::default(),
             logged_at: Arc::new(AtomicI64::new(0)),
+            down_since: Arc::new(AtomicU64::new(0)),
             errors: METRICS.output_errors(name),
         }
+    }
+}
+
+/// The outputs that keep what is received (all but the alert notifier, whose channels being down
+/// delays only the alerts): while one of them cannot write, what is received waits for it in
+/// memory, and past `bound` records received since it stopped writing, sources take no more —
+/// `POST /ingest` answers 503 with `Retry-After`, Kafka and Kinesis stop reading — until it
+/// writes again.
+#[derive(Clone)]
+pub struct Backlog {
+    keepers: Arc<[(&'static str, Health)]>,
+    bound: u64,
+}
+
+impl Backlog {
+    /// A backlog over `keepers`, full at `bound` records.
+    pub fn new(keepers: Vec<(&'static str, Health)>, bound: u64) -> Backlog {
+        Backlog {
+            keepers: keepers.into(),
+            bound,
+        }
+    }
+
+    /// None: nothing waits, or not yet `bound` records. Else why no more may be taken, naming
+    /// the output and its error.
+    pub fn full(&self) -> Option<String> {
+        self.keepers.iter().find_map(|(name, health)| {
+            let waiting = health.unwritten()?;
+            (waiting >= self.bound).then(|| {
+                format!(
+                    "the {name} output cannot write ({}); {waiting} records received since wait for it (web.max_unwritten_records = {})",
+                    health.reason().unwrap_or_else(|| "failing".into()),
+                    self.bound
+                )
+            })
+        })
     }
 }

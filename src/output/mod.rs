@@ -23,7 +23,7 @@ pub mod store;
 pub mod stream;
 pub mod views;
 
-pub use health::{Classify, ErrorKind, Health, LOG_PERMANENT_EVERY_MS, STALLED_AFTER_MS};
+pub use health::{Backlog, Classify, ErrorKind, Health, LOG_PERMANENT_EVERY_MS, STALLED_AFTER_MS};
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -171,9 +171,15 @@ pub struct Fanout {
     durable: Arc<[Registered]>,
     live: Option<mpsc::Sender<HubInput>>,
     records: bool,
+    backlog: Backlog,
 }
 
 impl Fanout {
+    /// What waits for outputs that cannot write: sources take no more while it is full.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
     /// Whether some output keeps raw records (else the engine does not collect them).
     pub fn wants_records(&self) -> bool {
         self.records
@@ -328,6 +334,8 @@ pub struct Outputs {
     health: Vec<(&'static str, Health)>,
     live: Option<mpsc::Sender<HubInput>>,
     give_up: tokio_util::sync::CancellationToken,
+    /// Records received while a keeping output cannot write, at most (see [`Backlog`]).
+    unwritten: u64,
 }
 
 impl Outputs {
@@ -339,7 +347,14 @@ impl Outputs {
             health: Vec::new(),
             live,
             give_up: tokio_util::sync::CancellationToken::new(),
+            unwritten: u64::MAX,
         }
+    }
+
+    /// Sources take no more once `records` were received while an output that keeps them
+    /// cannot write (`web.max_unwritten_records`; unbounded until set).
+    pub fn limit_unwritten(&mut self, records: u64) {
+        self.unwritten = records;
     }
 
     /// Fires when shutdown passes its deadline: an output that retries in a loop of its own (on
@@ -367,12 +382,34 @@ impl Outputs {
         self.health.clone()
     }
 
+    /// What waits for the outputs that keep what is received (all but alerts-only ones), full
+    /// at [`Outputs::limit_unwritten`] records (see [`Backlog`]).
+    fn backlog(&self) -> Backlog {
+        let keepers = self
+            .registered
+            .iter()
+            .filter(|r| {
+                r.wants
+                    != Interest {
+                        alerts: true,
+                        ..Interest::default()
+                    }
+            })
+            .filter_map(|r| {
+                let (_, health) = self.health.iter().find(|(name, _)| *name == r.name)?;
+                Some((r.name, health.clone()))
+            })
+            .collect();
+        Backlog::new(keepers, self.unwritten)
+    }
+
     /// The handle the engine tasks send through.
     pub fn fanout(&self) -> Fanout {
         Fanout {
             durable: self.registered.clone().into(),
             live: self.live.clone(),
             records: self.registered.iter().any(|r| r.wants.records),
+            backlog: self.backlog(),
         }
     }
 
@@ -553,6 +590,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("broken") && !err.contains("store"), "{err}");
+    }
+
+    /// Sources take no more once an output that keeps what is received has failed to write for
+    /// as many records as the bound, and take again once it writes.
+    #[test]
+    fn the_backlog_fills_at_its_bound_of_records_received_since_an_output_stopped_writing() {
+        let store = Health::new("store");
+        let alerts_only = Health::new("alerts");
+        let backlog = Backlog::new(vec![("store", store.clone())], 100);
+        METRICS.records_in.fetch_add(1_000, Ordering::Relaxed);
+        assert_eq!(backlog.full(), None, "all write");
+        alerts_only.down(&"mail server down");
+        store.failed(ErrorKind::Transient, &"retried quietly");
+        store.down(&"No space left on device");
+        METRICS.records_in.fetch_add(99, Ordering::Relaxed);
+        assert_eq!(backlog.full(), None, "99 records wait");
+        METRICS.records_in.fetch_add(1, Ordering::Relaxed);
+        let why = backlog.full().expect("100 records wait");
+        assert!(
+            why.contains("the store output")
+                && why.contains("No space left")
+                && why.contains("100 records"),
+            "{why}"
+        );
+        store.set(true);
+        assert_eq!(backlog.full(), None, "written again");
     }
 
     /// A client library rewrites its connection flag every second; a permanent error must keep

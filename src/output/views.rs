@@ -284,6 +284,7 @@ impl Merger {
                         }
                         Err(e) => {
                             health.failed(super::ErrorKind::Transient, &e);
+                            health.down(&e);
                             tracing::error!(error = %e, "views: rows not stored; retrying");
                             if give_up.is_cancelled() {
                                 // Unanswered barriers: nothing after them is committed.

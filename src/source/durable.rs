@@ -45,6 +45,8 @@ pub struct Partition {
 #[derive(Clone)]
 pub struct Feeder {
     tx: mpsc::Sender<Batch>,
+    /// While full, the source reads no more (see [`crate::output::Backlog`]).
+    backlog: crate::output::Backlog,
 }
 
 impl Feeder {
@@ -54,6 +56,10 @@ impl Feeder {
     /// [`Refused::Full`] with the batch when the queue is full, [`Refused::Gone`] when the
     /// engine has stopped.
     pub fn offer(&self, batch: Batch) -> Result<(), Refused> {
+        if self.backlog.full().is_some() {
+            // An output cannot write: what would be read could only wait in memory.
+            return Err(Refused::Full(Box::new(batch)));
+        }
         self.tx.try_send(batch).map_err(|e| match e {
             TrySendError::Full(batch) => Refused::Full(Box::new(batch)),
             TrySendError::Closed(_) => Refused::Gone,
@@ -112,10 +118,11 @@ impl Partition {
                 commits,
             }),
         };
+        let backlog = outputs.backlog().clone();
         let task = runtime.spawn(pipeline::run(spec, rx, outputs, handoff.clone()));
         Partition {
             slot,
-            feeder: Feeder { tx },
+            feeder: Feeder { tx, backlog },
             task,
             handoff,
         }
@@ -134,9 +141,13 @@ impl Partition {
         self.feeder.offer(batch)
     }
 
-    /// Waits until the queue has room for one batch, then sends it; `false` if the engine has
-    /// stopped. A source selects this against its ownership upkeep, which must go on meanwhile.
+    /// Waits until the queue has room for one batch (and no output keeps the sources waiting,
+    /// see [`crate::output::Backlog`]), then sends it; `false` if the engine has stopped. A source selects this against its ownership upkeep, which must go on meanwhile.
     pub async fn send(&self, batch: Batch) -> bool {
+        // An output cannot write: what would be read could only wait in memory.
+        while self.feeder.backlog.full().is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         self.feeder.tx.send(batch).await.is_ok()
     }
 

@@ -204,12 +204,12 @@ pub(super) async fn healthz() -> &'static str {
 
 pub(super) async fn readyz(State(state): State<WebState>) -> Response {
     // A store that hangs must not hang the probe: no answer within 2 s is not ready.
-    let store_ok = state
+    let store = state
         .stores
         .writable(std::time::Duration::from_secs(2))
         .await;
     let mut checks = serde_json::Map::new();
-    checks.insert("store".into(), store_ok.into());
+    checks.insert("store".into(), store.is_ok().into());
     let ingest_ok = !state.stopping() && !state.ingest.is_closed();
     checks.insert("ingest".into(), ingest_ok.into());
     for (name, health) in state.connections.iter() {
@@ -219,12 +219,15 @@ pub(super) async fn readyz(State(state): State<WebState>) -> Response {
     }
     let ready = checks.values().all(|v| v.as_bool() == Some(true));
     // What is wrong, in words, for each part that says (the store's last error, say).
-    let reasons: serde_json::Map<String, serde_json::Value> = state
+    let mut reasons: serde_json::Map<String, serde_json::Value> = state
         .connections
         .iter()
         .filter(|(_, health)| !health.up())
         .filter_map(|(name, health)| Some(((*name).to_owned(), health.reason()?.into())))
         .collect();
+    if let Err(why) = store {
+        reasons.entry("store").or_insert_with(|| why.into());
+    }
     let body = if reasons.is_empty() {
         json!({ "ready": ready, "checks": checks })
     } else {

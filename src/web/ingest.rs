@@ -31,6 +31,15 @@ pub(super) async fn ingest(
     if state.stopping() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    if let Some(why) = state.backlog.full() {
+        // Records taken now could only wait in memory, where a stop would lose them.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({ "error": why })),
+        )
+            .into_response();
+    }
     let limit = state.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

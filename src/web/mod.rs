@@ -42,6 +42,8 @@ pub struct WebState {
     pub max_body_bytes: usize,
     /// Set once shutdown starts: ingest answers 503.
     pub stopping: Arc<AtomicBool>,
+    /// What waits for outputs that cannot write: ingest answers 503 when it is full.
+    pub backlog: crate::output::Backlog,
     /// Dashboard settings (JSON).
     pub dashboard_config: Arc<str>,
     /// One slot per WebSocket client (`web.max_ws_clients`).

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod disk;
 pub mod faults;
 pub mod kafka;
 pub mod kinesis;

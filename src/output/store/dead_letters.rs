@@ -128,14 +128,24 @@ impl DeadLetterTable {
         Ok(out)
     }
 
-    /// Whether the table answers.
-    pub async fn writable(&self) -> bool {
+    /// Whether the table answers: why not, naming it.
+    ///
+    /// # Errors
+    /// `DescribeTable` failed, in words.
+    pub async fn writable(&self) -> Result<(), String> {
         self.client
             .describe_table()
             .table_name(&self.table)
             .send()
             .await
-            .is_ok()
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "DynamoDB table {}: {}",
+                    self.table,
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                )
+            })
     }
 }
 

@@ -161,9 +161,142 @@ pub fn check(path: &Path) -> Result<(Health, Option<(u64, u64)>), StoreError> {
 /// The embedded database.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
-    views: Arc<Database>,
+    db: DbFile,
+    views: DbFile,
     retention: u64,
+}
+
+/// One database file, opened again after an I/O error.
+///
+/// redb refuses every call after a write failed on I/O (a full disk, say) until the database is
+/// opened again, when its recovery makes the file whole as of the last commit. Everything that
+/// uses the file goes through this handle, so a reopen reaches every user; a call that fails
+/// asks for one ([`DbFile::recover`]), and so does the readiness probe, so that a store that was
+/// idle when space came back is writable again without waiting for its next write.
+#[derive(Clone)]
+pub struct DbFile {
+    inner: Arc<FileInner>,
+}
+
+struct FileInner {
+    path: std::path::PathBuf,
+    /// `None` while it could not be opened again: why.
+    db: std::sync::RwLock<Result<Arc<Database>, String>>,
+}
+
+impl DbFile {
+    /// Opens (or creates) the database file `path`; a damaged one is refused, said in words.
+    ///
+    /// # Errors
+    /// It cannot be opened, or is damaged.
+    pub fn open(path: &Path) -> Result<DbFile, StoreError> {
+        let db = open_file(path)?;
+        Ok(DbFile {
+            inner: Arc::new(FileInner {
+                path: path.to_owned(),
+                db: std::sync::RwLock::new(Ok(Arc::new(db))),
+            }),
+        })
+    }
+
+    /// The database, or why it is closed (an I/O error it is being opened again after).
+    ///
+    /// # Errors
+    /// The file could not be opened again yet.
+    pub fn get(&self) -> Result<Arc<Database>, StoreError> {
+        match &*self
+            .inner
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Ok(db) => Ok(Arc::clone(db)),
+            Err(why) => Err(StoreError(why.clone())),
+        }
+    }
+
+    /// `result`, after asking for a reopen when it failed.
+    ///
+    /// # Errors
+    /// `result`'s.
+    pub fn recovering<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err() {
+            self.recover();
+        }
+        result
+    }
+
+    /// Opens the file again if the database refuses calls after an I/O error (or could not be
+    /// opened again last time). Waits up to a second for the calls under way to end; a file that
+    /// still cannot be opened (the disk is still full) stays closed, with the reason, until the
+    /// next try.
+    pub fn recover(&self) {
+        let mut slot = self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(db) = &*slot {
+            let failed = matches!(
+                db.begin_write(),
+                Err(redb::TransactionError::Storage(
+                    redb::StorageError::PreviousIo | redb::StorageError::Io(_)
+                ))
+            );
+            if !failed {
+                return;
+            }
+            tracing::debug!(file = %self.inner.path.display(), "embedded store: a write failed on I/O; opening the file again");
+            // redb holds the file locked until the last handle is gone.
+            let mut old = std::mem::replace(
+                &mut *slot,
+                Err(format!(
+                    "{}: an earlier write failed on I/O; opening the file again",
+                    self.inner.path.display()
+                )),
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while let Ok(db) = old {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(db) if std::time::Instant::now() < deadline => {
+                        old = Ok(db);
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(db) => {
+                        // In use: the next try reopens it.
+                        *slot = Ok(db);
+                        return;
+                    }
+                }
+            }
+        }
+        *slot = match open_file(&self.inner.path) {
+            Ok(db) => {
+                tracing::debug!(file = %self.inner.path.display(), "embedded store: opened again after an I/O error");
+                Ok(Arc::new(db))
+            }
+            Err(e) => Err(format!(
+                "cannot open the store again after an I/O error: {e}"
+            )),
+        };
+    }
+
+    /// Whether a write transaction can be started; when not, after trying to open the file
+    /// again.
+    pub fn writable(&self) -> bool {
+        let ok = || {
+            self.get()
+                .is_ok_and(|db| db.begin_write().is_ok_and(|w| w.abort().is_ok()))
+        };
+        ok() || {
+            self.recover();
+            ok()
+        }
+    }
 }
 
 /// The views' database file, beside `stampede.redb`.
@@ -210,11 +343,11 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, dead_letter_retention: u64) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        let db = open_file(&dir.join("stampede.redb"))?;
+        let db = DbFile::open(&dir.join("stampede.redb"))?;
         // The views' tables have a file of their own: a minute of view windows, written while it
         // closes, never holds up the summaries' transactions.
-        let views = open_file(&dir.join(VIEWS_FILE))?;
-        let w = db.begin_write().map_err(err)?;
+        let views = DbFile::open(&dir.join(VIEWS_FILE))?;
+        let w = db.get()?.begin_write().map_err(err)?;
         {
             w.open_table(SUMMARIES).map_err(err)?;
             w.open_table(BY_TIME).map_err(err)?;
@@ -222,20 +355,20 @@ impl EmbeddedStore {
         }
         w.commit().map_err(err)?;
         Ok(EmbeddedStore {
-            db: Arc::new(db),
-            views: Arc::new(views),
+            db,
+            views,
             retention: dead_letter_retention,
         })
     }
 
     /// The database, for other tables kept in the same file (alert subscriptions).
-    pub fn database(&self) -> Arc<Database> {
-        Arc::clone(&self.db)
+    pub fn database(&self) -> DbFile {
+        self.db.clone()
     }
 
     /// The views' database (its own file, [`VIEWS_FILE`]).
-    pub fn views_database(&self) -> Arc<Database> {
-        Arc::clone(&self.views)
+    pub fn views_database(&self) -> DbFile {
+        self.views.clone()
     }
 
     /// Upserts summaries (a lower `Revision` never replaces a higher one) and appends dead
@@ -248,7 +381,16 @@ impl EmbeddedStore {
         summaries: &[Summary],
         dead_letters: &[DeadLetter],
     ) -> Result<usize, StoreError> {
-        let w = self.db.begin_write().map_err(err)?;
+        let written = self.write_once(summaries, dead_letters);
+        self.db.recovering(written)
+    }
+
+    fn write_once(
+        &self,
+        summaries: &[Summary],
+        dead_letters: &[DeadLetter],
+    ) -> Result<usize, StoreError> {
+        let w = self.db.get()?.begin_write().map_err(err)?;
         let mut written = 0;
         {
             let mut table = w.open_table(SUMMARIES).map_err(err)?;
@@ -309,7 +451,7 @@ impl EmbeddedStore {
     /// # Errors
     /// The read failed.
     pub fn summaries(&self, q: &SummaryQuery) -> Result<Vec<Summary>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let r = self.db.get()?.begin_read().map_err(err)?;
         let table = r.open_table(SUMMARIES).map_err(err)?;
         let from = q.from.unwrap_or(Millis::MIN);
         let to = q.to.unwrap_or(Millis::MAX);
@@ -353,7 +495,7 @@ impl EmbeddedStore {
     /// # Errors
     /// The read failed.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterView>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let r = self.db.get()?.begin_read().map_err(err)?;
         let table = r.open_table(DEAD_LETTERS).map_err(err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(err)?.rev().take(limit) {
@@ -372,9 +514,28 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// Whether a write transaction can be started (for `/readyz`).
-    pub fn writable(&self) -> bool {
-        self.db.begin_write().is_ok_and(|w| w.abort().is_ok())
+    /// Whether both files can be written (for `/readyz`): why not, naming the file. A file
+    /// that cannot is opened again first if an I/O error closed it.
+    ///
+    /// # Errors
+    /// A file cannot be written, in words.
+    pub fn writable(&self) -> Result<(), String> {
+        let why = [&self.db, &self.views].into_iter().find_map(|f| {
+            if f.writable() {
+                return None;
+            }
+            Some(match f.get() {
+                Err(e) => e.to_string(),
+                Ok(db) => match db.begin_write() {
+                    Err(e) => format!("{}: {e}", f.inner.path.display()),
+                    Ok(w) => {
+                        let _ = w.abort();
+                        format!("{}: cannot be written", f.inner.path.display())
+                    }
+                },
+            })
+        });
+        why.map_or(Ok(()), Err)
     }
 }
 
@@ -478,7 +639,7 @@ mod tests {
             vec!["bad 5", "bad 4", "bad 3"],
             "retention keeps the newest 3"
         );
-        assert!(store.writable());
+        assert_eq!(store.writable(), Ok(()));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -212,23 +212,31 @@ impl Stores {
     }
 
     /// Whether the store can be written to now, answered within `wait` (a store that hangs is
-    /// not writable).
-    pub async fn writable(&self, wait: Duration) -> bool {
+    /// not writable): why not, in words.
+    ///
+    /// # Errors
+    /// It cannot be written now.
+    pub async fn writable(&self, wait: Duration) -> Result<(), String> {
         let answer = async {
             match self {
                 Stores::Embedded(store) => {
                     let store = store.clone();
                     tokio::task::spawn_blocking(move || store.writable())
                         .await
-                        .unwrap_or(false)
+                        .unwrap_or_else(|e| Err(e.to_string()))
                 }
                 Stores::DynamoDb {
                     summaries,
                     dead_letters,
-                } => summaries.writable().await && dead_letters.writable().await,
+                } => {
+                    summaries.writable().await?;
+                    dead_letters.writable().await
+                }
             }
         };
-        tokio::time::timeout(wait, answer).await.unwrap_or(false)
+        tokio::time::timeout(wait, answer)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", wait.as_secs())))
     }
 }
 
@@ -336,6 +344,9 @@ fn until_written<E: std::fmt::Display + Classify>(
         match write() {
             Ok(n) => {
                 health.set(true);
+                if attempt > 1 {
+                    tracing::info!(summaries, attempt, "{target} written again");
+                }
                 return n;
             }
             Err(e) => {

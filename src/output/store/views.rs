@@ -108,7 +108,7 @@ impl ViewTables {
     /// The database could not be written.
     pub fn embedded(store: &super::embedded::EmbeddedStore) -> Result<ViewTables, ViewsError> {
         let tables = embedded::Redb::open(store.views_database())?;
-        tables.take_from(&store.database())?;
+        tables.take_from(&*store.database().get()?)?;
         Ok(ViewTables::Embedded(tables))
     }
 

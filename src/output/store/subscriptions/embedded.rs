@@ -1,9 +1,9 @@
 //! Subscriptions in the embedded store: redb table `subscriptions`, e-mail address →
 //! subscription JSON.
 
-use std::sync::Arc;
+use redb::{ReadableTable, TableDefinition};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use crate::output::store::embedded::DbFile;
 
 use super::{parse, Subscription};
 
@@ -11,10 +11,10 @@ use super::{parse, Subscription};
 const SUBSCRIPTIONS: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
 
 /// Creates the table if it is missing.
-pub(super) async fn create(db: &Arc<Database>) -> anyhow::Result<()> {
-    let db = Arc::clone(db);
+pub(super) async fn create(db: &DbFile) -> anyhow::Result<()> {
+    let db = db.clone();
     tokio::task::spawn_blocking(move || {
-        let w = db.begin_write()?;
+        let w = db.get()?.begin_write()?;
         w.open_table(SUBSCRIPTIONS)?;
         w.commit()?;
         anyhow::Ok(())
@@ -23,10 +23,10 @@ pub(super) async fn create(db: &Arc<Database>) -> anyhow::Result<()> {
 }
 
 /// Every subscription in the table.
-pub(super) async fn load(db: &Arc<Database>) -> anyhow::Result<Vec<Subscription>> {
-    let db = Arc::clone(db);
+pub(super) async fn load(db: &DbFile) -> anyhow::Result<Vec<Subscription>> {
+    let db = db.clone();
     tokio::task::spawn_blocking(move || {
-        let r = db.begin_read()?;
+        let r = db.get()?.begin_read()?;
         let table = r.open_table(SUBSCRIPTIONS)?;
         let mut all = Vec::new();
         for entry in table.iter()? {
@@ -39,10 +39,10 @@ pub(super) async fn load(db: &Arc<Database>) -> anyhow::Result<Vec<Subscription>
 }
 
 /// Writes `email`'s subscription (`json`).
-pub(super) async fn put(db: &Arc<Database>, email: &str, json: &str) -> anyhow::Result<()> {
-    let (db, email, json) = (Arc::clone(db), email.to_owned(), json.to_owned());
+pub(super) async fn put(db: &DbFile, email: &str, json: &str) -> anyhow::Result<()> {
+    let (db, email, json) = (db.clone(), email.to_owned(), json.to_owned());
     tokio::task::spawn_blocking(move || {
-        let w = db.begin_write()?;
+        let w = db.get()?.begin_write()?;
         {
             let mut t = w.open_table(SUBSCRIPTIONS)?;
             t.insert(email.as_str(), json.as_str())?;
@@ -54,10 +54,10 @@ pub(super) async fn put(db: &Arc<Database>, email: &str, json: &str) -> anyhow::
 }
 
 /// Removes `email`'s subscription.
-pub(super) async fn delete(db: &Arc<Database>, email: &str) -> anyhow::Result<()> {
-    let (db, email) = (Arc::clone(db), email.to_owned());
+pub(super) async fn delete(db: &DbFile, email: &str) -> anyhow::Result<()> {
+    let (db, email) = (db.clone(), email.to_owned());
     tokio::task::spawn_blocking(move || {
-        let w = db.begin_write()?;
+        let w = db.get()?.begin_write()?;
         {
             let mut t = w.open_table(SUBSCRIPTIONS)?;
             t.remove(email.as_str())?;

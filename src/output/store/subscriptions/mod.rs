@@ -14,7 +14,6 @@ mod embedded;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::Database;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::METRICS;
@@ -91,7 +90,7 @@ fn refused(status: u16, reason: impl Into<String>) -> Refused {
 /// Where subscriptions are kept.
 #[derive(Clone)]
 enum Backend {
-    Embedded(Arc<Database>),
+    Embedded(crate::output::store::embedded::DbFile),
     DynamoDb(dynamodb::Table),
 }
 
@@ -108,7 +107,10 @@ impl Subscriptions {
     ///
     /// # Errors
     /// The table cannot be read.
-    pub async fn embedded(db: Arc<Database>, max: usize) -> anyhow::Result<Subscriptions> {
+    pub async fn embedded(
+        db: crate::output::store::embedded::DbFile,
+        max: usize,
+    ) -> anyhow::Result<Subscriptions> {
         embedded::create(&db).await?;
         Subscriptions::start(Backend::Embedded(db), max).await
     }

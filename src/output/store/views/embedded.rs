@@ -16,7 +16,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{Change, Def, SlotRef, Stored, ViewsError};
-use crate::output::store::embedded::StoreError;
+use crate::output::store::embedded::{DbFile, StoreError};
 use crate::time::Millis;
 
 const ROWS: TableDefinition<(&str, i64, &str), &str> = TableDefinition::new("view_rows");
@@ -34,7 +34,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// The views' tables of one embedded store.
 #[derive(Clone)]
 pub struct Redb {
-    db: Arc<Database>,
+    db: DbFile,
 }
 
 impl Redb {
@@ -42,8 +42,8 @@ impl Redb {
     ///
     /// # Errors
     /// The database could not be written.
-    pub fn open(db: Arc<Database>) -> Result<Redb, StoreError> {
-        let w = db.begin_write().map_err(err)?;
+    pub fn open(db: DbFile) -> Result<Redb, StoreError> {
+        let w = db.get()?.begin_write().map_err(err)?;
         {
             w.open_table(ROWS).map_err(err)?;
             w.open_table(PARTIALS).map_err(err)?;
@@ -68,12 +68,12 @@ impl Redb {
             Err(e) => return Err(err(e)),
         };
         let empty_here = {
-            let here = self.db.begin_read().map_err(err)?;
+            let here = self.db.get()?.begin_read().map_err(err)?;
             let defs = here.open_table(DEFS).map_err(err)?;
             defs.is_empty().map_err(err)?
         };
         if empty_here && !old_defs.is_empty().map_err(err)? {
-            let w = self.db.begin_write().map_err(err)?;
+            let w = self.db.get()?.begin_write().map_err(err)?;
             {
                 let mut defs = w.open_table(DEFS).map_err(err)?;
                 for entry in old_defs.iter().map_err(err)? {
@@ -108,7 +108,7 @@ impl Redb {
     /// # Errors
     /// The read failed.
     pub fn load(&self, slots: &[SlotRef<'_>]) -> Result<Vec<Stored>, ViewsError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let r = self.db.get()?.begin_read().map_err(err)?;
         let rows = r.open_table(ROWS).map_err(err)?;
         let partials = r.open_table(PARTIALS).map_err(err)?;
         let mut out = Vec::with_capacity(slots.len());
@@ -152,11 +152,12 @@ impl Redb {
     ) -> Result<(), ViewsError> {
         let mut chunks = changes.chunks(CHANGES_PER_TRANSACTION).peekable();
         if chunks.peek().is_none() {
-            return self.write_one(&[], forget);
+            return self.db.recovering(self.write_one(&[], forget));
         }
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
-            self.write_one(chunk, if last { forget } else { &[] })?;
+            let written = self.write_one(chunk, if last { forget } else { &[] });
+            self.db.recovering(written)?;
         }
         Ok(())
     }
@@ -166,7 +167,7 @@ impl Redb {
         changes: &[Change],
         forget: &[(Arc<str>, Millis)],
     ) -> Result<(), ViewsError> {
-        let w = self.db.begin_write().map_err(err)?;
+        let w = self.db.get()?.begin_write().map_err(err)?;
         {
             let mut rows = w.open_table(ROWS).map_err(err)?;
             let mut partials = w.open_table(PARTIALS).map_err(err)?;
@@ -211,7 +212,7 @@ impl Redb {
     /// # Errors
     /// The read failed.
     pub fn newest_start(&self, view: &str) -> Result<Option<Millis>, ViewsError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let r = self.db.get()?.begin_read().map_err(err)?;
         let rows = r.open_table(ROWS).map_err(err)?;
         let partials = r.open_table(PARTIALS).map_err(err)?;
         let row = rows
@@ -242,7 +243,7 @@ impl Redb {
         to: Millis,
         limit: usize,
     ) -> Result<Vec<String>, ViewsError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let r = self.db.get()?.begin_read().map_err(err)?;
         let rows = r.open_table(ROWS).map_err(err)?;
         let mut out = Vec::new();
         for entry in rows
@@ -264,7 +265,7 @@ impl Redb {
     /// # Errors
     /// The read failed.
     pub fn defs(&self) -> Result<Vec<Def>, ViewsError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let r = self.db.get()?.begin_read().map_err(err)?;
         let defs = r.open_table(DEFS).map_err(err)?;
         let mut out = Vec::new();
         for entry in defs.iter().map_err(err)? {
@@ -286,7 +287,7 @@ impl Redb {
     /// # Errors
     /// The transaction failed.
     pub fn put_def(&self, def: &Def, clear: bool) -> Result<(), ViewsError> {
-        let w = self.db.begin_write().map_err(err)?;
+        let w = self.db.get()?.begin_write().map_err(err)?;
         {
             if clear {
                 clear_view(&w, &def.name)?;
@@ -306,7 +307,7 @@ impl Redb {
     /// # Errors
     /// The transaction failed.
     pub fn delete(&self, name: &str) -> Result<(), ViewsError> {
-        let w = self.db.begin_write().map_err(err)?;
+        let w = self.db.get()?.begin_write().map_err(err)?;
         {
             clear_view(&w, name)?;
             let mut defs = w.open_table(DEFS).map_err(err)?;
@@ -337,8 +338,8 @@ fn clear_view(w: &redb::WriteTransaction, name: &str) -> Result<(), StoreError> 
 mod tests {
     use super::*;
 
-    fn database(dir: &std::path::Path, name: &str) -> Arc<Database> {
-        Arc::new(Database::create(dir.join(name)).unwrap())
+    fn database(dir: &std::path::Path, name: &str) -> DbFile {
+        DbFile::open(&dir.join(name)).unwrap()
     }
 
     /// An earlier version kept the views' tables in the summaries' file: they move to the
@@ -348,7 +349,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stampede-views-move-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let old = database(&dir, "old.redb");
-        let before = Redb::open(Arc::clone(&old)).unwrap();
+        let before = Redb::open(old.clone()).unwrap();
         let def = Def {
             name: "summary".into(),
             sql: "CREATE VIEW summary AS SELECT 1".into(),
@@ -366,7 +367,7 @@ mod tests {
         };
         before.write(&[change], &[]).unwrap();
         let here = Redb::open(database(&dir, "views.redb")).unwrap();
-        here.take_from(&old).unwrap();
+        here.take_from(&old.get().unwrap()).unwrap();
         assert_eq!(here.defs().unwrap(), vec![def.clone()]);
         assert_eq!(
             here.rows("summary", 0, Millis::MAX, 10).unwrap(),
@@ -376,14 +377,14 @@ mod tests {
             .load(&[("summary", 60_000, "[\"Shadowfax\"]")])
             .unwrap();
         assert_eq!(stored[0].partials, vec![("0".to_owned(), vec![1, 2, 3])]);
-        let r = old.begin_read().unwrap();
+        let r = old.get().unwrap().begin_read().unwrap();
         assert!(matches!(
             r.open_table(DEFS),
             Err(redb::TableError::TableDoesNotExist(_))
         ));
         drop(r);
         // Nothing left to move: what is here stays.
-        here.take_from(&old).unwrap();
+        here.take_from(&old.get().unwrap()).unwrap();
         assert_eq!(here.defs().unwrap(), vec![def]);
         let _ = std::fs::remove_dir_all(&dir);
     }
