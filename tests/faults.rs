@@ -3,6 +3,7 @@
 //! `kinesis.rs`.)
 
 use std::net::SocketAddr;
+use std::ops::Not as _;
 
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -158,5 +159,131 @@ async fn a_full_disk_refuses_ingest_at_its_bound_and_loses_nothing_once_space_re
         assert_eq!(got.get(key), Some(want), "window {key:?}");
     }
     assert!(signal(serve, "-TERM").success());
+    drop(disk);
+}
+
+/// The same full disk under a Kafka-fed instance: once the records received since the archive
+/// and the store stopped writing reach the bound, the source stops reading (its partitions
+/// paused, nothing more received while the disk stays full); grown, every window equals
+/// `aggregate`'s over the topic in the store and on the summary stream, and every accepted
+/// record is archived once.
+#[test]
+fn kafka_pauses_on_a_full_disk_and_loses_nothing_once_space_returns() {
+    use crate::support::kafka::{
+        assert_same, await_summaries, broker, close_all_windows, create_topic, expected,
+        keep_newest, read_topic, unique, ServeConfig, Summaries,
+    };
+    use crate::support::poll::{wait_until_within, LONGEST};
+    use crate::support::process::{http_get, http_get_json, metric};
+
+    let brokers = broker();
+    let dir = temp_dir("full-disk-kafka");
+    let disk = SmallDisk::mount(&dir.join("disk"), "4m");
+    let topic = unique("full-disk-telemetry");
+    let summaries = unique("full-disk-summary");
+    let dead = unique("full-disk-dlq");
+    create_topic(&brokers, &topic, 2);
+    create_topic(&brokers, &summaries, 1);
+    create_topic(&brokers, &dead, 1);
+    let config = ServeConfig {
+        brokers: &brokers,
+        topic: &topic,
+        group: &unique("full-disk-group"),
+        summaries: &summaries,
+        dead_letters: &dead,
+        idle_secs: 3_600,
+    }
+    .write(&dir);
+    let archive = dir.join("disk/archive");
+    let serve = start_service_with(
+        &["serve", "--config", config.to_str().unwrap()],
+        &dir.join("disk/store"),
+        &[
+            ("STAMPEDE_ARCHIVE_KIND", "dir"),
+            ("STAMPEDE_ARCHIVE_PATH", archive.to_str().unwrap()),
+            ("STAMPEDE_ARCHIVE_BUFFER_BYTES", "65536"),
+            ("STAMPEDE_ARCHIVE_BUFFER_SECS", "1"),
+            ("STAMPEDE_WEB_MAX_UNWRITTEN_RECORDS", "5000"),
+            ("STAMPEDE_ALERTS_ENABLED", "false"),
+        ],
+    );
+    // 2,000 records a second for 30 s (11 MB as received): the archive's 4 MiB fill up within
+    // the first half.
+    let producer = {
+        let to = format!("kafka://{brokers}/{topic}");
+        std::thread::spawn(move || {
+            let out = crate::support::process::stampede([
+                "produce",
+                "--rate",
+                "50",
+                "--unicorns",
+                "40",
+                "--msgs",
+                "60000",
+                "--quiet",
+                "--seed",
+                "23",
+                "--start-time",
+                "2026-01-01 00:00:00",
+                "--to",
+                &to,
+            ])
+            .output()
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+    };
+    wait_until_within(LONG, "the archive out of space", || {
+        http_get(&format!("{}/readyz", serve.url))
+            .1
+            .contains("No space left on device")
+    });
+    // Paused: what was received stops growing while the producer goes on.
+    let mut received = 0;
+    wait_until_within(LONG, "the source paused", || {
+        let now = metric(&serve.url, "stampede_records_in_total");
+        let still = now == received;
+        received = now;
+        still
+            && crate::support::poll::holds_within(
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_millis(100),
+                || metric(&serve.url, "stampede_records_in_total") != now,
+            )
+            .not()
+    });
+    assert!(
+        !producer.is_finished(),
+        "paused only once the producer was done"
+    );
+    assert!(metric(&serve.url, "stampede_source_paused_total") > 0);
+    eprintln!("disk full: the Kafka source paused after {received} of 60,000 records");
+
+    disk.resize("512m");
+    producer.join().unwrap();
+    close_all_windows(&brokers, &topic, 2, "2026-01-01 02:00:00");
+    let partitions = read_topic(&brokers, &topic);
+    let (want, _) = expected(&partitions, &dir);
+    let got = await_summaries(&brokers, &summaries, &want);
+    assert_same(&got, &want);
+    let mut stored = Summaries::new();
+    for v in http_get_json(&format!("{}/api/summaries?limit=10000", serve.url))
+        .as_array()
+        .unwrap()
+    {
+        keep_newest(&mut stored, v.clone());
+    }
+    assert_same(&stored, &want);
+    let records = accepted(partitions.into_iter().flatten().map(|m| m.payload));
+    let total: u32 = records.values().sum();
+    wait_until_within(LONGEST, "every accepted record archived", || {
+        archived_lines(&archive).values().sum::<u32>() >= total
+    });
+    assert!(signal(serve, "-TERM").success(), "a clean stop");
+    assert_exactly_once(&archived_lines(&archive), &records);
     drop(disk);
 }
