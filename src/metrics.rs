@@ -127,6 +127,8 @@ pub struct Metrics {
     pub notifications_failed: [AtomicU64; 2],
     /// Alert changes received by the alert output and not yet notified.
     pub alerts_pending: AtomicI64,
+    /// Alert changes not sent because the notification log said they were.
+    pub alerts_already_sent: AtomicU64,
     /// Built-in e-mail subscriptions: `[pending, confirmed]`.
     pub subscriptions: [AtomicI64; 2],
     /// Archive objects written.
@@ -210,6 +212,7 @@ pub static METRICS: Metrics = Metrics {
     notifications_sent: [ZERO; 2],
     notifications_failed: [ZERO; 2],
     alerts_pending: AtomicI64::new(0),
+    alerts_already_sent: ZERO,
     subscriptions: [AtomicI64::new(0), AtomicI64::new(0)],
     archive_objects: ZERO,
     archive_records: ZERO,
@@ -349,6 +352,7 @@ impl Metrics {
             ("stampede_archive_records_total", "Records in the archive objects written.", &self.archive_records),
             ("stampede_archive_bytes_total", "Bytes of the archive objects written.", &self.archive_bytes),
             ("stampede_archive_found_total", "Archive objects a replay found already written (after a crash or a partition move), whose records it did not write again.", &self.archive_found),
+            ("stampede_alerts_already_sent_total", "Alert changes not sent because the notification log said they were (made again by a replay, or held by an instance that lost its partition).", &self.alerts_already_sent),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }

@@ -570,6 +570,74 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     drop(second);
 }
 
+/// Kafka, an instance paused (SIGSTOP) past its session while changes wait for their round:
+/// the group drops it, and when it wakes it still holds those changes while its partitions are
+/// given back and re-read from the last commit, which makes the same changes again. Each is
+/// mailed once: the notification log says which were sent before anything is sent.
+#[test]
+fn a_kafka_instance_paused_past_its_session_mails_every_change_exactly_once() {
+    use crate::support::process::metric;
+    let k = KafkaAlerts::new("alerts-pause", "20");
+    let serve = k.serve("store");
+    wait_until_within(LONG, "partitions assigned", || {
+        metric(&serve.url, "stampede_source_partitions") == 2
+    });
+    let addr: std::net::SocketAddr = serve.url.trim_start_matches("http://").parse().unwrap();
+    let ops = unique_address("pause");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        confirm_by_mail(addr, &ops).await;
+    });
+    let send = |p: i32, l: String| k.send(p, l);
+    let commits = metric(&serve.url, "stampede_source_commits_total");
+    send(0, line("A", &at(0), 1.0, 150, 150));
+    send(1, line("B", &at(0), 1.0, 150, 150));
+    wait_until("both partitions checkpointing", || {
+        metric(&serve.url, "stampede_source_commits_total") >= commits + 2
+    });
+    send(0, line("A", &at(1), 1.0, 99, 150));
+    await_mails(&ops, "the first change", |m| alert_ids(m).len() == 1);
+    // B fires, A resolves; their round is 20 s away when the pause comes.
+    send(1, line("B", &at(1), 1.0, 150, 90));
+    send(0, line("A", &at(10), 1.0, 105, 150));
+    wait_until("B's alert and A's resolution made", || {
+        metric(&serve.url, "stampede_alerts_pending") == 2
+    });
+    let pid = serve.child.id().to_string();
+    let kill = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    kill("-STOP");
+    // Past the 6 s session: the broker drops the member.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    kill("-CONT");
+    let want = once(&[
+        id("low-health", "A", 1),
+        id("low-magic", "B", 1),
+        id("low-health", "A", 10),
+    ]);
+    await_mails_within(LONG, &ops, "every change mailed", |m| {
+        alert_ids(m).len() == want.len()
+    });
+    // The rejoin and the re-read made the two changes again; the log said they were sent.
+    wait_until_within(LONG, "the changes made again found sent", || {
+        metric(&serve.url, "stampede_source_partitions") == 2
+            && metric(&serve.url, "stampede_alerts_already_sent_total") == 2
+            && metric(&serve.url, "stampede_alerts_pending") == 0
+    });
+    assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
+    drop(serve);
+}
+
 /// SNS through moto: every change published with the attributes of CONTRACT §7 (one message
 /// per change while few; a pile grouped into at most ten, `String.Array`), at most ten a
 /// second, and a subscriber's filter policy on `Name` gets only its unicorn's.

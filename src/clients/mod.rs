@@ -9,3 +9,16 @@ pub mod kafka;
 pub mod kinesis;
 pub mod tls;
 pub mod token;
+
+/// This process among the instances that share a stream, a group or a table:
+/// `HOST-PID-STARTMS` (the start time tells a restart with the same process number apart).
+pub fn instance_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "stampede".into());
+        format!("{host}-{}-{}", std::process::id(), crate::time::now_ms())
+    })
+    .clone()
+}

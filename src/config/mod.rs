@@ -186,6 +186,15 @@ impl Config {
                 "alert e-mail subscriptions in a DynamoDB store need a table",
             ));
         }
+        if self.store.kind == StoreKind::DynamoDb
+            && self.alerts.enabled
+            && self.store.notification_table.is_empty()
+        {
+            return Err(value_error(
+                "store.notification_table",
+                "alerts in a DynamoDB store need a table for the notification log",
+            ));
+        }
         self.check_mail_links()?;
         self.check_archive()?;
         if self.summary_stream.kind == StreamKind::Kinesis {

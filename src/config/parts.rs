@@ -86,6 +86,8 @@ impl Config {
                 create_tables: self.store.create_tables,
             }),
             group_interval: std::time::Duration::from_secs(a.group_interval_secs),
+            notification_table: self.store.notification_table.clone(),
+            create_tables: self.store.create_tables,
         }
     }
 

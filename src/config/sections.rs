@@ -242,6 +242,8 @@ pub struct StoreConfig {
     pub dead_letter_table: String,
     /// DynamoDB table of the built-in alert e-mail subscriptions.
     pub subscription_table: String,
+    /// DynamoDB: the alert notification log (partition key `Name` S, sort key `Change` S).
+    pub notification_table: String,
     /// How many dead letters the embedded store keeps (the oldest go first).
     pub dead_letter_retention: u64,
 }
@@ -255,6 +257,7 @@ impl Default for StoreConfig {
             create_tables: false,
             dead_letter_table: "stampede-dead-letters".into(),
             subscription_table: "stampede-subscriptions".into(),
+            notification_table: "stampede-notifications".into(),
             dead_letter_retention: 100_000,
         }
     }

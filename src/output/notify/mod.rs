@@ -51,6 +51,7 @@ pub use message::{subject, text, truncate, Round, SendError};
 use crate::alert::{Change, State};
 use crate::backoff::Backoff;
 use crate::metrics::METRICS;
+use crate::output::store::notification_log::{Claim, NotificationLog};
 use crate::output::store::subscriptions::Subscriptions;
 use crate::output::store::Stores;
 use crate::output::{Barrier, ErrorKind, Health, Item};
@@ -89,6 +90,8 @@ pub struct NotifySettings {
     pub group_interval: Duration,
     /// The channels (none: changes are only logged).
     pub channels: Vec<Channel>,
+    /// Which changes were sent, by anyone (none: only the checkpoints say).
+    pub log: Option<NotificationLog>,
 }
 
 /// The alert output's settings (`[alerts]`, CONTRACT §7).
@@ -99,6 +102,10 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// At most one round of notifications this often.
     pub group_interval: Duration,
+    /// The DynamoDB notification log (with a DynamoDB store).
+    pub notification_table: String,
+    /// Create it when missing.
+    pub create_tables: bool,
 }
 
 /// The built-in e-mail channel's settings.
@@ -187,10 +194,29 @@ pub async fn build(
             ..crate::output::Interest::default()
         },
     );
+    let log = if channels.is_empty() {
+        None
+    } else {
+        Some(match stores {
+            Stores::Embedded(store) => NotificationLog::embedded(store.database())
+                .context("cannot open the notification log (store.path)")?,
+            Stores::DynamoDb { .. } => NotificationLog::dynamodb(
+                aws.config().await,
+                &settings.notification_table,
+                settings.create_tables,
+                crate::clients::instance_name(),
+            )
+            .await
+            .context(
+                "store.notification_table (store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)",
+            )?,
+        })
+    };
     let health = Health::new("alerts");
     let notify = NotifySettings {
         group_interval: settings.group_interval,
         channels,
+        log,
     };
     outputs.run(
         "alerts",
@@ -237,6 +263,8 @@ struct Notifier {
 struct InFlight {
     round: Round,
     barriers: Vec<Barrier>,
+    /// Its changes are claimed in the notification log (those sent already dropped).
+    claimed: bool,
     channel: usize,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -381,21 +409,66 @@ impl Notifier {
                 changes: std::mem::take(&mut self.ready),
             },
             barriers: std::mem::take(&mut self.barriers),
+            claimed: false,
             channel: 0,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
             retry_at: None,
         });
     }
 
-    /// Sends the round under way through the channels it has not reached yet. When one fails,
-    /// the round waits for its retry (changes go on being taken meanwhile); when all have it,
-    /// the barriers that waited for it are answered.
+    /// Sends the round under way through the channels it has not reached yet: first claims its
+    /// changes in the notification log (dropping those sent already; waiting while another
+    /// instance sends some), last marks them sent there. When a step fails, the round waits for
+    /// its retry (changes go on being taken meanwhile); when all are done, the barriers that
+    /// waited for it are answered.
     async fn attempt(&mut self) {
         let Some(f) = &mut self.in_flight else {
             return;
         };
         let started = Instant::now();
-        while let Some(channel) = self.settings.channels.get_mut(f.channel) {
+        let channels = self.settings.channels.len();
+        if let Some(log) = self.settings.log.as_ref().filter(|_| f.channel < channels) {
+            // Every try claims again: that renews the claims of a round kept waiting by a
+            // channel, so that nobody takes them over as stale.
+            match log.claim(&f.round.changes).await {
+                Ok(_) if f.claimed => {}
+                Ok(claims) if claims.contains(&Claim::Held) => {
+                    let held = claims.iter().filter(|c| **c == Claim::Held).count();
+                    tracing::info!(
+                        held,
+                        "alert changes being sent by another instance; waiting for it"
+                    );
+                    f.retry_at = Some(Instant::now() + f.backoff.next_wait());
+                    return;
+                }
+                Ok(claims) => {
+                    let before = f.round.changes.len();
+                    let mut claims = claims.iter();
+                    f.round
+                        .changes
+                        .retain(|_| claims.next() == Some(&Claim::Mine));
+                    let sent = before - f.round.changes.len();
+                    if sent > 0 {
+                        METRICS.alerts_already_sent.fetch_add(sent as u64, Relaxed);
+                        tracing::info!(
+                            changes = sent,
+                            "alert changes sent already (the notification log says): not sent again"
+                        );
+                    }
+                    f.claimed = true;
+                }
+                Err(e) => {
+                    failed(&self.health, f, "notification log", &e, !e.permanent);
+                    return;
+                }
+            }
+        }
+        while let Some(channel) = self
+            .settings
+            .channels
+            .get_mut(f.channel)
+            .filter(|_| !f.round.changes.is_empty())
+        {
             self.health.busy(true);
             let sent = channel.send(&f.round).await;
             self.health.busy(false);
@@ -406,12 +479,17 @@ impl Notifier {
                     f.backoff.reset();
                 }
                 Err(e) => {
-                    self.health.failed(e.kind, &e);
-                    if e.kind == ErrorKind::Transient {
-                        tracing::warn!(channel = channel.name(), error = %e, retry_in = ?f.backoff.peek(), "alert notification failed; retrying");
-                        self.health.down(&e);
-                    }
-                    f.retry_at = Some(Instant::now() + f.backoff.next_wait());
+                    let transient = e.kind == ErrorKind::Transient;
+                    failed(&self.health, f, channel.name(), &e, transient);
+                    return;
+                }
+            }
+        }
+        f.channel = channels;
+        if let Some(log) = &self.settings.log {
+            if !f.round.changes.is_empty() {
+                if let Err(e) = log.sent(&f.round.changes).await {
+                    failed(&self.health, f, "notification log", &e, !e.permanent);
                     return;
                 }
             }
@@ -423,6 +501,28 @@ impl Notifier {
         self.in_flight = None;
         self.last_round = Some(Instant::now());
     }
+}
+
+/// A step of round `f` failed: the output is down with the error (at once when it is
+/// permanent), and the round is tried again after its backoff.
+fn failed(
+    health: &Health,
+    f: &mut InFlight,
+    step: &str,
+    e: &dyn std::fmt::Display,
+    transient: bool,
+) {
+    let kind = if transient {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    };
+    health.failed(kind, e);
+    if transient {
+        tracing::warn!(step, error = %e, retry_in = ?f.backoff.peek(), "alert notification failed; retrying");
+        health.down(e);
+    }
+    f.retry_at = Some(Instant::now() + f.backoff.next_wait());
 }
 
 /// Every change goes to the log, channels or not.

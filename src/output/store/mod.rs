@@ -11,6 +11,7 @@
 pub mod dead_letters;
 pub mod dynamodb;
 pub mod embedded;
+pub mod notification_log;
 pub mod subscriptions;
 pub mod views;
 

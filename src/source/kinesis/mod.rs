@@ -117,12 +117,7 @@ impl KinesisSource {
         let coordinator = Coordinator {
             kinesis: aws_sdk_kinesis::Client::new(aws),
             leases,
-            owner: format!(
-                "{}-{}-{}",
-                hostname(),
-                std::process::id(),
-                crate::time::now_ms()
-            ),
+            owner: crate::clients::instance_name(),
             stream: cfg.stream,
             steps,
             outputs,
@@ -143,12 +138,6 @@ impl KinesisSource {
             tracing::error!("the kinesis coordinator panicked while stopping");
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "stampede".into())
 }
 
 struct Reader {
