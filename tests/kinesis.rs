@@ -168,6 +168,32 @@ impl Setup {
         }
     }
 
+    /// Puts `lines` (partition key, record) in one `PutRecords` call: each shard's reader gets
+    /// its records in one batch, so the first checkpoint after them covers them all.
+    fn put(&self, lines: Vec<(String, String)>) {
+        let entries = lines
+            .into_iter()
+            .map(|(name, l)| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(name)
+                    .data(aws_sdk_kinesis::primitives::Blob::new(l))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = self
+            .rt
+            .block_on(
+                self.c
+                    .put_records()
+                    .stream_name(&self.telemetry)
+                    .set_records(Some(entries))
+                    .send(),
+            )
+            .unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+
     /// Sends the service's (and `produce`'s) AWS calls through these endpoints.
     fn route_through(&mut self, kinesis: &str, dynamodb: &str) {
         for (k, v) in &mut self.env {
@@ -741,29 +767,7 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
             && metric(&a.url, "stampede_source_partitions") == 1
     });
     let names: Vec<String> = (0..8).map(|i| format!("U{i}")).collect();
-    // One PutRecords call: each shard's reader gets its records in one batch, so the first
-    // checkpoint after them covers them all.
-    let put = |lines: Vec<(String, String)>| {
-        let entries = lines
-            .into_iter()
-            .map(|(name, l)| {
-                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .partition_key(name)
-                    .data(aws_sdk_kinesis::primitives::Blob::new(l))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out =
-            t.rt.block_on(
-                t.c.put_records()
-                    .stream_name(&t.telemetry)
-                    .set_records(Some(entries))
-                    .send(),
-            )
-            .unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    };
+    let put = |lines| t.put(lines);
     let commits = (
         metric(&a.url, "stampede_source_commits_total"),
         metric(&b.url, "stampede_source_commits_total"),
@@ -807,6 +811,151 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
     drop(mails);
     drop(b);
+}
+
+/// Two instances share a 2-shard stream (DynamoDB store, alerts by SNS and by e-mail, the
+/// archive on S3). One is paused (SIGSTOP) past its lease while its resolutions wait for their
+/// round: the other takes its shard, re-reads it from the last checkpoint and makes them again;
+/// the paused one wakes still holding them, and takes a shard back to rebalance. Every change
+/// reaches each subscriber once, by mail and on SNS; every window equals `aggregate`'s; every
+/// record is archived once.
+#[test]
+fn an_instance_paused_past_its_lease_notifies_stores_and_archives_everything_once() {
+    use crate::alerts::{alert_ids, at, confirm_by_mail, id, once, subscribe, unique_address};
+    use crate::archive::{accepted, assert_exactly_once};
+    use crate::support::mail::{await_mails_within, mails_to, smtp_server};
+    use crate::support::service::line;
+    use crate::support::sns::{create_topic, published_ids};
+    let mut t = Setup::with_shards("kinesis-pause", 2);
+    let topic =
+        t.rt.block_on(async { create_topic(&aws::sns().await).await });
+    let bucket = crate::support::kafka::unique("lake");
+    t.rt.block_on(crate::support::s3::create_bucket(&bucket));
+    for (k, v) in [
+        (
+            "STAMPEDE_STORE_SUBSCRIPTION_TABLE",
+            crate::support::kafka::unique("stampede-subscriptions"),
+        ),
+        (
+            "STAMPEDE_STORE_NOTIFICATION_TABLE",
+            crate::support::kafka::unique("stampede-notifications"),
+        ),
+        (
+            "STAMPEDE_ALERTS_SMTP_SERVER",
+            format!("smtp://{}", smtp_server()),
+        ),
+        ("STAMPEDE_ALERTS_SNS_TOPIC_ARN", topic.clone()),
+        // Long: the resolutions below are still waiting for their round when the pause comes.
+        ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "20".into()),
+        (Aws::Sns.endpoint_var(), Aws::Sns.endpoint()),
+        (Aws::S3.endpoint_var(), Aws::S3.endpoint()),
+        ("STAMPEDE_ARCHIVE_KIND", "s3".into()),
+        ("STAMPEDE_ARCHIVE_BUCKET", bucket.clone()),
+        ("STAMPEDE_ARCHIVE_BUFFER_SECS", "2".into()),
+    ] {
+        t.env.push((k, v));
+    }
+    let a = t.serve("a");
+    wait_until_within(LONG, "the first instance owning both shards", || {
+        metric(&a.url, "stampede_source_partitions") == 2
+    });
+    let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
+    let ops = unique_address("pause");
+    t.rt.block_on(async {
+        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+        assert_eq!(status.as_u16(), 202, "{v}");
+        confirm_by_mail(addr, &ops).await;
+    });
+    let b = t.serve("b");
+    wait_until_within(LONG, "one shard each", || {
+        metric(&b.url, "stampede_source_partitions") == 1
+            && metric(&a.url, "stampede_source_partitions") == 1
+    });
+    let names: Vec<String> = (0..8).map(|i| format!("U{i}")).collect();
+    let commits = (
+        metric(&a.url, "stampede_source_commits_total"),
+        metric(&b.url, "stampede_source_commits_total"),
+    );
+    t.put(
+        names
+            .iter()
+            .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
+            .collect(),
+    );
+    let fired: Vec<String> = names.iter().map(|n| id("low-health", n, 1)).collect();
+    await_mails_within(LONG, &ops, "every unicorn's alert firing", |m| {
+        alert_ids(m).len() == fired.len()
+    });
+    wait_until("both instances checkpointing after them", || {
+        metric(&a.url, "stampede_source_commits_total") > commits.0
+            && metric(&b.url, "stampede_source_commits_total") > commits.1
+    });
+    // Every unicorn recovers; the notifications wait for the next round, 20 s away.
+    t.put(
+        names
+            .iter()
+            .map(|n| (n.clone(), line(n, &at(10), 1.0, 106, 150)))
+            .collect(),
+    );
+    wait_until("the first instance's resolutions made", || {
+        metric(&a.url, "stampede_alerts_pending") > 0
+    });
+    let pid = a.child.id().to_string();
+    let kill = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    kill("-STOP");
+    wait_until_within(
+        LONG,
+        "the other instance taking the paused one's shard",
+        || metric(&b.url, "stampede_source_partitions") == 2,
+    );
+    kill("-CONT");
+    wait_until_within(LONG, "the woken instance taking a shard back", || {
+        metric(&a.url, "stampede_source_partitions") == 1
+            && metric(&b.url, "stampede_source_partitions") == 1
+    });
+    let resolved: Vec<String> = names.iter().map(|n| id("low-health", n, 10)).collect();
+    let want = once(&[fired, resolved].concat());
+    await_mails_within(LONGEST, &ops, "every change mailed", |m| {
+        alert_ids(m).len() == want.len()
+    });
+    wait_until_within(LONG, "every change published, nothing pending", || {
+        published_ids(&topic).len() == want.len()
+            && metric(&a.url, "stampede_alerts_pending") == 0
+            && metric(&b.url, "stampede_alerts_pending") == 0
+    });
+    assert_eq!(alert_ids(&mails_to(&ops)), want, "each change mailed once");
+    assert_eq!(published_ids(&topic), want, "each change published once");
+    let found = metric(&a.url, "stampede_alerts_already_sent_total")
+        + metric(&b.url, "stampede_alerts_already_sent_total");
+    assert!(found > 0, "the log kept a change from going twice");
+    // Windows and the archive.
+    t.check(&b.url);
+    let records = accepted(read_shards(&t.rt, &t.c, &t.telemetry).into_iter().flatten());
+    let total: u32 = records.values().sum();
+    let lines = |objects: &[(String, bytes::Bytes)]| {
+        let mut counts = BTreeMap::new();
+        for (_, body) in objects {
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                *counts.entry(line.to_vec()).or_insert(0u32) += 1;
+            }
+        }
+        counts
+    };
+    wait_until_within(LONGEST, "every accepted record in the bucket", || {
+        let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
+        lines(&objects).values().sum::<u32>() >= total
+    });
+    assert!(signal(a, "-TERM").success());
+    assert!(signal(b, "-TERM").success());
+    let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
+    assert_exactly_once(&lines(&objects), &records);
+    eprintln!("paused past its lease: {} changes notified once each ({found} found sent already); {total} records archived once", want.len());
 }
 
 /// Two instances archive to S3 (moto) in the Hive layout; one is SIGKILLed mid-stream and the

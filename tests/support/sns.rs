@@ -93,3 +93,22 @@ impl Receiver {
             .collect()
     }
 }
+
+/// How often each `AlertId` was published to `topic_arn` (a message of one change carries it
+/// as a `String`, a grouped one as a `String.Array`).
+pub fn published_ids(topic_arn: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut ids = std::collections::BTreeMap::new();
+    for m in published(topic_arn) {
+        let id = &m.attributes["AlertId"];
+        let value = id["Value"].as_str().unwrap_or("");
+        let each: Vec<String> = if id["Type"] == "String.Array" {
+            serde_json::from_str(value).unwrap()
+        } else {
+            vec![value.to_owned()]
+        };
+        for i in each {
+            *ids.entry(i).or_default() += 1;
+        }
+    }
+    ids
+}
