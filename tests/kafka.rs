@@ -228,6 +228,81 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     drop(serve);
 }
 
+/// The broker behind a flaky network (latency, resets, a stall, a refusal, in turn) while a
+/// fleet is produced (through the same network: the broker advertises the proxy): readiness
+/// names the source while each lasts, the client backs off rather than storm, and in the end
+/// the summary topic holds what `aggregate` computes.
+#[test]
+fn a_flaky_network_to_kafka_loses_nothing_and_readiness_tells_the_truth() {
+    use crate::support::flaky::Flaky;
+    let dir = temp_dir("kafka-flaky");
+    let mut proxy = None;
+    let broker = PrivateBroker::behind(&dir, |addr| {
+        let p = Flaky::start(addr);
+        let front = p.addr.to_string();
+        proxy = Some(p);
+        front
+    });
+    let proxy = proxy.unwrap();
+    let brokers = proxy.addr.to_string();
+    let t = Topics::new(&brokers, "flaky");
+    let serve = t.serve(&dir);
+    wait_until_within(LONG, "partitions assigned", || {
+        metric(&serve.url, "stampede_source_partitions") == 4
+    });
+    // Each phase's records are produced on a thread of their own: the producer meets the same
+    // faults, and delivers once they end. One that cannot reach the cluster at its start has
+    // sent nothing, and starts again.
+    let mut producers = Vec::new();
+    let attempts = crate::faults::tour(&proxy, &serve.url, "source", |phase| {
+        let to = format!("kafka://{brokers}/{}", t.telemetry);
+        producers.push(std::thread::spawn(move || loop {
+            let out = stampede([
+                "produce",
+                "--rate",
+                "max",
+                "--quiet",
+                "--unicorns",
+                "40",
+                "--msgs",
+                "2400",
+                "--seed",
+                &(40 + phase).to_string(),
+                "--start-time",
+                &format!("2026-01-01 00:0{phase}:00"),
+                "--faults",
+                crate::support::kafka::FAULTS,
+                "--to",
+                &to,
+            ])
+            .output()
+            .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                stderr.contains("cannot reach the Kafka cluster"),
+                "{stderr}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }));
+    });
+    assert!(
+        attempts <= 60,
+        "{attempts} connection attempts in 5 s of resets"
+    );
+    for p in producers {
+        p.join().unwrap();
+    }
+    close_all_windows(&brokers, &t.telemetry, 4, SENTINEL);
+    let (want, _) = expected(&read_topic(&brokers, &t.telemetry), &dir);
+    let got = await_summaries(&brokers, &t.summaries, &want);
+    assert_same(&got, &want);
+    assert!(signal(serve, "-TERM").success());
+    drop(broker);
+}
+
 #[test]
 fn a_quiet_kafka_partition_still_closes_its_windows() {
     let brokers = broker();

@@ -958,6 +958,38 @@ fn an_instance_paused_past_its_lease_notifies_stores_and_archives_everything_onc
     eprintln!("paused past its lease: {} changes notified once each ({found} found sent already); {total} records archived once", want.len());
 }
 
+/// Kinesis behind a flaky network (latency, resets, a stall, a refusal, in turn) while a fleet
+/// is produced to the stream (directly): readiness names the source while each lasts, reads back
+/// off rather than storm, and in the end the store, the summary stream and the dead-letter
+/// stream hold what `aggregate` computes over each shard.
+#[test]
+fn a_flaky_network_to_kinesis_loses_nothing_and_readiness_tells_the_truth() {
+    let mut t = Setup::with_shards("kinesis-flaky", 2);
+    let proxy =
+        crate::support::flaky::Flaky::start(Aws::Kinesis.endpoint().trim_start_matches("http://"));
+    t.route_through(&format!("http://{}", proxy.addr), &Aws::DynamoDb.endpoint());
+    let serve = t.serve("a");
+    wait_until_within(LONG, "both shards read", || {
+        metric(&serve.url, "stampede_source_partitions") == 2
+    });
+    let attempts = crate::faults::tour(&proxy, &serve.url, "source", |phase| {
+        produce_with(
+            &t.telemetry,
+            (40, 2_400),
+            &format!("2026-01-01 00:0{phase}:00"),
+            90 + phase as u64,
+            FAULTS,
+            &aws::env(KINESIS),
+        );
+    });
+    assert!(
+        attempts <= 40,
+        "{attempts} connection attempts in 5 s of resets"
+    );
+    t.check(&serve.url);
+    assert!(signal(serve, "-TERM").success());
+}
+
 /// Two instances archive to S3 (moto) in the Hive layout; one is SIGKILLed mid-stream and the
 /// other takes its shards over: every accepted record is in the bucket exactly once.
 #[test]

@@ -55,16 +55,34 @@ pub async fn table_active(
 #[derive(Default)]
 pub struct Aws(tokio::sync::OnceCell<aws_config::SdkConfig>);
 
+/// How long one AWS call may take, at most (a `GetRecords` of 10 MB on a slow link included).
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long connecting to an AWS endpoint may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Aws {
     /// Nothing resolved yet.
     pub fn new() -> Aws {
         Aws::default()
     }
 
-    /// The settings, resolved the first time they are asked for.
+    /// The settings, resolved the first time they are asked for. Every call gives up after
+    /// [`ATTEMPT_TIMEOUT`] (connecting after [`CONNECT_TIMEOUT`]) and is retried as the SDK
+    /// retries: a peer that accepts and never answers must not hold a shard reader or an
+    /// alert channel for ever. (DynamoDB's calls have a shorter limit of their own.)
     pub async fn config(&self) -> &aws_config::SdkConfig {
         self.0
-            .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
+            .get_or_init(|| {
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(CONNECT_TIMEOUT)
+                            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                            .build(),
+                    )
+                    .load()
+            })
             .await
     }
 }

@@ -61,6 +61,10 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a request to a broker may wait for its answer (`socket.timeout.ms`), unless the
+/// options say otherwise.
+pub const SOCKET_TIMEOUT_MS: &str = "10000";
+
 /// librdkafka settings: `defaults` first, then the user's pass-through `options` (which win).
 pub fn client_config(
     brokers: &str,
@@ -70,6 +74,9 @@ pub fn client_config(
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config.set_log_level(RDKafkaLogLevel::Warning);
+    // A broker that accepts and never answers drops its connection after 10 s rather than
+    // librdkafka's 60: the client is down on `/readyz` (with the reason), and reconnects.
+    config.set("socket.timeout.ms", SOCKET_TIMEOUT_MS);
     for (key, value) in defaults {
         config.set(*key, *value);
     }
@@ -123,6 +130,8 @@ pub fn check_options(options: &toml::Table) -> Result<(), (String, String)> {
 pub struct Observed {
     /// Whether a broker is reachable (from the statistics every second, and error callbacks).
     pub connected: Arc<AtomicBool>,
+    /// The client's last error, in words (why it is down, while it is).
+    pub last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl ClientContext for Observed {
@@ -166,6 +175,10 @@ impl ClientContext for Observed {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.connected.store(false, Ordering::Relaxed);
         }
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(format!("{error}: {reason}"));
         tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
     }
 }

@@ -68,6 +68,14 @@ impl Health {
         Health::from_flag(name, Arc::new(AtomicBool::new(true)))
     }
 
+    /// This health's reason while down is also what `reason` holds (a client library's last
+    /// error, which it writes itself).
+    #[must_use]
+    pub fn with_reason(mut self, reason: Arc<std::sync::Mutex<Option<String>>>) -> Health {
+        self.reason = reason;
+        self
+    }
+
     /// Records whether the output works now.
     pub fn set(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
@@ -145,19 +153,21 @@ impl Health {
         })
     }
 
-    /// Why it is down: the last error it reported, or a write under way for too long.
+    /// Why it is down: a call under way for too long (what is happening now), else the last
+    /// error it reported.
     pub fn reason(&self) -> Option<String> {
-        let said = self
-            .reason
+        let since = self.busy_since.load(Ordering::Relaxed);
+        let busy = now_ms().saturating_sub(since);
+        if since != 0 && busy >= STALLED_AFTER_MS {
+            return Some(format!(
+                "a call has been under way for {} s (no answer)",
+                busy / 1_000
+            ));
+        }
+        self.reason
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let since = self.busy_since.load(Ordering::Relaxed);
-        said.or_else(|| {
-            let busy = now_ms().saturating_sub(since);
-            (since != 0 && busy >= STALLED_AFTER_MS)
-                .then(|| format!("a write has been under way for {} s", busy / 1_000))
-        })
+            .clone()
     }
 
     /// A write starts (`true`) or ends (`false`).

@@ -86,7 +86,10 @@ impl Sources {
                                 "cannot start the Kafka source (source.brokers)",
                             )
                         })?;
-                health = Some(Health::from_flag("source", Arc::clone(&source.connected)));
+                health = Some(
+                    Health::from_flag("source", Arc::clone(&source.connected))
+                        .with_reason(Arc::clone(&source.last_error)),
+                );
                 running.push(Running::Kafka(source));
             }
             Settings::Kinesis(cfg) => {
@@ -97,7 +100,7 @@ impl Sources {
                 let source = kinesis::KinesisSource::start(aws, cfg, steps.clone(), fanout.clone(), stop.clone())
                     .await
                     .context("cannot start the Kinesis source (source.lease_table, store.create_tables; AWS_REGION, AWS_ENDPOINT_URL)")?;
-                health = Some(Health::from_flag("source", Arc::clone(&source.connected)));
+                health = Some(source.health.clone());
                 running.push(Running::Kinesis(source));
             }
         }

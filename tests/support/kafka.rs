@@ -347,6 +347,8 @@ pub const FAULTS: &str = "malformed=0.01,out-of-order=0.05,late=0.01,too-late=0.
 /// A private broker (for the test that stops and restarts one), persisted in `dir`.
 pub struct PrivateBroker {
     pub addr: String,
+    /// The address it tells clients to use (its own, or a proxy's in front of it).
+    advertised: String,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -354,13 +356,21 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Starts the broker binary named by `STAMPEDE_TANSU_BIN` on a free port.
     pub fn start(dir: &Path) -> PrivateBroker {
+        PrivateBroker::behind(dir, str::to_owned)
+    }
+
+    /// As [`PrivateBroker::start`], telling clients to connect to `front(its address)` (a proxy
+    /// in front of it) instead of its own address.
+    pub fn behind(dir: &Path, front: impl FnOnce(&str) -> String) -> PrivateBroker {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let addr = format!("127.0.0.1:{port}");
         let mut b = PrivateBroker {
-            addr: format!("127.0.0.1:{port}"),
+            advertised: front(&addr),
+            addr,
             dir: dir.to_owned(),
             child: None,
         };
@@ -374,13 +384,14 @@ impl PrivateBroker {
             panic!("no broker binary: run ./scripts/test, or set STAMPEDE_TANSU_BIN to tansu")
         });
         let url = format!("tcp://{}", self.addr);
+        let advertised = format!("tcp://{}", self.advertised);
         let child = Command::new(bin)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             // tansu reads the path of a sqlite:// URL relative to its working directory.
             .args(["--storage-engine", "sqlite://broker.db"])

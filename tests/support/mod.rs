@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod disk;
 pub mod faults;
+pub mod flaky;
 pub mod kafka;
 pub mod kinesis;
 pub mod mail;

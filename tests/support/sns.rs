@@ -94,21 +94,28 @@ impl Receiver {
     }
 }
 
-/// How often each `AlertId` was published to `topic_arn` (a message of one change carries it
-/// as a `String`, a grouped one as a `String.Array`).
+/// The `AlertId`s of each message published to `topic_arn`, in order (a message of one change
+/// carries its id as a `String`, a grouped one as a `String.Array`).
+pub fn published_id_lists(topic_arn: &str) -> Vec<Vec<String>> {
+    published(topic_arn)
+        .iter()
+        .map(|m| {
+            let id = &m.attributes["AlertId"];
+            let value = id["Value"].as_str().unwrap_or("");
+            if id["Type"] == "String.Array" {
+                serde_json::from_str(value).unwrap()
+            } else {
+                vec![value.to_owned()]
+            }
+        })
+        .collect()
+}
+
+/// How often each `AlertId` was published to `topic_arn`.
 pub fn published_ids(topic_arn: &str) -> std::collections::BTreeMap<String, usize> {
     let mut ids = std::collections::BTreeMap::new();
-    for m in published(topic_arn) {
-        let id = &m.attributes["AlertId"];
-        let value = id["Value"].as_str().unwrap_or("");
-        let each: Vec<String> = if id["Type"] == "String.Array" {
-            serde_json::from_str(value).unwrap()
-        } else {
-            vec![value.to_owned()]
-        };
-        for i in each {
-            *ids.entry(i).or_default() += 1;
-        }
+    for i in published_id_lists(topic_arn).into_iter().flatten() {
+        *ids.entry(i).or_default() += 1;
     }
     ids
 }

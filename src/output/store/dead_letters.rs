@@ -143,7 +143,7 @@ impl DeadLetterTable {
                 format!(
                     "DynamoDB table {}: {}",
                     self.table,
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    crate::clients::aws::describe(&e)
                 )
             })
     }

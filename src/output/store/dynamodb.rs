@@ -120,7 +120,7 @@ impl DynamoStore {
                 format!(
                     "DynamoDB table {}: {}",
                     self.table,
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    crate::clients::aws::describe(&e)
                 )
             })
     }

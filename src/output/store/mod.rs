@@ -237,7 +237,12 @@ impl Stores {
         };
         tokio::time::timeout(wait, answer)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", wait.as_secs())))
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the store did not answer within {} s",
+                    wait.as_secs()
+                ))
+            })
     }
 }
 

@@ -111,6 +111,8 @@ pub struct KafkaSource {
     thread: JoinHandle<()>,
     /// Up while a broker is connected (for `/readyz`).
     pub connected: Arc<AtomicBool>,
+    /// The consumer's last error, in words (why it is down, while it is).
+    pub last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl KafkaSource {
@@ -127,6 +129,7 @@ impl KafkaSource {
     ) -> Result<KafkaSource, KafkaError> {
         let observed = Observed::default();
         let connected = Arc::clone(&observed.connected);
+        let last_error = Arc::clone(&observed.last_error);
         let (pending, commits) = Commits::new();
         let context = GroupContext {
             observed,
@@ -179,7 +182,11 @@ impl KafkaSource {
                 poll_loop(&consumer, &stop);
             })
             .map_err(|e| KafkaError::Subscription(format!("cannot start the poll thread: {e}")))?;
-        Ok(KafkaSource { thread, connected })
+        Ok(KafkaSource {
+            thread,
+            connected,
+            last_error,
+        })
     }
 
     /// Waits for the source to have handed off every partition and left the group.

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clients::kinesis::describe;
 use crate::metrics::METRICS;
-use crate::output::Fanout;
+use crate::output::{Fanout, Health};
 use crate::pipeline::Steps;
 use crate::record::SourceKind;
 use crate::source::durable::{BatchBuilder, Commits, Partition, Ready};
@@ -90,8 +90,8 @@ pub struct KinesisSourceConfig {
 /// A running Kinesis source.
 pub struct KinesisSource {
     task: JoinHandle<()>,
-    /// Up while Kinesis and the lease table answer (for `/readyz`).
-    pub connected: Arc<AtomicBool>,
+    /// Up while Kinesis and the lease table answer (for `/readyz`), with the reason when not.
+    pub health: Health,
 }
 
 impl KinesisSource {
@@ -114,6 +114,7 @@ impl KinesisSource {
         )
         .await?;
         let connected = Arc::new(AtomicBool::new(false));
+        let health = Health::from_flag("source", Arc::clone(&connected));
         let coordinator = Coordinator {
             kinesis: aws_sdk_kinesis::Client::new(aws),
             leases,
@@ -121,7 +122,8 @@ impl KinesisSource {
             stream: cfg.stream,
             steps,
             outputs,
-            connected: Arc::clone(&connected),
+            connected,
+            health: health.clone(),
             readers: HashMap::new(),
             seen: HashMap::new(),
             ranges: HashMap::new(),
@@ -129,7 +131,7 @@ impl KinesisSource {
         };
         tracing::info!(owner = %coordinator.owner, stream = %coordinator.stream, "kinesis source started");
         let task = tokio::spawn(coordinator.run(stop));
-        Ok(KinesisSource { task, connected })
+        Ok(KinesisSource { task, health })
     }
 
     /// Waits until every shard is handed off and its lease released.
@@ -153,6 +155,8 @@ struct Coordinator {
     steps: Steps,
     outputs: Fanout,
     connected: Arc<AtomicBool>,
+    /// The source's health, which shard readers mark down while their reads fail.
+    health: Health,
     readers: HashMap<String, Reader>,
     /// Per shard: the counter last seen and when it was first seen at that value.
     seen: HashMap<String, (u64, Instant)>,
@@ -317,6 +321,8 @@ impl Coordinator {
         }
         let reader = ShardReader {
             kinesis: self.kinesis.clone(),
+            health: self.health.clone(),
+            failing: 0,
             leases: self.leases.clone(),
             owner: self.owner.clone(),
             stream: self.stream.clone(),
@@ -360,6 +366,10 @@ fn inheritance<'a>(lease: &Lease, all: &'a [Lease]) -> Option<&'a Lease> {
 
 struct ShardReader {
     kinesis: aws_sdk_kinesis::Client,
+    /// The source's health: down while this shard's reads keep failing.
+    health: Health,
+    /// Reads failed in a row (throttling aside).
+    failing: u32,
     leases: Leases,
     owner: String,
     stream: String,
@@ -393,7 +403,27 @@ enum Stop {
     },
 }
 
+/// Reads of a shard that fail in a row (throttling aside) before the source is down.
+const FAILING_READS: u32 = 3;
+
 impl ShardReader {
+    /// A read failed (`why`): from the third in a row, the source is down with it.
+    fn read_failed(&mut self, why: &dyn std::fmt::Display) {
+        self.failing += 1;
+        if self.failing >= FAILING_READS {
+            self.health
+                .down(&format!("kinesis shard {}: {why}", self.shard));
+        }
+    }
+
+    /// A read succeeded: the source is up again if this shard had it down.
+    fn read_again(&mut self) {
+        if self.failing >= FAILING_READS {
+            self.health.set(true);
+        }
+        self.failing = 0;
+    }
+
     async fn run(
         mut self,
         steps: Steps,
@@ -562,15 +592,42 @@ impl ShardReader {
                     }
                     Err((e, _)) => {
                         tracing::warn!(shard = %self.shard, error = %e, "kinesis: no shard iterator; retrying");
+                        self.read_failed(&e);
                         next_call = tokio::time::Instant::now() + backoff.next_wait();
                         continue;
                     }
                 },
             };
             next_call = tokio::time::Instant::now() + GET_RECORDS_EVERY;
-            let page = match self.kinesis.get_records().shard_iterator(&it).send().await {
+            // A read that hangs (a peer that accepts and never answers) says so on `/readyz`
+            // after a few seconds, long before the call gives up; the lease is looked after
+            // meanwhile.
+            self.health.busy(true);
+            let read = {
+                let mut call =
+                    std::pin::pin!(self.kinesis.get_records().shard_iterator(&it).send());
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = handoff.cancelled() => {
+                            self.health.busy(false);
+                            return Stop::HandOff;
+                        }
+                        read = &mut call => break read,
+                        () = tokio::time::sleep(UPKEEP_EVERY) => {
+                            if let Err(stop) = self.upkeep(commits, &mut renewed).await {
+                                self.health.busy(false);
+                                return stop;
+                            }
+                        }
+                    }
+                }
+            };
+            self.health.busy(false);
+            let page = match read {
                 Ok(page) => {
                     backoff.reset();
+                    self.read_again();
                     page
                 }
                 Err(e) => {
@@ -579,6 +636,9 @@ impl ShardReader {
                         // Throughput exceeded or transient: the same iterator, later.
                         iterator = Some(it);
                         tracing::debug!(shard = %self.shard, error = %describe(&e), "GetRecords failed; backing off");
+                        if code != "ProvisionedThroughputExceededException" {
+                            self.read_failed(&format!("GetRecords: {}", describe(&e)));
+                        }
                         next_call = tokio::time::Instant::now() + backoff.next_wait();
                     }
                     continue;
