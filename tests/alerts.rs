@@ -578,7 +578,15 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
 fn a_kafka_instance_paused_past_its_session_mails_every_change_exactly_once() {
     use crate::support::process::metric;
     let k = KafkaAlerts::new("alerts-pause", "20");
-    let serve = k.serve("store");
+    let archive = k.dir.join("archive");
+    let serve = k.serve_with(
+        "store",
+        &[
+            ("STAMPEDE_ARCHIVE_KIND", "dir"),
+            ("STAMPEDE_ARCHIVE_PATH", archive.to_str().unwrap()),
+            ("STAMPEDE_ARCHIVE_BUFFER_SECS", "1"),
+        ],
+    );
     wait_until_within(LONG, "partitions assigned", || {
         metric(&serve.url, "stampede_source_partitions") == 2
     });
@@ -631,11 +639,46 @@ fn a_kafka_instance_paused_past_its_session_mails_every_change_exactly_once() {
     // The rejoin and the re-read made the two changes again; the log said they were sent.
     wait_until_within(LONG, "the changes made again found sent", || {
         metric(&serve.url, "stampede_source_partitions") == 2
-            && metric(&serve.url, "stampede_alerts_already_sent_total") == 2
+            && metric(&serve.url, "stampede_alerts_already_sent_total") >= 2
             && metric(&serve.url, "stampede_alerts_pending") == 0
     });
     assert_eq!(alert_ids(&mails_to(&ops)), want, "each change exactly once");
-    drop(serve);
+    // Every window as `aggregate` computes it, on the summary topic and in the store; every
+    // record archived once.
+    use crate::support::kafka::{
+        assert_same, await_summaries, close_all_windows, expected, keep_newest, read_topic,
+        Summaries,
+    };
+    close_all_windows(&k.brokers, &k.topic, 2, "2026-01-01 02:00:00");
+    let partitions = read_topic(&k.brokers, &k.topic);
+    let (windows, _) = expected(&partitions, &k.dir);
+    assert_same(
+        &await_summaries(&k.brokers, &k.summaries, &windows),
+        &windows,
+    );
+    let mut stored = Summaries::new();
+    wait_until_within(LONG, "every window stored", || {
+        stored = Summaries::new();
+        let url = format!("{}/api/summaries?limit=100", serve.url);
+        for v in crate::support::process::http_get_json(&url)
+            .as_array()
+            .unwrap()
+        {
+            keep_newest(&mut stored, v.clone());
+        }
+        stored == windows
+    });
+    assert_same(&stored, &windows);
+    let records = crate::archive::accepted(partitions.into_iter().flatten().map(|m| m.payload));
+    let total: u32 = records.values().sum();
+    wait_until_within(LONG, "every record archived", || {
+        crate::archive::archived_lines(&archive)
+            .values()
+            .sum::<u32>()
+            >= total
+    });
+    assert!(crate::support::process::signal(serve, "-TERM").success());
+    crate::archive::assert_exactly_once(&crate::archive::archived_lines(&archive), &records);
 }
 
 /// SNS through moto: every change published with the attributes of CONTRACT §7 (one message
@@ -921,6 +964,7 @@ fn a_kafka_partition_moving_to_a_new_instance_mails_every_change_exactly_once() 
 struct KafkaAlerts {
     brokers: String,
     topic: String,
+    summaries: String,
     config: std::path::PathBuf,
     dir: crate::support::service::TempDir,
     group_secs: &'static str,
@@ -949,6 +993,7 @@ impl KafkaAlerts {
         KafkaAlerts {
             brokers,
             topic,
+            summaries,
             config,
             dir,
             group_secs,
@@ -956,14 +1001,21 @@ impl KafkaAlerts {
     }
 
     fn serve(&self, store: &str) -> crate::support::process::Running {
+        self.serve_with(store, &[])
+    }
+
+    /// As [`KafkaAlerts::serve`], with more settings.
+    fn serve_with(&self, store: &str, env: &[(&str, &str)]) -> crate::support::process::Running {
         let smtp = format!("smtp://{}", smtp_server());
+        let mut all = vec![
+            ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
+            ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", self.group_secs),
+        ];
+        all.extend_from_slice(env);
         crate::support::process::start_service_with(
             &["serve", "--config", self.config.to_str().unwrap()],
             &self.dir.join(store),
-            &[
-                ("STAMPEDE_ALERTS_SMTP_SERVER", smtp.as_str()),
-                ("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", self.group_secs),
-            ],
+            &all,
         )
     }
 

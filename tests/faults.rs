@@ -213,8 +213,8 @@ fn kafka_pauses_on_a_full_disk_and_loses_nothing_once_space_returns() {
             ("STAMPEDE_ALERTS_ENABLED", "false"),
         ],
     );
-    // 2,000 records a second for 30 s (11 MB as received): the archive's 4 MiB fill up within
-    // the first half.
+    // 2,000 records a second for 40 s (15 MB as received): the archive's 4 MiB fill up within
+    // the first quarter.
     let producer = {
         let to = format!("kafka://{brokers}/{topic}");
         std::thread::spawn(move || {
@@ -225,7 +225,7 @@ fn kafka_pauses_on_a_full_disk_and_loses_nothing_once_space_returns() {
                 "--unicorns",
                 "40",
                 "--msgs",
-                "60000",
+                "80000",
                 "--quiet",
                 "--seed",
                 "23",
@@ -267,7 +267,7 @@ fn kafka_pauses_on_a_full_disk_and_loses_nothing_once_space_returns() {
         "paused only once the producer was done"
     );
     assert!(metric(&serve.url, "stampede_source_paused_total") > 0);
-    eprintln!("disk full: the Kafka source paused after {received} of 60,000 records");
+    eprintln!("disk full: the Kafka source paused after {received} of 80,000 records");
 
     disk.resize("512m");
     producer.join().unwrap();
@@ -335,8 +335,10 @@ pub(crate) fn tour(
         proxy.set(fault);
         feed(phase);
         if let Fault::Latency(_) = fault {
-            let (status, ready) = readyz();
-            assert_eq!(status, 200, "latency is no outage: {ready}");
+            // The part itself: a round of alerts through the same slow link may take longer
+            // than the 5 s after which a call under way counts as no answer.
+            let (_, ready) = readyz();
+            assert_eq!(ready["checks"][part], true, "latency is no outage: {ready}");
         } else {
             let mut said = Value::Null;
             wait_until_within(

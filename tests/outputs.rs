@@ -525,13 +525,17 @@ fn a_permanently_failing_store_shows_on_readyz_and_never_holds_shutdown() {
         reason.contains(&table) || reason.contains("ResourceNotFound"),
         "{reason}"
     );
-    let metrics = http_get(&format!("{}/metrics", serve.url)).1;
-    assert!(
-        metrics.lines().any(|l| l
-            .starts_with("stampede_output_errors_total{output=\"store\",kind=\"permanent\"}")
-            && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    // The probe may see the missing table before the store's write does: the write's error is
+    // counted too.
+    wait_until("the store's permanent error counted", || {
+        http_get(&format!("{}/metrics", serve.url))
+            .1
+            .lines()
+            .any(|l| {
+                l.starts_with("stampede_output_errors_total{output=\"store\",kind=\"permanent\"}")
+                    && !l.ends_with(" 0")
+            })
+    });
     let mut serve = serve;
     let stopped = std::time::Instant::now();
     assert!(std::process::Command::new("kill")

@@ -91,6 +91,20 @@ pub fn client_config(
         };
         config.set(key, text);
     }
+    // A fetch waits up to `fetch.wait.max.ms` for its answer by design: the socket timeout
+    // stays well above it whatever the options say.
+    let wait_ms = |key: &str| {
+        config
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let fetch_wait = wait_ms("fetch.wait.max.ms");
+    if !options.contains_key("socket.timeout.ms")
+        && wait_ms("socket.timeout.ms") < fetch_wait + 5_000
+    {
+        config.set("socket.timeout.ms", (fetch_wait + 5_000).to_string());
+    }
     config
 }
 

@@ -97,6 +97,10 @@ impl Health {
         if !self.up.load(Ordering::Relaxed) {
             self.up.store(true, Ordering::Relaxed);
         }
+        // Writes go through: nothing waits for it any more (see [`Backlog`]).
+        if self.down_since.load(Ordering::Relaxed) != 0 {
+            self.down_since.store(0, Ordering::Relaxed);
+        }
     }
 
     /// An error from the output's service: counted by kind in
@@ -170,6 +174,12 @@ impl Health {
             .clone()
     }
 
+    /// A call under way since `since` (epoch ms), the oldest of several; `None`: none is.
+    pub fn busy_from(&self, since: Option<Millis>) {
+        self.busy_since
+            .store(since.map_or(0, |s| s.max(1)), Ordering::Relaxed);
+    }
+
     /// A write starts (`true`) or ends (`false`).
     pub fn busy(&self, busy: bool) {
         let since = if busy { now_ms().max(1) } else { 0 };
@@ -217,6 +227,17 @@ impl Backlog {
             keepers: keepers.into(),
             bound,
         }
+    }
+
+    /// Why an output that keeps what is received cannot write now, if one cannot (naming it).
+    pub fn failing(&self) -> Option<String> {
+        self.keepers.iter().find_map(|(name, health)| {
+            health.unwritten()?;
+            Some(format!(
+                "the {name} output cannot write ({})",
+                health.reason().unwrap_or_else(|| "failing".into())
+            ))
+        })
     }
 
     /// None: nothing waits, or not yet `bound` records. Else why no more may be taken, naming

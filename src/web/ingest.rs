@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{unauthorized, WebState};
 use crate::decode::{array_elements, decode, split_record_ranges, Detached};
@@ -33,12 +33,7 @@ pub(super) async fn ingest(
     }
     if let Some(why) = state.backlog.full() {
         // Records taken now could only wait in memory, where a stop would lose them.
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            Json(json!({ "error": why })),
-        )
-            .into_response();
+        return busy(&why);
     }
     let limit = state.max_body_bytes;
     let declared = headers
@@ -92,8 +87,21 @@ pub(super) async fn ingest(
         reply: Some(reply),
         decoded,
     };
-    if state.ingest.send(batch).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    match state.ingest.try_send(batch) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(batch)) => {
+            // The partition is held up. By an output that cannot write: what is sent now would
+            // only wait in memory behind it, so say so rather than hang the request.
+            if let Some(why) = state.backlog.failing() {
+                return busy(&why);
+            }
+            if state.ingest.send(batch).await.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        }
     }
     let Ok(outcome) = outcome.await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
@@ -108,6 +116,16 @@ pub(super) async fn ingest(
         .collect();
     debug_assert_eq!(outcome.accepted + outcome.rejected, count as u64);
     Json(json!({ "accepted": outcome.accepted, "rejected": outcome.rejected, "errors": errors }))
+        .into_response()
+}
+
+/// 503 with `Retry-After`: an output cannot write, and what is sent now would wait for it.
+fn busy(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        Json(json!({ "error": why })),
+    )
         .into_response()
 }
 

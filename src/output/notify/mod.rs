@@ -417,64 +417,98 @@ impl Notifier {
     }
 
     /// Sends the round under way through the channels it has not reached yet: first claims its
-    /// changes in the notification log (dropping those sent already; waiting while another
-    /// instance sends some), last marks them sent there. When a step fails, the round waits for
-    /// its retry (changes go on being taken meanwhile); when all are done, the barriers that
-    /// waited for it are answered.
+    /// changes in the notification log (dropping those sent already, and repeats of one change;
+    /// waiting while another instance sends some), renews the claims before each channel, and
+    /// last marks them sent there. When a step fails, the round waits for its retry (changes go
+    /// on being taken meanwhile); when all are done, the barriers that waited for it are
+    /// answered.
     async fn attempt(&mut self) {
         let Some(f) = &mut self.in_flight else {
             return;
         };
         let started = Instant::now();
         let channels = self.settings.channels.len();
-        if let Some(log) = self.settings.log.as_ref().filter(|_| f.channel < channels) {
-            // Every try claims again: that renews the claims of a round kept waiting by a
-            // channel, so that nobody takes them over as stale.
-            match log.claim(&f.round.changes).await {
-                Ok(_) if f.claimed => {}
-                Ok(claims) if claims.contains(&Claim::Held) => {
-                    let held = claims.iter().filter(|c| **c == Claim::Held).count();
-                    tracing::info!(
-                        held,
-                        "alert changes being sent by another instance; waiting for it"
-                    );
-                    f.retry_at = Some(Instant::now() + f.backoff.next_wait());
-                    return;
-                }
-                Ok(claims) => {
-                    let before = f.round.changes.len();
-                    let mut claims = claims.iter();
-                    f.round
-                        .changes
-                        .retain(|_| claims.next() == Some(&Claim::Mine));
-                    let sent = before - f.round.changes.len();
-                    if sent > 0 {
-                        METRICS.alerts_already_sent.fetch_add(sent as u64, Relaxed);
-                        tracing::info!(
-                            changes = sent,
-                            "alert changes sent already (the notification log says): not sent again"
-                        );
+        if !f.claimed && self.settings.log.is_some() {
+            // A woken instance can hold a change that its re-read made again: once is enough.
+            let before = f.round.changes.len();
+            let mut seen = std::collections::HashSet::new();
+            f.round
+                .changes
+                .retain(|c| seen.insert((c.alert_id(), c.state.as_str())));
+            let repeated = before - f.round.changes.len();
+            METRICS
+                .alerts_already_sent
+                .fetch_add(repeated as u64, Relaxed);
+        }
+        let mut taken_over = false;
+        loop {
+            if let Some(log) = self
+                .settings
+                .log
+                .as_ref()
+                .filter(|_| f.channel < channels && !f.round.changes.is_empty())
+            {
+                // Claimed before the first channel, renewed before each next one and at every
+                // try: a round held up by a channel keeps its claims fresh.
+                match log.claim(&f.round.changes).await {
+                    Err(e) => {
+                        failed(&self.health, f, "notification log", &e, !e.permanent);
+                        return;
                     }
-                    f.claimed = true;
-                }
-                Err(e) => {
-                    failed(&self.health, f, "notification log", &e, !e.permanent);
-                    return;
+                    Ok(claims) if !f.claimed => {
+                        if claims.contains(&Claim::Held) {
+                            let held = claims.iter().filter(|c| **c == Claim::Held).count();
+                            tracing::info!(
+                                held,
+                                "alert changes being sent by another instance; waiting for it"
+                            );
+                            f.retry_at = Some(Instant::now() + f.backoff.next_wait());
+                            return;
+                        }
+                        let before = f.round.changes.len();
+                        let mut claims = claims.iter();
+                        f.round
+                            .changes
+                            .retain(|_| claims.next() == Some(&Claim::Mine));
+                        let sent = before - f.round.changes.len();
+                        if sent > 0 {
+                            METRICS.alerts_already_sent.fetch_add(sent as u64, Relaxed);
+                            tracing::info!(
+                                changes = sent,
+                                "alert changes sent already (the notification log says): not sent again"
+                            );
+                        }
+                        f.claimed = true;
+                        continue;
+                    }
+                    Ok(claims) => {
+                        if claims.iter().any(|c| *c != Claim::Mine) {
+                            // Held up past the claims' age (a pause): another instance took them
+                            // over. Its partitions are gone too, so its checkpoints commit
+                            // nothing.
+                            tracing::warn!(
+                                changes = f.round.changes.len(),
+                                "another instance took these alert changes over while this one was held up: not sending them further"
+                            );
+                            taken_over = true;
+                            break;
+                        }
+                    }
                 }
             }
-        }
-        while let Some(channel) = self
-            .settings
-            .channels
-            .get_mut(f.channel)
-            .filter(|_| !f.round.changes.is_empty())
-        {
+            let Some(channel) = self
+                .settings
+                .channels
+                .get_mut(f.channel)
+                .filter(|_| !f.round.changes.is_empty())
+            else {
+                break;
+            };
             self.health.busy(true);
             let sent = channel.send(&f.round).await;
             self.health.busy(false);
             match sent {
                 Ok(()) => {
-                    self.health.set(true);
                     f.channel += 1;
                     f.backoff.reset();
                 }
@@ -486,7 +520,7 @@ impl Notifier {
             }
         }
         f.channel = channels;
-        if let Some(log) = &self.settings.log {
+        if let Some(log) = self.settings.log.as_ref().filter(|_| !taken_over) {
             if !f.round.changes.is_empty() {
                 if let Err(e) = log.sent(&f.round.changes).await {
                     failed(&self.health, f, "notification log", &e, !e.permanent);
@@ -494,6 +528,7 @@ impl Notifier {
                 }
             }
         }
+        self.health.set(true);
         tracing::debug!(changes = f.round.changes.len(), took = ?started.elapsed(), "alert round sent");
         for barrier in f.barriers.drain(..) {
             barrier.done();

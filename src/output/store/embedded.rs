@@ -274,13 +274,27 @@ impl DbFile {
                 }
             }
         }
-        *slot = match open_file(&self.inner.path) {
-            Ok(db) => {
+        // Not through `open_file`: the file was whole when it was opened, and a reopen that fails
+        // (its recovery cannot write to a full disk) is the I/O error again, not damage. Nor
+        // through `quietly`, which swaps the process's panic hook: the service is running.
+        let path = self.inner.path.clone();
+        let reopened = std::panic::catch_unwind(move || {
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+        });
+        *slot = match reopened {
+            Ok(Ok(db)) => {
                 tracing::debug!(file = %self.inner.path.display(), "embedded store: opened again after an I/O error");
                 Ok(Arc::new(db))
             }
-            Err(e) => Err(format!(
-                "cannot open the store again after an I/O error: {e}"
+            Ok(Err(e)) => Err(format!(
+                "{}: cannot be opened again after an I/O error: {e}",
+                self.inner.path.display()
+            )),
+            Err(_) => Err(format!(
+                "{}: cannot be opened again after an I/O error (`stampede store check` says why)",
+                self.inner.path.display()
             )),
         };
     }

@@ -10,12 +10,14 @@
 //!
 //! Before a round is sent, each of its changes is *claimed*: written as `sending` by this
 //! instance, on condition that nobody else has (or that their claim is older than
-//! [`STALE_CLAIM_MS`]: an instance that died between its claim and its send). A change already
-//! `sent` is dropped from the round; one another instance is sending keeps the round waiting
-//! until it is sent or its claim is stale. After the round went through every channel, its
-//! changes are marked `sent`. What is left is the time between a send and its mark (a crash
-//! there sends it again once the claim is stale) — milliseconds, against the whole time from a
-//! send to the next commit before.
+//! [`STALE_CLAIM_MS`]: an instance that died between its claim and its send). Claims are made
+//! in the order of the changes' names, stopping at the first another instance holds, so that
+//! two instances never hold part of each other's round. A change already `sent` is dropped from
+//! the round; one another instance is sending keeps the round waiting until it is sent or its
+//! claim is stale. The claims are renewed before each channel; after the round went through
+//! every channel, its changes are marked `sent`. What is left is the time between a send and
+//! its mark (a crash there sends it again once the claim is stale): milliseconds when every
+//! channel answers, longer while a later channel fails and the round waits for it.
 //!
 //! A change is named by its `AlertId` and its state (`low-health/A/2026-01-01 00:00:01.000/firing`:
 //! a record can resolve what a record of the same `StatusTime` fired).
@@ -171,16 +173,21 @@ impl NotificationLog {
                 table,
                 owner,
             } => {
-                let mut claims = Vec::with_capacity(changes.len());
-                // A few at a time: a round is rarely more than a handful, and a pile of a
-                // thousand unicorns crossing together should not take a thousand round trips
-                // in a row.
-                for chunk in changes.chunks(16) {
-                    let calls = chunk
-                        .iter()
-                        .map(|c| claim_dynamodb(client, table, owner, c, now));
-                    for claim in futures_util::future::join_all(calls).await {
-                        claims.push(claim?);
+                // One at a time, in the order of their names, stopping at the first another
+                // instance holds: two instances claiming the same changes then never hold one
+                // each and wait for each other for ever; whoever gets the first gets them all.
+                let mut order: Vec<(String, usize)> = changes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (id(c), i))
+                    .collect();
+                order.sort_unstable();
+                let mut claims = vec![Claim::Held; changes.len()];
+                for (_, i) in order {
+                    let claim = claim_dynamodb(client, table, owner, &changes[i], now).await?;
+                    claims[i] = claim;
+                    if claim == Claim::Held {
+                        break;
                     }
                 }
                 Ok(claims)

@@ -123,7 +123,10 @@ impl KinesisSource {
             steps,
             outputs,
             connected,
-            health: health.clone(),
+            reads: Reads {
+                health: health.clone(),
+                shards: Arc::default(),
+            },
             readers: HashMap::new(),
             seen: HashMap::new(),
             ranges: HashMap::new(),
@@ -155,8 +158,8 @@ struct Coordinator {
     steps: Steps,
     outputs: Fanout,
     connected: Arc<AtomicBool>,
-    /// The source's health, which shard readers mark down while their reads fail.
-    health: Health,
+    /// The shard readers' reads, for the source's health.
+    reads: Reads,
     readers: HashMap<String, Reader>,
     /// Per shard: the counter last seen and when it was first seen at that value.
     seen: HashMap<String, (u64, Instant)>,
@@ -186,6 +189,7 @@ impl Coordinator {
                 let running = !r.task.is_finished();
                 if !running {
                     tracing::info!(shard, "kinesis shard reader ended");
+                    self.reads.gone(shard);
                 }
                 running
             });
@@ -321,7 +325,7 @@ impl Coordinator {
         }
         let reader = ShardReader {
             kinesis: self.kinesis.clone(),
-            health: self.health.clone(),
+            reads: self.reads.clone(),
             failing: 0,
             leases: self.leases.clone(),
             owner: self.owner.clone(),
@@ -366,8 +370,8 @@ fn inheritance<'a>(lease: &Lease, all: &'a [Lease]) -> Option<&'a Lease> {
 
 struct ShardReader {
     kinesis: aws_sdk_kinesis::Client,
-    /// The source's health: down while this shard's reads keep failing.
-    health: Health,
+    /// What this shard's reads tell the source's health.
+    reads: Reads,
     /// Reads failed in a row (throttling aside).
     failing: u32,
     leases: Leases,
@@ -403,6 +407,66 @@ enum Stop {
     },
 }
 
+/// What the shard readers' reads tell `/readyz`, shard by shard: the source is down while some
+/// shard's reads keep failing, or one of its reads has been under way for long (a peer that
+/// accepts and never answers).
+#[derive(Clone)]
+struct Reads {
+    health: Health,
+    /// Shard → (when its read under way started, why its reads fail).
+    shards: Arc<std::sync::Mutex<HashMap<String, ShardReads>>>,
+}
+
+/// When a shard's read under way started, and why its reads fail.
+type ShardReads = (Option<crate::time::Millis>, Option<String>);
+
+impl Reads {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, ShardReads>) -> T) -> T {
+        f(&mut self
+            .shards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// A read of `shard` starts (`true`) or ends; the source is busy since the oldest under way.
+    fn busy(&self, shard: &str, busy: bool) {
+        self.with(|shards| {
+            shards.entry(shard.to_owned()).or_default().0 = busy.then(crate::time::now_ms);
+        });
+        self.busy_check();
+    }
+
+    /// The reads of `shard` keep failing, for `why`.
+    fn failed(&self, shard: &str, why: String) {
+        self.with(|shards| shards.entry(shard.to_owned()).or_default().1 = Some(why.clone()));
+        self.health.down(&why);
+    }
+
+    /// The reads of `shard` go through again: up, unless another shard's still fail.
+    fn ok(&self, shard: &str) {
+        let other = self.with(|shards| {
+            shards.entry(shard.to_owned()).or_default().1 = None;
+            shards.values().find_map(|(_, why)| why.clone())
+        });
+        match other {
+            Some(why) => self.health.down(&why),
+            None => self.health.set(true),
+        }
+    }
+
+    /// `shard`'s reader ended: what it said goes.
+    fn gone(&self, shard: &str) {
+        self.with(|shards| shards.remove(shard));
+        self.busy_check();
+    }
+
+    /// The source is busy since the oldest read under way.
+    fn busy_check(&self) {
+        let oldest = self.with(|shards| shards.values().filter_map(|(since, _)| *since).min());
+        self.health.busy_from(oldest);
+    }
+}
+
 /// Reads of a shard that fail in a row (throttling aside) before the source is down.
 const FAILING_READS: u32 = 3;
 
@@ -411,15 +475,15 @@ impl ShardReader {
     fn read_failed(&mut self, why: &dyn std::fmt::Display) {
         self.failing += 1;
         if self.failing >= FAILING_READS {
-            self.health
-                .down(&format!("kinesis shard {}: {why}", self.shard));
+            self.reads
+                .failed(&self.shard, format!("kinesis shard {}: {why}", self.shard));
         }
     }
 
-    /// A read succeeded: the source is up again if this shard had it down.
+    /// A read succeeded: the source is up again if this shard had it down (and no other has).
     fn read_again(&mut self) {
         if self.failing >= FAILING_READS {
-            self.health.set(true);
+            self.reads.ok(&self.shard);
         }
         self.failing = 0;
     }
@@ -602,7 +666,7 @@ impl ShardReader {
             // A read that hangs (a peer that accepts and never answers) says so on `/readyz`
             // after a few seconds, long before the call gives up; the lease is looked after
             // meanwhile.
-            self.health.busy(true);
+            self.reads.busy(&self.shard, true);
             let read = {
                 let mut call =
                     std::pin::pin!(self.kinesis.get_records().shard_iterator(&it).send());
@@ -610,20 +674,20 @@ impl ShardReader {
                     tokio::select! {
                         biased;
                         () = handoff.cancelled() => {
-                            self.health.busy(false);
+                            self.reads.busy(&self.shard, false);
                             return Stop::HandOff;
                         }
                         read = &mut call => break read,
                         () = tokio::time::sleep(UPKEEP_EVERY) => {
                             if let Err(stop) = self.upkeep(commits, &mut renewed).await {
-                                self.health.busy(false);
+                                self.reads.busy(&self.shard, false);
                                 return stop;
                             }
                         }
                     }
                 }
             };
-            self.health.busy(false);
+            self.reads.busy(&self.shard, false);
             let page = match read {
                 Ok(page) => {
                     backoff.reset();
