@@ -506,36 +506,10 @@ fn a_sigkilled_kafka_instance_mails_every_change_exactly_once() {
     wait_until_within(LONG, "partitions assigned", || {
         metric(&first.url, "stampede_source_partitions") == 2
     });
-    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
-    let ops = unique_address("kill");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
-        confirm_by_mail(addr, &ops).await;
-    });
+    let ops = k.first_change_mailed(&first.url, "kill");
     let send = |p: i32, l: String| k.send(p, l);
-    // A on partition 0, C too; B on partition 1. All in the first minute: the window stays
-    // open, so a restart re-reads every record.
-    let commits = metric(&first.url, "stampede_source_commits_total");
-    send(0, line("A", &at(0), 1.0, 150, 150));
-    send(1, line("B", &at(0), 1.0, 150, 150));
-    // One checkpoint per partition for these; the next one of partition 0 is after A's change.
-    wait_until("both partitions checkpointing", || {
-        metric(&first.url, "stampede_source_commits_total") >= commits + 2
-    });
-    let commits = metric(&first.url, "stampede_source_commits_total");
-    send(0, line("A", &at(1), 1.0, 99, 150));
     let a_fire = id("low-health", "A", 1);
     let b_fire = id("low-magic", "B", 1);
-    // The first round goes at once; the checkpoint behind it commits once it is mailed.
-    await_mails(&ops, "the first change", |m| alert_ids(m).len() == 1);
-    wait_until("the checkpoint after it committed", || {
-        metric(&first.url, "stampede_source_commits_total") > commits
-    });
     // B fires, A resolves; the round that would mail them is 30 s away when the kill comes.
     send(1, line("B", &at(1), 1.0, 150, 90));
     send(0, line("A", &at(10), 1.0, 105, 150));
@@ -590,44 +564,18 @@ fn a_kafka_instance_paused_past_its_session_mails_every_change_exactly_once() {
     wait_until_within(LONG, "partitions assigned", || {
         metric(&serve.url, "stampede_source_partitions") == 2
     });
-    let addr: std::net::SocketAddr = serve.url.trim_start_matches("http://").parse().unwrap();
-    let ops = unique_address("pause");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
-        confirm_by_mail(addr, &ops).await;
-    });
+    let ops = k.first_change_mailed(&serve.url, "pause");
     let send = |p: i32, l: String| k.send(p, l);
-    let commits = metric(&serve.url, "stampede_source_commits_total");
-    send(0, line("A", &at(0), 1.0, 150, 150));
-    send(1, line("B", &at(0), 1.0, 150, 150));
-    wait_until("both partitions checkpointing", || {
-        metric(&serve.url, "stampede_source_commits_total") >= commits + 2
-    });
-    send(0, line("A", &at(1), 1.0, 99, 150));
-    await_mails(&ops, "the first change", |m| alert_ids(m).len() == 1);
     // B fires, A resolves; their round is 20 s away when the pause comes.
     send(1, line("B", &at(1), 1.0, 150, 90));
     send(0, line("A", &at(10), 1.0, 105, 150));
     wait_until("B's alert and A's resolution made", || {
         metric(&serve.url, "stampede_alerts_pending") == 2
     });
-    let pid = serve.child.id().to_string();
-    let kill = |sig: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
-    kill("-STOP");
+    serve.send("-STOP");
     // Past the 6 s session: the broker drops the member.
     std::thread::sleep(std::time::Duration::from_secs(12));
-    kill("-CONT");
+    serve.send("-CONT");
     let want = once(&[
         id("low-health", "A", 1),
         id("low-magic", "B", 1),
@@ -1021,6 +969,42 @@ impl KafkaAlerts {
 
     fn send(&self, partition: i32, line: String) {
         crate::support::kafka::send_to_partition(&self.brokers, &self.topic, partition, &line);
+    }
+
+    /// Subscribes a new address of `who` through the instance at `url` and confirms it; A
+    /// (partition 0) and B (partition 1) report in the first minute and are checkpointed, then
+    /// A fires, and that first change is mailed at once and its checkpoint committed. Returns
+    /// the address.
+    fn first_change_mailed(&self, url: &str, who: &str) -> String {
+        use crate::support::process::metric;
+        let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+        let ops = unique_address(who);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+            confirm_by_mail(addr, &ops).await;
+        });
+        // All in the first minute: the window stays open, so a restart re-reads every record.
+        let commits = metric(url, "stampede_source_commits_total");
+        self.send(0, line("A", &at(0), 1.0, 150, 150));
+        self.send(1, line("B", &at(0), 1.0, 150, 150));
+        // One checkpoint per partition for these; the next one of partition 0 is after A's
+        // change.
+        wait_until("both partitions checkpointing", || {
+            metric(url, "stampede_source_commits_total") >= commits + 2
+        });
+        let commits = metric(url, "stampede_source_commits_total");
+        self.send(0, line("A", &at(1), 1.0, 99, 150));
+        // The first round goes at once; the checkpoint behind it commits once it is mailed.
+        await_mails(&ops, "the first change", |m| alert_ids(m).len() == 1);
+        wait_until("the checkpoint after it committed", || {
+            metric(url, "stampede_source_commits_total") > commits
+        });
+        ops
     }
 }
 

@@ -900,21 +900,13 @@ fn an_instance_paused_past_its_lease_notifies_stores_and_archives_everything_onc
     wait_until("the first instance's resolutions made", || {
         metric(&a.url, "stampede_alerts_pending") > 0
     });
-    let pid = a.child.id().to_string();
-    let kill = |sig: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
-    kill("-STOP");
+    a.send("-STOP");
     wait_until_within(
         LONG,
         "the other instance taking the paused one's shard",
         || metric(&b.url, "stampede_source_partitions") == 2,
     );
-    kill("-CONT");
+    a.send("-CONT");
     wait_until_within(LONG, "the woken instance taking a shard back", || {
         metric(&a.url, "stampede_source_partitions") == 1
             && metric(&b.url, "stampede_source_partitions") == 1

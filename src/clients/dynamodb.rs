@@ -57,6 +57,25 @@ pub fn client(config: &aws_config::SdkConfig) -> Client {
     )
 }
 
+/// Whether `table` answers a `DescribeTable`: why not, naming it (for `/readyz`).
+///
+/// # Errors
+/// The call failed, in words.
+pub async fn answers(client: &Client, table: &str) -> Result<(), String> {
+    client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "DynamoDB table {table}: {}",
+                crate::clients::aws::describe(&e)
+            )
+        })
+}
+
 /// Checks that `table` exists; a missing one is created (with the partition key and sort key
 /// `keys`) when `create` is set, else an error that says how to create it.
 ///

@@ -107,15 +107,22 @@ pub fn interrupt(running: Running) -> std::process::ExitStatus {
     signal(running, "-INT")
 }
 
+impl Running {
+    /// Sends `sig` (as `kill` spells it: `-STOP`, `-CONT`) and goes on.
+    pub fn send(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
 /// Sends `sig` (as `kill` spells it) and waits for the exit status (for the default
 /// [`TIMEOUT`](crate::support::poll::TIMEOUT), 30 s).
 pub fn signal(mut running: Running, sig: &str) -> std::process::ExitStatus {
-    let pid = running.child.id().to_string();
-    assert!(Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
+    running.send(sig);
     let mut status = None;
     wait_until(&format!("an exit after {sig}"), || {
         status = running.child.try_wait().unwrap();

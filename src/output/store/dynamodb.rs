@@ -110,19 +110,7 @@ impl DynamoStore {
     /// # Errors
     /// `DescribeTable` failed, in words.
     pub async fn writable(&self) -> Result<(), String> {
-        self.client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "DynamoDB table {}: {}",
-                    self.table,
-                    crate::clients::aws::describe(&e)
-                )
-            })
+        crate::clients::dynamodb::answers(&self.client, &self.table).await
     }
 
     /// Writes `summaries` as the module docs describe.
