@@ -920,29 +920,13 @@ struct KafkaAlerts {
 
 impl KafkaAlerts {
     fn new(name: &str, group_secs: &'static str) -> KafkaAlerts {
-        use crate::support::kafka::{broker, create_topic, unique, ServeConfig};
-        let brokers = broker();
         let dir = temp_dir(name);
-        let topic = unique(&format!("{name}-telemetry"));
-        let summaries = unique(&format!("{name}-summary"));
-        let dead = unique(&format!("{name}-dlq"));
-        create_topic(&brokers, &topic, 2);
-        create_topic(&brokers, &summaries, 1);
-        create_topic(&brokers, &dead, 1);
-        let config = ServeConfig {
-            brokers: &brokers,
-            topic: &topic,
-            group: &unique(&format!("{name}-group")),
-            summaries: &summaries,
-            dead_letters: &dead,
-            idle_secs: 3_600,
-        }
-        .write(&dir);
+        let fresh = crate::support::kafka::Fresh::new(&dir, name, 2);
         KafkaAlerts {
-            brokers,
-            topic,
-            summaries,
-            config,
+            brokers: fresh.brokers,
+            topic: fresh.topic,
+            summaries: fresh.summaries,
+            config: fresh.config,
             dir,
             group_secs,
         }

@@ -176,30 +176,17 @@ async fn assert_stored_as_the_reference(url: &str, sent: &[Vec<u8>]) {
 #[test]
 fn kafka_pauses_on_a_full_disk_and_loses_nothing_once_space_returns() {
     use crate::support::kafka::{
-        assert_same, await_summaries, broker, close_all_windows, create_topic, expected,
-        keep_newest, read_topic, unique, ServeConfig, Summaries,
+        assert_same, await_summaries, close_all_windows, expected, keep_newest, read_topic, Fresh,
+        Summaries,
     };
     use crate::support::poll::{wait_until_within, LONGEST};
     use crate::support::process::{http_get, http_get_json, metric};
 
-    let brokers = broker();
     let dir = temp_dir("full-disk-kafka");
     let disk = SmallDisk::mount(&dir.join("disk"), "4m");
-    let topic = unique("full-disk-telemetry");
-    let summaries = unique("full-disk-summary");
-    let dead = unique("full-disk-dlq");
-    create_topic(&brokers, &topic, 2);
-    create_topic(&brokers, &summaries, 1);
-    create_topic(&brokers, &dead, 1);
-    let config = ServeConfig {
-        brokers: &brokers,
-        topic: &topic,
-        group: &unique("full-disk-group"),
-        summaries: &summaries,
-        dead_letters: &dead,
-        idle_secs: 3_600,
-    }
-    .write(&dir);
+    let fresh = Fresh::new(&dir, "full-disk", 2);
+    let (brokers, topic, summaries, config) =
+        (fresh.brokers, fresh.topic, fresh.summaries, fresh.config);
     let archive = dir.join("disk/archive");
     let serve = start_service_with(
         &["serve", "--config", config.to_str().unwrap()],

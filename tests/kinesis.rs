@@ -194,6 +194,60 @@ impl Setup {
         assert_eq!(out.failed_record_count(), Some(0));
     }
 
+    /// Two instances on a 2-shard stream with alert e-mail: the first takes both shards and
+    /// subscribes a new address of `who` (confirmed), the second takes one of them; then eight
+    /// unicorns fire at once, every change is mailed and both instances commit past them.
+    /// Returns the instances, the address and the unicorns' names.
+    fn two_instances_fired(
+        &self,
+        who: &str,
+    ) -> (
+        crate::support::process::Running,
+        crate::support::process::Running,
+        String,
+        Vec<String>,
+    ) {
+        use crate::alerts::{alert_ids, at, confirm_by_mail, subscribe, unique_address};
+        use crate::support::mail::await_mails_within;
+        use crate::support::service::line;
+        let a = self.serve("a");
+        wait_until_within(LONG, "the first instance owning both shards", || {
+            metric(&a.url, "stampede_source_partitions") == 2
+        });
+        let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
+        let ops = unique_address(who);
+        self.rt.block_on(async {
+            let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
+            assert_eq!(status.as_u16(), 202, "{v}");
+            confirm_by_mail(addr, &ops).await;
+        });
+        let b = self.serve("b");
+        wait_until_within(LONG, "one shard each", || {
+            metric(&b.url, "stampede_source_partitions") == 1
+                && metric(&a.url, "stampede_source_partitions") == 1
+        });
+        let names: Vec<String> = (0..8).map(|i| format!("U{i}")).collect();
+        let commits = (
+            metric(&a.url, "stampede_source_commits_total"),
+            metric(&b.url, "stampede_source_commits_total"),
+        );
+        self.put(
+            names
+                .iter()
+                .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
+                .collect(),
+        );
+        await_mails_within(LONG, &ops, "every unicorn's alert firing", |m| {
+            alert_ids(m).len() == names.len()
+        });
+        // The checkpoints behind those records commit once their changes are mailed.
+        wait_until("both instances checkpointing after them", || {
+            metric(&a.url, "stampede_source_commits_total") > commits.0
+                && metric(&b.url, "stampede_source_commits_total") > commits.1
+        });
+        (a, b, ops, names)
+    }
+
     /// Sends the service's (and `produce`'s) AWS calls through these endpoints.
     fn route_through(&mut self, kinesis: &str, dynamodb: &str) {
         for (k, v) in &mut self.env {
@@ -736,7 +790,7 @@ fn put_all_keeps_each_keys_order_across_partial_failures() {
 /// one had not: every change reaches the subscriber once.
 #[test]
 fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
-    use crate::alerts::{alert_ids, at, confirm_by_mail, id, once, subscribe, unique_address};
+    use crate::alerts::{alert_ids, at, id, once};
     use crate::support::mail::{await_mails_within, mails_to, smtp_server};
     use crate::support::service::line;
     let mut t = Setup::with_shards("kinesis-alerts", 2);
@@ -750,41 +804,9 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
     // Long: the resolutions below are still waiting for their round when the kill comes.
     t.env
         .push(("STAMPEDE_ALERTS_GROUP_INTERVAL_SECS", "30".into()));
-    let a = t.serve("a");
-    wait_until_within(LONG, "the first instance owning both shards", || {
-        metric(&a.url, "stampede_source_partitions") == 2
-    });
-    let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
-    let ops = unique_address("shards");
-    t.rt.block_on(async {
-        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
-        assert_eq!(status.as_u16(), 202, "{v}");
-        confirm_by_mail(addr, &ops).await;
-    });
-    let b = t.serve("b");
-    wait_until_within(LONG, "one shard each", || {
-        metric(&b.url, "stampede_source_partitions") == 1
-            && metric(&a.url, "stampede_source_partitions") == 1
-    });
-    let names: Vec<String> = (0..8).map(|i| format!("U{i}")).collect();
-    let put = |lines| t.put(lines);
-    let commits = (
-        metric(&a.url, "stampede_source_commits_total"),
-        metric(&b.url, "stampede_source_commits_total"),
-    );
-    put(names
-        .iter()
-        .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
-        .collect());
+    let (a, b, ops, names) = t.two_instances_fired("shards");
     let fired: Vec<String> = names.iter().map(|n| id("low-health", n, 1)).collect();
-    await_mails_within(LONG, &ops, "every unicorn's alert firing", |m| {
-        alert_ids(m).len() == fired.len()
-    });
-    // The checkpoints behind those records commit once their changes are mailed.
-    wait_until("both instances checkpointing after them", || {
-        metric(&a.url, "stampede_source_commits_total") > commits.0
-            && metric(&b.url, "stampede_source_commits_total") > commits.1
-    });
+    let put = |lines| t.put(lines);
     // Every unicorn recovers; the mails wait for the next round, 30 s away.
     put(names
         .iter()
@@ -821,7 +843,7 @@ fn alert_mails_survive_a_shard_moving_to_another_instance_exactly_once() {
 /// record is archived once.
 #[test]
 fn an_instance_paused_past_its_lease_notifies_stores_and_archives_everything_once() {
-    use crate::alerts::{alert_ids, at, confirm_by_mail, id, once, subscribe, unique_address};
+    use crate::alerts::{alert_ids, at, id, once};
     use crate::archive::{accepted, assert_exactly_once};
     use crate::support::mail::{await_mails_within, mails_to, smtp_server};
     use crate::support::service::line;
@@ -855,41 +877,8 @@ fn an_instance_paused_past_its_lease_notifies_stores_and_archives_everything_onc
     ] {
         t.env.push((k, v));
     }
-    let a = t.serve("a");
-    wait_until_within(LONG, "the first instance owning both shards", || {
-        metric(&a.url, "stampede_source_partitions") == 2
-    });
-    let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().unwrap();
-    let ops = unique_address("pause");
-    t.rt.block_on(async {
-        let (status, v) = subscribe(addr, serde_json::json!({"email": ops})).await;
-        assert_eq!(status.as_u16(), 202, "{v}");
-        confirm_by_mail(addr, &ops).await;
-    });
-    let b = t.serve("b");
-    wait_until_within(LONG, "one shard each", || {
-        metric(&b.url, "stampede_source_partitions") == 1
-            && metric(&a.url, "stampede_source_partitions") == 1
-    });
-    let names: Vec<String> = (0..8).map(|i| format!("U{i}")).collect();
-    let commits = (
-        metric(&a.url, "stampede_source_commits_total"),
-        metric(&b.url, "stampede_source_commits_total"),
-    );
-    t.put(
-        names
-            .iter()
-            .map(|n| (n.clone(), line(n, &at(1), 1.0, 99, 150)))
-            .collect(),
-    );
+    let (a, b, ops, names) = t.two_instances_fired("pause");
     let fired: Vec<String> = names.iter().map(|n| id("low-health", n, 1)).collect();
-    await_mails_within(LONG, &ops, "every unicorn's alert firing", |m| {
-        alert_ids(m).len() == fired.len()
-    });
-    wait_until("both instances checkpointing after them", || {
-        metric(&a.url, "stampede_source_commits_total") > commits.0
-            && metric(&b.url, "stampede_source_commits_total") > commits.1
-    });
     // Every unicorn recovers; the notifications wait for the next round, 20 s away.
     t.put(
         names

@@ -273,6 +273,44 @@ pub fn assert_same(got: &Summaries, want: &Summaries) {
     );
 }
 
+/// Fresh topics of one Kafka-fed test on the shared broker, and the `serve` config that reads
+/// them (an hour's idle timeout: only event time closes windows), written in `dir`.
+pub struct Fresh {
+    pub brokers: String,
+    pub topic: String,
+    pub summaries: String,
+    pub config: PathBuf,
+}
+
+impl Fresh {
+    /// Topics `NAME-telemetry` (of `partitions`), `NAME-summary` and `NAME-dlq` (one each) and
+    /// group `NAME-group`, each made unique.
+    pub fn new(dir: &Path, name: &str, partitions: i32) -> Fresh {
+        let brokers = broker();
+        let topic = unique(&format!("{name}-telemetry"));
+        let summaries = unique(&format!("{name}-summary"));
+        let dead = unique(&format!("{name}-dlq"));
+        create_topic(&brokers, &topic, partitions);
+        create_topic(&brokers, &summaries, 1);
+        create_topic(&brokers, &dead, 1);
+        let config = ServeConfig {
+            brokers: &brokers,
+            topic: &topic,
+            group: &unique(&format!("{name}-group")),
+            summaries: &summaries,
+            dead_letters: &dead,
+            idle_secs: 3_600,
+        }
+        .write(dir);
+        Fresh {
+            brokers,
+            topic,
+            summaries,
+            config,
+        }
+    }
+}
+
 /// The config file of a Kafka-fed `stampede serve`.
 pub struct ServeConfig<'a> {
     pub brokers: &'a str,
