@@ -919,15 +919,7 @@ fn an_instance_paused_past_its_lease_notifies_stores_and_archives_everything_onc
     t.check(&b.url);
     let records = accepted(read_shards(&t.rt, &t.c, &t.telemetry).into_iter().flatten());
     let total: u32 = records.values().sum();
-    let lines = |objects: &[(String, bytes::Bytes)]| {
-        let mut counts = BTreeMap::new();
-        for (_, body) in objects {
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                *counts.entry(line.to_vec()).or_insert(0u32) += 1;
-            }
-        }
-        counts
-    };
+    let lines = crate::support::s3::lines;
     wait_until_within(LONGEST, "every accepted record in the bucket", || {
         let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
         lines(&objects).values().sum::<u32>() >= total
@@ -1025,15 +1017,7 @@ fn a_shard_taken_over_after_a_sigkill_archives_every_record_once_on_s3() {
     let want = accepted(read_shards(&t.rt, &t.c, &t.telemetry).into_iter().flatten());
     let total: u32 = want.values().sum();
     assert!(total > 19_000, "{total}");
-    let lines = |objects: &[(String, bytes::Bytes)]| {
-        let mut counts = BTreeMap::new();
-        for (_, body) in objects {
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                *counts.entry(line.to_vec()).or_insert(0u32) += 1;
-            }
-        }
-        counts
-    };
+    let lines = crate::support::s3::lines;
     wait_until_within(LONGEST, "every accepted record in the bucket", || {
         let objects = t.rt.block_on(crate::support::s3::objects(&bucket));
         lines(&objects).values().sum::<u32>() >= total

@@ -40,3 +40,14 @@ pub async fn objects(bucket: &str) -> Vec<(String, bytes::Bytes)> {
     out.sort();
     out
 }
+
+/// How often each line (record) is in `objects`.
+pub fn lines(objects: &[(String, bytes::Bytes)]) -> std::collections::BTreeMap<Vec<u8>, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, body) in objects {
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            *counts.entry(line.to_vec()).or_insert(0u32) += 1;
+        }
+    }
+    counts
+}
