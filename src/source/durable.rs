@@ -504,4 +504,63 @@ mod tests {
         assert!(full > 0, "a queue of {PARTITION_QUEUE} fills up");
         assert!(partition.stop(false, Duration::from_secs(5)).await);
     }
+
+    /// While an output that keeps what is read cannot write and the records received since
+    /// have reached the bound, a partition takes no batch: `offer` hands it back (Kafka pauses
+    /// the partition) and `send` waits (a Kinesis shard is not read on); once the output writes
+    /// again, both go on.
+    #[tokio::test]
+    async fn a_full_backlog_holds_the_source_until_the_output_writes_again() {
+        use crate::metrics::METRICS;
+        use crate::output::{Health, Interest, Outputs};
+        const BOUND: u64 = 1 << 40;
+        let (_commits, tx) = Commits::new();
+        let mut outputs = Outputs::new(None);
+        outputs.limit_unwritten(BOUND);
+        let _store = outputs.add(
+            "store",
+            Interest {
+                summaries: true,
+                ..Interest::default()
+            },
+        );
+        let health = Health::new("store");
+        outputs.run("store", tokio::spawn(async {}), health.clone());
+        let steps = Steps {
+            window: crate::window::WindowConfig::default(),
+            rules: Vec::new().into(),
+            views: None,
+        };
+        let partition = Partition::start(
+            (SourceKind::Kinesis, "shard-0".into(), steps),
+            0,
+            None,
+            tx,
+            outputs.fanout(),
+        );
+        let record = br#"{"Name":"a","StatusTime":"2018-03-18 03:20:00","Latitude":1,"Longitude":1,"Distance":1,"HealthPoints":1,"MagicPoints":1}"#;
+        let batch = |i: u64| {
+            let mut builder = BatchBuilder::default();
+            builder.push(record, i);
+            builder.take().unwrap()
+        };
+        health.down(&"No space left on device");
+        METRICS
+            .records_in
+            .fetch_add(BOUND, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(partition.offer(batch(0)), Err(Refused::Full(_))));
+        {
+            let mut send = std::pin::pin!(partition.send(batch(1)));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(500), &mut send)
+                    .await
+                    .is_err(),
+                "a shard is not read on while the backlog is full"
+            );
+            health.set(true);
+            assert!(send.await, "read on once the output writes");
+        }
+        assert!(partition.offer(batch(2)).is_ok());
+        assert!(partition.stop(false, Duration::from_secs(5)).await);
+    }
 }
