@@ -9,11 +9,13 @@
 //! cargo run --release --example kafka_ceiling -- 127.0.0.1:9092 wildrydes-bench 1000000
 //! ```
 
+#[path = "support/kafka.rs"]
+mod kafka;
+
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::topic_partition_list::Offset;
+use rdkafka::Message;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,22 +26,13 @@ fn main() {
         .expect("COUNT")
         .parse()
         .expect("COUNT is a number");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "stampede-ceiling")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = kafka::assigned(
+        &brokers,
+        &topic,
+        "stampede-ceiling",
+        "50",
+        Offset::Beginning,
+    );
     let mut n = 0u64;
     let mut bytes = 0usize;
     let mut first = None;

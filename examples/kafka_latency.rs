@@ -9,11 +9,13 @@
 //! cargo run --release --example kafka_latency -- 127.0.0.1:19092 TOPIC 5000 20 50
 //! ```
 
+#[path = "support/kafka.rs"]
+mod kafka;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::Offset;
 use rdkafka::{ClientConfig, Message};
 
 fn now_us() -> u64 {
@@ -30,22 +32,7 @@ fn main() {
     let rate: u64 = next("RATE").parse().expect("RATE is records per second");
     let seconds: u64 = next("SECONDS").parse().expect("SECONDS is a number");
     let wait = next("WAIT");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "stampede-latency")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", &wait)
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        tpl.add_partition_offset(&topic, p.id(), Offset::End)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = kafka::assigned(&brokers, &topic, "stampede-latency", &wait, Offset::End);
     let producer = std::thread::spawn(move || {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
