@@ -168,6 +168,25 @@ impl Setup {
         }
     }
 
+    /// Two instances share the 4-shard stream (the first takes every shard, then two each); the
+    /// first is SIGKILLed once it has checkpointed. Returns the second.
+    fn share_then_kill_the_first(&self) -> crate::support::process::Running {
+        let a = self.serve("a");
+        wait_until_within(LONG, "first instance owning every shard", || {
+            metric(&a.url, "stampede_source_partitions") == 4
+        });
+        let b = self.serve("b");
+        wait_until_within(LONG, "the second instance taking its share", || {
+            metric(&b.url, "stampede_source_partitions") == 2
+                && metric(&a.url, "stampede_source_partitions") == 2
+        });
+        wait_until_within(LONG, "the first instance checkpointing", || {
+            metric(&a.url, "stampede_source_commits_total") > 0
+        });
+        a.kill();
+        b
+    }
+
     /// Puts `lines` (partition key, record) in one `PutRecords` call: each shard's reader gets
     /// its records in one batch, so the first checkpoint after them covers them all.
     fn put(&self, lines: Vec<(String, String)>) {
@@ -341,19 +360,7 @@ impl Drop for Setup {
 fn two_instances_share_shards_through_leases_and_a_sigkilled_ones_are_taken_over() {
     let t = Setup::new("kinesis-leases");
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:00:00", 41);
-    let a = t.serve("a");
-    wait_until_within(LONG, "first instance owning every shard", || {
-        metric(&a.url, "stampede_source_partitions") == 4
-    });
-    let b = t.serve("b");
-    wait_until_within(LONG, "the second instance taking its share", || {
-        metric(&b.url, "stampede_source_partitions") == 2
-            && metric(&a.url, "stampede_source_partitions") == 2
-    });
-    wait_until_within(LONG, "the first instance checkpointing", || {
-        metric(&a.url, "stampede_source_commits_total") > 0
-    });
-    a.kill();
+    let b = t.share_then_kill_the_first();
     produce_to(&t.telemetry, 10_000, "2026-01-01 00:04:10", 42);
     wait_until_within(
         LONG,
@@ -1078,19 +1085,7 @@ fn views_survive_a_kinesis_shard_takeover_exactly_once() {
     let (to, env) = (format!("kinesis://{}", t.telemetry), aws::env(KINESIS));
     let produce = |start: &str, seed: &str| produce_weakening(&to, start, seed, &env);
     produce("2026-01-01 00:00:00", "61");
-    let a = t.serve("a");
-    wait_until_within(LONG, "first instance owning every shard", || {
-        metric(&a.url, "stampede_source_partitions") == 4
-    });
-    let b = t.serve("b");
-    wait_until_within(LONG, "the second instance taking its share", || {
-        metric(&b.url, "stampede_source_partitions") == 2
-            && metric(&a.url, "stampede_source_partitions") == 2
-    });
-    wait_until_within(LONG, "the first instance checkpointing", || {
-        metric(&a.url, "stampede_source_commits_total") > 0
-    });
-    a.kill();
+    let b = t.share_then_kill_the_first();
     produce("2026-01-01 00:04:10", "62");
     wait_until_within(
         LONG,

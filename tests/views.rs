@@ -36,16 +36,11 @@ fn python() -> PathBuf {
 /// DuckDB's rows for `view` over the NDJSON `files`.
 pub(crate) fn duckdb(view: &str, files: &[PathBuf]) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/duckdb_views.py");
-    let out = std::process::Command::new(python())
-        .arg(script)
-        .arg(view)
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "DuckDB failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::support::process::succeeds(
+        std::process::Command::new(python())
+            .arg(script)
+            .arg(view)
+            .args(files),
     );
     lines(&out.stdout)
 }
@@ -188,16 +183,8 @@ fn the_summary_view_over_a_file_equals_the_built_in_summaries() {
     std::fs::write(&file, &fleet.stdout).unwrap();
     let summaries = aggregate_file(&file).summaries;
     let view = example("summary");
-    let out = stampede(["aggregate", "--view"])
-        .arg(&view)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        crate::support::process::succeeds(stampede(["aggregate", "--view"]).arg(&view).arg(&file));
     let rows: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -260,15 +247,10 @@ fn each_example_view_over_a_file_ends_with_duckdbs_rows() {
     let fleet = fleet_with_rides("31");
     std::fs::write(&file, &fleet).unwrap();
     for view in EXAMPLES {
-        let out = stampede(["aggregate", "--verbose", "--view"])
-            .arg(example(view))
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = crate::support::process::succeeds(
+            stampede(["aggregate", "--verbose", "--view"])
+                .arg(example(view))
+                .arg(&file),
         );
         let rejected: std::collections::HashSet<usize> = String::from_utf8_lossy(&out.stderr)
             .lines()
@@ -936,36 +918,26 @@ pub(crate) fn assert_views_end_as_duckdb(
 
 /// Forty unicorns with every kind of fault, their health falling (weak cells), sent to `to`.
 pub(crate) fn produce_weakening(to: &str, start: &str, seed: &str, env: &[(&str, String)]) {
-    let out = stampede(["produce", "--rate", "max", "--quiet", "--unicorns", "40"])
-        .args(["--msgs", "10000", "--seed", seed, "--drift", "-0.4"])
-        .args([
-            "--start-time",
-            start,
-            "--faults",
-            crate::support::kafka::FAULTS,
-        ])
-        .args(["--to", to])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::support::process::succeeds(
+        stampede(["produce", "--rate", "max", "--quiet", "--unicorns", "40"])
+            .args(["--msgs", "10000", "--seed", seed, "--drift", "-0.4"])
+            .args([
+                "--start-time",
+                start,
+                "--faults",
+                crate::support::kafka::FAULTS,
+            ])
+            .args(["--to", to])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
     );
 }
 
 /// `stampede query --format json SQL` over the store `env` names (no archive): its rows.
 fn stored_rows(sql: &str, env: &[(&str, String)]) -> Vec<Value> {
-    let out = stampede(["query", "--format", "json", sql])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("STAMPEDE_ARCHIVE_KIND", "none")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::support::process::succeeds(
+        stampede(["query", "--format", "json", sql])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("STAMPEDE_ARCHIVE_KIND", "none"),
     );
     lines(&out.stdout)
 }

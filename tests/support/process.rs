@@ -235,10 +235,15 @@ pub struct Aggregated {
 
 /// Runs `stampede ARGS…`, which must succeed; its output.
 pub fn stampede_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
-    let out = stampede(args).output().unwrap();
+    succeeds(&mut stampede(args))
+}
+
+/// Runs `command` to its end; it must succeed (else its standard error is the failure).
+pub fn succeeds(command: &mut Command) -> std::process::Output {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
