@@ -114,7 +114,8 @@ pub async fn build(
     let health = Health::new("store");
     outputs.run(
         "store",
-        spawn(backend, rx, health.clone(), outputs.give_up()),
+        spawn(backend, rx, health.clone(), outputs.give_up())
+            .map_err(|e| anyhow::anyhow!("cannot start the store's writer thread: {e}"))?,
         health,
     );
     Ok(stores)
@@ -249,21 +250,42 @@ impl Stores {
 /// Starts the writer thread; it ends once `rx` closes and everything queued is written, or
 /// `give_up` fires (shutdown past its deadline: the batch at hand is abandoned, its barriers
 /// unanswered).
+///
+/// # Errors
+/// The thread could not be started.
 pub fn spawn(
     backend: Backend,
     rx: mpsc::Receiver<Item>,
     health: Health,
     give_up: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::task::spawn_blocking(move || run(&backend, rx, (&health, &give_up)))
+) -> std::io::Result<JoinHandle<()>> {
+    // A thread of its own, named for `top -H` and `perf`: it lives as long as the service.
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let writer = std::thread::Builder::new()
+        .name("stampede-store".into())
+        .spawn(move || {
+            run(&backend, rx, (&health, &give_up));
+            let _ = done.send(());
+        });
+    writer?;
+    Ok(tokio::spawn(async move {
+        // The sender is dropped unsent only when the writer panicked.
+        assert!(ended.await.is_ok(), "the store's writer thread panicked");
+    }))
 }
+
+/// At most this many summaries go into one transaction of the embedded store. A big fleet's
+/// minute is a million rows: written in one transaction it held the writer (and its `busy`
+/// mark, which `/readyz` reads) for 7–12 s; in pieces of this size each takes about 0.1 s, and
+/// the minute goes through in key order all the same.
+pub const ROWS_PER_TRANSACTION: usize = 10_000;
 
 fn run(
     backend: &Backend,
     mut rx: mpsc::Receiver<Item>,
     (health, give_up): (&Health, &CancellationToken),
 ) {
-    let mut summaries: Vec<Summary> = Vec::new();
+    let mut summaries: Vec<std::sync::Arc<[Summary]>> = Vec::new();
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut barriers = Vec::new();
     // (when emitted, how many first summaries): for the window-closed → stored latency.
@@ -272,7 +294,7 @@ fn run(
         let mut take = |item| match item {
             Item::Summaries(s, at) => {
                 closed.push((at, s.iter().filter(|s| s.revision == 0).count() as u64));
-                summaries.extend_from_slice(&s);
+                summaries.push(s);
             }
             Item::DeadLetters(d) => dead.extend_from_slice(&d),
             Item::Records(_) | Item::Alerts { .. } | Item::Views { .. } => {}
@@ -283,37 +305,66 @@ fn run(
             take(item);
         }
         METRICS.queue_store.store(rx.len() as i64, Relaxed);
-        health.busy(true);
-        let written = match backend {
+        let count = summaries.iter().map(|s| s.len()).sum::<usize>();
+        // `None`: shutdown passed its deadline while a write kept failing (see `until_written`).
+        let written: Option<usize> = match backend {
             Backend::Embedded(store) => {
-                if summaries.is_empty() && dead.is_empty() {
-                    0
-                } else {
-                    until_written("store", summaries.len(), (health, give_up), || {
-                        store.write(&summaries, &dead)
+                // In key order: a minute's close of a big fleet is a summary per unicorn, and in
+                // the order they closed each would land on another page of both tables. The
+                // sort is stable, so revisions of one window keep their order.
+                let mut ordered: Vec<&Summary> = summaries.iter().flat_map(|s| s.iter()).collect();
+                ordered.sort_by(|a, b| (&a.name, a.window_start).cmp(&(&b.name, b.window_start)));
+                let mut written = Some(0);
+                let mut pieces = ordered.chunks(ROWS_PER_TRANSACTION);
+                let mut piece = pieces.next().unwrap_or_default();
+                let mut dead_letters = dead.as_slice();
+                while let Some(so_far) = written {
+                    if piece.is_empty() && dead_letters.is_empty() {
+                        break;
+                    }
+                    health.busy(true);
+                    written = until_written("store", piece.len(), (health, give_up), || {
+                        store.write(piece, dead_letters)
                     })
+                    .map(|n| so_far + n);
+                    health.busy(false);
+                    piece = pieces.next().unwrap_or_default();
+                    dead_letters = &[];
                 }
+                written
             }
             Backend::DynamoDb {
                 runtime,
                 summaries: table,
                 dead_letters,
             } => {
-                let mut written = 0;
-                if !summaries.is_empty() {
-                    written = until_written("DynamoDB", summaries.len(), (health, give_up), || {
-                        runtime.block_on(table.write(&summaries)).map(|s| s.written)
+                health.busy(true);
+                let mut written = Some(0);
+                if count > 0 {
+                    let all: Vec<Summary> =
+                        summaries.iter().flat_map(|s| s.iter().cloned()).collect();
+                    written = until_written("DynamoDB", count, (health, give_up), || {
+                        runtime.block_on(table.write(&all)).map(|s| s.written)
                     });
                 }
-                if !dead.is_empty() {
-                    until_written("DynamoDB dead-letter", 0, (health, give_up), || {
+                if written.is_some() && !dead.is_empty() {
+                    written = until_written("DynamoDB dead-letter", 0, (health, give_up), || {
                         runtime.block_on(dead_letters.write(&dead))
-                    });
+                    })
+                    .and(written);
                 }
+                health.busy(false);
                 written
             }
         };
-        health.busy(false);
+        let Some(written) = written else {
+            // Abandoned: its barriers go unanswered, so nothing after them is committed.
+            barriers.clear();
+            closed.clear();
+            summaries.clear();
+            dead.clear();
+            continue;
+        };
         METRICS.store_writes.fetch_add(written as u64, Relaxed);
         if written > 0 {
             let now = crate::time::now_ms();
@@ -342,7 +393,7 @@ fn until_written<E: std::fmt::Display + Classify>(
     summaries: usize,
     (health, give_up): (&Health, &CancellationToken),
     mut write: impl FnMut() -> Result<usize, E>,
-) -> usize {
+) -> Option<usize> {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut attempt = 0u32;
     loop {
@@ -353,7 +404,7 @@ fn until_written<E: std::fmt::Display + Classify>(
                 if attempt > 1 {
                     tracing::info!(summaries, attempt, "{target} written again");
                 }
-                return n;
+                return Some(n);
             }
             Err(e) => {
                 METRICS.store_errors.fetch_add(1, Relaxed);
@@ -369,7 +420,7 @@ fn until_written<E: std::fmt::Display + Classify>(
                 }
                 if give_up.is_cancelled() {
                     tracing::error!(summaries, "{target}: shutdown deadline passed; this batch is not stored (its positions stay uncommitted)");
-                    return 0;
+                    return None;
                 }
                 backoff.wait_blocking();
             }
