@@ -528,6 +528,16 @@ impl PartitionTask {
         if self.durable.is_none() {
             return;
         }
+        // A checkpoint's watermark says every window it passed is emitted: none is taken while
+        // a close is under way (the next batch or tick goes on with it), and a hand-off
+        // finishes the close first.
+        if self.engine.closing() {
+            if !handing_off {
+                return;
+            }
+            self.engine.finish_closing(&mut self.emitted);
+            self.publish().await;
+        }
         // Every window final at the checkpoint is handed on before it (see `ViewStep::step`).
         self.step_views(true).await;
         let Some(durable) = &self.durable else {

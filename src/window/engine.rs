@@ -66,7 +66,14 @@ struct Bucket {
     min_position: u64,
     /// Emitted once already: further records are restatements.
     closed: bool,
+    /// While its close is under way: how many of `slots` are emitted (see [`CLOSE_SLICE`]).
+    emitted: usize,
 }
+
+/// At most this many windows are emitted by one [`Engine::advance`]. A big fleet's minute closes
+/// over a few batches instead of in one step that holds the partition up: a million windows
+/// took 80–130 ms to emit and as long again to hand over, while nothing else moved.
+pub const CLOSE_SLICE: usize = 50_000;
 
 /// How a record was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +276,8 @@ pub struct Engine {
     watermark: Millis,
     /// Windows ending at or before this have been emitted.
     closed_through: Millis,
+    /// A close is under way: windows the watermark passed are not all emitted yet.
+    closing: bool,
     last_arrival: Millis,
     watermark_at_last_record: Millis,
     last_position: Option<u64>,
@@ -299,6 +308,7 @@ impl Engine {
             wide: HashMap::new(),
             watermark: Millis::MIN,
             closed_through: Millis::MIN,
+            closing: false,
             last_arrival: Millis::MIN,
             watermark_at_last_record: Millis::MIN,
             last_position: None,
@@ -539,6 +549,7 @@ impl Engine {
             slots: Vec::new(),
             min_position: position,
             closed,
+            emitted: 0,
         });
         bucket.min_position = bucket.min_position.min(position);
         bucket.slots.push(slot);
@@ -560,18 +571,37 @@ impl Engine {
                 }
             }
         }
-        self.close_through(self.watermark, out);
-        if self.replay_through.is_none() {
+        self.close_through(self.watermark, out, CLOSE_SLICE);
+        // Restatements wait for the close: a window not emitted yet is emitted with its late
+        // records in it, once.
+        if self.replay_through.is_none() && !self.closing {
             self.emit_dirty(out);
         }
         self.evict_final();
+    }
+
+    /// A close is under way: some windows the watermark passed are not emitted yet (the next
+    /// [`Engine::advance`] goes on with them). A checkpoint must wait for it to finish, for a
+    /// resumed engine takes every window its watermark passed for emitted.
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Emits the rest of a close under way at once (before a hand-off's last checkpoint).
+    pub fn finish_closing(&mut self, out: &mut Vec<Summary>) {
+        if self.closing {
+            self.close_through(self.watermark, out, usize::MAX);
+            if self.replay_through.is_none() {
+                self.emit_dirty(out);
+            }
+        }
     }
 
     /// End of input: emits every window not yet emitted and every pending restatement, and
     /// empties the engine (names stay interned).
     pub fn flush(&mut self, out: &mut Vec<Summary>) {
         self.replay_through = None;
-        self.close_through(Millis::MAX, out);
+        self.close_through(Millis::MAX, out, usize::MAX);
         self.emit_dirty(out);
         for bucket in std::mem::take(&mut self.buckets).into_values() {
             for slot in bucket.slots {
@@ -581,8 +611,11 @@ impl Engine {
         self.closed_through = self.watermark;
     }
 
-    fn close_through(&mut self, watermark: Millis, out: &mut Vec<Summary>) {
+    /// Emits the windows the watermark passed, at most `budget` of them; the rest stay for the
+    /// next call ([`Engine::closing`]).
+    fn close_through(&mut self, watermark: Millis, out: &mut Vec<Summary>, budget: usize) {
         let size = self.cfg.size_ms;
+        let mut left = budget;
         for (&start, bucket) in self.buckets.iter_mut() {
             if start.saturating_add(size) > watermark {
                 break;
@@ -590,14 +623,22 @@ impl Engine {
             if bucket.closed {
                 continue;
             }
-            bucket.closed = true;
-            for &slot in &bucket.slots {
+            let until = bucket.slots.len().min(bucket.emitted.saturating_add(left));
+            for &slot in &bucket.slots[bucket.emitted..until] {
                 let s = &mut self.slots[slot as usize];
                 s.late &= !DIRTY;
                 out.push(summary(&self.names, &self.wide, slot, s, start, size));
                 self.stats.emitted += 1;
             }
+            left -= until - bucket.emitted;
+            bucket.emitted = until;
+            if until < bucket.slots.len() {
+                self.closing = true;
+                return;
+            }
+            bucket.closed = true;
         }
+        self.closing = false;
         self.closed_through = self.closed_through.max(watermark);
     }
 
@@ -1186,6 +1227,77 @@ mod tests {
             (0, 1, 0)
         );
         assert_eq!((out[0].min_health_points, out[0].max_magic_points), (5, -5));
+    }
+
+    /// A fleet bigger than a slice: its minute closes over several advances, each window
+    /// once; a late record meanwhile is in its window's one emission (or its restatement, once
+    /// emitted), and a checkpoint waits for the close.
+    #[test]
+    fn a_big_minute_closes_in_slices_each_window_once() {
+        let n = CLOSE_SLICE * 2 + 123;
+        let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        let mut e = Engine::new(batch_cfg());
+        for (i, name) in names.iter().enumerate() {
+            e.push(&rec(name, 10, 100), i as u64, 0).unwrap();
+        }
+        let mut out = Vec::new();
+        e.push(&rec("u0", 70, 100), n as u64, 0).unwrap(); // wm 65: window 0 closes
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), CLOSE_SLICE);
+        assert!(e.closing());
+        // One late record for a window emitted already, one for a window not yet emitted.
+        let last = names.last().unwrap();
+        assert_eq!(
+            e.push(&rec("u1", 20, 7), n as u64 + 1, 0),
+            Ok(Accepted::Late)
+        );
+        assert_eq!(
+            e.push(&rec(last, 20, 7), n as u64 + 2, 0),
+            Ok(Accepted::Late)
+        );
+        e.advance(0, &mut out);
+        assert_eq!(
+            out.len(),
+            2 * CLOSE_SLICE,
+            "restatements wait for the close"
+        );
+        e.advance(0, &mut out);
+        assert!(!e.closing());
+        // Every window once, then the one restatement of u1; the last one's late record is in
+        // its only emission.
+        assert_eq!(out.len(), n + 1);
+        let mut seen = std::collections::HashSet::new();
+        for s in &out[..n] {
+            assert!(seen.insert(s.name.as_str()), "{} twice", s.name);
+        }
+        assert_eq!(seen.len(), n);
+        let restated = &out[n];
+        assert_eq!(
+            (restated.name.as_str(), restated.records, restated.revision),
+            ("u1", 2, 1)
+        );
+        let tail = out[..n].iter().find(|s| s.name == *last).unwrap();
+        assert_eq!(
+            (tail.records, tail.revision, tail.min_health_points),
+            (2, 1, 7)
+        );
+    }
+
+    #[test]
+    fn finishing_a_close_emits_the_rest_at_once() {
+        let n = CLOSE_SLICE + 1;
+        let mut e = Engine::new(batch_cfg());
+        for i in 0..n {
+            e.push(&rec(&format!("u{i}"), 10, 100), i as u64, 0)
+                .unwrap();
+        }
+        e.push(&rec("u0", 70, 100), n as u64, 0).unwrap();
+        let mut out = Vec::new();
+        e.advance(0, &mut out);
+        assert!(e.closing());
+        e.finish_closing(&mut out);
+        assert!(!e.closing());
+        assert_eq!(out.len(), n);
     }
 
     #[test]
