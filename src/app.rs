@@ -107,7 +107,8 @@ async fn assemble(config: Config) -> anyhow::Result<App> {
         silent_after: std::time::Duration::from_secs(config.web.silent_after_secs),
         table_budget: crate::hub::TABLE_BUDGET,
     };
-    let (hub, hub_task) = Hub::start(settings, hub_stop.clone());
+    let (hub, hub_task) = Hub::start_on_own_thread(settings, hub_stop.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the live hub's thread: {e}"))?;
 
     // Every output, registered once: the engines see only the fan-out.
     let mut outputs = Outputs::new(Some(hub.input()));
