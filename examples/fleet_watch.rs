@@ -193,6 +193,8 @@ async fn main() {
         let (frames, bytes_in) = (Arc::clone(&frames), Arc::clone(&bytes_in));
         readers.push(tokio::spawn(async move {
             let mut hist = vec![0u64; FRESH_BUCKETS];
+            // The oldest record seen in each wall-clock second (epoch seconds).
+            let mut worst: BTreeMap<i64, i64> = BTreeMap::new();
             let finder = memchr::memmem::Finder::new(TIME_KEY);
             while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline.into(), ws.next()).await
             {
@@ -211,10 +213,12 @@ async fn main() {
                     {
                         let age = (now - t).clamp(0, FRESH_BUCKETS as i64 - 1) as usize;
                         hist[age] += 1;
+                        let second = worst.entry(now / 1_000).or_default();
+                        *second = (*second).max(age as i64);
                     }
                 }
             }
-            hist
+            (hist, worst)
         }));
     }
     let m0 = metrics(&client, &a.url).await;
@@ -233,9 +237,15 @@ async fn main() {
     let server1 = a.server_pid.map(proc_usage);
     let producer1 = a.producer_pid.map(proc_usage);
     let mut hist = vec![0u64; FRESH_BUCKETS];
+    let mut worst: BTreeMap<i64, i64> = BTreeMap::new();
     for r in readers {
-        for (i, n) in r.await.unwrap_or_default().iter().enumerate() {
+        let (h, w) = r.await.unwrap_or_default();
+        for (i, n) in h.iter().enumerate() {
             hist[i] += n;
+        }
+        for (second, age) in w {
+            let e = worst.entry(second).or_default();
+            *e = (*e).max(age);
         }
     }
     let records = delta(&m0, &m1, "stampede_records_in_total");
@@ -257,6 +267,19 @@ async fn main() {
         quantile(&hist, 0.50),
         quantile(&hist, 0.99),
         quantile(&hist, 1.0),
+    );
+    // Where the tail is: the seconds whose oldest record was oldest, with the second of the
+    // minute (a minute's close falls just after :00 plus the watermark's delay).
+    let mut slow: Vec<(i64, i64)> = worst.into_iter().collect();
+    slow.sort_by_key(|&(second, age)| (std::cmp::Reverse(age), second));
+    let slow: Vec<String> = slow
+        .iter()
+        .take(5)
+        .map(|(second, age)| format!("{age} ms at :{:02}", second % 60))
+        .collect();
+    println!(
+        "slowest seconds (oldest record a frame carried): {}",
+        slow.join(", ")
     );
     let emitted = delta(&m0, &m1, "stampede_window_store_latency_seconds_count");
     println!(
