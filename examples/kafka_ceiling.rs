@@ -6,7 +6,7 @@
 //! consume → window → summary-topic throughput with it.
 //!
 //! ```text
-//! cargo run --release --example kafka_ceiling -- 127.0.0.1:9092 wildrydes-bench 1000000
+//! cargo run --release --example kafka_ceiling -- 127.0.0.1:9092 wildrydes-bench 1000000 [WAIT_MS]
 //! ```
 
 #[path = "support/kafka.rs"]
@@ -26,11 +26,13 @@ fn main() {
         .expect("COUNT")
         .parse()
         .expect("COUNT is a number");
+    // The consumer's fetch.wait.max.ms, Stampede's by default.
+    let wait = args.next().unwrap_or_else(|| "50".into());
     let consumer = kafka::assigned(
         &brokers,
         &topic,
         "stampede-ceiling",
-        "50",
+        &wait,
         Offset::Beginning,
     );
     let mut n = 0u64;
