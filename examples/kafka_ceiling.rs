@@ -1,8 +1,8 @@
 //! The broker's own consume ceiling: a plain librdkafka consume loop (the crate's `BaseConsumer`,
 //! no group, every partition from the beginning, no processing beyond touching each payload),
 //! timed from the first message to the last, with the fetch settings Stampede's consumer uses
-//! (`fetch.wait.max.ms=50`; tansu holds a fetch for the whole wait, so librdkafka's default of
-//! 500 ms makes the loop several times slower). `scripts/bench-kafka` compares Stampede's
+//! (`fetch.wait.max.ms=10`, `fetch.queue.backoff.ms=10`; tansu holds a fetch for the whole wait,
+//! so librdkafka's default of 500 ms makes the loop several times slower). `scripts/bench-kafka` compares Stampede's
 //! consume → window → summary-topic throughput with it.
 //!
 //! ```text
@@ -27,7 +27,7 @@ fn main() {
         .parse()
         .expect("COUNT is a number");
     // The consumer's fetch.wait.max.ms, Stampede's by default.
-    let wait = args.next().unwrap_or_else(|| "50".into());
+    let wait = args.next().unwrap_or_else(|| "10".into());
     let consumer = kafka::assigned(
         &brokers,
         &topic,

@@ -6,13 +6,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
-/// A consumer of every partition of `topic` from `from`, with `fetch.wait.max.ms` = `wait`.
+/// A consumer of every partition of `topic` from `from`, with `fetch.wait.max.ms` = `wait` and
+/// Stampede's `fetch.queue.backoff.ms`.
 pub fn assigned(brokers: &str, topic: &str, group: &str, wait: &str, from: Offset) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", wait)
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer");
     let metadata = consumer

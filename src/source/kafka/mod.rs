@@ -81,15 +81,21 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Consumer settings the guarantees rest on; the user's pass-through options come after them
 /// (those that would break a guarantee are refused when the config is checked).
-const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
     ("partition.assignment.strategy", "cooperative-sticky"),
     ("statistics.interval.ms", "1000"),
     ("enable.partition.eof", "false"),
-    // A live dashboard: a broker with nothing new answers a fetch within 50 ms, not 500.
-    ("fetch.wait.max.ms", "50"),
+    // A live dashboard: a broker with nothing new answers a fetch within 10 ms, not 500. Some
+    // brokers (tansu) hold every fetch for its whole wait, so this is also their pace when
+    // reading a backlog: measured on tansu, 10 ms read 0.85 M records/s where 50 ms read 0.42 M.
+    ("fetch.wait.max.ms", "10"),
+    // With fetches that quick, librdkafka's local queue reaches its threshold often, and by
+    // default it then waits a whole second before fetching that partition again: throughput
+    // fell to 0.3 M records/s and came in bursts.
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 /// What the source needs from the configuration.
