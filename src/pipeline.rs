@@ -307,7 +307,9 @@ impl PartitionTask {
             positions: Vec::with_capacity(batch.records.len()),
             times: Vec::with_capacity(batch.records.len()),
             sequences: Vec::new(),
+            fields: Vec::new(),
         });
+        let fields = kept.is_some() && self.out.wants_fields();
         for (index, range) in batch.records.iter().enumerate() {
             let position = batch
                 .positions
@@ -356,10 +358,11 @@ impl PartitionTask {
                         alerts.evaluate(id, &record, &mut self.changes);
                     }
                 }
-                Ok((accepted, record.status_time))
+                let decoded = fields.then(|| crate::output::Fields::of(&record, raw));
+                Ok((accepted, record.status_time, decoded))
             });
             match result {
-                Ok((accepted, status_time)) => {
+                Ok((accepted, status_time, decoded)) => {
                     outcome.accepted += 1;
                     late += u64::from(accepted == Accepted::Late);
                     let resumed = self.resumed_through.is_some_and(|t| position <= t);
@@ -369,6 +372,9 @@ impl PartitionTask {
                         kept.times.push(status_time);
                         if let Some(sequence) = batch.sequences.get_mut(index) {
                             kept.sequences.push(std::mem::take(sequence));
+                        }
+                        if let Some(decoded) = decoded {
+                            kept.fields.push(decoded);
                         }
                     }
                 }

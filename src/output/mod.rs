@@ -87,6 +87,52 @@ pub struct Records {
     pub times: Vec<Millis>,
     /// Kinesis: the sequence number of each accepted record; empty for other sources.
     pub sequences: Vec<String>,
+    /// The decoded fields of each accepted record when an output wants them
+    /// ([`Interest::fields`]), else empty.
+    pub fields: Vec<Fields>,
+}
+
+/// The decoded fields of one accepted record, for an output that keeps them typed (the Parquet
+/// archive) so that it need not decode the record again (`StatusTime` is [`Records::times`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fields {
+    /// Where the name lies in the record's own bytes (start, length); `None` when it is not
+    /// there verbatim (it had escapes) or the record has `InputData`: such a record, rare, is
+    /// decoded again.
+    pub name: Option<(u32, u32)>,
+    /// `Latitude`.
+    pub latitude: f64,
+    /// `Longitude`.
+    pub longitude: f64,
+    /// `Distance`.
+    pub distance: f64,
+    /// `HealthPoints`.
+    pub health_points: i64,
+    /// `MagicPoints`.
+    pub magic_points: i64,
+}
+
+impl Fields {
+    /// The fields of `record`, decoded from `raw`.
+    pub fn of(record: &crate::record::Telemetry<'_>, raw: &[u8]) -> Fields {
+        let name = match (&record.name, &record.input_data) {
+            (std::borrow::Cow::Borrowed(name), None) => {
+                let at = (name.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+                (at <= raw.len() && name.len() <= raw.len() - at)
+                    .then(|| Some((u32::try_from(at).ok()?, u32::try_from(name.len()).ok()?)))
+                    .flatten()
+            }
+            _ => None,
+        };
+        Fields {
+            name,
+            latitude: record.latitude,
+            longitude: record.longitude,
+            distance: record.distance,
+            health_points: record.health_points,
+            magic_points: record.magic_points,
+        }
+    }
 }
 
 /// A request to say when everything received before it is durable. Dropping it unanswered means
@@ -151,6 +197,8 @@ pub struct Interest {
     pub dead_letters: bool,
     /// Raw accepted records.
     pub records: bool,
+    /// With the raw records, their decoded fields ([`Records::fields`]).
+    pub fields: bool,
     /// Alert state changes.
     pub alerts: bool,
     /// Views' partial rows.
@@ -171,6 +219,7 @@ pub struct Fanout {
     durable: Arc<[Registered]>,
     live: Option<mpsc::Sender<HubInput>>,
     records: bool,
+    fields: bool,
     backlog: Backlog,
 }
 
@@ -183,6 +232,11 @@ impl Fanout {
     /// Whether some output keeps raw records (else the engine does not collect them).
     pub fn wants_records(&self) -> bool {
         self.records
+    }
+
+    /// Whether some output wants the raw records' decoded fields too ([`Records::fields`]).
+    pub fn wants_fields(&self) -> bool {
+        self.fields
     }
 
     /// Sends summaries to every output that wants them: the live hub if it has room, the
@@ -409,6 +463,7 @@ impl Outputs {
             durable: self.registered.clone().into(),
             live: self.live.clone(),
             records: self.registered.iter().any(|r| r.wants.records),
+            fields: self.registered.iter().any(|r| r.wants.fields),
             backlog: self.backlog(),
         }
     }
@@ -565,6 +620,7 @@ mod tests {
                 positions: vec![7, 8],
                 times: vec![0, 0],
                 sequences: Vec::new(),
+                fields: Vec::new(),
             })
             .await;
         assert!(matches!(archive.try_recv(), Ok(Item::Records(r)) if r.positions == [7, 8]));

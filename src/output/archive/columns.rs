@@ -33,11 +33,17 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Encodes accepted records — `lines`, record `i` ending (after its newline) at `ends[i]` — as
-/// one Parquet object.
+/// one Parquet object. `times` and `fields` (each record's `StatusTime` and fields as the engine
+/// decoded them, or empty) spare decoding the records again.
 ///
 /// # Errors
 /// A line no longer decodes (it was accepted, so this is a bug), or the writer failed.
-pub fn encode(lines: &[u8], ends: &[u32]) -> Result<Vec<u8>, String> {
+pub fn encode(
+    lines: &[u8],
+    ends: &[u32],
+    times: &[crate::time::Millis],
+    fields: &[crate::output::Fields],
+) -> Result<Vec<u8>, String> {
     let n = ends.len();
     let mut name = StringBuilder::with_capacity(n, n * 16);
     let mut time = TimestampMillisecondBuilder::with_capacity(n);
@@ -47,11 +53,34 @@ pub fn encode(lines: &[u8], ends: &[u32]) -> Result<Vec<u8>, String> {
     let mut health = Int64Builder::with_capacity(n);
     let mut magic = Int64Builder::with_capacity(n);
     let mut input = StringBuilder::new();
+    // The engine's decoding of each record when it came with one (`fields`, parallel to
+    // `ends`), else the record decoded again.
+    let fields = if fields.len() == n && times.len() == n {
+        fields
+    } else {
+        &[]
+    };
     let mut start = 0usize;
-    for &end in ends {
+    for (i, &end) in ends.iter().enumerate() {
         let end = end as usize;
         let line = lines.get(start..end).ok_or("record bounds out of range")?;
         start = end;
+        let known = fields.get(i).and_then(|f| {
+            let (at, len) = f.name?;
+            let name = line.get(at as usize..(at as usize).checked_add(len as usize)?)?;
+            Some((f, std::str::from_utf8(name).ok()?))
+        });
+        if let Some((f, record_name)) = known {
+            name.append_value(record_name);
+            time.append_value(times[i]);
+            lat.append_value(f.latitude);
+            lon.append_value(f.longitude);
+            dist.append_value(f.distance);
+            health.append_value(f.health_points);
+            magic.append_value(f.magic_points);
+            input.append_null();
+            continue;
+        }
         let r = crate::decode::decode(line)
             .map_err(|e| format!("an archived record no longer decodes: {e:?}"))?;
         name.append_value(&r.name);
@@ -120,7 +149,7 @@ mod tests {
         );
         let first = lines.find('\n').unwrap() as u32 + 1;
         let ends = [first, lines.len() as u32];
-        let bytes = Bytes::from(encode(lines.as_bytes(), &ends).unwrap());
+        let bytes = Bytes::from(encode(lines.as_bytes(), &ends, &[], &[]).unwrap());
         assert_eq!(count_records(bytes.clone(), true).unwrap(), 2);
         assert_eq!(count_records(Bytes::from(lines), false).unwrap(), 2);
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -139,5 +168,46 @@ mod tests {
         assert_eq!(b.column(4).as_primitive::<Float64Type>().value(0), 17.0);
         assert_eq!(b.column(6).as_primitive::<Int64Type>().value(1), -3);
         assert!(b.column(7).is_null(0));
+    }
+
+    /// Each record's fields as the engine decoded them give the same object as decoding the
+    /// lines again; a name with escapes (not in the line verbatim) or InputData is decoded again.
+    #[test]
+    fn the_engines_fields_give_the_object_decoding_gives() {
+        let lines = concat!(
+            r#"{"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:00.250","Latitude":40.75,"Longitude":-73.98,"Distance":17,"HealthPoints":150,"MagicPoints":90}"#,
+            "\n",
+            r#"{"Name":"Sha\u0064owfax","StatusTime":"2018-03-18 03:20:01.250","Latitude":40.5,"Longitude":-73.5,"Distance":1.25,"HealthPoints":15,"MagicPoints":9}"#,
+            "\n",
+            r#"{"Name":"Rocinante","StatusTime":"2018-03-18 03:20:02","Latitude":-2.25,"Longitude":1.5,"Distance":0.5,"HealthPoints":99,"MagicPoints":-3,"InputData":"x"}"#,
+            "\n"
+        );
+        let mut ends = Vec::new();
+        let mut times = Vec::new();
+        let mut fields = Vec::new();
+        let mut start = 0;
+        for line in lines.split_inclusive('\n') {
+            let raw = &lines.as_bytes()[start..start + line.len()];
+            let record = crate::decode::decode(raw.strip_suffix(b"\n").unwrap()).unwrap();
+            times.push(record.status_time);
+            fields.push(crate::output::Fields::of(&record, raw));
+            start += line.len();
+            ends.push(start as u32);
+        }
+        assert!(fields[0].name.is_some());
+        assert_eq!((fields[1].name, fields[2].name), (None, None));
+        let read = |bytes: Vec<u8>| -> Vec<RecordBatch> {
+            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let decoded = read(encode(lines.as_bytes(), &ends, &[], &[]).unwrap());
+        let given = read(encode(lines.as_bytes(), &ends, &times, &fields).unwrap());
+        assert_eq!(decoded, given);
+        let names = given[0].column(0).as_string::<i32>();
+        assert_eq!(names.value(1), "Shadowfax");
     }
 }

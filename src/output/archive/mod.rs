@@ -182,6 +182,8 @@ pub async fn build(
         "archive",
         crate::output::Interest {
             records: true,
+            // Parquet takes each record's fields as the engine decoded them.
+            fields: settings.format == ArchiveFormat::Parquet,
             ..crate::output::Interest::default()
         },
     );

@@ -21,7 +21,7 @@ use super::target::Target;
 use super::{ArchiveFormat, ArchiveLayout};
 use crate::backoff::Backoff;
 use crate::metrics::METRICS;
-use crate::output::{Barrier, Classify, ErrorKind, Health, Item, Records};
+use crate::output::{Barrier, Classify, ErrorKind, Fields, Health, Item, Records};
 use crate::record::SourceKind;
 use crate::time::Millis;
 
@@ -121,6 +121,8 @@ struct Hour {
     positions: Vec<u64>,
     /// Kinesis sequence numbers, else empty.
     sequences: Vec<String>,
+    /// Each record's decoded fields (for Parquet), else empty.
+    fields: Vec<Fields>,
 }
 
 impl Hour {
@@ -142,6 +144,11 @@ impl Hour {
                 Vec::new()
             } else {
                 self.sequences.split_off(n)
+            },
+            fields: if self.fields.is_empty() {
+                Vec::new()
+            } else {
+                self.fields.split_off(n)
             },
         };
         for end in &mut rest.ends {
@@ -166,6 +173,9 @@ impl Hour {
         self.positions.drain(..n);
         if !self.sequences.is_empty() {
             self.sequences.drain(..n);
+        }
+        if !self.fields.is_empty() {
+            self.fields.drain(..n);
         }
     }
 }
@@ -263,6 +273,11 @@ impl Part {
             h.positions.push(r.positions.get(i).copied().unwrap_or(0));
             if let Some(sequence) = r.sequences.get(i) {
                 h.sequences.push(sequence.clone());
+            }
+            // The record's bytes keep their places in its line (a trailing CR goes, line
+            // breaks become spaces), so the name's range holds there too.
+            if let Some(fields) = r.fields.get(i) {
+                h.fields.push(*fields);
             }
             self.bytes += bytes.len() + 1;
         }
@@ -510,19 +525,23 @@ impl Writer {
                 &uuid,
             );
             let body = if parquet {
-                let (lines, ends) = (
+                let (lines, ends, times, fields) = (
                     std::mem::take(&mut hour.lines),
                     std::mem::take(&mut hour.ends),
+                    std::mem::take(&mut hour.times),
+                    std::mem::take(&mut hour.fields),
                 );
                 let encoded = tokio::task::spawn_blocking(move || {
-                    let out = super::columns::encode(&lines, &ends);
-                    (out, lines, ends)
+                    let out = super::columns::encode(&lines, &ends, &times, &fields);
+                    (out, lines, ends, times, fields)
                 })
                 .await;
                 match encoded {
-                    Ok((out, lines, ends)) => {
+                    Ok((out, lines, ends, times, fields)) => {
                         hour.lines = lines;
                         hour.ends = ends;
+                        hour.times = times;
+                        hour.fields = fields;
                         match out {
                             Ok(bytes) => Bytes::from(bytes),
                             Err(e) => {
@@ -639,6 +658,7 @@ mod tests {
             positions: vec![0],
             times: vec![accepted.status_time],
             sequences: Vec::new(),
+            fields: Vec::new(),
         };
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
@@ -682,6 +702,7 @@ mod tests {
             positions,
             times,
             sequences: Vec::new(),
+            fields: Vec::new(),
         }
     }
 
