@@ -27,6 +27,9 @@ use crate::window::Checkpoint;
 
 /// How long a write or a read of checkpoints may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a checkpoint save waits for the broker's acknowledgement on the poll thread.
+const SAVE_WAIT: Duration = Duration::from_secs(2);
 /// Records read from the end in the first step of a scan (then four times more each step).
 const FIRST_STEP: i64 = 4_096;
 
@@ -122,11 +125,18 @@ impl Checkpoints {
     }
 
     /// Writes one checkpoint per `(partition, offset, checkpoint)` and waits until all are
-    /// acknowledged.
+    /// acknowledged. `false`: nothing was written, because an earlier save is still not
+    /// acknowledged (a stalled broker); the caller tries again later.
     ///
     /// # Errors
     /// A record could not be written; nothing may then be committed.
-    pub fn save(&self, entries: &[(i32, u64, Checkpoint)]) -> KafkaResult<()> {
+    pub fn save(&self, entries: &[(i32, u64, Checkpoint)]) -> KafkaResult<bool> {
+        // This runs on the poll thread, which also serves the consumer's callbacks (`/readyz`
+        // reads them): an earlier save still unacknowledged is not waited for again.
+        self.producer.poll(Duration::ZERO);
+        if self.producer.in_flight_count() > 0 {
+            return Ok(false);
+        }
         let (failed_before, _) = self.producer.context().failures();
         for (partition, offset, checkpoint) in entries {
             let key = format!("{}{partition}", self.prefix);
@@ -135,11 +145,11 @@ impl Checkpoints {
                 .send(BaseRecord::to(&self.topic).key(&key).payload(&value))
                 .map_err(|(e, _)| e)?;
         }
-        // Not `flush`: rust-rdkafka's waits for delivery reports in steps of 100 ms, and this
-        // runs on the poll thread, so every save held the live path up for 100 ms (twice a
-        // second at four partitions: a tenth of the dashboard's frames were 100 ms stale).
-        // The broker acknowledges within a few milliseconds.
-        let deadline = Instant::now() + TIMEOUT;
+        // Not `flush`: rust-rdkafka's waits for delivery reports in steps of 100 ms, so every
+        // save held the live path up for 100 ms (twice a second at four partitions: a tenth of
+        // the dashboard's frames were 100 ms stale). The broker acknowledges within a few
+        // milliseconds; past SAVE_WAIT the round is given up.
+        let deadline = Instant::now() + SAVE_WAIT;
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
@@ -151,7 +161,7 @@ impl Checkpoints {
             tracing::warn!(error = ?first, "checkpoint not acknowledged");
             return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The newest checkpoint of each of `partitions` that has one.

@@ -516,10 +516,15 @@ fn commit_ready(
         return;
     }
     if let Some(store) = consumer.context().checkpoints.get() {
-        if let Err(e) = store.save(&entries) {
-            METRICS.source_commit_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "kafka: cannot save checkpoints; the next round retries");
-            return;
+        match store.save(&entries) {
+            Ok(true) => {}
+            // An earlier save is still unacknowledged (counted when it failed).
+            Ok(false) => return,
+            Err(e) => {
+                METRICS.source_commit_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "kafka: cannot save checkpoints; the next round retries");
+                return;
+            }
         }
     }
     match consumer.commit(&tpl, mode) {
