@@ -577,7 +577,11 @@ impl Engine {
         if self.replay_through.is_none() && !self.closing {
             self.emit_dirty(out);
         }
-        self.evict_final();
+        // Nor is anything evicted meanwhile: a final window may still hold a restatement
+        // that waits with the others (its slot would be freed and reused under it).
+        if !self.closing {
+            self.evict_final();
+        }
     }
 
     /// A close is under way: some windows the watermark passed are not emitted yet (the next
@@ -1281,6 +1285,41 @@ mod tests {
             (tail.records, tail.revision, tail.min_health_points),
             (2, 1, 7)
         );
+    }
+
+    /// A late record for the minute before, whose window turns final as the next minute's
+    /// close starts: its restatement waits for the close and is emitted, not freed with the
+    /// window.
+    #[test]
+    fn a_restatement_of_a_final_window_waits_for_a_sliced_close() {
+        let n = CLOSE_SLICE + 7;
+        let mut e = Engine::new(batch_cfg());
+        let mut out = Vec::new();
+        e.push(&rec("u0", 10, 100), 0, 0).unwrap();
+        e.push(&rec("u0", 70, 100), 1, 0).unwrap(); // wm 65: window 0 closes
+        e.advance(0, &mut out);
+        assert_eq!(out.len(), 1);
+        let mut position = 2;
+        for i in 0..n {
+            e.push(&rec(&format!("u{i}"), 80, 100), position, 0)
+                .unwrap();
+            position += 1;
+        }
+        // Late for window 0 (still restatable at wm 65 < end 60 + lateness 60).
+        assert_eq!(e.push(&rec("u0", 30, 1), position, 0), Ok(Accepted::Late));
+        // wm 125: window 60 closes (in slices) and window 0 becomes final.
+        e.push(&rec("u0", 130, 100), position + 1, 0).unwrap();
+        e.advance(0, &mut out);
+        assert!(e.closing());
+        e.advance(0, &mut out);
+        assert!(!e.closing());
+        let restated: Vec<_> = out
+            .iter()
+            .filter(|s| s.window_start == 0 && s.revision == 1)
+            .collect();
+        assert_eq!(restated.len(), 1);
+        assert_eq!((restated[0].records, restated[0].min_health_points), (2, 1));
+        assert_eq!(out.iter().filter(|s| s.window_start == 60_000).count(), n);
     }
 
     #[test]
