@@ -87,7 +87,9 @@ pub(super) async fn run(
                 state.flush();
                 last_frame = Instant::now();
             }
-            () = std::future::ready(()), if !state.summaries_due.is_empty() => {
+            // A yield, not an always-ready future: on the hub's own current-thread runtime the
+            // timers (frames, sweep) only fire when the task gives the runtime a turn.
+            () = tokio::task::yield_now(), if !state.summaries_due.is_empty() => {
                 state.take_summaries(SUMMARIES_AT_ONCE);
             }
             _ = sweep.tick() => state.sweep(),
