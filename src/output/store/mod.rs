@@ -265,6 +265,9 @@ pub fn spawn(
         .name("stampede-store".into())
         .spawn(move || {
             run(&backend, rx, (&health, &give_up));
+            // The store closes before the output counts as ended: a service started again
+            // on the same path right after must find it unlocked.
+            drop(backend);
             let _ = done.send(());
         });
     writer?;
@@ -290,6 +293,8 @@ fn run(
     let mut barriers = Vec::new();
     // (when emitted, how many first summaries): for the window-closed → stored latency.
     let mut closed: Vec<(Millis, u64)> = Vec::new();
+    // A batch was abandoned at the shutdown deadline: no later barrier is answered either.
+    let mut abandoned = false;
     while let Some(first) = rx.blocking_recv() {
         let mut take = |item| match item {
             Item::Summaries(s, at) => {
@@ -314,22 +319,23 @@ fn run(
                 // sort is stable, so revisions of one window keep their order.
                 let mut ordered: Vec<&Summary> = summaries.iter().flat_map(|s| s.iter()).collect();
                 ordered.sort_by(|a, b| (&a.name, a.window_start).cmp(&(&b.name, b.window_start)));
+                // The dead letters go with the last piece: a batch abandoned before it stores
+                // none of them (its positions are re-read, and they are dead-lettered again).
+                let mut pieces: Vec<&[&Summary]> = ordered.chunks(ROWS_PER_TRANSACTION).collect();
+                if pieces.is_empty() && !dead.is_empty() {
+                    pieces.push(&[]);
+                }
+                let last = pieces.len().saturating_sub(1);
                 let mut written = Some(0);
-                let mut pieces = ordered.chunks(ROWS_PER_TRANSACTION);
-                let mut piece = pieces.next().unwrap_or_default();
-                let mut dead_letters = dead.as_slice();
-                while let Some(so_far) = written {
-                    if piece.is_empty() && dead_letters.is_empty() {
-                        break;
-                    }
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    let Some(so_far) = written else { break };
+                    let dead_letters = if i == last { dead.as_slice() } else { &[] };
                     health.busy(true);
                     written = until_written("store", piece.len(), (health, give_up), || {
                         store.write(piece, dead_letters)
                     })
                     .map(|n| so_far + n);
                     health.busy(false);
-                    piece = pieces.next().unwrap_or_default();
-                    dead_letters = &[];
                 }
                 written
             }
@@ -357,8 +363,12 @@ fn run(
                 written
             }
         };
-        let Some(written) = written else {
-            // Abandoned: its barriers go unanswered, so nothing after them is committed.
+        if written.is_none() {
+            abandoned = true;
+        }
+        let Some(written) = written.filter(|_| !abandoned) else {
+            // Abandoned (and so is everything after it): its barriers go unanswered, so nothing
+            // after them is committed.
             barriers.clear();
             closed.clear();
             summaries.clear();
