@@ -70,6 +70,9 @@ impl Checkpoints {
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
                 ("linger.ms", "0"),
+                // A checkpoint the broker has not taken in 30 s fails (librdkafka's default is
+                // 5 minutes, during which no commit could be made).
+                ("message.timeout.ms", "30000"),
             ],
             &crate::clients::kafka::producer_options(options),
         )
@@ -130,12 +133,23 @@ impl Checkpoints {
     ///
     /// # Errors
     /// A record could not be written; nothing may then be committed.
-    pub fn save(&self, entries: &[(i32, u64, Checkpoint)]) -> KafkaResult<bool> {
+    pub fn save(&self, entries: &[(i32, u64, Checkpoint)], last: bool) -> KafkaResult<bool> {
         // This runs on the poll thread, which also serves the consumer's callbacks (`/readyz`
-        // reads them): an earlier save still unacknowledged is not waited for again.
-        self.producer.poll(Duration::ZERO);
-        if self.producer.in_flight_count() > 0 {
-            return Ok(false);
+        // reads them): an earlier save still unacknowledged is not waited for again, except
+        // by a partition's last save before it is handed off (`last`), which waits SAVE_WAIT.
+        let deadline = Instant::now() + if last { SAVE_WAIT } else { Duration::ZERO };
+        loop {
+            self.producer.poll(Duration::ZERO);
+            if self.producer.in_flight_count() == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                if last {
+                    tracing::warn!("kafka: an earlier checkpoint is still not acknowledged; the partition is handed off without its last one (its next owner re-reads more)");
+                }
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         let (failed_before, _) = self.producer.context().failures();
         for (partition, offset, checkpoint) in entries {

@@ -516,7 +516,7 @@ fn commit_ready(
         return;
     }
     if let Some(store) = consumer.context().checkpoints.get() {
-        match store.save(&entries) {
+        match store.save(&entries, matches!(mode, CommitMode::Sync)) {
             Ok(true) => {}
             // An earlier save is still unacknowledged (counted when it failed).
             Ok(false) => return,
