@@ -307,7 +307,11 @@ impl PartitionTask {
             positions: Vec::with_capacity(batch.records.len()),
             times: Vec::with_capacity(batch.records.len()),
             sequences: Vec::new(),
-            fields: Vec::new(),
+            fields: if self.out.wants_fields() {
+                Vec::with_capacity(batch.records.len())
+            } else {
+                Vec::new()
+            },
         });
         let fields = kept.is_some() && self.out.wants_fields();
         for (index, range) in batch.records.iter().enumerate() {

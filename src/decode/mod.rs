@@ -44,15 +44,19 @@ enum Span {
     Owned(Box<str>),
 }
 
+/// Where `s` lies within `base` when it was borrowed from those very bytes (a decoded string
+/// without escapes), else `None` (an unescaped string lives elsewhere).
+pub fn range_in(s: &str, base: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (s.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    (start <= base.len() && s.len() <= base.len() - start).then(|| start..start + s.len())
+}
+
 impl Span {
     fn new(s: Cow<'_, str>, base: &[u8]) -> Span {
-        if let Cow::Borrowed(b) = &s {
-            let start = (b.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
-            if start <= base.len() && b.len() <= base.len() - start {
-                return Span::At(start..start + b.len());
-            }
+        match range_in(&s, base) {
+            Some(range) => Span::At(range),
+            None => Span::Owned(s.into_owned().into_boxed_str()),
         }
-        Span::Owned(s.into_owned().into_boxed_str())
     }
 
     fn get<'a>(&'a self, base: &'a [u8]) -> Cow<'a, str> {

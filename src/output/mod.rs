@@ -115,15 +115,12 @@ pub struct Fields {
 impl Fields {
     /// The fields of `record`, decoded from `raw`.
     pub fn of(record: &crate::record::Telemetry<'_>, raw: &[u8]) -> Fields {
-        let name = match (&record.name, &record.input_data) {
-            (std::borrow::Cow::Borrowed(name), None) => {
-                let at = (name.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
-                (at <= raw.len() && name.len() <= raw.len() - at)
-                    .then(|| Some((u32::try_from(at).ok()?, u32::try_from(name.len()).ok()?)))
-                    .flatten()
-            }
-            _ => None,
-        };
+        let name = record
+            .input_data
+            .is_none()
+            .then(|| crate::decode::range_in(&record.name, raw))
+            .flatten()
+            .and_then(|r| Some((u32::try_from(r.start).ok()?, u32::try_from(r.len()).ok()?)));
         Fields {
             name,
             latitude: record.latitude,
