@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex};
 
-use crate::decode::{decode, is_blank, Detached};
+use crate::decode::{decode, decode_text, is_blank, Detached};
 use crate::record::{Reject, RejectReason, Telemetry, MAX_RECORD_BYTES};
 
 /// Bytes read per chunk: about 5,000 records, so handing one over costs nothing beside decoding
@@ -197,6 +197,9 @@ impl Decoded {
 pub fn decode_chunk(chunk: Chunk) -> Decoded {
     let bytes = chunk.bytes;
     let mut items = Vec::with_capacity(bytes.len() / 160 + 1);
+    // Checked whole, the chunk's lines need no check each (a chunk with a line that is not UTF-8
+    // is checked line by line, as the decoder does).
+    let text = std::str::from_utf8(&bytes).ok();
     let mut lines = 0;
     let mut start = 0;
     let last = bytes.len();
@@ -209,7 +212,11 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
                 outcome: Err(Reject::new(RejectReason::TooLarge)),
             });
         } else if !is_blank(line) {
-            let outcome = decode(line).map(|t| Detached::new(t, &bytes));
+            let decoded = match text.and_then(|text| text.get(start..end)) {
+                Some(line) => decode_text(line),
+                None => decode(line),
+            };
+            let outcome = decoded.map(|t| Detached::new(t, &bytes));
             items.push(Item {
                 line: lines,
                 raw: start..end,
