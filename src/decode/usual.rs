@@ -2,7 +2,8 @@
 //! spelled plainly, no whitespace, no escapes, every value valid — what producers write. Numbers
 //! are converted while they are scanned (eight digits at a time), and a decimal of up to 19
 //! digits whose mantissa fits 53 bits is divided once by an exact power of ten, which is
-//! correctly rounded (Clinger's fast path); anything longer goes to `fast_float2`.
+//! correctly rounded (Clinger's fast path); anything else goes to `fast_float2` (an exact
+//! division in 128-bit integers measured 4 % slower on the fleet's numbers).
 //!
 //! Anything unusual — whitespace, an unknown or repeated key, an escape, a fault — returns
 //! `None`, and the general parser reads the record from the start. So this path decides nothing
@@ -28,9 +29,9 @@ const INPUT_DATA: u8 = 1 << 7;
 const REQUIRED: u8 = INPUT_DATA - 1;
 
 /// Powers of ten exactly representable as an `f64`.
-const POW10: [f64; 23] = [
+const POW10: [f64; 20] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e17, 1e18, 1e19,
 ];
 
 /// The record, when it is usual and valid; `None` sends it to the general parser.
@@ -211,7 +212,7 @@ fn float(s: &str) -> Option<(f64, &str)> {
     }
     let (text, after) = s.split_at_checked(usize::from(negative) + len)?;
     let v = if whole + fraction <= 19 && m <= 1 << 53 {
-        // Both operands are exact, and IEEE division rounds its exact quotient correctly.
+        // Clinger: both operands are exact, and IEEE division rounds the exact quotient.
         #[allow(clippy::cast_precision_loss)] // m ≤ 2^53 is exact
         let v = m as f64 / POW10[fraction];
         if negative {
@@ -320,6 +321,20 @@ mod tests {
             assert_eq!((got.to_bits(), rest), (want.to_bits(), ""), "{text}");
             let (got, _) = float(&format!("-{text}")).expect("negative");
             assert_eq!(got.to_bits(), (-want).to_bits(), "-{text}");
+        }
+        // Exactly halfway between two doubles (2^52 + 1/2): to the even one; a hair above: up.
+        for (text, want) in [
+            ("4503599627370496.5", 4_503_599_627_370_496.0_f64),
+            ("4503599627370497.5", 4_503_599_627_370_498.0),
+            ("4503599627370496.501", 4_503_599_627_370_497.0),
+            ("9007199254740993", 9_007_199_254_740_992.0),
+            ("9007199254740995", 9_007_199_254_740_996.0),
+            ("18446744073709551615", 18_446_744_073_709_551_615.0),
+            ("9999999999999999999", 1e19),
+            ("0.9999999999999999999", 1.0),
+        ] {
+            assert_eq!(float(text).map(|(v, _)| v.to_bits()), Some(want.to_bits()), "{text}");
+            assert_eq!(text.parse::<f64>().map(f64::to_bits), Ok(want.to_bits()), "{text}");
         }
         // The shortest spellings of doubles, as producers write them.
         for _ in 0..200_000 {
