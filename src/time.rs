@@ -6,6 +6,7 @@
 //! date crate because it runs once per record on the hot path: no allocation, no locale, no
 //! time-zone database — just the civil-calendar algorithm and fixed-position digit reads.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 
 /// Milliseconds since 1970-01-01T00:00:00Z; negative before it.
@@ -34,16 +35,17 @@ pub enum TimeError {
 /// does but names no real instant.
 pub fn parse_status_time(s: &[u8]) -> Result<Millis, TimeError> {
     // Date and time: "YYYY-MM-DD?HH:MM:SS" is 19 bytes at fixed positions.
+    let Some(date) = s.first_chunk::<10>() else {
+        return Err(TimeError::Format);
+    };
     if s.len() < 19 {
         return Err(TimeError::Format);
     }
-    let year = digits(s, 0, 4)?;
-    let month = digits(s, 5, 2)?;
-    let day = digits(s, 8, 2)?;
+    let days = day_number(date)?;
     let hour = digits(s, 11, 2)?;
     let minute = digits(s, 14, 2)?;
     let second = digits(s, 17, 2)?;
-    if s[4] != b'-' || s[7] != b'-' || s[13] != b':' || s[16] != b':' {
+    if s[13] != b':' || s[16] != b':' {
         return Err(TimeError::Format);
     }
     if !matches!(s[10], b' ' | b'T' | b't') {
@@ -89,18 +91,41 @@ pub fn parse_status_time(s: &[u8]) -> Result<Millis, TimeError> {
         }
         _ => return Err(TimeError::Format),
     };
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    let days = days.ok_or(TimeError::Range)?;
+    if hour > 23 || minute > 59 || second > 59 {
         return Err(TimeError::Range);
     }
-    let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
     Ok(secs * MS_PER_SEC + millis)
+}
+
+thread_local! {
+    /// The last date this thread read and its day number: records come in long runs of the same
+    /// day, and the calendar arithmetic costs more than comparing ten bytes.
+    static LAST_DATE: Cell<([u8; 10], i64)> = const { Cell::new(([0; 10], 0)) };
+}
+
+/// The day number of `YYYY-MM-DD` since 1970-01-01, `None` when the calendar has no such day.
+///
+/// # Errors
+/// [`TimeError::Format`] when it is not spelled so.
+fn day_number(date: &[u8; 10]) -> Result<Option<i64>, TimeError> {
+    let (last, days) = LAST_DATE.get();
+    if last == *date {
+        return Ok(Some(days));
+    }
+    let year = digits(date, 0, 4)?;
+    let month = digits(date, 5, 2)?;
+    let day = digits(date, 8, 2)?;
+    if date[4] != b'-' || date[7] != b'-' {
+        return Err(TimeError::Format);
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return Ok(None);
+    }
+    let days = days_from_civil(year, month, day);
+    LAST_DATE.set((*date, days));
+    Ok(Some(days))
 }
 
 fn digits(s: &[u8], at: usize, n: usize) -> Result<i64, TimeError> {
@@ -239,6 +264,19 @@ mod tests {
             format_status_time(-62_167_219_200_001),
             "-001-12-31 23:59:59.999"
         );
+    }
+
+    /// The memo of the last date read never changes an answer.
+    #[test]
+    fn the_same_day_again_and_the_next() {
+        assert_eq!(p("2018-03-18 03:20:01"), Ok(1_521_343_201_000));
+        assert_eq!(p("2018-03-18 03:20:02"), Ok(1_521_343_202_000));
+        assert_eq!(p("2018-03-18 24:00:00"), Err(TimeError::Range));
+        assert_eq!(p("2018-03-18x03:20:01"), Err(TimeError::Format));
+        assert_eq!(p("2018-02-29 00:00:00"), Err(TimeError::Range));
+        assert_eq!(p("2018-02-29 00:00:0x"), Err(TimeError::Format));
+        assert_eq!(p("2018-03-19 03:20:01"), Ok(1_521_429_601_000));
+        assert_eq!(p("2018-03-18 03:20:01"), Ok(1_521_343_201_000));
     }
 
     #[test]
