@@ -71,6 +71,14 @@ impl Span {
             Span::Owned(s) => Cow::Borrowed(&**s),
         }
     }
+
+    fn get_in<'a>(&'a self, text: &'a str) -> Cow<'a, str> {
+        match self {
+            // The range lies between two quotes (ASCII), so it falls on character boundaries.
+            Span::At(r) => Cow::Borrowed(text.get(r.clone()).unwrap_or_default()),
+            Span::Owned(s) => Cow::Borrowed(&**s),
+        }
+    }
 }
 
 impl Detached {
@@ -99,6 +107,21 @@ impl Detached {
             health_points: self.health_points,
             magic_points: self.magic_points,
             input_data: self.input_data.as_ref().map(|t| t.get(base)),
+        }
+    }
+
+    /// As [`Detached::telemetry`], from the same bytes already known to be UTF-8 (no check of
+    /// each string again).
+    pub fn telemetry_in<'a>(&'a self, text: &'a str) -> Telemetry<'a> {
+        Telemetry {
+            name: self.name.get_in(text),
+            status_time: self.status_time,
+            latitude: self.latitude,
+            longitude: self.longitude,
+            distance: self.distance,
+            health_points: self.health_points,
+            magic_points: self.magic_points,
+            input_data: self.input_data.as_ref().map(|t| t.get_in(text)),
         }
     }
 }

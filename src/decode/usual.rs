@@ -129,13 +129,40 @@ pub(super) fn usual(s: &str) -> Option<Telemetry<'_>> {
 /// A string's text up to its closing quote, and what follows the quote, when the string has no
 /// escape and no control character.
 fn string(s: &str) -> Option<(&str, &str)> {
-    let end = s
-        .bytes()
-        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
-    match s.as_bytes()[end] {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    // Eight bytes at a time while there are eight, then one by one.
+    let end = loop {
+        match bytes.get(i..i + 8).and_then(|b| b.try_into().ok()) {
+            Some(eight) => match stops(u64::from_le_bytes(eight)) {
+                0 => i += 8,
+                found => break i + found.trailing_zeros() as usize / 8,
+            },
+            None => {
+                let tail = bytes.get(i..)?;
+                break i + tail
+                    .iter()
+                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            }
+        }
+    };
+    match bytes[end] {
         b'"' => Some((s.get(..end)?, s.get(end + 1..)?)),
         _ => None,
     }
+}
+
+/// The high bit of each byte of `v` (little-endian) that is a quote, a backslash or a control
+/// character — exactly for the lowest such byte; bytes above it may be marked in error, which
+/// does not matter, since only the first is used.
+fn stops(v: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte below n (≤ 0x80) borrows when n is subtracted; `!v` drops bytes ≥ 0x80.
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    below(v ^ (ONES * u64::from(b'"')), 1)
+        | below(v ^ (ONES * u64::from(b'\\')), 1)
+        | below(v, 0x20)
 }
 
 /// A valid name, checked quickly when it is ASCII (the string had no control byte below 0x20).
@@ -333,8 +360,16 @@ mod tests {
             ("9999999999999999999", 1e19),
             ("0.9999999999999999999", 1.0),
         ] {
-            assert_eq!(float(text).map(|(v, _)| v.to_bits()), Some(want.to_bits()), "{text}");
-            assert_eq!(text.parse::<f64>().map(f64::to_bits), Ok(want.to_bits()), "{text}");
+            assert_eq!(
+                float(text).map(|(v, _)| v.to_bits()),
+                Some(want.to_bits()),
+                "{text}"
+            );
+            assert_eq!(
+                text.parse::<f64>().map(f64::to_bits),
+                Ok(want.to_bits()),
+                "{text}"
+            );
         }
         // The shortest spellings of doubles, as producers write them.
         for _ in 0..200_000 {
@@ -343,6 +378,32 @@ mod tests {
                 let text = format!("{v}");
                 let (got, _) = float(&text).expect("shortest spelling");
                 assert_eq!(got.to_bits(), v.to_bits(), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn strings_end_at_the_first_quote_and_refuse_escapes_and_controls() {
+        for (text, want) in [
+            ("\"", Some(("", ""))),
+            ("abc\",x", Some(("abc", ",x"))),
+            ("abcdefgh\"", Some(("abcdefgh", ""))),
+            ("abcdefghijklmnop\"}", Some(("abcdefghijklmnop", "}"))),
+            ("Ombre-Fée Ålesund\",", Some(("Ombre-Fée Ålesund", ","))),
+            ("abcdefg\\\"\"", None),
+            ("abc\tdefgh\"", None),
+            ("abcdefghij\u{7f}\"", Some(("abcdefghij\u{7f}", ""))),
+            ("abcdefghij", None),
+            ("", None),
+        ] {
+            assert_eq!(string(text), want, "{text:?}");
+        }
+        // The first stop in every position of the eight, with other stops after it.
+        for at in 0..8 {
+            for stop in ["\"", "\\", "\n", "\u{1}"] {
+                let text = format!("{}{stop}x\"\\\u{0}yyyyyyyy", "a".repeat(at));
+                let found = string(&text).map(|(t, _)| t.len());
+                assert_eq!(found, (stop == "\"").then_some(at), "{text:?}");
             }
         }
     }

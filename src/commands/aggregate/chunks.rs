@@ -84,7 +84,9 @@ impl<R: Read> Chunker<R> {
                 return Ok(None);
             };
             let input = *input;
-            let mut buf = std::mem::take(&mut self.carry);
+            // Room for the whole chunk at once: growing the buffer as it fills would copy it.
+            let mut buf = Vec::with_capacity(CHUNK_BYTES.max(self.carry.len() + 1));
+            buf.append(&mut self.carry);
             let want = CHUNK_BYTES.saturating_sub(buf.len()).max(1);
             let read = reader
                 .take(want as u64)
@@ -146,10 +148,26 @@ struct Item {
     outcome: Result<Detached, Reject>,
 }
 
+/// A chunk's bytes, checked as UTF-8 whole when they are (then its records' strings are read
+/// back without checking each again).
+enum Text {
+    Checked(String),
+    Unchecked(Vec<u8>),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Checked(s) => s.as_bytes(),
+            Text::Unchecked(b) => b,
+        }
+    }
+}
+
 /// A chunk with its lines decoded.
 pub struct Decoded {
     input: usize,
-    bytes: Vec<u8>,
+    text: Text,
     /// Lines in the chunk, blank ones included (line numbers continue across chunks).
     lines: u64,
     items: Vec<Item>,
@@ -180,14 +198,15 @@ impl Decoded {
 
     /// The non-blank lines, in order.
     pub fn records(&self) -> impl Iterator<Item = Line<'_>> {
-        let bytes = &self.bytes[..];
+        let bytes = self.text.bytes();
         self.items.iter().map(move |item| Line {
             input: self.input,
             line: item.line,
             raw: &bytes[item.raw.clone()],
-            outcome: match &item.outcome {
-                Ok(record) => Ok(record.telemetry(bytes)),
-                Err(reject) => Err(*reject),
+            outcome: match (&item.outcome, &self.text) {
+                (Ok(record), Text::Checked(text)) => Ok(record.telemetry_in(text)),
+                (Ok(record), Text::Unchecked(bytes)) => Ok(record.telemetry(bytes)),
+                (Err(reject), _) => Err(*reject),
             },
         })
     }
@@ -195,11 +214,17 @@ impl Decoded {
 
 /// Splits and decodes one chunk.
 pub fn decode_chunk(chunk: Chunk) -> Decoded {
-    let bytes = chunk.bytes;
-    let mut items = Vec::with_capacity(bytes.len() / 160 + 1);
     // Checked whole, the chunk's lines need no check each (a chunk with a line that is not UTF-8
     // is checked line by line, as the decoder does).
-    let text = std::str::from_utf8(&bytes).ok();
+    let text = match String::from_utf8(chunk.bytes) {
+        Ok(text) => Text::Checked(text),
+        Err(e) => Text::Unchecked(e.into_bytes()),
+    };
+    let (bytes, checked) = match &text {
+        Text::Checked(s) => (s.as_bytes(), Some(s.as_str())),
+        Text::Unchecked(b) => (&b[..], None),
+    };
+    let mut items = Vec::with_capacity(bytes.len() / 160 + 1);
     let mut lines = 0;
     let mut start = 0;
     let last = bytes.len();
@@ -212,11 +237,11 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
                 outcome: Err(Reject::new(RejectReason::TooLarge)),
             });
         } else if !is_blank(line) {
-            let decoded = match text.and_then(|text| text.get(start..end)) {
+            let decoded = match checked.and_then(|text| text.get(start..end)) {
                 Some(line) => decode_text(line),
                 None => decode(line),
             };
-            let outcome = decoded.map(|t| Detached::new(t, &bytes));
+            let outcome = decoded.map(|t| Detached::new(t, bytes));
             items.push(Item {
                 line: lines,
                 raw: start..end,
@@ -224,7 +249,7 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
             });
         }
     };
-    for nl in memchr::memchr_iter(b'\n', &bytes) {
+    for nl in memchr::memchr_iter(b'\n', bytes) {
         lines += 1;
         push(start, nl, false, lines);
         start = nl + 1;
@@ -235,7 +260,7 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
     }
     Decoded {
         input: chunk.input,
-        bytes,
+        text,
         lines,
         items,
     }
