@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{unauthorized, WebState};
-use crate::decode::{array_elements, decode, split_record_ranges, Detached};
+use crate::decode::{array_elements, decode, decode_text, split_record_ranges, Detached};
 use crate::pipeline::Batch;
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -70,11 +70,17 @@ pub(super) async fn ingest(
     }
     // Decoded here, on the request's own thread: requests decode in parallel on every core,
     // and the partition's one task only windows.
+    // A body checked as UTF-8 whole spares checking each record (a body with a record that is
+    // not UTF-8 is checked record by record, as the decoder does).
+    let text = std::str::from_utf8(&payload).ok();
     let decoded = records
         .iter()
         .map(|r| {
-            let raw = payload.get(r.clone()).unwrap_or_default();
-            decode(raw).map(|record| Detached::new(record, &payload))
+            let decoded = match text.and_then(|text| text.get(r.clone())) {
+                Some(record) => decode_text(record),
+                None => decode(payload.get(r.clone()).unwrap_or_default()),
+            };
+            decoded.map(|record| Detached::new(record, &payload))
         })
         .collect();
     let (reply, outcome) = oneshot::channel();
