@@ -102,7 +102,8 @@ pub fn parse_status_time(s: &[u8]) -> Result<Millis, TimeError> {
 thread_local! {
     /// The last date this thread read and its day number: records come in long runs of the same
     /// day, and the calendar arithmetic costs more than comparing ten bytes.
-    static LAST_DATE: Cell<([u8; 10], i64)> = const { Cell::new(([0; 10], 0)) };
+    /// It starts as a true pair: any key that matches must be a date that was read correctly.
+    static LAST_DATE: Cell<([u8; 10], i64)> = const { Cell::new((*b"1970-01-01", 0)) };
 }
 
 /// The day number of `YYYY-MM-DD` since 1970-01-01, `None` when the calendar has no such day.
@@ -277,6 +278,13 @@ mod tests {
         assert_eq!(p("2018-02-29 00:00:0x"), Err(TimeError::Format));
         assert_eq!(p("2018-03-19 03:20:01"), Ok(1_521_429_601_000));
         assert_eq!(p("2018-03-18 03:20:01"), Ok(1_521_343_201_000));
+        // A fresh thread's memo holds no date that was not read.
+        std::thread::spawn(|| {
+            assert_eq!(p("\0\0\0\0\0\0\0\0\0\0 00:00:00"), Err(TimeError::Format));
+            assert_eq!(p("1970-01-01 00:00:01"), Ok(1_000));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
