@@ -11,6 +11,7 @@
 //! fault in document order (`bad_type`, `out_of_range`), then `missing_field`.
 
 mod framing;
+mod lemire;
 mod parser;
 mod usual;
 
