@@ -85,6 +85,8 @@ fn main() {
         let _ = engine.push(&record(n, T0 + 66_000), (UNICORNS + i) as u64, 0);
     }
     engine.advance(0, &mut out);
+    // A big minute closes in slices between batches; here, all of it at once.
+    engine.finish_closing(&mut out);
     assert_eq!(out.len(), UNICORNS, "minute 0 closed");
     drop(out);
     let steady = LIVE.load(Ordering::Relaxed) - before;
