@@ -15,13 +15,17 @@ use crate::commands::UsageError;
 use crate::record::MAX_NAME_BYTES;
 use crate::time::parse_status_time;
 
+/// The largest fleet `--unicorns` makes.
+const MAX_UNICORNS: u32 = 5_000_000;
+
 /// `stampede produce`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One unicorn with this name.
     #[arg(long, conflicts_with = "unicorns")]
     pub name: Option<String>,
-    /// A fleet of N unicorns: Shadowfax, Bucephalus, Rocinante, then more names.
+    /// A fleet of N unicorns (at most 5,000,000): Shadowfax, Bucephalus, Rocinante, then more
+    /// names.
     #[arg(long, value_name = "N")]
     pub unicorns: Option<u32>,
     /// Where to write: `-` (NDJSON on stdout), http://HOST:PORT/ingest (batched POSTs) or
@@ -140,8 +144,12 @@ impl Args {
                 vec![name.clone()]
             }
             (None, Some(0)) => return Err(UsageError::new("--unicorns must be at least 1")),
-            (None, Some(n)) if n > 1_000_000 => {
-                return Err(UsageError::new("--unicorns is at most 1000000"))
+            // A bound on the names held (~30 bytes each), high enough to find where the service
+            // stops keeping up on one machine.
+            (None, Some(n)) if n > MAX_UNICORNS => {
+                return Err(UsageError::new(format!(
+                    "--unicorns is at most {MAX_UNICORNS}"
+                )))
             }
             (None, Some(n)) => (0..n as usize).map(fleet_name).collect(),
             (None, None) => vec!["Shadowfax".to_owned()],
