@@ -130,6 +130,10 @@ fn bad_usage_exits_2_and_says_what_to_fix() {
         (&["produce", "--start-time", "noon"][..], "--start-time"),
         (&["produce", "--name", ""][..], "--name"),
         (
+            &["produce", "--unicorns", "5000001"][..],
+            "--unicorns is at most 5000000",
+        ),
+        (
             &["produce", "--name", "a", "--unicorns", "2"][..],
             "cannot be used with",
         ),
