@@ -236,39 +236,30 @@ impl Part {
     }
 
     /// Takes in the accepted records of `r`.
+    ///
+    /// Records that were adjacent lines of the payload (an NDJSON body: each ends where the next
+    /// begins but for its `\n`) are copied as one run, the payload's own line breaks ending
+    /// their lines: one copy per run instead of one per record.
     fn take(&mut self, r: &Records) {
         let before = self.bytes;
-        let hourly = r.times.iter().map(|t| t.div_euclid(MS_PER_HOUR));
-        for (i, (range, hour)) in r.ranges.iter().zip(hourly).enumerate() {
+        let mut run = Run::default();
+        for (i, range) in r.ranges.iter().enumerate() {
             let Some(bytes) = r.payload.get(range.clone()) else {
                 continue;
             };
-            let at = match self.hours.iter().rposition(|h| h.hour == hour) {
-                Some(at) => at,
-                None => {
-                    self.hours.push(Hour {
-                        hour,
-                        ..Hour::default()
-                    });
-                    self.hours.len() - 1
-                }
-            };
-            let h = &mut self.hours[at];
-            // A line of the archive is exactly one record, for line-based readers (Athena, jq).
-            // An NDJSON record holds no line break (payloads are split at them) but may end in
-            // CR; an element of a JSON array may span lines. Either way a line break in an
-            // accepted record is whitespace between tokens (a string cannot hold one
-            // unescaped), so it becomes a space and the record means the same.
-            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            if memchr::memchr2(b'\n', b'\r', bytes).is_some() {
-                let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
-                h.lines.extend(bytes.iter().map(flat));
-            } else {
-                h.lines.extend_from_slice(bytes);
+            let hour = r.times[i].div_euclid(MS_PER_HOUR);
+            let at = self.hour_index(hour);
+            let adjacent = run.hour == Some(at)
+                && range.start == run.end + 1
+                && r.payload.get(run.end) == Some(&b'\n');
+            if !adjacent {
+                self.copy_run(&r.payload, &mut run);
+                run.hour = Some(at);
+                run.start = range.start;
             }
-            h.lines.push(b'\n');
-            h.ends
-                .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
+            run.end = range.end;
+            run.ends.push(range.end);
+            let h = &mut self.hours[at];
             h.times.push(r.times[i]);
             h.positions.push(r.positions.get(i).copied().unwrap_or(0));
             if let Some(sequence) = r.sequences.get(i) {
@@ -279,8 +270,9 @@ impl Part {
             if let Some(fields) = r.fields.get(i) {
                 h.fields.push(*fields);
             }
-            self.bytes += bytes.len() + 1;
+            self.bytes += bytes.strip_suffix(b"\r").unwrap_or(bytes).len() + 1;
         }
+        self.copy_run(&r.payload, &mut run);
         METRICS
             .archive_buffered
             .fetch_add(i64::try_from(self.bytes - before).unwrap_or(0), Relaxed);
@@ -288,6 +280,79 @@ impl Part {
             self.since = Some(Instant::now());
         }
     }
+
+    /// The index of `hour` among the buffered hours, added if new.
+    fn hour_index(&mut self, hour: i64) -> usize {
+        match self.hours.iter().rposition(|h| h.hour == hour) {
+            Some(at) => at,
+            None => {
+                self.hours.push(Hour {
+                    hour,
+                    ..Hour::default()
+                });
+                self.hours.len() - 1
+            }
+        }
+    }
+
+    /// Appends the lines of `run` (taken from `payload`) to its hour, and empties it.
+    fn copy_run(&mut self, payload: &[u8], run: &mut Run) {
+        let Some(at) = run.hour.take() else {
+            return;
+        };
+        let h = &mut self.hours[at];
+        let lines = payload.get(run.start..run.end).unwrap_or_default();
+        // A line of the archive is exactly one record, for line-based readers (Athena, jq).
+        // The run's line breaks are the `\n`s between its records, unless a record holds one
+        // or a CR (an array's element spanning lines, a CRLF line end): then record by record.
+        let breaks = memchr::memchr2_iter(b'\n', b'\r', lines).count();
+        if breaks + 1 == run.ends.len() {
+            let base = h.lines.len();
+            h.lines.extend_from_slice(lines);
+            h.lines.push(b'\n');
+            h.ends.extend(
+                run.ends
+                    .iter()
+                    .map(|&end| u32::try_from(base + (end - run.start) + 1).unwrap_or(u32::MAX)),
+            );
+        } else {
+            let mut start = run.start;
+            for &end in &run.ends {
+                push_line(h, payload.get(start..end).unwrap_or_default());
+                start = end + 1;
+            }
+        }
+        run.ends.clear();
+    }
+}
+
+/// Records of one hour that were adjacent lines of a payload, not yet copied.
+#[derive(Default)]
+struct Run {
+    /// Index of their hour; `None` when the run is empty.
+    hour: Option<usize>,
+    /// Where the first begins and the last ends in the payload.
+    start: usize,
+    end: usize,
+    /// Where each ends in the payload.
+    ends: Vec<usize>,
+}
+
+/// Appends one record to `h` as one line. An NDJSON record holds no line break (payloads are
+/// split at them) but may end in CR; an element of a JSON array may span lines. Either way a
+/// line break in an accepted record is whitespace between tokens (a string cannot hold one
+/// unescaped), so it becomes a space and the record means the same.
+fn push_line(h: &mut Hour, bytes: &[u8]) {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if memchr::memchr2(b'\n', b'\r', bytes).is_some() {
+        let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
+        h.lines.extend(bytes.iter().map(flat));
+    } else {
+        h.lines.extend_from_slice(bytes);
+    }
+    h.lines.push(b'\n');
+    h.ends
+        .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
 }
 
 impl ArchiveOutput {
@@ -667,6 +732,57 @@ mod tests {
         assert!(lines.ends_with(b"\n"));
         let read = crate::decode::decode(&lines[..lines.len() - 1]).unwrap();
         assert_eq!(read, accepted);
+    }
+
+    /// Adjacent lines are copied as runs; a blank line, a CRLF end, another hour or a
+    /// rejected record between them starts a new run, and every record still ends its own line.
+    #[test]
+    fn runs_of_adjacent_lines_keep_one_record_per_line() {
+        let payload = "a1\na2\n\na3\na4\r\nb1\na5\nbad\na6\na7";
+        let find = |text: &str| {
+            let start = payload.find(text).unwrap();
+            start..start + text.len()
+        };
+        let accepted = [
+            ("a1", 0),
+            ("a2", 0),
+            ("a3", 0),
+            ("a4\r", 0),
+            ("b1", HOUR),
+            ("a5", 0),
+            ("a6", 0),
+            ("a7", 0),
+        ];
+        let records = Records {
+            source: SourceKind::Http,
+            partition: "0".into(),
+            payload: Bytes::from(payload),
+            ranges: accepted.iter().map(|(text, _)| find(text)).collect(),
+            positions: (0..8).collect(),
+            times: accepted.iter().map(|&(_, t)| t).collect(),
+            sequences: Vec::new(),
+            fields: Vec::new(),
+        };
+        let mut part = Part::new(SourceKind::Http);
+        part.take(&records);
+        let hours: Vec<(i64, &[u8], &[u32], &[u64])> = part
+            .hours
+            .iter()
+            .map(|h| (h.hour, &h.lines[..], &h.ends[..], &h.positions[..]))
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                (
+                    0,
+                    &b"a1\na2\na3\na4\na5\na6\na7\n"[..],
+                    &[3, 6, 9, 12, 15, 18, 21][..],
+                    &[0, 1, 2, 3, 5, 6, 7][..]
+                ),
+                (1, &b"b1\n"[..], &[3][..], &[4][..]),
+            ]
+        );
+        assert_eq!(part.bytes, 24);
     }
 
     /// Record `i`: minutes apart, so that 600 records span ten hours and every object boundary
