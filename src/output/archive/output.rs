@@ -247,7 +247,11 @@ impl Part {
             let Some(bytes) = r.payload.get(range.clone()) else {
                 continue;
             };
-            let hour = r.times[i].div_euclid(MS_PER_HOUR);
+            // Every accepted record has its time (the pipeline pushes both together).
+            let Some(&time) = r.times.get(i) else {
+                break;
+            };
+            let hour = time.div_euclid(MS_PER_HOUR);
             let at = self.hour_index(hour);
             let adjacent = run.hour == Some(at)
                 && range.start == run.end + 1
@@ -260,7 +264,7 @@ impl Part {
             run.end = range.end;
             run.ends.push(range.end);
             let h = &mut self.hours[at];
-            h.times.push(r.times[i]);
+            h.times.push(time);
             h.positions.push(r.positions.get(i).copied().unwrap_or(0));
             if let Some(sequence) = r.sequences.get(i) {
                 h.sequences.push(sequence.clone());
@@ -734,8 +738,9 @@ mod tests {
         assert_eq!(read, accepted);
     }
 
-    /// Adjacent lines are copied as runs; a blank line, a CRLF end, another hour or a
-    /// rejected record between them starts a new run, and every record still ends its own line.
+    /// Adjacent lines are copied as runs; a blank line, another hour or a rejected record
+    /// between them starts a new run, a run with a record ending in CR is copied record by
+    /// record, and every record still ends its own line.
     #[test]
     fn runs_of_adjacent_lines_keep_one_record_per_line() {
         let payload = "a1\na2\n\na3\na4\r\nb1\na5\nbad\na6\na7";
@@ -765,24 +770,30 @@ mod tests {
         };
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
-        let hours: Vec<(i64, &[u8], &[u32], &[u64])> = part
-            .hours
-            .iter()
-            .map(|h| (h.hour, &h.lines[..], &h.ends[..], &h.positions[..]))
-            .collect();
+        assert_eq!(part.hours.len(), 2);
+        let (first, second) = (&part.hours[0], &part.hours[1]);
+        assert_eq!(first.hour, 0);
+        assert_eq!(first.lines, b"a1\na2\na3\na4\na5\na6\na7\n");
+        assert_eq!(first.ends, [3, 6, 9, 12, 15, 18, 21]);
+        assert_eq!(first.positions, [0, 1, 2, 3, 5, 6, 7]);
+        assert_eq!(second.hour, 1);
+        assert_eq!(second.lines, b"b1\n");
         assert_eq!(
-            hours,
-            [
-                (
-                    0,
-                    &b"a1\na2\na3\na4\na5\na6\na7\n"[..],
-                    &[3, 6, 9, 12, 15, 18, 21][..],
-                    &[0, 1, 2, 3, 5, 6, 7][..]
-                ),
-                (1, &b"b1\n"[..], &[3][..], &[4][..]),
-            ]
+            (&second.ends[..], &second.positions[..]),
+            (&[3][..], &[4][..])
         );
         assert_eq!(part.bytes, 24);
+        // A second batch into the same hour goes on where the first ended.
+        let more = Records {
+            payload: Bytes::from("a8\na9"),
+            ranges: vec![0..2, 3..5],
+            positions: vec![8, 9],
+            times: vec![0, 0],
+            ..records
+        };
+        part.take(&more);
+        assert_eq!(part.hours[0].lines, b"a1\na2\na3\na4\na5\na6\na7\na8\na9\n");
+        assert_eq!(part.hours[0].ends[7..], [24, 27]);
     }
 
     /// Record `i`: minutes apart, so that 600 records span ten hours and every object boundary
