@@ -99,30 +99,25 @@ impl Detached {
 
     /// The record again, borrowing from `base`: the same bytes it was decoded from.
     pub fn telemetry<'a>(&'a self, base: &'a [u8]) -> Telemetry<'a> {
-        Telemetry {
-            name: self.name.get(base),
-            status_time: self.status_time,
-            latitude: self.latitude,
-            longitude: self.longitude,
-            distance: self.distance,
-            health_points: self.health_points,
-            magic_points: self.magic_points,
-            input_data: self.input_data.as_ref().map(|t| t.get(base)),
-        }
+        self.with_strings(|span| span.get(base))
     }
 
     /// As [`Detached::telemetry`], from the same bytes already known to be UTF-8 (no check of
     /// each string again).
     pub fn telemetry_in<'a>(&'a self, text: &'a str) -> Telemetry<'a> {
+        self.with_strings(|span| span.get_in(text))
+    }
+
+    fn with_strings<'a>(&'a self, get: impl Fn(&'a Span) -> Cow<'a, str>) -> Telemetry<'a> {
         Telemetry {
-            name: self.name.get_in(text),
+            name: get(&self.name),
             status_time: self.status_time,
             latitude: self.latitude,
             longitude: self.longitude,
             distance: self.distance,
             health_points: self.health_points,
             magic_points: self.magic_points,
-            input_data: self.input_data.as_ref().map(|t| t.get_in(text)),
+            input_data: self.input_data.as_ref().map(get),
         }
     }
 }
@@ -224,6 +219,19 @@ mod tests {
             s.push_str(&format!(",\"{key}\":{value}}}"));
         }
         s
+    }
+
+    /// A detached record reads back the same from its bytes and from its checked text, whether
+    /// its name lies in them (plain) or was owned (escaped).
+    #[test]
+    fn detached_records_read_back_whole() {
+        let escaped = with("Name", Some(r#""Fela\u0072\u00f3f""#));
+        for text in [GOOD, escaped.as_str()] {
+            let record = decode(text.as_bytes()).unwrap();
+            let detached = Detached::new(record.clone(), text.as_bytes());
+            assert_eq!(detached.telemetry(text.as_bytes()), record);
+            assert_eq!(detached.telemetry_in(text), record);
+        }
     }
 
     #[test]
