@@ -6,6 +6,10 @@
 //! input (allocating only to undo JSON escapes, never more than the input's size), and never
 //! panics: every index is checked, and arbitrary bytes are fed to it in the test suite.
 //!
+//! Two readers: `usual` takes the record producers write (plain keys, no whitespace or escapes,
+//! valid values) in one tight pass, rounding its decimals by Eisel–Lemire (`lemire`), and steps
+//! aside for anything else; `parser` reads any JSON and alone decides every reject.
+//!
 //! Precedence when a record has several faults: size first (`too_large`, unread), then syntax
 //! (`malformed_json` wins over anything found before the syntax error), then the first field
 //! fault in document order (`bad_type`, `out_of_range`), then `missing_field`.
