@@ -59,30 +59,21 @@ pub(super) fn usual(s: &str) -> Option<Telemetry<'_>> {
                 STATUS_TIME
             }
             b'L' if rest.as_bytes().get(1) == Some(&b'a') => {
-                let (v, after) = float(rest.strip_prefix("Latitude\":")?)?;
-                if !(-90.0..=90.0).contains(&v) {
-                    return None;
-                }
+                let (v, after) = float_in(rest.strip_prefix("Latitude\":")?, -90.0, 90.0)?;
                 t.latitude = v;
                 rest = after;
                 LATITUDE
             }
             b'L' => {
-                let (v, after) = float(rest.strip_prefix("Longitude\":")?)?;
-                if !(-180.0..=180.0).contains(&v) {
-                    return None;
-                }
+                let (v, after) = float_in(rest.strip_prefix("Longitude\":")?, -180.0, 180.0)?;
                 t.longitude = v;
                 rest = after;
                 LONGITUDE
             }
             b'D' => {
-                let (v, after) = float(rest.strip_prefix("Distance\":")?)?;
                 // -0 passes (as -0.0, as in the general parser); a long enough spelling rounds
-                // to infinity.
-                if v < 0.0 || v.is_infinite() {
-                    return None;
-                }
+                // to infinity, which does not.
+                let (v, after) = float_in(rest.strip_prefix("Distance\":")?, 0.0, f64::MAX)?;
                 t.distance = v;
                 rest = after;
                 DISTANCE
@@ -249,6 +240,11 @@ fn float(s: &str) -> Option<(f64, &str)> {
     Some((v, after))
 }
 
+/// A number as [`float`], when it lies within `low..=high`.
+fn float_in(s: &str, low: f64, high: f64) -> Option<(f64, &str)> {
+    float(s).filter(|(v, _)| (low..=high).contains(v))
+}
+
 /// An integer spelled `-?(0|[1-9][0-9]*)` of up to 18 digits (longer ones go to the general
 /// parser, which checks the `i64` range), and what follows it.
 fn integer(s: &str) -> Option<(i64, &str)> {
@@ -321,6 +317,8 @@ mod tests {
             USUAL.replace("29.580579992034956", "2.9e1"),
             USUAL.replace("29.580579992034956", "-1"),
             USUAL.replace("40.74930157081851", "90.5"),
+            USUAL.replace("-73.98488081957345", "-180.000000000001"),
+            USUAL.replace("29.580579992034956", &format!("1{}", "0".repeat(400))),
             USUAL.replace("Shadowfax", "Shadow\u{200B}fax"),
             USUAL.replace("Shadowfax", ""),
             USUAL.replace(":150,", ":1234567890123456789,"),
