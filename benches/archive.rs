@@ -1,0 +1,61 @@
+//! The Parquet archive's encoder on one object's worth of the benchmark fleet (5 MiB of NDJSON,
+//! the default `archive.buffer_bytes`): the CPU the archive adds to ingest per record, which
+//! `scripts/bench-archive` sees as a ratio of wall times. `cargo bench --bench archive`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_main, Criterion, Throughput};
+use stampede::decode::decode;
+use stampede::output::archive::columns::encode;
+use stampede::output::Fields;
+
+mod support;
+
+fn bench(c: &mut Criterion) {
+    let file = support::fleet_file();
+    let (mut lines, mut ends, mut times, mut fields) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for line in support::lines(&file) {
+        if lines.len() + line.len() + 1 > 5 << 20 {
+            break;
+        }
+        let record = decode(line).expect("the fleet's records are valid");
+        // The name's place in the line, as the pipeline records it.
+        fields.push(Fields::of(&record, line));
+        times.push(record.status_time);
+        lines.extend_from_slice(line);
+        lines.push(b'\n');
+        ends.push(u32::try_from(lines.len()).expect("5 MiB"));
+    }
+    let mut g = c.benchmark_group("archive");
+    g.throughput(Throughput::Elements(ends.len() as u64));
+    g.sample_size(20);
+    g.bench_function("parquet_object", |b| {
+        b.iter(|| {
+            black_box(
+                encode(&lines, &ends, &times, &fields)
+                    .expect("encodes")
+                    .len(),
+            )
+        })
+    });
+    g.finish();
+    assert!(
+        fields.iter().all(|f| f.name.is_some()),
+        "names are found in place"
+    );
+    let size = encode(&lines, &ends, &times, &fields)
+        .expect("encodes")
+        .len();
+    println!(
+        "one object: {} records, {} bytes of NDJSON, {size} bytes of Parquet",
+        ends.len(),
+        lines.len()
+    );
+}
+
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+}
+criterion_main!(benches);
