@@ -37,6 +37,7 @@
 //! crash loses what was buffered (at most `buffer_secs`), as it loses open windows.
 
 pub mod columns;
+pub mod lines;
 pub mod output;
 pub mod target;
 

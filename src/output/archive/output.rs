@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use object_store::PutPayload;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lines::Lines;
 use super::target::Target;
 use super::{ArchiveFormat, ArchiveLayout};
 use crate::backoff::Backoff;
@@ -113,7 +115,7 @@ struct GaveUp;
 struct Hour {
     hour: i64,
     /// The records, each followed by a newline.
-    lines: Vec<u8>,
+    lines: Lines,
     /// Where each record's line ends (after its newline).
     ends: Vec<u32>,
     /// Each record's `StatusTime`.
@@ -164,7 +166,7 @@ impl Hour {
             return;
         }
         let cut = self.ends[n - 1];
-        self.lines.drain(..cut as usize);
+        self.lines.drop_front(cut as usize);
         self.ends.drain(..n);
         for end in &mut self.ends {
             *end -= cut;
@@ -238,8 +240,8 @@ impl Part {
     /// Takes in the accepted records of `r`.
     ///
     /// Records that were adjacent lines of the payload (an NDJSON body: each ends where the next
-    /// begins but for its `\n`) are copied as one run, the payload's own line breaks ending
-    /// their lines: one copy per run instead of one per record.
+    /// begins but for its `\n`) are kept as one run, a slice of the payload whose own line
+    /// breaks end their lines: not copied at all.
     fn take(&mut self, r: &Records) {
         let before = self.bytes;
         let mut run = Run::default();
@@ -257,7 +259,7 @@ impl Part {
                 && range.start == run.end + 1
                 && r.payload.get(run.end) == Some(&b'\n');
             if !adjacent {
-                self.copy_run(&r.payload, &mut run);
+                self.keep_run(&r.payload, &mut run);
                 run.hour = Some(at);
                 run.start = range.start;
             }
@@ -276,7 +278,7 @@ impl Part {
             }
             self.bytes += bytes.strip_suffix(b"\r").unwrap_or(bytes).len() + 1;
         }
-        self.copy_run(&r.payload, &mut run);
+        self.keep_run(&r.payload, &mut run);
         METRICS
             .archive_buffered
             .fetch_add(i64::try_from(self.bytes - before).unwrap_or(0), Relaxed);
@@ -299,8 +301,8 @@ impl Part {
         }
     }
 
-    /// Appends the lines of `run` (taken from `payload`) to its hour, and empties it.
-    fn copy_run(&mut self, payload: &[u8], run: &mut Run) {
+    /// Appends the lines of `run` (in `payload`) to its hour, and empties it.
+    fn keep_run(&mut self, payload: &Bytes, run: &mut Run) {
         let Some(at) = run.hour.take() else {
             return;
         };
@@ -312,13 +314,32 @@ impl Part {
         let breaks = memchr::memchr2_iter(b'\n', b'\r', lines).count();
         if breaks + 1 == run.ends.len() {
             let base = h.lines.len();
-            h.lines.extend_from_slice(lines);
-            h.lines.push(b'\n');
             h.ends.extend(
                 run.ends
                     .iter()
                     .map(|&end| u32::try_from(base + (end - run.start) + 1).unwrap_or(u32::MAX)),
             );
+            if payload.get(run.end) == Some(&b'\n') {
+                h.lines.push_piece(payload.slice(run.start..=run.end));
+            } else {
+                // The payload's last line has no `\n` of its own: the lines before it are a
+                // slice, it is copied with one.
+                let last = run
+                    .ends
+                    .len()
+                    .checked_sub(2)
+                    .map_or(run.start, |i| run.ends[i] + 1);
+                if last > run.start {
+                    h.lines.push_piece(payload.slice(run.start..last));
+                }
+                h.lines.push_line(
+                    payload
+                        .get(last..run.end)
+                        .unwrap_or_default()
+                        .iter()
+                        .copied(),
+                );
+            }
         } else {
             let mut start = run.start;
             for &end in &run.ends {
@@ -348,13 +369,8 @@ struct Run {
 /// unescaped), so it becomes a space and the record means the same.
 fn push_line(h: &mut Hour, bytes: &[u8]) {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    if memchr::memchr2(b'\n', b'\r', bytes).is_some() {
-        let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
-        h.lines.extend(bytes.iter().map(flat));
-    } else {
-        h.lines.extend_from_slice(bytes);
-    }
-    h.lines.push(b'\n');
+    let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
+    h.lines.push_line(bytes.iter().map(flat));
     h.ends
         .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
 }
@@ -612,11 +628,11 @@ impl Writer {
                         hour.times = times;
                         hour.fields = fields;
                         match out {
-                            Ok(bytes) => Bytes::from(bytes),
+                            Ok(bytes) => PutPayload::from(bytes),
                             Err(e) => {
                                 // Accepted records always decode: a bug. Keep them as NDJSON.
                                 tracing::error!(error = %e, "archive: cannot encode Parquet; this object is NDJSON");
-                                Bytes::copy_from_slice(&hour.lines)
+                                PutPayload::from_iter(hour.lines.pieces())
                             }
                         }
                     }
@@ -626,10 +642,10 @@ impl Writer {
                     }
                 }
             } else {
-                // The buffer itself, uncopied; a conflict (rare) takes it back.
-                Bytes::from(std::mem::take(&mut hour.lines))
+                // The pieces as they lie, uncopied.
+                PutPayload::from_iter(hour.lines.pieces())
             };
-            let size = body.len();
+            let size = body.content_length();
             let written = self
                 .retry(&key, || self.target.put_new(&key, body.clone()))
                 .await?;
@@ -643,9 +659,6 @@ impl Writer {
                 return Ok(());
             }
             // Written before, by a run that did not commit after it: its records are ours.
-            if !parquet {
-                hour.lines = body.to_vec();
-            }
             let existing = self.retry(&key, || self.target.get(&key)).await?;
             let held = match super::columns::count_records(existing, parquet) {
                 Ok(n) => n,
@@ -731,7 +744,7 @@ mod tests {
         };
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
-        let lines = &part.hours[0].lines;
+        let lines = part.hours[0].lines.to_vec();
         assert_eq!(lines.iter().filter(|&&b| b == b'\n').count(), 1);
         assert!(lines.ends_with(b"\n"));
         let read = crate::decode::decode(&lines[..lines.len() - 1]).unwrap();
@@ -768,16 +781,17 @@ mod tests {
             sequences: Vec::new(),
             fields: Vec::new(),
         };
+        let body = records.payload.clone();
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
         assert_eq!(part.hours.len(), 2);
         let (first, second) = (&part.hours[0], &part.hours[1]);
         assert_eq!(first.hour, 0);
-        assert_eq!(first.lines, b"a1\na2\na3\na4\na5\na6\na7\n");
+        assert_eq!(first.lines.to_vec(), b"a1\na2\na3\na4\na5\na6\na7\n");
         assert_eq!(first.ends, [3, 6, 9, 12, 15, 18, 21]);
         assert_eq!(first.positions, [0, 1, 2, 3, 5, 6, 7]);
         assert_eq!(second.hour, 1);
-        assert_eq!(second.lines, b"b1\n");
+        assert_eq!(second.lines.to_vec(), b"b1\n");
         assert_eq!(
             (&second.ends[..], &second.positions[..]),
             (&[3][..], &[4][..])
@@ -792,8 +806,29 @@ mod tests {
             ..records
         };
         part.take(&more);
-        assert_eq!(part.hours[0].lines, b"a1\na2\na3\na4\na5\na6\na7\na8\na9\n");
+        assert_eq!(
+            part.hours[0].lines.to_vec(),
+            b"a1\na2\na3\na4\na5\na6\na7\na8\na9\n"
+        );
         assert_eq!(part.hours[0].ends[7..], [24, 27]);
+        let read: Vec<&[u8]> = part.hours[0].lines.each(&part.hours[0].ends).collect();
+        assert_eq!(
+            read,
+            [
+                &b"a1"[..],
+                b"a2",
+                b"a3",
+                b"a4",
+                b"a5",
+                b"a6",
+                b"a7",
+                b"a8",
+                b"a9"
+            ]
+        );
+        // Runs are slices of the payload, not copies.
+        let pieces = part.hours[0].lines.pieces();
+        assert_eq!(pieces[0].as_ptr(), body.as_ptr());
     }
 
     /// Record `i`: minutes apart, so that 600 records span ten hours and every object boundary

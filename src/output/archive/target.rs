@@ -151,12 +151,12 @@ impl Target {
     ///
     /// # Errors
     /// The write failed; nothing is visible under `key` then.
-    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<bool, TargetError> {
+    pub async fn put_new(&self, key: &str, body: PutPayload) -> Result<bool, TargetError> {
         match self {
             Target::Dir(root) => {
                 let root = root.clone();
                 let key = key.to_owned();
-                tokio::task::spawn_blocking(move || put_new_file(&root, &key, &bytes))
+                tokio::task::spawn_blocking(move || put_new_file(&root, &key, &body))
                     .await
                     .map_err(|e| TargetError::Io {
                         path: "archive writer".into(),
@@ -169,10 +169,7 @@ impl Target {
                     mode: PutMode::Create,
                     ..PutOptions::default()
                 };
-                match store
-                    .put_opts(&location, PutPayload::from_bytes(bytes), options)
-                    .await
-                {
+                match store.put_opts(&location, body, options).await {
                     Ok(_) => Ok(true),
                     Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
                     Err(e) => Err(e.into()),
@@ -248,7 +245,7 @@ impl Target {
 
 static STAGED: AtomicU64 = AtomicU64::new(0);
 
-fn put_new_file(root: &Path, key: &str, bytes: &[u8]) -> Result<bool, TargetError> {
+fn put_new_file(root: &Path, key: &str, body: &PutPayload) -> Result<bool, TargetError> {
     let dest = root.join(key);
     let dir = dest.parent().unwrap_or(root);
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -261,7 +258,9 @@ fn put_new_file(root: &Path, key: &str, bytes: &[u8]) -> Result<bool, TargetErro
     ));
     let result = (|| {
         let mut file = std::fs::File::create(&staged).map_err(|e| io(&staged, e))?;
-        file.write_all(bytes).map_err(|e| io(&staged, e))?;
+        for piece in body.iter() {
+            file.write_all(piece).map_err(|e| io(&staged, e))?;
+        }
         file.sync_all().map_err(|e| io(&staged, e))?;
         match std::fs::hard_link(&staged, &dest) {
             Ok(()) => {}
@@ -344,11 +343,11 @@ mod tests {
         target.prepare().await.unwrap();
         let key = "2018/03/18/03/wildrydes-1-x";
         assert!(target
-            .put_new(key, Bytes::from_static(b"first\n"))
+            .put_new(key, PutPayload::from_static(b"first\n"))
             .await
             .unwrap());
         assert!(!target
-            .put_new(key, Bytes::from_static(b"second\n"))
+            .put_new(key, PutPayload::from_static(b"second\n"))
             .await
             .unwrap());
         assert_eq!(
