@@ -339,11 +339,13 @@ impl Default for BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// Appends one record at `position`.
+    /// Appends one record at `position`. Records are kept one per line, as an NDJSON body is:
+    /// the archive then keeps a run of them as one slice of the batch instead of copying each.
     pub fn push(&mut self, bytes: &[u8], position: u64) {
         let start = self.payload.len();
         self.payload.extend_from_slice(bytes);
         self.records.push(start..self.payload.len());
+        self.payload.extend_from_slice(b"\n");
         self.positions.push(position);
     }
 
@@ -400,6 +402,20 @@ mod tests {
             stored,
         };
         (r, senders)
+    }
+
+    /// A batch's records lie one per line, each range its record alone, so that the archive can
+    /// keep them as one slice.
+    #[test]
+    fn a_batch_holds_its_records_one_per_line() {
+        let mut builder = BatchBuilder::default();
+        builder.push(b"{\"a\":1}", 7);
+        builder.push(b"{}", 8);
+        let batch = builder.take().unwrap();
+        assert_eq!(&batch.payload[..], b"{\"a\":1}\n{}\n");
+        assert_eq!(batch.records, [0..7, 8..10]);
+        assert_eq!(batch.positions, [7, 8]);
+        assert!(builder.take().is_none());
     }
 
     fn slots(ready: &[Ready]) -> Vec<(u32, u64)> {
