@@ -150,6 +150,7 @@ impl KafkaSource {
                 commits: pending,
             }),
             changed: AtomicBool::new(false),
+            rejoining: AtomicBool::new(false),
             checkpoints: OnceLock::new(),
         };
         let mut config = client_config(&cfg.brokers, &CONSUMER_DEFAULTS, &cfg.options);
@@ -223,6 +224,10 @@ struct GroupContext {
     state: Mutex<State>,
     /// Set when the assignment changed, for the poll loop to pick up.
     changed: AtomicBool,
+    /// The assignment was lost (the group session timed out) and none has come since: the
+    /// member reads nothing, so `/readyz` says the source is down even while a connection that
+    /// nothing is sent on still looks up (a stalled link keeps idle connections "UP").
+    rejoining: AtomicBool,
     /// Where checkpoints are saved (set by the poll thread before it subscribes).
     checkpoints: OnceLock<Checkpoints>,
 }
@@ -234,6 +239,9 @@ impl ClientContext for GroupContext {
 
     fn stats(&self, statistics: Statistics) {
         self.observed.stats(statistics);
+        if self.rejoining.load(Ordering::Relaxed) {
+            self.observed.connected.store(false, Ordering::Relaxed);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -254,6 +262,9 @@ impl ConsumerContext for GroupContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if self.rejoining.swap(false, Ordering::Relaxed) {
+                    tracing::info!("kafka: back in the consumer group");
+                }
                 let start = self.assign(consumer, tpl);
                 if cooperative {
                     consumer.incremental_assign(&start)
@@ -290,6 +301,17 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// The member is out of the group until its next assignment: `/readyz` says so, with why.
+    fn left_group(&self, why: &str) {
+        self.rejoining.store(true, Ordering::Relaxed);
+        self.observed.connected.store(false, Ordering::Relaxed);
+        *self
+            .observed
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why.to_owned());
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -393,6 +415,11 @@ impl GroupContext {
     /// Stops the engines of `partitions` without emitting their open windows, then commits
     /// their last checkpoints (unless the assignment was lost: another member owns them now).
     fn hand_off(&self, consumer: &BaseConsumer<Self>, partitions: &[i32], lost: bool) {
+        if lost {
+            self.left_group(
+                "the assignment was lost (the consumer group session timed out); rejoining the group",
+            );
+        }
         let stopping: Vec<(i32, Partition)> = {
             let mut state = self.state();
             let stopping = partitions
