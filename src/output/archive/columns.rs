@@ -49,6 +49,9 @@ pub fn encode(
     fields: &[crate::output::Fields],
 ) -> Result<Vec<u8>, String> {
     let n = ends.len();
+    if ends.last().is_some_and(|&end| end as usize > lines.len()) {
+        return Err("record bounds out of range".into());
+    }
     // Names are gathered as bytes and checked as UTF-8 once, whole, at the end (they came from
     // text that was checked when it arrived; a check per name cost an eighth of the encoding).
     let mut name = BinaryBuilder::with_capacity(n, n * 16);

@@ -45,6 +45,12 @@ impl Lines {
         self.tail.push(b'\n');
     }
 
+    /// Appends whole lines, copied: `lines` ends a line but for its last `\n`, added here.
+    pub fn push_lines(&mut self, lines: &[u8]) {
+        self.tail.extend_from_slice(lines);
+        self.tail.push(b'\n');
+    }
+
     /// Makes the rebuilt lines a piece of their own.
     fn freeze(&mut self) {
         if !self.tail.is_empty() {
@@ -107,7 +113,11 @@ impl Lines {
                 piece_start += piece.len();
                 match pieces.next() {
                     Some(p) => piece = p,
-                    None => break,
+                    None => {
+                        // Past the data: nothing to read (the caller checks the bounds).
+                        piece = &[];
+                        break;
+                    }
                 }
             }
             let line = piece
@@ -150,6 +160,12 @@ mod tests {
         assert_eq!(l.to_vec(), b"a1\na22\nr1\nr22\nb1\nr3\n");
         let each: Vec<&[u8]> = l.each(&ends).collect();
         assert_eq!(each, [&b"a1"[..], b"a22", b"r1", b"r22", b"b1", b"r3"]);
+        // Ends past the data read nothing (not the last line again).
+        let mut short = Lines::default();
+        short.push_piece(Bytes::from_static(b"ab\n"));
+        short.push_line(*b"cd");
+        let each: Vec<&[u8]> = short.each(&[3, 6, 9]).collect();
+        assert_eq!(each, [&b"ab"[..], b"cd", b""]);
     }
 
     #[test]

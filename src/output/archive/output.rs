@@ -33,6 +33,9 @@ const MS_PER_HOUR: Millis = 3_600_000;
 /// for one to write at; then it is written anyway (a quiet partition may send none for a while).
 const BARRIER_GRACE: Duration = Duration::from_secs(5);
 
+/// A run of records shorter than this is copied rather than kept as a slice of its payload.
+const MIN_SLICE: usize = 4 << 10;
+
 /// A checkpointing partition's buffer is written whole at this multiple of `buffer_bytes` even
 /// with no barrier to end its objects at, so that memory stays bounded if barriers stop coming.
 const HARD_LIMIT_FACTOR: usize = 4;
@@ -319,7 +322,11 @@ impl Part {
                     .iter()
                     .map(|&end| u32::try_from(base + (end - run.start) + 1).unwrap_or(u32::MAX)),
             );
-            if payload.get(run.end) == Some(&b'\n') {
+            // A slice keeps the whole payload alive: only a run that is most of it is kept so
+            // (memory stays within twice what is counted); a small one is copied.
+            if lines.len() < MIN_SLICE || lines.len() * 2 < payload.len() {
+                h.lines.push_lines(lines);
+            } else if payload.get(run.end) == Some(&b'\n') {
                 h.lines.push_piece(payload.slice(run.start..=run.end));
             } else {
                 // The payload's last line has no `\n` of its own: the lines before it are a
@@ -751,7 +758,55 @@ mod tests {
         assert_eq!(read, accepted);
     }
 
-    /// Adjacent lines are copied as runs; a blank line, another hour or a rejected record
+    /// A run that is most of its payload is kept as a slice of it, uncopied; a small part of a
+    /// payload (the rest rejected, say) is copied, so that a buffer never keeps alive much more
+    /// than it counts.
+    #[test]
+    fn big_runs_are_slices_of_their_payload_and_small_ones_copies() {
+        let payload: String = (0..200)
+            .map(|i| format!("{{\"line\":{i:050}}}\n"))
+            .collect();
+        let ranges: Vec<_> = payload
+            .match_indices('\n')
+            .scan(0, |start, (nl, _)| {
+                let range = *start..nl;
+                *start = nl + 1;
+                Some(range)
+            })
+            .collect();
+        let body = Bytes::from(payload.clone());
+        let records = |ranges: Vec<std::ops::Range<usize>>| Records {
+            source: SourceKind::Http,
+            partition: "0".into(),
+            payload: body.clone(),
+            positions: (0..ranges.len() as u64).collect(),
+            times: vec![0; ranges.len()],
+            ranges,
+            sequences: Vec::new(),
+            fields: Vec::new(),
+        };
+        let mut whole = Part::new(SourceKind::Http);
+        whole.take(&records(ranges.clone()));
+        let pieces = whole.hours[0].lines.pieces();
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].as_ptr(), body.as_ptr(), "kept uncopied");
+        assert_eq!(whole.hours[0].lines.to_vec(), payload.as_bytes());
+        // Three records of two hundred: copied.
+        let mut few = Part::new(SourceKind::Http);
+        few.take(&records(ranges[10..13].to_vec()));
+        let pieces = few.hours[0].lines.pieces();
+        assert!(pieces
+            .iter()
+            .all(|p| !body.as_ptr_range().contains(&p.as_ptr())));
+        let want: Vec<u8> = ranges[10..13]
+            .iter()
+            .flat_map(|r| payload.as_bytes()[r.clone()].iter().chain(b"\n"))
+            .copied()
+            .collect();
+        assert_eq!(few.hours[0].lines.to_vec(), want);
+    }
+
+    /// Adjacent lines are taken as runs; a blank line, another hour or a rejected record
     /// between them starts a new run, a run with a record ending in CR is copied record by
     /// record, and every record still ends its own line.
     #[test]
@@ -781,7 +836,6 @@ mod tests {
             sequences: Vec::new(),
             fields: Vec::new(),
         };
-        let body = records.payload.clone();
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
         assert_eq!(part.hours.len(), 2);
@@ -826,9 +880,6 @@ mod tests {
                 b"a9"
             ]
         );
-        // Runs are slices of the payload, not copies.
-        let pieces = part.hours[0].lines.pieces();
-        assert_eq!(pieces[0].as_ptr(), body.as_ptr());
     }
 
     /// Record `i`: minutes apart, so that 600 records span ten hours and every object boundary

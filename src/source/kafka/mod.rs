@@ -238,9 +238,11 @@ impl ClientContext for GroupContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        self.observed.stats(statistics);
+        // Out of the group, the connections' state is no news: down until assigned again.
         if self.rejoining.load(Ordering::Relaxed) {
             self.observed.connected.store(false, Ordering::Relaxed);
+        } else {
+            self.observed.stats(statistics);
         }
     }
 
