@@ -243,6 +243,19 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
     drop(serve);
 }
 
+/// A broker of its own behind a [`Flaky`](crate::support::flaky::Flaky) proxy, which it
+/// advertises: every client, the service's and the test's, goes through the proxy.
+fn broker_behind_flaky(dir: &std::path::Path) -> (PrivateBroker, crate::support::flaky::Flaky) {
+    let mut proxy = None;
+    let broker = PrivateBroker::behind(dir, |addr| {
+        let p = crate::support::flaky::Flaky::start(addr);
+        let front = p.addr.to_string();
+        proxy = Some(p);
+        front
+    });
+    (broker, proxy.expect("the broker started behind the proxy"))
+}
+
 /// The broker behind a flaky network (latency, resets, a stall, a refusal, in turn) while a
 /// fleet is produced (through the same network: the broker advertises the proxy): readiness
 /// names the source while each lasts, the client backs off rather than storm, and in the end
@@ -255,16 +268,8 @@ fn kafka_broker_outage_of_20_s_is_survived_and_readyz_reports_it() {
 /// service says meanwhile is the next test's.
 #[test]
 fn a_flaky_network_to_kafka_loses_nothing_and_readiness_tells_the_truth() {
-    use crate::support::flaky::Flaky;
     let dir = temp_dir("kafka-flaky");
-    let mut proxy = None;
-    let broker = PrivateBroker::behind(&dir, |addr| {
-        let p = Flaky::start(addr);
-        let front = p.addr.to_string();
-        proxy = Some(p);
-        front
-    });
-    let proxy = proxy.unwrap();
+    let (broker, proxy) = broker_behind_flaky(&dir);
     let brokers = proxy.addr.to_string();
     let t = Topics::new(&brokers, "flaky");
     let serve = t.serve_with_session(&dir, 3_600, 30_000);
@@ -338,16 +343,9 @@ fn a_flaky_network_to_kafka_loses_nothing_and_readiness_tells_the_truth() {
 /// broker outage expired is assigned and ready again is `kafka_broker_outage_of_20_s_…`'s.
 #[test]
 fn a_member_that_lost_its_assignment_is_not_ready_until_it_has_one_again() {
-    use crate::support::flaky::{Fault, Flaky};
+    use crate::support::flaky::Fault;
     let dir = temp_dir("kafka-lost");
-    let mut proxy = None;
-    let broker = PrivateBroker::behind(&dir, |addr| {
-        let p = Flaky::start(addr);
-        let front = p.addr.to_string();
-        proxy = Some(p);
-        front
-    });
-    let proxy = proxy.unwrap();
+    let (broker, proxy) = broker_behind_flaky(&dir);
     let t = Topics::new(&proxy.addr.to_string(), "lost");
     let serve = t.serve(&dir);
     let readyz = || {
