@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::lines::Lines;
@@ -135,6 +135,9 @@ pub fn encode(
     for column in ["StatusTime", "Latitude", "Longitude", "Distance"] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
+    // An object holds the names of a whole partition, spread across the alphabet: their min and
+    // max prune nothing, and comparing every name for them cost 6 % of the encoding.
+    props = props.set_column_statistics_enabled(ColumnPath::from("Name"), EnabledStatistics::None);
     let props = props.build();
     let mut out = Vec::with_capacity(lines.len() / 4);
     let mut writer =
