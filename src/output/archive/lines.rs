@@ -1,8 +1,10 @@
 //! An hour's buffered records as lines held in the payloads they arrived in: slices of the
 //! request bodies and fetched batches (reference-counted [`Bytes`], not copied), and — rarely —
-//! lines rebuilt when a record's own bytes cannot stand as its line. The object is written from
-//! the pieces as they lie (one `write` per piece, or one S3 payload of them), so an NDJSON
-//! record's bytes are copied once, by the kernel, between arrival and disk.
+//! lines copied: rebuilt when a record's own bytes cannot stand as its line, or a run too small
+//! a part of its payload to keep the payload alive for (the archive's output decides). The
+//! object is written from the pieces as they lie (one `write` per piece, or one S3 payload of
+//! them), so the records of an NDJSON body are copied once, by the kernel, between arrival and
+//! disk.
 //!
 //! Every piece holds whole lines, each ending in `\n`: a line never spans two pieces, so a
 //! record can always be read back as one slice ([`Lines::each`]).

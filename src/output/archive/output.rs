@@ -244,7 +244,8 @@ impl Part {
     ///
     /// Records that were adjacent lines of the payload (an NDJSON body: each ends where the next
     /// begins but for its `\n`) are kept as one run, a slice of the payload whose own line
-    /// breaks end their lines: not copied at all.
+    /// breaks end their lines: not copied at all, unless the run is a small part of its payload
+    /// (then it is copied, so as not to keep the rest alive).
     fn take(&mut self, r: &Records) {
         let before = self.bytes;
         let mut run = Run::default();
