@@ -154,6 +154,22 @@ pub fn decode_text(text: &str) -> Result<Telemetry<'_>, Reject> {
     general(text.as_bytes())
 }
 
+/// Decodes the record at `range` of `bytes`. `text` is `bytes` itself when the whole was checked
+/// as UTF-8 (then the record is not checked again); `None` when it was not, or failed.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_at<'a>(
+    bytes: &'a [u8],
+    text: Option<&'a str>,
+    range: std::ops::Range<usize>,
+) -> Result<Telemetry<'a>, Reject> {
+    match text.and_then(|text| text.get(range.clone())) {
+        Some(record) => decode_text(record),
+        None => decode(bytes.get(range).unwrap_or_default()),
+    }
+}
+
 /// The general parser: any JSON, every rule, every reject reason.
 fn general(bytes: &[u8]) -> Result<Telemetry<'_>, Reject> {
     if bytes.len() > MAX_RECORD_BYTES {

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{unauthorized, WebState};
-use crate::decode::{array_elements, decode, decode_text, split_record_ranges, Detached};
+use crate::decode::{array_elements, decode_at, split_record_ranges, Detached};
 use crate::pipeline::Batch;
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -75,13 +75,7 @@ pub(super) async fn ingest(
     let text = std::str::from_utf8(&payload).ok();
     let decoded = records
         .iter()
-        .map(|r| {
-            let decoded = match text.and_then(|text| text.get(r.clone())) {
-                Some(record) => decode_text(record),
-                None => decode(payload.get(r.clone()).unwrap_or_default()),
-            };
-            decoded.map(|record| Detached::new(record, &payload))
-        })
+        .map(|r| decode_at(&payload, text, r.clone()).map(|record| Detached::new(record, &payload)))
         .collect();
     let (reply, outcome) = oneshot::channel();
     let count = records.len();

@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex};
 
-use crate::decode::{decode, decode_text, is_blank, Detached};
+use crate::decode::{decode_at, is_blank, Detached};
 use crate::record::{Reject, RejectReason, Telemetry, MAX_RECORD_BYTES};
 
 /// Bytes read per chunk: about 5,000 records, so handing one over costs nothing beside decoding
@@ -237,11 +237,7 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
                 outcome: Err(Reject::new(RejectReason::TooLarge)),
             });
         } else if !is_blank(line) {
-            let decoded = match checked.and_then(|text| text.get(start..end)) {
-                Some(line) => decode_text(line),
-                None => decode(line),
-            };
-            let outcome = decoded.map(|t| Detached::new(t, bytes));
+            let outcome = decode_at(bytes, checked, start..end).map(|t| Detached::new(t, bytes));
             items.push(Item {
                 line: lines,
                 raw: start..end,
@@ -346,6 +342,7 @@ pub fn decode_in_order<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::decode;
     use std::borrow::Cow;
 
     /// A reader that hands out at most `step` bytes a call, to move chunk borders around.
