@@ -419,7 +419,7 @@ impl GroupContext {
     fn hand_off(&self, consumer: &BaseConsumer<Self>, partitions: &[i32], lost: bool) {
         if lost {
             self.left_group(
-                "the assignment was lost (the consumer group session timed out); rejoining the group",
+                "the assignment was lost (a group session that timed out, or a failed rebalance); rejoining the group",
             );
         }
         let stopping: Vec<(i32, Partition)> = {
