@@ -453,26 +453,7 @@ impl Engine {
         let s = &mut self.slots[slot as usize];
         s.distance += record.distance;
         s.records = s.records.saturating_add(1);
-        let (health, magic) = (record.health_points, record.magic_points);
-        match (i32::try_from(health), i32::try_from(magic)) {
-            (Ok(h), Ok(m)) if s.late & WIDE == 0 => fold(&mut s.vitals, h, m),
-            _ => {
-                if s.late & WIDE == 0 {
-                    s.late |= WIDE;
-                    let n = s.vitals;
-                    let widened = [
-                        widen_min(n[0]),
-                        widen_max(n[1]),
-                        widen_min(n[2]),
-                        widen_max(n[3]),
-                    ];
-                    self.wide.insert(slot, widened);
-                }
-                if let Some(v) = self.wide.get_mut(&slot) {
-                    fold(v, health, magic);
-                }
-            }
-        }
+        self.fold_vitals(slot, record.health_points, record.magic_points);
         let s = &mut self.slots[slot as usize];
         let accepted = if late {
             if s.late & DIRTY == 0 {
@@ -492,6 +473,77 @@ impl Engine {
         self.last_arrival = arrival;
         self.watermark_at_last_record = self.watermark;
         Ok(accepted)
+    }
+
+    /// Takes one unicorn's records in one window, folded from a batch ([`super::fold`]), when
+    /// none of the batch's records is late: the same as pushing them one by one, but for the
+    /// watermark, which the caller raises with [`Engine::raise_watermark_through`]. `position` is
+    /// the source position of the group's first record.
+    ///
+    /// Only for event time and outside a replay (the batch path): folding decides lateness
+    /// against event time, and a replay decides each record against its checkpoint.
+    pub fn push_group(
+        &mut self,
+        name: &str,
+        start: Millis,
+        vitals: [i64; 4],
+        distances: &[f64],
+        position: u64,
+        arrival: Millis,
+    ) {
+        debug_assert!(self.cfg.time == TimeMode::Event && self.replay_through.is_none());
+        debug_assert!(start.saturating_add(self.cfg.size_ms) > self.watermark);
+        let id = self.names.intern(name);
+        self.last_unicorn = id;
+        let slot = self.slot(id, start, position);
+        self.seen[id as usize] = arrival;
+        let s = &mut self.slots[slot as usize];
+        for d in distances {
+            s.distance += d;
+        }
+        let n = u32::try_from(distances.len()).unwrap_or(u32::MAX);
+        s.records = s.records.saturating_add(n);
+        self.fold_vitals(slot, vitals[0], vitals[2]);
+        self.fold_vitals(slot, vitals[1], vitals[3]);
+        self.stats.on_time += u64::from(n);
+        self.last_arrival = arrival;
+    }
+
+    /// After [`Engine::push_group`]: the records through source `position` raised the watermark
+    /// to `candidate` (their highest event time less the out-of-orderness), as if each had been
+    /// pushed.
+    pub fn raise_watermark_through(&mut self, candidate: Millis, position: u64) {
+        self.last_position = Some(position);
+        if candidate > self.watermark {
+            self.raise_watermark(candidate);
+        }
+        self.watermark_at_last_record = self.watermark;
+    }
+
+    /// Folds a record's vitals into `slot`, widening its minima and maxima to 64 bits once a
+    /// value does not fit in 32.
+    #[inline]
+    fn fold_vitals(&mut self, slot: u32, health: i64, magic: i64) {
+        let s = &mut self.slots[slot as usize];
+        match (i32::try_from(health), i32::try_from(magic)) {
+            (Ok(h), Ok(m)) if s.late & WIDE == 0 => fold(&mut s.vitals, h, m),
+            _ => {
+                if s.late & WIDE == 0 {
+                    s.late |= WIDE;
+                    let n = s.vitals;
+                    let widened = [
+                        widen_min(n[0]),
+                        widen_max(n[1]),
+                        widen_min(n[2]),
+                        widen_max(n[3]),
+                    ];
+                    self.wide.insert(slot, widened);
+                }
+                if let Some(v) = self.wide.get_mut(&slot) {
+                    fold(v, health, magic);
+                }
+            }
+        }
     }
 
     /// The slot of (`id`, window `start`), created empty when missing; notes `position` in the

@@ -32,6 +32,7 @@
 //! passes the checkpoint, with a revision at least as high as any emitted before the crash.
 
 mod engine;
+pub mod fold;
 mod intern;
 
 pub use engine::{Accepted, Checkpoint, Closings, Engine, EngineStats, Finals, Forgotten, TooLate};

@@ -14,10 +14,13 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::ops::Range;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::decode::{decode_at, is_blank, Detached};
 use crate::record::{Reject, RejectReason, Telemetry, MAX_RECORD_BYTES};
+use crate::window::fold::{Folder, Folds};
+use crate::window::WindowConfig;
 
 /// Bytes read per chunk: about 5,000 records, so handing one over costs nothing beside decoding
 /// it, and small enough that every thread has work from the first milliseconds.
@@ -170,7 +173,13 @@ pub struct Decoded {
     text: Text,
     /// Lines in the chunk, blank ones included (line numbers continue across chunks).
     lines: u64,
+    /// Non-blank lines.
+    nonblank: u64,
+    /// Every non-blank line; only the rejected ones when the records are folded.
     items: Vec<Item>,
+    folds: Option<Folds>,
+    /// As [`Chunk::oversized`].
+    oversized: bool,
 }
 
 /// One line of a decoded chunk, as the engine takes it.
@@ -191,12 +200,17 @@ impl Decoded {
         self.lines
     }
 
+    /// Non-blank lines in the chunk: the source positions it takes.
+    pub fn nonblank(&self) -> u64 {
+        self.nonblank
+    }
+
     /// Index of the input the chunk came from.
     pub fn input(&self) -> usize {
         self.input
     }
 
-    /// The non-blank lines, in order.
+    /// The non-blank lines, in order; only the rejected ones when the records are folded.
     pub fn records(&self) -> impl Iterator<Item = Line<'_>> {
         let bytes = self.text.bytes();
         self.items.iter().map(move |item| Line {
@@ -210,55 +224,150 @@ impl Decoded {
             },
         })
     }
+
+    /// The records folded per (unicorn, window), with the text their names lie in, when the
+    /// decoding thread folded them.
+    pub fn folds(&self) -> Option<(&Folds, &str)> {
+        match (&self.folds, &self.text) {
+            (Some(folds), Text::Checked(text)) => Some((folds, text)),
+            _ => None,
+        }
+    }
+
+    /// Decodes the folded records again one by one (on the calling thread): some are late
+    /// against the engine's watermark, which the decoding thread could not know.
+    pub fn unfold(&mut self) {
+        if self.folds.take().is_some() {
+            let (items, _, _) = decode_items(&self.text, self.oversized);
+            self.items = items;
+        }
+    }
 }
 
-/// Splits and decodes one chunk.
-pub fn decode_chunk(chunk: Chunk) -> Decoded {
+/// How decoding threads fold their chunks' records per (unicorn, window) for the engine
+/// ([`crate::window::fold`]): batch runs in event time with neither alerts nor views, which
+/// need every record.
+pub struct Folding {
+    /// The windows.
+    pub cfg: WindowConfig,
+    /// The engine's watermark after the last chunk it took: a chunk with a record in a window
+    /// that ends by it is not folded (the record is late there). It lags the engine, so the
+    /// engine checks again.
+    pub watermark: AtomicI64,
+}
+
+/// Calls `each` with every line of `bytes` that is not blank or is too large: its 1-based line
+/// number, its bytes' range (cut at [`MAX_RECORD_BYTES`]) and whether it is too large; returns
+/// the number of lines, blank ones included. `oversized`: the text after the last newline is the
+/// head of a line too large to read.
+fn each_line(bytes: &[u8], oversized: bool, mut each: impl FnMut(u64, Range<usize>, bool)) -> u64 {
+    let mut lines = 0;
+    let mut start = 0;
+    let mut line = |start: usize, end: usize, forced_large: bool, lines: u64| {
+        let len = end - start;
+        if forced_large || len > MAX_RECORD_BYTES {
+            each(lines, start..start + len.min(MAX_RECORD_BYTES), true);
+        } else if !is_blank(&bytes[start..end]) {
+            each(lines, start..end, false);
+        }
+    };
+    for nl in memchr::memchr_iter(b'\n', bytes) {
+        lines += 1;
+        line(start, nl, false, lines);
+        start = nl + 1;
+    }
+    if start < bytes.len() {
+        lines += 1;
+        line(start, bytes.len(), oversized, lines);
+    }
+    lines
+}
+
+/// Every non-blank line decoded: the items, the lines and the non-blank ones.
+fn decode_items(text: &Text, oversized: bool) -> (Vec<Item>, u64, u64) {
+    let (bytes, checked) = match text {
+        Text::Checked(s) => (s.as_bytes(), Some(s.as_str())),
+        Text::Unchecked(b) => (&b[..], None),
+    };
+    let mut items = Vec::with_capacity(bytes.len() / 160 + 1);
+    let lines = each_line(bytes, oversized, |line, raw, too_large| {
+        let outcome = if too_large {
+            Err(Reject::new(RejectReason::TooLarge))
+        } else {
+            decode_at(bytes, checked, raw.clone()).map(|t| Detached::new(t, bytes))
+        };
+        items.push(Item { line, raw, outcome });
+    });
+    let nonblank = items.len() as u64;
+    (items, lines, nonblank)
+}
+
+/// The records of `text` folded, with the rejected lines as items, the lines and the non-blank
+/// ones; `None` when a record is late against those before it or the engine's last watermark,
+/// or has a name with escapes.
+fn fold_items(
+    text: &str,
+    oversized: bool,
+    folding: &Folding,
+) -> Option<(Folds, Vec<Item>, u64, u64)> {
+    let bytes = text.as_bytes();
+    let mut folder = Folder::new(folding.cfg, text);
+    let mut rejects = Vec::new();
+    let (mut folded, mut nonblank) = (true, 0);
+    let lines = each_line(bytes, oversized, |line, raw, too_large| {
+        nonblank += 1;
+        if !folded {
+            return;
+        }
+        let outcome = if too_large {
+            Err(Reject::new(RejectReason::TooLarge))
+        } else {
+            decode_at(bytes, Some(text), raw.clone())
+        };
+        match outcome {
+            Ok(record) => folded = folder.push(&record).is_ok(),
+            Err(reject) => {
+                folder.skip();
+                rejects.push(Item {
+                    line,
+                    raw,
+                    outcome: Err(reject),
+                });
+            }
+        }
+    });
+    let folds = folder.finish();
+    (folded && folds.earliest_end() > folding.watermark.load(Ordering::Relaxed))
+        .then_some((folds, rejects, lines, nonblank))
+}
+
+/// Splits and decodes one chunk; folds its records when `folding` says so and they can be.
+pub fn decode_chunk(chunk: Chunk, folding: Option<&Folding>) -> Decoded {
     // Checked whole, the chunk's lines need no check each (a chunk with a line that is not UTF-8
     // is checked line by line, as the decoder does).
     let text = match String::from_utf8(chunk.bytes) {
         Ok(text) => Text::Checked(text),
         Err(e) => Text::Unchecked(e.into_bytes()),
     };
-    let (bytes, checked) = match &text {
-        Text::Checked(s) => (s.as_bytes(), Some(s.as_str())),
-        Text::Unchecked(b) => (&b[..], None),
+    let folded = match (&text, folding) {
+        (Text::Checked(s), Some(folding)) => fold_items(s, chunk.oversized, folding),
+        _ => None,
     };
-    let mut items = Vec::with_capacity(bytes.len() / 160 + 1);
-    let mut lines = 0;
-    let mut start = 0;
-    let last = bytes.len();
-    let mut push = |start: usize, end: usize, forced_large: bool, lines: u64| {
-        let line = &bytes[start..end];
-        if forced_large || line.len() > MAX_RECORD_BYTES {
-            items.push(Item {
-                line: lines,
-                raw: start..start + line.len().min(MAX_RECORD_BYTES),
-                outcome: Err(Reject::new(RejectReason::TooLarge)),
-            });
-        } else if !is_blank(line) {
-            let outcome = decode_at(bytes, checked, start..end).map(|t| Detached::new(t, bytes));
-            items.push(Item {
-                line: lines,
-                raw: start..end,
-                outcome,
-            });
+    let (items, lines, nonblank, folds) = match folded {
+        Some((folds, rejects, lines, nonblank)) => (rejects, lines, nonblank, Some(folds)),
+        None => {
+            let (items, lines, nonblank) = decode_items(&text, chunk.oversized);
+            (items, lines, nonblank, None)
         }
     };
-    for nl in memchr::memchr_iter(b'\n', bytes) {
-        lines += 1;
-        push(start, nl, false, lines);
-        start = nl + 1;
-    }
-    if start < last {
-        lines += 1;
-        push(start, last, chunk.oversized, lines);
-    }
     Decoded {
         input: chunk.input,
         text,
         lines,
+        nonblank,
         items,
+        folds,
+        oversized: chunk.oversized,
     }
 }
 
@@ -270,11 +379,12 @@ pub fn decode_chunk(chunk: Chunk) -> Decoded {
 pub fn decode_in_order<R: Read>(
     mut chunker: Chunker<R>,
     threads: usize,
+    folding: Option<&Folding>,
     consume: &mut dyn FnMut(Decoded),
 ) -> Result<(), ReadFailed> {
     if threads <= 1 {
         while let Some(chunk) = chunker.next_chunk()? {
-            consume(decode_chunk(chunk));
+            consume(decode_chunk(chunk, folding));
         }
         return Ok(());
     }
@@ -292,7 +402,7 @@ pub fn decode_in_order<R: Read>(
                     Err(_) => return,
                 };
                 let Ok((seq, chunk)) = job else { return };
-                if done.send((seq, decode_chunk(chunk))).is_err() {
+                if done.send((seq, decode_chunk(chunk, folding))).is_err() {
                     return;
                 }
             });
@@ -404,7 +514,7 @@ mod tests {
             .collect();
         let mut out = Vec::new();
         let (mut input, mut before) = (0, 0u64);
-        decode_in_order(Chunker::new(readers), threads, &mut |chunk| {
+        decode_in_order(Chunker::new(readers), threads, None, &mut |chunk| {
             if chunk.input() != input {
                 (input, before) = (chunk.input(), 0);
             }
@@ -473,11 +583,14 @@ mod tests {
         let mut bytes = line.to_vec();
         bytes.push(b'\n');
         bytes.extend_from_slice(plain);
-        let decoded = decode_chunk(Chunk {
-            input: 0,
-            bytes,
-            oversized: false,
-        });
+        let decoded = decode_chunk(
+            Chunk {
+                input: 0,
+                bytes,
+                oversized: false,
+            },
+            None,
+        );
         let got: Vec<Telemetry<'_>> = decoded.records().map(|l| l.outcome.unwrap()).collect();
         assert_eq!(got[0], decode(line).unwrap());
         assert_eq!(got[1], decode(plain).unwrap());
