@@ -476,9 +476,10 @@ impl Engine {
     }
 
     /// Takes one unicorn's records in one window, folded from a batch ([`super::fold`]), when
-    /// none of the batch's records is late: the same as pushing them one by one, but for the
-    /// watermark, which the caller raises with [`Engine::raise_watermark_through`]. `position` is
-    /// the source position of the group's first record.
+    /// none of the batch's records is late: the same windows as pushing them one by one. The
+    /// caller raises the watermark after the batch's groups with
+    /// [`Engine::raise_watermark_through`]. `position` is the source position of the group's
+    /// first record. Unlike record by record, [`Engine::last_unicorn`] is the last group's.
     ///
     /// Only for event time and outside a replay (the batch path): folding decides lateness
     /// against event time, and a replay decides each record against its checkpoint.
@@ -509,9 +510,12 @@ impl Engine {
         self.last_arrival = arrival;
     }
 
-    /// After [`Engine::push_group`]: the records through source `position` raised the watermark
-    /// to `candidate` (their highest event time less the out-of-orderness), as if each had been
-    /// pushed.
+    /// After a batch's [`Engine::push_group`]s: the records through source `position` (the
+    /// batch's last line, a record or not) raised the watermark to `candidate` (their highest
+    /// event time less the out-of-orderness). The watermark is the one record by record gives;
+    /// the last position, and the position noted with each window end the watermark passed, are
+    /// the batch's last rather than its records' (a replay needs neither: the batch path has
+    /// none).
     pub fn raise_watermark_through(&mut self, candidate: Millis, position: u64) {
         self.last_position = Some(position);
         if candidate > self.watermark {
@@ -531,12 +535,8 @@ impl Engine {
                 if s.late & WIDE == 0 {
                     s.late |= WIDE;
                     let n = s.vitals;
-                    let widened = [
-                        widen_min(n[0]),
-                        widen_max(n[1]),
-                        widen_min(n[2]),
-                        widen_max(n[3]),
-                    ];
+                    let [health, magic] = [widen(n[0], n[1]), widen(n[2], n[3])];
+                    let widened = [health.0, health.1, magic.0, magic.1];
                     self.wide.insert(slot, widened);
                 }
                 if let Some(v) = self.wide.get_mut(&slot) {
@@ -963,21 +963,14 @@ impl Engine {
     }
 }
 
-/// An i32 minimum as i64, keeping "unset" unset.
-fn widen_min(v: i32) -> i64 {
-    if v == i32::MAX {
-        i64::MAX
+/// An i32 (minimum, maximum) pair as i64, keeping an unset pair unset. A pair that holds a record
+/// has its minimum at or below its maximum; an unset one is (`i32::MAX`, `i32::MIN`). Telling it
+/// by the pair, not by each value, keeps a real minimum of `i32::MAX` (or maximum of `i32::MIN`).
+fn widen(min: i32, max: i32) -> (i64, i64) {
+    if min > max {
+        (i64::MAX, i64::MIN)
     } else {
-        i64::from(v)
-    }
-}
-
-/// An i32 maximum as i64, keeping "unset" unset.
-fn widen_max(v: i32) -> i64 {
-    if v == i32::MIN {
-        i64::MIN
-    } else {
-        i64::from(v)
+        (i64::from(min), i64::from(max))
     }
 }
 
@@ -1265,6 +1258,48 @@ mod tests {
             ]
         );
         assert!(e.wide.is_empty(), "released with their slots");
+    }
+
+    /// Values at the ends of i32 beside values past them, in every order, one by one and as a
+    /// folded group: the minima and maxima of the values themselves (a real minimum of
+    /// `i32::MAX` once read as "unset" when the window widened to 64 bits).
+    #[test]
+    fn vitals_at_the_ends_of_i32_in_any_order_record_by_record_or_folded() {
+        let (top, bottom) = (i64::from(i32::MAX), i64::from(i32::MIN));
+        for values in [
+            [1 << 32, top],
+            [top, 1 << 32],
+            [bottom, -(1 << 32)],
+            [-(1 << 32), bottom],
+            [top, bottom],
+            [bottom, 1 << 32],
+        ] {
+            let want = (values[0].min(values[1]), values[0].max(values[1]));
+            let mut one_by_one = Engine::new(batch_cfg());
+            for (i, &health) in values.iter().enumerate() {
+                one_by_one
+                    .push(&rec("a", i as i64, health), i as u64, 0)
+                    .unwrap();
+            }
+            let mut folded = Engine::new(batch_cfg());
+            let vitals = [want.0, want.1, -want.1, -want.0];
+            folded.push_group("a", 0, vitals, &[1.0, 1.0], 0, 0);
+            for mut e in [one_by_one, folded] {
+                let mut out = Vec::new();
+                e.flush(&mut out);
+                let s = &out[0];
+                assert_eq!(
+                    (s.min_health_points, s.max_health_points, s.records),
+                    (want.0, want.1, 2),
+                    "{values:?}"
+                );
+                assert_eq!(
+                    (s.min_magic_points, s.max_magic_points),
+                    (-want.1, -want.0),
+                    "{values:?}"
+                );
+            }
+        }
     }
 
     #[test]

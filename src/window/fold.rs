@@ -41,12 +41,12 @@ pub struct Group {
 }
 
 /// A batch's records, folded.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Folds {
     groups: Vec<Group>,
     distances: Vec<f64>,
     /// The watermark the batch's records raise: their highest event time less the
-    /// out-of-orderness (`Millis::MIN` for none).
+    /// out-of-orderness, or the engine's watermark the folder started from if higher.
     watermark: Millis,
     earliest_end: Millis,
     records: usize,
@@ -64,7 +64,7 @@ impl Folds {
     }
 
     /// The watermark the batch's records raise: their highest event time less the
-    /// out-of-orderness (`Millis::MIN` for none).
+    /// out-of-orderness, or the engine's watermark the folder started from if higher.
     pub fn watermark(&self) -> Millis {
         self.watermark
     }
@@ -103,18 +103,23 @@ pub struct Folder<'t> {
 }
 
 impl<'t> Folder<'t> {
-    /// A folder for records decoded from `text`, for event-time windows of `cfg`.
-    pub fn new(cfg: WindowConfig, text: &'t str) -> Self {
+    /// A folder for records decoded from `text`, for event-time windows of `cfg`, into an
+    /// engine whose watermark is at least `watermark` (a record in a window that ends by it is
+    /// late, and refused at once).
+    pub fn new(cfg: WindowConfig, text: &'t str, watermark: Millis) -> Self {
         Folder {
             cfg,
             text,
             folds: Folds {
-                watermark: Millis::MIN,
+                groups: Vec::new(),
+                distances: Vec::new(),
+                watermark,
                 earliest_end: Millis::MAX,
-                ..Folds::default()
+                records: 0,
             },
             // Room for a record per 160 bytes of text and a group per 512 (a fleet's records
-            // are ~200 bytes, and a unicorn has a few in a MiB): growing costs a rehash.
+            // are ~200 bytes; a fleet of a thousand has a few each in a MiB, a larger one grows
+            // the index once or twice a chunk).
             index: HashMap::with_capacity_and_hasher(text.len() / 512, Default::default()),
             pending: Vec::with_capacity(text.len() / 160),
             counts: Vec::new(),
@@ -247,7 +252,7 @@ mod tests {
     fn groups_keep_their_records_distances_in_order_and_their_extremes() {
         let text = "a b";
         let (a, b) = (&text[0..1], &text[2..3]);
-        let mut folder = Folder::new(cfg(), text);
+        let mut folder = Folder::new(cfg(), text, Millis::MIN);
         folder.push(&record(a, 1_000, 0.1, 5)).unwrap();
         folder.push(&record(b, 2_000, 0.2, 7)).unwrap();
         folder.skip();
@@ -288,7 +293,7 @@ mod tests {
     fn a_record_late_against_those_before_it_or_with_a_name_of_its_own_is_refused() {
         let (text, elsewhere) = (String::from("a"), String::from("a"));
         let text = text.as_str();
-        let mut folder = Folder::new(cfg(), text);
+        let mut folder = Folder::new(cfg(), text, Millis::MIN);
         folder.push(&record(text, 125_000, 1.0, 1)).unwrap();
         // The watermark is at 120 s: the window [60 s, 120 s) is closed.
         assert_eq!(folder.push(&record(text, 119_999, 1.0, 1)), Err(Unfoldable));
@@ -297,8 +302,11 @@ mod tests {
             name: Cow::Owned("a".into()),
             ..record(text, 121_000, 1.0, 1)
         };
-        assert_eq!(Folder::new(cfg(), text).push(&owned), Err(Unfoldable));
-        let mut folder = Folder::new(cfg(), text);
+        assert_eq!(
+            Folder::new(cfg(), text, Millis::MIN).push(&owned),
+            Err(Unfoldable)
+        );
+        let mut folder = Folder::new(cfg(), text, Millis::MIN);
         assert_eq!(folder.push(&record(&elsewhere, 1, 1.0, 1)), Err(Unfoldable));
     }
 }

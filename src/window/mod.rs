@@ -4,7 +4,9 @@
 //! Pure and synchronous. A source drives one [`Engine`] per partition: [`Engine::push`] each
 //! decoded record with its source position and arrival time, then [`Engine::advance`] after a
 //! batch or on a timer to collect the summaries that became due, and [`Engine::flush`] when the
-//! input ends. Nothing here reads a clock, locks, or awaits; the caller passes the time.
+//! input ends. Nothing here reads a clock, locks, or awaits; the caller passes the time. The
+//! batch path may instead hand it a batch with no late record folded per (unicorn, window)
+//! ([`fold`], [`Engine::push_group`]): the same decisions, taken for the batch at once.
 //!
 //! # Semantics, record by record
 //!

@@ -7,6 +7,10 @@
 //! gives, so the output is the same byte for byte whatever the number of threads. With one
 //! thread the same chunks are decoded inline: one code path, so the comparison is honest.
 //!
+//! When nothing needs the records one by one ([`Folding`]), a decoding thread folds a chunk
+//! with no late record per (unicorn, window) ([`crate::window::fold`]), and the engine takes
+//! the groups: the same summaries, in a few steps a chunk.
+//!
 //! A decoded record keeps its strings as ranges into its chunk's bytes (only a name with JSON
 //! escapes is owned, as in the decoder), so a chunk of ~5,000 records costs a handful of
 //! allocations, not one per record.
@@ -303,15 +307,16 @@ fn decode_items(text: &Text, oversized: bool) -> (Vec<Item>, u64, u64) {
 }
 
 /// The records of `text` folded, with the rejected lines as items, the lines and the non-blank
-/// ones; `None` when a record is late against those before it or the engine's last watermark,
-/// or has a name with escapes.
+/// ones; `None` when a record is late against those before it or the engine's last watermark
+/// (refused at that record), or has a name with escapes.
 fn fold_items(
     text: &str,
     oversized: bool,
     folding: &Folding,
 ) -> Option<(Folds, Vec<Item>, u64, u64)> {
     let bytes = text.as_bytes();
-    let mut folder = Folder::new(folding.cfg, text);
+    let watermark = folding.watermark.load(Ordering::Relaxed);
+    let mut folder = Folder::new(folding.cfg, text, watermark);
     let mut rejects = Vec::new();
     let (mut folded, mut nonblank) = (true, 0);
     let lines = each_line(bytes, oversized, |line, raw, too_large| {
@@ -336,9 +341,7 @@ fn fold_items(
             }
         }
     });
-    let folds = folder.finish();
-    (folded && folds.earliest_end() > folding.watermark.load(Ordering::Relaxed))
-        .then_some((folds, rejects, lines, nonblank))
+    folded.then(|| (folder.finish(), rejects, lines, nonblank))
 }
 
 /// Splits and decodes one chunk; folds its records when `folding` says so and they can be.
@@ -574,6 +577,58 @@ mod tests {
                 assert!(g.2 == w.2, "line {} of input {}: bytes", w.1, w.0);
             }
         }
+    }
+
+    /// (line, raw, outcome) of every line a decoded chunk holds.
+    fn lines_of(d: &Decoded) -> Vec<(u64, Vec<u8>, Result<Telemetry<'_>, Reject>)> {
+        d.records()
+            .map(|l| (l.line, l.raw.to_vec(), l.outcome))
+            .collect()
+    }
+
+    /// A folded chunk keeps only its rejects as lines; unfolded again (the engine found a late
+    /// record), it holds what decoding without folding gives, an oversized tail included.
+    #[test]
+    fn a_folded_chunk_unfolds_into_what_decoding_gives() {
+        let mut bytes = Vec::new();
+        for i in 0..50 {
+            match i {
+                7 => bytes.extend_from_slice(b"{oops"),
+                8 => bytes.extend_from_slice(b"   "),
+                _ => bytes.extend(record(i)),
+            }
+            bytes.push(b'\n');
+        }
+        bytes.extend(vec![b'x'; MAX_RECORD_BYTES + 3]);
+        bytes.truncate(bytes.len() - 3);
+        let chunk = || Chunk {
+            input: 0,
+            bytes: bytes.clone(),
+            oversized: true,
+        };
+        let folding = Folding {
+            cfg: WindowConfig::default(),
+            watermark: AtomicI64::new(crate::time::Millis::MIN),
+        };
+        let plain = decode_chunk(chunk(), None);
+        let mut folded = decode_chunk(chunk(), Some(&folding));
+        let (folds, _) = folded.folds().expect("in order: folded");
+        assert_eq!(folds.records(), 48);
+        let rejects: Vec<_> = lines_of(&folded).iter().map(|l| l.0).collect();
+        assert_eq!(rejects, vec![8, 51]);
+        folded.unfold();
+        assert!(folded.folds().is_none());
+        assert_eq!(
+            (folded.lines(), folded.nonblank()),
+            (plain.lines(), plain.nonblank())
+        );
+        assert_eq!((plain.lines(), plain.nonblank()), (51, 50));
+        assert_eq!(lines_of(&folded), lines_of(&plain));
+        // Against a watermark past its first window, the decoding thread does not fold it.
+        folding
+            .watermark
+            .store(1_521_343_260_000, Ordering::Relaxed);
+        assert!(decode_chunk(chunk(), Some(&folding)).folds().is_none());
     }
 
     #[test]
