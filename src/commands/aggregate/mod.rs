@@ -298,13 +298,8 @@ fn run<'a>(
             // Only the rejected lines are left as lines.
             for line in chunk.records() {
                 if let Err(reject) = line.outcome {
-                    report.rejected[reject.reason.index()] += 1;
-                    on_reject(&Rejected {
-                        input: &labels[line.input],
-                        line: lines_before + line.line,
-                        reject,
-                        raw: line.raw,
-                    });
+                    let (input, number) = (&labels[line.input], lines_before + line.line);
+                    count_reject(&mut report, on_reject, input, number, line.raw, reject);
                 }
             }
         } else {
@@ -334,13 +329,8 @@ fn run<'a>(
                         report.late += u64::from(accepted == Accepted::Late);
                     }
                     Err(reject) => {
-                        report.rejected[reject.reason.index()] += 1;
-                        on_reject(&Rejected {
-                            input: &labels[line.input],
-                            line: lines_before + line.line,
-                            reject,
-                            raw: line.raw,
-                        });
+                        let (input, number) = (&labels[line.input], lines_before + line.line);
+                        count_reject(&mut report, on_reject, input, number, line.raw, reject);
                     }
                 }
             }
@@ -366,6 +356,24 @@ fn run<'a>(
     let finals = final_summaries(emitted);
     report.summaries = finals.len();
     Ok((finals, report))
+}
+
+/// Counts a rejected line (`line` of `input`) and hands it to `on_reject`.
+fn count_reject(
+    report: &mut Report,
+    on_reject: &mut dyn FnMut(&Rejected<'_>),
+    input: &str,
+    line: u64,
+    raw: &[u8],
+    reject: Reject,
+) {
+    report.rejected[reject.reason.index()] += 1;
+    on_reject(&Rejected {
+        input,
+        line,
+        reject,
+        raw,
+    });
 }
 
 /// The last emission of every (`StatusTime`, `Name`), ordered by that key. Emissions of one key
