@@ -176,7 +176,7 @@ mod tests {
         let mut lines = Lines::default();
         lines.push_piece(Bytes::copy_from_slice(&text.as_bytes()[..first]));
         for line in text[first..].lines() {
-            lines.push_line(line.bytes());
+            lines.push_line(line.as_bytes());
         }
         lines
     }

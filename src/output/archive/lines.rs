@@ -41,14 +41,9 @@ impl Lines {
         self.pieces.push(piece);
     }
 
-    /// Appends one line, copied, and the `\n` that ends it; `line` holds no line break.
-    pub fn push_line(&mut self, line: impl IntoIterator<Item = u8>) {
-        self.tail.extend(line);
-        self.tail.push(b'\n');
-    }
-
-    /// Appends whole lines, copied: `lines` ends a line but for its last `\n`, added here.
-    pub fn push_lines(&mut self, lines: &[u8]) {
+    /// Appends `lines`, copied, and the `\n` that ends the last: one line, or whole lines each
+    /// ending in `\n` but the last.
+    pub fn push_line(&mut self, lines: &[u8]) {
         self.tail.extend_from_slice(lines);
         self.tail.push(b'\n');
     }
@@ -148,10 +143,10 @@ mod tests {
     fn lines() -> (Lines, Vec<u32>) {
         let mut l = Lines::default();
         l.push_piece(Bytes::from_static(b"a1\na22\n"));
-        l.push_line(*b"r1");
-        l.push_line(*b"r22");
+        l.push_line(b"r1");
+        l.push_line(b"r22");
         l.push_piece(Bytes::from_static(b"b1\n"));
-        l.push_line(*b"r3");
+        l.push_line(b"r3");
         (l, vec![3, 7, 10, 14, 17, 20])
     }
 
@@ -165,7 +160,7 @@ mod tests {
         // Ends past the data read nothing (not the last line again).
         let mut short = Lines::default();
         short.push_piece(Bytes::from_static(b"ab\n"));
-        short.push_line(*b"cd");
+        short.push_line(b"cd");
         let each: Vec<&[u8]> = short.each(&[3, 6, 9]).collect();
         assert_eq!(each, [&b"ab"[..], b"cd", b""]);
     }

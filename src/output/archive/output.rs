@@ -326,7 +326,7 @@ impl Part {
             // A slice keeps the whole payload alive: only a run that is most of it is kept so
             // (memory stays within twice what is counted); a small one is copied.
             if lines.len() < MIN_SLICE || lines.len() * 2 < payload.len() {
-                h.lines.push_lines(lines);
+                h.lines.push_line(lines);
             } else if payload.get(run.end) == Some(&b'\n') {
                 h.lines.push_piece(payload.slice(run.start..=run.end));
             } else {
@@ -340,13 +340,8 @@ impl Part {
                 if last > run.start {
                     h.lines.push_piece(payload.slice(run.start..last));
                 }
-                h.lines.push_line(
-                    payload
-                        .get(last..run.end)
-                        .unwrap_or_default()
-                        .iter()
-                        .copied(),
-                );
+                h.lines
+                    .push_line(payload.get(last..run.end).unwrap_or_default());
             }
         } else {
             let mut start = run.start;
@@ -377,8 +372,13 @@ struct Run {
 /// unescaped), so it becomes a space and the record means the same.
 fn push_line(h: &mut Hour, bytes: &[u8]) {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
-    h.lines.push_line(bytes.iter().map(flat));
+    if memchr::memchr2(b'\n', b'\r', bytes).is_none() {
+        h.lines.push_line(bytes);
+    } else {
+        let flat = |&b: &u8| if b == b'\n' || b == b'\r' { b' ' } else { b };
+        h.lines
+            .push_line(&bytes.iter().map(flat).collect::<Vec<u8>>());
+    }
     h.ends
         .push(u32::try_from(h.lines.len()).unwrap_or(u32::MAX));
 }
