@@ -47,7 +47,7 @@ const EMPTY_VITALS: Vitals<i32> = [i32::MAX, i32::MIN, i32::MAX, i32::MIN];
 
 /// Folds a record's vitals into extremes.
 #[inline]
-fn fold<T: Ord + Copy>(v: &mut Vitals<T>, health: T, magic: T) {
+pub(super) fn fold<T: Ord + Copy>(v: &mut Vitals<T>, health: T, magic: T) {
     v[0] = v[0].min(health);
     v[1] = v[1].max(health);
     v[2] = v[2].min(magic);
@@ -413,7 +413,7 @@ impl Engine {
             }
             None => false,
         };
-        let start = t.div_euclid(self.cfg.size_ms) * self.cfg.size_ms;
+        let start = self.cfg.window_start(t);
         let end = start.saturating_add(self.cfg.size_ms);
         if end.saturating_add(self.cfg.allowed_lateness_ms) <= self.watermark {
             if replaying {
@@ -466,7 +466,7 @@ impl Engine {
             self.stats.on_time += 1;
             Accepted::OnTime
         };
-        let candidate = t.saturating_sub(self.cfg.out_of_orderness_ms);
+        let candidate = self.cfg.watermark_of(t);
         if candidate > self.watermark {
             self.raise_watermark(candidate);
         }

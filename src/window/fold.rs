@@ -23,6 +23,7 @@ use hashbrown::HashMap;
 use crate::record::Telemetry;
 use crate::time::Millis;
 
+use super::engine::fold;
 use super::WindowConfig;
 
 /// One unicorn's records in one window, of one batch.
@@ -139,10 +140,9 @@ impl<'t> Folder<'t> {
     /// The record is late against the records before it, or its name is not a slice of the text
     /// (it had escapes).
     pub fn push(&mut self, record: &Telemetry<'t>) -> Result<(), Unfoldable> {
-        let size = self.cfg.size_ms;
         let t = record.status_time;
-        let start = t.div_euclid(size) * size;
-        let end = start.saturating_add(size);
+        let start = self.cfg.window_start(t);
+        let end = start.saturating_add(self.cfg.size_ms);
         if end <= self.folds.watermark {
             return Err(Unfoldable);
         }
@@ -159,20 +159,11 @@ impl<'t> Folder<'t> {
         };
         self.last = group;
         let g = &mut self.folds.groups[group];
-        let (h, m) = (record.health_points, record.magic_points);
-        g.vitals = [
-            g.vitals[0].min(h),
-            g.vitals[1].max(h),
-            g.vitals[2].min(m),
-            g.vitals[3].max(m),
-        ];
+        fold(&mut g.vitals, record.health_points, record.magic_points);
         self.counts[group] += 1;
         self.pending.push((group, record.distance));
         self.folds.earliest_end = self.folds.earliest_end.min(end);
-        self.folds.watermark = self
-            .folds
-            .watermark
-            .max(t.saturating_sub(self.cfg.out_of_orderness_ms));
+        self.folds.watermark = self.folds.watermark.max(self.cfg.watermark_of(t));
         self.lines += 1;
         self.folds.records += 1;
         Ok(())

@@ -114,6 +114,16 @@ pub struct WindowConfigError {
 }
 
 impl WindowConfig {
+    /// The start of the window event time `t` falls in.
+    pub fn window_start(&self, t: Millis) -> Millis {
+        t.div_euclid(self.size_ms) * self.size_ms
+    }
+
+    /// The watermark a record of event time `t` raises its partition's to (if higher).
+    pub fn watermark_of(&self, t: Millis) -> Millis {
+        t.saturating_sub(self.out_of_orderness_ms)
+    }
+
     /// Checks that the settings make sense together.
     ///
     /// # Errors

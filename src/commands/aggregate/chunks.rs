@@ -262,29 +262,36 @@ pub struct Folding {
 
 /// Calls `each` with every line of `bytes` that is not blank or is too large: its 1-based line
 /// number, its bytes' range (cut at [`MAX_RECORD_BYTES`]) and whether it is too large; returns
-/// the number of lines, blank ones included. `oversized`: the text after the last newline is the
-/// head of a line too large to read.
-fn each_line(bytes: &[u8], oversized: bool, mut each: impl FnMut(u64, Range<usize>, bool)) -> u64 {
-    let mut lines = 0;
-    let mut start = 0;
-    let mut line = |start: usize, end: usize, forced_large: bool, lines: u64| {
+/// the number of lines, blank ones included, or `None` as soon as `each` says to stop (false).
+/// `oversized`: the text after the last newline is the head of a line too large to read.
+fn each_line(
+    bytes: &[u8],
+    oversized: bool,
+    mut each: impl FnMut(u64, Range<usize>, bool) -> bool,
+) -> Option<u64> {
+    let mut line = |start: usize, end: usize, forced_large: bool, number: u64| {
         let len = end - start;
         if forced_large || len > MAX_RECORD_BYTES {
-            each(lines, start..start + len.min(MAX_RECORD_BYTES), true);
-        } else if !is_blank(&bytes[start..end]) {
-            each(lines, start..end, false);
+            each(number, start..start + len.min(MAX_RECORD_BYTES), true)
+        } else {
+            is_blank(&bytes[start..end]) || each(number, start..end, false)
         }
     };
+    let (mut lines, mut start) = (0, 0);
     for nl in memchr::memchr_iter(b'\n', bytes) {
         lines += 1;
-        line(start, nl, false, lines);
+        if !line(start, nl, false, lines) {
+            return None;
+        }
         start = nl + 1;
     }
     if start < bytes.len() {
         lines += 1;
-        line(start, bytes.len(), oversized, lines);
+        if !line(start, bytes.len(), oversized, lines) {
+            return None;
+        }
     }
-    lines
+    Some(lines)
 }
 
 /// Every non-blank line decoded: the items, the lines and the non-blank ones.
@@ -301,7 +308,9 @@ fn decode_items(text: &Text, oversized: bool) -> (Vec<Item>, u64, u64) {
             decode_at(bytes, checked, raw.clone()).map(|t| Detached::new(t, bytes))
         };
         items.push(Item { line, raw, outcome });
-    });
+        true
+    })
+    .unwrap_or_default();
     let nonblank = items.len() as u64;
     (items, lines, nonblank)
 }
@@ -318,19 +327,16 @@ fn fold_items(
     let watermark = folding.watermark.load(Ordering::Relaxed);
     let mut folder = Folder::new(folding.cfg, text, watermark);
     let mut rejects = Vec::new();
-    let (mut folded, mut nonblank) = (true, 0);
+    let mut nonblank = 0;
     let lines = each_line(bytes, oversized, |line, raw, too_large| {
         nonblank += 1;
-        if !folded {
-            return;
-        }
         let outcome = if too_large {
             Err(Reject::new(RejectReason::TooLarge))
         } else {
             decode_at(bytes, Some(text), raw.clone())
         };
         match outcome {
-            Ok(record) => folded = folder.push(&record).is_ok(),
+            Ok(record) => folder.push(&record).is_ok(),
             Err(reject) => {
                 folder.skip();
                 rejects.push(Item {
@@ -338,10 +344,11 @@ fn fold_items(
                     raw,
                     outcome: Err(reject),
                 });
+                true
             }
         }
-    });
-    folded.then(|| (folder.finish(), rejects, lines, nonblank))
+    })?;
+    Some((folder.finish(), rejects, lines, nonblank))
 }
 
 /// Splits and decodes one chunk; folds its records when `folding` says so and they can be.
