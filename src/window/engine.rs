@@ -446,14 +446,14 @@ impl Engine {
         } else {
             end <= self.watermark
         };
-        let id = self.names.intern(&record.name);
-        self.last_unicorn = id;
-        let slot = self.slot(id, start, position);
-        self.seen[id as usize] = arrival;
-        let s = &mut self.slots[slot as usize];
-        s.distance += record.distance;
-        s.records = s.records.saturating_add(1);
-        self.fold_vitals(slot, record.health_points, record.magic_points);
+        let slot = self.add(
+            &record.name,
+            start,
+            position,
+            arrival,
+            std::slice::from_ref(&record.distance),
+            &[(record.health_points, record.magic_points)],
+        );
         let s = &mut self.slots[slot as usize];
         let accepted = if late {
             if s.late & DIRTY == 0 {
@@ -494,6 +494,32 @@ impl Engine {
     ) {
         debug_assert!(self.cfg.time == TimeMode::Event && self.replay_through.is_none());
         debug_assert!(start.saturating_add(self.cfg.size_ms) > self.watermark);
+        self.add(
+            name,
+            start,
+            position,
+            arrival,
+            distances,
+            &[(vitals[0], vitals[2]), (vitals[1], vitals[3])],
+        );
+        self.stats.on_time += distances.len() as u64;
+        self.last_arrival = arrival;
+    }
+
+    /// Adds records of unicorn `name` to the window at `start` (its slot made when missing,
+    /// noting `position`): their distances in order, their count, and the (health, magic) pairs
+    /// to fold into its minima and maxima. The slot. What [`Engine::push`] and
+    /// [`Engine::push_group`] do alike.
+    #[inline]
+    fn add(
+        &mut self,
+        name: &str,
+        start: Millis,
+        position: u64,
+        arrival: Millis,
+        distances: &[f64],
+        vitals: &[(i64, i64)],
+    ) -> u32 {
         let id = self.names.intern(name);
         self.last_unicorn = id;
         let slot = self.slot(id, start, position);
@@ -504,10 +530,10 @@ impl Engine {
         }
         let n = u32::try_from(distances.len()).unwrap_or(u32::MAX);
         s.records = s.records.saturating_add(n);
-        self.fold_vitals(slot, vitals[0], vitals[2]);
-        self.fold_vitals(slot, vitals[1], vitals[3]);
-        self.stats.on_time += u64::from(n);
-        self.last_arrival = arrival;
+        for &(health, magic) in vitals {
+            self.fold_vitals(slot, health, magic);
+        }
+        slot
     }
 
     /// After a batch's [`Engine::push_group`]s: the records through source `position` (the
