@@ -364,6 +364,7 @@ fn the_workshop_queries_answer_what_the_records_say_in_every_format_and_layout()
         assert!(rel.ends_with(".parquet"), "{rel}");
         assert_eq!(&std::fs::read(&f).unwrap()[..4], b"PAR1", "{rel}");
     }
+    assert_duckdb_reads_the_records(&parquet, &records);
 
     let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&queries)
@@ -380,6 +381,55 @@ fn the_workshop_queries_answer_what_the_records_say_in_every_format_and_layout()
             check_query(name, &got, &records);
         }
     }
+}
+
+/// Another engine reads the Parquet objects under `archive` (DuckDB: its own reader of each
+/// column's encoding and compression) as exactly `records`, field by field, whatever the order.
+fn assert_duckdb_reads_the_records(archive: &Path, records: &[Value]) {
+    const READ: &str = "import duckdb, json, sys\n\
+        for row in duckdb.sql(\"SELECT Name, strftime(StatusTime, '%Y-%m-%d %H:%M:%S.%g'), \
+        Latitude, Longitude, Distance, HealthPoints, MagicPoints \
+        FROM read_parquet('\" + sys.argv[1] + \"/**/*.parquet')\").fetchall():\n\
+        \x20   print(json.dumps(row))\n";
+    let out = crate::support::process::succeeds(
+        std::process::Command::new(crate::views::python())
+            .args(["-c", READ])
+            .arg(archive),
+    );
+    // Numbers compared as the f64 they are (`17` and `17.0` alike).
+    let row = |v: Vec<Value>| -> String {
+        let v: Vec<Value> = v
+            .into_iter()
+            .map(|x| x.as_f64().map_or(x, Value::from))
+            .collect();
+        serde_json::to_string(&v).unwrap()
+    };
+    let mut got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| row(serde_json::from_str(l).unwrap()))
+        .collect();
+    let mut want: Vec<String> = records
+        .iter()
+        .map(|r| {
+            row([
+                "Name",
+                "StatusTime",
+                "Latitude",
+                "Longitude",
+                "Distance",
+                "HealthPoints",
+                "MagicPoints",
+            ]
+            .iter()
+            .map(|k| r[*k].clone())
+            .collect())
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "rows DuckDB read");
+    assert!(got == want, "DuckDB reads other rows than the records");
 }
 
 /// Kafka, SIGKILL mid-stream and restart: every accepted record is in the archive exactly once

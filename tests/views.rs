@@ -22,7 +22,7 @@ pub(crate) fn example(view: &str) -> PathBuf {
 
 /// The test environment's Python, with DuckDB (scripts/components/venv installs it;
 /// scripts/test sets STAMPEDE_TEST_PYTHON). Fails, never skips, without it.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     std::env::var_os("STAMPEDE_TEST_PYTHON")
         .map(PathBuf::from)
         .or_else(|| {
