@@ -88,6 +88,10 @@ struct Part {
     skip: Vec<(i64, u64)>,
     /// The write under way; it hands back the skips left after it.
     writing: Option<JoinHandle<Result<Skips, GaveUp>>>,
+    /// Records in the largest hour of the last write.
+    last_written: usize,
+    /// The records come with their fields (a Parquet archive).
+    fields: bool,
 }
 
 /// Per hour, records still to skip (a replay found them written).
@@ -133,6 +137,16 @@ struct Hour {
 impl Hour {
     fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Room for `records` more, with their fields if `fields`.
+    fn reserve(&mut self, records: usize, fields: bool) {
+        self.ends.reserve(records);
+        self.times.reserve(records);
+        self.positions.reserve(records);
+        if fields {
+            self.fields.reserve(records);
+        }
     }
 
     /// Splits off and returns the records from the `n`th on.
@@ -218,6 +232,8 @@ impl Part {
             held: Vec::new(),
             skip: Vec::new(),
             writing: None,
+            last_written: 0,
+            fields: false,
         }
     }
 
@@ -248,39 +264,57 @@ impl Part {
     /// (then it is copied, so as not to keep the rest alive).
     fn take(&mut self, r: &Records) {
         let before = self.bytes;
+        self.fields = !r.fields.is_empty();
         let mut run = Run::default();
-        for (i, range) in r.ranges.iter().enumerate() {
-            let Some(bytes) = r.payload.get(range.clone()) else {
+        // Every accepted record has its time (the pipeline pushes both together).
+        let n = r.ranges.len().min(r.times.len());
+        let in_payload = |i: usize| r.payload.get(r.ranges[i].clone());
+        let mut i = 0;
+        while i < n {
+            if in_payload(i).is_none() {
+                i += 1;
                 continue;
-            };
-            // Every accepted record has its time (the pipeline pushes both together).
-            let Some(&time) = r.times.get(i) else {
-                break;
-            };
-            let hour = time.div_euclid(MS_PER_HOUR);
-            let at = self.hour_index(hour);
-            let adjacent = run.hour == Some(at)
-                && range.start == run.end + 1
-                && r.payload.get(run.end) == Some(&b'\n');
-            if !adjacent {
-                self.keep_run(&r.payload, &mut run);
-                run.hour = Some(at);
-                run.start = range.start;
             }
-            run.end = range.end;
-            run.ends.push(range.end);
+            let hour = r.times[i].div_euclid(MS_PER_HOUR);
+            let at = self.hour_index(hour);
+            // The stretch of records from the `i`th on in the same hour: their lines join runs
+            // one by one, their times, positions and fields are moved together.
+            let mut j = i;
+            while j < n && r.times[j].div_euclid(MS_PER_HOUR) == hour {
+                let Some(bytes) = in_payload(j) else {
+                    break;
+                };
+                let range = r.ranges[j].clone();
+                let adjacent = run.hour == Some(at)
+                    && range.start == run.end + 1
+                    && r.payload.get(run.end) == Some(&b'\n');
+                if !adjacent {
+                    self.keep_run(&r.payload, &mut run);
+                    run.hour = Some(at);
+                    run.start = range.start;
+                }
+                run.end = range.end;
+                run.ends.push(range.end);
+                self.bytes += bytes.strip_suffix(b"\r").unwrap_or(bytes).len() + 1;
+                j += 1;
+            }
             let h = &mut self.hours[at];
-            h.times.push(time);
-            h.positions.push(r.positions.get(i).copied().unwrap_or(0));
-            if let Some(sequence) = r.sequences.get(i) {
-                h.sequences.push(sequence.clone());
+            h.times.extend_from_slice(&r.times[i..j]);
+            match r.positions.get(i..j) {
+                Some(positions) => h.positions.extend_from_slice(positions),
+                None => h
+                    .positions
+                    .extend((i..j).map(|k| r.positions.get(k).copied().unwrap_or(0))),
+            }
+            if let Some(sequences) = r.sequences.get(i..j.min(r.sequences.len())) {
+                h.sequences.extend_from_slice(sequences);
             }
             // The record's bytes keep their places in its line (a trailing CR goes, line
             // breaks become spaces), so the name's range holds there too.
-            if let Some(fields) = r.fields.get(i) {
-                h.fields.push(*fields);
+            if let Some(fields) = r.fields.get(i..j.min(r.fields.len())) {
+                h.fields.extend_from_slice(fields);
             }
-            self.bytes += bytes.strip_suffix(b"\r").unwrap_or(bytes).len() + 1;
+            i = j;
         }
         self.keep_run(&r.payload, &mut run);
         METRICS
@@ -296,10 +330,17 @@ impl Part {
         match self.hours.iter().rposition(|h| h.hour == hour) {
             Some(at) => at,
             None => {
-                self.hours.push(Hour {
+                let mut h = Hour {
                     hour,
                     ..Hour::default()
-                });
+                };
+                // The partition's first hour since its last write will most likely hold as
+                // many records as that write did: its buffers start that large instead of
+                // growing through doublings (each a copy, on memory touched for the first time).
+                if self.hours.is_empty() {
+                    h.reserve(self.last_written, self.fields);
+                }
+                self.hours.push(h);
                 self.hours.len() - 1
             }
         }
@@ -562,6 +603,7 @@ impl ArchiveOutput {
         part.since = (left > 0).then(Instant::now);
         part.hours = kept;
         hours.retain(|h| h.len() > 0);
+        part.last_written = hours.iter().map(Hour::len).max().unwrap_or(0);
         let writer = Arc::clone(&self.writer);
         let (source, partition, skip) = (
             part.source,
