@@ -70,6 +70,9 @@ pub struct Batch {
     /// thread, so that requests decode in parallel and the partition only windows), its strings
     /// ranges of `payload`; empty when the partition is to decode.
     pub decoded: Vec<Result<Detached, Reject>>,
+    /// Every record is a whole line of `payload` with no CR or LF in it (an NDJSON body with no
+    /// CR): the archive keeps them as they lie without looking for line breaks.
+    pub plain_lines: bool,
 }
 
 /// What became of a batch.
@@ -307,6 +310,7 @@ impl PartitionTask {
             positions: Vec::with_capacity(batch.records.len()),
             times: Vec::with_capacity(batch.records.len()),
             sequences: Vec::new(),
+            plain_lines: batch.plain_lines,
             fields: if self.out.wants_fields() {
                 Vec::with_capacity(batch.records.len())
             } else {

@@ -515,6 +515,74 @@ fn a_sigkilled_kafka_instance_archives_every_record_exactly_once() {
     );
 }
 
+/// NDJSON bodies over HTTP, with LF and CRLF line ends, a record with a CR inside it, and an
+/// array whose element spans lines: every accepted record is one line of the archive, its
+/// bytes as sent but for its line breaks (a trailing CR dropped, the others spaces).
+#[test]
+fn http_bodies_with_and_without_crs_archive_one_record_a_line() {
+    let dir = temp_dir("archive-lines");
+    let archive = dir.join("archive");
+    let serve = start_service_with(
+        &["serve"],
+        &dir.join("store"),
+        &[
+            ("STAMPEDE_ARCHIVE_KIND", "dir"),
+            ("STAMPEDE_ARCHIVE_PATH", archive.to_str().unwrap()),
+            ("STAMPEDE_ARCHIVE_BUFFER_SECS", "1"),
+        ],
+    );
+    let addr: std::net::SocketAddr = serve.url.trim_start_matches("http://").parse().unwrap();
+    let line = |name: &str, s: u32| {
+        crate::support::service::line(name, &format!("2026-01-01 00:00:{s:02}.000"), 1.5, 150, 150)
+    };
+    let lf: Vec<String> = (0..4).map(|s| line("Lf", s)).collect();
+    let crlf: Vec<String> = (0..4).map(|s| line("Crlf", s)).collect();
+    let inner = line("Inner", 5).replacen(',', ",\r", 1);
+    let element = line("Element", 6).replacen(',', ",\n", 1);
+    let bodies = [
+        format!("{}\n", lf.join("\n")),
+        format!("{}\r\n", crlf.join("\r\n")),
+        format!(
+            "{}\n{inner}\n{}",
+            lf[0].replace("Lf", "Before"),
+            lf[1].replace("Lf", "After")
+        ),
+        format!("[{element},\n{}]", lf[2].replace("Lf", "Array")),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for body in &bodies {
+        let (status, reply) =
+            rt.block_on(request(addr, Method::POST, "/ingest", body.clone(), None));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // Computed here from what was sent: the rule, not the program's output.
+    let mut want = BTreeMap::new();
+    let records = lf.iter().chain(&crlf).cloned().chain([
+        lf[0].replace("Lf", "Before"),
+        inner,
+        lf[1].replace("Lf", "After"),
+        element,
+        lf[2].replace("Lf", "Array"),
+    ]);
+    for record in records {
+        let kept = record.replace(['\r', '\n'], " ");
+        *want.entry(kept.into_bytes()).or_insert(0u32) += 1;
+    }
+    let total: u32 = want.values().sum();
+    wait_until("the records archived", || {
+        metric(&serve.url, "stampede_archive_records_total") == u64::from(total)
+    });
+    assert_exactly_once(&archived_lines(&archive), &want);
+}
+
 /// `POST /api/query` runs SQL for an admin within the row limit and refuses bad SQL and writes
 /// with the reason; `GET /api/trip` returns a unicorn's path from the archive in time order.
 #[test]

@@ -333,6 +333,7 @@ async fn the_dashboard_works_over_tls_with_a_read_token() {
             sequences: Vec::new(),
             reply: Some(reply),
             decoded: Vec::new(),
+            plain_lines: false,
         })
         .await
         .unwrap();

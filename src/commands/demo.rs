@@ -170,6 +170,7 @@ pub async fn run_fleet(
                 sequences: Vec::new(),
                 reply: None,
                 decoded: Vec::new(),
+                plain_lines: false,
             })
             .await
             .is_err()

@@ -12,16 +12,27 @@ pub fn is_blank(line: &[u8]) -> bool {
 /// The byte ranges of the records of an NDJSON payload: its non-blank lines. A trailing `\n`
 /// (or `\r\n`) is allowed.
 pub fn split_record_ranges(payload: &[u8]) -> Vec<std::ops::Range<usize>> {
+    record_lines(payload).0
+}
+
+/// As [`split_record_ranges`], and whether the payload holds no CR: then no record holds a
+/// line break of any kind (found on the same pass, so that the archive need not look again).
+pub fn record_lines(payload: &[u8]) -> (Vec<std::ops::Range<usize>>, bool) {
     let mut out = Vec::new();
     let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len())) {
-        let line = &payload[start..end];
-        if !is_blank(line) {
-            out.push(start..end);
+    let mut plain = true;
+    for at in memchr::memchr2_iter(b'\n', b'\r', payload).chain(std::iter::once(payload.len())) {
+        if payload.get(at) == Some(&b'\r') {
+            plain = false;
+            continue;
         }
-        start = end + 1;
+        let line = &payload[start..at];
+        if !is_blank(line) {
+            out.push(start..at);
+        }
+        start = at + 1;
     }
-    out
+    (out, plain)
 }
 
 /// The byte ranges of the elements of a JSON array payload, or `None` when the payload is not a

@@ -21,7 +21,7 @@ mod usual;
 
 use std::borrow::Cow;
 
-pub use framing::{array_elements, is_blank, split_record_ranges};
+pub use framing::{array_elements, is_blank, record_lines, split_record_ranges};
 pub use parser::is_valid_name;
 use parser::{Malformed, Parser};
 
@@ -481,5 +481,10 @@ mod tests {
         // A form feed is not JSON whitespace: that line is a (malformed) record, everywhere.
         assert!(!is_blank(b"\x0c"));
         assert_eq!(split_record_ranges(b"\x0c\n").len(), 1);
+        // Plain: no CR anywhere, so no record holds a line break; the ranges are the same.
+        assert_eq!(record_lines(b"a\n\nb\n"), (vec![0..1, 3..4], true));
+        assert_eq!(record_lines(b"a\r\nb"), (vec![0..2, 3..4], false));
+        assert_eq!(record_lines(b"a\nb\rc\n"), (vec![0..1, 2..5], false));
+        assert_eq!(record_lines(b""), (vec![], true));
     }
 }

@@ -87,6 +87,9 @@ pub struct Records {
     pub times: Vec<Millis>,
     /// Kinesis: the sequence number of each accepted record; empty for other sources.
     pub sequences: Vec<String>,
+    /// Every record is a whole line of `payload` with no CR or LF in it
+    /// ([`crate::pipeline::Batch::plain_lines`]).
+    pub plain_lines: bool,
     /// The decoded fields of each accepted record when an output wants them
     /// ([`Interest::fields`]), else empty.
     pub fields: Vec<Fields>,
@@ -617,6 +620,7 @@ mod tests {
                 positions: vec![7, 8],
                 times: vec![0, 0],
                 sequences: Vec::new(),
+                plain_lines: false,
                 fields: Vec::new(),
             })
             .await;

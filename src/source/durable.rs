@@ -377,6 +377,7 @@ impl BatchBuilder {
             sequences: std::mem::take(&mut self.sequences),
             reply: None,
             decoded: Vec::new(),
+            plain_lines: false,
         })
     }
 }

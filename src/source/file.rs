@@ -163,6 +163,7 @@ pub fn read_into(
                 sequences: Vec::new(),
                 reply: None,
                 decoded: Vec::new(),
+                plain_lines: false,
             };
             if tx.blocking_send(b).is_err() {
                 return Ok(total);

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{unauthorized, WebState};
-use crate::decode::{array_elements, decode_at, split_record_ranges, Detached};
+use crate::decode::{array_elements, decode_at, record_lines, Detached};
 use crate::pipeline::Batch;
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -50,6 +50,7 @@ pub(super) async fn ingest(
         }
         Err(_) => return too_large(limit),
     };
+    let mut plain_lines = false;
     let records: Vec<Range<usize>> = match payload.iter().find(|b| !crate::decode::is_blank(&[**b]))
     {
         Some(b'[') => match array_elements(&payload) {
@@ -57,7 +58,11 @@ pub(super) async fn ingest(
             // Not a valid JSON array: one malformed record, counted and kept as a dead letter.
             None => std::iter::once(0..payload.len()).collect(),
         },
-        _ => split_record_ranges(&payload),
+        _ => {
+            let (ranges, plain) = record_lines(&payload);
+            plain_lines = plain;
+            ranges
+        }
     };
     if records.len() > MAX_RECORDS {
         return error(
@@ -86,6 +91,7 @@ pub(super) async fn ingest(
         sequences: Vec::new(),
         reply: Some(reply),
         decoded,
+        plain_lines,
     };
     match state.ingest.try_send(batch) {
         Ok(()) => {}

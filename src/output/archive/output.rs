@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use object_store::PutPayload;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -289,7 +288,7 @@ impl Part {
                     && range.start == run.end + 1
                     && r.payload.get(run.end) == Some(&b'\n');
                 if !adjacent {
-                    self.keep_run(&r.payload, &mut run);
+                    self.keep_run(r, &mut run);
                     run.hour = Some(at);
                     run.start = range.start;
                 }
@@ -316,7 +315,7 @@ impl Part {
             }
             i = j;
         }
-        self.keep_run(&r.payload, &mut run);
+        self.keep_run(r, &mut run);
         METRICS
             .archive_buffered
             .fetch_add(i64::try_from(self.bytes - before).unwrap_or(0), Relaxed);
@@ -346,18 +345,21 @@ impl Part {
         }
     }
 
-    /// Appends the lines of `run` (in `payload`) to its hour, and empties it.
-    fn keep_run(&mut self, payload: &Bytes, run: &mut Run) {
+    /// Appends the lines of `run` (in the payload of `r`) to its hour, and empties it.
+    fn keep_run(&mut self, r: &Records, run: &mut Run) {
         let Some(at) = run.hour.take() else {
             return;
         };
+        let payload = &r.payload;
         let h = &mut self.hours[at];
         let lines = payload.get(run.start..run.end).unwrap_or_default();
         // A line of the archive is exactly one record, for line-based readers (Athena, jq).
         // The run's line breaks are the `\n`s between its records, unless a record holds one
         // or a CR (an array's element spanning lines, a CRLF line end): then record by record.
-        let breaks = memchr::memchr2_iter(b'\n', b'\r', lines).count();
-        if breaks + 1 == run.ends.len() {
+        // Plain lines hold neither, as the framing found on its pass.
+        let one_per_line = r.plain_lines
+            || memchr::memchr2_iter(b'\n', b'\r', lines).count() + 1 == run.ends.len();
+        if one_per_line {
             let base = h.lines.len();
             h.ends.extend(
                 run.ends
@@ -772,6 +774,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::output::{Answer, Answered};
+    use bytes::Bytes;
     use std::collections::BTreeMap;
 
     const HOUR: Millis = 3_600_000;
@@ -790,6 +793,7 @@ mod tests {
             positions: vec![0],
             times: vec![accepted.status_time],
             sequences: Vec::new(),
+            plain_lines: false,
             fields: Vec::new(),
         };
         let mut part = Part::new(SourceKind::Http);
@@ -826,6 +830,7 @@ mod tests {
             times: vec![0; ranges.len()],
             ranges,
             sequences: Vec::new(),
+            plain_lines: false,
             fields: Vec::new(),
         };
         let mut whole = Part::new(SourceKind::Http);
@@ -877,6 +882,7 @@ mod tests {
             positions: (0..8).collect(),
             times: accepted.iter().map(|&(_, t)| t).collect(),
             sequences: Vec::new(),
+            plain_lines: false,
             fields: Vec::new(),
         };
         let mut part = Part::new(SourceKind::Http);
@@ -958,6 +964,7 @@ mod tests {
             positions,
             times,
             sequences: Vec::new(),
+            plain_lines: false,
             fields: Vec::new(),
         }
     }
