@@ -316,6 +316,7 @@ impl PartitionTask {
             } else {
                 Vec::new()
             },
+            names: Vec::new(),
         });
         let fields = kept.is_some() && self.out.wants_fields();
         for (index, range) in batch.records.iter().enumerate() {
@@ -366,8 +367,9 @@ impl PartitionTask {
                         alerts.evaluate(id, &record, &mut self.changes);
                     }
                 }
-                let decoded = fields.then(|| crate::output::Fields::of(&record, raw));
-                Ok((accepted, record.status_time, decoded))
+                let status_time = record.status_time;
+                let decoded = fields.then(|| (crate::output::Fields::of(&record), record.name));
+                Ok((accepted, status_time, decoded))
             });
             match result {
                 Ok((accepted, status_time, decoded)) => {
@@ -381,8 +383,9 @@ impl PartitionTask {
                         if let Some(sequence) = batch.sequences.get_mut(index) {
                             kept.sequences.push(std::mem::take(sequence));
                         }
-                        if let Some(decoded) = decoded {
+                        if let Some((decoded, name)) = decoded {
                             kept.fields.push(decoded);
+                            kept.names.extend_from_slice(name.as_bytes());
                         }
                     }
                 }

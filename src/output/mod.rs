@@ -93,16 +93,21 @@ pub struct Records {
     /// The decoded fields of each accepted record when an output wants them
     /// ([`Interest::fields`]), else empty.
     pub fields: Vec<Fields>,
+    /// With `fields`, the records' names back to back, each [`Fields::name_len`] bytes: copied
+    /// while the record is at hand, so that the Parquet encoder need not read them back from
+    /// records long out of the cache.
+    pub names: Vec<u8>,
 }
 
 /// The decoded fields of one accepted record, for an output that keeps them typed (the Parquet
 /// archive) so that it need not decode the record again (`StatusTime` is [`Records::times`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fields {
-    /// Where the name lies in the record's own bytes (start, length); `None` when it is not
-    /// there verbatim (it had escapes) or the record has `InputData`: such a record, rare, is
-    /// decoded again.
-    pub name: Option<(u32, u32)>,
+    /// The length of the (decoded) name, whose bytes follow the record before's in
+    /// [`Records::names`].
+    pub name_len: u32,
+    /// The record has `InputData`: such a record, rare, is decoded again for it.
+    pub input_data: bool,
     /// `Latitude`.
     pub latitude: f64,
     /// `Longitude`.
@@ -116,16 +121,12 @@ pub struct Fields {
 }
 
 impl Fields {
-    /// The fields of `record`, decoded from `raw`.
-    pub fn of(record: &crate::record::Telemetry<'_>, raw: &[u8]) -> Fields {
-        let name = record
-            .input_data
-            .is_none()
-            .then(|| crate::decode::range_in(&record.name, raw))
-            .flatten()
-            .and_then(|r| Some((u32::try_from(r.start).ok()?, u32::try_from(r.len()).ok()?)));
+    /// The fields of `record`, its name to be appended to [`Records::names`].
+    pub fn of(record: &crate::record::Telemetry<'_>) -> Fields {
         Fields {
-            name,
+            // A name is at most MAX_NAME_BYTES.
+            name_len: u32::try_from(record.name.len()).unwrap_or(u32::MAX),
+            input_data: record.input_data.is_some(),
             latitude: record.latitude,
             longitude: record.longitude,
             distance: record.distance,
@@ -622,6 +623,7 @@ mod tests {
                 sequences: Vec::new(),
                 plain_lines: false,
                 fields: Vec::new(),
+                names: Vec::new(),
             })
             .await;
         assert!(matches!(archive.try_recv(), Ok(Item::Records(r)) if r.positions == [7, 8]));

@@ -9,6 +9,7 @@ use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, Float64Array, Int64Array, StringArray, StringBuilder,
     TimestampMillisecondArray,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -17,6 +18,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::lines::Lines;
+use crate::output::Fields;
+use crate::time::Millis;
 
 /// The schema of every Parquet object.
 pub fn schema() -> SchemaRef {
@@ -36,25 +39,45 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
+/// What the pipeline decoded of each record of an object, parallel to its records — or, when
+/// any is missing, nothing: then every record is decoded again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// Each record's `StatusTime`.
+    pub times: &'a [Millis],
+    /// Each record's fields.
+    pub fields: &'a [Fields],
+    /// Their names back to back, each [`Fields::name_len`] bytes.
+    pub names: &'a [u8],
+}
+
 /// Encodes accepted records — record `i` the line of `lines` ending (after its newline) at
-/// `ends[i]` — as one Parquet object. `times` and `fields` (each record's `StatusTime` and fields
-/// as the engine decoded them, or empty) spare decoding the records again.
+/// `ends[i]` — as one Parquet object. `known` (what the pipeline decoded) spares decoding the
+/// records again, and reading their names back from their lines.
 ///
 /// # Errors
 /// A line no longer decodes (it was accepted, so this is a bug), or the writer failed.
-pub fn encode(
-    lines: &Lines,
-    ends: &[u32],
-    times: &[crate::time::Millis],
-    fields: &[crate::output::Fields],
-) -> Result<Vec<u8>, String> {
+pub fn encode(lines: &Lines, ends: &[u32], known: &Known<'_>) -> Result<Vec<u8>, String> {
     let n = ends.len();
     if ends.last().is_some_and(|&end| end as usize > lines.len()) {
         return Err("record bounds out of range".into());
     }
-    // Names are gathered as bytes and checked as UTF-8 once, whole, at the end (they came from
-    // text that was checked when it arrived; a check per name cost an eighth of the encoding).
-    let mut name = BinaryBuilder::with_capacity(n, n * 16);
+    let complete = known.fields.len() == n
+        && known.times.len() == n
+        && known
+            .fields
+            .iter()
+            .map(|f| f.name_len as usize)
+            .sum::<usize>()
+            == known.names.len()
+        && i32::try_from(known.names.len()).is_ok();
+    let (times, fields) = if complete {
+        (known.times, known.fields)
+    } else {
+        (&[][..], &[][..])
+    };
+    // Without the pipeline's names, they are gathered from the records decoded again.
+    let mut decoded_names = (!complete).then(|| BinaryBuilder::with_capacity(n, n * 16));
     let mut time = Vec::with_capacity(n);
     let mut lat = Vec::with_capacity(n);
     let mut lon = Vec::with_capacity(n);
@@ -63,53 +86,61 @@ pub fn encode(
     let mut magic = Vec::with_capacity(n);
     // `InputData` is all null but for records that carried it: built only once one does.
     let mut input: Option<StringBuilder> = None;
-    // The engine's decoding of each record when it came with one (`fields`, parallel to
-    // `ends`), else the record decoded again.
-    let fields = if fields.len() == n && times.len() == n {
-        fields
-    } else {
-        &[]
-    };
     for (i, line) in lines.each(ends).enumerate() {
-        let known = fields.get(i).and_then(|f| {
-            let (at, len) = f.name?;
-            Some((
-                f,
-                line.get(at as usize..(at as usize).checked_add(len as usize)?)?,
-            ))
-        });
-        if let Some((f, record_name)) = known {
-            name.append_value(record_name);
-            time.push(times[i]);
-            lat.push(f.latitude);
-            lon.push(f.longitude);
-            dist.push(f.distance);
-            health.push(f.health_points);
-            magic.push(f.magic_points);
-            if let Some(input) = &mut input {
-                input.append_null();
+        let input_data = match fields.get(i) {
+            Some(f) => {
+                time.push(times[i]);
+                lat.push(f.latitude);
+                lon.push(f.longitude);
+                dist.push(f.distance);
+                health.push(f.health_points);
+                magic.push(f.magic_points);
+                if !f.input_data {
+                    if let Some(input) = &mut input {
+                        input.append_null();
+                    }
+                    continue;
+                }
+                // Rare: decoded again for its InputData alone.
+                crate::decode::decode(line)
+                    .map_err(|e| format!("an archived record no longer decodes: {e:?}"))?
+                    .input_data
             }
-            continue;
-        }
-        let r = crate::decode::decode(line)
-            .map_err(|e| format!("an archived record no longer decodes: {e:?}"))?;
-        name.append_value(r.name.as_bytes());
-        time.push(r.status_time);
-        lat.push(r.latitude);
-        lon.push(r.longitude);
-        dist.push(r.distance);
-        health.push(r.health_points);
-        magic.push(r.magic_points);
-        if input.is_none() && r.input_data.is_some() {
+            None => {
+                let r = crate::decode::decode(line)
+                    .map_err(|e| format!("an archived record no longer decodes: {e:?}"))?;
+                if let Some(names) = &mut decoded_names {
+                    names.append_value(r.name.as_bytes());
+                }
+                time.push(r.status_time);
+                lat.push(r.latitude);
+                lon.push(r.longitude);
+                dist.push(r.distance);
+                health.push(r.health_points);
+                magic.push(r.magic_points);
+                r.input_data
+            }
+        };
+        if input.is_none() && input_data.is_some() {
             let mut builder = StringBuilder::new();
             builder.append_nulls(i);
             input = Some(builder);
         }
         if let Some(input) = &mut input {
-            input.append_option(r.input_data.as_deref());
+            input.append_option(input_data.as_deref());
         }
     }
-    let name = StringArray::try_from_binary(name.finish()).map_err(|e| e.to_string())?;
+    // Names are checked as UTF-8 once, whole (they came from text that was checked when it
+    // arrived; a check per name cost an eighth of the encoding).
+    let name = match decoded_names {
+        Some(mut names) => StringArray::try_from_binary(names.finish()),
+        None => StringArray::try_new(
+            OffsetBuffer::from_lengths(fields.iter().map(|f| f.name_len as usize)),
+            Buffer::from_slice_ref(known.names),
+            None,
+        ),
+    }
+    .map_err(|e| e.to_string())?;
     let input: ArrayRef = match input {
         Some(mut input) => Arc::new(input.finish()),
         None => Arc::new(StringArray::new_null(n)),
@@ -215,7 +246,7 @@ mod tests {
         );
         let first = lines.find('\n').unwrap() as u32 + 1;
         let ends = [first, lines.len() as u32];
-        let bytes = Bytes::from(encode(&held(lines), &ends, &[], &[]).unwrap());
+        let bytes = Bytes::from(encode(&held(lines), &ends, &Known::default()).unwrap());
         assert_eq!(count_records(bytes.clone(), true).unwrap(), 2);
         assert_eq!(count_records(Bytes::from(lines), false).unwrap(), 2);
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -237,32 +268,36 @@ mod tests {
         assert_eq!(b.column(7).as_string::<i32>().value(1), "x");
     }
 
-    /// Each record's fields as the engine decoded them give the same object as decoding the
-    /// lines again; a name with escapes (not in the line verbatim) or InputData is decoded again.
+    /// Each record's fields and name as the pipeline decoded them give the same object as
+    /// decoding the lines again: an escaped name as its text, InputData read again; a name
+    /// missing from what is known, or a record, and the records are decoded again.
     #[test]
-    fn the_engines_fields_give_the_object_decoding_gives() {
+    fn the_pipelines_fields_give_the_object_decoding_gives() {
         let lines = concat!(
             r#"{"Name":"Shadowfax","StatusTime":"2018-03-18 03:20:00.250","Latitude":40.75,"Longitude":-73.98,"Distance":17,"HealthPoints":150,"MagicPoints":90}"#,
             "\n",
             r#"{"Name":"Sha\u0064owfax","StatusTime":"2018-03-18 03:20:01.250","Latitude":40.5,"Longitude":-73.5,"Distance":1.25,"HealthPoints":15,"MagicPoints":9}"#,
             "\n",
             r#"{"Name":"Rocinante","StatusTime":"2018-03-18 03:20:02","Latitude":-2.25,"Longitude":1.5,"Distance":0.5,"HealthPoints":99,"MagicPoints":-3,"InputData":"x"}"#,
+            "\n",
+            r#"{"Name":"Ombre-Fée","StatusTime":"2018-03-18 03:20:03","Latitude":-2.5,"Longitude":1.25,"Distance":0.25,"HealthPoints":98,"MagicPoints":-4}"#,
             "\n"
         );
         let mut ends = Vec::new();
         let mut times = Vec::new();
         let mut fields = Vec::new();
+        let mut names = Vec::new();
         let mut start = 0;
         for line in lines.split_inclusive('\n') {
             let raw = &lines.as_bytes()[start..start + line.len()];
             let record = crate::decode::decode(raw.strip_suffix(b"\n").unwrap()).unwrap();
             times.push(record.status_time);
-            fields.push(crate::output::Fields::of(&record, raw));
+            fields.push(Fields::of(&record));
+            names.extend_from_slice(record.name.as_bytes());
             start += line.len();
             ends.push(start as u32);
         }
-        assert!(fields[0].name.is_some());
-        assert_eq!((fields[1].name, fields[2].name), (None, None));
+        assert_eq!(fields.iter().filter(|f| f.input_data).count(), 1);
         let read = |bytes: Vec<u8>| -> Vec<RecordBatch> {
             ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
                 .unwrap()
@@ -271,11 +306,31 @@ mod tests {
                 .map(Result::unwrap)
                 .collect()
         };
-        let decoded = read(encode(&held(lines), &ends, &[], &[]).unwrap());
-        let given = read(encode(&held(lines), &ends, &times, &fields).unwrap());
+        let decoded = read(encode(&held(lines), &ends, &Known::default()).unwrap());
+        let known = Known {
+            times: &times,
+            fields: &fields,
+            names: &names,
+        };
+        let given = read(encode(&held(lines), &ends, &known).unwrap());
         assert_eq!(decoded, given);
-        let names = given[0].column(0).as_string::<i32>();
-        assert_eq!(names.value(1), "Shadowfax");
+        let got = given[0].column(0).as_string::<i32>();
+        assert_eq!(
+            got.iter().collect::<Vec<_>>(),
+            [
+                Some("Shadowfax"),
+                Some("Shadowfax"),
+                Some("Rocinante"),
+                Some("Ombre-Fée")
+            ]
+        );
+        assert_eq!(given[0].column(7).as_string::<i32>().value(2), "x");
+        // Names that do not add up to the fields' lengths are not trusted.
+        let short = Known {
+            names: &names[1..],
+            ..known
+        };
+        assert_eq!(read(encode(&held(lines), &ends, &short).unwrap()), decoded);
     }
 
     /// Vitals and times are stored as deltas: the largest jumps an `i64` allows (which wrap
@@ -298,7 +353,7 @@ mod tests {
             .match_indices('\n')
             .map(|(at, _)| at as u32 + 1)
             .collect();
-        let bytes = Bytes::from(encode(&held(&text), &ends, &[], &[]).unwrap());
+        let bytes = Bytes::from(encode(&held(&text), &ends, &Known::default()).unwrap());
         let batch = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
             .unwrap()
             .build()

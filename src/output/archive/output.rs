@@ -131,11 +131,19 @@ struct Hour {
     sequences: Vec<String>,
     /// Each record's decoded fields (for Parquet), else empty.
     fields: Vec<Fields>,
+    /// With `fields`, the records' names back to back.
+    names: Vec<u8>,
 }
 
 impl Hour {
     fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// The bytes of the first `n` records' names in `names`.
+    fn name_bytes(&self, n: usize) -> usize {
+        let n = n.min(self.fields.len());
+        self.fields[..n].iter().map(|f| f.name_len as usize).sum()
     }
 
     /// Room for `records` more, with their fields if `fields`.
@@ -145,6 +153,7 @@ impl Hour {
         self.positions.reserve(records);
         if fields {
             self.fields.reserve(records);
+            self.names.reserve(records * 16);
         }
     }
 
@@ -152,6 +161,7 @@ impl Hour {
     fn split_off(&mut self, n: usize) -> Hour {
         let n = n.min(self.len());
         let cut = if n == 0 { 0 } else { self.ends[n - 1] };
+        let names = self.name_bytes(n).min(self.names.len());
         let mut rest = Hour {
             hour: self.hour,
             lines: self.lines.split_off(cut as usize),
@@ -168,6 +178,7 @@ impl Hour {
             } else {
                 self.fields.split_off(n)
             },
+            names: self.names.split_off(names),
         };
         for end in &mut rest.ends {
             *end -= cut;
@@ -182,6 +193,8 @@ impl Hour {
             return;
         }
         let cut = self.ends[n - 1];
+        let names = self.name_bytes(n).min(self.names.len());
+        self.names.drain(..names);
         self.lines.drop_front(cut as usize);
         self.ends.drain(..n);
         for end in &mut self.ends {
@@ -268,9 +281,13 @@ impl Part {
         // Every accepted record has its time (the pipeline pushes both together).
         let n = r.ranges.len().min(r.times.len());
         let in_payload = |i: usize| r.payload.get(r.ranges[i].clone());
+        // Where the `i`th record's name begins in `r.names`.
+        let mut name_at = 0;
+        let name_len = |k: usize| r.fields.get(k).map_or(0, |f| f.name_len as usize);
         let mut i = 0;
         while i < n {
             if in_payload(i).is_none() {
+                name_at += name_len(i);
                 i += 1;
                 continue;
             }
@@ -313,6 +330,11 @@ impl Part {
             if let Some(fields) = r.fields.get(i..j.min(r.fields.len())) {
                 h.fields.extend_from_slice(fields);
             }
+            let names: usize = (i..j).map(name_len).sum();
+            if let Some(names) = r.names.get(name_at..name_at + names) {
+                h.names.extend_from_slice(names);
+            }
+            name_at += names;
             i = j;
         }
         self.keep_run(r, &mut run);
@@ -662,23 +684,30 @@ impl Writer {
                 &uuid,
             );
             let body = if parquet {
-                let (lines, ends, times, fields) = (
+                let (lines, ends, times, fields, names) = (
                     std::mem::take(&mut hour.lines),
                     std::mem::take(&mut hour.ends),
                     std::mem::take(&mut hour.times),
                     std::mem::take(&mut hour.fields),
+                    std::mem::take(&mut hour.names),
                 );
                 let encoded = tokio::task::spawn_blocking(move || {
-                    let out = super::columns::encode(&lines, &ends, &times, &fields);
-                    (out, lines, ends, times, fields)
+                    let known = super::columns::Known {
+                        times: &times,
+                        fields: &fields,
+                        names: &names,
+                    };
+                    let out = super::columns::encode(&lines, &ends, &known);
+                    (out, lines, ends, times, fields, names)
                 })
                 .await;
                 match encoded {
-                    Ok((out, lines, ends, times, fields)) => {
+                    Ok((out, lines, ends, times, fields, names)) => {
                         hour.lines = lines;
                         hour.ends = ends;
                         hour.times = times;
                         hour.fields = fields;
+                        hour.names = names;
                         match out {
                             Ok(bytes) => PutPayload::from(bytes),
                             Err(e) => {
@@ -795,6 +824,7 @@ mod tests {
             sequences: Vec::new(),
             plain_lines: false,
             fields: Vec::new(),
+            names: Vec::new(),
         };
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
@@ -832,6 +862,7 @@ mod tests {
             sequences: Vec::new(),
             plain_lines: false,
             fields: Vec::new(),
+            names: Vec::new(),
         };
         let mut whole = Part::new(SourceKind::Http);
         whole.take(&records(ranges.clone()));
@@ -884,6 +915,7 @@ mod tests {
             sequences: Vec::new(),
             plain_lines: false,
             fields: Vec::new(),
+            names: Vec::new(),
         };
         let mut part = Part::new(SourceKind::Http);
         part.take(&records);
@@ -966,6 +998,7 @@ mod tests {
             sequences: Vec::new(),
             plain_lines: false,
             fields: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -1041,6 +1074,63 @@ mod tests {
             }
         }
         counts
+    }
+
+    /// With fields (a Parquet archive), each hour keeps its records' names in step with them:
+    /// taken across two hours, split as at a barrier and dropped at the front as in a replay.
+    #[test]
+    fn names_stay_with_their_records_through_hours_splits_and_drops() {
+        let mut r = records(0, 0);
+        let mut payload = Vec::new();
+        for i in 0..20u64 {
+            // Names of 2 to 5 bytes, so that a cut in the wrong place shows.
+            let (text, t) = line(i);
+            let text = text.replace("\"u", &format!("\"{}u", "x".repeat(i as usize % 4)));
+            let start = payload.len();
+            payload.extend_from_slice(text.as_bytes());
+            r.ranges.push(start..payload.len());
+            payload.push(b'\n');
+            r.positions.push(i);
+            r.times.push(t);
+            let record = crate::decode::decode(text.as_bytes()).unwrap();
+            r.fields.push(Fields::of(&record));
+            r.names.extend_from_slice(record.name.as_bytes());
+        }
+        r.payload = Bytes::from(payload);
+        // The names an hour holds, cut by their lengths; and those of its records' lines.
+        let held = |h: &Hour| -> Vec<String> {
+            let mut at = 0;
+            h.fields
+                .iter()
+                .map(|f| {
+                    at += f.name_len as usize;
+                    String::from_utf8(h.names[at - f.name_len as usize..at].to_vec()).unwrap()
+                })
+                .collect()
+        };
+        let read = |h: &Hour| -> Vec<String> {
+            h.lines
+                .each(&h.ends)
+                .map(|l| crate::decode::decode(l).unwrap().name.into_owned())
+                .collect()
+        };
+        let mut part = Part::new(SourceKind::Kafka);
+        part.take(&r);
+        assert_eq!(part.hours.len(), 2);
+        for h in &part.hours {
+            assert_eq!(held(h), read(h));
+            assert_eq!(h.names.len(), h.name_bytes(h.len()));
+        }
+        let mut hour = part.hours.swap_remove(0);
+        assert_eq!(hour.len(), 16);
+        let mut rest = hour.split_off(5);
+        assert_eq!((hour.len(), rest.len()), (5, 11));
+        assert_eq!(held(&hour), read(&hour));
+        assert_eq!(held(&rest), read(&rest));
+        rest.drop_front(4);
+        assert_eq!(rest.len(), 7);
+        assert_eq!(held(&rest), read(&rest));
+        assert_eq!(rest.names.len(), rest.name_bytes(rest.len()));
     }
 
     async fn take(a: &mut ArchiveOutput, from: u64, to: u64) {
