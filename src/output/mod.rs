@@ -87,8 +87,8 @@ pub struct Records {
     pub times: Vec<Millis>,
     /// Kinesis: the sequence number of each accepted record; empty for other sources.
     pub sequences: Vec<String>,
-    /// Every record is a whole line of `payload` with no CR or LF in it
-    /// ([`crate::pipeline::Batch::plain_lines`]).
+    /// Every record is a whole line of `payload` with no CR or LF in it (an NDJSON body with no
+    /// CR, as its source found when it cut the lines).
     pub plain_lines: bool,
     /// The decoded fields of each accepted record when an output wants them
     /// ([`Interest::fields`]), else empty.
