@@ -1,5 +1,6 @@
-//! The archive's Parquet objects: the typed columns of CONTRACT §1, zstd-compressed, one row
-//! group per object. Column names are the record's own (`Name`, `StatusTime`, …); `StatusTime`
+//! The archive's Parquet objects: the typed columns of CONTRACT §1, each in its cheapest
+//! encoding (names and times zstd-compressed, times and vitals as deltas), one row group per
+//! object. Column names are the record's own (`Name`, `StatusTime`, …); `StatusTime`
 //! is a timestamp in milliseconds (UTC, as the producer's strings are read).
 
 use std::sync::Arc;

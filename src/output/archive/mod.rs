@@ -61,7 +61,7 @@ pub enum ArchiveFormat {
     /// The records' bytes as received, one per line.
     #[default]
     Ndjson,
-    /// Typed columns, zstd.
+    /// Typed columns (names and times zstd-compressed).
     Parquet,
 }
 

@@ -70,6 +70,10 @@ struct Writer {
     run: String,
 }
 
+/// At most this many records' room is set aside for a partition's next hour (~84 bytes each,
+/// not counted against `buffer_bytes`): about what an object of the default 5 MiB holds.
+const MAX_RESERVED: usize = 1 << 15;
+
 /// One partition's buffered records, held barriers and write under way.
 struct Part {
     source: SourceKind,
@@ -133,11 +137,20 @@ struct Hour {
     fields: Vec<Fields>,
     /// With `fields`, the records' names back to back.
     names: Vec<u8>,
+    /// Some record came without its fields or name: the encoder decodes every record again.
+    unknown: bool,
 }
 
 impl Hour {
     fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Drops what the pipeline decoded, for good: the records are decoded again.
+    fn forget_fields(&mut self) {
+        self.unknown = true;
+        self.fields = Vec::new();
+        self.names = Vec::new();
     }
 
     /// The bytes of the first `n` records' names in `names`.
@@ -168,17 +181,10 @@ impl Hour {
             ends: self.ends.split_off(n),
             times: self.times.split_off(n),
             positions: self.positions.split_off(n),
-            sequences: if self.sequences.is_empty() {
-                Vec::new()
-            } else {
-                self.sequences.split_off(n)
-            },
-            fields: if self.fields.is_empty() {
-                Vec::new()
-            } else {
-                self.fields.split_off(n)
-            },
+            sequences: self.sequences.split_off(n.min(self.sequences.len())),
+            fields: self.fields.split_off(n.min(self.fields.len())),
             names: self.names.split_off(names),
+            unknown: self.unknown,
         };
         for end in &mut rest.ends {
             *end -= cut;
@@ -202,12 +208,8 @@ impl Hour {
         }
         self.times.drain(..n);
         self.positions.drain(..n);
-        if !self.sequences.is_empty() {
-            self.sequences.drain(..n);
-        }
-        if !self.fields.is_empty() {
-            self.fields.drain(..n);
-        }
+        self.sequences.drain(..n.min(self.sequences.len()));
+        self.fields.drain(..n.min(self.fields.len()));
     }
 }
 
@@ -281,6 +283,11 @@ impl Part {
         // Every accepted record has its time (the pipeline pushes both together).
         let n = r.ranges.len().min(r.times.len());
         let in_payload = |i: usize| r.payload.get(r.ranges[i].clone());
+        // What the pipeline decoded comes with every record, names adding up, or is not used:
+        // one misplaced name would put every later one on the wrong record.
+        let with_fields = !r.fields.is_empty();
+        let known = r.fields.len() == r.ranges.len()
+            && r.fields.iter().map(|f| f.name_len as usize).sum::<usize>() == r.names.len();
         // Where the `i`th record's name begins in `r.names`.
         let mut name_at = 0;
         let name_len = |k: usize| r.fields.get(k).map_or(0, |f| f.name_len as usize);
@@ -325,14 +332,15 @@ impl Part {
             if let Some(sequences) = r.sequences.get(i..j.min(r.sequences.len())) {
                 h.sequences.extend_from_slice(sequences);
             }
-            // The record's bytes keep their places in its line (a trailing CR goes, line
-            // breaks become spaces), so the name's range holds there too.
-            if let Some(fields) = r.fields.get(i..j.min(r.fields.len())) {
-                h.fields.extend_from_slice(fields);
-            }
             let names: usize = (i..j).map(name_len).sum();
-            if let Some(names) = r.names.get(name_at..name_at + names) {
-                h.names.extend_from_slice(names);
+            if with_fields {
+                match (r.fields.get(i..j), r.names.get(name_at..name_at + names)) {
+                    (Some(fields), Some(names)) if known && !h.unknown => {
+                        h.fields.extend_from_slice(fields);
+                        h.names.extend_from_slice(names);
+                    }
+                    _ => h.forget_fields(),
+                }
             }
             name_at += names;
             i = j;
@@ -359,7 +367,7 @@ impl Part {
                 // many records as that write did: its buffers start that large instead of
                 // growing through doublings (each a copy, on memory touched for the first time).
                 if self.hours.is_empty() {
-                    h.reserve(self.last_written, self.fields);
+                    h.reserve(self.last_written.min(MAX_RESERVED), self.fields);
                 }
                 self.hours.push(h);
                 self.hours.len() - 1
@@ -1097,6 +1105,15 @@ mod tests {
             r.names.extend_from_slice(record.name.as_bytes());
         }
         r.payload = Bytes::from(payload);
+        // A record whose range lies outside the payload is skipped, and its name with it.
+        let at: usize = r.fields[..7].iter().map(|f| f.name_len as usize).sum();
+        let text = line(99).0.replace("u1", "Bogus");
+        let bogus = crate::decode::decode(text.as_bytes()).unwrap();
+        r.ranges.insert(7, 1 << 20..(1 << 20) + 1);
+        r.positions.insert(7, 99);
+        r.times.insert(7, r.times[7]);
+        r.fields.insert(7, Fields::of(&bogus));
+        r.names.splice(at..at, b"Bogus".iter().copied());
         // The names an hour holds, cut by their lengths; and those of its records' lines.
         let held = |h: &Hour| -> Vec<String> {
             let mut at = 0;
@@ -1131,6 +1148,23 @@ mod tests {
         assert_eq!(rest.len(), 7);
         assert_eq!(held(&rest), read(&rest));
         assert_eq!(rest.names.len(), rest.name_bytes(rest.len()));
+        assert!(!rest.unknown);
+        // A batch whose names do not add up to its fields' lengths: the hour forgets what the
+        // pipeline decoded, now and for the records after, and the encoder decodes them again.
+        let mut short = records(20, 25);
+        for text in (20..25).map(|i| line(i).0) {
+            let record = crate::decode::decode(text.as_bytes()).unwrap();
+            short.fields.push(Fields::of(&record));
+            short.names.extend_from_slice(record.name.as_bytes());
+        }
+        short.names.pop();
+        part.hours = vec![rest];
+        part.take(&short);
+        let hour = &part.hours[0];
+        assert!(hour.unknown && hour.fields.is_empty() && hour.names.is_empty());
+        part.take(&r);
+        let hour = &part.hours[0];
+        assert!(hour.unknown && hour.fields.is_empty() && hour.names.is_empty());
     }
 
     async fn take(a: &mut ArchiveOutput, from: u64, to: u64) {
