@@ -549,23 +549,35 @@ fn a_sigkilled_kafka_instance_archives_every_record_exactly_once() {
     );
 }
 
+/// `serve` over HTTP with a directory archive written every second (and `env`): the service,
+/// its address and the archive's directory.
+fn serve_archiving(
+    name: &str,
+    env: &[(&str, &str)],
+) -> (
+    crate::support::process::Running,
+    std::net::SocketAddr,
+    PathBuf,
+) {
+    let dir = temp_dir(name);
+    let archive = dir.join("archive");
+    let mut all = vec![
+        ("STAMPEDE_ARCHIVE_KIND", "dir"),
+        ("STAMPEDE_ARCHIVE_PATH", archive.to_str().unwrap()),
+        ("STAMPEDE_ARCHIVE_BUFFER_SECS", "1"),
+    ];
+    all.extend_from_slice(env);
+    let serve = start_service_with(&["serve"], &dir.join("store"), &all);
+    let addr = serve.url.trim_start_matches("http://").parse().unwrap();
+    (serve, addr, archive)
+}
+
 /// NDJSON bodies over HTTP, with LF and CRLF line ends, a record with a CR inside it, and an
 /// array whose element spans lines: every accepted record is one line of the archive, its
 /// bytes as sent but for its line breaks (a trailing CR dropped, the others spaces).
 #[test]
 fn http_bodies_with_and_without_crs_archive_one_record_a_line() {
-    let dir = temp_dir("archive-lines");
-    let archive = dir.join("archive");
-    let serve = start_service_with(
-        &["serve"],
-        &dir.join("store"),
-        &[
-            ("STAMPEDE_ARCHIVE_KIND", "dir"),
-            ("STAMPEDE_ARCHIVE_PATH", archive.to_str().unwrap()),
-            ("STAMPEDE_ARCHIVE_BUFFER_SECS", "1"),
-        ],
-    );
-    let addr: std::net::SocketAddr = serve.url.trim_start_matches("http://").parse().unwrap();
+    let (serve, addr, archive) = serve_archiving("archive-lines", &[]);
     let line = |name: &str, s: u32| {
         crate::support::service::line(name, &format!("2026-01-01 00:00:{s:02}.000"), 1.5, 150, 150)
     };
@@ -621,19 +633,8 @@ fn http_bodies_with_and_without_crs_archive_one_record_a_line() {
 /// with the reason; `GET /api/trip` returns a unicorn's path from the archive in time order.
 #[test]
 fn the_service_answers_sql_for_admins_and_trips_for_the_dashboard() {
-    let dir = temp_dir("archive-api");
-    let archive = dir.join("archive");
-    let serve = start_service_with(
-        &["serve"],
-        &dir.join("store"),
-        &[
-            ("STAMPEDE_ARCHIVE_KIND", "dir"),
-            ("STAMPEDE_ARCHIVE_PATH", archive.to_str().unwrap()),
-            ("STAMPEDE_ARCHIVE_BUFFER_SECS", "1"),
-            ("STAMPEDE_WEB_TOKEN", "admin-secret"),
-        ],
-    );
-    let addr: std::net::SocketAddr = serve.url.trim_start_matches("http://").parse().unwrap();
+    let (serve, addr, _) =
+        serve_archiving("archive-api", &[("STAMPEDE_WEB_TOKEN", "admin-secret")]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
