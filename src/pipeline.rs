@@ -316,7 +316,11 @@ impl PartitionTask {
             } else {
                 Vec::new()
             },
-            names: Vec::new(),
+            names: if self.out.wants_fields() {
+                Vec::with_capacity(batch.records.len() * 16)
+            } else {
+                Vec::new()
+            },
         });
         let fields = kept.is_some() && self.out.wants_fields();
         for (index, range) in batch.records.iter().enumerate() {

@@ -50,20 +50,15 @@ pub(super) async fn ingest(
         }
         Err(_) => return too_large(limit),
     };
-    let mut plain_lines = false;
-    let records: Vec<Range<usize>> = match payload.iter().find(|b| !crate::decode::is_blank(&[**b]))
-    {
-        Some(b'[') => match array_elements(&payload) {
-            Some(ranges) => ranges,
-            // Not a valid JSON array: one malformed record, counted and kept as a dead letter.
-            None => std::iter::once(0..payload.len()).collect(),
-        },
-        _ => {
-            let (ranges, plain) = record_lines(&payload);
-            plain_lines = plain;
-            ranges
-        }
-    };
+    let (records, plain_lines): (Vec<Range<usize>>, bool) =
+        match payload.iter().find(|b| !crate::decode::is_blank(&[**b])) {
+            Some(b'[') => match array_elements(&payload) {
+                Some(ranges) => (ranges, false),
+                // Not a valid JSON array: one malformed record, counted and kept as a dead letter.
+                None => (std::iter::once(0..payload.len()).collect(), false),
+            },
+            _ => record_lines(&payload),
+        };
     if records.len() > MAX_RECORDS {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
